@@ -1,0 +1,86 @@
+# emotionet: every dependency is installed by this file, from crates.io, PyPI
+# and Debian only. Targets are idempotent; `make test` and `make demo` each
+# work as the first command on a fresh clone.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+PYTHON ?= python3
+CARGO  ?= cargo
+DEPS   := $(CURDIR)/.deps
+
+# Pinned PJRT plugins (all speak PJRT C API 0.81, the header we build on).
+CPU_PLUGIN_PKG := xla-cpu-pjrt==0.0.1
+TPU_PLUGIN_PKG := libtpu==0.0.30
+GPU_PLUGIN_PKG := xla-cuda12-pjrt==0.0.1
+CPU_PLUGIN     := $(DEPS)/pjrt/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so
+PJRT_HEADER    := $(DEPS)/pjrt/xla_plugins/xla_cpu_pjrt/include/pjrt_c_api.h
+
+# The one real face set we can get: scikit-image's LFW subset (100 faces,
+# 100 non-faces, 25x25), carried inside its wheel.
+SKIMAGE_PKG    := scikit-image==0.26.0
+LFW_SUBSET     := $(DEPS)/data/lfw_subset.npy
+
+export EMOTIONET_DEPS := $(DEPS)
+BIN := target/release/emotionet
+
+.PHONY: setup build test demo bench ffi clean system-packages
+
+## setup: the PJRT CPU plugin, test data and any Debian packages the build needs
+setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET)
+
+system-packages:
+	@command -v cc >/dev/null || { echo "installing gcc (needed by crates that build C)"; apt-get update -qq && apt-get install -y -qq gcc; }
+	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "installing pip"; apt-get update -qq && apt-get install -y -qq python3-pip; }
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 2; }
+
+$(CPU_PLUGIN):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(DEPS)/pjrt $(CPU_PLUGIN_PKG)
+	@test -f $@ && touch $@
+
+$(LFW_SUBSET):
+	mkdir -p $(DEPS)/wheels $(DEPS)/data
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+	    --platform manylinux_2_17_x86_64 --python-version 3.11 -d $(DEPS)/wheels $(SKIMAGE_PKG)
+	$(PYTHON) -c "import zipfile,glob,sys; w=glob.glob('$(DEPS)/wheels/scikit_image-*.whl')[0]; open('$@','wb').write(zipfile.ZipFile(w).read('skimage/data/lfw_subset.npy'))"
+
+## tpu-plugin / gpu-plugin: optional plugins, for Cloud TPU VMs and CUDA hosts
+tpu-plugin:
+	$(PYTHON) -m pip install --quiet --no-deps --target $(DEPS)/pjrt $(TPU_PLUGIN_PKG)
+gpu-plugin:
+	$(PYTHON) -m pip install --quiet --no-deps --target $(DEPS)/pjrt $(GPU_PLUGIN_PKG)
+
+build: setup
+	$(CARGO) build --release --locked
+
+test: build
+	$(CARGO) test --release --locked -- --test-threads=2
+
+demo: build
+	$(BIN) devices
+
+bench: build
+	$(BIN) bench
+
+## ffi: regenerate src/pjrt/ffi.rs from the pinned plugin's header (needs bindgen + libclang)
+ffi: $(CPU_PLUGIN)
+	command -v bindgen >/dev/null || $(CARGO) install --locked bindgen-cli@0.73.2
+	dpkg -s libclang-dev >/dev/null 2>&1 || apt-get install -y -qq libclang-dev
+	bindgen $(PJRT_HEADER) --allowlist-type 'PJRT_.*' --allowlist-var 'PJRT_.*' --with-derive-default --no-doc-comments \
+	    -o target/ffi.raw.rs
+	{ sed -n '1,/^$$/p' src/pjrt/ffi.rs; \
+	  sed -e 's|^\(\s*\)unsafe {$$|\1// SAFETY: every field of this C struct is a pointer, integer or nullable\n\1// function pointer, for which all-zero bytes are a valid value.\n\1unsafe {|' target/ffi.raw.rs; \
+	  echo; echo '/// Builds an args struct with `struct_size` set to the exact size in the header.'; \
+	  echo 'pub trait StructSize { fn sized() -> Self; }'; \
+	  grep -o '^pub const PJRT_[A-Za-z0-9_]*_STRUCT_SIZE' target/ffi.raw.rs | sed 's/pub const //; s/_STRUCT_SIZE$$//' \
+	    | while read t; do \
+	        awk "/^pub struct $$t {/{getline; print; exit}" target/ffi.raw.rs | grep -q 'struct_size' || continue; \
+	        echo "impl StructSize for $$t { fn sized() -> Self { $$t { struct_size: $${t}_STRUCT_SIZE as usize, ..Default::default() } } }"; \
+	      done; \
+	} > src/pjrt/ffi.rs.new
+	mv src/pjrt/ffi.rs.new src/pjrt/ffi.rs
+
+clean:
+	$(CARGO) clean
+	rm -rf $(DEPS)

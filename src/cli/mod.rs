@@ -1,0 +1,93 @@
+//! The command line. Each subcommand lives in its own file with its
+//! arguments and its `run` function; this file only dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::pjrt::{self, Backend, ClientOptions};
+
+mod devices;
+
+#[derive(Parser, Debug)]
+#[command(name = "emotionet", version, about = "Train and run the EMOTIONET face/emotion CNN hierarchy on XLA (CPU, GPU, Cloud TPU)")]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the PJRT plugin, its API version and its devices.
+    Devices(devices::DevicesArgs),
+}
+
+/// How to reach XLA: shared by every subcommand that runs programs.
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// Accelerator family; picks the pinned plugin for it.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
+    /// Path to a PJRT plugin library; overrides --backend's default plugin.
+    #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
+    pub plugin: Option<PathBuf>,
+    /// Client create option NAME=VALUE (e.g. cpu_device_count=8); repeatable.
+    #[arg(long = "client-option", value_name = "NAME=VALUE")]
+    pub client_options: Vec<String>,
+}
+
+impl BackendArgs {
+    pub fn connect(&self) -> anyhow::Result<pjrt::Client> {
+        let mut options = ClientOptions::new();
+        for text in &self.client_options {
+            options = options.parse_assignment(text)?;
+        }
+        let client = pjrt::connect(self.backend, self.plugin.as_deref(), &options)?;
+        tracing::info!("connected to {} ({}) with {} devices", client.platform_name(), client.platform_version(), client.devices().len());
+        Ok(client)
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Devices(args) => devices::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}

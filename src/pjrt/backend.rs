@@ -1,0 +1,152 @@
+//! Which plugin a backend name means, and where to find it.
+//!
+//! Order: `--plugin PATH`, then `EMOTIONET_PJRT_PLUGIN`, then (TPU only)
+//! `TPU_LIBRARY_PATH`, then the project-local `.deps/pjrt` folder that
+//! `make setup` fills, then the packages of the machine's `python3`. A plugin
+//! that is not found is an error naming the pip package that provides it;
+//! we never fall back to another backend.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{PjrtError, Result};
+
+/// The accelerator family a run asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Cpu,
+    Gpu,
+    Tpu,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Cpu => "cpu",
+            Backend::Gpu => "gpu",
+            Backend::Tpu => "tpu",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Backend::Cpu),
+            "gpu" => Ok(Backend::Gpu),
+            "tpu" => Ok(Backend::Tpu),
+            other => Err(format!("unknown backend {other:?}; allowed: cpu, gpu, tpu")),
+        }
+    }
+}
+
+impl Backend {
+    /// The pinned pip package that provides this backend's plugin.
+    pub fn pip_package(self) -> &'static str {
+        match self {
+            Backend::Cpu => "xla-cpu-pjrt==0.0.1",
+            Backend::Gpu => "xla-cuda12-pjrt==0.0.1 (or jax-cuda13-pjrt, as shipped with JAX 0.11)",
+            Backend::Tpu => "libtpu==0.0.30",
+        }
+    }
+
+    /// Where the plugin sits inside its pip package(s).
+    fn relative_paths(self) -> &'static [&'static str] {
+        match self {
+            Backend::Cpu => &["xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so"],
+            Backend::Gpu => &[
+                "xla_plugins/xla_cuda12_pjrt/xla_gpu_pjrt.so",
+                "jax_plugins/xla_cuda13/xla_cuda_plugin.so",
+                "jax_plugins/xla_cuda12/xla_cuda_plugin.so",
+            ],
+            Backend::Tpu => &["libtpu/libtpu.so"],
+        }
+    }
+
+    fn make_target(self) -> &'static str {
+        match self {
+            Backend::Cpu => "make setup",
+            Backend::Gpu => "make gpu-plugin",
+            Backend::Tpu => "make tpu-plugin",
+        }
+    }
+}
+
+/// The project-local dependency folder: `$EMOTIONET_DEPS`, else `.deps` next
+/// to the binary's checkout (`target/release/emotionet` -> `./.deps`), else
+/// the checkout this binary was built from.
+pub fn deps_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EMOTIONET_DEPS") {
+        return PathBuf::from(dir);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for ancestor in exe.ancestors().skip(1).take(4) {
+            let candidate = ancestor.join(".deps");
+            if candidate.is_dir() {
+                return candidate;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps")
+}
+
+/// `site-packages` folders of the machine's python3 (empty if none).
+fn python_site_dirs() -> Vec<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import site, sys; print('\\n'.join(site.getsitepackages() + [site.getusersitepackages()] + sys.path))"])
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Finds the plugin library for `backend`, honouring an explicit path first.
+pub fn resolve_plugin(backend: Backend, explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return existing(path, backend);
+    }
+    if let Some(path) = std::env::var_os("EMOTIONET_PJRT_PLUGIN") {
+        return existing(Path::new(&path), backend);
+    }
+    if backend == Backend::Tpu {
+        if let Some(path) = std::env::var_os("TPU_LIBRARY_PATH") {
+            return existing(Path::new(&path), backend);
+        }
+    }
+    let mut searched = Vec::new();
+    let roots = std::iter::once(deps_dir().join("pjrt")).chain(python_site_dirs());
+    for root in roots {
+        for rel in backend.relative_paths() {
+            let candidate = root.join(rel);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            searched.push(candidate);
+        }
+    }
+    let first = searched.first().cloned().unwrap_or_default();
+    Err(PjrtError::PluginNotFound {
+        path: first,
+        hint: format!(
+            "the {backend} plugin comes from the pip package {} (`{}` installs it into .deps/pjrt); \
+             or pass --plugin PATH / set EMOTIONET_PJRT_PLUGIN. Searched {} places",
+            backend.pip_package(),
+            backend.make_target(),
+            searched.len()
+        ),
+    })
+}
+
+fn existing(path: &Path, backend: Backend) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(PjrtError::PluginNotFound {
+            path: path.to_path_buf(),
+            hint: format!("no such file; the {backend} plugin comes from the pip package {}", backend.pip_package()),
+        })
+    }
+}

@@ -1,0 +1,50 @@
+//! The one door to XLA: a safe wrapper over the PJRT C API.
+//!
+//! This module owns every `unsafe` block of the crate. It loads a plugin
+//! (`dlopen` + `GetPjrtApi`), checks its API version against the header we
+//! were generated from (0.81), creates clients, compiles StableHLO, moves
+//! buffers between host and device and runs executables on one device or
+//! replicated over several.
+//!
+//! Invariants the rest of the crate relies on:
+//! - every C handle has exactly one Rust owner, freed once in `Drop`;
+//!   buffers and executables hold the client (`Arc`) so it outlives them;
+//! - every `PJRT_Error*` becomes a [`PjrtError`] in `Api::check`, and is freed;
+//! - sizes, dtypes, device ids, compile options and client options are
+//!   validated on the Rust side first, because the plugins abort the process
+//!   on some misuse instead of returning an error;
+//! - a donated buffer can never be read again: using it is an error.
+//!
+//! It must not know about graphs, models or training.
+
+/// Calls the plugin function named like its `PJRT_Api` field; must be used
+/// inside an `unsafe` block whose `// SAFETY:` comment covers the arguments.
+macro_rules! call {
+    ($api:expr, $f:ident, $args:expr) => {
+        $api.call(stringify!($f), $api.raw().$f, $args)
+    };
+}
+
+mod api;
+mod backend;
+mod buffer;
+mod client;
+mod compile;
+mod error;
+mod executable;
+#[allow(unsafe_op_in_unsafe_fn)]
+mod ffi;
+
+pub use api::{Api, HEADER_VERSION, NamedValue};
+pub use backend::{Backend, deps_dir, resolve_plugin};
+pub use buffer::Buffer;
+pub use client::{Client, ClientOptions, DeviceInfo};
+pub use compile::{CompileOptions, OptionOverride};
+pub use error::{ErrorCode, PjrtError, Result};
+pub use executable::{LoadedExecutable, Program, TensorSpec};
+
+/// Loads the plugin for `backend` (or `plugin`, if given) and creates a client.
+pub fn connect(backend: Backend, plugin: Option<&std::path::Path>, options: &ClientOptions) -> Result<Client> {
+    let path = resolve_plugin(backend, plugin)?;
+    Client::new(Api::load(&path)?, options)
+}
