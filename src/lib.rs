@@ -12,4 +12,5 @@
 pub mod pjrt;
 
 pub mod cli;
+pub mod graph;
 pub mod tensor;

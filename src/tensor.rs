@@ -12,6 +12,9 @@ use std::fmt;
 #[serde(rename_all = "lowercase")]
 pub enum DType {
     F32,
+    /// Double precision: used by the gradient checks, where f32 finite
+    /// differences would be too noisy to be a sharp test.
+    F64,
     BF16,
     I32,
     U32,
@@ -23,6 +26,7 @@ impl DType {
     /// Bytes per element in a dense host array.
     pub const fn size_bytes(self) -> usize {
         match self {
+            DType::F64 => 8,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::BF16 => 2,
             DType::Pred => 1,
@@ -33,6 +37,7 @@ impl DType {
     pub const fn mlir_name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
+            DType::F64 => "f64",
             DType::BF16 => "bf16",
             DType::I32 => "i32",
             DType::U32 => "ui32",
@@ -41,7 +46,7 @@ impl DType {
     }
 
     pub const fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::BF16)
+        matches!(self, DType::F32 | DType::F64 | DType::BF16)
     }
 
     pub const fn is_integer(self) -> bool {
@@ -103,6 +108,10 @@ impl HostTensor {
 
     pub fn from_f32(dims: &[i64], values: &[f32]) -> Result<Self, TensorError> {
         Self::from_bytes(DType::F32, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    pub fn from_f64(dims: &[i64], values: &[f64]) -> Result<Self, TensorError> {
+        Self::from_bytes(DType::F64, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     pub fn from_i32(dims: &[i64], values: &[i32]) -> Result<Self, TensorError> {
@@ -170,6 +179,15 @@ impl HostTensor {
                 self.expect(DType::F32)?;
                 Ok(self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
             }
+        }
+    }
+
+    /// Values as f64, converting from any float type.
+    pub fn to_f64(&self) -> Result<Vec<f64>, TensorError> {
+        match self.dtype {
+            DType::F64 => Ok(self.bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8"))).collect()),
+            DType::F32 | DType::BF16 => Ok(self.to_f32()?.into_iter().map(f64::from).collect()),
+            _ => Err(TensorError::WrongType { actual: self.dtype, wanted: DType::F64 }),
         }
     }
 

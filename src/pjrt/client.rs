@@ -367,6 +367,7 @@ fn describe_device(api: Api, ptr: *mut ffi::PJRT_Device) -> Result<DeviceInfo> {
 pub(crate) fn buffer_type(dtype: DType) -> ffi::PJRT_Buffer_Type {
     match dtype {
         DType::F32 => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_F32,
+        DType::F64 => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_F64,
         DType::BF16 => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_BF16,
         DType::I32 => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_S32,
         DType::U32 => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_U32,
@@ -378,6 +379,7 @@ pub(crate) fn buffer_type(dtype: DType) -> ffi::PJRT_Buffer_Type {
 pub(crate) fn dtype_of(op: &'static str, t: ffi::PJRT_Buffer_Type) -> Result<DType> {
     Ok(match t {
         ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_F32 => DType::F32,
+        ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_F64 => DType::F64,
         ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_BF16 => DType::BF16,
         ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_S32 => DType::I32,
         ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_U32 => DType::U32,

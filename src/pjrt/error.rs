@@ -89,7 +89,7 @@ pub enum PjrtError {
     #[error("{op}: buffer {name} was donated to an earlier execution and no longer holds data")]
     BufferDonated { op: &'static str, name: String },
 
-    #[error("{op}: PJRT element type code {raw} has no emotionet DType (supported: f32, bf16, s32, u32, pred)")]
+    #[error("{op}: PJRT element type code {raw} has no emotionet DType (supported: f32, f64, bf16, s32, u32, pred)")]
     UnsupportedType { op: &'static str, raw: u32 },
 
     #[error(transparent)]

@@ -92,6 +92,7 @@ fn parse_main_signature(text: &str) -> Option<Vec<TensorSpec>> {
         let ty = parts.pop()?;
         let dtype = match ty.trim() {
             "f32" => DType::F32,
+            "f64" => DType::F64,
             "bf16" => DType::BF16,
             "i32" => DType::I32,
             "ui32" => DType::U32,
