@@ -13,4 +13,6 @@ pub mod pjrt;
 
 pub mod cli;
 pub mod graph;
+pub mod models;
+pub mod rng;
 pub mod tensor;

@@ -29,6 +29,30 @@ fn two_conv_blocks_dense_and_cross_entropy_match_finite_differences() {
 }
 
 #[test]
+fn tiled_max_pool_matches_reduce_window_and_its_gradient_checks() {
+    let mut rng = Rng::new(31);
+    // 7x9 is not a multiple of the tile: the last row and column are dropped.
+    let x = rng.tensor(&[2, 7, 9, 3]);
+    let mut g = Graph::new("pools");
+    let p = g.parameter("x", DType::F64, &[2, 7, 9, 3]).unwrap();
+    let tiled = g.max_pool_tiled(p, 2).unwrap();
+    let window = g.max_pool(p, emotionet::graph::WindowSpec::nhwc(2, 2)).unwrap();
+    let out = run(&g, &[tiled, window], std::slice::from_ref(&x));
+    assert_eq!(out[0].dims(), &[2, 3, 4, 3]);
+    assert_eq!(out[0].to_f64().unwrap(), out[1].to_f64().unwrap());
+    check_vjp("max_pool_tiled", &[x], 32, |g, p| g.max_pool_tiled(p[0], 2).unwrap());
+
+    // Ties share the cotangent: a tile of four equal values gives each 1/4.
+    let tied = HostTensor::from_f64(&[1, 2, 2, 1], &[3.0, 3.0, 3.0, 3.0]).unwrap();
+    let mut g = Graph::new("tiled ties");
+    let p = g.parameter("x", DType::F64, &[1, 2, 2, 1]).unwrap();
+    let y = g.max_pool_tiled(p, 2).unwrap();
+    let loss = g.sum_all(y).unwrap();
+    let grad = g.grad(loss, &[p]).unwrap();
+    assert_eq!(run(&g, &grad, &[tied])[0].to_f64().unwrap(), vec![0.25; 4]);
+}
+
+#[test]
 fn cross_entropy_and_accuracy_values() {
     let logits = HostTensor::from_f32(&[3, 3], &[2.0, 1.0, 0.0, 0.0, 0.0, 5.0, 1.0, 1.0, 1.0]).unwrap();
     let labels = HostTensor::from_i32(&[3], &[0, 1, 0]).unwrap();

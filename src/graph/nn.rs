@@ -5,12 +5,14 @@
 //! Gradient traps, decided here once:
 //! - ReLU is `select(x > 0, x, 0)`, so its derivative at exactly 0 is 0
 //!   (TensorFlow's and JAX's choice), not the 1/2 that `max(x, 0)` would give;
-//! - max pooling sends a tied window's cotangent to its first maximum;
+//! - the conv block's max pooling (`max_pool_tiled`) shares a tied tile's
+//!   cotangent equally among its maxima (the `max_pool` primitive gives it
+//!   all to the first one);
 //! - `log_softmax` subtracts the row maximum for stability; the derivative
 //!   through that maximum cancels exactly in the algebra.
 
 use super::ir::{Graph, Tensor};
-use super::ops::{ConvSpec, Direction, DotDims, ReduceKind, WindowSpec};
+use super::ops::{ConvSpec, Direction, DotDims, ReduceKind};
 use super::shape::{Result, attr_err, shape_err};
 use crate::tensor::DType;
 
@@ -68,7 +70,31 @@ impl Graph {
             g.add_bias(y, b)
         })?;
         let y = self.scoped("relu", |g| g.relu(y))?;
-        self.scoped("pool", |g| g.max_pool(y, WindowSpec::nhwc(pool, pool)))
+        self.scoped("pool", |g| g.max_pool_tiled(y, pool))
+    }
+
+    /// Max pooling of NHWC over non-overlapping `k x k` tiles (stride `k`,
+    /// VALID: a trailing row or column that does not fill a tile is dropped,
+    /// as in `reduce_window`). Written as a reshape to
+    /// `[n, h/k, k, w/k, k, c]` and a max over the two tile dimensions, so its
+    /// gradient is the reduction's (elementwise, which XLA fuses) instead of
+    /// `select_and_scatter`, which XLA:CPU runs as a slow serial scatter
+    /// (measured 4.6x slower on the face model's first pooling layer).
+    /// Trap: ties within a tile share the cotangent equally, where
+    /// `max_pool` gives it all to the first maximum; both are valid
+    /// subgradients, and they agree wherever the maximum is unique.
+    pub fn max_pool_tiled(&mut self, x: Tensor, k: i64) -> Result<Tensor> {
+        let d = self.dims(x).to_vec();
+        if d.len() != 4 || k < 1 {
+            return shape_err("max_pool_tiled", &[self.shape(x)], format!("expects NHWC input and a tile size of at least 1, got {k}"));
+        }
+        let (h, w) = (d[1] / k * k, d[2] / k * k);
+        if h == 0 || w == 0 {
+            return shape_err("max_pool_tiled", &[self.shape(x)], format!("image smaller than the {k}x{k} tile"));
+        }
+        let cropped = if (h, w) == (d[1], d[2]) { x } else { self.slice(x, &[0, 0, 0, 0], &[d[0], h, w, d[3]], &[1, 1, 1, 1])? };
+        let tiles = self.reshape(cropped, &[d[0], h / k, k, w / k, k, d[3]])?;
+        self.reduce(tiles, ReduceKind::Max, &[2, 4])
     }
 
     /// Log-softmax over the last dimension.

@@ -1,0 +1,25 @@
+//! Parameter initialization from a seed.
+
+use super::architecture::{Init, ParamSpec};
+use crate::rng::SplitMix64;
+use crate::tensor::HostTensor;
+
+/// Initial values for `specs`. Each parameter draws from its own stream
+/// keyed by (seed, name), so adding a layer does not change the others.
+pub fn init_params(specs: &[ParamSpec], seed: u64) -> Vec<HostTensor> {
+    specs
+        .iter()
+        .map(|spec| {
+            let n = spec.element_count() as usize;
+            let values: Vec<f32> = match spec.init {
+                Init::Zeros => vec![0.0; n],
+                Init::HeNormal { fan_in } => {
+                    let std = (2.0 / fan_in as f64).sqrt();
+                    let mut rng = SplitMix64::for_stream(seed, &spec.name);
+                    (0..n).map(|_| (rng.normal() * std) as f32).collect()
+                }
+            };
+            HostTensor::from_f32(&spec.dims, &values).expect("sizes come from the spec")
+        })
+        .collect()
+}

@@ -1,0 +1,13 @@
+//! The hierarchy's two CNNs: their architectures as configuration, their
+//! XLA programs (train / eval / predict), initialization, and a session that
+//! keeps a model's parameters on its devices while it trains.
+
+mod architecture;
+mod init;
+mod programs;
+mod session;
+
+pub use architecture::{Architecture, Init, ModelKind, ParamSpec};
+pub use init::init_params;
+pub use programs::{BuiltProgram, ProgramSpec};
+pub use session::{CompileTimes, EvalTotals, SessionConfig, SessionError, StepMetrics, TrainSession};

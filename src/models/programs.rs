@@ -1,0 +1,187 @@
+//! The models as XLA programs: one fused training step (forward, backward,
+//! dropout, gradient averaging across replicas, optimizer update), an
+//! evaluation step and a prediction program.
+//!
+//! Calling conventions (per replica; `P` = parameters in `Architecture::params`
+//! order, `S` = optimizer state in `Optimizer::state_names` order per param):
+//!
+//! - `train_step(P.., S.., images f32[b,H,W,1], labels i32[b], lr f32, step i32,
+//!   seed u32, example_offset u32) -> (P'.., S'.., loss f32, correct f32)`;
+//!   `P` and `S` alias `P'` and `S'` so donated buffers are updated in place;
+//!   `loss` is the mean over the global batch, `correct` its count of right
+//!   answers (both identical on every replica).
+//! - `eval_step(P.., images, labels, weights f32[b]) -> (loss_sum f32,
+//!   correct f32, logits f32[b,K])`, where `weights` masks the padding of a
+//!   last, partial batch.
+//! - `predict(P.., images) -> probabilities f32[b,K]`.
+
+use crate::graph::nn::DropoutKey;
+use crate::graph::optim::Optimizer;
+use crate::graph::{EmitOptions, Graph, GraphError, Tensor};
+use crate::pjrt::Program;
+use crate::tensor::DType;
+
+use super::architecture::{Architecture, ModelKind};
+
+/// What to build: a model, its per-replica batch, and how many replicas.
+#[derive(Clone, Debug)]
+pub struct ProgramSpec {
+    pub kind: ModelKind,
+    pub arch: Architecture,
+    pub optimizer: Optimizer,
+    /// Examples per replica per step.
+    pub replica_batch: i64,
+    /// Number of replicas (data-parallel devices).
+    pub replicas: usize,
+}
+
+/// A built program and the text it was emitted from.
+#[derive(Clone, Debug)]
+pub struct BuiltProgram {
+    pub program: Program,
+    pub text: String,
+    /// Which outputs alias which inputs (for donation).
+    pub aliases: Vec<(usize, usize)>,
+}
+
+impl ProgramSpec {
+    pub fn global_batch(&self) -> i64 {
+        self.replica_batch * self.replicas as i64
+    }
+
+    fn name(&self, what: &str) -> String {
+        let n = self.arch.input_size;
+        let mut name = format!("{}_{what}_{n}x{n}_b{}", self.kind, self.replica_batch);
+        if self.replicas > 1 {
+            name.push_str(&format!("_r{}", self.replicas));
+        }
+        name
+    }
+
+    fn parameters(&self, g: &mut Graph) -> Result<Vec<Tensor>, GraphError> {
+        self.arch.params().iter().map(|p| g.parameter(&p.name, DType::F32, &p.dims)).collect()
+    }
+
+    fn images(&self, g: &mut Graph) -> Result<Tensor, GraphError> {
+        let n = self.arch.input_size;
+        g.parameter("images", DType::F32, &[self.replica_batch, n, n, 1])
+    }
+
+    /// The network: conv blocks, dense + ReLU, dropout when training, logits.
+    pub fn forward(&self, g: &mut Graph, params: &[Tensor], images: Tensor, dropout: Option<&DropoutKey>) -> Result<Tensor, GraphError> {
+        let a = &self.arch;
+        let mut h = images;
+        for i in 0..a.conv_filters.len() {
+            let (w, b) = (params[2 * i], params[2 * i + 1]);
+            h = g.scoped(&format!("block{}", i + 1), |g| g.conv_block(h, w, b, a.pool))?;
+        }
+        let k = 2 * a.conv_filters.len();
+        let flat = g.scoped("flatten", |g| g.flatten(h))?;
+        let hidden = g.scoped("dense", |g| {
+            let y = g.dense(flat, params[k], params[k + 1])?;
+            g.relu(y)
+        })?;
+        let hidden = match dropout {
+            Some(key) => g.scoped("dropout", |g| g.dropout(hidden, a.dropout, key))?,
+            None => hidden,
+        };
+        g.scoped("logits", |g| g.dense(hidden, params[k + 2], params[k + 3]))
+    }
+
+    fn all_replicas(&self) -> Vec<Vec<i64>> {
+        vec![(0..self.replicas as i64).collect()]
+    }
+
+    /// Sum across replicas (identity for one replica).
+    fn cross_replica_sum(&self, g: &mut Graph, x: Tensor) -> Result<Tensor, GraphError> {
+        if self.replicas == 1 { Ok(x) } else { g.all_reduce_sum(x, &self.all_replicas()) }
+    }
+
+    pub fn train_step(&self) -> Result<BuiltProgram, GraphError> {
+        let mut g = Graph::new(self.name("train_step"));
+        let params = self.parameters(&mut g)?;
+        let specs = self.arch.params();
+        let mut state = Vec::new();
+        for (p, spec) in params.iter().zip(&specs) {
+            for name in self.optimizer.state_names(&spec.name) {
+                state.push(g.parameter(&name, DType::F32, &g.dims(*p).to_vec())?);
+            }
+        }
+        let images = self.images(&mut g)?;
+        let labels = g.parameter("labels", DType::I32, &[self.replica_batch])?;
+        let lr = g.parameter("lr", DType::F32, &[])?;
+        let step = g.parameter("step", DType::I32, &[])?;
+        let seed = g.parameter("seed", DType::U32, &[])?;
+        let offset = g.parameter("example_offset", DType::U32, &[])?;
+        let key = DropoutKey { seed, step, example_offset: offset, salt: 1 };
+
+        let logits = self.forward(&mut g, &params, images, Some(&key))?;
+        let ce = g.scoped("loss", |g| g.softmax_cross_entropy(logits, labels))?;
+        let correct = g.scoped("metrics", |g| g.correct_count(logits, labels))?;
+        let grads = g.grad(ce.mean, &params)?;
+
+        // Replica r's gradient is of its local mean; the global mean's
+        // gradient is the average over replicas.
+        let (grads, loss, correct) = g.scoped("cross_replica", |g| -> Result<_, GraphError> {
+            let scale = 1.0 / self.replicas as f64;
+            let mut averaged = Vec::with_capacity(grads.len());
+            for &gr in &grads {
+                let s = self.cross_replica_sum(g, gr)?;
+                averaged.push(if self.replicas == 1 { s } else { g.mul_scalar(s, scale)? });
+            }
+            let loss_sum = self.cross_replica_sum(g, ce.sum)?;
+            let loss = g.mul_scalar(loss_sum, 1.0 / self.global_batch() as f64)?;
+            let correct = self.cross_replica_sum(g, correct)?;
+            Ok((averaged, loss, correct))
+        })?;
+        let (new_params, new_state) = g.scoped(&format!("opt.{}", self.optimizer.name()), |g| self.optimizer.update(g, &params, &grads, &state, lr, step))?;
+
+        let mut outputs = new_params;
+        outputs.extend(new_state);
+        outputs.push(loss);
+        outputs.push(correct);
+        let donated = params.len() + state.len();
+        let aliases: Vec<(usize, usize)> = (0..donated).map(|i| (i, i)).collect();
+        self.finish(&g, &outputs, aliases)
+    }
+
+    pub fn eval_step(&self) -> Result<BuiltProgram, GraphError> {
+        let mut g = Graph::new(self.name("eval_step"));
+        let params = self.parameters(&mut g)?;
+        let images = self.images(&mut g)?;
+        let labels = g.parameter("labels", DType::I32, &[self.replica_batch])?;
+        let weights = g.parameter("weights", DType::F32, &[self.replica_batch])?;
+        let logits = self.forward(&mut g, &params, images, None)?;
+        let (loss_sum, correct) = g.scoped("metrics", |g| -> Result<_, GraphError> {
+            let logp = g.log_softmax(logits)?;
+            let target = g.one_hot(labels, self.arch.classes, DType::F32)?;
+            let picked = g.mul(logp, target)?;
+            let per_example = g.sum(picked, &[1])?;
+            let weighted = g.mul(per_example, weights)?;
+            let total = g.sum_all(weighted)?;
+            let loss_sum = g.neg(total)?;
+            let predicted = g.argmax(logits)?;
+            let hit = g.compare(predicted, labels, crate::graph::Direction::Eq)?;
+            let hit = g.convert(hit, DType::F32)?;
+            let hit = g.mul(hit, weights)?;
+            Ok((loss_sum, g.sum_all(hit)?))
+        })?;
+        self.finish(&g, &[loss_sum, correct, logits], vec![])
+    }
+
+    pub fn predict(&self) -> Result<BuiltProgram, GraphError> {
+        let mut g = Graph::new(self.name("predict"));
+        let params = self.parameters(&mut g)?;
+        let images = self.images(&mut g)?;
+        let logits = self.forward(&mut g, &params, images, None)?;
+        let probs = g.scoped("softmax", |g| g.softmax(logits))?;
+        self.finish(&g, &[probs], vec![])
+    }
+
+    fn finish(&self, g: &Graph, outputs: &[Tensor], aliases: Vec<(usize, usize)>) -> Result<BuiltProgram, GraphError> {
+        let options = EmitOptions { num_replicas: self.replicas, aliases: aliases.clone() };
+        let program = g.to_program(outputs, &options)?;
+        let text = String::from_utf8_lossy(program.code()).into_owned();
+        Ok(BuiltProgram { program, text, aliases })
+    }
+}

@@ -1,0 +1,385 @@
+//! A model living on its devices: compiled programs, parameters and
+//! optimizer state as device buffers, and the host-side glue of a training
+//! run.
+//!
+//! Parameters and optimizer state never leave the devices between steps:
+//! each step donates them to the training program, which writes the updated
+//! values into the same memory. A step only enqueues work; the host goes on
+//! to upload the next batch while the devices compute, and metrics are read
+//! back (a synchronization) only when asked for.
+
+use std::time::Instant;
+
+use crate::graph::optim::Optimizer;
+use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError};
+use crate::tensor::{DType, HostTensor};
+
+use super::architecture::{Architecture, ModelKind, ParamSpec};
+use super::init::init_params;
+use super::programs::{BuiltProgram, ProgramSpec};
+
+/// Errors of a model session, naming what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("invalid architecture: {0}")]
+    Architecture(String),
+    #[error("building the {program} program: {source}")]
+    Graph { program: &'static str, source: crate::graph::GraphError },
+    #[error("compiling the {program} program: {source}")]
+    Compile { program: &'static str, source: PjrtError },
+    #[error(transparent)]
+    Pjrt(#[from] PjrtError),
+    #[error(transparent)]
+    Tensor(#[from] crate::tensor::TensorError),
+    #[error("{what}: expected {expected}, got {got}")]
+    Mismatch { what: String, expected: String, got: String },
+}
+
+pub type Result<T, E = SessionError> = std::result::Result<T, E>;
+
+/// Everything needed to put a model on devices.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub kind: ModelKind,
+    pub arch: Architecture,
+    pub optimizer: Optimizer,
+    /// Examples per step over all devices; divisible by `devices.len()`.
+    pub global_batch: i64,
+    /// Global ids of the devices to train on (data-parallel replicas).
+    pub devices: Vec<i32>,
+    /// XLA debug options applied to every compilation.
+    pub xla_options: Vec<(String, crate::pjrt::OptionOverride)>,
+}
+
+impl SessionConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.arch.validate().map_err(SessionError::Architecture)?;
+        self.optimizer.validate().map_err(SessionError::Architecture)?;
+        let n = self.devices.len() as i64;
+        if n == 0 || self.global_batch < 1 || self.global_batch % n != 0 {
+            return Err(SessionError::Mismatch {
+                what: "batch".into(),
+                expected: format!("a positive multiple of the device count {n}"),
+                got: self.global_batch.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn spec(&self, replicas: usize, replica_batch: i64) -> ProgramSpec {
+        ProgramSpec { kind: self.kind, arch: self.arch.clone(), optimizer: self.optimizer.clone(), replica_batch, replicas }
+    }
+
+    fn compile_options(&self, devices: &[i32]) -> CompileOptions {
+        let mut options = if devices.len() == 1 { CompileOptions::single_device(devices[0]) } else { CompileOptions::replicated(devices) };
+        options.xla_options = self.xla_options.clone();
+        options
+    }
+}
+
+/// Loss and accuracy of one training step.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub loss: f32,
+    /// Correct answers over the global batch.
+    pub correct: f32,
+    pub batch: i64,
+}
+
+impl StepMetrics {
+    pub fn accuracy(&self) -> f32 {
+        self.correct / self.batch as f32
+    }
+}
+
+/// Sums of an evaluation pass.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvalTotals {
+    pub loss_sum: f64,
+    pub correct: f64,
+    pub examples: u64,
+    /// Row-major `[examples, classes]` logits, if asked for.
+    pub logits: Vec<f32>,
+}
+
+impl EvalTotals {
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.examples.max(1) as f64
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.correct / self.examples.max(1) as f64
+    }
+}
+
+/// Timing of the compilations, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CompileTimes {
+    pub build_s: f64,
+    pub train_s: f64,
+    pub eval_s: f64,
+}
+
+/// A model's compiled programs with its parameters and optimizer state on
+/// the devices.
+pub struct TrainSession {
+    client: Client,
+    config: SessionConfig,
+    specs: Vec<ParamSpec>,
+    state_names: Vec<String>,
+    train: LoadedExecutable,
+    eval: LoadedExecutable,
+    eval_batch: i64,
+    /// `params[replica][i]`, `state[replica][j]`.
+    params: Vec<Vec<Buffer>>,
+    state: Vec<Vec<Buffer>>,
+    seeds: Vec<Buffer>,
+    offsets: Vec<Buffer>,
+    pending: Vec<(u64, Buffer, Buffer)>,
+    step: u64,
+    pub compile_times: CompileTimes,
+}
+
+impl TrainSession {
+    /// Compiles the programs and uploads freshly initialized parameters.
+    pub fn new(client: &Client, config: SessionConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let values = init_params(&config.arch.params(), seed);
+        let state = Self::zero_state(&config);
+        Self::with_values(client, config, seed, values, state, 0)
+    }
+
+    fn zero_state(config: &SessionConfig) -> Vec<HostTensor> {
+        config
+            .arch
+            .params()
+            .iter()
+            .flat_map(|p| config.optimizer.state_names(&p.name).into_iter().map(move |_| HostTensor::zeros(DType::F32, &p.dims).expect("valid dims")))
+            .collect()
+    }
+
+    /// Compiles the programs and uploads the given parameters and optimizer
+    /// state (e.g. from a checkpoint), continuing at `step`.
+    pub fn with_values(client: &Client, config: SessionConfig, seed: u64, params: Vec<HostTensor>, state: Vec<HostTensor>, step: u64) -> Result<Self> {
+        config.validate()?;
+        let specs = config.arch.params();
+        let state_names: Vec<String> = specs.iter().flat_map(|p| config.optimizer.state_names(&p.name)).collect();
+        check_values("parameters", &specs.iter().map(|s| (s.name.clone(), s.dims.clone())).collect::<Vec<_>>(), &params)?;
+        let state_dims: Vec<(String, Vec<i64>)> =
+            specs.iter().flat_map(|p| config.optimizer.state_names(&p.name).into_iter().map(move |n| (n, p.dims.clone()))).collect();
+        check_values("optimizer state", &state_dims, &state)?;
+
+        let replicas = config.devices.len();
+        let replica_batch = config.global_batch / replicas as i64;
+        let t0 = Instant::now();
+        let train_program = config.spec(replicas, replica_batch).train_step().map_err(|source| SessionError::Graph { program: "train_step", source })?;
+        let eval_spec = config.spec(1, config.global_batch);
+        let eval_program = eval_spec.eval_step().map_err(|source| SessionError::Graph { program: "eval_step", source })?;
+        let build_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let train = compile(client, &train_program, &config.compile_options(&config.devices), "train_step")?;
+        let train_s = t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
+        let eval = compile(client, &eval_program, &config.compile_options(&config.devices[..1]), "eval_step")?;
+        let eval_s = t2.elapsed().as_secs_f64();
+        tracing::info!("compiled {} train step in {train_s:.2} s, eval step in {eval_s:.2} s (graph build {build_s:.2} s)", config.kind);
+
+        let mut session = TrainSession {
+            client: client.clone(),
+            specs,
+            state_names,
+            train,
+            eval,
+            eval_batch: config.global_batch,
+            params: vec![],
+            state: vec![],
+            seeds: vec![],
+            offsets: vec![],
+            pending: vec![],
+            step,
+            compile_times: CompileTimes { build_s, train_s, eval_s },
+            config,
+        };
+        session.upload_values(&params, &state, seed)?;
+        Ok(session)
+    }
+
+    fn upload_values(&mut self, params: &[HostTensor], state: &[HostTensor], seed: u64) -> Result<()> {
+        let replica_batch = self.replica_batch();
+        self.params.clear();
+        self.state.clear();
+        self.seeds.clear();
+        self.offsets.clear();
+        for (r, &device) in self.config.devices.iter().enumerate() {
+            self.params.push(params.iter().map(|t| self.client.upload(t, device)).collect::<Result<_, _>>()?);
+            self.state.push(state.iter().map(|t| self.client.upload(t, device)).collect::<Result<_, _>>()?);
+            self.seeds.push(self.client.upload(&HostTensor::scalar_u32(seed as u32 ^ (seed >> 32) as u32), device)?);
+            self.offsets.push(self.client.upload(&HostTensor::scalar_u32((r as i64 * replica_batch) as u32), device)?);
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    pub fn replica_batch(&self) -> i64 {
+        self.config.global_batch / self.config.devices.len() as i64
+    }
+
+    /// Number of training steps taken so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Enqueues one training step on `images: f32[B,H,W,1]`, `labels: i32[B]`
+    /// (the global batch; replica r gets rows `r*b .. (r+1)*b`). Returns as
+    /// soon as the work is enqueued.
+    pub fn train_step(&mut self, images: &HostTensor, labels: &HostTensor, lr: f32) -> Result<()> {
+        let n = self.config.arch.input_size;
+        let batch = self.config.global_batch;
+        expect_shape("images", images, DType::F32, &[batch, n, n, 1])?;
+        expect_shape("labels", labels, DType::I32, &[batch])?;
+        let b = self.replica_batch();
+        let replicas = self.config.devices.len();
+        let mut inputs: Vec<[Buffer; 4]> = Vec::with_capacity(replicas);
+        for (r, &device) in self.config.devices.iter().enumerate() {
+            let x = slice_rows(images, r as i64 * b, b)?;
+            let y = slice_rows(labels, r as i64 * b, b)?;
+            inputs.push([
+                self.client.upload(&x, device)?,
+                self.client.upload(&y, device)?,
+                self.client.upload(&HostTensor::scalar_f32(lr), device)?,
+                self.client.upload(&HostTensor::scalar_i32(self.step as i32), device)?,
+            ]);
+        }
+        let args: Vec<Vec<&Buffer>> = (0..replicas)
+            .map(|r| {
+                let mut a: Vec<&Buffer> = self.params[r].iter().chain(&self.state[r]).collect();
+                a.extend(inputs[r].iter());
+                a.push(&self.seeds[r]);
+                a.push(&self.offsets[r]);
+                a
+            })
+            .collect();
+        let donated: Vec<usize> = (0..self.specs.len() + self.state_names.len()).collect();
+        let outputs = self.train.execute_replicated(&args, &donated)?;
+        let np = self.specs.len();
+        let ns = self.state_names.len();
+        let mut metrics = None;
+        for (r, mut out) in outputs.into_iter().enumerate() {
+            let correct = out.pop().expect("train_step has outputs");
+            let loss = out.pop().expect("train_step has outputs");
+            let state: Vec<Buffer> = out.drain(np..np + ns).collect();
+            self.params[r] = out;
+            self.state[r] = state;
+            if r == 0 {
+                metrics = Some((loss, correct));
+            }
+        }
+        if let Some((loss, correct)) = metrics {
+            self.pending.push((self.step, loss, correct));
+        }
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Reads back the metrics of every step since the last call (waits for
+    /// those steps to finish).
+    pub fn drain_metrics(&mut self) -> Result<Vec<StepMetrics>> {
+        let batch = self.config.global_batch;
+        self.pending
+            .drain(..)
+            .map(|(step, loss, correct)| {
+                Ok(StepMetrics { step, loss: loss.to_host()?.to_f32()?[0], correct: correct.to_host()?.to_f32()?[0], batch })
+            })
+            .collect::<Result<Vec<_>, PjrtError>>()
+            .map_err(SessionError::from)
+    }
+
+    /// Blocks until every enqueued step has finished.
+    pub fn wait(&self) -> Result<()> {
+        if let Some(last) = self.params.first().and_then(|p| p.first()) {
+            last.wait_ready()?;
+        }
+        Ok(())
+    }
+
+    /// Loss, accuracy (and optionally logits) of the current parameters
+    /// over `batches` of `(images, labels, valid)`, each padded to the
+    /// session's batch; only the first `valid` rows count.
+    pub fn evaluate<'a>(&self, batches: impl IntoIterator<Item = (&'a HostTensor, &'a HostTensor, usize)>, keep_logits: bool) -> Result<EvalTotals> {
+        let device = self.config.devices[0];
+        let n = self.config.arch.input_size;
+        let mut totals = EvalTotals::default();
+        for (images, labels, valid) in batches {
+            expect_shape("eval images", images, DType::F32, &[self.eval_batch, n, n, 1])?;
+            expect_shape("eval labels", labels, DType::I32, &[self.eval_batch])?;
+            let weights: Vec<f32> = (0..self.eval_batch as usize).map(|i| if i < valid { 1.0 } else { 0.0 }).collect();
+            let x = self.client.upload(images, device)?;
+            let y = self.client.upload(labels, device)?;
+            let w = self.client.upload(&HostTensor::from_f32(&[self.eval_batch], &weights)?, device)?;
+            let mut args: Vec<&Buffer> = self.params[0].iter().collect();
+            args.extend([&x, &y, &w]);
+            let out = self.eval.execute(&args, &[])?;
+            totals.loss_sum += out[0].to_host()?.to_f32()?[0] as f64;
+            totals.correct += out[1].to_host()?.to_f32()?[0] as f64;
+            totals.examples += valid as u64;
+            if keep_logits {
+                let k = self.config.arch.classes as usize;
+                totals.logits.extend_from_slice(&out[2].to_host()?.to_f32()?[..valid * k]);
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Parameters, by name, copied from replica 0.
+    pub fn params_to_host(&self) -> Result<Vec<(String, HostTensor)>> {
+        self.specs.iter().zip(&self.params[0]).map(|(s, b)| Ok((s.name.clone(), b.to_host()?))).collect()
+    }
+
+    /// Optimizer state, by name, copied from replica 0.
+    pub fn state_to_host(&self) -> Result<Vec<(String, HostTensor)>> {
+        self.state_names.iter().zip(&self.state[0]).map(|(n, b)| Ok((n.clone(), b.to_host()?))).collect()
+    }
+
+    pub fn train_executable(&self) -> &LoadedExecutable {
+        &self.train
+    }
+}
+
+fn compile(client: &Client, built: &BuiltProgram, options: &CompileOptions, program: &'static str) -> Result<LoadedExecutable> {
+    client.compile(&built.program, options).map_err(|source| SessionError::Compile { program, source })
+}
+
+fn check_values(what: &str, expected: &[(String, Vec<i64>)], values: &[HostTensor]) -> Result<()> {
+    if expected.len() != values.len() {
+        return Err(SessionError::Mismatch { what: what.into(), expected: format!("{} tensors", expected.len()), got: values.len().to_string() });
+    }
+    for ((name, dims), v) in expected.iter().zip(values) {
+        if v.dims() != dims.as_slice() || v.dtype() != DType::F32 {
+            return Err(SessionError::Mismatch { what: name.clone(), expected: format!("f32{dims:?}"), got: format!("{}{:?}", v.dtype(), v.dims()) });
+        }
+    }
+    Ok(())
+}
+
+fn expect_shape(what: &str, t: &HostTensor, dtype: DType, dims: &[i64]) -> Result<()> {
+    if t.dtype() != dtype || t.dims() != dims {
+        return Err(SessionError::Mismatch { what: what.into(), expected: format!("{dtype}{dims:?}"), got: format!("{}{:?}", t.dtype(), t.dims()) });
+    }
+    Ok(())
+}
+
+/// Rows `start .. start + count` of a tensor (along its first dimension).
+fn slice_rows(t: &HostTensor, start: i64, count: i64) -> Result<HostTensor> {
+    let rows = t.dims()[0];
+    if start == 0 && count == rows {
+        return Ok(t.clone());
+    }
+    let row_bytes = t.bytes().len() / rows as usize;
+    let bytes = t.bytes()[start as usize * row_bytes..(start + count) as usize * row_bytes].to_vec();
+    let mut dims = t.dims().to_vec();
+    dims[0] = count;
+    Ok(HostTensor::from_bytes(t.dtype(), &dims, bytes)?)
+}

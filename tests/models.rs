@@ -1,0 +1,164 @@
+//! The two CNNs as compiled programs: gradients of the full models against
+//! finite differences, learning on a separable set, and data-parallel
+//! training matching single-device training.
+
+mod common;
+
+use common::{Rng, check_vjp};
+use emotionet::graph::Tensor;
+use emotionet::graph::nn::DropoutKey;
+use emotionet::graph::optim::Optimizer;
+use emotionet::models::{Architecture, ModelKind, ProgramSpec, SessionConfig, TrainSession};
+use emotionet::tensor::{DType, HostTensor};
+
+/// Full-model gradient check in f64 at a small input size, dropout included
+/// (with a fixed key the dropout mask is a constant of the function).
+fn check_model(kind: ModelKind, size: i64) {
+    let mut arch = Architecture::for_kind(kind, size);
+    arch.dense_units = 16;
+    let spec = ProgramSpec { kind, arch: arch.clone(), optimizer: Optimizer::Sgd, replica_batch: 3, replicas: 1 };
+    let mut rng = Rng::new(kind as u64 + 100);
+    let mut inputs: Vec<HostTensor> = arch
+        .params()
+        .iter()
+        .map(|p| {
+            let scale = match p.init {
+                emotionet::models::Init::HeNormal { fan_in } => (2.0 / fan_in as f64).sqrt() * 1.5,
+                emotionet::models::Init::Zeros => 0.1,
+            };
+            let n = p.element_count() as usize;
+            HostTensor::from_f64(&p.dims, &rng.vec(n).iter().map(|v| v * scale).collect::<Vec<_>>()).unwrap()
+        })
+        .collect();
+    let n = (3 * size * size) as usize;
+    inputs.push(HostTensor::from_f64(&[3, size, size, 1], &rng.vec(n)).unwrap());
+    inputs.push(HostTensor::from_i32(&[3], &[1, 0, (arch.classes - 1) as i32]).unwrap());
+    inputs.push(HostTensor::scalar_u32(42));
+    inputs.push(HostTensor::scalar_i32(7));
+    inputs.push(HostTensor::scalar_u32(0));
+    let np = arch.params().len();
+    let grads = check_vjp(&format!("{kind} model"), &inputs, 200, |g, p| {
+        let key = DropoutKey { seed: p[np + 2], step: p[np + 3], example_offset: p[np + 4], salt: 1 };
+        let params: Vec<Tensor> = p[..np].to_vec();
+        let logits = spec.forward(g, &params, p[np], Some(&key)).unwrap();
+        g.softmax_cross_entropy(logits, p[np + 1]).unwrap().mean
+    });
+    for (spec, grad) in arch.params().iter().zip(&grads) {
+        assert!(grad.iter().any(|v| v.abs() > 1e-10), "{}: gradient is all zeros", spec.name);
+    }
+}
+
+#[test]
+fn face_model_gradients_match_finite_differences() {
+    check_model(ModelKind::Face, 12);
+}
+
+#[test]
+fn emotion_model_gradients_match_finite_differences() {
+    check_model(ModelKind::Emotion, 16);
+}
+
+/// A separable two-class set: a bright blob in the top-left or bottom-right
+/// quadrant, at a random position inside it, over noise.
+fn separable_batch(rng: &mut Rng, batch: i64, size: i64) -> (HostTensor, HostTensor) {
+    let s = size as usize;
+    let mut pixels = vec![0f32; batch as usize * s * s];
+    let mut labels = vec![0i32; batch as usize];
+    for b in 0..batch as usize {
+        let label = (rng.next_u64() % 2) as usize;
+        labels[b] = label as i32;
+        let half = s / 2;
+        let (oy, ox) = (label * half + (rng.next_u64() as usize % (half - 3)), label * half + (rng.next_u64() as usize % (half - 3)));
+        for y in 0..s {
+            for x in 0..s {
+                let noise = rng.uniform() as f32 * 0.2;
+                let blob = if (oy..oy + 3).contains(&y) && (ox..ox + 3).contains(&x) { 1.0 } else { 0.0 };
+                pixels[(b * s + y) * s + x] = 0.3 + noise + blob;
+            }
+        }
+    }
+    (HostTensor::from_f32(&[batch, size, size, 1], &pixels).unwrap(), HostTensor::from_i32(&[batch], &labels).unwrap())
+}
+
+#[test]
+fn the_face_model_learns_a_separable_set() {
+    let client = common::client();
+    let mut arch = Architecture::face(16);
+    arch.dense_units = 64;
+    let config = SessionConfig { kind: ModelKind::Face, arch, optimizer: Optimizer::Momentum { momentum: 0.9, nesterov: false }, global_batch: 32, devices: vec![client.device_ids()[0]], xla_options: vec![] };
+    let mut session = TrainSession::new(client, config, 1).unwrap();
+    let mut rng = Rng::new(9);
+    let mut last = Vec::new();
+    for step in 0..300 {
+        let (x, y) = separable_batch(&mut rng, 32, 16);
+        session.train_step(&x, &y, 0.01).unwrap();
+        if step >= 280 {
+            last.extend(session.drain_metrics().unwrap());
+        } else if step % 50 == 0 {
+            session.drain_metrics().unwrap();
+        }
+    }
+    let accuracy: f32 = last.iter().map(|m| m.accuracy()).sum::<f32>() / last.len() as f32;
+    let loss: f32 = last.iter().map(|m| m.loss).sum::<f32>() / last.len() as f32;
+    assert!(accuracy > 0.98, "train accuracy over the last 20 steps: {accuracy} (loss {loss})");
+    // The eval program agrees on held-out data.
+    let (x, y) = separable_batch(&mut rng, 32, 16);
+    let totals = session.evaluate([(&x, &y, 32)], false).unwrap();
+    assert!(totals.accuracy() > 0.95, "eval accuracy {}", totals.accuracy());
+}
+
+#[test]
+fn four_device_training_matches_one_device_on_the_same_global_batch() {
+    let client = common::client();
+    let ids = client.device_ids();
+    assert!(ids.len() >= 4);
+    let mut arch = Architecture::emotion(16);
+    arch.dense_units = 32;
+    let make = |devices: Vec<i32>| SessionConfig {
+        kind: ModelKind::Emotion,
+        arch: arch.clone(),
+        // Momentum, not Adam: Adam divides by sqrt(v), which turns rounding
+        // noise in near-zero gradients into full-size steps.
+        optimizer: Optimizer::Momentum { momentum: 0.9, nesterov: false },
+        global_batch: 8,
+        devices,
+        xla_options: vec![],
+    };
+    let mut one = TrainSession::new(client, make(vec![ids[0]]), 5).unwrap();
+    let mut four = TrainSession::new(client, make(ids[..4].to_vec()), 5).unwrap();
+    let mut rng = Rng::new(3);
+    for _ in 0..3 {
+        let n = 8 * 16 * 16;
+        let x = HostTensor::from_f32(&[8, 16, 16, 1], &rng.vec(n).iter().map(|v| *v as f32).collect::<Vec<_>>()).unwrap();
+        let y = HostTensor::from_i32(&[8], &[0, 1, 2, 0, 1, 2, 0, 1]).unwrap();
+        one.train_step(&x, &y, 0.01).unwrap();
+        four.train_step(&x, &y, 0.01).unwrap();
+    }
+    let (m1, m4) = (one.drain_metrics().unwrap(), four.drain_metrics().unwrap());
+    for (a, b) in m1.iter().zip(&m4) {
+        assert!((a.loss - b.loss).abs() < 1e-4 * (1.0 + a.loss.abs()), "loss {} vs {}", a.loss, b.loss);
+        assert_eq!(a.correct, b.correct);
+    }
+    let (p1, p4) = (one.params_to_host().unwrap(), four.params_to_host().unwrap());
+    for ((name, a), (_, b)) in p1.iter().zip(&p4) {
+        let (a, b) = (a.to_f32().unwrap(), b.to_f32().unwrap());
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-5 * scale.max(1.0), "{name}: max difference {diff} (scale {scale})");
+    }
+}
+
+#[test]
+fn bad_session_configs_are_clear_errors() {
+    let client = common::client();
+    let base = SessionConfig { kind: ModelKind::Face, arch: Architecture::face(16), optimizer: Optimizer::Sgd, global_batch: 6, devices: client.device_ids()[..4].to_vec(), xla_options: vec![] };
+    let err = TrainSession::new(client, base.clone(), 0).err().unwrap();
+    assert!(err.to_string().contains("multiple of the device count 4"), "{err}");
+    let err = TrainSession::new(client, SessionConfig { arch: Architecture::emotion(4), global_batch: 4, ..base.clone() }, 0).err().unwrap();
+    assert!(err.to_string().contains("cannot be pooled down"), "{err}");
+    let mut session = TrainSession::new(client, SessionConfig { global_batch: 4, devices: vec![0], ..base }, 0).unwrap();
+    let wrong = HostTensor::zeros(DType::F32, &[4, 8, 8, 1]).unwrap();
+    let labels = HostTensor::zeros(DType::I32, &[4]).unwrap();
+    let err = session.train_step(&wrong, &labels, 0.1).unwrap_err();
+    assert!(err.to_string().contains("images: expected f32[4, 16, 16, 1]"), "{err}");
+}
