@@ -11,7 +11,9 @@
 #[allow(unsafe_code)]
 pub mod pjrt;
 
+pub mod bench;
 pub mod cli;
+pub mod fsutil;
 pub mod graph;
 pub mod models;
 pub mod rng;

@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::pjrt::{self, Backend, ClientOptions};
 
+mod bench;
 mod devices;
+mod hlo;
 
 #[derive(Parser, Debug)]
 #[command(name = "emotionet", version, about = "Train and run the EMOTIONET face/emotion CNN hierarchy on XLA (CPU, GPU, Cloud TPU)")]
@@ -25,6 +27,10 @@ pub struct Cli {
 enum Command {
     /// Show the PJRT plugin, its API version and its devices.
     Devices(devices::DevicesArgs),
+    /// Write a model's programs (train step, eval step, predict) as StableHLO.
+    Hlo(hlo::HloArgs),
+    /// Time the training step per model, image size and device count.
+    Bench(bench::BenchArgs),
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs.
@@ -75,6 +81,8 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Devices(args) => devices::run(args),
+        Command::Hlo(args) => hlo::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,4 +10,4 @@ mod session;
 pub use architecture::{Architecture, Init, ModelKind, ParamSpec};
 pub use init::init_params;
 pub use programs::{BuiltProgram, ProgramSpec};
-pub use session::{CompileTimes, EvalTotals, SessionConfig, SessionError, StepMetrics, TrainSession};
+pub use session::{BatchUploader, CompileTimes, DeviceBatch, EvalTotals, SessionConfig, SessionError, StepMetrics, TrainSession};

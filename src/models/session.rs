@@ -232,31 +232,40 @@ impl TrainSession {
         self.step
     }
 
-    /// Enqueues one training step on `images: f32[B,H,W,1]`, `labels: i32[B]`
-    /// (the global batch; replica r gets rows `r*b .. (r+1)*b`). Returns as
-    /// soon as the work is enqueued.
+    /// A handle that uploads batches to this session's devices; it can be
+    /// moved to another thread to upload the next batch while a step runs.
+    pub fn uploader(&self) -> BatchUploader {
+        BatchUploader {
+            client: self.client.clone(),
+            devices: self.config.devices.clone(),
+            image_dims: vec![self.config.global_batch, self.config.arch.input_size, self.config.arch.input_size, 1],
+        }
+    }
+
+    /// Uploads and runs one training step on `images: f32[B,H,W,1]`,
+    /// `labels: i32[B]` (the global batch).
     pub fn train_step(&mut self, images: &HostTensor, labels: &HostTensor, lr: f32) -> Result<()> {
-        let n = self.config.arch.input_size;
-        let batch = self.config.global_batch;
-        expect_shape("images", images, DType::F32, &[batch, n, n, 1])?;
-        expect_shape("labels", labels, DType::I32, &[batch])?;
-        let b = self.replica_batch();
+        let batch = self.uploader().upload(images, labels)?;
+        self.train_step_on(&batch, lr)
+    }
+
+    /// Runs one training step on a batch already on the devices. On an
+    /// asynchronous plugin (GPU, TPU) this returns once the step is enqueued;
+    /// the CPU plugin runs it before returning.
+    pub fn train_step_on(&mut self, batch: &DeviceBatch, lr: f32) -> Result<()> {
         let replicas = self.config.devices.len();
-        let mut inputs: Vec<[Buffer; 4]> = Vec::with_capacity(replicas);
-        for (r, &device) in self.config.devices.iter().enumerate() {
-            let x = slice_rows(images, r as i64 * b, b)?;
-            let y = slice_rows(labels, r as i64 * b, b)?;
-            inputs.push([
-                self.client.upload(&x, device)?,
-                self.client.upload(&y, device)?,
-                self.client.upload(&HostTensor::scalar_f32(lr), device)?,
-                self.client.upload(&HostTensor::scalar_i32(self.step as i32), device)?,
-            ]);
+        if batch.shards.len() != replicas {
+            return Err(SessionError::Mismatch { what: "device batch".into(), expected: format!("{replicas} shards"), got: batch.shards.len().to_string() });
+        }
+        let mut scalars: Vec<[Buffer; 2]> = Vec::with_capacity(replicas);
+        for &device in &self.config.devices {
+            scalars.push([self.client.upload(&HostTensor::scalar_f32(lr), device)?, self.client.upload(&HostTensor::scalar_i32(self.step as i32), device)?]);
         }
         let args: Vec<Vec<&Buffer>> = (0..replicas)
             .map(|r| {
                 let mut a: Vec<&Buffer> = self.params[r].iter().chain(&self.state[r]).collect();
-                a.extend(inputs[r].iter());
+                a.extend([&batch.shards[r].0, &batch.shards[r].1]);
+                a.extend(scalars[r].iter());
                 a.push(&self.seeds[r]);
                 a.push(&self.offsets[r]);
                 a
@@ -345,6 +354,37 @@ impl TrainSession {
 
     pub fn train_executable(&self) -> &LoadedExecutable {
         &self.train
+    }
+}
+
+/// A global batch split into per-device shards, on the devices.
+pub struct DeviceBatch {
+    /// `(images, labels)` per replica, in device order.
+    shards: Vec<(Buffer, Buffer)>,
+}
+
+/// Uploads batches for a session; cheap to clone, `Send`.
+#[derive(Clone)]
+pub struct BatchUploader {
+    client: Client,
+    devices: Vec<i32>,
+    image_dims: Vec<i64>,
+}
+
+impl BatchUploader {
+    /// Splits `images: f32[B,H,W,1]` and `labels: i32[B]` into one shard per
+    /// device (replica r gets rows `r*b .. (r+1)*b`) and uploads them.
+    pub fn upload(&self, images: &HostTensor, labels: &HostTensor) -> Result<DeviceBatch> {
+        expect_shape("images", images, DType::F32, &self.image_dims)?;
+        expect_shape("labels", labels, DType::I32, &self.image_dims[..1])?;
+        let b = self.image_dims[0] / self.devices.len() as i64;
+        let mut shards = Vec::with_capacity(self.devices.len());
+        for (r, &device) in self.devices.iter().enumerate() {
+            let x = slice_rows(images, r as i64 * b, b)?;
+            let y = slice_rows(labels, r as i64 * b, b)?;
+            shards.push((self.client.upload(&x, device)?, self.client.upload(&y, device)?));
+        }
+        Ok(DeviceBatch { shards })
     }
 }
 

@@ -1,0 +1,113 @@
+//! `emotionet bench`: training-step speed per model, size and device count.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::BackendArgs;
+use crate::bench::{self, BenchCase};
+use crate::graph::optim::Optimizer;
+use crate::models::ModelKind;
+use crate::pjrt::OptionOverride;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Only this model (default: both).
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    /// Only this image size (default: the suite's 100 and 256).
+    #[arg(long)]
+    pub size: Option<i64>,
+    /// Global batch (default: 100 at 100x100, 16 at 256x256).
+    #[arg(long)]
+    pub batch: Option<i64>,
+    /// Devices per case: a number or `all` (default: the suite's 1 and all).
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// Timed steps per case (after warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Untimed steps before timing (the first step is reported separately).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Optimizer of the timed step.
+    #[arg(long, value_parser = ["sgd", "momentum", "adam"], default_value = "sgd")]
+    pub optimizer: String,
+    /// XLA debug option NAME=VALUE for every compilation; repeatable.
+    #[arg(long = "xla-option", value_name = "NAME=VALUE")]
+    pub xla_options: Vec<String>,
+    /// Also append each result as a JSON line to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// Parses `name=value` into an XLA option (bool, integer, float or string).
+pub fn parse_xla_option(text: &str) -> anyhow::Result<(String, OptionOverride)> {
+    let (name, value) = text.split_once('=').ok_or_else(|| anyhow::anyhow!("--xla-option {text:?} must be NAME=VALUE"))?;
+    let value = match value {
+        "true" => OptionOverride::Bool(true),
+        "false" => OptionOverride::Bool(false),
+        v => v.parse::<i64>().map(OptionOverride::Int).or_else(|_| v.parse::<f64>().map(OptionOverride::Double)).unwrap_or_else(|_| OptionOverride::String(v.to_string())),
+    };
+    Ok((name.to_string(), value))
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let client = args.backend.connect()?;
+    let all = client.device_ids().len();
+    let optimizer = match args.optimizer.as_str() {
+        "momentum" => Optimizer::Momentum { momentum: 0.9, nesterov: false },
+        "adam" => Optimizer::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 },
+        _ => Optimizer::Sgd,
+    };
+    let xla_options = args.xla_options.iter().map(|t| parse_xla_option(t)).collect::<anyhow::Result<Vec<_>>>()?;
+    let devices = match args.devices.as_deref() {
+        None => None,
+        Some("all") => Some(all),
+        Some(n) => Some(n.parse::<usize>().map_err(|_| anyhow::anyhow!("--devices {n:?}: expected a number or `all`"))?),
+    };
+    let mut cases: Vec<BenchCase> = bench::default_cases(all, args.steps)
+        .into_iter()
+        .filter(|c| args.model.is_none_or(|m| m == c.model))
+        .filter(|c| args.size.is_none_or(|s| s == c.size))
+        .filter(|c| devices.is_none_or(|d| d == c.devices || (d > 1 && c.devices > 1)))
+        .collect();
+    if cases.is_empty() {
+        // A size or device count outside the suite: build the cases asked for.
+        for model in args.model.map_or(vec![ModelKind::Face, ModelKind::Emotion], |m| vec![m]) {
+            let size = args.size.unwrap_or(100);
+            cases.push(BenchCase { model, size, batch: if size >= 200 { 16 } else { 100 }, devices: devices.unwrap_or(1), steps: args.steps, warmup: 1, optimizer: Optimizer::Sgd, xla_options: vec![] });
+        }
+    }
+    for c in &mut cases {
+        if let Some(d) = devices {
+            c.devices = d;
+        }
+        if let Some(b) = args.batch {
+            c.batch = b;
+        }
+        if c.batch % c.devices as i64 != 0 {
+            anyhow::bail!("batch {} does not split across {} devices; pass --batch with a multiple of {}", c.batch, c.devices, c.devices);
+        }
+        c.warmup = args.warmup;
+        c.optimizer = optimizer.clone();
+        c.xla_options = xla_options.clone();
+    }
+    let mut results = Vec::new();
+    let mut stdout = std::io::stdout().lock();
+    for case in &cases {
+        tracing::info!("bench {} {}x{} batch {} on {} device(s)", case.model, case.size, case.size, case.batch, case.devices);
+        let result = bench::run_case(&client, case)?;
+        let line = serde_json::to_string(&result)?;
+        writeln!(stdout, "{line}")?;
+        if let Some(path) = &args.json {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            writeln!(f, "{line}")?;
+        }
+        results.push(result);
+    }
+    write!(stdout, "\n{}", bench::table(&results))?;
+    Ok(())
+}

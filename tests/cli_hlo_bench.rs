@@ -1,0 +1,66 @@
+//! `emotionet hlo` regenerates the checked-in programs under hlo/ byte for
+//! byte, and `emotionet bench` runs through the real binary.
+
+use std::path::Path;
+use std::process::Command;
+
+fn emotionet(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(args).output().expect("run emotionet");
+    eprintln!("$ emotionet {}\n--- stdout\n{}--- stderr\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn checked_in_programs_are_regenerated_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_str().unwrap();
+    let configs: [&[&str]; 4] = [
+        &["--model", "face", "--size", "100"],
+        &["--model", "emotion", "--size", "100"],
+        &["--model", "face", "--size", "256", "--replicas", "8", "--batch", "128"],
+        &["--model", "emotion", "--size", "256", "--replicas", "8", "--batch", "128"],
+    ];
+    for config in configs {
+        let mut args = vec!["hlo", "--out", out];
+        args.extend_from_slice(config);
+        assert!(emotionet(&args).status.success());
+    }
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("hlo");
+    let mut compared = 0;
+    for dir in std::fs::read_dir(tmp.path()).unwrap() {
+        let dir = dir.unwrap().path();
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let file = file.unwrap().path();
+            let rel = file.strip_prefix(tmp.path()).unwrap();
+            let checked_in = std::fs::read(golden.join(rel)).unwrap_or_else(|e| panic!("hlo/{}: {e}; regenerate with `emotionet hlo`", rel.display()));
+            assert!(std::fs::read(&file).unwrap() == checked_in, "hlo/{} differs from what `emotionet hlo` writes now; regenerate it after a deliberate change", rel.display());
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 12, "3 programs x 4 configurations");
+}
+
+#[test]
+fn hlo_rejects_sizes_the_network_cannot_pool() {
+    let out = emotionet(&["hlo", "--model", "emotion", "--size", "6", "--out", "/tmp/never"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be pooled down"));
+}
+
+#[test]
+fn bench_prints_a_json_line_and_a_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("bench.jsonl");
+    let out = emotionet(&["bench", "--model", "face", "--size", "24", "--batch", "4", "--steps", "2", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success());
+    let line = std::fs::read_to_string(&json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(v["model"], "face");
+    assert_eq!(v["batch"], 4);
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["compile_s"].as_f64().unwrap() > 0.0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("img/s"));
+    let bad = emotionet(&["bench", "--model", "face", "--size", "24", "--batch", "5", "--devices", "2"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not split across 2 devices"));
+}
