@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::pjrt::{self, Backend, ClientOptions};
 
+mod data;
 mod devices;
 
 #[derive(Parser, Debug)]
@@ -25,6 +26,8 @@ pub struct Cli {
 enum Command {
     /// Show the PJRT plugin, its API version and its devices.
     Devices(devices::DevicesArgs),
+    /// Datasets: generate the synthetic set, prepare a task's data, download LFW/SUN397.
+    Data(data::DataArgs),
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs.
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Devices(args) => devices::run(args),
+        Command::Data(args) => data::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
