@@ -42,7 +42,7 @@ $(CPU_PLUGIN):
 $(LFW_SUBSET):
 	mkdir -p $(DEPS)/wheels $(DEPS)/data
 	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-	    --platform manylinux_2_17_x86_64 --python-version 3.11 -d $(DEPS)/wheels $(SKIMAGE_PKG)
+	    --platform manylinux_2_28_x86_64 --python-version 3.12 -d $(DEPS)/wheels $(SKIMAGE_PKG)
 	$(PYTHON) -c "import zipfile,glob,sys; w=glob.glob('$(DEPS)/wheels/scikit_image-*.whl')[0]; open('$@','wb').write(zipfile.ZipFile(w).read('skimage/data/lfw_subset.npy'))"
 
 ## tpu-plugin / gpu-plugin: optional plugins, for Cloud TPU VMs and CUDA hosts

@@ -4,6 +4,7 @@
 //! The modules follow the pipeline:
 //! - [`pjrt`]: the only `unsafe` code; plugins, clients, buffers, executables;
 //! - [`tensor`]: host arrays and element types shared by every layer;
+//! - [`data`]: dataset loaders, the synthetic set, the prep cache and the input pipeline;
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
 #![deny(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod pjrt;
 
 pub mod bench;
 pub mod cli;
+pub mod data;
 pub mod fsutil;
 pub mod graph;
 pub mod models;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::pjrt::{self, Backend, ClientOptions};
 
 mod bench;
+mod data;
 mod devices;
 mod hlo;
 
@@ -31,6 +32,8 @@ enum Command {
     Hlo(hlo::HloArgs),
     /// Time the training step per model, image size and device count.
     Bench(bench::BenchArgs),
+    /// Datasets: generate the synthetic set, prepare a task's data, download LFW/SUN397.
+    Data(data::DataArgs),
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs.
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Devices(args) => devices::run(args),
         Command::Hlo(args) => hlo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Data(args) => data::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
