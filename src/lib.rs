@@ -15,6 +15,7 @@ pub mod pjrt;
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod experiment;
 pub mod fsutil;
 pub mod graph;
 pub mod models;
