@@ -274,6 +274,28 @@ fn reshape_transpose_reverse_forward_and_vjp() {
 }
 
 #[test]
+fn concatenate_forward_and_vjp() {
+    let mut rng = Rng::new(14);
+    let (a, b) = (rng.tensor(&[2, 3, 2]), rng.tensor(&[2, 1, 2]));
+    let y = forward(&[a.clone(), b.clone()], |g, p| g.concatenate(&[p[0], p[1], p[0]], 1).unwrap());
+    assert_eq!(y.dims(), &[2, 7, 2]);
+    let (av, bv, yv) = (f64s(&a), f64s(&b), f64s(&y));
+    for n in 0..2 {
+        for j in 0..7 {
+            for c in 0..2 {
+                let want = match j {
+                    0..=2 => av[(n * 3 + j) * 2 + c],
+                    3 => bv[n * 2 + c],
+                    _ => av[(n * 3 + j - 4) * 2 + c],
+                };
+                assert_eq!(yv[(n * 7 + j) * 2 + c], want);
+            }
+        }
+    }
+    check_vjp("concatenate", &[a, b], 140, |g, p| g.concatenate(&[p[0], p[1], p[0]], 1).unwrap());
+}
+
+#[test]
 fn slice_and_pad_forward_and_vjp_including_edges() {
     let mut rng = Rng::new(6);
     let x = rng.tensor(&[5, 7]);

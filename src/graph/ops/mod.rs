@@ -14,6 +14,7 @@ mod all_reduce;
 mod binary;
 mod broadcast;
 mod compare;
+mod concatenate;
 mod constant;
 mod conv;
 mod convert;
@@ -93,6 +94,7 @@ primitives! {
     Reshape(reshape::Reshape),
     Transpose(transpose::Transpose),
     Reverse(reverse::Reverse),
+    Concatenate(concatenate::Concatenate),
     Slice(slice::Slice),
     Pad(pad::Pad),
     Reduce(reduce::Reduce),
