@@ -4,6 +4,8 @@
 //! The modules follow the pipeline:
 //! - [`pjrt`]: the only `unsafe` code; plugins, clients, buffers, executables;
 //! - [`tensor`]: host arrays and element types shared by every layer;
+//! - [`records`]: run records, training curves, hierarchy evaluations;
+//! - [`fsutil`]: crash-safe file and directory replacement;
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
 #![deny(unsafe_code)]
@@ -12,4 +14,6 @@
 pub mod pjrt;
 
 pub mod cli;
+pub mod fsutil;
+pub mod records;
 pub mod tensor;
