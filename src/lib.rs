@@ -5,6 +5,7 @@
 //! - [`pjrt`]: the only `unsafe` code; plugins, clients, buffers, executables;
 //! - [`tensor`]: host arrays and element types shared by every layer;
 //! - [`records`]: run records, training curves, hierarchy evaluations;
+//! - [`train`]: TensorBoard event files and checkpoints;
 //! - [`fsutil`]: crash-safe file and directory replacement;
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
@@ -17,3 +18,4 @@ pub mod cli;
 pub mod fsutil;
 pub mod records;
 pub mod tensor;
+pub mod train;
