@@ -6,6 +6,7 @@
 //! - [`tensor`]: host arrays and element types shared by every layer;
 //! - [`records`]: run records, training curves, hierarchy evaluations;
 //! - [`train`]: TensorBoard event files and checkpoints;
+//! - [`report`]: the Markdown + SVG report built from records;
 //! - [`fsutil`]: crash-safe file and directory replacement;
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
@@ -17,5 +18,6 @@ pub mod pjrt;
 pub mod cli;
 pub mod fsutil;
 pub mod records;
+pub mod report;
 pub mod tensor;
 pub mod train;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::pjrt::{self, Backend, ClientOptions};
 
 mod devices;
+mod report;
 
 #[derive(Parser, Debug)]
 #[command(name = "emotionet", version, about = "Train and run the EMOTIONET face/emotion CNN hierarchy on XLA (CPU, GPU, Cloud TPU)")]
@@ -25,6 +26,8 @@ pub struct Cli {
 enum Command {
     /// Show the PJRT plugin, its API version and its devices.
     Devices(devices::DevicesArgs),
+    /// Write the Markdown + SVG report of the run records under a directory.
+    Report(report::ReportArgs),
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs.
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Devices(args) => devices::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
