@@ -22,13 +22,18 @@ PJRT_HEADER    := $(DEPS)/pjrt/xla_plugins/xla_cpu_pjrt/include/pjrt_c_api.h
 SKIMAGE_PKG    := scikit-image==0.26.0
 LFW_SUBSET     := $(DEPS)/data/lfw_subset.npy
 
+# TensorBoard's own event-file reader (EventAccumulator), for the test that
+# loads our event files with it. These four wheels are all it imports.
+TB_READER_PKGS := tensorboard==2.20.0 protobuf==6.33.1 numpy==2.2.6 absl-py==2.3.1
+TB_READER      := $(DEPS)/py/tensorboard/__init__.py
+
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
 .PHONY: setup build test demo bench ffi clean system-packages
 
-## setup: the PJRT CPU plugin, test data and any Debian packages the build needs
-setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET)
+## setup: the PJRT CPU plugin, test data, TensorBoard's reader and any Debian packages the build needs
+setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
 
 system-packages:
 	@command -v cc >/dev/null || { echo "installing gcc (needed by crates that build C)"; apt-get update -qq && apt-get install -y -qq gcc; }
@@ -44,6 +49,10 @@ $(LFW_SUBSET):
 	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
 	    --platform manylinux_2_28_x86_64 --python-version 3.12 -d $(DEPS)/wheels $(SKIMAGE_PKG)
 	$(PYTHON) -c "import zipfile,glob,sys; w=glob.glob('$(DEPS)/wheels/scikit_image-*.whl')[0]; open('$@','wb').write(zipfile.ZipFile(w).read('skimage/data/lfw_subset.npy'))"
+
+$(TB_READER):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(DEPS)/py $(TB_READER_PKGS)
+	@test -f $@ && touch $@
 
 ## tpu-plugin / gpu-plugin: optional plugins, for Cloud TPU VMs and CUDA hosts
 tpu-plugin:

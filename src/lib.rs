@@ -4,7 +4,15 @@
 //! The modules follow the pipeline:
 //! - [`pjrt`]: the only `unsafe` code; plugins, clients, buffers, executables;
 //! - [`tensor`]: host arrays and element types shared by every layer;
+//! - [`graph`]: the tensor graph, its autodiff and the StableHLO writer;
+//! - [`models`]: the face and emotion CNNs as programs, and their device sessions;
 //! - [`data`]: dataset loaders, the synthetic set, the prep cache and the input pipeline;
+//! - [`experiment`]: experiment files;
+//! - [`train`]: the trainer, TensorBoard event files and checkpoints;
+//! - [`records`]: run records, training curves, hierarchy evaluations;
+//! - [`report`]: the Markdown + SVG report built from records;
+//! - [`bench`]: the training-step benchmark;
+//! - [`fsutil`], [`rng`]: crash-safe file replacement, our deterministic RNG;
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
 #![deny(unsafe_code)]
@@ -19,5 +27,8 @@ pub mod experiment;
 pub mod fsutil;
 pub mod graph;
 pub mod models;
+pub mod records;
+pub mod report;
 pub mod rng;
 pub mod tensor;
+pub mod train;

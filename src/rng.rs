@@ -1,35 +1,88 @@
-//! A small deterministic random number generator (SplitMix64), ours so that
-//! streams never change with a dependency upgrade: same seed, same weights,
-//! same shuffles, on every machine and every version.
+//! The crate's own pseudo-random numbers: SplitMix64 to seed and to
+//! derive keyed streams, xoshiro256** for the streams themselves.
+//!
+//! We do not use the `rand` crate here on purpose: shuffles, splits,
+//! augmentations and the synthetic set must produce the same values for a
+//! seed forever, and a crate upgrade may change its algorithms. Both
+//! algorithms are public-domain reference designs (Vigna, Blackman).
 
-/// SplitMix64 (Steele, Lea, Flood 2014): 64-bit state, passes BigCrush, and
-/// any seed (including 0) is fine.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SplitMix64 {
-    state: u64,
+use serde::{Deserialize, Serialize};
+
+/// One SplitMix64 step: advances `state` and returns a well-mixed value.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
-impl SplitMix64 {
+/// Mixes a seed with a sequence of keys into one 64-bit value; used to give
+/// every (seed, epoch), (seed, image index) or (seed, identity) its own
+/// independent stream without any shared mutable state.
+pub fn mix(seed: u64, keys: &[u64]) -> u64 {
+    let mut s = seed ^ 0x6A09_E667_F3BC_C908;
+    let mut out = splitmix64(&mut s);
+    for &k in keys {
+        s ^= k.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        out ^= splitmix64(&mut s);
+        out = out.rotate_left(23);
+    }
+    let mut fin = out;
+    splitmix64(&mut fin)
+}
+
+/// FNV-1a of a string, so that string keys (identities, paths) can feed [`mix`].
+pub fn hash_str(text: &str) -> u64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
+
+/// xoshiro256**: small, fast, and its whole state is four words that we can
+/// save in a checkpoint and restore exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    /// Seeds the four state words from SplitMix64, as the authors recommend
+    /// (an all-zero state is impossible this way).
     pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
+        let mut sm = seed;
+        let s = [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)];
+        Rng { s }
     }
 
-    /// A generator for a named sub-stream: the same (seed, name) always gives
-    /// the same stream, and different names give unrelated ones.
-    pub fn for_stream(seed: u64, name: &str) -> Self {
-        // FNV-1a of the name, mixed into the seed.
-        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-        let mut s = SplitMix64::new(seed ^ h.rotate_left(17));
-        s.next_u64();
-        s
+    /// A stream keyed by `seed` and `keys` (see [`mix`]).
+    pub fn keyed(seed: u64, keys: &[u64]) -> Self {
+        Rng::new(mix(seed, keys))
+    }
+
+    /// Rebuilds a generator from a saved state; an all-zero state (which
+    /// xoshiro can never reach) is replaced by a fresh seed-0 state.
+    pub fn from_state(s: [u64; 4]) -> Self {
+        if s == [0; 4] { Rng::new(0) } else { Rng { s } }
+    }
+
+    pub fn state(&self) -> [u64; 4] {
+        self.s
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = self.s[1] << 17;
+        self.s[2] ^= self.s[0];
+        self.s[3] ^= self.s[1];
+        self.s[1] ^= self.s[2];
+        self.s[0] ^= self.s[3];
+        self.s[2] ^= t;
+        self.s[3] = self.s[3].rotate_left(45);
+        result
     }
 
     /// Uniform in [0, 1) with 53 bits of precision.
@@ -37,32 +90,58 @@ impl SplitMix64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// Uniform integer in [0, n) (n > 0), without modulo bias.
+    /// Uniform in [0, 1) as f32.
+    pub fn unit(&mut self) -> f32 {
+        self.next_f64() as f32
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Uniform integer in [0, n); n must be > 0. Uses Lemire's
+    /// multiply-shift with rejection so there is no modulo bias.
     pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0, "below(0)");
-        let zone = u64::MAX - u64::MAX % n;
+        debug_assert!(n > 0);
+        let threshold = n.wrapping_neg() % n;
         loop {
-            let v = self.next_u64();
-            if v < zone {
-                return v % n;
+            let x = self.next_u64();
+            let m = u128::from(x) * u128::from(n);
+            if (m as u64) >= threshold {
+                return (m >> 64) as u64;
             }
         }
     }
 
-    /// Standard normal (Box-Muller; one draw per call, the pair's twin dropped
-    /// so that the stream position depends only on the number of calls).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.next_f64(); // (0, 1]
+    /// Uniform index in [0, n).
+    pub fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+
+    /// True with probability p.
+    pub fn chance(&mut self, p: f32) -> bool {
+        self.unit() < p
+    }
+
+    /// Standard normal (Box-Muller; one value per call keeps the state simple).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = self.next_f64().max(1e-300);
         let u2 = self.next_f64();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
     }
 
     /// Fisher-Yates shuffle.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
+            let j = self.index(i + 1);
             items.swap(i, j);
         }
+    }
+
+    /// One element of a non-empty slice.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.index(items.len())]
     }
 }
 
@@ -71,20 +150,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn known_first_values() {
-        // Reference values of SplitMix64 seeded with 0.
-        let mut r = SplitMix64::new(0);
-        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    fn xoshiro_matches_its_reference_stream() {
+        // Reference: xoshiro256** with state {1, 2, 3, 4} gives 11520, 0,
+        // 1509978240, 1215971899390074240 (Vigna's test vectors).
+        let mut r = Rng { s: [1, 2, 3, 4] };
+        assert_eq!([r.next_u64(), r.next_u64(), r.next_u64(), r.next_u64()], [11520, 0, 1509978240, 1215971899390074240]);
     }
 
     #[test]
-    fn normals_have_unit_variance() {
-        let mut r = SplitMix64::for_stream(7, "w");
-        let xs: Vec<f64> = (0..20000).map(|_| r.normal()).collect();
-        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
-        assert_ne!(SplitMix64::for_stream(7, "a").next_u64(), SplitMix64::for_stream(7, "b").next_u64());
+    fn splitmix_matches_its_reference_value() {
+        // SplitMix64 seeded with 1234567: first output 6457827717110365317.
+        let mut s = 1234567u64;
+        assert_eq!(splitmix64(&mut s), 6457827717110365317);
+    }
+
+    #[test]
+    fn below_is_in_range_and_state_round_trips() {
+        let mut r = Rng::new(7);
+        for n in 1..50u64 {
+            assert!(r.below(n) < n);
+        }
+        let saved = r.state();
+        let a: Vec<u64> = (0..5).map(|_| r.next_u64()).collect();
+        let mut back = Rng::from_state(saved);
+        let b: Vec<u64> = (0..5).map(|_| back.next_u64()).collect();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn keyed_streams_differ_by_key() {
+        assert_ne!(Rng::keyed(1, &[0]).next_u64(), Rng::keyed(1, &[1]).next_u64());
+        assert_eq!(Rng::keyed(1, &[5, 6]).next_u64(), Rng::keyed(1, &[5, 6]).next_u64());
     }
 }

@@ -12,6 +12,7 @@ mod bench;
 mod data;
 mod devices;
 mod hlo;
+mod report;
 
 #[derive(Parser, Debug)]
 #[command(name = "emotionet", version, about = "Train and run the EMOTIONET face/emotion CNN hierarchy on XLA (CPU, GPU, Cloud TPU)")]
@@ -34,6 +35,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Datasets: generate the synthetic set, prepare a task's data, download LFW/SUN397.
     Data(data::DataArgs),
+    /// Write the Markdown + SVG report of the run records under a directory.
+    Report(report::ReportArgs),
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs.
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Hlo(args) => hlo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Data(args) => data::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,7 @@ pub mod kdef;
 pub mod loaders;
 pub mod pipeline;
 pub mod prep;
-pub mod rng;
+
 pub mod sample;
 pub mod split;
 pub mod synth;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{Augmentation, Normalization};
 use super::error::{DataError, Result};
 use super::prep::PreparedSplit;
-use super::rng::Rng;
+use crate::rng::Rng;
 use crate::tensor::HostTensor;
 
 /// Keys separating the permutation and augmentation streams of one seed.

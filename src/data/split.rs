@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::rng::{hash_str, mix};
+use crate::rng::{hash_str, mix};
 use super::sample::{DatasetTag, Sample};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

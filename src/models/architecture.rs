@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Which of the hierarchy's two models.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// Face / not face (model 1).
@@ -18,12 +18,20 @@ pub enum ModelKind {
     Emotion,
 }
 
-impl std::fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl ModelKind {
+    pub const ALL: [ModelKind; 2] = [ModelKind::Face, ModelKind::Emotion];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
             ModelKind::Face => "face",
             ModelKind::Emotion => "emotion",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Parameter initialization from a seed.
 
 use super::architecture::{Init, ParamSpec};
-use crate::rng::SplitMix64;
+use crate::rng::{Rng, hash_str};
 use crate::tensor::HostTensor;
 
 /// Initial values for `specs`. Each parameter draws from its own stream
@@ -15,8 +15,8 @@ pub fn init_params(specs: &[ParamSpec], seed: u64) -> Vec<HostTensor> {
                 Init::Zeros => vec![0.0; n],
                 Init::HeNormal { fan_in } => {
                     let std = (2.0 / fan_in as f64).sqrt();
-                    let mut rng = SplitMix64::for_stream(seed, &spec.name);
-                    (0..n).map(|_| (rng.normal() * std) as f32).collect()
+                    let mut rng = Rng::keyed(seed, &[hash_str(&spec.name)]);
+                    (0..n).map(|_| (rng.normal() as f64 * std) as f32).collect()
                 }
             };
             HostTensor::from_f32(&spec.dims, &values).expect("sizes come from the spec")

@@ -392,7 +392,7 @@ mod tests {
                 TensorSpec { dtype: DType::Pred, dims: vec![4] },
             ]
         );
-        assert!(parse_main_signature("func.func @main(%a: tensor<2xf64>)").is_none());
+        assert!(parse_main_signature("func.func @main(%a: tensor<2xf16>)").is_none());
         assert_eq!(parse_main_signature("func.func @main()").unwrap(), vec![]);
     }
 }

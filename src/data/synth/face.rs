@@ -5,7 +5,7 @@
 
 use super::raster::{Canvas, Frame, bezier};
 use crate::data::kdef::Expression;
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 
 /// What stays the same across every picture of one person.
 #[derive(Clone, Debug)]

@@ -45,7 +45,7 @@ use self::raster::{Canvas, Frame};
 use self::scene::{SceneKind, draw_scene};
 use super::error::{DataError, Result};
 use super::kdef::{Angle, Expression, KDEF_SUBJECTS_PER_SEX, KdefCode, Session, Sex};
-use super::rng::{Rng, hash_str};
+use crate::rng::{Rng, hash_str};
 
 pub const LFW_DIR: &str = "lfw";
 pub const KDEF_DIR: &str = "KDEF";

@@ -2,7 +2,7 @@
 //! given as signed distance functions in a local frame, plus whole-image
 //! effects (lighting gradient, contrast, blur, noise). Values are in [0, 1].
 
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 
 /// A grey image with f32 pixels in [0, 1].
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 //! with two dark spots, the kind the paper says slipped through its filter).
 
 use super::raster::{Canvas, Frame, ValueNoise};
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 
 /// The kinds of scene the generator draws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

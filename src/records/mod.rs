@@ -1,0 +1,543 @@
+//! Run records: the files that trainer, orchestrator, evaluator and report
+//! agree on. Every number in a report is read from one of these.
+//!
+//! A run directory holds (see [`RunPaths`]):
+//! - `record.json`: one [`RunRecord`], rewritten atomically as the run goes
+//!   (`running`, then `finished` or `failed`);
+//! - `metrics.jsonl`: the training curve, one [`MetricPoint`] per line;
+//! - `checkpoints/` and `tensorboard/`, owned by `train`.
+//!
+//! An evaluation directory holds `hierarchy.json`, one [`HierarchyEval`].
+//!
+//! Every JSON file carries `schema` ([`SCHEMA_VERSION`]); readers refuse
+//! other versions and unknown fields with an error naming the file. This
+//! module owns the formats and their validation; it never decides how runs
+//! are scheduled or what goes into a report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::fsutil::{self, FsError};
+pub use crate::pjrt::Backend;
+
+mod confusion;
+mod hierarchy;
+mod metrics;
+
+pub use confusion::Confusion;
+pub use hierarchy::{EMOTION_ALONE, FACE_FILTER_AND_EMOTION, HierarchyEval, TableRow};
+pub use metrics::{MetricPoint, MetricsFile, MetricsLog, Split, read_metrics};
+
+/// The version of every record format in this module.
+pub const SCHEMA_VERSION: u32 = 1;
+/// File names inside a run or evaluation directory.
+pub const RECORD_FILE: &str = "record.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const HIERARCHY_FILE: &str = "hierarchy.json";
+pub const CHECKPOINT_DIR: &str = "checkpoints";
+pub const TENSORBOARD_DIR: &str = "tensorboard";
+
+/// Why a record could not be read, validated or written. Every variant names
+/// the file (or the matrix) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid record: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("cannot encode {path}: {source}")]
+    Serialize { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: schema {found} is not supported (this emotionet reads schema {supported})")]
+    Schema { path: PathBuf, found: u32, supported: u32 },
+    #[error("{path}: field `{field}`: {reason}")]
+    Invalid { path: PathBuf, field: String, reason: String },
+    #[error("{path}: {what} is not a finite number")]
+    NonFinite { path: PathBuf, what: String },
+    #[error("{path} line {line}: {source}")]
+    MetricsLine { path: PathBuf, line: usize, source: serde_json::Error },
+    #[error("confusion matrix of {context}: {reason}")]
+    Confusion { context: String, reason: String },
+    #[error("class index out of range: truth {truth}, predicted {predicted}, {classes} classes")]
+    ClassIndex { truth: usize, predicted: usize, classes: usize },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+pub use crate::models::ModelKind;
+
+/// Where a run is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Failed { error: String },
+}
+
+impl RunStatus {
+    pub fn label(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// What ran the program: filled from the PJRT client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Platform {
+    /// PJRT platform name, e.g. "cpu", "cuda", "tpu".
+    pub name: String,
+    /// PJRT platform version string.
+    pub version: String,
+    /// Device kind of the devices used, e.g. "cpu", "NVIDIA H200", "TPU v3".
+    pub device_kind: String,
+    /// Devices the step was spread over (data parallel).
+    pub device_count: u32,
+    /// Path of the plugin library loaded.
+    pub plugin: String,
+    /// PJRT C API version the plugin reported, "major.minor".
+    pub pjrt_api_version: String,
+    /// Host name of the machine that drove the run.
+    pub host: String,
+}
+
+impl Platform {
+    /// Describes `client` running a step over its first `devices_used`
+    /// devices (their kind is that of the first device).
+    pub fn from_client(client: &crate::pjrt::Client, devices_used: u32) -> Self {
+        let api = client.api();
+        let (major, minor) = api.version();
+        Platform {
+            name: client.platform_name().to_string(),
+            version: client.platform_version().to_string(),
+            device_kind: client.devices().first().map(|d| d.kind.clone()).unwrap_or_default(),
+            device_count: devices_used,
+            plugin: api.path().display().to_string(),
+            pjrt_api_version: format!("{major}.{minor}"),
+            host: host_name(),
+        }
+    }
+}
+
+/// Input height and width in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSize {
+    pub height: u32,
+    pub width: u32,
+}
+
+impl std::fmt::Display for ImageSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// The schedule a run was asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub image_size: ImageSize,
+    /// Global batch (over all devices).
+    pub batch: u32,
+    pub steps_per_epoch: u64,
+    pub epochs: u64,
+    /// Steps planned: normally `steps_per_epoch * epochs`.
+    pub total_steps: u64,
+    /// e.g. "sgd", "momentum", "adam".
+    pub optimizer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// Where the time went, in seconds. Definitions (used identically by every
+/// trainer so runs compare):
+/// - `compile_s`: compiling every program (train and eval step) before step 1;
+/// - `first_step_s`: wall time of step 1 (one-time transfers, autotuning);
+/// - `steady_step_s`: median wall time of steps 2..N;
+/// - `train_wall_s`: sum of all training step times, step 1 included;
+/// - `total_wall_s`: start to end of the run: compile, steps, evals,
+///   checkpoints and input pipeline;
+/// - `images_per_s`: global batch / `steady_step_s`.
+///
+/// For a resumed run, each figure covers every attempt (compile time adds up).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    pub compile_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_step_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_step_s: Option<f64>,
+    pub train_wall_s: f64,
+    pub total_wall_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_per_s: Option<f64>,
+}
+
+impl Timing {
+    /// Derives the step figures from each step's wall time, in order, so that
+    /// every trainer computes them the same way.
+    pub fn from_step_times(compile_s: f64, step_s: &[f64], batch: u32, total_wall_s: f64) -> Timing {
+        let steady_step_s = median(step_s.get(1..).unwrap_or(&[]));
+        Timing {
+            compile_s,
+            first_step_s: step_s.first().copied(),
+            steady_step_s,
+            train_wall_s: step_s.iter().sum(),
+            total_wall_s,
+            images_per_s: steady_step_s.filter(|&s| s > 0.0).map(|s| f64::from(batch) / s),
+        }
+    }
+
+    /// Time outside compilation and training steps (evals, checkpoints,
+    /// input pipeline); never negative.
+    pub fn other_s(&self) -> f64 {
+        (self.total_wall_s - self.compile_s - self.train_wall_s).max(0.0)
+    }
+
+    fn fields(&self) -> [(&'static str, Option<f64>); 6] {
+        [
+            ("compile_s", Some(self.compile_s)),
+            ("first_step_s", self.first_step_s),
+            ("steady_step_s", self.steady_step_s),
+            ("train_wall_s", Some(self.train_wall_s)),
+            ("total_wall_s", Some(self.total_wall_s)),
+            ("images_per_s", self.images_per_s),
+        ]
+    }
+}
+
+/// Loss and accuracy on one split at one step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitMetrics {
+    pub step: u64,
+    /// NaN (stored as `null`) when training diverged.
+    #[serde(deserialize_with = "null_as_nan")]
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// One training run of one model on one backend: `record.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    pub schema: u32,
+    /// Unique within a runs directory, e.g. "paper-cpu/face/cpu/r0".
+    pub run_id: String,
+    /// Experiment name (the experiment file's stem).
+    pub experiment: String,
+    pub model: ModelKind,
+    pub backend: Backend,
+    /// Repeat index when a campaign runs the same thing several times.
+    #[serde(default)]
+    pub repeat: u32,
+    pub platform: Platform,
+    /// RFC 3339 UTC, see [`now_rfc3339`].
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub status: RunStatus,
+    pub config: RunConfig,
+    /// Optimizer steps completed so far.
+    #[serde(default)]
+    pub steps_done: u64,
+    /// How many times the run was resumed from a checkpoint.
+    #[serde(default)]
+    pub resumes: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    /// Last logged training metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_train: Option<SplitMetrics>,
+    /// Metrics of the final evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_eval: Option<SplitMetrics>,
+    /// Class names in logit order.
+    pub class_names: Vec<String>,
+    /// Confusion matrix of the final evaluation, over `class_names`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confusion: Option<Confusion>,
+    /// Free-form key/values (experiment hash, git commit, dataset ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notes: BTreeMap<String, String>,
+}
+
+impl RunRecord {
+    /// Checks everything a reader relies on; `path` is used in errors.
+    pub fn validate(&self, path: &Path) -> Result<(), RecordError> {
+        check_schema(path, self.schema)?;
+        let invalid = |field: &str, reason: String| RecordError::Invalid { path: path.to_path_buf(), field: field.to_string(), reason };
+        if self.run_id.trim().is_empty() {
+            return Err(invalid("run_id", "must not be empty".into()));
+        }
+        check_timestamp(path, "started_at", &self.started_at)?;
+        if let Some(t) = &self.finished_at {
+            check_timestamp(path, "finished_at", t)?;
+        }
+        if self.platform.device_count == 0 {
+            return Err(invalid("platform.device_count", "must be at least 1".into()));
+        }
+        let c = &self.config;
+        if c.batch == 0 || c.image_size.height == 0 || c.image_size.width == 0 {
+            return Err(invalid("config", format!("batch {} and image size {} must be positive", c.batch, c.image_size)));
+        }
+        if self.steps_done > c.total_steps {
+            return Err(invalid("steps_done", format!("{} is more than total_steps {}", self.steps_done, c.total_steps)));
+        }
+        if self.class_names.is_empty() {
+            return Err(invalid("class_names", "must name at least one class".into()));
+        }
+        if let Some(timing) = &self.timing {
+            for (name, value) in timing.fields() {
+                if let Some(v) = value {
+                    if !v.is_finite() || v < 0.0 {
+                        return Err(invalid(&format!("timing.{name}"), format!("{v} is not a non-negative number of seconds")));
+                    }
+                }
+            }
+        }
+        for (name, m) in [("final_train", &self.final_train), ("final_eval", &self.final_eval)] {
+            if let Some(m) = m {
+                if !(0.0..=1.0).contains(&m.accuracy) {
+                    return Err(invalid(&format!("{name}.accuracy"), format!("{} is not in [0, 1]", m.accuracy)));
+                }
+            }
+        }
+        if let Some(conf) = &self.confusion {
+            conf.validate(&path.display().to_string())?;
+            if conf.labels != self.class_names {
+                return Err(invalid("confusion.labels", format!("{:?} differ from class_names {:?}", conf.labels, self.class_names)));
+            }
+        }
+        if self.status == RunStatus::Finished {
+            for (field, present) in [("finished_at", self.finished_at.is_some()), ("timing", self.timing.is_some()), ("final_train", self.final_train.is_some())] {
+                if !present {
+                    return Err(invalid(field, "a finished run must have it".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and validates a `record.json`.
+    pub fn load(path: &Path) -> Result<Self, RecordError> {
+        let record: RunRecord = read_json(path)?;
+        record.validate(path)?;
+        Ok(record)
+    }
+
+    /// Validates, then replaces `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<(), RecordError> {
+        self.validate(path)?;
+        write_json(path, self)
+    }
+}
+
+/// The files of one run directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunPaths {
+    pub dir: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RunPaths { dir: dir.into() }
+    }
+    pub fn record(&self) -> PathBuf {
+        self.dir.join(RECORD_FILE)
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join(METRICS_FILE)
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT_DIR)
+    }
+    pub fn tensorboard(&self) -> PathBuf {
+        self.dir.join(TENSORBOARD_DIR)
+    }
+}
+
+/// The current time as RFC 3339 UTC with milliseconds, e.g.
+/// `2025-01-31T12:00:00.123Z`: the form every record timestamp uses.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// This machine's host name (for records and TensorBoard file names);
+/// "localhost" when the system will not say.
+pub fn host_name() -> String {
+    let from_file = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    from_file("/proc/sys/kernel/hostname")
+        .or_else(|| from_file("/etc/hostname"))
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Median of a sample; `None` when empty. NaNs sort last.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+pub(crate) fn check_schema(path: &Path, found: u32) -> Result<(), RecordError> {
+    if found == SCHEMA_VERSION {
+        Ok(())
+    } else {
+        Err(RecordError::Schema { path: path.to_path_buf(), found, supported: SCHEMA_VERSION })
+    }
+}
+
+pub(crate) fn check_timestamp(path: &Path, field: &str, value: &str) -> Result<(), RecordError> {
+    humantime::parse_rfc3339_weak(value).map(|_| ()).map_err(|e| RecordError::Invalid {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        reason: format!("{value:?} is not an RFC 3339 UTC time like 2025-01-31T12:00:00Z ({e})"),
+    })
+}
+
+/// JSON has no NaN: serde_json writes non-finite floats as `null`; read
+/// `null` back as NaN so a diverged loss survives a round trip.
+pub(crate) fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, RecordError> {
+    let bytes = std::fs::read(path).map_err(|source| RecordError::Read { path: path.to_path_buf(), source })?;
+    serde_json::from_slice(&bytes).map_err(|source| RecordError::Parse { path: path.to_path_buf(), source })
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RecordError> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|source| RecordError::Serialize { path: path.to_path_buf(), source })?;
+    text.push('\n');
+    fsutil::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_record() -> RunRecord {
+        RunRecord {
+            schema: SCHEMA_VERSION,
+            run_id: "smoke/face/cpu/r0".into(),
+            experiment: "smoke".into(),
+            model: ModelKind::Face,
+            backend: Backend::Cpu,
+            repeat: 0,
+            platform: Platform {
+                name: "cpu".into(),
+                version: "0.0.1".into(),
+                device_kind: "cpu".into(),
+                device_count: 1,
+                plugin: ".deps/pjrt/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so".into(),
+                pjrt_api_version: "0.81".into(),
+                host: "ci".into(),
+            },
+            started_at: "2025-01-31T12:00:00.000Z".into(),
+            finished_at: Some("2025-01-31T12:03:00.000Z".into()),
+            status: RunStatus::Finished,
+            config: RunConfig {
+                image_size: ImageSize { height: 32, width: 32 },
+                batch: 20,
+                steps_per_epoch: 5,
+                epochs: 4,
+                total_steps: 20,
+                optimizer: "adam".into(),
+                learning_rate: Some(1e-3),
+                seed: Some(7),
+            },
+            steps_done: 20,
+            resumes: 0,
+            timing: Some(Timing::from_step_times(2.5, &[1.0, 0.1, 0.3, 0.2], 20, 5.0)),
+            final_train: Some(SplitMetrics { step: 20, loss: 0.2, accuracy: 0.95 }),
+            final_eval: Some(SplitMetrics { step: 20, loss: f64::NAN, accuracy: 0.9 }),
+            class_names: vec!["not a face".into(), "face".into()],
+            confusion: Some(Confusion { labels: vec!["not a face".into(), "face".into()], matrix: vec![vec![9, 1], vec![1, 9]] }),
+            notes: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn timing_from_step_times() {
+        let t = Timing::from_step_times(2.5, &[1.0, 0.1, 0.3, 0.2], 20, 5.0);
+        assert_eq!(t.first_step_s, Some(1.0));
+        assert_eq!(t.steady_step_s, Some(0.2));
+        assert!((t.train_wall_s - 1.6).abs() < 1e-12);
+        assert!((t.images_per_s.unwrap() - 100.0).abs() < 1e-9);
+        assert!((t.other_s() - 0.9).abs() < 1e-12);
+        assert_eq!(Timing::from_step_times(1.0, &[2.0], 4, 3.0).steady_step_s, None);
+    }
+
+    #[test]
+    fn record_round_trips_with_a_nan_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = RunPaths::new(dir.path()).record();
+        let record = sample_record();
+        record.save(&path).unwrap();
+        let back = RunRecord::load(&path).unwrap();
+        assert!(back.final_eval.as_ref().unwrap().loss.is_nan());
+        assert_eq!(back.timing, record.timing);
+        assert_eq!(back.confusion, record.confusion);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"state\": \"finished\""), "{text}");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RECORD_FILE);
+        let mut record = sample_record();
+        record.finished_at = None;
+        let err = record.save(&path).unwrap_err().to_string();
+        assert!(err.contains("record.json") && err.contains("finished_at"), "{err}");
+        assert!(!path.exists());
+
+        let mut value = serde_json::to_value(sample_record()).unwrap();
+        value["schema"] = 9.into();
+        std::fs::write(&path, value.to_string()).unwrap();
+        let err = RunRecord::load(&path).unwrap_err().to_string();
+        assert!(err.contains("schema 9"), "{err}");
+
+        value["schema"] = 1.into();
+        value["colour"] = "red".into();
+        std::fs::write(&path, value.to_string()).unwrap();
+        let err = RunRecord::load(&path).unwrap_err().to_string();
+        assert!(err.contains("record.json") && err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn failed_status_carries_its_error() {
+        let mut record = sample_record();
+        record.status = RunStatus::Failed { error: "device lost".into() };
+        let text = serde_json::to_string(&record).unwrap();
+        assert!(text.contains(r#""status":{"state":"failed","error":"device lost"}"#), "{text}");
+        let back: RunRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.status, record.status);
+    }
+
+    #[test]
+    fn now_is_a_valid_timestamp() {
+        check_timestamp(Path::new("x"), "t", &now_rfc3339()).unwrap();
+        assert!(check_timestamp(Path::new("x"), "t", "yesterday").is_err());
+        assert!(!host_name().is_empty());
+    }
+}

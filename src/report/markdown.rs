@@ -1,0 +1,476 @@
+//! Renders the analysis as `report.md`, the SVG charts and `report.json`.
+//! Every number printed comes from the [`Analysis`] (hence from records) or
+//! from [`super::paper`], and paper figures are always labelled as such.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use serde_json::json;
+
+use super::charts::{self, BarGroup, CurveMetric, CurveSeries, TimeBar};
+use super::model::{Analysis, Group, Scan, Stat};
+use super::paper::{self, PAPER_SETUPS, PAPER_TABLE_I};
+use super::svg::{self, fmt_duration, fmt_pct, fmt_sig};
+use crate::records::{Backend, Confusion, MetricPoint, ModelKind, RunStatus, Split};
+
+/// The report's files, before they are written.
+pub struct Rendered {
+    pub markdown: String,
+    pub json: serde_json::Value,
+    /// (file name, SVG text).
+    pub charts: Vec<(String, String)>,
+}
+
+/// A Markdown table built row by row.
+struct Table {
+    header: Vec<String>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Columns whose name starts with '>' are right-aligned (numbers).
+    fn new(columns: &[&str]) -> Self {
+        Table {
+            header: columns.iter().map(|c| c.trim_start_matches('>').to_string()).collect(),
+            right: columns.iter().map(|c| c.starts_with('>')).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+        let mut out = format!("| {} |\n|", self.header.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | "));
+        for &r in &self.right {
+            out.push_str(if r { " ---: |" } else { " --- |" });
+        }
+        out.push('\n');
+        for row in &self.rows {
+            let _ = writeln!(out, "| {} |", row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | "));
+        }
+        out
+    }
+}
+
+const NONE: &str = "—";
+
+/// "median (min–max)" over several repeats, the value alone for one.
+fn stat(s: Option<Stat>, f: impl Fn(f64) -> String) -> String {
+    match s {
+        None => NONE.to_string(),
+        Some(s) if s.n > 1 && s.min != s.max => format!("{} ({}–{})", f(s.median), f(s.min), f(s.max)),
+        Some(s) => f(s.median),
+    }
+}
+
+fn backend_name(b: Backend) -> String {
+    b.to_string().to_uppercase()
+}
+
+fn model_title(m: ModelKind) -> &'static str {
+    match m {
+        ModelKind::Face => "Face model",
+        ModelKind::Emotion => "Emotion model",
+    }
+}
+
+/// A file-name-safe slug, unique among `taken`.
+fn file_name(taken: &mut BTreeSet<String>, parts: &[&str]) -> String {
+    let slug: String = parts.join("-").chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mut name = format!("{slug}.svg");
+    let mut k = 2;
+    while !taken.insert(name.clone()) {
+        name = format!("{slug}-{k}.svg");
+        k += 1;
+    }
+    name
+}
+
+/// Renders everything. `generated_at` is an RFC 3339 time, `runs_dir` as
+/// the user gave it.
+pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered {
+    let mut md = String::new();
+    let mut charts: Vec<(String, String)> = Vec::new();
+    let mut taken = BTreeSet::new();
+    let runs = &scan.runs;
+    let finished = runs.iter().filter(|r| r.record.status.label() == "finished").count();
+    let running = runs.iter().filter(|r| r.record.status.label() == "running").count();
+    let failed = runs.len() - finished - running;
+
+    let _ = writeln!(md, "# EMOTIONET training report\n");
+    let _ = writeln!(
+        md,
+        "Generated {generated_at} by `emotionet report` from `{}`: {} runs ({finished} finished, {running} running, {failed} failed) in {} groups, and {} hierarchy evaluation{}.\n",
+        scan.runs_dir.display(),
+        runs.len(),
+        analysis.groups.len(),
+        scan.hierarchies.len(),
+        if scan.hierarchies.len() == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        md,
+        "Every figure below comes from the run records (`record.json`, `metrics.jsonl`, `hierarchy.json`) listed in the appendix, except those marked **paper**, which are the figures published in EMOTIONET (D'Agostino & Schmidt). Repeats of the same experiment, model and platform are summarised as median (min–max).\n"
+    );
+    md.push_str("1. [Training time (Figure 5)](#1-training-time-per-model-and-platform-figure-5)\n2. [Speedups](#2-speedups)\n3. [Runs](#3-runs)\n4. [Accuracy next to the paper's](#4-accuracy-next-to-the-papers)\n5. [Training curves](#5-training-curves)\n6. [Confusion matrices](#6-confusion-matrices)\n7. [The hierarchy: Table I and Figures 2-4](#7-the-hierarchy-table-i-and-figures-2-4)\n8. [Missing or incomplete](#8-missing-or-incomplete)\n9. [Appendix: every run](#appendix-every-run)\n\n");
+
+    // 1. Training time.
+    let _ = writeln!(md, "## 1. Training time per model and platform (Figure 5)\n");
+    let mut bar_groups = Vec::new();
+    for model in ModelKind::ALL {
+        let mut bars = Vec::new();
+        for g in analysis.groups.iter().filter(|g| g.model == model) {
+            let Some(total) = g.total_wall_s else { continue };
+            let compile = g.compile_s.map_or(0.0, |s| s.median);
+            let steps = g.train_wall_s.map_or(0.0, |s| s.median);
+            bars.push(TimeBar {
+                label: format!("{} · {} · {}", backend_name(g.backend), g.experiment, g.image_size),
+                backend: Some(g.backend),
+                segments: vec![compile, steps, (total.median - compile - steps).max(0.0)],
+                total: total.median,
+            });
+        }
+        for setup in PAPER_SETUPS {
+            let t = setup.time_s(model);
+            bars.push(TimeBar { label: setup.label.to_string(), backend: None, segments: vec![t], total: t });
+        }
+        bar_groups.push(BarGroup { title: model_title(model).to_string(), bars });
+    }
+    let time_chart = "training-time.svg".to_string();
+    taken.insert(time_chart.clone());
+    charts.push((time_chart.clone(), charts::training_time(&bar_groups)));
+    let _ = writeln!(md, "![Training time per model and platform, with the paper's times]({time_chart})\n");
+    let _ = writeln!(
+        md,
+        "Each of our bars is the median total wall time of a group's finished runs, stacked as compile time, time in training steps, and the rest (evaluation, checkpoints, input pipeline). Hatched bars are the paper's reported training times; the paper does not split them. The paper trained at 100x100 on its CPU cluster and at 256x256 on the TPU.\n"
+    );
+    let mut t = Table::new(&["Model", "Platform", "Experiment", "Image", ">Steps", ">Compile", ">Training steps", ">Other", ">Total", ">Finished runs"]);
+    for g in &analysis.groups {
+        t.row(vec![
+            g.model.to_string(),
+            g.platform_label(),
+            g.experiment.clone(),
+            g.image_size.clone(),
+            g.total_steps.clone(),
+            stat(g.compile_s, fmt_duration),
+            stat(g.train_wall_s, fmt_duration),
+            stat(g.other_s, fmt_duration),
+            stat(g.total_wall_s, fmt_duration),
+            format!("{} of {}", g.finished_ids.len(), g.run_ids.len()),
+        ]);
+    }
+    for model in ModelKind::ALL {
+        for setup in PAPER_SETUPS {
+            t.row(vec![
+                model.to_string(),
+                format!("**paper**: {}", setup.hardware),
+                NONE.into(),
+                format!("{0}x{0}", setup.image_size),
+                paper::paper_total_steps(model).to_string(),
+                NONE.into(),
+                NONE.into(),
+                NONE.into(),
+                format!("{} ({} s)", setup.time_text(model), svg::fmt_int(setup.time_s(model))),
+                "paper".into(),
+            ]);
+        }
+    }
+    md.push_str(&t.render());
+    md.push('\n');
+
+    // 2. Speedups.
+    let _ = writeln!(md, "## 2. Speedups\n\n### Our platforms against our CPU\n");
+    if analysis.speedups.is_empty() {
+        let _ = writeln!(md, "No experiment has finished runs of the same model on CPU and on another platform, so there is no speedup to report yet.\n");
+    } else {
+        let _ = writeln!(md, "Same experiment file, same model; ratio of medians (CPU ÷ platform), above 1 means faster than our CPU.\n");
+        let mut t = Table::new(&["Model", "Experiment", "Platform", ">Total time", ">Speedup (total)", ">Steady step", ">Speedup (per step)"]);
+        for s in &analysis.speedups {
+            let g = analysis.groups.iter().find(|g| g.model == s.model && g.experiment == s.experiment && g.backend == s.backend);
+            t.row(vec![
+                s.model.to_string(),
+                s.experiment.clone(),
+                g.map_or_else(|| backend_name(s.backend), Group::platform_label),
+                stat(g.and_then(|g| g.total_wall_s), fmt_duration),
+                s.total_time.map_or(NONE.into(), |v| format!("{}×", fmt_sig(v, 3))),
+                stat(g.and_then(|g| g.steady_step_s), |v| format!("{} ms", fmt_sig(v * 1000.0, 3))),
+                s.step_time.map_or(NONE.into(), |v| format!("{}×", fmt_sig(v, 3))),
+            ]);
+        }
+        md.push_str(&t.render());
+        md.push('\n');
+    }
+    let _ = writeln!(md, "### Ours against the paper's\n");
+    if analysis.paper_comparisons.is_empty() {
+        let _ = writeln!(md, "No finished run has timing yet, so there is nothing to set against the paper's times.\n");
+    } else {
+        let _ = writeln!(
+            md,
+            "Paper time ÷ our median total time: above 1 means our run took less time than the paper reports. Only rows marked *yes* used the paper's image size and step count (15 steps per epoch, 30 epochs face, 40 emotion); the others compare different amounts of work.\n"
+        );
+        let mut t = Table::new(&["Model", "Ours", "Image", ">Steps", ">Our total", "Paper set-up", ">Paper time", ">Paper ÷ ours", "Same size and steps"]);
+        for c in &analysis.paper_comparisons {
+            let g = analysis.groups.iter().find(|g| g.model == c.model && g.experiment == c.experiment && g.backend == c.backend);
+            t.row(vec![
+                c.model.to_string(),
+                format!("{} · {}", g.map_or_else(|| backend_name(c.backend), Group::platform_label), c.experiment),
+                g.map_or(NONE.into(), |g| g.image_size.clone()),
+                g.map_or(NONE.into(), |g| g.total_steps.clone()),
+                fmt_duration(c.our_total_s),
+                format!("**{}**", c.paper),
+                fmt_duration(c.paper_s),
+                format!("{}×", fmt_sig(c.paper_over_ours, 3)),
+                if c.like_for_like { "yes".into() } else { "no".into() },
+            ]);
+        }
+        md.push_str(&t.render());
+        md.push('\n');
+    }
+
+    // 3. Runs.
+    let _ = writeln!(md, "## 3. Runs\n");
+    let _ = writeln!(
+        md,
+        "One row per experiment, model and platform; timing and accuracy over its finished runs. Steady step is the median step time after the first; images/s is the global batch over it.\n"
+    );
+    let mut t = Table::new(&[
+        "Model", "Platform", "Device × count", "Experiment", "Image", ">Batch", ">Steps", ">Compile (s)", ">First step (s)", ">Steady step (ms)", ">Images/s", ">Total time", ">Train acc.", ">Eval acc.", ">Finished runs",
+    ]);
+    for g in &analysis.groups {
+        t.row(vec![
+            g.model.to_string(),
+            format!("{} ({})", backend_name(g.backend), g.platform),
+            g.device.clone(),
+            g.experiment.clone(),
+            g.image_size.clone(),
+            g.batch.clone(),
+            g.total_steps.clone(),
+            stat(g.compile_s, |v| fmt_sig(v, 3)),
+            stat(g.first_step_s, |v| fmt_sig(v, 3)),
+            stat(g.steady_step_s, |v| fmt_sig(v * 1000.0, 3)),
+            stat(g.images_per_s, |v| fmt_sig(v, 3)),
+            stat(g.total_wall_s, fmt_duration),
+            stat(g.train_accuracy, fmt_pct),
+            stat(g.eval_accuracy, fmt_pct),
+            format!("{} of {}", g.finished_ids.len(), g.run_ids.len()),
+        ]);
+    }
+    md.push_str(&t.render());
+    md.push('\n');
+
+    // 4. Accuracy.
+    let _ = writeln!(md, "## 4. Accuracy next to the paper's\n");
+    let mut t = Table::new(&["Model", "Source", "Image", ">Train accuracy", ">Eval accuracy"]);
+    for model in ModelKind::ALL {
+        for setup in PAPER_SETUPS {
+            let (train, eval) = setup.accuracy(model);
+            t.row(vec![model.to_string(), format!("**{}**", setup.label), format!("{0}x{0}", setup.image_size), format!("{:.0}%", train * 100.0), format!("{:.0}%", eval * 100.0)]);
+        }
+        for g in analysis.groups.iter().filter(|g| g.model == model && !g.finished_ids.is_empty()) {
+            t.row(vec![model.to_string(), format!("ours: {} · {}", g.platform_label(), g.experiment), g.image_size.clone(), stat(g.train_accuracy, fmt_pct), stat(g.eval_accuracy, fmt_pct)]);
+        }
+    }
+    md.push_str(&t.render());
+    let _ = writeln!(md, "\nOur train accuracy is the last logged training value; eval accuracy is the final evaluation. Our data set may differ from the paper's (see each run's notes).\n");
+
+    // 5. Curves.
+    let _ = writeln!(md, "## 5. Training curves\n");
+    let colors = run_colors(scan);
+    for model in ModelKind::ALL {
+        let curve_runs: Vec<usize> = runs.iter().enumerate().filter(|(_, r)| r.record.model == model && !r.curve.is_empty()).map(|(i, _)| i).collect();
+        if curve_runs.is_empty() {
+            let _ = writeln!(md, "No training curve was recorded for the {model} model.\n");
+            continue;
+        }
+        let make = |metric: CurveMetric| -> Vec<CurveSeries> {
+            curve_runs
+                .iter()
+                .map(|&i| {
+                    let r = &runs[i];
+                    let value = |p: &MetricPoint| if metric == CurveMetric::Loss { p.loss } else { p.accuracy };
+                    let pick = |split: Split| r.curve.iter().filter(|p| p.split == split).map(|p| (p.step as f64, value(p))).collect::<Vec<_>>();
+                    CurveSeries {
+                        label: match &r.record.status {
+                            RunStatus::Finished => format!("{} · {} · r{}", backend_name(r.record.backend), r.record.experiment, r.record.repeat),
+                            other => format!("{} · {} · r{} ({})", backend_name(r.record.backend), r.record.experiment, r.record.repeat, other.label()),
+                        },
+                        color: colors.get(&i).cloned().unwrap_or_else(|| "#444444".into()),
+                        train: pick(Split::Train),
+                        eval: pick(Split::Eval),
+                    }
+                })
+                .collect()
+        };
+        let (series, acc_series) = (make(CurveMetric::Loss), make(CurveMetric::Accuracy));
+        let loss_name = file_name(&mut taken, &["curves", model.as_str(), "loss"]);
+        let acc_name = file_name(&mut taken, &["curves", model.as_str(), "accuracy"]);
+        charts.push((loss_name.clone(), charts::curves(&format!("{}: loss", model_title(model)), CurveMetric::Loss, &series)));
+        charts.push((acc_name.clone(), charts::curves(&format!("{}: accuracy", model_title(model)), CurveMetric::Accuracy, &acc_series)));
+        let _ = writeln!(md, "### {}\n\n![{} loss]({loss_name})\n\n![{} accuracy]({acc_name})\n", model_title(model), model_title(model), model_title(model));
+    }
+
+    // 6. Confusion matrices.
+    let _ = writeln!(md, "## 6. Confusion matrices\n");
+    let _ = writeln!(md, "The final evaluation of one finished run per group (the latest); rows are the true class, columns the prediction.\n");
+    let mut any_confusion = false;
+    for g in &analysis.groups {
+        let Some(i) = g.confusion_run else { continue };
+        let run = &runs[i].record;
+        let Some(c) = &run.confusion else { continue };
+        any_confusion = true;
+        let name = file_name(&mut taken, &["confusion", g.model.as_str(), &g.experiment, &g.backend.to_string()]);
+        let title = format!("{} · {} · {}", model_title(g.model), backend_name(g.backend), g.experiment);
+        let subtitle = format!("run {} · accuracy {} ({} of {})", run.run_id, c.accuracy().map_or(NONE.into(), fmt_pct), c.correct(), c.total());
+        charts.push((name.clone(), charts::confusion_heatmap(&title, &subtitle, c, svg::backend_color(g.backend))));
+        let _ = writeln!(md, "### {title}\n\n![{title}]({name})\n");
+        md.push_str(&per_class_table(&[("", c)]));
+        md.push('\n');
+    }
+    if !any_confusion {
+        let _ = writeln!(md, "No finished run recorded a confusion matrix.\n");
+    }
+
+    // 7. Hierarchy.
+    let _ = writeln!(md, "## 7. The hierarchy: Table I and Figures 2-4\n");
+    let _ = writeln!(md, "The emotion model alone against the face filter followed by the emotion model, on a mixed set of faces and non-faces. **Paper** rows are as printed (its second row sums to 101).\n");
+    let mut t = Table::new(&["System", "Source", ">Correct", ">Wrong", ">Accuracy"]);
+    for row in PAPER_TABLE_I {
+        t.row(vec![row.system.to_string(), "**paper** (100-image validation set)".into(), row.correct.to_string(), row.wrong.to_string(), format!("{:.0}%", row.accuracy * 100.0)]);
+    }
+    for h in &scan.hierarchies {
+        for row in &h.eval.table {
+            t.row(vec![
+                row.system.clone(),
+                format!("ours: `{}`, trained on {}; {}", h.eval.eval_id, h.eval.trained_on, h.eval.dataset),
+                row.correct.to_string(),
+                row.wrong.to_string(),
+                fmt_pct(row.accuracy),
+            ]);
+        }
+    }
+    md.push_str(&t.render());
+    md.push('\n');
+    if scan.hierarchies.is_empty() {
+        let _ = writeln!(md, "No hierarchy evaluation (`hierarchy.json`) was found: there are no rows of ours yet.\n");
+    }
+    for h in &scan.hierarchies {
+        let e = &h.eval;
+        let alone = file_name(&mut taken, &["hierarchy", &e.eval_id, "emotion-alone"]);
+        let filtered = file_name(&mut taken, &["hierarchy", &e.eval_id, "with-face-filter"]);
+        let sub = |c: &Confusion| format!("{} · accuracy {} ({} of {})", e.eval_id, c.accuracy().map_or(NONE.into(), fmt_pct), c.correct(), c.total());
+        charts.push((alone.clone(), charts::confusion_heatmap("Emotion model alone", &sub(&e.emotion_alone), &e.emotion_alone, "#6a3d9a")));
+        charts.push((filtered.clone(), charts::confusion_heatmap("Face filter + emotion model", &sub(&e.with_face_filter), &e.with_face_filter, "#1b7837")));
+        let _ = writeln!(
+            md,
+            "### Evaluation `{}` ({})\n\nFace model `{}`, emotion model `{}`, trained on {}; data: {}. File: `{}`.\n\n![Emotion model alone]({alone}) ![Face filter + emotion model]({filtered})\n",
+            e.eval_id,
+            e.created_at,
+            e.face_run,
+            e.emotion_run,
+            e.trained_on,
+            e.dataset,
+            h.path.display()
+        );
+        md.push_str(&per_class_table(&[("alone", &e.emotion_alone), ("with filter", &e.with_face_filter)]));
+        md.push('\n');
+    }
+
+    // 8. Missing.
+    let _ = writeln!(md, "## 8. Missing or incomplete\n");
+    if analysis.missing.is_empty() {
+        let _ = writeln!(md, "Nothing: every platform, both models and a hierarchy evaluation are present, and every run finished.\n");
+    } else {
+        for m in &analysis.missing {
+            let _ = writeln!(md, "- {}", m.replace('\n', " "));
+        }
+        md.push('\n');
+    }
+
+    // Appendix.
+    let _ = writeln!(md, "## Appendix: every run\n");
+    let mut t = Table::new(&["Run", "Directory", "Status", ">Steps", "Started", "Finished", "Host", "Plugin", "PJRT API", ">Resumes"]);
+    for r in runs {
+        let rec = &r.record;
+        t.row(vec![
+            format!("`{}`", rec.run_id),
+            format!("`{}`", r.dir.display()),
+            rec.status.label().to_string(),
+            format!("{} of {}", rec.steps_done, rec.config.total_steps),
+            rec.started_at.clone(),
+            rec.finished_at.clone().unwrap_or_else(|| NONE.into()),
+            rec.platform.host.clone(),
+            format!("`{}`", rec.platform.plugin),
+            rec.platform.pjrt_api_version.clone(),
+            rec.resumes.to_string(),
+        ]);
+    }
+    md.push_str(&t.render());
+
+    let json = json!({
+        "schema": crate::records::SCHEMA_VERSION,
+        "generator": super::GENERATOR,
+        "generated_at": generated_at,
+        "runs_dir": scan.runs_dir.display().to_string(),
+        "runs": runs.iter().map(|r| json!({
+            "run_id": r.record.run_id,
+            "dir": r.dir.display().to_string(),
+            "experiment": r.record.experiment,
+            "model": r.record.model,
+            "backend": r.record.backend,
+            "status": r.record.status.label(),
+        })).collect::<Vec<_>>(),
+        "groups": analysis.groups,
+        "speedups": analysis.speedups,
+        "paper_comparisons": analysis.paper_comparisons,
+        "hierarchy": scan.hierarchies.iter().map(|h| json!({
+            "path": h.path.display().to_string(),
+            "eval_id": h.eval.eval_id,
+            "trained_on": h.eval.trained_on,
+            "table": h.eval.table,
+        })).collect::<Vec<_>>(),
+        "missing": analysis.missing,
+        "skipped": scan.skipped,
+        "charts": charts.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+    });
+    Rendered { markdown: md, json, charts }
+}
+
+/// Per-class precision and recall of one or more matrices over the same labels.
+fn per_class_table(matrices: &[(&str, &Confusion)]) -> String {
+    let Some((_, first)) = matrices.first() else { return String::new() };
+    let mut columns = vec!["Class".to_string(), ">Examples".to_string()];
+    for (name, _) in matrices {
+        let suffix = if name.is_empty() { String::new() } else { format!(" ({name})") };
+        columns.push(format!(">Precision{suffix}"));
+        columns.push(format!(">Recall{suffix}"));
+    }
+    let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut t = Table::new(&cols);
+    for (i, label) in first.labels.iter().enumerate() {
+        let mut row = vec![label.clone(), first.truth_total(i).to_string()];
+        for (_, c) in matrices {
+            row.push(c.precision(i).map_or(NONE.into(), fmt_pct));
+            row.push(c.recall(i).map_or(NONE.into(), fmt_pct));
+        }
+        t.row(row);
+    }
+    t.render()
+}
+
+/// One colour per run: its backend's hue, darker or lighter for the second,
+/// third... run of that backend, so a platform keeps its colour everywhere.
+fn run_colors(scan: &Scan) -> BTreeMap<usize, String> {
+    const SHADES: [f64; 6] = [0.0, -0.35, 0.4, -0.6, 0.6, -0.15];
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (i, r) in scan.runs.iter().enumerate() {
+        let key = format!("{}/{}", r.record.model, r.record.backend);
+        let k = count.entry(key).or_insert(0);
+        out.insert(i, svg::shade(svg::backend_color(r.record.backend), SHADES[*k % SHADES.len()]));
+        *k += 1;
+    }
+    out
+}

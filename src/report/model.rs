@@ -1,0 +1,386 @@
+//! What the report says, computed from the records before anything is
+//! rendered: the scan of a runs directory, groups of repeats with their
+//! statistics, speedups and comparisons with the paper. The same values feed
+//! `report.md`, the charts and `report.json`, so they cannot disagree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::ReportError;
+use super::paper::{self, PAPER_SETUPS};
+use crate::records::{self, Backend, HierarchyEval, MetricPoint, ModelKind, RunRecord, RunStatus};
+
+/// One run directory found by the scan.
+#[derive(Clone, Debug)]
+pub struct RunEntry {
+    /// The run directory, relative to the runs directory.
+    pub dir: PathBuf,
+    pub record: RunRecord,
+    /// The training curve (empty when there is no `metrics.jsonl`).
+    pub curve: Vec<MetricPoint>,
+    /// A problem with the curve worth telling the reader.
+    pub curve_note: Option<String>,
+}
+
+/// One `hierarchy.json`.
+#[derive(Clone, Debug)]
+pub struct HierarchyEntry {
+    /// Relative to the runs directory.
+    pub path: PathBuf,
+    pub eval: HierarchyEval,
+}
+
+/// A file left out of the report, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Everything found under a runs directory.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    pub runs_dir: PathBuf,
+    pub runs: Vec<RunEntry>,
+    pub hierarchies: Vec<HierarchyEntry>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Walks `runs_dir` recursively for `record.json` (with the `metrics.jsonl`
+/// beside it) and `hierarchy.json` files, in path order. Symbolic links to
+/// directories are not followed. An invalid file is an error naming it,
+/// unless `skip_invalid`, in which case it is listed in [`Scan::skipped`]
+/// (and the report says so).
+pub fn scan(runs_dir: &Path, skip_invalid: bool) -> Result<Scan, ReportError> {
+    let meta = fs::metadata(runs_dir).map_err(|source| ReportError::RunsDir { path: runs_dir.to_path_buf(), source })?;
+    if !meta.is_dir() {
+        return Err(ReportError::NotADirectory { path: runs_dir.to_path_buf() });
+    }
+    let mut found = Vec::new();
+    walk(runs_dir, &mut found)?;
+    found.sort();
+    let mut out = Scan { runs_dir: runs_dir.to_path_buf(), runs: Vec::new(), hierarchies: Vec::new(), skipped: Vec::new() };
+    let mut ids: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for path in found {
+        let rel = path.strip_prefix(runs_dir).unwrap_or(&path).to_path_buf();
+        let is_record = path.file_name().is_some_and(|n| n == records::RECORD_FILE);
+        let outcome = if is_record { load_run(&path, &rel, &mut ids, skip_invalid).map(|run| out.runs.push(run)) } else { HierarchyEval::load(&path).map_err(ReportError::from).map(|eval| out.hierarchies.push(HierarchyEntry { path: rel.clone(), eval })) };
+        match outcome {
+            Ok(()) => {}
+            Err(e) if skip_invalid => {
+                tracing::warn!("skipping {}: {e}", path.display());
+                out.skipped.push(Skipped { path: rel, reason: e.to_string() });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if out.runs.is_empty() && out.hierarchies.is_empty() {
+        return Err(ReportError::NothingFound { path: runs_dir.to_path_buf(), skipped: out.skipped.len() });
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), ReportError> {
+    let walk_err = |source| ReportError::Walk { path: dir.to_path_buf(), source };
+    for entry in fs::read_dir(dir).map_err(walk_err)? {
+        let entry = entry.map_err(walk_err)?;
+        let kind = entry.file_type().map_err(walk_err)?;
+        let path = entry.path();
+        if kind.is_dir() {
+            walk(&path, found)?;
+        } else if entry.file_name() == records::RECORD_FILE || entry.file_name() == records::HIERARCHY_FILE {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn load_run(path: &Path, rel: &Path, ids: &mut BTreeMap<String, PathBuf>, skip_invalid: bool) -> Result<RunEntry, ReportError> {
+    let record = RunRecord::load(path)?;
+    if let Some(first) = ids.get(&record.run_id) {
+        return Err(ReportError::DuplicateRun { run_id: record.run_id.clone(), first: first.clone(), second: path.to_path_buf() });
+    }
+    ids.insert(record.run_id.clone(), path.to_path_buf());
+    let dir = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+    let metrics_path = path.with_file_name(records::METRICS_FILE);
+    let rel_metrics = rel.with_file_name(records::METRICS_FILE);
+    let (curve, curve_note) = if metrics_path.exists() {
+        match records::read_metrics(&metrics_path) {
+            Ok(file) => {
+                let note = file.truncated_tail.then(|| format!("`{}`: the last line was cut off (an interrupted write) and was left out.", rel_metrics.display()));
+                (file.points, note)
+            }
+            // A bad curve should not hide the run's record: keep the run, say why the curve is missing.
+            Err(e) if skip_invalid => (Vec::new(), Some(format!("Skipped the curve `{}`: {e}", rel_metrics.display()))),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        (Vec::new(), None)
+    };
+    Ok(RunEntry { dir, record, curve, curve_note })
+}
+
+/// Median and range of one figure over a group's finished repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Stat {
+    /// `None` when no value is finite.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Stat> {
+        let v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        let median = records::median(&v)?;
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some(Stat { median, min, max, n: v.len() })
+    }
+}
+
+/// Repeats of one (experiment, model, backend).
+#[derive(Clone, Debug, Serialize)]
+pub struct Group {
+    pub experiment: String,
+    pub model: ModelKind,
+    pub backend: Backend,
+    /// Run ids of every run in the group, and of those that finished.
+    pub run_ids: Vec<String>,
+    pub finished_ids: Vec<String>,
+    /// Distinct values over the group's runs, joined with " / ".
+    pub platform: String,
+    pub device: String,
+    pub image_size: String,
+    pub batch: String,
+    pub total_steps: String,
+    /// Set when every run agrees (for like-for-like checks).
+    pub uniform_image_size: Option<u32>,
+    pub uniform_total_steps: Option<u64>,
+    pub compile_s: Option<Stat>,
+    pub first_step_s: Option<Stat>,
+    pub steady_step_s: Option<Stat>,
+    pub images_per_s: Option<Stat>,
+    pub train_wall_s: Option<Stat>,
+    pub other_s: Option<Stat>,
+    pub total_wall_s: Option<Stat>,
+    pub train_accuracy: Option<Stat>,
+    pub eval_accuracy: Option<Stat>,
+    /// Index (into the scan's runs) of the run whose confusion matrix is
+    /// shown: the last finished one with a matrix.
+    #[serde(skip)]
+    pub confusion_run: Option<usize>,
+    #[serde(skip)]
+    pub run_indices: Vec<usize>,
+}
+
+impl Group {
+    /// e.g. "CPU (cpu ×1)".
+    pub fn platform_label(&self) -> String {
+        format!("{} ({})", self.backend.to_string().to_uppercase(), self.device)
+    }
+}
+
+/// A platform against CPU, same experiment and model.
+#[derive(Clone, Debug, Serialize)]
+pub struct Speedup {
+    pub model: ModelKind,
+    pub experiment: String,
+    pub backend: Backend,
+    /// CPU median total time / this platform's.
+    pub total_time: Option<f64>,
+    /// CPU median steady step / this platform's.
+    pub step_time: Option<f64>,
+}
+
+/// One of our groups against one of the paper's set-ups.
+#[derive(Clone, Debug, Serialize)]
+pub struct PaperComparison {
+    pub model: ModelKind,
+    pub experiment: String,
+    pub backend: Backend,
+    pub our_total_s: f64,
+    pub paper: &'static str,
+    pub paper_s: f64,
+    /// Paper time / our time: above 1 means we were faster.
+    pub paper_over_ours: f64,
+    /// Same image size and step count as the paper's run.
+    pub like_for_like: bool,
+}
+
+/// Everything the report shows.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub groups: Vec<Group>,
+    pub speedups: Vec<Speedup>,
+    /// (model, experiment) pairs with a non-CPU platform but no CPU run.
+    pub no_cpu_baseline: Vec<(ModelKind, String)>,
+    pub paper_comparisons: Vec<PaperComparison>,
+    /// Statements of what is missing, for the report's last section.
+    pub missing: Vec<String>,
+}
+
+fn backend_rank(b: Backend) -> u8 {
+    match b {
+        Backend::Cpu => 0,
+        Backend::Gpu => 1,
+        Backend::Tpu => 2,
+    }
+}
+
+fn distinct<T: Ord + ToString>(values: impl IntoIterator<Item = T>) -> String {
+    let set: BTreeSet<T> = values.into_iter().collect();
+    set.iter().map(ToString::to_string).collect::<Vec<_>>().join(" / ")
+}
+
+/// Groups the runs and computes every derived figure.
+pub fn analyse(scan: &Scan) -> Analysis {
+    let mut keyed: BTreeMap<(ModelKind, String, u8), Vec<usize>> = BTreeMap::new();
+    for (i, run) in scan.runs.iter().enumerate() {
+        let r = &run.record;
+        keyed.entry((r.model, r.experiment.clone(), backend_rank(r.backend))).or_default().push(i);
+    }
+    let groups: Vec<Group> = keyed.into_values().map(|idx| build_group(scan, idx)).collect();
+
+    let mut speedups = Vec::new();
+    let mut no_cpu_baseline = Vec::new();
+    for g in &groups {
+        if g.backend == Backend::Cpu || g.total_wall_s.is_none() {
+            continue;
+        }
+        let cpu = groups.iter().find(|c| c.backend == Backend::Cpu && c.model == g.model && c.experiment == g.experiment && c.total_wall_s.is_some());
+        match cpu {
+            Some(cpu) => speedups.push(Speedup {
+                model: g.model,
+                experiment: g.experiment.clone(),
+                backend: g.backend,
+                total_time: ratio(cpu.total_wall_s, g.total_wall_s),
+                step_time: ratio(cpu.steady_step_s, g.steady_step_s),
+            }),
+            None => no_cpu_baseline.push((g.model, g.experiment.clone())),
+        }
+    }
+
+    let mut paper_comparisons = Vec::new();
+    for g in &groups {
+        let Some(total) = g.total_wall_s.filter(|t| t.median > 0.0) else { continue };
+        for setup in PAPER_SETUPS {
+            let paper_s = setup.time_s(g.model);
+            paper_comparisons.push(PaperComparison {
+                model: g.model,
+                experiment: g.experiment.clone(),
+                backend: g.backend,
+                our_total_s: total.median,
+                paper: setup.label,
+                paper_s,
+                paper_over_ours: paper_s / total.median,
+                like_for_like: g.uniform_image_size == Some(setup.image_size) && g.uniform_total_steps == Some(paper::paper_total_steps(g.model)),
+            });
+        }
+    }
+
+    let mut missing = Vec::new();
+    for backend in [Backend::Cpu, Backend::Gpu, Backend::Tpu] {
+        if !groups.iter().any(|g| g.backend == backend && !g.finished_ids.is_empty()) {
+            missing.push(format!("No finished {} runs: the {} rows and bars are absent, not zero.", backend.to_string().to_uppercase(), backend.to_string().to_uppercase()));
+        }
+    }
+    for model in ModelKind::ALL {
+        if !groups.iter().any(|g| g.model == model && !g.finished_ids.is_empty()) {
+            missing.push(format!("No finished runs of the {model} model."));
+        }
+    }
+    if scan.hierarchies.is_empty() {
+        missing.push(format!("No hierarchy evaluation (`{}`): Table I and the hierarchy's confusion matrices show the paper's figures only.", records::HIERARCHY_FILE));
+    }
+    for (model, experiment) in &no_cpu_baseline {
+        missing.push(format!("No finished CPU run of the {model} model in experiment `{experiment}`: no speedup against CPU for it."));
+    }
+    for run in &scan.runs {
+        let r = &run.record;
+        match &r.status {
+            RunStatus::Running => missing.push(format!("Run `{}` is still running (or was killed before it could record an end): {} of {} steps; left out of timing and accuracy.", r.run_id, r.steps_done, r.config.total_steps)),
+            RunStatus::Failed { error } => missing.push(format!("Run `{}` failed after {} of {} steps: {}", r.run_id, r.steps_done, r.config.total_steps, error.trim())),
+            RunStatus::Finished => {
+                if run.curve.is_empty() {
+                    missing.push(format!("Run `{}` has no `{}`: no training curve.", r.run_id, records::METRICS_FILE));
+                }
+                if r.final_eval.is_none() {
+                    missing.push(format!("Run `{}` recorded no final evaluation.", r.run_id));
+                }
+            }
+        }
+        if let Some(note) = &run.curve_note {
+            missing.push(note.clone());
+        }
+    }
+    for s in &scan.skipped {
+        missing.push(format!("Skipped `{}`: {}", s.path.display(), s.reason));
+    }
+    Analysis { groups, speedups, no_cpu_baseline, paper_comparisons, missing }
+}
+
+fn ratio(num: Option<Stat>, den: Option<Stat>) -> Option<f64> {
+    match (num, den) {
+        (Some(a), Some(b)) if b.median > 0.0 => Some(a.median / b.median),
+        _ => None,
+    }
+}
+
+fn build_group(scan: &Scan, idx: Vec<usize>) -> Group {
+    let runs: Vec<&RunEntry> = idx.iter().map(|&i| &scan.runs[i]).collect();
+    let first = &runs[0].record;
+    let finished: Vec<(usize, &RunRecord)> = idx.iter().map(|&i| (i, &scan.runs[i].record)).filter(|(_, r)| r.status == RunStatus::Finished).collect();
+    let timing = |f: fn(&records::Timing) -> Option<f64>| Stat::of(finished.iter().filter_map(|(_, r)| r.timing.as_ref().and_then(f)));
+    let image_sizes: BTreeSet<records::ImageSize> = runs.iter().map(|r| r.record.config.image_size).collect();
+    let steps: BTreeSet<u64> = runs.iter().map(|r| r.record.config.total_steps).collect();
+    let confusion_run = finished
+        .iter()
+        .filter(|(_, r)| r.confusion.is_some())
+        .max_by(|(_, a), (_, b)| a.finished_at.cmp(&b.finished_at).then(a.run_id.cmp(&b.run_id)))
+        .map(|(i, _)| *i);
+    Group {
+        experiment: first.experiment.clone(),
+        model: first.model,
+        backend: first.backend,
+        run_ids: runs.iter().map(|r| r.record.run_id.clone()).collect(),
+        finished_ids: finished.iter().map(|(_, r)| r.run_id.clone()).collect(),
+        platform: distinct(runs.iter().map(|r| format!("{} {}", r.record.platform.name, r.record.platform.version))),
+        device: distinct(runs.iter().map(|r| format!("{} ×{}", r.record.platform.device_kind, r.record.platform.device_count))),
+        image_size: distinct(image_sizes.iter().map(ToString::to_string)),
+        batch: distinct(runs.iter().map(|r| r.record.config.batch)),
+        total_steps: distinct(steps.iter().copied()),
+        uniform_image_size: match image_sizes.iter().collect::<Vec<_>>().as_slice() {
+            [s] if s.height == s.width => Some(s.height),
+            _ => None,
+        },
+        uniform_total_steps: (steps.len() == 1).then(|| steps.iter().copied().next()).flatten(),
+        compile_s: timing(|t| Some(t.compile_s)),
+        first_step_s: timing(|t| t.first_step_s),
+        steady_step_s: timing(|t| t.steady_step_s),
+        images_per_s: timing(|t| t.images_per_s),
+        train_wall_s: timing(|t| Some(t.train_wall_s)),
+        other_s: timing(|t| Some(t.other_s())),
+        total_wall_s: timing(|t| Some(t.total_wall_s)),
+        train_accuracy: Stat::of(finished.iter().filter_map(|(_, r)| r.final_train.as_ref().map(|m| m.accuracy))),
+        eval_accuracy: Stat::of(finished.iter().filter_map(|(_, r)| r.final_eval.as_ref().map(|m| m.accuracy))),
+        confusion_run,
+        run_indices: idx,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ignores_non_finite_values() {
+        let s = Stat::of([3.0, f64::NAN, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert!(Stat::of([f64::NAN]).is_none());
+    }
+}

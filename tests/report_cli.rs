@@ -1,0 +1,412 @@
+//! `emotionet report` through the real binary, on runs directories built
+//! from record files the way the trainer and evaluator write them.
+//!
+//! Set EMOTIONET_KEEP_SAMPLE=DIR to keep the sample runs directory and its
+//! report in DIR (for looking at the charts).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use emotionet::records::{
+    Backend, Confusion, HierarchyEval, ImageSize, MetricPoint, MetricsLog, ModelKind, Platform, RunConfig, RunPaths, RunRecord, RunStatus, SCHEMA_VERSION, Split, SplitMetrics, Timing,
+};
+
+fn emotionet(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(args).output().expect("run emotionet");
+    eprintln!("$ emotionet {}\n--- stdout\n{}--- stderr\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn report(runs: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["report", runs.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    emotionet(&args)
+}
+
+/// What varies between the sample runs.
+struct Spec {
+    experiment: &'static str,
+    model: ModelKind,
+    backend: Backend,
+    repeat: u32,
+    size: u32,
+    devices: u32,
+    kind: &'static str,
+    compile_s: f64,
+    first_s: f64,
+    steady_s: f64,
+    train_acc: f64,
+    eval_acc: f64,
+    status: RunStatus,
+}
+
+fn labels(model: ModelKind) -> Vec<String> {
+    let names: &[&str] = match model {
+        ModelKind::Face => &["not a face", "face"],
+        ModelKind::Emotion => &["happy", "sad", "neither"],
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Writes one run directory: record.json and metrics.jsonl.
+fn write_run(runs: &Path, s: &Spec) {
+    let steps = 15 * if s.model == ModelKind::Face { 30 } else { 40 };
+    let batch = 100;
+    let dir = runs.join(s.experiment).join(s.model.as_str()).join(s.backend.to_string()).join(format!("r{}", s.repeat));
+    let paths = RunPaths::new(&dir);
+    let finished = s.status == RunStatus::Finished;
+    let steps_done = if finished { steps } else { 120 };
+
+    // Step times: the first, then a steady state with a little jitter.
+    let step_times: Vec<f64> = (0..steps_done).map(|i| if i == 0 { s.first_s } else { s.steady_s * (1.0 + 0.02 * ((i % 5) as f64 - 2.0)) }).collect();
+    let train_wall: f64 = step_times.iter().sum();
+    let total = s.compile_s + train_wall + 0.04 * train_wall + 1.5;
+    let timing = Timing::from_step_times(s.compile_s, &step_times, batch, total);
+
+    // Slightly different curves per platform and repeat, as real runs have.
+    let variant = 1.0 + 0.15 * (s.repeat as f64 + s.devices.min(3) as f64 + if s.backend == Backend::Gpu { 1.0 } else { 0.0 });
+    let mut log = MetricsLog::open(&paths.metrics()).unwrap();
+    let mut wall = s.compile_s;
+    for step in (50..=steps_done).step_by(50) {
+        wall += 50.0 * s.steady_s;
+        let progress = step as f64 / steps as f64;
+        let loss = 1.1 * (-3.5 * variant * progress).exp() + 0.02;
+        let acc = 0.5 + (s.train_acc - 0.5) * (1.0 - (-4.0 * variant * progress).exp());
+        log.append(&MetricPoint { step, epoch: step.div_ceil(15), wall_s: wall, split: Split::Train, loss, accuracy: acc }).unwrap();
+        if step % 150 == 0 {
+            let eval_acc = 0.5 + (s.eval_acc - 0.5) * (1.0 - (-4.0 * progress).exp());
+            log.append(&MetricPoint { step, epoch: step.div_ceil(15), wall_s: wall + 0.5, split: Split::Eval, loss: loss * 1.6 + 0.05, accuracy: eval_acc }).unwrap();
+        }
+    }
+
+    let classes = labels(s.model);
+    let n = classes.len();
+    // 300 eval images split evenly; the diagonal holds eval_acc of them.
+    let per_class = 300 / n as u64;
+    let mut matrix = vec![vec![0u64; n]; n];
+    for (i, row) in matrix.iter_mut().enumerate() {
+        let right = (per_class as f64 * s.eval_acc).round() as u64;
+        row[i] = right;
+        row[(i + 1) % n] += per_class - right;
+    }
+    let record = RunRecord {
+        schema: SCHEMA_VERSION,
+        run_id: format!("{}/{}/{}/r{}", s.experiment, s.model, s.backend, s.repeat),
+        experiment: s.experiment.into(),
+        model: s.model,
+        backend: s.backend,
+        repeat: s.repeat,
+        platform: Platform {
+            name: match s.backend {
+                Backend::Cpu => "cpu",
+                Backend::Gpu => "cuda",
+                Backend::Tpu => "tpu",
+            }
+            .into(),
+            version: "0.0.1".into(),
+            device_kind: s.kind.into(),
+            device_count: s.devices,
+            plugin: format!(".deps/pjrt/{}.so", s.backend),
+            pjrt_api_version: "0.81".into(),
+            host: "bench-host".into(),
+        },
+        started_at: "2025-02-01T09:00:00.000Z".into(),
+        finished_at: finished.then(|| "2025-02-01T09:30:00.000Z".to_string()),
+        status: s.status.clone(),
+        config: RunConfig {
+            image_size: ImageSize { height: s.size, width: s.size },
+            batch,
+            steps_per_epoch: 15,
+            epochs: steps / 15,
+            total_steps: steps,
+            optimizer: "adam".into(),
+            learning_rate: Some(1e-3),
+            seed: Some(s.repeat as u64),
+        },
+        steps_done,
+        resumes: 0,
+        timing: Some(timing),
+        final_train: finished.then_some(SplitMetrics { step: steps, loss: 0.05, accuracy: s.train_acc }),
+        final_eval: finished.then_some(SplitMetrics { step: steps, loss: 0.4, accuracy: s.eval_acc }),
+        confusion: finished.then(|| Confusion { labels: classes.clone(), matrix }),
+        class_names: classes,
+        notes: BTreeMap::from([("dataset".to_string(), "synthetic".to_string())]),
+    };
+    record.save(&paths.record()).unwrap();
+}
+
+fn spec(experiment: &'static str, model: ModelKind, backend: Backend, repeat: u32) -> Spec {
+    let (size, devices, kind) = match backend {
+        Backend::Cpu => (if experiment == "paper-tpu" { 256 } else { 100 }, 1, "cpu"),
+        Backend::Gpu => (100, 1, "NVIDIA H200"),
+        Backend::Tpu => (256, 8, "TPU v3"),
+    };
+    let emotion = model == ModelKind::Emotion;
+    let (compile_s, first_s, steady_s) = match backend {
+        Backend::Cpu => (4.2 + repeat as f64 * 0.4, 2.9, if emotion { 2.80 } else { 2.05 - repeat as f64 * 0.04 }),
+        Backend::Gpu => (9.8, 0.35, if emotion { 0.016 } else { 0.012 }),
+        Backend::Tpu => (31.0, 1.2, if emotion { 0.11 } else { 0.09 }),
+    };
+    Spec {
+        experiment,
+        model,
+        backend,
+        repeat,
+        size,
+        devices,
+        kind,
+        compile_s,
+        first_s,
+        steady_s,
+        train_acc: if emotion { 0.96 } else { 0.98 },
+        eval_acc: if emotion { 0.9 } else { 0.94 },
+        status: RunStatus::Finished,
+    }
+}
+
+fn write_hierarchy(runs: &Path) {
+    let names: Vec<String> = ["not a face", "happy", "sad", "neither"].iter().map(|s| s.to_string()).collect();
+    // 40 non-faces and 20 of each emotion.
+    let alone = Confusion { labels: names.clone(), matrix: vec![vec![0, 14, 9, 17], vec![0, 18, 1, 1], vec![0, 2, 15, 3], vec![0, 3, 2, 15]] };
+    let filtered = Confusion { labels: names, matrix: vec![vec![37, 1, 1, 1], vec![1, 17, 1, 1], vec![1, 2, 15, 2], vec![0, 2, 2, 16]] };
+    let eval = HierarchyEval::new("paper-cpu", "2025-02-01T11:00:00Z", "paper-cpu/face/cpu/r0", "paper-cpu/emotion/cpu/r0", "cpu", "synthetic mixed set: 40 scenes + 60 faces, 100x100", alone, filtered);
+    eval.save(&runs.join("evals/paper-cpu/hierarchy.json")).unwrap();
+}
+
+/// The sample: CPU (two repeats of face), GPU and TPU runs, a failed run,
+/// and a hierarchy evaluation.
+fn sample_runs(runs: &Path) {
+    for model in ModelKind::ALL {
+        write_run(runs, &spec("paper-cpu", model, Backend::Cpu, 0));
+        write_run(runs, &spec("paper-cpu", model, Backend::Gpu, 0));
+        write_run(runs, &spec("paper-tpu", model, Backend::Tpu, 0));
+    }
+    write_run(runs, &spec("paper-cpu", ModelKind::Face, Backend::Cpu, 1));
+    let mut failed = spec("paper-tpu", ModelKind::Emotion, Backend::Cpu, 0);
+    failed.status = RunStatus::Failed { error: "killed by the orchestrator after 3 attempts: out of memory".into() };
+    write_run(runs, &failed);
+    write_hierarchy(runs);
+}
+
+/// Parses an SVG document and checks that it is well-formed XML with one
+/// `<svg>` root.
+fn assert_well_formed_svg(name: &str, text: &str) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(text);
+    let (mut depth, mut roots, mut elements) = (0usize, Vec::new(), 0usize);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                if depth == 0 {
+                    roots.push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+                }
+                depth += 1;
+                elements += 1;
+            }
+            Ok(Event::Empty(_)) => elements += 1,
+            Ok(Event::End(_)) => depth -= 1,
+            Ok(Event::Eof) => break,
+            Ok(Event::Text(t)) => {
+                t.decode().unwrap_or_else(|e| panic!("{name}: bad text: {e}"));
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{name} is not well-formed XML at {}: {e}", reader.buffer_position()),
+        }
+    }
+    assert_eq!(depth, 0, "{name}: unclosed elements");
+    assert_eq!(roots, ["svg"], "{name}: roots");
+    assert!(elements > 10, "{name}: only {elements} elements");
+}
+
+#[test]
+fn report_of_cpu_gpu_tpu_runs_and_a_hierarchy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    sample_runs(&runs);
+    let out_dir = tmp.path().join("report");
+    let out = report(&runs, &out_dir, &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("report.md"));
+    let md = fs::read_to_string(out_dir.join("report.md")).unwrap();
+
+    // The paper's reference figures, labelled.
+    for paper in ["2 h 38 min 22 s (9,502 s)", "14 h 17 min 21 s (51,441 s)", "5.3 min (318 s)", "13.3 min (798 s)", "**paper: CPU cluster, 100x100**"] {
+        assert!(md.contains(paper), "missing {paper:?}");
+    }
+    // Face on CPU: two repeats, compile 4.2 and 4.6 s; steady steps of
+    // 2.05 and 2.01 s; median with the range.
+    assert!(md.contains("| 4.40 (4.20–4.60) |"), "face CPU compile");
+    assert!(md.contains("| 2,030 (2,010–2,050) |"), "face CPU steady step");
+    // GPU: images/s = batch / steady step = 100 / 0.012.
+    assert!(md.contains("| 8,333 |") || md.contains("| 8,330 |"), "GPU images/s");
+    // TPU: 8 devices of kind "TPU v3" at 256x256.
+    assert!(md.contains("TPU v3 ×8"));
+    assert!(md.contains("256x256"));
+    // Accuracy from the records, beside the paper's.
+    assert!(md.contains("| 98.0% | 94.0% |"), "face accuracy");
+    assert!(md.contains("| 99% | 94% |"), "paper TPU face accuracy");
+    // Speedups: GPU and TPU against CPU within paper-cpu; the failed CPU run
+    // leaves paper-tpu emotion without a baseline, which is said.
+    assert!(md.contains("### Our platforms against our CPU"));
+    let gpu_row = md.lines().find(|l| l.starts_with("| face | paper-cpu | GPU")).expect("face GPU speedup row");
+    assert!(gpu_row.contains('×'), "{gpu_row}");
+    assert!(md.contains("No finished CPU run of the emotion model in experiment `paper-tpu`"));
+    assert!(md.contains("failed after 120 of 600 steps: killed by the orchestrator after 3 attempts: out of memory"));
+    // Ours against the paper: the paper-cpu face run used the paper's size and steps.
+    assert!(md.lines().any(|l| l.starts_with("| face | CPU (cpu ×1) · paper-cpu |") && l.contains("**paper: CPU cluster, 100x100**") && l.ends_with("| yes |")));
+    // Table I: the paper's rows and ours from hierarchy.json.
+    assert!(md.contains("| emotion model alone on mixed input | **paper** (100-image validation set) | 32 | 68 | 32% |"));
+    assert!(md.contains("| emotion model alone | ours: `paper-cpu`, trained on cpu; synthetic mixed set: 40 scenes + 60 faces, 100x100 | 48 | 52 | 48.0% |"));
+    assert!(md.contains("| face filter + emotion model | ours: `paper-cpu`"));
+    assert!(md.contains("| 85 | 15 | 85.0% |"));
+    // Nothing is claimed missing that is present.
+    assert!(!md.contains("No finished TPU runs"));
+    assert!(!md.contains("No hierarchy evaluation"));
+
+    // Charts: all referenced, all present, all well-formed.
+    let svgs: Vec<String> = fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(".svg")).collect();
+    for name in ["training-time.svg", "curves-face-loss.svg", "curves-emotion-accuracy.svg", "confusion-face-paper-cpu-gpu.svg", "hierarchy-paper-cpu-emotion-alone.svg", "hierarchy-paper-cpu-with-face-filter.svg"] {
+        assert!(svgs.iter().any(|s| s == name), "{name} missing from {svgs:?}");
+    }
+    for name in &svgs {
+        assert!(md.contains(&format!("]({name})")), "{name} not linked from report.md");
+        assert_well_formed_svg(name, &fs::read_to_string(out_dir.join(name)).unwrap());
+    }
+    let timing_svg = fs::read_to_string(out_dir.join("training-time.svg")).unwrap();
+    assert!(timing_svg.contains("log scale"), "seconds against hours need a log axis");
+    assert!(timing_svg.contains("paper: TPU v3-8, 256x256"));
+
+    // report.json agrees.
+    let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 8);
+    assert_eq!(json["groups"].as_array().unwrap().len(), 7);
+    let face_cpu = json["groups"].as_array().unwrap().iter().find(|g| g["model"] == "face" && g["backend"] == "cpu").unwrap();
+    assert_eq!(face_cpu["compile_s"]["n"], 2);
+    assert!((face_cpu["compile_s"]["median"].as_f64().unwrap() - 4.4).abs() < 1e-9);
+    assert_eq!(json["hierarchy"][0]["table"][1]["correct"], 85);
+
+    if let Some(keep) = std::env::var_os("EMOTIONET_KEEP_SAMPLE") {
+        let keep = Path::new(&keep);
+        let _ = fs::remove_dir_all(keep);
+        fs::create_dir_all(keep).unwrap();
+        fs::rename(&runs, keep.join("runs")).unwrap();
+        fs::rename(&out_dir, keep.join("report")).unwrap();
+    }
+}
+
+#[test]
+fn a_rerun_replaces_the_previous_report_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    write_run(&runs, &spec("smoke", ModelKind::Face, Backend::Cpu, 0));
+    let out_dir = tmp.path().join("out");
+    assert!(report(&runs, &out_dir, &[]).status.success());
+    // A chart from an earlier report that the new one does not produce.
+    fs::write(out_dir.join("confusion-old.svg"), "<svg/>").unwrap();
+    write_run(&runs, &spec("smoke", ModelKind::Emotion, Backend::Cpu, 0));
+    assert!(report(&runs, &out_dir, &[]).status.success());
+    assert!(!out_dir.join("confusion-old.svg").exists());
+    let md = fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("No finished GPU runs") && md.contains("No finished TPU runs"));
+    assert!(md.contains("No hierarchy evaluation"));
+    // No staging directories left behind.
+    let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn a_malformed_record_is_an_error_naming_the_file_and_keeps_the_old_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    write_run(&runs, &spec("smoke", ModelKind::Face, Backend::Cpu, 0));
+    let out_dir = tmp.path().join("out");
+    assert!(report(&runs, &out_dir, &[]).status.success());
+    let good = fs::read_to_string(out_dir.join("report.md")).unwrap();
+
+    let bad = runs.join("smoke/emotion/cpu/r0/record.json");
+    fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    fs::write(&bad, r#"{"schema": 1, "run_id": "x", "experiment": "smoke""#).unwrap();
+    let out = report(&runs, &out_dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("smoke/emotion/cpu/r0/record.json"), "{stderr}");
+    assert!(stderr.contains("--skip-invalid"), "{stderr}");
+    assert_eq!(fs::read_to_string(out_dir.join("report.md")).unwrap(), good, "a failed report must not touch the old one");
+
+    // With --skip-invalid the report is made and names the skipped file.
+    let out = report(&runs, &out_dir, &["--skip-invalid"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 invalid file(s) skipped"));
+    let md = fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("Skipped `smoke/emotion/cpu/r0/record.json`"), "{md}");
+}
+
+#[test]
+fn a_curve_cut_off_by_a_crash_is_reported_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let mut running = spec("smoke", ModelKind::Face, Backend::Cpu, 0);
+    running.status = RunStatus::Running;
+    write_run(&runs, &running);
+    let metrics = runs.join("smoke/face/cpu/r0/metrics.jsonl");
+    let mut text = fs::read_to_string(&metrics).unwrap();
+    text.push_str(r#"{"step":150,"epoch":10,"wall"#);
+    fs::write(&metrics, text).unwrap();
+    let out_dir = tmp.path().join("out");
+    assert!(report(&runs, &out_dir, &[]).status.success());
+    let md = fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("`smoke/face/cpu/r0/metrics.jsonl`: the last line was cut off"), "{md}");
+    assert!(md.contains("Run `smoke/face/cpu/r0` is still running"), "{md}");
+    assert!(md.contains("No finished runs of the face model."));
+    // Its curve is still drawn, labelled as running.
+    assert!(fs::read_to_string(out_dir.join("curves-face-loss.svg")).unwrap().contains("CPU · smoke · r0 (running)"));
+}
+
+#[test]
+fn an_unknown_field_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    write_run(&runs, &spec("smoke", ModelKind::Face, Backend::Cpu, 0));
+    let path = runs.join("smoke/face/cpu/r0/record.json");
+    let mut value: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    value["timing"]["compile_seconds"] = 3.into();
+    fs::write(&path, value.to_string()).unwrap();
+    let out = report(&runs, &tmp.path().join("out"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("record.json") && stderr.contains("compile_seconds"), "{stderr}");
+}
+
+#[test]
+fn an_empty_or_missing_runs_dir_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(empty.join("nothing/here")).unwrap();
+    let out = report(&empty, &tmp.path().join("out"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run records (record.json) or hierarchy evaluations (hierarchy.json) under"));
+    assert!(!tmp.path().join("out").exists());
+
+    let out = report(&tmp.path().join("missing"), &tmp.path().join("out"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open the runs directory"));
+}
+
+#[test]
+fn refuses_to_replace_a_directory_that_is_not_a_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    write_run(&runs, &spec("smoke", ModelKind::Face, Backend::Cpu, 0));
+    let precious = tmp.path().join("notes");
+    fs::create_dir_all(&precious).unwrap();
+    fs::write(precious.join("thesis.tex"), "do not delete").unwrap();
+    let out = report(&runs, &precious, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to replace"));
+    assert_eq!(fs::read_to_string(precious.join("thesis.tex")).unwrap(), "do not delete");
+    // Nor the runs directory itself, nor a parent of it.
+    assert_eq!(report(&runs, tmp.path(), &[]).status.code(), Some(1));
+    assert!(runs.join("smoke/face/cpu/r0/record.json").exists());
+}
