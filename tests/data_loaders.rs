@@ -107,7 +107,7 @@ fn face_prep_counts_labels_splits_by_identity_and_reports_every_skip() {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out.report_json).unwrap()).unwrap();
     assert_eq!(json["skipped"].as_array().unwrap().len(), 7);
     let table = std::fs::read_to_string(&out.report_table).unwrap();
-    assert!(table.contains("non_face") && table.contains("skipped: 7 files"), "{table}");
+    assert!(table.contains("non_face") && table.contains("skipped files: 7"), "{table}");
 }
 
 #[test]
