@@ -250,7 +250,7 @@ fn build_config(args: &PrepArgs) -> anyhow::Result<DataConfig> {
         }
         config.source = SourceConfig::Real(real);
     }
-    config.validate().context("fix the option named above")?;
+    config.validate().context("fix the option this message names")?;
     Ok(config)
 }
 
@@ -262,8 +262,8 @@ fn prep(args: PrepArgs) -> anyhow::Result<()> {
         TaskName::Hierarchy => Task::Hierarchy { grouping: config.grouping },
     };
     let options = PrepOptions { task, strict: args.strict, progress: !args.quiet };
-    let hint = if args.strict { "fix or remove the file named above, or run without --strict to skip such files" } else { "check the folders and the data config named above" };
-    let outcome = crate::data::prepare(&config, &options).with_context(|| format!("data prep for the {task} task failed; {hint}"))?;
+    let hint = if args.strict { "fix or remove the file in this message, or run without --strict to skip such files" } else { "check the folder or setting this message names" };
+    let outcome = crate::data::prepare(&config, &options).with_context(|| format!("data prep for the {task} task failed ({hint})"))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&outcome.set.report)?)?;

@@ -172,7 +172,7 @@ impl PrepReport {
         for (reason, n) in &self.filtered {
             let _ = writeln!(s, "filtered: {n} ({reason})");
         }
-        let _ = writeln!(s, "skipped: {} files", self.skipped.len());
+        let _ = writeln!(s, "skipped files: {}", self.skipped.len());
         for (reason, n) in &self.skipped_by_reason {
             let _ = writeln!(s, "  {n:>6}  {reason}");
         }

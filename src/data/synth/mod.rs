@@ -309,12 +309,9 @@ fn render(job: &Job, index: usize, config: &SynthConfig) -> Picture {
             let minimum = w.min(h) as f32;
             let head = minimum * rng.range(0.36 - 0.1 * d, 0.42 + 0.04 * d);
             let jitter = minimum * (0.03 + 0.12 * d);
-            let frame = Frame {
-                cx: w as f32 / 2.0 + rng.range(-jitter, jitter),
-                cy: h as f32 / 2.0 + rng.range(-jitter, jitter),
-                scale: head,
-                angle: rng.range(-1.0, 1.0) * (5.0 + 25.0 * d).to_radians(),
-            };
+            let cx = w as f32 / 2.0 + rng.range(-jitter, jitter);
+            let cy = h as f32 / 2.0 + rng.range(-jitter, jitter);
+            let frame = Frame::new(cx, cy, head, rng.range(-1.0, 1.0) * (5.0 + 25.0 * d).to_radians());
             draw_face(&mut canvas, &frame, &look, &pose);
         }
         (_, None) => {}
@@ -338,7 +335,8 @@ fn finish(canvas: &mut Canvas, rng: &mut Rng, d: f32, size: u32) {
     if rng.chance(0.35 * d) {
         // An occluder: a hand, a sign, a pole.
         let (w, h) = (canvas.width as f32, canvas.height as f32);
-        let frame = Frame { cx: rng.range(0.2, 0.8) * w, cy: rng.range(0.2, 0.8) * h, scale: w.min(h), angle: rng.range(0.0, 3.2) };
+        let (cx, cy) = (rng.range(0.2, 0.8) * w, rng.range(0.2, 0.8) * h);
+        let frame = Frame::new(cx, cy, w.min(h), rng.range(0.0, 3.2));
         let value = rng.unit();
         if rng.chance(0.5) {
             canvas.rect(&frame, (0.0, 0.0), (rng.range(0.08, 0.25), rng.range(0.04, 0.12)), 0.0, value, 1.0);

@@ -20,19 +20,23 @@ pub struct Frame {
     pub cx: f32,
     pub cy: f32,
     pub scale: f32,
-    pub angle: f32,
+    sin: f32,
+    cos: f32,
 }
 
 impl Frame {
+    pub fn new(cx: f32, cy: f32, scale: f32, angle: f32) -> Frame {
+        let (sin, cos) = angle.sin_cos();
+        Frame { cx, cy, scale, sin, cos }
+    }
+
     pub fn to_canvas(&self, u: f32, v: f32) -> (f32, f32) {
-        let (s, c) = self.angle.sin_cos();
-        (self.cx + self.scale * (c * u - s * v), self.cy + self.scale * (s * u + c * v))
+        (self.cx + self.scale * (self.cos * u - self.sin * v), self.cy + self.scale * (self.sin * u + self.cos * v))
     }
 
     pub fn to_local(&self, x: f32, y: f32) -> (f32, f32) {
-        let (s, c) = self.angle.sin_cos();
         let (dx, dy) = ((x - self.cx) / self.scale, (y - self.cy) / self.scale);
-        (c * dx + s * dy, -s * dx + c * dy)
+        (self.cos * dx + self.sin * dy, -self.sin * dx + self.cos * dy)
     }
 }
 
@@ -152,10 +156,18 @@ impl Canvas {
         }
     }
 
-    /// Adds Gaussian noise of standard deviation `std`.
+    /// Adds Gaussian noise of standard deviation `std` (Box-Muller, both
+    /// values of each pair used).
     pub fn noise(&mut self, rng: &mut Rng, std: f32) {
-        for p in &mut self.data {
-            *p += std * rng.normal();
+        for pair in self.data.chunks_mut(2) {
+            let u1 = rng.next_f64().max(1e-300);
+            let u2 = rng.next_f64();
+            let r = (-2.0 * u1.ln()).sqrt() as f32 * std;
+            let (s, c) = ((std::f64::consts::TAU * u2) as f32).sin_cos();
+            pair[0] += r * c;
+            if let Some(p) = pair.get_mut(1) {
+                *p += r * s;
+            }
         }
     }
 
@@ -264,7 +276,7 @@ mod tests {
     #[test]
     fn a_painted_disc_covers_its_area() {
         let mut c = Canvas::new(40, 40, 0.0);
-        let frame = Frame { cx: 20.0, cy: 20.0, scale: 10.0, angle: 0.3 };
+        let frame = Frame::new(20.0, 20.0, 10.0, 0.3);
         c.ellipse(&frame, (0.0, 0.0), (1.0, 1.0), 0.0, 1.0, 1.0);
         let area: f32 = c.data.iter().sum();
         let expected = std::f32::consts::PI * 100.0;

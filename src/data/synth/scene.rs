@@ -41,7 +41,7 @@ pub fn draw_scene(canvas: &mut Canvas, kind: SceneKind, rng: &mut Rng, difficult
 }
 
 fn pixel_frame(canvas: &Canvas) -> Frame {
-    Frame { cx: 0.0, cy: 0.0, scale: canvas.width.max(canvas.height) as f32, angle: 0.0 }
+    Frame::new(0.0, 0.0, canvas.width.max(canvas.height) as f32, 0.0)
 }
 
 fn texture(canvas: &mut Canvas, rng: &mut Rng) {
@@ -181,7 +181,7 @@ fn clutter(canvas: &mut Canvas, rng: &mut Rng) {
 fn confuser(canvas: &mut Canvas, rng: &mut Rng, difficulty: f32) {
     let (w, h) = (canvas.width as f32, canvas.height as f32);
     let r = rng.range(0.15, 0.38) * w.min(h);
-    let frame = Frame { cx: rng.range(0.25, 0.75) * w, cy: rng.range(0.25, 0.75) * h, scale: r, angle: rng.range(-0.6, 0.6) };
+    let frame = Frame::new(rng.range(0.25, 0.75) * w, rng.range(0.25, 0.75) * h, r, rng.range(-0.6, 0.6));
     let aspect = rng.range(0.7, 1.1);
     let value = rng.range(0.35, 0.85);
     canvas.ellipse(&frame, (0.0, 0.0), (aspect, 1.0), 0.0, value, 1.0);

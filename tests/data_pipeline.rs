@@ -1,0 +1,103 @@
+//! The input pipeline: seeded reshuffles per epoch, exact resume from a saved
+//! state (with augmentation on), and padded eval batches.
+
+use std::sync::Arc;
+
+use emotionet::data::{Augmentation, Batch, EvalBatches, Normalization, PipelineConfig, PreparedSplit, Split, TrainPipeline};
+
+/// A split whose image i is filled with the value i (so batches show their indices).
+fn split(n: usize, side: u32) -> PreparedSplit {
+    let per = (side * side) as usize;
+    let mut pixels = Vec::with_capacity(n * per);
+    for i in 0..n {
+        // A little structure so flips and shifts change the pixels.
+        pixels.extend((0..per).map(|p| ((i + p % side as usize) % 256) as u8));
+    }
+    PreparedSplit { split: Split::Train, image_size: side, pixels, labels: (0..n as i32).map(|i| i % 3).collect(), info: Vec::new() }
+}
+
+fn first_pixels(batch: &Batch, side: usize) -> Vec<u8> {
+    let values: Vec<f32> = batch.images.bytes().chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    values.chunks(side * side).map(|img| (img[0] * 255.0).round() as u8).collect()
+}
+
+fn take(p: &mut TrainPipeline, n: usize) -> Vec<Batch> {
+    (0..n).map(|_| p.next_batch().unwrap()).collect()
+}
+
+#[test]
+fn restoring_a_saved_state_replays_exactly_the_same_batches() {
+    let data = Arc::new(split(50, 8));
+    let config = PipelineConfig { augment: Augmentation { flip: true, max_shift_px: 2 }, ..PipelineConfig::new(8, 42) };
+    let mut uninterrupted = TrainPipeline::new(data.clone(), config).unwrap();
+    let all = take(&mut uninterrupted, 20);
+
+    let mut first = TrainPipeline::new(data.clone(), config).unwrap();
+    let head = take(&mut first, 7);
+    let state = first.state();
+    drop(first);
+    let json = serde_json::to_string(&state).unwrap();
+    let mut resumed = TrainPipeline::new(data.clone(), config).unwrap();
+    resumed.next_batch().unwrap(); // wherever it was, restore moves it
+    resumed.restore(serde_json::from_str(&json).unwrap()).unwrap();
+    let tail = take(&mut resumed, 13);
+    assert_eq!(head, all[..7]);
+    assert!(tail == all[7..], "resumed run diverged");
+    assert_eq!(state.batches, 7);
+    assert_eq!(state.epoch, 1, "50 samples / 8 = 6 batches an epoch");
+}
+
+#[test]
+fn epochs_are_reshuffled_and_drop_their_tail() {
+    let data = Arc::new(split(50, 4));
+    let mut p = TrainPipeline::new(data, PipelineConfig::new(10, 7)).unwrap();
+    assert_eq!(p.steps_per_epoch(), 5);
+    let epoch0: Vec<u8> = take(&mut p, 5).iter().flat_map(|b| first_pixels(b, 4)).collect();
+    assert_eq!(p.state().epoch, 1);
+    let epoch1: Vec<u8> = take(&mut p, 5).iter().flat_map(|b| first_pixels(b, 4)).collect();
+    let mut sorted = epoch0.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..50).collect::<Vec<u8>>(), "every sample once per epoch (50 = 5 x 10, no tail)");
+    assert_ne!(epoch0, epoch1, "a new order each epoch");
+    assert_ne!(epoch0, (0..50).collect::<Vec<u8>>(), "shuffled, not in order");
+
+    // With 47 samples, 7 are dropped each epoch, and every batch is full.
+    let mut p = TrainPipeline::new(Arc::new(split(47, 4)), PipelineConfig::new(10, 7)).unwrap();
+    for b in take(&mut p, 9) {
+        assert_eq!((b.valid, b.images.dims()[0]), (10, 10));
+    }
+    // The same seed gives the same stream; another seed another one.
+    let a = take(&mut TrainPipeline::new(Arc::new(split(50, 4)), PipelineConfig::new(10, 1)).unwrap(), 3);
+    let b = take(&mut TrainPipeline::new(Arc::new(split(50, 4)), PipelineConfig::new(10, 1)).unwrap(), 3);
+    let c = take(&mut TrainPipeline::new(Arc::new(split(50, 4)), PipelineConfig::new(10, 2)).unwrap(), 3);
+    assert!(a == b && a != c);
+}
+
+#[test]
+fn eval_batches_keep_order_and_pad_the_last_one() {
+    let data = split(23, 4);
+    let batches: Vec<Batch> = EvalBatches::new(&data, 10, Normalization::ZeroOne).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(batches.iter().map(|b| b.valid).collect::<Vec<_>>(), vec![10, 10, 3]);
+    assert!(batches.iter().all(|b| b.images.dims() == [10, 4, 4, 1] && b.labels.dims() == [10]));
+    let order: Vec<u8> = batches.iter().flat_map(|b| first_pixels(b, 4)[..b.valid].to_vec()).collect();
+    assert_eq!(order, (0..23).collect::<Vec<u8>>());
+    let last = &batches[2];
+    let labels: Vec<i32> = last.labels.bytes().chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert_eq!(labels, vec![20 % 3, 21 % 3, 22 % 3, 0, 0, 0, 0, 0, 0, 0]);
+    assert!(first_pixels(last, 4)[3..].iter().all(|&p| p == 0), "padding rows are zero");
+
+    let minus = EvalBatches::new(&data, 23, Normalization::MinusOneOne).unwrap().next().unwrap().unwrap();
+    let v = f32::from_le_bytes(minus.images.bytes()[..4].try_into().unwrap());
+    assert_eq!(v, -1.0);
+}
+
+#[test]
+fn a_state_from_another_pipeline_is_refused() {
+    let mut p = TrainPipeline::new(Arc::new(split(50, 4)), PipelineConfig::new(10, 1)).unwrap();
+    let state = p.state();
+    let mut other = TrainPipeline::new(Arc::new(split(40, 4)), PipelineConfig::new(10, 1)).unwrap();
+    let err = other.restore(state.clone()).unwrap_err().to_string();
+    assert!(err.contains("samples") && err.contains("50") && err.contains("40"), "{err}");
+    assert!(TrainPipeline::new(Arc::new(split(5, 4)), PipelineConfig::new(10, 1)).is_err(), "batch larger than the split");
+    p.restore(state).unwrap();
+}
