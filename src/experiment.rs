@@ -180,7 +180,7 @@ pub struct ModelTraining {
     #[serde(default = "default_steps_per_epoch")]
     pub steps_per_epoch: u64,
     pub epochs: u64,
-    #[serde(default = "default_optimizer", with = "serde_yaml::with::singleton_map")]
+    #[serde(default = "default_optimizer")]
     pub optimizer: Optimizer,
     #[serde(default = "default_lr")]
     pub learning_rate: LearningRate,

@@ -13,6 +13,7 @@ mod data;
 mod devices;
 mod hlo;
 mod report;
+mod train;
 
 #[derive(Parser, Debug)]
 #[command(name = "emotionet", version, about = "Train and run the EMOTIONET face/emotion CNN hierarchy on XLA (CPU, GPU, Cloud TPU)")]
@@ -37,6 +38,8 @@ enum Command {
     Data(data::DataArgs),
     /// Write the Markdown + SVG report of the run records under a directory.
     Report(report::ReportArgs),
+    /// Train the models of an experiment file (checkpoints, TensorBoard, run record).
+    Train(train::TrainArgs),
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs.
@@ -91,12 +94,17 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Data(args) => data::run(args),
         Command::Report(args) => report::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
+            }
+            if e.downcast_ref::<crate::train::Interrupted>().is_some() {
+                eprintln!("{e:#}");
+                return ExitCode::from(130);
             }
             eprintln!("error: {e:#}");
             ExitCode::from(1)

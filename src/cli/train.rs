@@ -1,0 +1,112 @@
+//! `emotionet train`: train the models of an experiment file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::experiment::Experiment;
+use crate::models::ModelKind;
+use crate::pjrt::Backend;
+use crate::train::{TrainOptions, default_run_dir, train};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The experiment file (YAML).
+    pub experiment: PathBuf,
+    /// Train only this model (default: every model in the file, face first).
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    /// Overrides the experiment's backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// A PJRT plugin library to use.
+    #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
+    pub plugin: Option<PathBuf>,
+    /// Where runs go (default: the experiment's `output`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue from the newest checkpoint of an unfinished run.
+    #[arg(long)]
+    pub resume: bool,
+    /// Repeat index (a campaign runs the same experiment several times).
+    #[arg(long, default_value_t = 0)]
+    pub repeat: u32,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Sets `stop` on the first SIGINT or SIGTERM; exits on the second.
+pub fn install_stop_handler(stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("no signal handling: {e}");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                tracing::warn!("cannot install signal handlers");
+                return;
+            };
+            for round in 0..2 {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                if round == 0 {
+                    eprintln!("stopping: writing a checkpoint (signal again to quit at once)");
+                    stop.store(true, Ordering::SeqCst);
+                } else {
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let mut experiment = Experiment::from_file(&args.experiment)?;
+    if let Some(out) = &args.out {
+        experiment.output = out.clone();
+    }
+    let kinds: Vec<ModelKind> = match args.model {
+        Some(kind) => {
+            experiment.training(kind).with_context(|| format!("{} has no `models.{kind}` section", args.experiment.display()))?;
+            vec![kind]
+        }
+        None => experiment.trainings().into_iter().map(|(k, _)| k).collect(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    install_stop_handler(stop.clone());
+    let backend = args.backend.unwrap_or(experiment.backend.kind);
+    for kind in kinds {
+        let run_dir = default_run_dir(&experiment, kind, backend, args.repeat);
+        let mut options = TrainOptions::new(&run_dir);
+        options.backend = Some(backend);
+        options.plugin = args.plugin.clone();
+        options.resume = args.resume;
+        options.repeat = args.repeat;
+        options.progress = !args.quiet;
+        options.stop = stop.clone();
+        options.notes.insert("experiment_file".into(), args.experiment.display().to_string());
+        let record = train(&experiment, kind, &options)?;
+        let timing = record.timing.as_ref();
+        println!(
+            "{kind}: {} steps, eval accuracy {:.3}, steady step {:.3} s ({:.1} images/s), total {:.1} s -> {}",
+            record.steps_done,
+            record.final_eval.as_ref().map_or(f64::NAN, |e| e.accuracy),
+            timing.and_then(|t| t.steady_step_s).unwrap_or(f64::NAN),
+            timing.and_then(|t| t.images_per_s).unwrap_or(f64::NAN),
+            timing.map_or(f64::NAN, |t| t.total_wall_s),
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
