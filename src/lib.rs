@@ -4,6 +4,7 @@
 //! The modules follow the pipeline:
 //! - [`pjrt`]: the only `unsafe` code; plugins, clients, buffers, executables;
 //! - [`tensor`]: host arrays and element types shared by every layer;
+//! - [`cloud`]: Cloud TPU VMs (create, run a campaign, fetch, delete, preemption);
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
 #![deny(unsafe_code)]
@@ -12,4 +13,5 @@
 pub mod pjrt;
 
 pub mod cli;
+pub mod cloud;
 pub mod tensor;
