@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::pjrt::{self, Backend, ClientOptions};
 
+mod cloud;
 mod devices;
 
 #[derive(Parser, Debug)]
@@ -25,6 +26,8 @@ pub struct Cli {
 enum Command {
     /// Show the PJRT plugin, its API version and its devices.
     Devices(devices::DevicesArgs),
+    /// Cloud TPU VMs: up, status, run a campaign, fetch its output, down.
+    Cloud(cloud::CloudArgs),
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs.
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Devices(args) => devices::run(args),
+        Command::Cloud(args) => cloud::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
