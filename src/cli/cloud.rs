@@ -351,18 +351,29 @@ async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -
         return Ok(());
     }
     let client = client(common)?;
-    if !records.is_empty() {
-        println!("{:<24} {:<16} {:<8} {:<12} {:<12} {:<10} {}", "NAME", "ZONE", "TYPE", "CAPACITY", "STATE", "UP", "RECREATED");
-    }
+    let mut rows = Vec::new();
     for record in &records {
         let spec = &record.spec;
         let (state, up) = match client.get_node(&spec.node_name()).await {
             Ok(node) => (node.state().to_string(), node.create_time.as_deref().and_then(age_of).map(human).unwrap_or_else(|| "-".into())),
+            // A queued VM has no node until Google finds the capacity.
+            Err(e) if e.is_not_found() && spec.queued => match client.get_queued_resource(&spec.queued_resource_name()).await {
+                Ok(resource) => (format!("QUEUED:{}", resource.state()), "-".to_string()),
+                Err(e) if e.is_not_found() => ("NOT_FOUND".to_string(), "-".to_string()),
+                Err(e) => return Err(e).with_context(|| format!("cannot ask Google Cloud about {}", spec.node_id)),
+            },
             Err(e) if e.is_not_found() => ("NOT_FOUND".to_string(), "-".to_string()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read the state of {}", spec.node_id)),
+            Err(e) => return Err(e).with_context(|| format!("cannot ask Google Cloud about {}", spec.node_id)),
         };
+        rows.push((record, state, up));
+    }
+    if !rows.is_empty() {
+        println!("{:<24} {:<16} {:<8} {:<12} {:<28} {:<10} {}", "NAME", "ZONE", "TYPE", "CAPACITY", "STATE", "UP", "RECREATED");
+    }
+    for (record, state, up) in rows {
+        let spec = &record.spec;
         let capacity = if spec.queued { format!("{} queued", spec.capacity) } else { spec.capacity.to_string() };
-        println!("{:<24} {:<16} {:<8} {:<12} {:<12} {:<10} {}", spec.node_id, spec.zone, spec.accelerator_type, capacity, state, up, record.recreations);
+        println!("{:<24} {:<16} {:<8} {:<12} {:<28} {:<10} {}", spec.node_id, spec.zone, spec.accelerator_type, capacity, state, up, record.recreations);
         if state == "NOT_FOUND" {
             println!("  (gone from Google Cloud; `emotionet cloud down --name {}` forgets it)", spec.node_id);
         }
