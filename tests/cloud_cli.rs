@@ -232,3 +232,54 @@ fn tokens_never_reach_the_logs_or_the_errors() {
     assert!(stderr.contains("gcloud auth login") && stderr.contains("expire"), "{stderr}");
     assert!(!stderr.contains(secret) && !text(&out.stdout).contains(secret), "token in the output: {stderr}");
 }
+
+/// Every `emotionet cloud SUB --flag` written in deploy/README.md is a flag
+/// that SUB accepts; the startup script parses; the campaign example is YAML.
+#[test]
+fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let readme = std::fs::read_to_string(deploy.join("README.md")).unwrap();
+    let joined = readme.replace("\\\n", " ");
+    let mut checked = 0;
+    for line in joined.lines() {
+        let Some(at) = line.find("emotionet cloud ") else { continue };
+        // A quoted template is the VM's command line, not ours.
+        let unquoted: String = line[at..].split('\'').step_by(2).collect::<Vec<_>>().join(" ");
+        let words: Vec<&str> = unquoted.split_whitespace().collect();
+        let Some(sub) = words.get(2).map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric())) else { continue };
+        if !["up", "status", "run", "fetch", "down"].contains(&sub) {
+            continue;
+        }
+        let help = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(["cloud", sub, "--help"]).output().unwrap();
+        let help = text(&help.stdout);
+        for flag in words.iter().filter(|w| w.starts_with("--")) {
+            let flag = flag.split('=').next().unwrap().trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+            assert!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")), "`emotionet cloud {sub}` has no {flag} (README line: {line})");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} flags found in the guide's commands");
+    // Flags named in the prose (`--flag ...`) exist on some cloud subcommand.
+    let all_help: String = [&["cloud", "up"][..], &["cloud", "status"], &["cloud", "run"], &["cloud", "fetch"], &["cloud", "down"], &[]]
+        .iter()
+        .map(|args| text(&Command::new(env!("CARGO_BIN_EXE_emotionet")).args(*args).arg("--help").output().unwrap().stdout))
+        .collect();
+    const GCLOUD_FLAGS: &[&str] = &["--worker", "--quiet", "--tunnel-through-iap", "--force"];
+    for span in readme.split('`').skip(1).step_by(2).filter(|s| s.starts_with("--")) {
+        let flag = span.split([' ', '=']).next().unwrap();
+        if GCLOUD_FLAGS.contains(&flag) {
+            continue;
+        }
+        assert!(all_help.contains(&format!("{flag} ")) || all_help.contains(&format!("{flag}\n")), "no subcommand has {flag} (README: `{span}`)");
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} flags checked");
+    for price in ["$8.00 / hour", "$2.04 / hour", "skypilot-catalog", "prices change"] {
+        assert!(readme.to_lowercase().contains(&price.to_lowercase()), "the guide lost {price:?}");
+    }
+
+    let syntax = Command::new("bash").arg("-n").arg(deploy.join("tpu-startup.sh")).status().unwrap();
+    assert!(syntax.success());
+    let campaign: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(deploy.join("tpu-campaign.yaml")).unwrap()).unwrap();
+    assert_eq!(campaign["experiments"][0].as_str(), Some("experiments/paper-tpu.yaml"));
+}

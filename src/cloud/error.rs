@@ -14,7 +14,7 @@ or run on a Google Cloud VM whose service account may use the Cloud TPU API (rol
 pub enum CloudError {
     /// `up` was asked to create a VM without naming where and what it pays for.
     #[error(
-        "refusing to create a TPU VM without an explicit {}: a TPU VM bills by the hour from the moment it exists \
+        "refusing to create a TPU VM without an explicit {}: a TPU VM bills by the hour while it is up \
          (a v3-8 is about $8/hour on demand), so emotionet never guesses where or what to create; \
          e.g. `emotionet cloud up --project MY-PROJECT --zone europe-west4-a --accelerator-type v3-8 --spot` (prices in deploy/README.md)",
         missing.join(", ")
