@@ -76,6 +76,32 @@ fn up_refuses_without_an_explicit_project_zone_and_accelerator_type() {
 }
 
 #[test]
+fn a_failed_up_leaves_no_record_and_never_claims_someone_elses_vm() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("failed-up");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    let recorded = || std::fs::read_to_string(dir.path().join("state.json")).unwrap_or_default();
+
+    fake.fail_next_operation(8, "There is no more capacity in the zone \"europe-west4-a\"");
+    let out = env.emotionet(UP);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no more capacity") && stderr.contains("nothing was left behind"), "{stderr}");
+    assert!(!recorded().contains("emotionet-tpu"), "{}", recorded());
+
+    fake.add_foreign_node("projects/emotionet-test/locations/europe-west4-a", "emotionet-tpu");
+    let out = env.emotionet(UP);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("HTTP 409") && stderr.contains("pick another --name"), "{stderr}");
+    assert!(!recorded().contains("emotionet-tpu"), "{}", recorded());
+    let down = env.emotionet(&["cloud", "down", "--name", "emotionet-tpu"]);
+    assert_eq!(down.status.code(), Some(1), "down must not find a VM we did not create");
+    assert_eq!(fake.node_state("emotionet-tpu").as_deref(), Some("READY"));
+}
+
+#[test]
 fn up_status_run_fetch_down_with_a_local_stand_in_vm() {
     let fake = FakeTpu::start();
     let dir = temp_dir("cli");

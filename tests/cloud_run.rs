@@ -224,3 +224,76 @@ async fn a_campaign_failing_on_a_healthy_vm_is_reported_not_retried() {
     let err = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(never()), &mut |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("unknown placeholder {campaing}"), "{err}");
 }
+
+#[tokio::test]
+async fn a_vm_preempted_while_it_is_being_set_up_is_recreated_too() {
+    let fake = FakeTpu::start();
+    let client = client(&fake);
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("preempt-setup");
+    let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
+    project(&root);
+    fake.set_vm_disk(&vm);
+    let mut record = record("tpu-setup", Capacity::Spot);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+
+    // The first setup asks to be preempted, then fails as a dying VM's ssh would.
+    let count = dir.path().join("setups");
+    let signal = dir.path().join("preempt-me");
+    let mut plan = plan(&root, &out);
+    plan.setup_template = format!(
+        "echo x >> {count}; if [ $(wc -l < {count}) -eq 1 ]; then touch {signal}; sleep 1; exit 255; fi",
+        count = count.display(),
+        signal = signal.display()
+    );
+    plan.command_template = "echo finished > {out}/result".into();
+    let host = LocalHost::new(&vm).unwrap();
+    let preempter = async {
+        while !signal.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fake.preempt("tpu-setup");
+    };
+    let mut on_event = |_| {};
+    let interrupt = std::pin::pin!(never());
+    let (report, ()) = tokio::join!(run_campaign(&vms, &mut record, &host, &plan, interrupt, &mut on_event), preempter);
+    let report = report.unwrap();
+    assert_eq!((report.attempts, report.recreations), (1, 1), "the campaign itself started once");
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+    assert_eq!(std::fs::read_to_string(out.join("result")).unwrap(), "finished\n");
+    assert_eq!(fake.creations(), 2);
+}
+
+#[tokio::test]
+async fn an_interrupt_stops_the_campaign_on_the_vm_and_keeps_its_output() {
+    let fake = FakeTpu::start();
+    let client = client(&fake);
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("interrupt");
+    let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
+    project(&root);
+    write_script(&root.join("campaign.sh"), RESUMABLE);
+    let mut record = record("tpu-ctrl-c", Capacity::OnDemand);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+    let mut plan = plan(&root, &out);
+    plan.ship.push(PathBuf::from("campaign.sh"));
+    plan.command_template = "./campaign.sh {out} 100".into();
+    plan.sync_every = Duration::from_secs(3600);
+    let host = LocalHost::new(&vm).unwrap();
+    let remote_checkpoint = vm.join("emotionet-cloud/out");
+    let ctrl_c = async {
+        while checkpoint(&remote_checkpoint) < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let err = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(ctrl_c), &mut |_| {}).await.unwrap_err();
+    assert!(matches!(err, CloudError::Interrupted { .. }), "{err:?}");
+    assert!(err.to_string().contains("emotionet cloud down"), "{err}");
+    // The output so far was copied on the way out, and nothing runs on any more.
+    let copied = checkpoint(&out);
+    assert!(copied >= 2, "{copied}");
+    let stopped_at = checkpoint(&remote_checkpoint);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(checkpoint(&remote_checkpoint), stopped_at, "the campaign kept running after the interrupt");
+    assert_eq!(fake.node_state("tpu-ctrl-c").as_deref(), Some("READY"), "an interrupt leaves the VM alone");
+}

@@ -327,12 +327,25 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
     );
     let vms = VmManager::new(&client, WaitOptions { poll, timeout: Duration::from_secs(up.timeout) });
     let mut printer = Printer::new();
-    let node = vms.create(&spec, &mut |e| printer.show(e)).await.with_context(|| {
-        format!(
-            "creating {} did not finish; if any of it was created it may bill: `emotionet cloud status` shows it, `emotionet cloud down --name {}` removes it",
-            spec.node_id, spec.node_id
-        )
-    })?;
+    let node = match vms.create(&spec, &mut |e| printer.show(e)).await {
+        Ok(node) => node,
+        Err(e) if e.http_status() == Some(409) => {
+            // Someone else's VM (or another type) has the name: never record it as ours,
+            // or `down` would delete it.
+            store.remove(&spec)?;
+            return Err(e).context(format!("a TPU VM or queued resource named {} already exists and was not created by emotionet with this type; pick another --name", spec.node_id));
+        }
+        Err(e) => {
+            if nothing_exists(&client, &spec).await {
+                store.remove(&spec)?;
+                return Err(e).context(format!("could not create {}; nothing was left behind", spec.node_id));
+            }
+            return Err(e).context(format!(
+                "creating {} did not finish and part of it exists and may bill: `emotionet cloud status` shows it, `emotionet cloud down --name {}` removes it",
+                spec.node_id, spec.node_id
+            ));
+        }
+    };
     let ips = node.external_ips();
     println!(
         "{} is READY ({} worker(s){}). Next: emotionet cloud run CAMPAIGN.yaml --name {}",
@@ -342,6 +355,13 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
         spec.node_id
     );
     Ok(())
+}
+
+/// True only when the API says neither the node nor its queued resource exists.
+async fn nothing_exists(client: &TpuClient, spec: &crate::cloud::VmSpec) -> bool {
+    let node_gone = matches!(client.get_node(&spec.node_name()).await, Err(e) if e.is_not_found());
+    let queued_gone = !spec.queued || matches!(client.get_queued_resource(&spec.queued_resource_name()).await, Err(e) if e.is_not_found());
+    node_gone && queued_gone
 }
 
 async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -> anyhow::Result<()> {

@@ -219,17 +219,28 @@ pub async fn run_campaign(
     let mut report = CampaignReport::default();
     let spec = record.spec.clone();
 
+    let vm = spec.node_id.clone();
     // A VM lost before we started is recreated like one lost while running.
-    let node = vms.get(&spec).await?;
+    let node = unless_interrupted(&mut interrupt, "looking at the VM", &vm, vms.get(&spec)).await?;
     if node.state().is_lost() {
-        events(CloudEvent::Preempted { node: spec.node_id.clone(), state: node.state() });
-        recreate(vms, record, &mut report, plan, events).await?;
+        events(CloudEvent::Preempted { node: vm.clone(), state: node.state() });
+        unless_interrupted(&mut interrupt, "recreating the VM", &vm, recreate(vms, record, &mut report, plan, events)).await?;
     } else if node.state() != NodeState::Ready {
-        vms.wait_ready(&spec, events).await?;
+        unless_interrupted(&mut interrupt, "waiting for the VM", &vm, vms.wait_ready(&spec, events)).await?;
     }
 
     loop {
-        prepare(host, plan, events).await?;
+        if let Err(e) = unless_interrupted(&mut interrupt, "shipping and setting up", &vm, prepare(host, plan, events)).await {
+            // A VM can be taken back while we copy files to it, too.
+            let lost = match e {
+                CloudError::Interrupted { .. } => None,
+                _ => confirm_lost(vms, &spec, plan.poll_every, 2).await,
+            };
+            let Some(state) = lost else { return Err(e) };
+            events(CloudEvent::Preempted { node: vm.clone(), state });
+            unless_interrupted(&mut interrupt, "recreating the VM", &vm, recreate(vms, record, &mut report, plan, events)).await?;
+            continue;
+        }
         report.attempts += 1;
         let script = plan.campaign_script()?;
         events(CloudEvent::CampaignStarted { attempt: report.attempts, command: plan.render(&plan.command_template)? });
@@ -311,8 +322,8 @@ pub async fn run_campaign(
         }
         match lost {
             Some(state) => {
-                events(CloudEvent::Preempted { node: spec.node_id.clone(), state });
-                recreate(vms, record, &mut report, plan, events).await?;
+                events(CloudEvent::Preempted { node: vm.clone(), state });
+                unless_interrupted(&mut interrupt, "recreating the VM", &vm, recreate(vms, record, &mut report, plan, events)).await?;
             }
             None => {
                 sync(host, plan, &mut report, events).await;
@@ -328,6 +339,19 @@ pub async fn run_campaign(
                 });
             }
         }
+    }
+}
+
+/// Runs `work` unless the user interrupts first.
+async fn unless_interrupted<T>(interrupt: &mut Interrupt<'_>, step: &str, vm: &str, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::select! {
+        result = work => result,
+        _ = interrupt.as_mut() => Err(CloudError::Interrupted {
+            step: step.to_string(),
+            advice: format!(
+                "the VM {vm} may be up and billing: `emotionet cloud status` shows it, `emotionet cloud run` resumes, `emotionet cloud down` stops paying"
+            ),
+        }),
     }
 }
 

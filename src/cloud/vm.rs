@@ -9,6 +9,11 @@ use super::error::{CloudError, Result};
 use super::events::{CloudEvent, Events};
 use super::spec::{MANAGED_LABEL, VmSpec};
 
+/// Created by emotionet (our label) with the type asked for.
+fn is_ours(node: &Node, spec: &VmSpec) -> bool {
+    node.labels.get(MANAGED_LABEL.0).map(String::as_str) == Some(MANAGED_LABEL.1) && node.accelerator_type.as_deref() == Some(spec.accelerator_type.as_str())
+}
+
 pub struct VmManager<'c> {
     client: &'c TpuClient,
     wait: WaitOptions,
@@ -39,7 +44,14 @@ impl<'c> VmManager<'c> {
                 Ok(operation) => {
                     self.wait_operation(operation, events).await?;
                 }
-                Err(e) if e.http_status() == Some(409) => events(CloudEvent::Adopted { node: name.clone() }),
+                Err(e) if e.http_status() == Some(409) => {
+                    let existing = self.client.get_queued_resource(&name).await?;
+                    let node = existing.tpu.as_ref().and_then(|t| t.node_spec.first()).map(|s| &s.node);
+                    if !node.is_some_and(|n| is_ours(n, spec)) {
+                        return Err(e);
+                    }
+                    events(CloudEvent::Adopted { node: name.clone() });
+                }
                 Err(e) => return Err(e),
             }
             self.wait_queued_active(&name, events).await?;
@@ -49,9 +61,7 @@ impl<'c> VmManager<'c> {
                     self.wait_operation(operation, events).await?;
                 }
                 Err(e) if e.http_status() == Some(409) => {
-                    let existing = self.get(spec).await?;
-                    let ours = existing.labels.get(MANAGED_LABEL.0).map(String::as_str) == Some(MANAGED_LABEL.1);
-                    if !ours || existing.accelerator_type.as_deref() != Some(spec.accelerator_type.as_str()) {
+                    if !is_ours(&self.get(spec).await?, spec) {
                         return Err(e);
                     }
                     events(CloudEvent::Adopted { node: spec.node_name() });

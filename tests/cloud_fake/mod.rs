@@ -123,6 +123,15 @@ impl FakeTpu {
         self.with(|w| w.vm_disk = Some(dir.into()))
     }
 
+    /// A READY node that someone else created (no emotionet label).
+    pub fn add_foreign_node(&self, parent: &str, node_id: &str) {
+        self.with(|w| {
+            let body = json!({"acceleratorType": "v3-8", "runtimeVersion": "tpu-ubuntu2204-base", "labels": {"owner": "someone-else"}});
+            let node = new_node(w, parent, node_id, &body, "READY");
+            w.nodes.insert(format!("{parent}/nodes/{node_id}"), node);
+        })
+    }
+
     /// Google takes the VM back.
     pub fn preempt(&self, node_id: &str) {
         self.with(|w| {
