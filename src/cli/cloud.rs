@@ -387,13 +387,14 @@ async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -
         };
         rows.push((record, state, up));
     }
+    let row = |cells: [&str; 7]| format!("{:<24} {:<16} {:<8} {:<12} {:<28} {:<10} {}", cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]);
     if !rows.is_empty() {
-        println!("{:<24} {:<16} {:<8} {:<12} {:<28} {:<10} {}", "NAME", "ZONE", "TYPE", "CAPACITY", "STATE", "UP", "RECREATED");
+        println!("{}", row(["NAME", "ZONE", "TYPE", "CAPACITY", "STATE", "UP", "RECREATED"]));
     }
     for (record, state, up) in rows {
         let spec = &record.spec;
         let capacity = if spec.queued { format!("{} queued", spec.capacity) } else { spec.capacity.to_string() };
-        println!("{:<24} {:<16} {:<8} {:<12} {:<28} {:<10} {}", spec.node_id, spec.zone, spec.accelerator_type, capacity, state, up, record.recreations);
+        println!("{}", row([&spec.node_id, &spec.zone, &spec.accelerator_type, &capacity, &state, &up, &record.recreations.to_string()]));
         if state == "NOT_FOUND" {
             println!("  (gone from Google Cloud; `emotionet cloud down --name {}` forgets it)", spec.node_id);
         }

@@ -27,7 +27,7 @@ enum Command {
     /// Show the PJRT plugin, its API version and its devices.
     Devices(devices::DevicesArgs),
     /// Cloud TPU VMs: up, status, run a campaign, fetch its output, down.
-    Cloud(cloud::CloudArgs),
+    Cloud(Box<cloud::CloudArgs>),
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs.
@@ -78,7 +78,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Devices(args) => devices::run(args),
-        Command::Cloud(args) => cloud::run(args),
+        Command::Cloud(args) => cloud::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -298,11 +298,21 @@ pub async fn run_campaign(
                 }
             }
         };
-        // Lines still buffered after the exit.
-        while let Ok(line) = process.lines.try_recv() {
-            log.write(&line);
-            last_lines.push(line.clone());
-            events(CloudEvent::CampaignOutput { line });
+        // The last lines may still be on their way from the readers: take them
+        // until both streams close (briefly: a stray grandchild may hold a pipe).
+        let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while streams_open {
+            match tokio::time::timeout_at(drain_until, process.lines.recv()).await {
+                Ok(Some(line)) => {
+                    log.write(&line);
+                    last_lines.push(line.clone());
+                    events(CloudEvent::CampaignOutput { line });
+                }
+                Ok(None) | Err(_) => streams_open = false,
+            }
+        }
+        if last_lines.len() > 20 {
+            last_lines.drain(..last_lines.len() - 20);
         }
 
         let exit = match status {

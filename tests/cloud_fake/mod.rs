@@ -227,7 +227,10 @@ fn serve(mut stream: TcpStream, world: &Mutex<World>) {
     let _ = stream.flush();
 }
 
-fn read_request(stream: &mut TcpStream) -> Option<(String, String, BTreeMap<String, String>, Vec<u8>)> {
+/// Method, target, headers (lowercase names), body.
+type Request = (String, String, BTreeMap<String, String>, Vec<u8>);
+
+fn read_request(stream: &mut TcpStream) -> Option<Request> {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
