@@ -174,6 +174,8 @@ for arg in "$@"; do
   case "$arg" in --command=*) command="${arg#--command=}" ;; esac
 done
 mkdir -p "$FAKE_VM_HOME"
+# gcloud's own chatter, on stdout, as a transport might print it.
+echo "SSH: Attempting to connect to worker 0..."
 cd "$FAKE_VM_HOME" && HOME="$FAKE_VM_HOME" exec bash -c "$command"
 "#;
 

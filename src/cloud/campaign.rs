@@ -417,7 +417,9 @@ async fn prepare(host: &dyn RemoteHost, plan: &CampaignPlan, events: Events<'_>)
     let probe = format!("if [ -n \"$(ls -A {out} 2>/dev/null)\" ]; then echo has-state; else echo empty; fi", out = CampaignPlan::home_path(&plan.remote_out()));
     let remote_state = remote::run_script(host, Worker::One(0), "looking at the VM's output folder", &probe, limit).await?;
     let local_has_state = std::fs::read_dir(&plan.local_out).map(|mut d| d.next().is_some()).unwrap_or(false);
-    if remote_state.stdout.trim() == "empty" && local_has_state {
+    // Line by line: a transport may print notices of its own on stdout.
+    let remote_empty = remote_state.stdout.lines().any(|l| l.trim() == "empty");
+    if remote_empty && local_has_state {
         remote::upload(host, &plan.local_out, &[PathBuf::from(".")], &plan.remote_out(), limit).await?;
         events(CloudEvent::Restored { from: plan.local_out.clone() });
     }

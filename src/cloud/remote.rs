@@ -240,7 +240,7 @@ pub async fn upload(host: &dyn RemoteHost, local_root: &Path, entries: &[PathBuf
         let script = format!("mkdir -p {dir} && tar -C {dir} -xf -", dir = sh_quote(remote_dir));
         let mut unpack = host.command(Worker::One(worker), &script);
         unpack.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
-        pipe(host, &step, pack, unpack, limit).await?;
+        pipe(host, &step, pack, unpack, None, limit).await?;
     }
     Ok(())
 }
@@ -257,7 +257,7 @@ pub async fn download(host: &dyn RemoteHost, remote_dir: &str, local_dir: &Path,
     let dir = sh_quote(remote_dir.trim_end_matches('/'));
     let script = format!(
         "set -e; mkdir -p {dir}; snap=$(mktemp -d {dir}.snapshot.XXXXXX); trap 'rm -rf \"$snap\"' EXIT; \
-         cp -al {dir}/. \"$snap\"/ 2>/dev/null || true; tar -C \"$snap\" -cf - ."
+         cp -al {dir}/. \"$snap\"/ 2>/dev/null || true; printf '%s\\n' {STREAM_MARKER}; tar -C \"$snap\" -cf - ."
     );
     let mut pack = host.command(Worker::One(0), &script);
     pack.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
@@ -267,7 +267,7 @@ pub async fn download(host: &dyn RemoteHost, remote_dir: &str, local_dir: &Path,
     let mut unpack = Command::new("tar");
     unpack.arg("-C").arg(&staging).args(["--no-same-owner", "-xf", "-"]);
     unpack.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
-    let piped = pipe(host, &step, pack, unpack, limit).await;
+    let piped = pipe(host, &step, pack, unpack, Some(STREAM_MARKER), limit).await;
     let merged = piped.and_then(|()| {
         std::fs::create_dir_all(local_dir).map_err(|e| CloudError::io(local_dir, e))?;
         merge_tree(&staging, local_dir).map_err(|e| CloudError::io(local_dir, e))
@@ -303,8 +303,42 @@ fn merge_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs `source | sink` and checks both ends.
-async fn pipe(host: &dyn RemoteHost, step: &str, mut source: Command, mut sink: Command, limit: Duration) -> Result<()> {
+/// Printed by the VM just before an archive, so that anything a transport
+/// writes to stdout first (a banner, a gcloud notice) is skipped, not untarred.
+const STREAM_MARKER: &str = "EMOTIONET-TAR-STREAM-BEGINS";
+
+/// Copies `from` to `to`, dropping everything up to and including the line
+/// `marker`; an error if the marker never comes.
+async fn copy_after_marker<R, W>(from: &mut R, to: &mut W, marker: &str) -> std::io::Result<u64>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let needle = format!("{marker}\n").into_bytes();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = from.read(&mut chunk).await?;
+        if n == 0 {
+            let shown = String::from_utf8_lossy(&seen[..seen.len().min(200)]).into_owned();
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("no archive in the VM's answer (it said: {shown:?})")));
+        }
+        seen.extend_from_slice(&chunk[..n]);
+        if let Some(at) = seen.windows(needle.len()).position(|w| w == needle.as_slice()) {
+            if at > 0 {
+                tracing::debug!("skipped {at} bytes before the archive: {:?}", String::from_utf8_lossy(&seen[..at.min(200)]));
+            }
+            let rest = &seen[at + needle.len()..];
+            to.write_all(rest).await?;
+            return Ok(rest.len() as u64 + tokio::io::copy(from, to).await?);
+        }
+    }
+}
+
+/// Runs `source | sink` and checks both ends; with a `marker`, what the
+/// source prints before it is dropped.
+async fn pipe(host: &dyn RemoteHost, step: &str, mut source: Command, mut sink: Command, marker: Option<&str>, limit: Duration) -> Result<()> {
     let start = |c: &mut Command, what: &str| c.spawn().map_err(|e| remote_error(host, step, format!("could not start {what}"), e.to_string()));
     let mut source = start(&mut source, "the sending side")?;
     let mut sink = start(&mut sink, "the receiving side")?;
@@ -315,7 +349,10 @@ async fn pipe(host: &dyn RemoteHost, step: &str, mut source: Command, mut sink: 
         // Drained while the data flows, so a chatty side cannot block on a full pipe.
         let source_err = tokio::spawn(read_all(source.stderr.take()));
         let sink_err = tokio::spawn(read_all(sink.stderr.take()));
-        let copied = tokio::io::copy(&mut out, &mut input).await;
+        let copied = match marker {
+            Some(marker) => copy_after_marker(&mut out, &mut input, marker).await,
+            None => tokio::io::copy(&mut out, &mut input).await,
+        };
         drop(input);
         let source_status = source.wait().await;
         let sink_status = sink.wait().await;
@@ -348,6 +385,17 @@ async fn read_all<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn what_comes_before_the_marker_is_not_part_of_the_archive() {
+        let mut from: &[u8] = b"Using ssh batch size of 1.\nEMOTIONET-TAR-STREAM-BEGINS\narchive bytes";
+        let mut to = Vec::new();
+        assert_eq!(copy_after_marker(&mut from, &mut to, STREAM_MARKER).await.unwrap(), 13);
+        assert_eq!(to, b"archive bytes");
+        let mut silent: &[u8] = b"Permission denied (publickey).\n";
+        let err = copy_after_marker(&mut silent, &mut Vec::new(), STREAM_MARKER).await.unwrap_err();
+        assert!(err.to_string().contains("Permission denied"), "{err}");
+    }
 
     #[test]
     fn quoting_survives_quotes() {
