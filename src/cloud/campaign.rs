@@ -317,10 +317,32 @@ pub async fn run_campaign(
 
         let exit = match status {
             Some(Ok(exit)) if exit.success() => {
-                sync(host, plan, &mut report, events).await;
-                report.took = started.elapsed();
-                events(CloudEvent::Finished { attempts: report.attempts, recreations: report.recreations, took: report.took });
-                return Ok(report);
+                // The last copy is not optional: until it is here, the results live on a VM that may vanish.
+                let copy_started = Instant::now();
+                match remote::download(host, &plan.remote_out(), &plan.local_out, plan.step_timeout).await {
+                    Ok(()) => {
+                        report.syncs += 1;
+                        events(CloudEvent::Synced { to: plan.local_out.clone(), took: copy_started.elapsed() });
+                        report.took = started.elapsed();
+                        events(CloudEvent::Finished { attempts: report.attempts, recreations: report.recreations, took: report.took });
+                        return Ok(report);
+                    }
+                    // Lost before its output was copied: recreated below, and the campaign redoes what was not copied.
+                    Err(e) => match confirm_lost(vms, &spec, plan.poll_every, 2).await {
+                        Some(state) => {
+                            lost = Some(state);
+                            "finished, but the VM was lost before its output was copied".to_string()
+                        }
+                        None => {
+                            return Err(CloudError::Remote {
+                                step: "copying the finished campaign's output".into(),
+                                host: host.describe(),
+                                status: "incomplete".into(),
+                                detail: format!("{e}; the output is still on the VM: `emotionet cloud fetch --name {vm}`"),
+                            });
+                        }
+                    },
+                }
             }
             Some(Ok(exit)) => exit.to_string(),
             Some(Err(e)) => format!("lost ({e})"),
