@@ -13,6 +13,7 @@
 //! - [`report`]: the Markdown + SVG report built from records;
 //! - [`bench`]: the training-step benchmark;
 //! - [`fsutil`], [`rng`]: crash-safe file replacement, our deterministic RNG;
+//! - [`cloud`]: Cloud TPU VMs (create, run a campaign, fetch, delete, preemption);
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
 #![deny(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod pjrt;
 
 pub mod bench;
 pub mod cli;
+pub mod cloud;
 pub mod data;
 pub mod experiment;
 pub mod fsutil;

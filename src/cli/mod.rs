@@ -10,6 +10,7 @@ use crate::pjrt::{self, Backend, ClientOptions};
 
 mod bench;
 mod data;
+mod cloud;
 mod devices;
 mod hlo;
 mod report;
@@ -40,6 +41,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Train the models of an experiment file (checkpoints, TensorBoard, run record).
     Train(train::TrainArgs),
+    /// Cloud TPU VMs: up, status, run a campaign, fetch its output, down.
+    Cloud(Box<cloud::CloudArgs>),
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs.
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Data(args) => data::run(args),
         Command::Report(args) => report::run(args),
         Command::Train(args) => train::run(args),
+        Command::Cloud(args) => cloud::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

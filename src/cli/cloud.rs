@@ -1,0 +1,533 @@
+//! `emotionet cloud up|status|run|fetch|down`: Cloud TPU VMs from the command line.
+//!
+//! Two stages, as everywhere in the CLI: first what the user wrote is
+//! validated (the cost guard among it) without touching the network; then
+//! the cloud is asked. The record of created VMs lives in a small JSON file
+//! (`--state`), so later commands need only `--name` (or nothing, when one
+//! VM exists).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::cloud::auth::METADATA_URL;
+use crate::cloud::campaign::{self, CampaignPlan, DEFAULT_COMMAND, DEFAULT_SETUP, DEFAULT_WORKDIR};
+use crate::cloud::client::TPU_API_URL;
+use crate::cloud::spec::{DEFAULT_RUNTIME_VERSION, MANAGED_LABEL};
+use crate::cloud::timestamp::{age_of, human, now_unix};
+use crate::cloud::{
+    AuthConfig, AuthMode, Capacity, ClientConfig, CloudEvent, GcloudTpuHost, LocalHost, RemoteHost, StateStore, TokenProvider, TpuClient,
+    VmManager, VmRecord, VmRequest, WaitOptions,
+};
+
+#[derive(Args, Debug)]
+pub struct CloudArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: CloudCommand,
+}
+
+#[derive(Args, Debug)]
+struct CommonArgs {
+    /// The record of the VMs created from here [default: ~/.local/state/emotionet/cloud-vms.json].
+    #[arg(long, env = "EMOTIONET_CLOUD_STATE", global = true)]
+    state: Option<PathBuf>,
+    /// Where the access token comes from: auto tries EMOTIONET_GCP_ACCESS_TOKEN, then gcloud, then the metadata server.
+    #[arg(long, value_enum, default_value_t = AuthMode::Auto, global = true)]
+    auth: AuthMode,
+    /// The gcloud executable, for tokens and for ssh to the VM.
+    #[arg(long, env = "EMOTIONET_GCLOUD", default_value = "gcloud", global = true)]
+    gcloud: PathBuf,
+    /// The Cloud TPU API endpoint (tests point it at a local fake).
+    #[arg(long, env = "EMOTIONET_TPU_API_URL", default_value = TPU_API_URL, global = true)]
+    api_url: String,
+    /// The GCE metadata server (for --auth metadata).
+    #[arg(long, env = "EMOTIONET_GCE_METADATA_URL", default_value = METADATA_URL, global = true)]
+    metadata_url: String,
+    /// Seconds between looks at an operation or at the VM's state.
+    #[arg(long, default_value_t = 10.0, global = true)]
+    poll_every: f64,
+}
+
+#[derive(Subcommand, Debug)]
+enum CloudCommand {
+    /// Create a TPU VM and wait until it is READY (needs --project, --zone, --accelerator-type).
+    Up(UpArgs),
+    /// Show the recorded VMs: state and time up; with --project and --zone, everything in that zone.
+    Status(StatusArgs),
+    /// Ship the binary and campaign files, install libtpu, run the campaign, survive preemption.
+    Run(RunArgs),
+    /// Copy the VM's output folder (run records, checkpoints, event files) here.
+    Fetch(FetchArgs),
+    /// Delete the VM (and its queued resource) and forget it.
+    Down(DownArgs),
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    /// Google Cloud project id (required: no default, it decides who pays).
+    #[arg(long)]
+    project: Option<String>,
+    /// Zone, e.g. europe-west4-a or us-central1-a (required).
+    #[arg(long)]
+    zone: Option<String>,
+    /// TPU type, e.g. v3-8 (required).
+    #[arg(long)]
+    accelerator_type: Option<String>,
+    /// Name of the VM (node id).
+    #[arg(long, default_value = "emotionet-tpu")]
+    name: String,
+    /// VM image.
+    #[arg(long, default_value = DEFAULT_RUNTIME_VERSION)]
+    runtime_version: String,
+    /// Spot capacity: much cheaper, may be preempted (`run` then recreates it).
+    #[arg(long, conflicts_with = "preemptible")]
+    spot: bool,
+    /// The older preemptible capacity (at most 24 h).
+    #[arg(long)]
+    preemptible: bool,
+    /// Ask through the queued resources API (waits for capacity instead of failing).
+    #[arg(long)]
+    queued: bool,
+    /// With --queued: give up if not provisioned within this many seconds.
+    #[arg(long, requires = "queued")]
+    queued_valid_for: Option<u64>,
+    /// VPC network (default: the project's `default`).
+    #[arg(long)]
+    network: Option<String>,
+    #[arg(long)]
+    subnetwork: Option<String>,
+    /// Service account e-mail for the VM (default: the compute default account).
+    #[arg(long)]
+    service_account: Option<String>,
+    /// Label KEY=VALUE for the VM; repeatable (managed-by=emotionet is always added).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// A script run as root at every boot of the VM (e.g. deploy/tpu-startup.sh).
+    #[arg(long)]
+    startup_script: Option<PathBuf>,
+    /// Give the VM no external IP (then ssh needs IAP: --ssh-arg=--tunnel-through-iap).
+    #[arg(long)]
+    no_external_ip: bool,
+    /// Seconds to wait for READY.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// With --zone: also list every TPU VM and queued resource in that zone.
+    #[arg(long, requires = "zone")]
+    project: Option<String>,
+    #[arg(long, requires = "project")]
+    zone: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Via {
+    /// `gcloud compute tpus tpu-vm ssh`, to the real VM.
+    Gcloud,
+    /// A local folder stands in for the VM (tests, rehearsals); needs --local-root.
+    Local,
+}
+
+#[derive(Args, Debug)]
+struct HostArgs {
+    /// Which VM (default: the only one recorded).
+    #[arg(long)]
+    name: Option<String>,
+    /// How to reach the VM.
+    #[arg(long, value_enum, default_value_t = Via::Gcloud)]
+    via: Via,
+    /// With --via local: the folder playing the VM's home directory.
+    #[arg(long)]
+    local_root: Option<PathBuf>,
+    /// Extra argument for `gcloud compute tpus tpu-vm ssh`; repeatable (e.g. --ssh-arg=--tunnel-through-iap).
+    #[arg(long = "ssh-arg", value_name = "ARG", allow_hyphen_values = true)]
+    ssh_args: Vec<String>,
+    /// Working folder on the VM, relative to its home.
+    #[arg(long, default_value = DEFAULT_WORKDIR)]
+    workdir: String,
+    /// Local copy of the VM's output folder [default: runs/cloud/NAME].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The campaign file, inside the current folder (shipped with its relative path).
+    campaign: PathBuf,
+    #[command(flatten)]
+    host: HostArgs,
+    /// More files or folders to ship (experiment files, data); repeatable.
+    #[arg(long = "ship", value_name = "PATH")]
+    ship: Vec<PathBuf>,
+    /// The emotionet binary to run on the VM [default: this one].
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// The campaign command on the VM; placeholders {bin} {campaign} {out} {deps} {workdir} {project}.
+    #[arg(long, default_value = DEFAULT_COMMAND)]
+    command: String,
+    /// The setup command on the VM (same placeholders); by default installs libtpu==0.0.30.
+    #[arg(long, default_value = DEFAULT_SETUP)]
+    setup: String,
+    /// Seconds between copies of the VM's output folder to --out (bounds the work lost to a preemption).
+    #[arg(long, default_value_t = 300.0)]
+    sync_every: f64,
+    /// Preemptions to survive before giving up.
+    #[arg(long, default_value_t = 5)]
+    max_recreations: u32,
+    /// Seconds allowed for each shipping, setup or copy step, and for a recreated VM to be READY.
+    #[arg(long, default_value_t = 1800)]
+    step_timeout: u64,
+    /// Delete the VM when the campaign has finished.
+    #[arg(long)]
+    down_after: bool,
+}
+
+#[derive(Args, Debug)]
+struct FetchArgs {
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Args, Debug)]
+struct DownArgs {
+    /// Which VM (default: the only one recorded).
+    #[arg(long, conflicts_with = "all")]
+    name: Option<String>,
+    /// Every VM recorded here.
+    #[arg(long)]
+    all: bool,
+    /// Seconds to wait for the deletion.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+}
+
+pub fn run(args: CloudArgs) -> anyhow::Result<()> {
+    // Stage one: what was written, before any network.
+    let poll = seconds(args.common.poll_every, "--poll-every")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("cannot start the async runtime")?;
+    let common = &args.common;
+    let store = StateStore::new(common.state.clone().unwrap_or_else(StateStore::default_path));
+    match args.command {
+        CloudCommand::Up(up) => runtime.block_on(cmd_up(common, &store, poll, up)),
+        CloudCommand::Status(status) => runtime.block_on(cmd_status(common, &store, status)),
+        CloudCommand::Run(run) => runtime.block_on(cmd_run(common, &store, poll, run)),
+        CloudCommand::Fetch(fetch) => runtime.block_on(cmd_fetch(common, &store, poll, fetch)),
+        CloudCommand::Down(down) => runtime.block_on(cmd_down(common, &store, poll, down)),
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!("{flag} must be a positive number of seconds, got {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn client(common: &CommonArgs) -> anyhow::Result<TpuClient> {
+    let auth = TokenProvider::new(AuthConfig {
+        mode: common.auth,
+        gcloud: common.gcloud.clone(),
+        metadata_url: common.metadata_url.clone(),
+        ..AuthConfig::default()
+    })?;
+    Ok(TpuClient::new(ClientConfig { base_url: common.api_url.clone(), ..ClientConfig::default() }, auth)?)
+}
+
+/// Prints progress to stderr; repeated waiting notes at most once a minute.
+struct Printer {
+    last: String,
+    at: Instant,
+}
+
+impl Printer {
+    fn new() -> Self {
+        Printer { last: String::new(), at: Instant::now() }
+    }
+
+    fn show(&mut self, event: CloudEvent) {
+        match &event {
+            CloudEvent::CampaignOutput { line } => println!("[vm] {line}"),
+            CloudEvent::OperationPending { .. } | CloudEvent::NodeState { .. } | CloudEvent::QueuedState { .. } => {
+                // The same note with only the elapsed time changed is not news.
+                let key = match &event {
+                    CloudEvent::NodeState { node, state, .. } => format!("{node} {state}"),
+                    CloudEvent::QueuedState { name, state, .. } => format!("{name} {state}"),
+                    CloudEvent::OperationPending { operation, detail, .. } => format!("{operation} {detail:?}"),
+                    _ => String::new(),
+                };
+                if key != self.last || self.at.elapsed() >= Duration::from_secs(60) {
+                    eprintln!("  {event}");
+                    self.last = key;
+                    self.at = Instant::now();
+                }
+            }
+            _ => eprintln!("{event}"),
+        }
+    }
+}
+
+fn parse_labels(labels: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => bail!("--label {l:?}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpArgs) -> anyhow::Result<()> {
+    let startup_script = match &up.startup_script {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read the startup script {}", path.display()))?),
+        None => None,
+    };
+    let capacity = if up.spot {
+        Capacity::Spot
+    } else if up.preemptible {
+        Capacity::Preemptible
+    } else {
+        Capacity::OnDemand
+    };
+    let request = VmRequest {
+        project: up.project,
+        zone: up.zone,
+        accelerator_type: up.accelerator_type,
+        node_id: up.name,
+        runtime_version: Some(up.runtime_version),
+        capacity: Some(capacity),
+        queued: up.queued,
+        queued_valid_for_secs: up.queued_valid_for,
+        network: up.network,
+        subnetwork: up.subnetwork,
+        service_account: up.service_account,
+        labels: parse_labels(&up.labels)?,
+        startup_script,
+        external_ips: !up.no_external_ip,
+    };
+    let spec = request.validate().context("nothing was created")?;
+    let client = client(common)?;
+    // Recorded before the create call: if `up` dies halfway, `down` still finds the VM.
+    let record = VmRecord { spec: spec.clone(), created_unix: now_unix() as i64, recreations: 0 };
+    store.upsert(record).with_context(|| format!("cannot record the VM in {}", store.path().display()))?;
+    eprintln!(
+        "creating TPU VM {} ({}, {}{}) in {} of project {}; it bills until `emotionet cloud down --name {}`",
+        spec.node_id,
+        spec.accelerator_type,
+        spec.capacity,
+        if spec.queued { ", queued" } else { "" },
+        spec.zone,
+        spec.project,
+        spec.node_id
+    );
+    let vms = VmManager::new(&client, WaitOptions { poll, timeout: Duration::from_secs(up.timeout) });
+    let mut printer = Printer::new();
+    let node = match vms.create(&spec, &mut |e| printer.show(e)).await {
+        Ok(node) => node,
+        Err(e) if e.http_status() == Some(409) => {
+            // Someone else's VM (or another type) has the name: never record it as ours,
+            // or `down` would delete it.
+            store.remove(&spec)?;
+            return Err(e).context(format!("a TPU VM or queued resource named {} already exists and was not created by emotionet with this type; pick another --name", spec.node_id));
+        }
+        Err(e) => {
+            if nothing_exists(&client, &spec).await {
+                store.remove(&spec)?;
+                return Err(e).context(format!("could not create {}; nothing was left behind", spec.node_id));
+            }
+            return Err(e).context(format!(
+                "creating {} did not finish and part of it exists and may bill: `emotionet cloud status` shows it, `emotionet cloud down --name {}` removes it",
+                spec.node_id, spec.node_id
+            ));
+        }
+    };
+    let ips = node.external_ips();
+    println!(
+        "{} is READY ({} worker(s){}). Next: emotionet cloud run CAMPAIGN.yaml --name {}",
+        spec.node_id,
+        node.network_endpoints.len().max(1),
+        if ips.is_empty() { String::new() } else { format!(", external IP {}", ips.join(", ")) },
+        spec.node_id
+    );
+    Ok(())
+}
+
+/// True only when the API says neither the node nor its queued resource exists.
+async fn nothing_exists(client: &TpuClient, spec: &crate::cloud::VmSpec) -> bool {
+    let node_gone = matches!(client.get_node(&spec.node_name()).await, Err(e) if e.is_not_found());
+    let queued_gone = !spec.queued || matches!(client.get_queued_resource(&spec.queued_resource_name()).await, Err(e) if e.is_not_found());
+    node_gone && queued_gone
+}
+
+async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -> anyhow::Result<()> {
+    let records = store.load()?;
+    if records.is_empty() && args.zone.is_none() {
+        println!("no TPU VMs recorded in {} (to look for leftovers in a zone: --project P --zone Z)", store.path().display());
+        return Ok(());
+    }
+    let client = client(common)?;
+    let mut rows = Vec::new();
+    for record in &records {
+        let spec = &record.spec;
+        let (state, up) = match client.get_node(&spec.node_name()).await {
+            Ok(node) => (node.state().to_string(), node.create_time.as_deref().and_then(age_of).map(human).unwrap_or_else(|| "-".into())),
+            // A queued VM has no node until Google finds the capacity.
+            Err(e) if e.is_not_found() && spec.queued => match client.get_queued_resource(&spec.queued_resource_name()).await {
+                Ok(resource) => (format!("QUEUED:{}", resource.state()), "-".to_string()),
+                Err(e) if e.is_not_found() => ("NOT_FOUND".to_string(), "-".to_string()),
+                Err(e) => return Err(e).with_context(|| format!("cannot ask Google Cloud about {}", spec.node_id)),
+            },
+            Err(e) if e.is_not_found() => ("NOT_FOUND".to_string(), "-".to_string()),
+            Err(e) => return Err(e).with_context(|| format!("cannot ask Google Cloud about {}", spec.node_id)),
+        };
+        rows.push((record, state, up));
+    }
+    let row = |cells: [&str; 7]| format!("{:<24} {:<16} {:<8} {:<12} {:<28} {:<10} {}", cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]);
+    if !rows.is_empty() {
+        println!("{}", row(["NAME", "ZONE", "TYPE", "CAPACITY", "STATE", "UP", "RECREATED"]));
+    }
+    for (record, state, up) in rows {
+        let spec = &record.spec;
+        let capacity = if spec.queued { format!("{} queued", spec.capacity) } else { spec.capacity.to_string() };
+        println!("{}", row([&spec.node_id, &spec.zone, &spec.accelerator_type, &capacity, &state, &up, &record.recreations.to_string()]));
+        if state == "NOT_FOUND" {
+            println!("  (gone from Google Cloud; `emotionet cloud down --name {}` forgets it)", spec.node_id);
+        }
+    }
+    if let (Some(project), Some(zone)) = (args.project, args.zone) {
+        let location = crate::cloud::Location::new(&project, &zone)?;
+        let nodes = client.list_nodes(&location).await.with_context(|| format!("cannot list the TPU VMs in {zone}"))?;
+        println!("\nall TPU VMs in {zone} of {project}: {}", nodes.len());
+        for node in &nodes {
+            let ours = node.labels.get(MANAGED_LABEL.0).map(String::as_str) == Some(MANAGED_LABEL.1);
+            let up = node.create_time.as_deref().and_then(age_of).map(human).unwrap_or_else(|| "-".into());
+            println!(
+                "  {:<24} {:<8} {:<12} up {:<10} {}",
+                node.node_id(),
+                node.accelerator_type.as_deref().unwrap_or("-"),
+                node.state().to_string(),
+                up,
+                if ours { "(emotionet)" } else { "" }
+            );
+        }
+        let queued = client.list_queued_resources(&location).await.with_context(|| format!("cannot list the queued resources in {zone}"))?;
+        println!("queued resources in {zone}: {}", queued.len());
+        for resource in &queued {
+            println!("  {:<24} {}", resource.name.rsplit('/').next().unwrap_or(&resource.name), resource.state());
+        }
+    }
+    Ok(())
+}
+
+fn local_out(host: &HostArgs, record: &VmRecord) -> PathBuf {
+    host.out.clone().unwrap_or_else(|| Path::new("runs").join("cloud").join(record.node_id()))
+}
+
+async fn remote_host(common: &CommonArgs, client: &TpuClient, record: &VmRecord, host: &HostArgs) -> anyhow::Result<Box<dyn RemoteHost>> {
+    match host.via {
+        Via::Local => {
+            let root = host.local_root.as_ref().context("--via local needs --local-root DIR (the folder playing the VM's home)")?;
+            Ok(Box::new(LocalHost::new(root)?))
+        }
+        Via::Gcloud => {
+            let workers = match client.get_node(&record.spec.node_name()).await {
+                Ok(node) => node.network_endpoints.len().max(1),
+                Err(e) if e.is_not_found() => 1,
+                Err(e) => return Err(e).context("cannot read the VM's workers"),
+            };
+            Ok(Box::new(GcloudTpuHost::new(&common.gcloud, &record.spec, workers, host.ssh_args.clone())))
+        }
+    }
+}
+
+async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: RunArgs) -> anyhow::Result<()> {
+    let mut record = store.find(args.host.name.as_deref())?;
+    let project_root = std::env::current_dir().context("cannot read the current folder")?;
+    let relative = |path: &Path| -> PathBuf { path.strip_prefix(&project_root).map(Path::to_path_buf).unwrap_or_else(|_| path.to_path_buf()) };
+    let binary = match &args.binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().context("cannot find this emotionet binary; pass --binary")?,
+    };
+    let mut plan = CampaignPlan::new(&project_root, relative(&args.campaign), binary, local_out(&args.host, &record));
+    plan.ship = args.ship.iter().map(|p| relative(p)).collect();
+    plan.workdir = args.host.workdir.clone();
+    plan.command_template = args.command.clone();
+    plan.setup_template = args.setup.clone();
+    plan.poll_every = poll;
+    plan.sync_every = seconds(args.sync_every, "--sync-every")?;
+    plan.max_recreations = args.max_recreations;
+    plan.step_timeout = Duration::from_secs(args.step_timeout);
+    plan.validate().context("nothing was started")?;
+
+    let client = client(common)?;
+    let host = remote_host(common, &client, &record, &args.host).await?;
+    let vms = VmManager::new(&client, WaitOptions { poll, timeout: plan.step_timeout });
+    eprintln!("running {} on {} (output copied to {} every {}s)", plan.campaign.display(), host.describe(), plan.local_out.display(), plan.sync_every.as_secs());
+    let mut printer = Printer::new();
+    let mut interrupt = std::pin::pin!(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    let result = campaign::run_campaign(&vms, &mut record, host.as_ref(), &plan, interrupt.as_mut(), &mut |e| printer.show(e)).await;
+    // The count of recreations is kept whatever happened.
+    store.upsert(record.clone())?;
+    let report = result.with_context(|| format!("the campaign on {} did not finish", record.node_id()))?;
+    println!(
+        "done: {} start(s), {} recreation(s), {} sync(s) in {}; results in {}",
+        report.attempts,
+        report.recreations,
+        report.syncs,
+        human(report.took),
+        plan.local_out.display()
+    );
+    if args.down_after {
+        let mut printer = Printer::new();
+        vms.delete(&record.spec, &mut |e| printer.show(e)).await.with_context(|| format!("the campaign finished but deleting {} failed; run `emotionet cloud down --name {}`", record.node_id(), record.node_id()))?;
+        store.remove(&record.spec)?;
+    } else {
+        eprintln!("the VM {} is still up and billing: `emotionet cloud down --name {}` when done", record.node_id(), record.node_id());
+    }
+    Ok(())
+}
+
+async fn cmd_fetch(common: &CommonArgs, store: &StateStore, _poll: Duration, args: FetchArgs) -> anyhow::Result<()> {
+    let record = store.find(args.host.name.as_deref())?;
+    let client = client(common)?;
+    let host = remote_host(common, &client, &record, &args.host).await?;
+    let mut plan = CampaignPlan::new(".", "", "", local_out(&args.host, &record));
+    plan.workdir = args.host.workdir.clone();
+    let started = Instant::now();
+    campaign::fetch(host.as_ref(), &plan).await.with_context(|| format!("cannot copy the output of {} (is it READY? `emotionet cloud status`)", record.node_id()))?;
+    println!("fetched ~/{} from {} into {} ({})", plan.remote_out(), record.node_id(), plan.local_out.display(), human(started.elapsed()));
+    Ok(())
+}
+
+async fn cmd_down(common: &CommonArgs, store: &StateStore, poll: Duration, args: DownArgs) -> anyhow::Result<()> {
+    let records = if args.all { store.load()? } else { vec![store.find(args.name.as_deref())?] };
+    if records.is_empty() {
+        println!("no TPU VMs recorded in {}", store.path().display());
+        return Ok(());
+    }
+    let client = client(common)?;
+    let vms = VmManager::new(&client, WaitOptions { poll, timeout: Duration::from_secs(args.timeout) });
+    for record in &records {
+        let spec = &record.spec;
+        eprintln!("deleting {} in {}", spec.node_id, spec.zone);
+        let mut printer = Printer::new();
+        let deleted = vms
+            .delete(spec, &mut |e| printer.show(e))
+            .await
+            .with_context(|| format!("cannot delete {}; it may still bill: try again, or `gcloud compute tpus tpu-vm delete {} --zone {} --project {}`", spec.node_id, spec.node_id, spec.zone, spec.project))?;
+        store.remove(spec)?;
+        println!("{} {}", spec.node_id, if deleted { "deleted" } else { "was already gone; forgotten" });
+    }
+    let zones: std::collections::BTreeSet<(String, String)> = records.iter().map(|r| (r.spec.project.clone(), r.spec.zone.clone())).collect();
+    for (project, zone) in zones {
+        eprintln!("to check for leftovers: emotionet cloud status --project {project} --zone {zone}");
+    }
+    Ok(())
+}

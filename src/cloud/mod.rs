@@ -1,0 +1,39 @@
+//! Cloud TPU VMs: create one, run a campaign on it, bring the results back,
+//! delete it, and survive its preemption along the way.
+//!
+//! - [`client`]: an async client for the Cloud TPU API v2 (nodes, operations,
+//!   queued resources) with timeouts and retries; wire types in [`api`];
+//! - [`auth`]: access tokens (environment, gcloud, metadata server), never logged;
+//! - [`spec`]: what to create, and the cost guard; [`vm`]: create, wait, delete,
+//!   recreate; [`state`]: the local record of the VMs we created;
+//! - [`remote`]: running scripts and moving files on the VM (through gcloud ssh,
+//!   or a local folder standing in for it); [`campaign`]: the `run` steps.
+//!
+//! This module talks to Google Cloud and to the VM. It must not know how
+//! training or the orchestrator work: it runs a command line (a template) and
+//! treats the output folder as opaque, durable state.
+
+pub mod api;
+pub mod auth;
+pub mod campaign;
+pub mod client;
+pub mod error;
+pub mod events;
+pub mod remote;
+pub mod retry;
+pub mod spec;
+pub mod state;
+pub mod timestamp;
+pub mod vm;
+
+pub use api::{Node, NodeState, Operation, QueuedResource, QueuedState};
+pub use auth::{AccessToken, AuthConfig, AuthMode, TokenProvider, TokenSource};
+pub use campaign::{CampaignPlan, CampaignReport, fetch, run_campaign};
+pub use client::{ClientConfig, TpuClient, WaitOptions};
+pub use error::{CloudError, Result};
+pub use events::CloudEvent;
+pub use remote::{GcloudTpuHost, LocalHost, RemoteHost, Worker};
+pub use retry::RetryPolicy;
+pub use spec::{Capacity, Location, VmRequest, VmSpec};
+pub use state::{StateStore, VmRecord};
+pub use vm::VmManager;

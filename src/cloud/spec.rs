@@ -1,0 +1,359 @@
+//! What a TPU VM should be, validated before anything is created.
+//!
+//! A [`VmRequest`] is what the user typed, every field optional; its
+//! [`VmRequest::validate`] is the cost guard: no project, zone or accelerator
+//! type is ever defaulted or guessed, because each of them decides what is
+//! billed. The result, a [`VmSpec`], is stored with the VM so that a preempted
+//! VM can be recreated exactly as it was asked for.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::api::{NetworkConfig, Node, QueuedNodeSpec, QueuedResource, QueuedTpu, QueueingPolicy, SchedulingConfig, ServiceAccount, Spot};
+use super::error::{CloudError, Result};
+
+/// The label every VM we create carries, so leftovers can be found.
+pub const MANAGED_LABEL: (&str, &str) = ("managed-by", "emotionet");
+/// The image with Ubuntu 22.04 and nothing ML-specific: we bring libtpu ourselves.
+pub const DEFAULT_RUNTIME_VERSION: &str = "tpu-ubuntu2204-base";
+/// Scope a service account needs for the VM to reach Cloud Storage and friends.
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// A project and zone: `projects/{project}/locations/{zone}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub project: String,
+    pub zone: String,
+}
+
+impl Location {
+    pub fn new(project: &str, zone: &str) -> Result<Self> {
+        check_project(project)?;
+        check_zone(zone)?;
+        Ok(Location { project: project.to_string(), zone: zone.to_string() })
+    }
+
+    pub fn parent(&self) -> String {
+        format!("projects/{}/locations/{}", self.project, self.zone)
+    }
+
+    pub fn node_name(&self, node_id: &str) -> String {
+        format!("{}/nodes/{node_id}", self.parent())
+    }
+
+    pub fn queued_resource_name(&self, id: &str) -> String {
+        format!("{}/queuedResources/{id}", self.parent())
+    }
+}
+
+/// Which kind of capacity to pay for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capacity {
+    /// Full price; Google will not take it back.
+    OnDemand,
+    /// Spot: much cheaper, may be preempted at any time, no 24 h limit.
+    Spot,
+    /// The older interruptible kind: preemptible, at most 24 h.
+    Preemptible,
+}
+
+impl std::fmt::Display for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Capacity::OnDemand => "on-demand",
+            Capacity::Spot => "spot",
+            Capacity::Preemptible => "preemptible",
+        })
+    }
+}
+
+/// What the user asked for; nothing is defaulted that costs money.
+#[derive(Clone, Debug, Default)]
+pub struct VmRequest {
+    pub project: Option<String>,
+    pub zone: Option<String>,
+    pub accelerator_type: Option<String>,
+    pub node_id: String,
+    pub runtime_version: Option<String>,
+    pub capacity: Option<Capacity>,
+    /// Ask through the queued resources API instead of creating the node directly.
+    pub queued: bool,
+    /// Give up on a queued request not fulfilled within this many seconds.
+    pub queued_valid_for_secs: Option<u64>,
+    pub network: Option<String>,
+    pub subnetwork: Option<String>,
+    pub service_account: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// The text of a startup script (runs as root at every boot).
+    pub startup_script: Option<String>,
+    pub external_ips: bool,
+}
+
+/// A validated request: everything needed to create (and recreate) the VM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    pub project: String,
+    pub zone: String,
+    pub node_id: String,
+    pub accelerator_type: String,
+    pub runtime_version: String,
+    pub capacity: Capacity,
+    pub queued: bool,
+    #[serde(default)]
+    pub queued_valid_for_secs: Option<u64>,
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub subnetwork: Option<String>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub startup_script: Option<String>,
+    pub external_ips: bool,
+}
+
+impl VmRequest {
+    /// The cost guard, then every name checked against the API's rules.
+    pub fn validate(self) -> Result<VmSpec> {
+        let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        let mut missing = Vec::new();
+        if !given(&self.project) {
+            missing.push("--project");
+        }
+        if !given(&self.zone) {
+            missing.push("--zone");
+        }
+        if !given(&self.accelerator_type) {
+            missing.push("--accelerator-type");
+        }
+        if !missing.is_empty() {
+            return Err(CloudError::CostGuard { missing });
+        }
+        let project = self.project.unwrap_or_default().trim().to_string();
+        let zone = self.zone.unwrap_or_default().trim().to_string();
+        let accelerator_type = self.accelerator_type.unwrap_or_default().trim().to_string();
+        Location::new(&project, &zone)?;
+        check_node_id(&self.node_id)?;
+        check_accelerator_type(&accelerator_type)?;
+        let runtime_version = self.runtime_version.unwrap_or_else(|| DEFAULT_RUNTIME_VERSION.to_string());
+        check_simple("runtime version", &runtime_version)?;
+        let capacity = self.capacity.unwrap_or(Capacity::OnDemand);
+        if self.queued && capacity == Capacity::Preemptible {
+            return Err(CloudError::InvalidName {
+                what: "capacity",
+                value: capacity.to_string(),
+                rule: "queued resources take spot or on-demand capacity; use --spot (or neither) with --queued",
+            });
+        }
+        let mut labels = self.labels;
+        for (key, value) in &labels {
+            check_label(key, value)?;
+        }
+        labels.insert(MANAGED_LABEL.0.to_string(), MANAGED_LABEL.1.to_string());
+        Ok(VmSpec {
+            project,
+            zone,
+            node_id: self.node_id,
+            accelerator_type,
+            runtime_version,
+            capacity,
+            queued: self.queued,
+            queued_valid_for_secs: self.queued_valid_for_secs,
+            network: self.network,
+            subnetwork: self.subnetwork,
+            service_account: self.service_account,
+            labels,
+            startup_script: self.startup_script,
+            external_ips: self.external_ips,
+        })
+    }
+}
+
+impl VmSpec {
+    pub fn location(&self) -> Location {
+        Location { project: self.project.clone(), zone: self.zone.clone() }
+    }
+
+    pub fn node_name(&self) -> String {
+        self.location().node_name(&self.node_id)
+    }
+
+    /// The queued resource id we use: the node id, so the two are easy to pair.
+    pub fn queued_resource_name(&self) -> String {
+        self.location().queued_resource_name(&self.node_id)
+    }
+
+    /// The `Node` body of a create call.
+    pub fn to_node(&self) -> Node {
+        let mut metadata = BTreeMap::new();
+        if let Some(script) = &self.startup_script {
+            metadata.insert("startup-script".to_string(), script.clone());
+        }
+        // Inside a queued resource the tier says spot; the node must not repeat it.
+        let scheduling = match (self.capacity, self.queued) {
+            (Capacity::Spot, false) => Some(SchedulingConfig { spot: true, ..Default::default() }),
+            (Capacity::Preemptible, _) => Some(SchedulingConfig { preemptible: true, ..Default::default() }),
+            _ => None,
+        };
+        Node {
+            description: Some("emotionet campaign VM".to_string()),
+            accelerator_type: Some(self.accelerator_type.clone()),
+            runtime_version: Some(self.runtime_version.clone()),
+            network_config: Some(NetworkConfig {
+                network: self.network.clone(),
+                subnetwork: self.subnetwork.clone(),
+                enable_external_ips: self.external_ips,
+                can_ip_forward: false,
+            }),
+            service_account: self
+                .service_account
+                .as_ref()
+                .map(|email| ServiceAccount { email: Some(email.clone()), scope: vec![CLOUD_PLATFORM_SCOPE.to_string()] }),
+            scheduling_config: scheduling,
+            labels: self.labels.clone(),
+            metadata,
+            ..Default::default()
+        }
+    }
+
+    /// The `QueuedResource` body of a create call.
+    pub fn to_queued_resource(&self) -> QueuedResource {
+        QueuedResource {
+            tpu: Some(QueuedTpu {
+                node_spec: vec![QueuedNodeSpec { parent: self.location().parent(), node_id: Some(self.node_id.clone()), node: self.to_node() }],
+            }),
+            spot: (self.capacity == Capacity::Spot).then_some(Spot {}),
+            queueing_policy: self
+                .queued_valid_for_secs
+                .map(|s| QueueingPolicy { valid_until_duration: Some(format!("{s}s")), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+}
+
+fn is_lower_alnum_dash(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Node ids follow the Compute Engine rule (RFC 1035 labels).
+pub fn check_node_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && !id.ends_with('-')
+        && is_lower_alnum_dash(id);
+    if ok {
+        Ok(())
+    } else {
+        Err(CloudError::InvalidName {
+            what: "TPU VM name",
+            value: id.to_string(),
+            rule: "1-63 characters: lowercase letters, digits and '-', starting with a letter, not ending with '-'",
+        })
+    }
+}
+
+fn check_project(project: &str) -> Result<()> {
+    // Project ids are lowercase letters, digits and '-'; old domain-scoped ones
+    // look like `example.com:my-project`.
+    let ok = !project.is_empty()
+        && project.len() <= 100
+        && project.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(CloudError::InvalidName { what: "project id", value: project.to_string(), rule: "lowercase letters, digits and '-' (see `gcloud projects list`)" })
+    }
+}
+
+fn check_zone(zone: &str) -> Result<()> {
+    if !zone.is_empty() && zone.len() <= 63 && is_lower_alnum_dash(zone) && zone.contains('-') {
+        Ok(())
+    } else {
+        Err(CloudError::InvalidName { what: "zone", value: zone.to_string(), rule: "a zone such as europe-west4-a or us-central1-a" })
+    }
+}
+
+fn check_accelerator_type(kind: &str) -> Result<()> {
+    let ok = kind.starts_with('v') && kind.contains('-') && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CloudError::InvalidName { what: "accelerator type", value: kind.to_string(), rule: "a TPU type such as v3-8 (see `gcloud compute tpus accelerator-types list`)" })
+    }
+}
+
+fn check_simple(what: &'static str, value: &str) -> Result<()> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+        Ok(())
+    } else {
+        Err(CloudError::InvalidName { what, value: value.to_string(), rule: "letters, digits, '-', '.' and '_'" })
+    }
+}
+
+fn check_label(key: &str, value: &str) -> Result<()> {
+    let key_ok = !key.is_empty()
+        && key.len() <= 63
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let value_ok = value.len() <= 63 && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if key_ok && value_ok {
+        Ok(())
+    } else {
+        Err(CloudError::InvalidName {
+            what: "label",
+            value: format!("{key}={value}"),
+            rule: "keys start with a lowercase letter; keys and values use lowercase letters, digits, '-' and '_', at most 63 characters",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> VmRequest {
+        VmRequest {
+            project: Some("my-proj".into()),
+            zone: Some("europe-west4-a".into()),
+            accelerator_type: Some("v3-8".into()),
+            node_id: "emotionet-tpu".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_cost_guard_names_every_missing_flag() {
+        let err = VmRequest { node_id: "n".into(), ..Default::default() }.validate().unwrap_err();
+        assert!(matches!(&err, CloudError::CostGuard { missing } if missing == &["--project", "--zone", "--accelerator-type"]), "{err}");
+        let err = VmRequest { zone: Some("  ".into()), ..request() }.validate().unwrap_err();
+        assert!(err.to_string().contains("--zone"), "{err}");
+    }
+
+    #[test]
+    fn names_the_api_would_reject_are_caught_here() {
+        assert!(VmRequest { node_id: "Bad_Name".into(), ..request() }.validate().is_err());
+        assert!(VmRequest { zone: Some("europe west".into()), ..request() }.validate().is_err());
+        assert!(VmRequest { accelerator_type: Some("../v3-8".into()), ..request() }.validate().is_err());
+        let mut labels = BTreeMap::new();
+        labels.insert("Team".into(), "x".into());
+        assert!(VmRequest { labels, ..request() }.validate().is_err());
+    }
+
+    #[test]
+    fn spot_goes_in_the_node_or_in_the_queued_tier() {
+        let direct = VmRequest { capacity: Some(Capacity::Spot), ..request() }.validate().unwrap();
+        assert_eq!(direct.to_node().scheduling_config, Some(SchedulingConfig { spot: true, ..Default::default() }));
+        assert_eq!(direct.to_node().labels.get("managed-by").map(String::as_str), Some("emotionet"));
+        let queued = VmRequest { capacity: Some(Capacity::Spot), queued: true, ..request() }.validate().unwrap();
+        let qr = queued.to_queued_resource();
+        assert_eq!(qr.spot, Some(Spot {}));
+        assert_eq!(qr.tpu.as_ref().unwrap().node_spec[0].node.scheduling_config, None);
+        assert_eq!(qr.tpu.unwrap().node_spec[0].parent, "projects/my-proj/locations/europe-west4-a");
+    }
+}

@@ -1,0 +1,138 @@
+//! The local record of the TPU VMs we created: a small JSON file, so that
+//! `status`, `run`, `fetch` and `down` find them without the user repeating
+//! every flag, and a preempted VM can be recreated exactly as it was.
+//!
+//! Written atomically (temporary file, then rename): a crash leaves the old
+//! record or the new one, never half of one. It holds no secrets.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{CloudError, Result};
+use super::spec::VmSpec;
+
+const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRecord {
+    pub spec: VmSpec,
+    /// When `up` created it (Unix seconds, local clock).
+    pub created_unix: i64,
+    /// How many times it was recreated after a preemption.
+    #[serde(default)]
+    pub recreations: u32,
+}
+
+impl VmRecord {
+    pub fn node_id(&self) -> &str {
+        &self.spec.node_id
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    version: u32,
+    vms: Vec<VmRecord>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StateStore {
+    path: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StateStore { path: path.into() }
+    }
+
+    /// `$XDG_STATE_HOME/emotionet/cloud-vms.json`, else `~/.local/state/emotionet/cloud-vms.json`.
+    pub fn default_path() -> PathBuf {
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("emotionet").join("cloud-vms.json")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every recorded VM; none when the file does not exist yet.
+    pub fn load(&self) -> Result<Vec<VmRecord>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(format!("cannot read: {e}"))),
+        };
+        let file: StateFile = serde_json::from_str(&text).map_err(|e| self.error(format!("not a cloud state file ({e}); move it away to start afresh")))?;
+        if file.version != VERSION {
+            return Err(self.error(format!("version {} is not the {VERSION} this emotionet writes", file.version)));
+        }
+        Ok(file.vms)
+    }
+
+    fn save(&self, vms: Vec<VmRecord>) -> Result<()> {
+        let text = serde_json::to_string_pretty(&StateFile { version: VERSION, vms }).map_err(|e| self.error(e.to_string()))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| CloudError::io(dir, e))?;
+        }
+        let tmp = self.path.with_extension(format!("json.tmp.{}", std::process::id()));
+        std::fs::write(&tmp, text + "\n").map_err(|e| CloudError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| CloudError::io(&self.path, e))
+    }
+
+    /// Adds `record`, replacing one for the same project, zone and name.
+    pub fn upsert(&self, record: VmRecord) -> Result<()> {
+        let mut vms = self.load()?;
+        vms.retain(|r| !same_vm(&r.spec, &record.spec));
+        vms.push(record);
+        self.save(vms)
+    }
+
+    /// Forgets a VM; returns whether it was recorded.
+    pub fn remove(&self, spec: &VmSpec) -> Result<bool> {
+        let mut vms = self.load()?;
+        let before = vms.len();
+        vms.retain(|r| !same_vm(&r.spec, spec));
+        let removed = vms.len() != before;
+        if removed {
+            self.save(vms)?;
+        }
+        Ok(removed)
+    }
+
+    /// The VM called `name`, or the only one when no name is given.
+    pub fn find(&self, name: Option<&str>) -> Result<VmRecord> {
+        let vms = self.load()?;
+        let names = || vms.iter().map(|r| format!("{} ({})", r.spec.node_id, r.spec.zone)).collect::<Vec<_>>().join(", ");
+        match name {
+            Some(name) => {
+                let matching: Vec<&VmRecord> = vms.iter().filter(|r| r.spec.node_id == name).collect();
+                match matching.as_slice() {
+                    [one] => Ok((*one).clone()),
+                    [] if vms.is_empty() => Err(self.error(format!("no TPU VM named {name} was created from here; `emotionet cloud up` first"))),
+                    [] => Err(self.error(format!("no TPU VM named {name}; recorded: {}", names()))),
+                    _ => Err(self.error(format!("several TPU VMs are named {name} (in different zones or projects): {}", names()))),
+                }
+            }
+            None => match vms.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(self.error("no TPU VM was created from here; `emotionet cloud up` first".into())),
+                _ => Err(self.error(format!("several TPU VMs are recorded ({}); pick one with --name", names()))),
+            },
+        }
+    }
+
+    fn error(&self, message: String) -> CloudError {
+        CloudError::State { path: self.path.clone(), message }
+    }
+}
+
+fn same_vm(a: &VmSpec, b: &VmSpec) -> bool {
+    a.project == b.project && a.zone == b.zone && a.node_id == b.node_id
+}

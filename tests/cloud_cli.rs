@@ -1,0 +1,313 @@
+//! `emotionet cloud ...` through the real binary, against the fake API: the
+//! cost guard, the whole up/status/run/fetch/down cycle (once with a local
+//! stand-in VM, once through a stand-in `gcloud` that checks the ssh command
+//! lines), and tokens that stay out of the logs even at -vvv.
+
+mod cloud_fake;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cloud_fake::{FakeTpu, GOOD_TOKEN, temp_dir, write_script};
+
+struct Env<'a> {
+    fake: &'a FakeTpu,
+    dir: &'a Path,
+    token: &'a str,
+}
+
+impl Env<'_> {
+    fn emotionet(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_emotionet"))
+            .args(args)
+            .current_dir(self.dir.join("project"))
+            .env("EMOTIONET_TPU_API_URL", &self.fake.url)
+            .env("EMOTIONET_CLOUD_STATE", self.dir.join("state.json"))
+            .env("EMOTIONET_GCP_ACCESS_TOKEN", self.token)
+            // Never the real gcloud: a missing one, unless a test installs a stand-in.
+            .env("EMOTIONET_GCLOUD", self.dir.join("gcloud"))
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run emotionet");
+        eprintln!(
+            "$ emotionet {}\n--- status {:?}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn setup(dir: &Path) {
+    std::fs::create_dir_all(dir.join("project/experiments")).unwrap();
+    std::fs::write(dir.join("project/campaign.yaml"), "experiments: [experiments/paper-tpu.yaml]\n").unwrap();
+    std::fs::write(dir.join("project/experiments/paper-tpu.yaml"), "model: face\n").unwrap();
+}
+
+const UP: &[&str] = &["cloud", "up", "--project", "emotionet-test", "--zone", "europe-west4-a", "--accelerator-type", "v3-8", "--spot", "--poll-every", "0.05"];
+
+#[test]
+fn up_refuses_without_an_explicit_project_zone_and_accelerator_type() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("guard");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    for args in [
+        &["cloud", "up"][..],
+        &["cloud", "up", "--zone", "europe-west4-a", "--accelerator-type", "v3-8"],
+        &["cloud", "up", "--project", "p-1", "--zone", "europe-west4-a"],
+    ] {
+        let out = env.emotionet(args);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("refusing to create a TPU VM without an explicit"), "{stderr}");
+        assert!(stderr.contains("bills by the hour") && stderr.contains("nothing was created"), "{stderr}");
+    }
+    let stderr = text(&env.emotionet(&["cloud", "up", "--project", "p-1"]).stderr);
+    assert!(stderr.contains("--zone, --accelerator-type"), "{stderr}");
+    assert!(fake.requests().is_empty(), "the cost guard must stop before any request");
+    assert!(!dir.path().join("state.json").exists());
+}
+
+#[test]
+fn a_failed_up_leaves_no_record_and_never_claims_someone_elses_vm() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("failed-up");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    let recorded = || std::fs::read_to_string(dir.path().join("state.json")).unwrap_or_default();
+
+    fake.fail_next_operation(8, "There is no more capacity in the zone \"europe-west4-a\"");
+    let out = env.emotionet(UP);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no more capacity") && stderr.contains("nothing was left behind"), "{stderr}");
+    assert!(!recorded().contains("emotionet-tpu"), "{}", recorded());
+
+    fake.add_foreign_node("projects/emotionet-test/locations/europe-west4-a", "emotionet-tpu");
+    let out = env.emotionet(UP);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("HTTP 409") && stderr.contains("pick another --name"), "{stderr}");
+    assert!(!recorded().contains("emotionet-tpu"), "{}", recorded());
+    let down = env.emotionet(&["cloud", "down", "--name", "emotionet-tpu"]);
+    assert_eq!(down.status.code(), Some(1), "down must not find a VM we did not create");
+    assert_eq!(fake.node_state("emotionet-tpu").as_deref(), Some("READY"));
+}
+
+#[test]
+fn up_status_run_fetch_down_with_a_local_stand_in_vm() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("cli");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+
+    let out = env.emotionet(&[UP, &["--label", "team=faces"]].concat());
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("emotionet-tpu is READY"));
+    assert!(text(&out.stderr).contains("bills until `emotionet cloud down --name emotionet-tpu`"));
+    let create = fake.requests().into_iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(create.body["schedulingConfig"]["spot"], true);
+    assert_eq!(create.body["labels"], serde_json::json!({"managed-by": "emotionet", "team": "faces"}));
+
+    let status = text(&env.emotionet(&["cloud", "status"]).stdout);
+    assert!(status.contains("emotionet-tpu") && status.contains("READY") && status.contains("spot"), "{status}");
+    assert!(status.lines().nth(1).is_some_and(|l| l.contains('s')), "uptime from createTime: {status}");
+
+    let vm = dir.path().join("vm");
+    let run = env.emotionet(&[
+        "cloud",
+        "run",
+        "campaign.yaml",
+        "--ship",
+        "experiments",
+        "--via",
+        "local",
+        "--local-root",
+        vm.to_str().unwrap(),
+        "--out",
+        "../out",
+        "--setup",
+        "mkdir -p {deps} && touch {deps}/setup-ran",
+        "--command",
+        "{bin} devices --json --client-option cpu_device_count=8 > {out}/devices.json && cat {campaign}",
+        "--poll-every",
+        "0.05",
+        "--sync-every",
+        "0.1",
+    ]);
+    assert!(run.status.success());
+    assert!(text(&run.stdout).contains("[vm] experiments: [experiments/paper-tpu.yaml]"));
+    assert!(text(&run.stdout).contains("done: 1 start(s), 0 recreation(s)"));
+    assert!(text(&run.stderr).contains("still up and billing"));
+    let devices = std::fs::read_to_string(dir.path().join("out/devices.json")).unwrap();
+    assert!(devices.contains("CpuDevice(id=7)"), "{devices}");
+    assert!(vm.join("emotionet-cloud/deps/setup-ran").exists());
+
+    let fetched = env.emotionet(&["cloud", "fetch", "--via", "local", "--local-root", vm.to_str().unwrap(), "--out", "../fetched"]);
+    assert!(fetched.status.success());
+    assert!(dir.path().join("fetched/devices.json").is_file());
+
+    let down = env.emotionet(&["cloud", "down", "--poll-every", "0.05"]);
+    assert!(down.status.success());
+    assert!(text(&down.stdout).contains("emotionet-tpu deleted"));
+    assert!(text(&down.stderr).contains("emotionet cloud status --project emotionet-test --zone europe-west4-a"));
+    assert_eq!(fake.node_state("emotionet-tpu"), None);
+    let leftovers = text(&env.emotionet(&["cloud", "status", "--project", "emotionet-test", "--zone", "europe-west4-a"]).stdout);
+    assert!(leftovers.contains("all TPU VMs in europe-west4-a of emotionet-test: 0"), "{leftovers}");
+    assert!(leftovers.contains("queued resources in europe-west4-a: 0"), "{leftovers}");
+}
+
+/// A stand-in for gcloud: tokens, and `compute tpus tpu-vm ssh` run locally
+/// in a folder playing the VM's home. Every call is logged for the test.
+const FAKE_GCLOUD: &str = r#"#!/bin/bash
+echo "$*" >> "$(dirname "$0")/gcloud-calls.log"
+if [ "$1 $2" = "auth print-access-token" ]; then echo "$TOKEN_FOR_FAKE_GCLOUD"; exit 0; fi
+[ "$1 $2 $3 $4" = "compute tpus tpu-vm ssh" ] || { echo "unexpected: $*" >&2; exit 2; }
+for arg in "$@"; do
+  case "$arg" in --command=*) command="${arg#--command=}" ;; esac
+done
+mkdir -p "$FAKE_VM_HOME"
+# gcloud's own chatter, on stdout, as a transport might print it.
+echo "SSH: Attempting to connect to worker 0..."
+cd "$FAKE_VM_HOME" && HOME="$FAKE_VM_HOME" exec bash -c "$command"
+"#;
+
+#[test]
+fn run_through_gcloud_ssh_builds_the_documented_command_lines() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("gcloud-ssh");
+    setup(dir.path());
+    // The token comes from the stand-in gcloud this time (--auth gcloud).
+    install_fake_gcloud(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: "" };
+    let mut up = UP.to_vec();
+    up.extend(["--auth", "gcloud"]);
+    assert!(env.emotionet(&up).status.success());
+    let run = env.emotionet(&[
+        "cloud",
+        "run",
+        "campaign.yaml",
+        "--auth",
+        "gcloud",
+        "--ssh-arg=--tunnel-through-iap",
+        "--out",
+        "../out",
+        "--setup",
+        "true",
+        "--command",
+        "mkdir -p {out}/records && echo ok > {out}/records/run.json",
+        "--poll-every",
+        "0.05",
+    ]);
+    assert!(run.status.success());
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/records/run.json")).unwrap(), "ok\n");
+    let calls = std::fs::read_to_string(dir.path().join("gcloud-calls.log")).unwrap();
+    let ssh: Vec<&str> = calls.lines().filter(|l| l.starts_with("compute tpus tpu-vm ssh emotionet-tpu")).collect();
+    assert!(!ssh.is_empty(), "{calls}");
+    for line in &ssh {
+        assert!(line.contains("--project=emotionet-test --zone=europe-west4-a --worker="), "{line}");
+        assert!(line.contains("--quiet --tunnel-through-iap --command=bash -c "), "{line}");
+    }
+    assert!(ssh.iter().any(|l| l.contains("--worker=all") && l.contains("flock")), "the campaign runs on every worker: {calls}");
+    assert!(ssh.iter().any(|l| l.contains("--worker=0") && l.contains("tar -C")), "files go worker by worker: {calls}");
+    assert!(calls.lines().any(|l| l == "auth print-access-token"));
+    assert!(env.emotionet(&["cloud", "down", "--auth", "gcloud", "--poll-every", "0.05"]).status.success());
+}
+
+/// Writes the stand-in gcloud with the token it prints and the folder it
+/// treats as the VM's home written into it.
+fn install_fake_gcloud(dir: &Path) {
+    let script = FAKE_GCLOUD.replacen(
+        "#!/bin/bash\n",
+        &format!("#!/bin/bash\nTOKEN_FOR_FAKE_GCLOUD={GOOD_TOKEN}\nFAKE_VM_HOME={}\n", dir.join("vm").display()),
+        1,
+    );
+    write_script(&dir.join("gcloud"), &script);
+}
+
+#[test]
+fn tokens_never_reach_the_logs_or_the_errors() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("secrets");
+    setup(dir.path());
+
+    // A good token, and retries (warnings) on the way, at the noisiest log level.
+    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    fake.fail_next(503, 1, None);
+    let out = env.emotionet(&[&["-vvv"], UP].concat());
+    assert!(out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("attempt 1 of 6"), "the retry is logged: {stderr}");
+    assert!(stderr.contains("DEBUG") || stderr.contains("TRACE"), "verbose logging was on: {stderr}");
+    assert!(!stderr.contains(GOOD_TOKEN) && !text(&out.stdout).contains(GOOD_TOKEN), "token in the output");
+    let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    assert!(!state.contains(GOOD_TOKEN), "token in the state file");
+
+    // A refused token: exit 1, what to do, and still no token.
+    let secret = "ya29.expired-SECRET-do-not-print";
+    let bad = Env { fake: &fake, dir: dir.path(), token: secret };
+    let out = bad.emotionet(&["-vvv", "cloud", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("HTTP 401") && stderr.contains("EMOTIONET_GCP_ACCESS_TOKEN"), "{stderr}");
+    assert!(stderr.contains("gcloud auth login") && stderr.contains("expire"), "{stderr}");
+    assert!(!stderr.contains(secret) && !text(&out.stdout).contains(secret), "token in the output: {stderr}");
+}
+
+/// Every `emotionet cloud SUB --flag` written in deploy/README.md is a flag
+/// that SUB accepts; the startup script parses; the campaign example is YAML.
+#[test]
+fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let readme = std::fs::read_to_string(deploy.join("README.md")).unwrap();
+    let joined = readme.replace("\\\n", " ");
+    let mut checked = 0;
+    for line in joined.lines() {
+        let Some(at) = line.find("emotionet cloud ") else { continue };
+        // A quoted template is the VM's command line, not ours.
+        let unquoted: String = line[at..].split('\'').step_by(2).collect::<Vec<_>>().join(" ");
+        let words: Vec<&str> = unquoted.split_whitespace().collect();
+        let Some(sub) = words.get(2).map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric())) else { continue };
+        if !["up", "status", "run", "fetch", "down"].contains(&sub) {
+            continue;
+        }
+        let help = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(["cloud", sub, "--help"]).output().unwrap();
+        let help = text(&help.stdout);
+        for flag in words.iter().filter(|w| w.starts_with("--")) {
+            let flag = flag.split('=').next().unwrap().trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+            assert!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")), "`emotionet cloud {sub}` has no {flag} (README line: {line})");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} flags found in the guide's commands");
+    // Flags named in the prose (`--flag ...`) exist on some cloud subcommand.
+    let all_help: String = [&["cloud", "up"][..], &["cloud", "status"], &["cloud", "run"], &["cloud", "fetch"], &["cloud", "down"], &[]]
+        .iter()
+        .map(|args| text(&Command::new(env!("CARGO_BIN_EXE_emotionet")).args(*args).arg("--help").output().unwrap().stdout))
+        .collect();
+    const GCLOUD_FLAGS: &[&str] = &["--worker", "--quiet", "--tunnel-through-iap", "--force"];
+    for span in readme.split('`').skip(1).step_by(2).filter(|s| s.starts_with("--")) {
+        let flag = span.split([' ', '=']).next().unwrap();
+        if GCLOUD_FLAGS.contains(&flag) {
+            continue;
+        }
+        assert!(all_help.contains(&format!("{flag} ")) || all_help.contains(&format!("{flag}\n")), "no subcommand has {flag} (README: `{span}`)");
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} flags checked");
+    for price in ["$8.00 / hour", "$2.04 / hour", "skypilot-catalog", "prices change"] {
+        assert!(readme.to_lowercase().contains(&price.to_lowercase()), "the guide lost {price:?}");
+    }
+
+    let syntax = Command::new("bash").arg("-n").arg(deploy.join("tpu-startup.sh")).status().unwrap();
+    assert!(syntax.success());
+    let campaign: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(deploy.join("tpu-campaign.yaml")).unwrap()).unwrap();
+    assert_eq!(campaign["experiments"][0].as_str(), Some("experiments/paper-tpu.yaml"));
+}

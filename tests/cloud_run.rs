@@ -1,0 +1,299 @@
+//! `run` end to end against the fake API, with a local folder standing in
+//! for the TPU VM (the same code path as the real VM: only the transport
+//! differs). The fake empties that folder whenever it creates a node, as a
+//! new VM has a fresh disk, so whatever the campaign finds after a
+//! recreation came through the local copy of its output.
+
+mod cloud_fake;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cloud_fake::{FakeTpu, temp_dir, write_script};
+use emotionet::cloud::{
+    AuthConfig, AuthMode, CampaignPlan, Capacity, ClientConfig, CloudError, CloudEvent, LocalHost, NodeState, RetryPolicy, TokenProvider,
+    TpuClient, VmManager, VmRecord, VmRequest, WaitOptions, fetch, run_campaign,
+};
+
+const WAIT: WaitOptions = WaitOptions { poll: Duration::from_millis(20), timeout: Duration::from_secs(10) };
+
+fn client(fake: &FakeTpu) -> TpuClient {
+    let auth = TokenProvider::new(AuthConfig { mode: AuthMode::Metadata, metadata_url: fake.url.clone(), ..AuthConfig::default() }).unwrap();
+    let retry = RetryPolicy { initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(50), ..RetryPolicy::default() };
+    TpuClient::new(ClientConfig { base_url: fake.url.clone(), retry, ..ClientConfig::default() }, auth).unwrap()
+}
+
+fn record(node_id: &str, capacity: Capacity) -> VmRecord {
+    let spec = VmRequest {
+        project: Some("emotionet-test".into()),
+        zone: Some("europe-west4-a".into()),
+        accelerator_type: Some("v3-8".into()),
+        node_id: node_id.into(),
+        capacity: Some(capacity),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    VmRecord { spec, created_unix: 0, recreations: 0 }
+}
+
+/// A project folder with a campaign file and an experiment it refers to.
+fn project(root: &Path) {
+    std::fs::create_dir_all(root.join("experiments")).unwrap();
+    std::fs::write(root.join("campaign.yaml"), "experiments: [experiments/paper-tpu.yaml]\n").unwrap();
+    std::fs::write(root.join("experiments/paper-tpu.yaml"), "model: face\n").unwrap();
+}
+
+/// A stand-in for libtpu's pip install: records that it ran, where the real one installs.
+const SETUP: &str = "mkdir -p {deps}/pjrt/libtpu && echo 'stand-in for: pip install libtpu==0.0.30' >> {deps}/pjrt/libtpu/installed.txt";
+
+fn plan(root: &Path, out: &Path) -> CampaignPlan {
+    let mut plan = CampaignPlan::new(root, "campaign.yaml", env!("CARGO_BIN_EXE_emotionet"), out);
+    plan.ship = vec![PathBuf::from("experiments")];
+    plan.setup_template = SETUP.into();
+    plan.poll_every = Duration::from_millis(100);
+    plan.sync_every = Duration::from_millis(200);
+    plan.step_timeout = Duration::from_secs(30);
+    plan
+}
+
+fn never() -> impl std::future::Future<Output = ()> + Send {
+    std::future::pending()
+}
+
+#[tokio::test]
+async fn up_run_fetch_down_with_the_real_binary_on_the_stand_in_vm() {
+    let fake = FakeTpu::start();
+    let client = client(&fake);
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("run");
+    let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
+    project(&root);
+    let mut record = record("tpu-run", Capacity::OnDemand);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+
+    // The campaign command here is the shipped binary's own `devices` on 8
+    // CPU devices (the orchestrator's `emotionet run` is not merged yet), plus
+    // proof that the campaign and experiment files arrived where it runs.
+    let mut plan = plan(&root, &out);
+    plan.command_template = "{bin} devices --json --client-option cpu_device_count=8 > {out}/devices.json && \
+                             cp {campaign} experiments/paper-tpu.yaml {out}/ && echo campaign done"
+        .into();
+    let host = LocalHost::new(&vm).unwrap();
+    let mut events = Vec::new();
+    let report = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(never()), &mut |e| events.push(e)).await.unwrap();
+    assert_eq!((report.attempts, report.recreations), (1, 0));
+    assert!(report.syncs >= 1);
+
+    let devices: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("devices.json")).unwrap()).unwrap();
+    assert_eq!(devices["platform"], "cpu");
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 8);
+    assert_eq!(std::fs::read_to_string(out.join("campaign.yaml")).unwrap(), "experiments: [experiments/paper-tpu.yaml]\n");
+    assert!(out.join("paper-tpu.yaml").is_file());
+    // On the "VM": the binary, the files, the setup's mark, the output.
+    assert!(vm.join("emotionet-cloud/bin/emotionet").is_file());
+    assert!(vm.join("emotionet-cloud/project/experiments/paper-tpu.yaml").is_file());
+    assert!(std::fs::read_to_string(vm.join("emotionet-cloud/deps/pjrt/libtpu/installed.txt")).unwrap().contains("libtpu==0.0.30"));
+    assert!(events.iter().any(|e| matches!(e, CloudEvent::CampaignOutput { line } if line == "campaign done")));
+    let log = std::fs::read_to_string(dir.path().join("out.cloud-log/attempt-1.log")).unwrap();
+    assert!(log.contains("campaign done"), "{log}");
+
+    // fetch brings the same output into a second folder.
+    let mut again = plan.clone();
+    again.local_out = dir.path().join("fetched");
+    fetch(&host, &again).await.unwrap();
+    assert_eq!(std::fs::read(again.local_out.join("devices.json")).unwrap(), std::fs::read(out.join("devices.json")).unwrap());
+
+    assert!(vms.delete(&record.spec, &mut |_| {}).await.unwrap());
+    assert!(vms.get(&record.spec).await.unwrap_err().is_not_found());
+}
+
+/// A campaign that resumes from its output folder, as the orchestrator will:
+/// it checkpoints after every step (write, then rename) and on start
+/// continues after the last checkpoint; `starts` records where each start began.
+const RESUMABLE: &str = r#"#!/bin/bash
+set -eu
+out=$1; steps=$2
+mkdir -p "$out"
+done=0
+if [ -f "$out/checkpoint" ]; then done=$(cat "$out/checkpoint"); fi
+echo "start after $done" >> "$out/starts"
+for i in $(seq $((done + 1)) "$steps"); do
+  sleep 0.15
+  echo "$i" >> "$out/steps"
+  echo "$i" > "$out/checkpoint.tmp" && mv "$out/checkpoint.tmp" "$out/checkpoint"
+  echo "step $i of $steps"
+done
+"#;
+
+fn checkpoint(out: &Path) -> u32 {
+    std::fs::read_to_string(out.join("checkpoint")).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_preempted_spot_vm_is_recreated_and_the_campaign_resumes_from_the_synced_state() {
+    let fake = FakeTpu::start();
+    let client = client(&fake);
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("preempt");
+    let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
+    project(&root);
+    write_script(&root.join("campaign.sh"), RESUMABLE);
+    fake.set_vm_disk(&vm);
+    let mut record = record("tpu-spot", Capacity::Spot);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+
+    let mut plan = plan(&root, &out);
+    plan.ship.push(PathBuf::from("campaign.sh"));
+    plan.command_template = "./campaign.sh {out} 16".into();
+    let host = LocalHost::new(&vm).unwrap();
+    let mut events = Vec::new();
+    let mut preempted_at = 0;
+    // Preempt the VM once the local copy holds a checkpoint past step 3.
+    let preempter = async {
+        while checkpoint(&out) < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        preempted_at = checkpoint(&out);
+        fake.preempt("tpu-spot");
+    };
+    let mut on_event = |e| events.push(e);
+    let interrupt = std::pin::pin!(never());
+    let campaign = run_campaign(&vms, &mut record, &host, &plan, interrupt, &mut on_event);
+    let (report, ()) = tokio::join!(campaign, preempter);
+    let report = report.unwrap();
+    for event in &events {
+        eprintln!("{event}");
+    }
+
+    assert_eq!((report.attempts, report.recreations), (2, 1), "{events:#?}");
+    assert_eq!(record.recreations, 1);
+    assert_eq!(fake.creations(), 2, "created once, recreated once");
+    assert_eq!(fake.count("DELETE", "/nodes/tpu-spot"), 1, "the preempted VM was deleted first");
+    assert_eq!(fake.node_state("tpu-spot").as_deref(), Some("READY"));
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            CloudEvent::Preempted { state, .. } => Some(if *state == NodeState::Preempted { "preempted" } else { "other" }),
+            CloudEvent::Recreating { .. } => Some("recreating"),
+            CloudEvent::Restored { .. } => Some("restored"),
+            CloudEvent::Finished { .. } => Some("finished"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["preempted", "recreating", "restored", "finished"]);
+
+    // The second start resumed from what the local copy held, not from zero.
+    let starts = std::fs::read_to_string(out.join("starts")).unwrap();
+    eprintln!("starts:\n{starts}preempted once the local copy held checkpoint {preempted_at}");
+    let resumed: Vec<u32> = starts.lines().map(|l| l.trim_start_matches("start after ").parse().unwrap()).collect();
+    assert_eq!(resumed.len(), 2, "{starts}");
+    assert_eq!(resumed[0], 0);
+    assert!(resumed[1] >= preempted_at && resumed[1] >= 3, "resumed after {} but {preempted_at} had reached the local copy", resumed[1]);
+    assert_eq!(checkpoint(&out), 16);
+    // Every step is in the log; the only repeats are work done after the last sync.
+    let steps: Vec<u32> = std::fs::read_to_string(out.join("steps")).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(steps.last(), Some(&16));
+    for step in 1..=16 {
+        assert!(steps.contains(&step), "step {step} missing from {steps:?}");
+    }
+    // The VM's disk was new: the state it resumed from came from the local copy.
+    assert_eq!(std::fs::read_to_string(vm.join("emotionet-cloud/out/starts")).unwrap(), starts);
+}
+
+#[tokio::test]
+async fn a_campaign_failing_on_a_healthy_vm_is_reported_not_retried() {
+    let fake = FakeTpu::start();
+    let client = client(&fake);
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("fail");
+    let (root, out) = (dir.path().join("project"), dir.path().join("out"));
+    project(&root);
+    let mut record = record("tpu-fail", Capacity::Spot);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+    let mut plan = plan(&root, &out);
+    plan.command_template = "echo 'experiments/paper-tpu.yaml: batch 0 is not allowed' >&2; exit 3".into();
+    let host = LocalHost::new(dir.path().join("vm")).unwrap();
+    let err = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(never()), &mut |_| {}).await.unwrap_err();
+    assert!(matches!(&err, CloudError::Remote { status, .. } if status.contains("3")), "{err:?}");
+    assert!(err.to_string().contains("batch 0 is not allowed"), "{err}");
+    assert_eq!((fake.creations(), record.recreations), (1, 0));
+
+    // A bad template is caught before anything is shipped.
+    plan.command_template = "{bin} run {campaing}".into();
+    let err = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(never()), &mut |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("unknown placeholder {campaing}"), "{err}");
+}
+
+#[tokio::test]
+async fn a_vm_preempted_while_it_is_being_set_up_is_recreated_too() {
+    let fake = FakeTpu::start();
+    let client = client(&fake);
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("preempt-setup");
+    let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
+    project(&root);
+    fake.set_vm_disk(&vm);
+    let mut record = record("tpu-setup", Capacity::Spot);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+
+    // The first setup asks to be preempted, then fails as a dying VM's ssh would.
+    let count = dir.path().join("setups");
+    let signal = dir.path().join("preempt-me");
+    let mut plan = plan(&root, &out);
+    plan.setup_template = format!(
+        "echo x >> {count}; if [ $(wc -l < {count}) -eq 1 ]; then touch {signal}; sleep 1; exit 255; fi",
+        count = count.display(),
+        signal = signal.display()
+    );
+    plan.command_template = "echo finished > {out}/result".into();
+    let host = LocalHost::new(&vm).unwrap();
+    let preempter = async {
+        while !signal.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fake.preempt("tpu-setup");
+    };
+    let mut on_event = |_| {};
+    let interrupt = std::pin::pin!(never());
+    let (report, ()) = tokio::join!(run_campaign(&vms, &mut record, &host, &plan, interrupt, &mut on_event), preempter);
+    let report = report.unwrap();
+    assert_eq!((report.attempts, report.recreations), (1, 1), "the campaign itself started once");
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+    assert_eq!(std::fs::read_to_string(out.join("result")).unwrap(), "finished\n");
+    assert_eq!(fake.creations(), 2);
+}
+
+#[tokio::test]
+async fn an_interrupt_stops_the_campaign_on_the_vm_and_keeps_its_output() {
+    let fake = FakeTpu::start();
+    let client = client(&fake);
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("interrupt");
+    let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
+    project(&root);
+    write_script(&root.join("campaign.sh"), RESUMABLE);
+    let mut record = record("tpu-ctrl-c", Capacity::OnDemand);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+    let mut plan = plan(&root, &out);
+    plan.ship.push(PathBuf::from("campaign.sh"));
+    plan.command_template = "./campaign.sh {out} 100".into();
+    plan.sync_every = Duration::from_secs(3600);
+    let host = LocalHost::new(&vm).unwrap();
+    let remote_checkpoint = vm.join("emotionet-cloud/out");
+    let ctrl_c = async {
+        while checkpoint(&remote_checkpoint) < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let err = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(ctrl_c), &mut |_| {}).await.unwrap_err();
+    assert!(matches!(err, CloudError::Interrupted { .. }), "{err:?}");
+    assert!(err.to_string().contains("emotionet cloud down"), "{err}");
+    // The output so far was copied on the way out, and nothing runs on any more.
+    let copied = checkpoint(&out);
+    assert!(copied >= 2, "{copied}");
+    let stopped_at = checkpoint(&remote_checkpoint);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(checkpoint(&remote_checkpoint), stopped_at, "the campaign kept running after the interrupt");
+    assert_eq!(fake.node_state("tpu-ctrl-c").as_deref(), Some("READY"), "an interrupt leaves the VM alone");
+}
