@@ -8,6 +8,7 @@
 //! - [`models`]: the face and emotion CNNs as programs, and their device sessions;
 //! - [`data`]: dataset loaders, the synthetic set, the prep cache and the input pipeline;
 //! - [`experiment`]: experiment files;
+//! - [`orchestrator`]: campaigns behind `emotionet run`;
 //! - [`train`]: the trainer, TensorBoard event files and checkpoints;
 //! - [`records`]: run records, training curves, hierarchy evaluations;
 //! - [`report`]: the Markdown + SVG report built from records;
@@ -29,6 +30,7 @@ pub mod experiment;
 pub mod fsutil;
 pub mod graph;
 pub mod models;
+pub mod orchestrator;
 pub mod records;
 pub mod report;
 pub mod rng;

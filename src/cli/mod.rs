@@ -14,6 +14,7 @@ mod cloud;
 mod devices;
 mod hlo;
 mod report;
+mod run;
 mod train;
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Train the models of an experiment file (checkpoints, TensorBoard, run record).
     Train(train::TrainArgs),
+    /// Run a campaign (experiments x backends x repeats), evaluate and report.
+    Run(run::RunArgs),
     /// Cloud TPU VMs: up, status, run a campaign, fetch its output, down.
     Cloud(Box<cloud::CloudArgs>),
 }
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Data(args) => data::run(args),
         Command::Report(args) => report::run(args),
         Command::Train(args) => train::run(args),
+        Command::Run(args) => run::run(args),
         Command::Cloud(args) => cloud::run(*args),
     };
     match result {
@@ -106,7 +110,7 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            if e.downcast_ref::<crate::train::Interrupted>().is_some() {
+            if e.chain().any(|c| c.downcast_ref::<crate::train::Interrupted>().is_some()) {
                 eprintln!("{e:#}");
                 return ExitCode::from(130);
             }

@@ -1,0 +1,68 @@
+//! `emotionet run`: a campaign (or one experiment file) from start to report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::orchestrator::{Plan, RunOptions, run_campaign};
+use crate::pjrt::Backend;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A campaign file, or an experiment file (run as a campaign of itself).
+    pub campaign: PathBuf,
+    /// Where runs, state and the report go (default: the campaign's `output`,
+    /// else the first experiment's).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Run everything on this backend instead of the campaign's backends.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// A PJRT plugin library for every run.
+    #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
+    pub plugin: Option<PathBuf>,
+    /// Plan only: print the runs and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let plan = Plan::load(&args.campaign, args.out.as_deref(), args.backend)?;
+    println!("campaign {}: {} runs -> {}", plan.name, plan.runs.len(), plan.output.display());
+    for key in &plan.runs {
+        println!("  {key}");
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    super::train::install_stop_handler(stop.clone());
+    let options = RunOptions {
+        exe: std::env::current_exe().context("locating the emotionet binary")?,
+        plugin: args.plugin.clone(),
+        progress: !args.quiet,
+        stop: stop.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
+    let summary = runtime.block_on(run_campaign(plan, options))?;
+    println!("finished: {}", summary.finished.len());
+    for (name, error) in &summary.failed {
+        println!("FAILED {name}: {error}");
+    }
+    if let Some(report) = &summary.report {
+        println!("report: {}", report.display());
+    }
+    if summary.interrupted {
+        return Err(crate::train::Interrupted { step: 0, total: 0, dir: args.out.unwrap_or_default() }).context("the campaign stopped on request; run the same command again to resume it");
+    }
+    if !summary.failed.is_empty() {
+        anyhow::bail!("{} run(s) failed; see their train.log (the campaign state is in campaign-state.json)", summary.failed.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,505 @@
+//! Executing a campaign: one run at a time per backend (the rest queued),
+//! every run a child `emotionet train` process so that a crash or a plugin
+//! abort takes down only that run; retries that resume from the last
+//! checkpoint; a state file in the output folder so a restarted campaign
+//! skips finished runs and resumes the others; Ctrl-C forwarded to the
+//! running trainers, which checkpoint and stop.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::campaign::{Plan, RunKey};
+use crate::pjrt::{self, Backend};
+use crate::records::{RunRecord, RunStatus, now_rfc3339};
+
+/// The exit code of a trainer that stopped on request (after checkpointing).
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Where a run or evaluation stands, as kept in `campaign-state.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Running,
+    Finished,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskState {
+    pub status: Status,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Seconds this task's attempts ran, all together.
+    #[serde(default)]
+    pub wall_s: f64,
+    pub dir: PathBuf,
+}
+
+/// The campaign's state file: `<output>/campaign-state.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CampaignState {
+    pub schema: u32,
+    pub campaign: String,
+    pub runs: BTreeMap<String, TaskState>,
+    pub evals: BTreeMap<String, TaskState>,
+}
+
+pub const STATE_FILE: &str = "campaign-state.json";
+
+impl CampaignState {
+    fn load(path: &Path) -> anyhow::Result<Option<CampaignState>> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is not a campaign state file; move it away to start afresh", path.display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self)?;
+        crate::fsutil::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// How `emotionet run` runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The `emotionet` binary for the child processes.
+    pub exe: PathBuf,
+    pub plugin: Option<PathBuf>,
+    pub progress: bool,
+    /// Set on Ctrl-C / SIGTERM.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a campaign ended with.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub finished: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub interrupted: bool,
+    pub report: Option<PathBuf>,
+}
+
+/// How a backend's runs are carried out.
+#[derive(Clone, Debug, PartialEq)]
+enum Route {
+    /// The plugin is on this machine.
+    Local,
+    /// Through `emotionet cloud run` on a Cloud TPU VM.
+    Cloud,
+}
+
+struct Shared {
+    state: Mutex<CampaignState>,
+    state_path: PathBuf,
+    children: Mutex<BTreeMap<String, u32>>,
+}
+
+impl Shared {
+    async fn update(&self, f: impl FnOnce(&mut CampaignState)) -> anyhow::Result<()> {
+        let mut state = self.state.lock().await;
+        f(&mut state);
+        state.save(&self.state_path)
+    }
+}
+
+/// Whether a run's record says it finished.
+fn finished_on_disk(dir: &Path) -> bool {
+    RunRecord::load(&dir.join(crate::records::RECORD_FILE)).is_ok_and(|r| r.status == RunStatus::Finished)
+}
+
+/// Runs the whole campaign.
+pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Summary> {
+    std::fs::create_dir_all(&plan.output).with_context(|| format!("creating {}", plan.output.display()))?;
+    let state_path = plan.output.join(STATE_FILE);
+    let mut state = CampaignState::load(&state_path)?.unwrap_or_default();
+    state.schema = 1;
+    state.campaign = plan.name.clone();
+
+    // Decide, before starting anything, how every backend is reached.
+    let mut routes: BTreeMap<Backend, Route> = BTreeMap::new();
+    for key in &plan.runs {
+        if routes.contains_key(&key.backend) {
+            continue;
+        }
+        let experiment = &plan.experiment(&key.experiment).expect("planned from its experiments").1;
+        let plugin = options.plugin.as_deref().or(experiment.backend.plugin.as_deref());
+        let route = match pjrt::resolve_plugin(key.backend, plugin) {
+            Ok(_) => Route::Local,
+            Err(_) if key.backend == Backend::Tpu && plan.campaign.cloud.is_some() => Route::Cloud,
+            Err(e) => bail!("{e}; a campaign can send TPU runs to a Cloud TPU VM with a `cloud:` section (see deploy/README.md)"),
+        };
+        routes.insert(key.backend, route);
+    }
+
+    for key in &plan.runs {
+        let dir = plan.run_dir(key);
+        let entry = state.runs.entry(key.to_string()).or_insert(TaskState { status: Status::Pending, attempts: 0, error: None, started_at: None, finished_at: None, wall_s: 0.0, dir: dir.clone() });
+        entry.dir = dir.clone();
+        if finished_on_disk(&dir) {
+            entry.status = Status::Finished;
+        } else if entry.status != Status::Failed || entry.attempts <= plan.campaign.retries {
+            // Unfinished (or failed with attempts left, or a new invocation):
+            // run it again; the trainer resumes from its last checkpoint.
+            entry.status = Status::Pending;
+            entry.attempts = entry.attempts.min(plan.campaign.retries);
+        }
+    }
+    state.save(&state_path)?;
+    let shared = Arc::new(Shared { state: Mutex::new(state), state_path, children: Mutex::new(BTreeMap::new()) });
+    let plan = Arc::new(plan);
+
+    // Ctrl-C: forward to the running trainers (they checkpoint and exit 130).
+    let forwarder = {
+        let shared = shared.clone();
+        let stop = options.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                if stop.load(Ordering::SeqCst) {
+                    for (name, pid) in shared.children.lock().await.iter() {
+                        tracing::info!("asking {name} (pid {pid}) to checkpoint and stop");
+                        let _ = tokio::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    let multi = indicatif::MultiProgress::with_draw_target(if options.progress { indicatif::ProgressDrawTarget::stderr() } else { indicatif::ProgressDrawTarget::hidden() });
+    let mut lanes = Vec::new();
+    for (backend, route) in &routes {
+        let keys: Vec<RunKey> = plan.runs.iter().filter(|k| k.backend == *backend).cloned().collect();
+        let (plan, options, shared, multi) = (plan.clone(), options.clone(), shared.clone(), multi.clone());
+        let route = route.clone();
+        lanes.push(tokio::spawn(async move {
+            match route {
+                Route::Local => run_lane(&plan, &options, &shared, &multi, keys).await,
+                Route::Cloud => run_cloud(&plan, &options, &shared, keys).await,
+            }
+        }));
+    }
+    for lane in lanes {
+        lane.await.context("a campaign lane panicked")??;
+    }
+
+    // The hierarchy evaluation, where both models of an experiment finished.
+    if plan.campaign.hierarchy_eval && !options.stop.load(Ordering::SeqCst) {
+        run_evals(&plan, &options, &shared, &routes).await?;
+    }
+    forwarder.abort();
+
+    let state = shared.state.lock().await.clone();
+    let finished: Vec<String> = state.runs.iter().filter(|(_, s)| s.status == Status::Finished).map(|(k, _)| k.clone()).collect();
+    let failed: Vec<(String, String)> = state
+        .runs
+        .iter()
+        .chain(state.evals.iter())
+        .filter(|(_, s)| s.status == Status::Failed)
+        .map(|(k, s)| (k.clone(), s.error.clone().unwrap_or_default()))
+        .collect();
+    let interrupted = options.stop.load(Ordering::SeqCst);
+    let mut report = None;
+    if plan.campaign.report && !interrupted && !finished.is_empty() {
+        let out = plan.output.join("report");
+        match crate::report::write_report(&plan.output, &out, crate::report::ReportOptions { skip_invalid: true }) {
+            Ok(_) => report = Some(out.join("report.md")),
+            Err(e) => tracing::warn!("the report could not be written: {e:#}"),
+        }
+    }
+    Ok(Summary { finished, failed, interrupted, report })
+}
+
+/// The runs of one local backend, one after the other.
+async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &indicatif::MultiProgress, keys: Vec<RunKey>) -> anyhow::Result<()> {
+    for key in keys {
+        let name = key.to_string();
+        loop {
+            if options.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let (status, attempts, dir) = {
+                let s = shared.state.lock().await;
+                let t = &s.runs[&name];
+                (t.status.clone(), t.attempts, t.dir.clone())
+            };
+            if status == Status::Finished || status == Status::Failed {
+                break;
+            }
+            let (path, experiment) = plan.experiment(&key.experiment).expect("planned from its experiments");
+            let total = experiment.training(key.model).map_or(0, |t| t.total_steps());
+            shared
+                .update(|s| {
+                    let t = s.runs.get_mut(&name).expect("present");
+                    t.status = Status::Running;
+                    t.attempts += 1;
+                    t.started_at.get_or_insert_with(now_rfc3339);
+                })
+                .await?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("train.log")).with_context(|| format!("opening {}/train.log", dir.display()))?;
+            let mut command = tokio::process::Command::new(&options.exe);
+            command
+                .arg("train")
+                .arg(path)
+                .args(["--model", key.model.as_str(), "--backend", &key.backend.to_string(), "--repeat", &key.repeat.to_string(), "--resume", "--quiet", "--out"])
+                .arg(&plan.output)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                // Its own process group: a terminal's Ctrl-C reaches only us,
+                // and we forward it once, so a trainer is never signalled twice.
+                .process_group(0);
+            if let Some(p) = &options.plugin {
+                command.env("EMOTIONET_PJRT_PLUGIN", p);
+            }
+            tracing::info!("{name}: attempt {}", attempts + 1);
+            let started = Instant::now();
+            let mut child = command.spawn().with_context(|| format!("starting {}", options.exe.display()))?;
+            if let Some(pid) = child.id() {
+                shared.children.lock().await.insert(name.clone(), pid);
+            }
+            let bar = multi.add(indicatif::ProgressBar::new(total));
+            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:<28} [{bar:30}] {pos}/{len} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "));
+            bar.set_prefix(name.clone());
+            let exit = loop {
+                tokio::select! {
+                    status = child.wait() => break status?,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if let Some((step, msg)) = latest_point(&dir) {
+                            bar.set_position(step);
+                            bar.set_message(msg);
+                        }
+                    }
+                }
+            };
+            shared.children.lock().await.remove(&name);
+            bar.finish_and_clear();
+            let wall = started.elapsed().as_secs_f64();
+            let code = exit.code();
+            let finished = finished_on_disk(&dir);
+            let retries = plan.campaign.retries;
+            shared
+                .update(|s| {
+                    let t = s.runs.get_mut(&name).expect("present");
+                    t.wall_s += wall;
+                    if finished {
+                        t.status = Status::Finished;
+                        t.error = None;
+                        t.finished_at = Some(now_rfc3339());
+                    } else if code == Some(EXIT_INTERRUPTED) || options.stop.load(Ordering::SeqCst) {
+                        t.status = Status::Pending;
+                        t.attempts -= 1; // a requested stop is not a failed attempt
+                    } else {
+                        let why = last_error(&dir.join("train.log")).unwrap_or_else(|| format!("exited with {exit}"));
+                        t.error = Some(why);
+                        t.status = if t.attempts > retries { Status::Failed } else { Status::Pending };
+                    }
+                })
+                .await?;
+            let now = shared.state.lock().await.runs[&name].clone();
+            match now.status {
+                Status::Finished => multi.println(format!("{name}: finished in {wall:.1} s"))?,
+                Status::Failed => multi.println(format!("{name}: FAILED after {} attempts: {}", now.attempts, now.error.unwrap_or_default()))?,
+                _ if !options.stop.load(Ordering::SeqCst) => multi.println(format!("{name}: attempt {} failed ({}); retrying from the last checkpoint", now.attempts, now.error.unwrap_or_default()))?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The newest step and a short message from a run's training curve.
+fn latest_point(dir: &Path) -> Option<(u64, String)> {
+    let text = std::fs::read_to_string(dir.join(crate::records::METRICS_FILE)).ok()?;
+    let line = text.lines().rev().find(|l| l.ends_with('}'))?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some((v["step"].as_u64()?, format!("{} loss {:.3} acc {:.3}", v["split"].as_str().unwrap_or(""), v["loss"].as_f64().unwrap_or(f64::NAN), v["accuracy"].as_f64().unwrap_or(f64::NAN))))
+}
+
+/// The last `error:` line of a log, for the state file and the summary.
+fn last_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().find(|l| l.starts_with("error:")).map(|l| l.trim_start_matches("error:").trim().to_string())
+}
+
+/// The TPU runs, delegated to a Cloud TPU VM through `emotionet cloud run`.
+async fn run_cloud(plan: &Plan, options: &RunOptions, shared: &Shared, keys: Vec<RunKey>) -> anyhow::Result<()> {
+    let cloud = plan.campaign.cloud.clone().unwrap_or_default();
+    let cwd = std::env::current_dir()?;
+    let local_out = plan.output.join("cloud-tpu");
+    std::fs::create_dir_all(&local_out)?;
+    // The sub-campaign and every experiment must sit inside the working
+    // folder: `cloud run` ships them with their relative paths.
+    let relative = |p: &Path| -> anyhow::Result<PathBuf> {
+        let abs = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+        let abs = std::fs::canonicalize(&abs).with_context(|| format!("resolving {}", abs.display()))?;
+        let root = std::fs::canonicalize(&cwd)?;
+        abs.strip_prefix(&root).map(Path::to_path_buf).map_err(|_| anyhow::anyhow!("{} is outside the working folder {}; `cloud run` ships only files inside it", abs.display(), root.display()))
+    };
+    let sub_path = local_out.join("tpu-campaign.yaml");
+    let sub_rel = relative(&local_out)?.join("tpu-campaign.yaml");
+    let depth = sub_rel.components().count() - 1;
+    let up = "../".repeat(depth);
+    let mut experiments: Vec<String> = Vec::new();
+    let mut ship: Vec<PathBuf> = Vec::new();
+    for key in &keys {
+        let (path, _) = plan.experiment(&key.experiment).expect("planned");
+        let rel = relative(path)?;
+        let entry = format!("{up}{}", rel.display());
+        if !experiments.contains(&entry) {
+            experiments.push(entry);
+            ship.push(rel);
+        }
+    }
+    let models: Vec<&str> = {
+        let mut m: Vec<&str> = keys.iter().map(|k| k.model.as_str()).collect();
+        m.sort();
+        m.dedup();
+        m
+    };
+    let sub = serde_json::json!({
+        "name": format!("{}-tpu", plan.name),
+        "experiments": experiments,
+        "backends": ["tpu"],
+        "repeats": plan.campaign.repeats,
+        "retries": plan.campaign.retries,
+        "models": models,
+        "hierarchy_eval": plan.campaign.hierarchy_eval,
+        "report": false,
+    });
+    crate::fsutil::write_atomic(&sub_path, serde_yaml::to_string(&sub)?.as_bytes())?;
+    let names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    shared
+        .update(|s| {
+            for n in &names {
+                let t = s.runs.get_mut(n).expect("present");
+                if t.status == Status::Pending {
+                    t.status = Status::Running;
+                    t.attempts += 1;
+                    t.started_at.get_or_insert_with(now_rfc3339);
+                }
+            }
+        })
+        .await?;
+    let mut command = tokio::process::Command::new(&options.exe);
+    command.arg("cloud");
+    if let Some(state) = &cloud.state {
+        command.arg("--state").arg(state);
+    }
+    command.arg("run").arg(&sub_rel).arg("--out").arg(&local_out);
+    for s in &ship {
+        command.arg("--ship").arg(s);
+    }
+    command.args(&cloud.args).stdin(Stdio::null()).process_group(0);
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(local_out.join("cloud.log"))?;
+    command.stdout(log.try_clone()?).stderr(log);
+    tracing::info!("sending {} TPU runs to the Cloud TPU VM (log: {}/cloud.log)", keys.len(), local_out.display());
+    let started = Instant::now();
+    let mut child = command.spawn().context("starting `emotionet cloud run`")?;
+    if let Some(pid) = child.id() {
+        shared.children.lock().await.insert("cloud".into(), pid);
+    }
+    let exit = child.wait().await?;
+    shared.children.lock().await.remove("cloud");
+    let wall = started.elapsed().as_secs_f64();
+    let error = last_error(&local_out.join("cloud.log")).unwrap_or_else(|| format!("`emotionet cloud run` exited with {exit}"));
+    shared
+        .update(|s| {
+            for key in &keys {
+                let dir = local_out.join(&key.experiment).join(key.model.as_str()).join(format!("{}-r{}", key.backend, key.repeat));
+                let t = s.runs.get_mut(&key.to_string()).expect("present");
+                t.dir = dir.clone();
+                t.wall_s += wall;
+                if finished_on_disk(&dir) {
+                    t.status = Status::Finished;
+                    t.finished_at = Some(now_rfc3339());
+                    t.error = None;
+                } else if options.stop.load(Ordering::SeqCst) {
+                    t.status = Status::Pending;
+                } else {
+                    t.status = Status::Failed;
+                    t.error = Some(error.clone());
+                }
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// `emotionet eval` for each (experiment, backend, repeat) whose two models
+/// finished locally (a delegated campaign evaluates on the VM).
+async fn run_evals(plan: &Plan, options: &RunOptions, shared: &Shared, routes: &BTreeMap<Backend, Route>) -> anyhow::Result<()> {
+    let mut groups: Vec<(String, Backend, u32)> = plan.runs.iter().map(|k| (k.experiment.clone(), k.backend, k.repeat)).collect();
+    groups.sort();
+    groups.dedup();
+    for (experiment, backend, repeat) in groups {
+        if routes.get(&backend) != Some(&Route::Local) {
+            continue;
+        }
+        let both_done = {
+            let s = shared.state.lock().await;
+            crate::models::ModelKind::ALL.iter().all(|m| {
+                let key = RunKey { experiment: experiment.clone(), model: *m, backend, repeat };
+                s.runs.get(&key.to_string()).is_some_and(|t| t.status == Status::Finished)
+            })
+        };
+        if !both_done {
+            continue;
+        }
+        let name = format!("{experiment}/hierarchy/{backend}/r{repeat}");
+        let dir = plan.output.join(&experiment).join("hierarchy").join(format!("{backend}-r{repeat}"));
+        if dir.join(crate::records::HIERARCHY_FILE).exists() {
+            shared.update(|s| {
+                s.evals.insert(name.clone(), TaskState { status: Status::Finished, attempts: 0, error: None, started_at: None, finished_at: None, wall_s: 0.0, dir: dir.clone() });
+            }).await?;
+            continue;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let (path, _) = plan.experiment(&experiment).expect("planned");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("eval.log"))?;
+        let started = Instant::now();
+        let mut command = tokio::process::Command::new(&options.exe);
+        command.arg("eval").arg(path).args(["--backend", &backend.to_string(), "--repeat", &repeat.to_string(), "--out"]).arg(&plan.output);
+        if let Some(p) = &options.plugin {
+            command.env("EMOTIONET_PJRT_PLUGIN", p);
+        }
+        let exit = command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).status().await.context("starting `emotionet eval`")?;
+        let ok = exit.success();
+        let error = if ok { None } else { Some(last_error(&dir.join("eval.log")).unwrap_or_else(|| format!("exited with {exit}"))) };
+        shared
+            .update(|s| {
+                s.evals.insert(
+                    name.clone(),
+                    TaskState {
+                        status: if ok { Status::Finished } else { Status::Failed },
+                        attempts: 1,
+                        error,
+                        started_at: None,
+                        finished_at: Some(now_rfc3339()),
+                        wall_s: started.elapsed().as_secs_f64(),
+                        dir: dir.clone(),
+                    },
+                );
+            })
+            .await?;
+    }
+    Ok(())
+}
