@@ -308,6 +308,9 @@ fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
 
     let syntax = Command::new("bash").arg("-n").arg(deploy.join("tpu-startup.sh")).status().unwrap();
     assert!(syntax.success());
-    let campaign: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(deploy.join("tpu-campaign.yaml")).unwrap()).unwrap();
-    assert_eq!(campaign["experiments"][0].as_str(), Some("experiments/paper-tpu.yaml"));
+    // The shipped campaign is one the orchestrator accepts, and it plans
+    // the paper's two TPU runs.
+    let plan = emotionet::orchestrator::Plan::load(&deploy.join("tpu-campaign.yaml"), None, None).unwrap();
+    assert_eq!(plan.runs.len(), 2);
+    assert!(plan.runs.iter().all(|r| r.backend == emotionet::pjrt::Backend::Tpu && r.experiment == "paper-tpu"));
 }

@@ -1,0 +1,137 @@
+//! `emotionet run` through the real binary: a campaign runs every run,
+//! keeps its state so a second invocation skips finished runs, retries and
+//! then reports a failing run without stopping the others, and stops
+//! cleanly on Ctrl-C, resuming afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn emotionet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_emotionet"))
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = emotionet().args(args).output().expect("run emotionet");
+    eprintln!("$ emotionet {}\n--- stdout\n{}--- stderr\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn tiny_experiment(dir: &Path, name: &str, steps: u32, source: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name: {name}\nseed: 3\ndata:\n  image_size: 24\n  cache_dir: {cache}\n  source: {source}\n\
+             models:\n  face: {{batch: 8, steps_per_epoch: {steps}, epochs: 2, optimizer: {{kind: adam}}, learning_rate: {{schedule: constant, value: 0.001}}, architecture: {{dense_units: 16}}}}\n\
+             logging: {{every_steps: 2, keep_checkpoints: 2}}\n",
+            cache = dir.join("cache").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+const SYNTH: &str = "{synthetic: {faces: 80, non_faces: 60, size: 48}}";
+
+fn state(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("campaign-state.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_campaign_runs_everything_then_skips_what_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_experiment(tmp.path(), "one", 3, SYNTH);
+    tiny_experiment(tmp.path(), "two", 2, SYNTH);
+    let campaign = tmp.path().join("campaign.yaml");
+    std::fs::write(&campaign, "experiments: [one.yaml, two.yaml]\nrepeats: 2\nhierarchy_eval: false\n").unwrap();
+    let out = tmp.path().join("out");
+    let o = run(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success());
+    let s = state(&out);
+    assert_eq!(s["runs"].as_object().unwrap().len(), 4, "2 experiments x 2 repeats x 1 model");
+    for (name, run) in s["runs"].as_object().unwrap() {
+        assert_eq!(run["status"], "finished", "{name}");
+        assert_eq!(run["attempts"], 1, "{name}");
+    }
+    for rel in ["one/face/cpu-r0/record.json", "one/face/cpu-r1/record.json", "two/face/cpu-r0/metrics.jsonl", "report/report.md"] {
+        assert!(out.join(rel).exists(), "{rel}");
+    }
+    let report = std::fs::read_to_string(out.join("report/report.md")).unwrap();
+    assert!(report.contains("one") && report.contains("two"));
+
+    // Again: nothing to do, nothing retrained.
+    let started = Instant::now();
+    let o = run(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success());
+    for (_, run) in state(&out)["runs"].as_object().unwrap() {
+        assert_eq!(run["attempts"], 1);
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn a_failing_run_is_retried_then_reported_while_the_others_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_experiment(tmp.path(), "good", 2, SYNTH);
+    tiny_experiment(tmp.path(), "bad", 2, "{real: {lfw: /no/such/lfw}}");
+    let campaign = tmp.path().join("campaign.yaml");
+    std::fs::write(&campaign, "experiments: [bad.yaml, good.yaml]\nretries: 2\nhierarchy_eval: false\n").unwrap();
+    let out = tmp.path().join("out");
+    let o = run(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("FAILED bad/face/cpu/r0") && stdout.contains("/no/such/lfw"), "{stdout}");
+    let s = state(&out);
+    assert_eq!(s["runs"]["bad/face/cpu/r0"]["status"], "failed");
+    assert_eq!(s["runs"]["bad/face/cpu/r0"]["attempts"], 3, "one attempt and two retries");
+    assert_eq!(s["runs"]["good/face/cpu/r0"]["status"], "finished");
+}
+
+#[test]
+fn ctrl_c_checkpoints_and_a_second_run_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tiny_experiment(tmp.path(), "long", 40, SYNTH);
+    std::fs::write(&exp, std::fs::read_to_string(&exp).unwrap().replace("keep_checkpoints: 2", "keep_checkpoints: 2, checkpoint_every_steps: 4")).unwrap();
+    let out = tmp.path().join("out");
+    let mut child = emotionet().args(["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let checkpoints = out.join("long/face/cpu-r0/checkpoints");
+    let start = Instant::now();
+    while std::fs::read_dir(&checkpoints).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    let o = child.wait_with_output().unwrap();
+    eprintln!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(130));
+    let s = state(&out);
+    assert_eq!(s["runs"]["long/face/cpu/r0"]["status"], "pending");
+    assert_eq!(s["runs"]["long/face/cpu/r0"]["attempts"], 0, "a requested stop is not a failed attempt");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("long/face/cpu-r0/record.json")).unwrap()).unwrap();
+    let stopped_at = record["steps_done"].as_u64().unwrap();
+    assert!(stopped_at < 80, "stopped before the end (step {stopped_at})");
+
+    let o = run(&["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success());
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("long/face/cpu-r0/record.json")).unwrap()).unwrap();
+    assert_eq!(record["status"]["state"], "finished");
+    assert_eq!(record["steps_done"], 80);
+    assert_eq!(record["resumes"], 1);
+}
+
+#[test]
+fn campaign_errors_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("c.yaml");
+    std::fs::write(&c, "experiments: [nope.yaml]\n").unwrap();
+    let o = run(&["run", c.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope.yaml"));
+    tiny_experiment(tmp.path(), "t", 2, SYNTH);
+    std::fs::write(&c, "experiments: [t.yaml]\nbackends: [tpu]\n").unwrap();
+    let o = run(&["run", c.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("libtpu==0.0.30") && stderr.contains("cloud:"), "no TPU plugin and no cloud section: {stderr}");
+}
