@@ -1,0 +1,85 @@
+//! One campaign, CPU and TPU: the CPU runs train here while the TPU runs go
+//! through `emotionet cloud run` to a VM (the fake Cloud TPU API on
+//! 127.0.0.1, and a local folder standing in for the VM through the same
+//! code path the real one uses). The TPU "plugin" on the stand-in VM is the
+//! CPU plugin, named explicitly, so the runs are real but small.
+
+mod cloud_fake;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cloud_fake::{FakeTpu, GOOD_TOKEN, temp_dir};
+
+fn emotionet(dir: &Path, fake: &FakeTpu, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_emotionet"))
+        .args(args)
+        .current_dir(dir.join("project"))
+        .env("EMOTIONET_TPU_API_URL", &fake.url)
+        .env("EMOTIONET_GCP_ACCESS_TOKEN", GOOD_TOKEN)
+        .env("EMOTIONET_GCLOUD", dir.join("no-gcloud"))
+        .env_remove("EMOTIONET_PJRT_PLUGIN")
+        .output()
+        .expect("run emotionet");
+    eprintln!("$ emotionet {}\n--- status {:?}\n--- stdout\n{}--- stderr\n{}", args.join(" "), out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("orchestrated");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("experiments")).unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::write(
+        project.join("experiments/tiny.yaml"),
+        format!(
+            "name: tiny\nseed: 2\ndata: {{image_size: 24, cache_dir: {}, source: {{synthetic: {{faces: 60, non_faces: 40, size: 48}}}}}}\n\
+             models:\n  face: {{batch: 8, steps_per_epoch: 3, epochs: 2, optimizer: {{kind: adam}}, learning_rate: {{schedule: constant, value: 0.001}}, architecture: {{dense_units: 16}}}}\n\
+             logging: {{every_steps: 1}}\n",
+            cache.display()
+        ),
+    )
+    .unwrap();
+    let cpu_plugin = emotionet::pjrt::resolve_plugin(emotionet::pjrt::Backend::Cpu, None).unwrap();
+    let vm = dir.path().join("vm");
+    let campaign = serde_json::json!({
+        "experiments": ["experiments/tiny.yaml"],
+        "backends": ["cpu", "tpu"],
+        "hierarchy_eval": false,
+        "cloud": {
+            "state": dir.path().join("cloud-state.json"),
+            "args": [
+                "--via", "local", "--local-root", vm.to_str().unwrap(),
+                "--setup", "mkdir -p {deps}",
+                "--command", format!("EMOTIONET_PJRT_PLUGIN={} EMOTIONET_DEPS={{deps}} {{bin}} run {{campaign}} --out {{out}} --backend tpu --quiet", cpu_plugin.display()),
+                "--poll-every", "0.05", "--sync-every", "0.2",
+            ],
+        },
+    });
+    std::fs::write(project.join("campaign.yaml"), serde_yaml::to_string(&campaign).unwrap()).unwrap();
+
+    let state = dir.path().join("cloud-state.json");
+    let up = emotionet(dir.path(), &fake, &["cloud", "--state", state.to_str().unwrap(), "up", "--project", "p-1", "--zone", "europe-west4-a", "--accelerator-type", "v3-8", "--poll-every", "0.05"]);
+    assert!(up.status.success());
+
+    let run = emotionet(dir.path(), &fake, &["run", "campaign.yaml", "--out", "out", "--quiet"]);
+    assert!(run.status.success());
+    let out = project.join("out");
+    let cpu: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("tiny/face/cpu-r0/record.json")).unwrap()).unwrap();
+    let tpu: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("cloud-tpu/tiny/face/tpu-r0/record.json")).unwrap()).unwrap();
+    assert_eq!(cpu["status"]["state"], "finished");
+    assert_eq!(tpu["status"]["state"], "finished");
+    assert_eq!(tpu["backend"], "tpu");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("campaign-state.json")).unwrap()).unwrap();
+    assert_eq!(state["runs"]["tiny/face/tpu/r0"]["status"], "finished");
+    let report = std::fs::read_to_string(out.join("report/report.md")).unwrap();
+    assert!(report.contains("cpu") && report.contains("tpu"), "the report compares both backends");
+    let down = emotionet(dir.path(), &fake, &["cloud", "--state", state_path(dir.path()).as_str(), "down", "--poll-every", "0.05"]);
+    assert!(down.status.success());
+}
+
+fn state_path(dir: &Path) -> String {
+    dir.join("cloud-state.json").display().to_string()
+}
