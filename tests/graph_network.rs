@@ -53,23 +53,6 @@ fn tiled_max_pool_matches_reduce_window_and_its_gradient_checks() {
 }
 
 #[test]
-fn im2col_convolution_equals_the_convolution_primitive() {
-    let mut rng = Rng::new(33);
-    for (cin, k) in [(1, 5), (3, 3)] {
-        let x = rng.tensor(&[2, 7, 6, cin]);
-        let w = rng.tensor(&[k, k, cin, 4]);
-        let mut g = Graph::new("im2col");
-        let px = g.parameter("x", DType::F64, x.dims()).unwrap();
-        let pw = g.parameter("w", DType::F64, w.dims()).unwrap();
-        let a = g.conv2d_same(px, pw, 1).unwrap();
-        let b = g.conv2d_same_im2col(px, pw).unwrap();
-        let out = run(&g, &[a, b], &[x.clone(), w.clone()]);
-        assert_close(&out[1].to_f64().unwrap(), &out[0].to_f64().unwrap(), 1e-12, "im2col vs conv");
-        check_vjp("im2col conv", &[x, w], 34, |g, p| g.conv2d_same_im2col(p[0], p[1]).unwrap());
-    }
-}
-
-#[test]
 fn cross_entropy_and_accuracy_values() {
     let logits = HostTensor::from_f32(&[3, 3], &[2.0, 1.0, 0.0, 0.0, 0.0, 5.0, 1.0, 1.0, 1.0]).unwrap();
     let labels = HostTensor::from_i32(&[3], &[0, 1, 0]).unwrap();

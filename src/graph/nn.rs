@@ -63,35 +63,6 @@ impl Graph {
         self.conv(x, w, spec)
     }
 
-    /// The same convolution as [`conv2d_same`](Self::conv2d_same) (stride
-    /// 1), written as a matrix product over image patches ("im2col"): the
-    /// `k*k` shifted copies of the padded input are concatenated along the
-    /// channels, `[n*h*w, k*k*c_in] @ [k*k*c_in, c_out]`. XLA:CPU runs this
-    /// faster than its convolution when `c_in` is tiny (the first layer sees
-    /// one grey channel), at the price of a `k*k`-times larger intermediate.
-    pub fn conv2d_same_im2col(&mut self, x: Tensor, w: Tensor) -> Result<Tensor> {
-        let (xd, wd) = (self.dims(x).to_vec(), self.dims(w).to_vec());
-        if xd.len() != 4 || wd.len() != 4 || wd[0] != wd[1] || wd[2] != xd[3] {
-            return shape_err("conv2d_same_im2col", &[self.shape(x), self.shape(w)], "expects NHWC input and a square HWIO kernel over its channels");
-        }
-        let (n, h, wi, c) = (xd[0], xd[1], xd[2], xd[3]);
-        let k = wd[0];
-        let (lo, hi) = ((k - 1) / 2, k - 1 - (k - 1) / 2);
-        let zero = self.scalar(0.0, self.dtype(x))?;
-        let padded = self.pad(x, zero, &[0, lo, lo, 0], &[0, hi, hi, 0], &[0, 0, 0, 0])?;
-        let mut shifted = Vec::with_capacity((k * k) as usize);
-        for dy in 0..k {
-            for dx in 0..k {
-                shifted.push(self.slice(padded, &[0, dy, dx, 0], &[n, dy + h, dx + wi, c], &[1, 1, 1, 1])?);
-            }
-        }
-        let patches = self.concatenate(&shifted, 3)?;
-        let rows = self.reshape(patches, &[n * h * wi, k * k * c])?;
-        let kernel = self.reshape(w, &[k * k * c, wd[3]])?;
-        let y = self.matmul(rows, kernel)?;
-        self.reshape(y, &[n, h, wi, wd[3]])
-    }
-
     /// conv (SAME) + bias + ReLU + max-pool `pool x pool` with stride `pool`.
     pub fn conv_block(&mut self, x: Tensor, w: Tensor, b: Tensor, pool: i64) -> Result<Tensor> {
         let y = self.scoped("conv", |g| {
