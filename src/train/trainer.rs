@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 
 use crate::data::{EvalBatches, PipelineConfig, PipelineState, PrepOptions, PreparedSet, TrainPipeline, prepare};
 use crate::experiment::{Experiment, ModelTraining};
-use crate::models::{ModelKind, SessionConfig, StepMetrics, TrainSession};
+use crate::models::{BatchUploader, DeviceBatch, ModelKind, SessionConfig, StepMetrics, TrainSession};
 use crate::pjrt::{self, Backend, Client, ClientOptions};
 use crate::records::{Confusion, ImageSize, MetricPoint, MetricsLog, Platform, RunConfig, RunPaths, RunRecord, RunStatus, Split, SplitMetrics, Timing, now_rfc3339};
 use crate::tensor::HostTensor;
@@ -210,11 +210,13 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
     let bar = progress_bar(options.progress, total, session.step(), kind);
     let uploader = session.uploader();
     let mut window: Vec<StepMetrics> = Vec::new();
+    let mut prefetched: Option<(DeviceBatch, PipelineState)> = None;
+    let mut trained_state = pipeline.state();
     let wall = |started: &Instant| earlier_wall_s + started.elapsed().as_secs_f64();
 
     while session.step() < total {
         if options.stop.load(Ordering::SeqCst) {
-            save_checkpoint(&checkpoints, &session, &pipeline, &hash, &step_times, compile_s, wall(&started), per_epoch)?;
+            save_checkpoint(&checkpoints, &session, &trained_state, &hash, &step_times, compile_s, wall(&started), per_epoch)?;
             record.steps_done = session.step();
             record.timing = Some(Timing::from_step_times(compile_s, &step_times, training.batch as u32, wall(&started)));
             record.save(&paths.record())?;
@@ -223,11 +225,21 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
             bar.abandon_with_message("stopped");
             return Err(Interrupted { step: session.step(), total, dir: checkpoints.dir().to_path_buf() }.into());
         }
-        let batch = pipeline.next_batch().context("reading the next training batch")?;
-        let device_batch = uploader.upload(&batch.images, &batch.labels)?;
+        let (device_batch, state_after) = match prefetched.take() {
+            Some(b) => b,
+            None => upload_next(&mut pipeline, &uploader)?,
+        };
+        // Checkpoints record the pipeline as of the batches trained on, not
+        // of the one prefetched beyond them.
+        trained_state = state_after;
         let lr = training.learning_rate.at(session.step(), total) as f32;
         let t = Instant::now();
         session.train_step_on(&device_batch, lr)?;
+        // On an asynchronous plugin the step is only enqueued: upload the
+        // next batch while the devices compute, then wait for the step.
+        if session.step() < total {
+            prefetched = Some(upload_next(&mut pipeline, &uploader)?);
+        }
         session.wait()?;
         step_times.push(t.elapsed().as_secs_f64());
         let step = session.step();
@@ -259,7 +271,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         }
         let checkpoint_due = if logging.checkpoint_every_steps > 0 { step % logging.checkpoint_every_steps == 0 } else { epoch_end };
         if checkpoint_due && step < total {
-            save_checkpoint(&checkpoints, &session, &pipeline, &hash, &step_times, compile_s, wall(&started), per_epoch)?;
+            save_checkpoint(&checkpoints, &session, &trained_state, &hash, &step_times, compile_s, wall(&started), per_epoch)?;
             record.steps_done = step;
             record.timing = Some(Timing::from_step_times(compile_s, &step_times, training.batch as u32, wall(&started)));
             record.save(&paths.record())?;
@@ -274,7 +286,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
     let point = MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: wall(&started), split: Split::Eval, loss, accuracy };
     metrics_log.append(&point)?;
     events.add_metric_point(&point, &[])?;
-    save_checkpoint(&checkpoints, &session, &pipeline, &hash, &step_times, compile_s, wall(&started), per_epoch)?;
+    save_checkpoint(&checkpoints, &session, &trained_state, &hash, &step_times, compile_s, wall(&started), per_epoch)?;
     bar.finish_with_message(format!("eval acc {accuracy:.3}"));
 
     record.final_eval = Some(SplitMetrics { step, loss, accuracy });
@@ -352,13 +364,13 @@ fn evaluate(session: &TrainSession, data: &PreparedSet, batch: usize, experiment
 }
 
 #[allow(clippy::too_many_arguments)]
-fn save_checkpoint(dir: &CheckpointDir, session: &TrainSession, pipeline: &TrainPipeline, hash: &str, step_times: &[f64], compile_s: f64, wall_s: f64, per_epoch: u64) -> anyhow::Result<()> {
+fn save_checkpoint(dir: &CheckpointDir, session: &TrainSession, pipeline: &PipelineState, hash: &str, step_times: &[f64], compile_s: f64, wall_s: f64, per_epoch: u64) -> anyhow::Result<()> {
     let mut tensors = session.params_to_host()?;
     tensors.extend(session.state_to_host()?);
     let step = session.step();
     let mut metadata = BTreeMap::new();
     metadata.insert(META_EPOCH.to_string(), step.div_ceil(per_epoch).to_string());
-    metadata.insert(META_INPUT_PIPELINE.to_string(), serde_json::to_string(&pipeline.state())?);
+    metadata.insert(META_INPUT_PIPELINE.to_string(), serde_json::to_string(pipeline)?);
     metadata.insert(META_EXPERIMENT_HASH.to_string(), hash.to_string());
     metadata.insert(META_STEP_TIMES.to_string(), serde_json::to_string(step_times)?);
     metadata.insert(META_COMPILE_S.to_string(), compile_s.to_string());
@@ -366,6 +378,13 @@ fn save_checkpoint(dir: &CheckpointDir, session: &TrainSession, pipeline: &Train
     let path = dir.save(&Checkpoint { step, tensors, metadata })?;
     tracing::debug!("checkpoint {}", path.display());
     Ok(())
+}
+
+/// Takes the next batch from the pipeline and uploads it; returns it with
+/// the pipeline's state after it.
+fn upload_next(pipeline: &mut TrainPipeline, uploader: &BatchUploader) -> anyhow::Result<(DeviceBatch, PipelineState)> {
+    let batch = pipeline.next_batch().context("reading the next training batch")?;
+    Ok((uploader.upload(&batch.images, &batch.labels)?, pipeline.state()))
 }
 
 /// The named tensors of a checkpoint, in `names` order.
