@@ -16,7 +16,7 @@
 //!   px), rotation (up to 5 + 25 d degrees), position and scale jitter,
 //!   occlusion (probability 0.35 d, on faces and scenes alike), lighting
 //!   gradient (up to 0.1 + 0.4 d) and contrast loss (up to 0.5 d), how faint
-//!   an expression may be (intensity drawn from [1 - 0.75 d, 1]), each
+//!   an expression may be (intensity drawn from [1 - 0.6 d, 1]), each
 //!   person's resting mouth and brow bias, how often a face sits on cluttered
 //!   scenery (0.5 + 0.4 d), and how often confusers get a mouth-like bar.
 //! - `confuser_fraction` (default 0.15): share of non-faces that are round
@@ -305,7 +305,7 @@ fn render(job: &Job, index: usize, config: &SynthConfig) -> Picture {
                 Some(c) => c.angle.yaw() + rng.range(-0.08, 0.08),
                 None => rng.range(-0.35, 0.35),
             };
-            let pose = Pose { expression, intensity: rng.range(1.0 - 0.75 * d, 1.0), yaw: yaw.clamp(-1.0, 1.0), open_smile: rng.chance(0.4) };
+            let pose = Pose { expression, intensity: rng.range(1.0 - 0.6 * d, 1.0), yaw: yaw.clamp(-1.0, 1.0), open_smile: rng.chance(0.4) };
             let minimum = w.min(h) as f32;
             let head = minimum * rng.range(0.36 - 0.1 * d, 0.42 + 0.04 * d);
             let jitter = minimum * (0.03 + 0.12 * d);
