@@ -54,8 +54,14 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// No augmentation, [0, 1] pixels, three batches of prefetch.
     pub fn new(batch_size: usize, seed: u64) -> PipelineConfig {
         PipelineConfig { batch_size, seed, augment: Augmentation::default(), normalize: Normalization::default(), prefetch: 3 }
+    }
+
+    /// Takes augmentation and normalization from an experiment's data section.
+    pub fn from_data_config(data: &super::config::DataConfig, batch_size: usize, seed: u64) -> PipelineConfig {
+        PipelineConfig { augment: data.augment, normalize: data.normalize, ..PipelineConfig::new(batch_size, seed) }
     }
 }
 
