@@ -211,3 +211,38 @@ fn unreadable_entries_are_skipped_not_fatal() {
     assert_eq!(catalog.samples.len(), 1);
     assert!(catalog.skipped.iter().any(|k| k.path.ends_with("Broken_Link") && k.reason.contains("cannot read")), "{:?}", catalog.skipped);
 }
+
+#[test]
+fn akdef_and_class_folder_datasets_load_with_expressions() {
+    let dir = tempfile::tempdir().unwrap();
+    let akdef = dir.path().join("AKDEF");
+    for (i, name) in ["FHAS.JPG", "MHAS.JPG", "FSAS.JPG", "MSAHL.JPG", "FNEFR.jpg", "FANS.JPG", "bogus.JPG"].iter().enumerate() {
+        data_support::write_jpeg(&akdef.join(name), 40, 54, i as u32);
+    }
+    let catalog = loaders::load_akdef(&akdef, &emotionet::data::Angle::ALL).unwrap();
+    assert_eq!(catalog.samples.len(), 6);
+    assert_eq!(catalog.skipped.len(), 1);
+    assert!(catalog.skipped[0].reason.contains("misnamed AKDEF"));
+    let ids: BTreeSet<&str> = catalog.samples.iter().map(|s| s.identity.as_str()).collect();
+    assert_eq!(ids, BTreeSet::from(["average-F", "average-M"]));
+    assert_eq!(catalog.samples.iter().filter(|s| s.expression == Some(Expression::Sad)).count(), 2);
+
+    let folders = dir.path().join("classes");
+    for (class, n) in [("happy", 4), ("SA", 4), ("neutral", 4), ("non_face", 5)] {
+        for i in 0..n {
+            data_support::write_jpeg(&folders.join(class).join(format!("person{i}_{:04}.jpg", i + 1)), 30, 30, i);
+        }
+    }
+    let config = DataConfig {
+        source: SourceConfig::Real(RealSources { folders: vec![folders.clone()], akdef: Some(akdef), ..Default::default() }),
+        image_size: 16,
+        cache_dir: dir.path().join("cache"),
+        ..DataConfig::default()
+    };
+    let set = prepare(&config, &PrepOptions::new(Task::Hierarchy { grouping: EmotionGrouping::HappySadNeither })).unwrap().set;
+    let labels: Vec<i32> = set.train.labels.iter().chain(&set.eval.labels).copied().collect();
+    let count = |l: i32| labels.iter().filter(|&&x| x == l).count();
+    // not_a_face 5; happy 4 + 2 AKDEF; sad 4 + 2; neither 4 + 2 (NE, AN).
+    assert_eq!((count(0), count(1), count(2), count(3)), (5, 6, 6, 6));
+    assert_eq!(set.report.skipped.len(), 1);
+}

@@ -101,3 +101,28 @@ fn a_state_from_another_pipeline_is_refused() {
     assert!(TrainPipeline::new(Arc::new(split(5, 4)), PipelineConfig::new(10, 1)).is_err(), "batch larger than the split");
     p.restore(state).unwrap();
 }
+
+#[test]
+fn class_balancing_oversamples_small_classes_and_resumes_exactly() {
+    // 30 of class 0, 6 of class 1, 4 of class 2.
+    let mut data = split(40, 4);
+    data.labels = (0..40).map(|i| if i < 30 { 0 } else if i < 36 { 1 } else { 2 }).collect();
+    let data = Arc::new(data);
+    let config = PipelineConfig { balance_classes: true, ..PipelineConfig::new(9, 4) };
+    let mut p = TrainPipeline::new(data.clone(), config).unwrap();
+    assert_eq!(p.steps_per_epoch(), 90 / 9);
+    let mut counts = [0usize; 3];
+    let batches = take(&mut p, 10);
+    for b in &batches {
+        for c in b.labels.bytes().chunks(4) {
+            counts[i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize] += 1;
+        }
+    }
+    assert_eq!(counts, [30, 30, 30]);
+    assert_eq!(p.state().epoch, 1);
+    let mut fresh = TrainPipeline::new(data.clone(), config).unwrap();
+    let state = { take(&mut fresh, 4); fresh.state() };
+    let mut resumed = TrainPipeline::new(data, config).unwrap();
+    resumed.restore(state).unwrap();
+    assert!(take(&mut resumed, 6) == batches[4..]);
+}

@@ -16,6 +16,8 @@ pub struct DataArgs {
     pub command: DataCommand,
 }
 
+// Parsed once per run, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Write the synthetic face/scene set as JPEGs in the LFW, KDEF and SUN397 layouts.

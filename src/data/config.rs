@@ -16,6 +16,7 @@
 //!   grouping: happy_sad_neither   # or joyful_not
 //!   cache_dir: data/cache
 //!   augment: { flip: false, max_shift_px: 0 }
+//!   balance_classes: false
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -245,6 +246,9 @@ pub struct DataConfig {
     pub augment: Augmentation,
     /// Default zero_one.
     pub normalize: Normalization,
+    /// Training batches oversample smaller classes so each epoch is
+    /// class-balanced (see `pipeline`). Default false.
+    pub balance_classes: bool,
     /// Use at most this many images of each dataset (a seeded, identity-aware
     /// pick); default: all.
     pub max_images_per_dataset: Option<usize>,
@@ -264,6 +268,7 @@ impl Default for DataConfig {
             cache_dir: PathBuf::from("data/cache"),
             augment: Augmentation::default(),
             normalize: Normalization::ZeroOne,
+            balance_classes: false,
             max_images_per_dataset: None,
             decode_limits: DecodeLimits::default(),
         }

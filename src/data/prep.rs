@@ -111,6 +111,12 @@ pub struct PreparedSet {
     pub report: PrepReport,
 }
 
+impl PreparedSet {
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+}
+
 /// Counts of one class.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassCount {

@@ -44,11 +44,11 @@ impl IdentityLook {
             eye_y: rng.range(-0.16, -0.04),
             eye_size: rng.range(0.85, 1.2),
             iris: rng.range(0.05, 0.35),
-            brow_thickness: rng.range(0.022, 0.045),
+            brow_thickness: rng.range(0.03, 0.05),
             brow_gap: rng.range(0.13, 0.19),
             nose_length: rng.range(0.22, 0.34),
             mouth_y: rng.range(0.42, 0.54),
-            mouth_width: rng.range(0.18, 0.28),
+            mouth_width: rng.range(0.22, 0.32),
             lip: rng.range(0.15, 0.4),
             mouth_bias: rng.normal() * (0.01 + 0.03 * difficulty),
             brow_bias: rng.normal() * (0.005 + 0.02 * difficulty),
@@ -92,9 +92,9 @@ fn shape_of(e: Expression) -> ExpressionShape {
     let base = ExpressionShape { corners: 0.0, middle: 0.0, width: 1.0, open: 0.0, brow_inner: 0.0, brow_outer: 0.0, eye_open: 1.0, asymmetry: 0.0 };
     match e {
         Expression::Neutral => base,
-        Expression::Happy => ExpressionShape { corners: -0.085, middle: 0.035, width: 1.15, brow_inner: -0.01, brow_outer: -0.015, eye_open: 0.75, ..base },
-        Expression::Sad => ExpressionShape { corners: 0.07, middle: -0.025, width: 0.95, brow_inner: -0.07, brow_outer: 0.025, eye_open: 0.85, ..base },
-        Expression::Angry => ExpressionShape { corners: 0.02, middle: 0.0, width: 0.85, brow_inner: 0.065, brow_outer: -0.02, eye_open: 0.8, ..base },
+        Expression::Happy => ExpressionShape { corners: -0.15, middle: 0.06, width: 1.15, brow_inner: -0.01, brow_outer: -0.015, eye_open: 0.75, ..base },
+        Expression::Sad => ExpressionShape { corners: 0.13, middle: -0.05, width: 0.95, brow_inner: -0.09, brow_outer: 0.03, eye_open: 0.85, ..base },
+        Expression::Angry => ExpressionShape { corners: 0.03, middle: 0.0, width: 0.85, brow_inner: 0.08, brow_outer: -0.025, eye_open: 0.8, ..base },
         Expression::Surprised => ExpressionShape { corners: 0.0, middle: 0.0, width: 0.55, open: 0.14, brow_inner: -0.08, brow_outer: -0.07, eye_open: 1.45, ..base },
         Expression::Afraid => ExpressionShape { corners: 0.03, middle: 0.0, width: 1.05, open: 0.06, brow_inner: -0.07, brow_outer: -0.02, eye_open: 1.3, ..base },
         Expression::Disgusted => ExpressionShape { corners: 0.03, middle: -0.02, width: 0.9, brow_inner: 0.04, brow_outer: 0.0, eye_open: 0.7, asymmetry: 0.05, ..base },
@@ -187,9 +187,9 @@ pub fn draw_face(canvas: &mut Canvas, frame: &Frame, look: &IdentityLook, pose: 
         for (a, b) in upper.iter().zip(&lower) {
             canvas.stroke(frame, &[*a, *b], 0.02, inside, 1.0);
         }
-        canvas.stroke(frame, &upper, 0.022, look.lip, 1.0);
-        canvas.stroke(frame, &lower, 0.026, look.lip, 1.0);
+        canvas.stroke(frame, &upper, 0.03, look.lip, 1.0);
+        canvas.stroke(frame, &lower, 0.035, look.lip, 1.0);
     } else {
-        canvas.stroke(frame, &bezier(left, control, right, 12), 0.028, look.lip, 1.0);
+        canvas.stroke(frame, &bezier(left, control, right, 12), 0.045, look.lip, 1.0);
     }
 }

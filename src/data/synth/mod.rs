@@ -13,12 +13,15 @@
 //! Difficulty knobs (all in [`SynthConfig`]):
 //! - `difficulty` (0 easy .. 1 hard, default 0.5) scales together: pixel
 //!   noise (std 0.02 + 0.08 d), blur (radius up to (0.5 + 2.5 d) px at 128
-//!   px), rotation (up to 5 + 25 d degrees), position and scale jitter,
-//!   occlusion (probability 0.35 d, on faces and scenes alike), lighting
+//!   px), rotation (up to 5 + 25 d degrees; KDEF-style studio pictures
+//!   2 + 6 d), position and scale jitter (small for KDEF-style pictures, which
+//!   like the real KDEF are centred on a plain backdrop), occlusion
+//!   (probability 0.35 d on LFW-style faces and scenes, 0.1 d on KDEF), lighting
 //!   gradient (up to 0.1 + 0.4 d) and contrast loss (up to 0.5 d), how faint
-//!   an expression may be (intensity drawn from [1 - 0.75 d, 1]), each
-//!   person's resting mouth and brow bias, how often a face sits on cluttered
-//!   scenery (0.5 + 0.4 d), and how often confusers get a mouth-like bar.
+//!   an expression may be (intensity drawn from [1 - 0.6 d, 1]), each
+//!   person's resting mouth and brow bias, how often an LFW-style face sits
+//!   on cluttered scenery (0.5 + 0.4 d), and how often confusers get a
+//!   mouth-like bar.
 //! - `confuser_fraction` (default 0.15): share of non-faces that are round
 //!   objects with two dark spots.
 //! - `size`: the pixel size; smaller images hide the brows and mouth detail.
@@ -286,8 +289,11 @@ fn render(job: &Job, index: usize, config: &SynthConfig) -> Picture {
             draw_scene(&mut canvas, kind, &mut rng, d);
         }
         (_, Some((identity, code))) => {
-            // The background: scenery (dimmed) or a studio backdrop.
-            if rng.chance(0.5 + 0.4 * d) {
+            // KDEF was shot in a studio: plain backdrop, centred, upright
+            // heads at one scale. LFW pictures are news photos: scenery,
+            // off-centre, tilted, at varied scales.
+            let studio = code.is_some();
+            if !studio && rng.chance(0.5 + 0.4 * d) {
                 let kind = *rng.pick(&[SceneKind::Texture, SceneKind::Gradient, SceneKind::Shapes, SceneKind::Clutter]);
                 draw_scene(&mut canvas, kind, &mut rng, d);
                 canvas.contrast(rng.range(0.4, 0.9), 0.0);
@@ -305,18 +311,23 @@ fn render(job: &Job, index: usize, config: &SynthConfig) -> Picture {
                 Some(c) => c.angle.yaw() + rng.range(-0.08, 0.08),
                 None => rng.range(-0.35, 0.35),
             };
-            let pose = Pose { expression, intensity: rng.range(1.0 - 0.75 * d, 1.0), yaw: yaw.clamp(-1.0, 1.0), open_smile: rng.chance(0.4) };
+            let pose = Pose { expression, intensity: rng.range(1.0 - 0.6 * d, 1.0), yaw: yaw.clamp(-1.0, 1.0), open_smile: rng.chance(0.5) };
             let minimum = w.min(h) as f32;
-            let head = minimum * rng.range(0.36 - 0.1 * d, 0.42 + 0.04 * d);
-            let jitter = minimum * (0.03 + 0.12 * d);
+            let (head, jitter, tilt) = if studio {
+                (minimum * rng.range(0.38 - 0.03 * d, 0.41 + 0.02 * d), minimum * (0.01 + 0.03 * d), 2.0 + 6.0 * d)
+            } else {
+                (minimum * rng.range(0.36 - 0.1 * d, 0.42 + 0.04 * d), minimum * (0.03 + 0.12 * d), 5.0 + 25.0 * d)
+            };
             let cx = w as f32 / 2.0 + rng.range(-jitter, jitter);
             let cy = h as f32 / 2.0 + rng.range(-jitter, jitter);
-            let frame = Frame::new(cx, cy, head, rng.range(-1.0, 1.0) * (5.0 + 25.0 * d).to_radians());
+            let frame = Frame::new(cx, cy, head, rng.range(-1.0, 1.0) * tilt.to_radians());
             draw_face(&mut canvas, &frame, &look, &pose);
         }
         (_, None) => {}
     }
-    finish(&mut canvas, &mut rng, d, config.size);
+    // Studio pictures are rarely occluded; news photos and scenes often are.
+    let occlusion = if matches!(job, Job::Kdef { .. }) { 0.1 * d } else { 0.35 * d };
+    finish(&mut canvas, &mut rng, d, occlusion, config.size);
     // Colour: real LFW, KDEF and most SUN pictures are RGB; some SUN ones
     // are greyscale. The tint is drawn the same way for faces and scenes so
     // it carries no label information.
@@ -331,8 +342,8 @@ fn render(job: &Job, index: usize, config: &SynthConfig) -> Picture {
 }
 
 /// Whole-picture effects shared by faces and scenes, so none is a label cue.
-fn finish(canvas: &mut Canvas, rng: &mut Rng, d: f32, size: u32) {
-    if rng.chance(0.35 * d) {
+fn finish(canvas: &mut Canvas, rng: &mut Rng, d: f32, occlusion: f32, size: u32) {
+    if rng.chance(occlusion) {
         // An occluder: a hand, a sign, a pole.
         let (w, h) = (canvas.width as f32, canvas.height as f32);
         let (cx, cy) = (rng.range(0.2, 0.8) * w, rng.range(0.2, 0.8) * h);

@@ -30,11 +30,11 @@ impl Frame {
         Frame { cx, cy, scale, sin, cos }
     }
 
-    pub fn to_canvas(&self, u: f32, v: f32) -> (f32, f32) {
+    pub fn to_canvas(self, u: f32, v: f32) -> (f32, f32) {
         (self.cx + self.scale * (self.cos * u - self.sin * v), self.cy + self.scale * (self.sin * u + self.cos * v))
     }
 
-    pub fn to_local(&self, x: f32, y: f32) -> (f32, f32) {
+    pub fn to_local(self, x: f32, y: f32) -> (f32, f32) {
         let (dx, dy) = ((x - self.cx) / self.scale, (y - self.cy) / self.scale);
         (self.cos * dx + self.sin * dy, -self.sin * dx + self.cos * dy)
     }
