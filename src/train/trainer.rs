@@ -162,7 +162,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         bail!("{} already holds a run; pass --resume to continue it or choose another --out", options.run_dir.display());
     }
 
-    let pipeline_config = PipelineConfig { augment: experiment.data.augment, normalize: experiment.data.normalize, ..PipelineConfig::new(training.batch as usize, experiment.seed) };
+    let pipeline_config = PipelineConfig::from_data_config(&experiment.data, training.batch as usize, experiment.seed);
     let train_split = Arc::new(data.train.clone());
     let mut pipeline = TrainPipeline::new(train_split, pipeline_config).context("starting the input pipeline")?;
 
