@@ -9,6 +9,7 @@
 //! - [`data`]: dataset loaders, the synthetic set, the prep cache and the input pipeline;
 //! - [`experiment`]: experiment files;
 //! - [`train`]: the trainer, TensorBoard event files and checkpoints;
+//! - [`hierarchy`]: the face filter + emotion model at inference: predict, and Table I;
 //! - [`records`]: run records, training curves, hierarchy evaluations;
 //! - [`report`]: the Markdown + SVG report built from records;
 //! - [`bench`]: the training-step benchmark;
@@ -28,6 +29,7 @@ pub mod data;
 pub mod experiment;
 pub mod fsutil;
 pub mod graph;
+pub mod hierarchy;
 pub mod models;
 pub mod records;
 pub mod report;
