@@ -12,7 +12,9 @@ mod bench;
 mod data;
 mod cloud;
 mod devices;
+mod eval;
 mod hlo;
+mod predict;
 mod report;
 mod train;
 
@@ -41,6 +43,10 @@ enum Command {
     Report(report::ReportArgs),
     /// Train the models of an experiment file (checkpoints, TensorBoard, run record).
     Train(train::TrainArgs),
+    /// Evaluate the trained hierarchy on the mixed eval set: Table I and confusion matrices (hierarchy.json).
+    Eval(eval::EvalArgs),
+    /// Face probability and, for a face, the emotion of image files, with the trained models.
+    Predict(predict::PredictArgs),
     /// Cloud TPU VMs: up, status, run a campaign, fetch its output, down.
     Cloud(Box<cloud::CloudArgs>),
 }
@@ -98,6 +104,8 @@ pub fn main() -> ExitCode {
         Command::Data(args) => data::run(args),
         Command::Report(args) => report::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Predict(args) => predict::run(args),
         Command::Cloud(args) => cloud::run(*args),
     };
     match result {
