@@ -66,8 +66,13 @@ build: setup
 test: build
 	$(CARGO) test --release --locked -- --test-threads=2
 
+## demo: the smoke campaign on the synthetic set (CPU): both models, the hierarchy eval, the report
 demo: build
 	$(BIN) devices
+	$(BIN) run experiments/smoke.yaml --out runs/demo
+	@echo
+	@echo "report: $(CURDIR)/runs/demo/report/report.md"
+	@echo "TensorBoard: tensorboard --logdir runs/demo"
 
 bench: build
 	$(BIN) bench

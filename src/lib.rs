@@ -10,6 +10,7 @@
 //! - [`experiment`]: experiment files;
 //! - [`orchestrator`]: campaigns behind `emotionet run`;
 //! - [`train`]: the trainer, TensorBoard event files and checkpoints;
+//! - [`hierarchy`]: the face filter + emotion model at inference: predict, and Table I;
 //! - [`records`]: run records, training curves, hierarchy evaluations;
 //! - [`report`]: the Markdown + SVG report built from records;
 //! - [`bench`]: the training-step benchmark;
@@ -29,6 +30,7 @@ pub mod data;
 pub mod experiment;
 pub mod fsutil;
 pub mod graph;
+pub mod hierarchy;
 pub mod models;
 pub mod orchestrator;
 pub mod records;

@@ -12,7 +12,9 @@ mod bench;
 mod data;
 mod cloud;
 mod devices;
+mod eval;
 mod hlo;
+mod predict;
 mod report;
 mod run;
 mod train;
@@ -44,6 +46,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Run a campaign (experiments x backends x repeats), evaluate and report.
     Run(run::RunArgs),
+    /// Evaluate the trained hierarchy on the mixed eval set: Table I and confusion matrices (hierarchy.json).
+    Eval(eval::EvalArgs),
+    /// Face probability and, for a face, the emotion of image files, with the trained models.
+    Predict(predict::PredictArgs),
     /// Cloud TPU VMs: up, status, run a campaign, fetch its output, down.
     Cloud(Box<cloud::CloudArgs>),
 }
@@ -102,6 +108,8 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Train(args) => train::run(args),
         Command::Run(args) => run::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Predict(args) => predict::run(args),
         Command::Cloud(args) => cloud::run(*args),
     };
     match result {

@@ -1,13 +1,16 @@
 //! The hierarchy's two CNNs: their architectures as configuration, their
-//! XLA programs (train / eval / predict), initialization, and a session that
-//! keeps a model's parameters on its devices while it trains.
+//! XLA programs (train / eval / predict), initialization, a session that
+//! keeps a model's parameters on its devices while it trains, and trained
+//! models loaded from checkpoints for inference.
 
 mod architecture;
+mod inference;
 mod init;
 mod programs;
 mod session;
 
 pub use architecture::{Architecture, Init, ModelKind, ParamSpec};
+pub use inference::{CheckpointSource, InferenceError, InferenceModel, InferenceOptions};
 pub use init::init_params;
 pub use programs::{BuiltProgram, ProgramSpec};
 pub use session::{BatchUploader, CompileTimes, DeviceBatch, EvalTotals, SessionConfig, SessionError, StepMetrics, TrainSession};

@@ -1,0 +1,247 @@
+//! `emotionet eval`: the hierarchy of an experiment's trained face and
+//! emotion models on the mixed eval set: the paper's Table I and the
+//! confusion matrices of its Figures 2-4, written as `hierarchy.json` where
+//! `emotionet report` finds it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use crate::data::{PrepOptions, prepare};
+use crate::experiment::Experiment;
+use crate::hierarchy::{self, DEFAULT_THRESHOLD, Hierarchy, HierarchyOutcome, PREDICTIONS_FILE, Predictions};
+use crate::models::{InferenceError, ModelKind};
+use crate::pjrt::Backend;
+use crate::records::{Confusion, HIERARCHY_FILE, HierarchyEval, RECORD_FILE, RunRecord, RunStatus};
+use crate::report::paper::PAPER_TABLE_I;
+use crate::train::checkpoint::META_EXPERIMENT_HASH;
+use crate::train::{default_run_dir, trainer};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The experiment file (YAML) whose face and emotion models to evaluate.
+    pub experiment: PathBuf,
+    /// Where to run the models (default: the experiment's backend).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// A PJRT plugin library to use.
+    #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
+    pub plugin: Option<PathBuf>,
+    /// Evaluate the runs trained on this backend (default: --backend).
+    #[arg(long, value_enum)]
+    pub trained_on: Option<Backend>,
+    /// Repeat index of the runs to evaluate.
+    #[arg(long, default_value_t = 0)]
+    pub repeat: u32,
+    /// Evaluate a fixed-size subset of the eval split (the paper used 100
+    /// images), drawn per class in proportion to the split and seeded.
+    #[arg(long)]
+    pub images: Option<usize>,
+    /// Seed of the --images subset (default: the experiment's seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// An image is a face when the face model gives it at least this probability.
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
+    pub threshold: f32,
+    /// Where the runs are, as for `emotionet train --out` (default: the
+    /// experiment's `output`); the evaluation is written beside them, to
+    /// `<out>/<name>/hierarchy/<backend>-r<repeat>[-n<images>]/hierarchy.json`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    // Stage 1: what the user wrote.
+    let mut experiment = Experiment::from_file(&args.experiment)?;
+    if let Some(out) = &args.out {
+        experiment.output = out.clone();
+    }
+    let threshold = hierarchy::check_threshold(args.threshold).context("--threshold")?;
+    if args.images == Some(0) {
+        anyhow::bail!("--images 0: ask for at least 1 image, or leave --images out to evaluate the whole eval split");
+    }
+    for kind in ModelKind::ALL {
+        experiment.training(kind).with_context(|| format!("{} has no `models.{kind}` section: the hierarchy needs both a face and an emotion model", args.experiment.display()))?;
+    }
+    let backend = args.backend.unwrap_or(experiment.backend.kind);
+    let trained_on = args.trained_on.unwrap_or(backend);
+    let face_dir = default_run_dir(&experiment, ModelKind::Face, trained_on, args.repeat);
+    let emotion_dir = default_run_dir(&experiment, ModelKind::Emotion, trained_on, args.repeat);
+    check_run_dirs(&face_dir, &emotion_dir)?;
+
+    // Stage 2: data, devices, models.
+    let prep = PrepOptions { task: hierarchy::task(&experiment), strict: false, progress: !args.quiet };
+    let set = prepare(&experiment.data, &prep).context("preparing the hierarchy task's data (faces with an expression + non-faces)")?.set;
+    let evaluated = match args.images {
+        Some(n) => hierarchy::subset(&set.eval, &hierarchy::select_subset(&set.eval.labels, n, args.seed.unwrap_or(experiment.seed))?),
+        None => set.eval.clone(),
+    };
+    let client = trainer::connect(&experiment, backend, args.plugin.as_deref())?;
+    let hierarchy = Hierarchy::load(&client, &experiment, &face_dir, &emotion_dir, evaluated.len(), threshold).context("loading the trained models")?;
+    warn_if_stale(&experiment, &hierarchy, &face_dir, &emotion_dir);
+
+    let outcome = hierarchy.evaluate(&evaluated, &set.class_names, experiment.data.normalize)?;
+    let dir = hierarchy::eval_dir(&experiment, trained_on, args.repeat, args.images);
+    let eval_id = format!("{}/{}", experiment.name, dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let record = outcome.to_record(
+        &eval_id,
+        &run_label(&face_dir, &hierarchy, ModelKind::Face),
+        &run_label(&emotion_dir, &hierarchy, ModelKind::Emotion),
+        &trained_on.to_string(),
+        &hierarchy::describe_set(&set, &evaluated, &experiment.data),
+    );
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(HIERARCHY_FILE);
+    record.save(&path).with_context(|| format!("writing {}", path.display()))?;
+    let predictions_path = dir.join(PREDICTIONS_FILE);
+    let checkpoint = |kind: ModelKind| {
+        let model = if kind == ModelKind::Face { hierarchy.face() } else { hierarchy.emotion() };
+        model.source().map(|s| s.path.display().to_string())
+    };
+    Predictions {
+        eval_id: &eval_id,
+        threshold,
+        class_names: &outcome.class_names,
+        face_checkpoint: checkpoint(ModelKind::Face),
+        emotion_checkpoint: checkpoint(ModelKind::Emotion),
+        images: &outcome.images,
+    }
+    .save(&predictions_path)?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json_summary(&record, &outcome, &path, &predictions_path))?);
+    } else {
+        print!("{}", text_summary(&record, &outcome, &path, &predictions_path));
+    }
+    Ok(())
+}
+
+/// Both run folders must exist before any data is prepared.
+fn check_run_dirs(face_dir: &Path, emotion_dir: &Path) -> anyhow::Result<()> {
+    for (kind, dir) in [(ModelKind::Face, face_dir), (ModelKind::Emotion, emotion_dir)] {
+        if !dir.is_dir() {
+            return Err(InferenceError::NoRunDir { kind, dir: dir.to_path_buf() }.into());
+        }
+    }
+    Ok(())
+}
+
+/// The run's id from its record (else its folder) and the checkpoint's step.
+fn run_label(dir: &Path, hierarchy: &Hierarchy, kind: ModelKind) -> String {
+    let id = RunRecord::load(&dir.join(RECORD_FILE)).map(|r| r.run_id).unwrap_or_else(|_| dir.display().to_string());
+    let model = if kind == ModelKind::Face { hierarchy.face() } else { hierarchy.emotion() };
+    match model.source() {
+        Some(s) => format!("{id} (step {})", s.step),
+        None => id,
+    }
+}
+
+/// Warns when a checkpoint was written under a different experiment file
+/// or its run did not finish: the evaluation is still made, as asked.
+fn warn_if_stale(experiment: &Experiment, hierarchy: &Hierarchy, face_dir: &Path, emotion_dir: &Path) {
+    for (kind, dir, model) in [(ModelKind::Face, face_dir, hierarchy.face()), (ModelKind::Emotion, emotion_dir, hierarchy.emotion())] {
+        if let Some(source) = model.source() {
+            let now = trainer::experiment_hash(experiment, kind);
+            if source.metadata.get(META_EXPERIMENT_HASH).is_some_and(|h| *h != now) {
+                eprintln!("warning: {} was written under a different version of the experiment file; evaluating it anyway", source.path.display());
+            }
+        }
+        match RunRecord::load(&dir.join(RECORD_FILE)) {
+            Ok(r) if r.status != RunStatus::Finished => eprintln!("warning: the {kind} run in {} has not finished ({:?}); evaluating its newest checkpoint", dir.display(), r.status),
+            _ => {}
+        }
+    }
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// A confusion matrix as a text table, rows truth, columns prediction.
+pub fn matrix_table(title: &str, c: &Confusion) -> String {
+    let mut s = String::new();
+    let first = c.labels.iter().map(String::len).max().unwrap_or(0).max("truth \\ predicted".len());
+    let width = c.labels.iter().map(String::len).max().unwrap_or(0).max(6);
+    let _ = writeln!(s, "{title} (rows: truth, columns: prediction)");
+    let _ = write!(s, "{:<first$}", "truth \\ predicted");
+    for l in &c.labels {
+        let _ = write!(s, "  {l:>width$}");
+    }
+    let _ = writeln!(s, "  {:>width$}", "total");
+    for (i, l) in c.labels.iter().enumerate() {
+        let _ = write!(s, "{l:<first$}");
+        for j in 0..c.size() {
+            let _ = write!(s, "  {:>width$}", c.cell(i, j));
+        }
+        let _ = writeln!(s, "  {:>width$}", c.truth_total(i));
+    }
+    s
+}
+
+fn text_summary(record: &HierarchyEval, outcome: &HierarchyOutcome, path: &Path, predictions: &Path) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Hierarchy evaluation {} (trained on {}), face threshold {}", record.eval_id, record.trained_on, outcome.threshold);
+    let _ = writeln!(s, "face model:    {}\nemotion model: {}\ndata: {}\n", record.face_run, record.emotion_run, record.dataset);
+    let _ = writeln!(s, "Table I");
+    let rows: Vec<(String, u64, u64, f64)> = vec![
+        (format!("paper: {}", PAPER_TABLE_I[0].system), PAPER_TABLE_I[0].correct, PAPER_TABLE_I[0].wrong, PAPER_TABLE_I[0].accuracy),
+        (format!("ours:  {}", record.table[0].system), record.table[0].correct, record.table[0].wrong, record.table[0].accuracy),
+        (format!("paper: {}", PAPER_TABLE_I[1].system), PAPER_TABLE_I[1].correct, PAPER_TABLE_I[1].wrong, PAPER_TABLE_I[1].accuracy),
+        (format!("ours:  {}", record.table[1].system), record.table[1].correct, record.table[1].wrong, record.table[1].accuracy),
+        (format!("paper: {}", PAPER_TABLE_I[2].system), PAPER_TABLE_I[2].correct, PAPER_TABLE_I[2].wrong, PAPER_TABLE_I[2].accuracy),
+    ];
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let _ = writeln!(s, "{:<w$}  {:>7}  {:>7}  {:>8}", "system", "correct", "wrong", "accuracy");
+    for (name, correct, wrong, accuracy) in &rows {
+        let _ = writeln!(s, "{name:<w$}  {correct:>7}  {wrong:>7}  {:>8}", pct(Some(*accuracy)));
+    }
+    let _ = writeln!(s, "(the paper's rows are on its 100-image validation set, as printed; its second row sums to 101)\n");
+    s.push_str(&matrix_table("Emotion model alone", &record.emotion_alone));
+    s.push('\n');
+    s.push_str(&matrix_table("Face filter + emotion model", &record.with_face_filter));
+    s.push('\n');
+    let w = record.class_names.iter().map(String::len).max().unwrap_or(0).max("class".len());
+    let _ = writeln!(s, "Per class\n{:<lead$}  {:<18}  with face filter", "", "alone", lead = w + 2 + 8);
+    let _ = writeln!(s, "{:<w$}  {:>8}  {:>9}  {:>7}  {:>9}  {:>7}", "class", "examples", "precision", "recall", "precision", "recall");
+    for (i, name) in record.class_names.iter().enumerate() {
+        let (a, f) = (&record.emotion_alone, &record.with_face_filter);
+        let _ = writeln!(s, "{name:<w$}  {:>8}  {:>9}  {:>7}  {:>9}  {:>7}", a.truth_total(i), pct(a.precision(i)), pct(a.recall(i)), pct(f.precision(i)), pct(f.recall(i)));
+    }
+    let _ = writeln!(s, "\nwrote {} and {}", path.display(), predictions.display());
+    s
+}
+
+fn json_summary(record: &HierarchyEval, outcome: &HierarchyOutcome, path: &Path, predictions: &Path) -> serde_json::Value {
+    let per_class: Vec<serde_json::Value> = record
+        .class_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let (a, f) = (&record.emotion_alone, &record.with_face_filter);
+            json!({
+                "class": name,
+                "examples": a.truth_total(i),
+                "emotion_alone": {"precision": a.precision(i), "recall": a.recall(i)},
+                "with_face_filter": {"precision": f.precision(i), "recall": f.recall(i)},
+            })
+        })
+        .collect();
+    let paper: Vec<serde_json::Value> = PAPER_TABLE_I.iter().map(|r| json!({"system": r.system, "correct": r.correct, "wrong": r.wrong, "accuracy": r.accuracy})).collect();
+    json!({
+        "hierarchy_json": path.display().to_string(),
+        "predictions_json": predictions.display().to_string(),
+        "threshold": outcome.threshold,
+        "evaluation": record,
+        "per_class": per_class,
+        "paper_table_i": paper,
+    })
+}
