@@ -12,7 +12,7 @@ use emotionet::tensor::{DType, HostTensor};
 #[test]
 fn two_conv_blocks_dense_and_cross_entropy_match_finite_differences() {
     let mut rng = Rng::new(77);
-    let shapes: [&[i64]; 7] = [&[2, 8, 8, 1], &[3, 3, 1, 2], &[2], &[3, 3, 2, 3], &[3], &[12, 4], &[4]];
+    let shapes: [&[i64]; 7] = [&[2, 8, 8, 1], &[3, 3, 1, 2], &[2], &[3, 3, 2, 3], &[3], &[4, 12], &[4]];
     let mut inputs: Vec<HostTensor> = shapes.iter().map(|d| rng.tensor(d)).collect();
     inputs.push(HostTensor::from_i32(&[2], &[3, 1]).unwrap());
     let grads = check_vjp("cnn", &inputs, 78, |g, p| {
@@ -158,9 +158,9 @@ fn golden_graph() -> (Graph, Vec<Tensor>) {
     let mut g = Graph::new("tiny_mlp_train_step");
     let x = g.parameter("images", DType::F32, &[4, 6]).unwrap();
     let y = g.parameter("labels", DType::I32, &[4]).unwrap();
-    let w1 = g.parameter("hidden.weight", DType::F32, &[6, 5]).unwrap();
+    let w1 = g.parameter("hidden.weight", DType::F32, &[5, 6]).unwrap();
     let b1 = g.parameter("hidden.bias", DType::F32, &[5]).unwrap();
-    let w2 = g.parameter("logits.weight", DType::F32, &[5, 3]).unwrap();
+    let w2 = g.parameter("logits.weight", DType::F32, &[3, 5]).unwrap();
     let b2 = g.parameter("logits.bias", DType::F32, &[3]).unwrap();
     let lr = g.parameter("lr", DType::F32, &[]).unwrap();
     let step = g.parameter("step", DType::I32, &[]).unwrap();
@@ -197,7 +197,7 @@ fn stablehlo_text_matches_the_golden_file() {
     // And the golden program really compiles and runs.
     let mut rng = Rng::new(5);
     let mut inputs = vec![HostTensor::from_f32(&[4, 6], &rng.vec(24).iter().map(|v| *v as f32).collect::<Vec<_>>()).unwrap(), HostTensor::from_i32(&[4], &[0, 1, 2, 1]).unwrap()];
-    for dims in [&[6i64, 5][..], &[5], &[5, 3], &[3]] {
+    for dims in [&[5i64, 6][..], &[5], &[3, 5], &[3]] {
         let n: i64 = dims.iter().product();
         inputs.push(HostTensor::from_f32(dims, &rng.vec(n as usize).iter().map(|v| *v as f32 * 0.5).collect::<Vec<_>>()).unwrap());
     }

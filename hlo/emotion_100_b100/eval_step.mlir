@@ -1,5 +1,5 @@
 module @emotion_eval_step_100x100_b100 attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
-  func.func public @main(%arg0: tensor<5x5x1x32xf32> loc("block1.conv.weight"), %arg1: tensor<32xf32> loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> loc("block2.conv.weight"), %arg3: tensor<64xf32> loc("block2.conv.bias"), %arg4: tensor<5x5x64x92xf32> loc("block3.conv.weight"), %arg5: tensor<92xf32> loc("block3.conv.bias"), %arg6: tensor<13248x1024xf32> loc("dense.weight"), %arg7: tensor<1024xf32> loc("dense.bias"), %arg8: tensor<1024x3xf32> loc("logits.weight"), %arg9: tensor<3xf32> loc("logits.bias"), %arg10: tensor<100x100x100x1xf32> loc("images"), %arg11: tensor<100xi32> loc("labels"), %arg12: tensor<100xf32> loc("weights")) -> (tensor<f32>, tensor<f32>, tensor<100x3xf32>) {
+  func.func public @main(%arg0: tensor<5x5x1x32xf32> loc("block1.conv.weight"), %arg1: tensor<32xf32> loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> loc("block2.conv.weight"), %arg3: tensor<64xf32> loc("block2.conv.bias"), %arg4: tensor<5x5x64x92xf32> loc("block3.conv.weight"), %arg5: tensor<92xf32> loc("block3.conv.bias"), %arg6: tensor<1024x13248xf32> loc("dense.weight"), %arg7: tensor<1024xf32> loc("dense.bias"), %arg8: tensor<3x1024xf32> loc("logits.weight"), %arg9: tensor<3xf32> loc("logits.bias"), %arg10: tensor<100x100x100x1xf32> loc("images"), %arg11: tensor<100xi32> loc("labels"), %arg12: tensor<100xf32> loc("weights")) -> (tensor<f32>, tensor<f32>, tensor<100x3xf32>) {
     %0 = stablehlo.convolution(%arg10, %arg0) dim_numbers = [b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<100x100x100x1xf32>, tensor<5x5x1x32xf32>) -> tensor<100x100x100x32xf32> loc("block1.conv/convolution")
     %1 = stablehlo.broadcast_in_dim %arg1, dims = [3] : (tensor<32xf32>) -> tensor<100x100x100x32xf32> loc("block1.conv/broadcast_in_dim")
     %2 = stablehlo.add %0, %1 : tensor<100x100x100x32xf32> loc("block1.conv/add")
@@ -29,13 +29,13 @@ module @emotion_eval_step_100x100_b100 attributes {mhlo.num_partitions = 1 : i32
     %init24 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("block3.pool/reduce_max")
     %24 = stablehlo.reduce(%23 init: %init24) applies stablehlo.maximum across dimensions = [2, 4] : (tensor<100x12x2x12x2x92xf32>, tensor<f32>) -> tensor<100x12x12x92xf32> loc("block3.pool/reduce_max")
     %25 = stablehlo.reshape %24 : (tensor<100x12x12x92xf32>) -> tensor<100x13248xf32> loc("flatten/reshape")
-    %26 = stablehlo.dot_general %25, %arg6, contracting_dims = [1] x [0] : (tensor<100x13248xf32>, tensor<13248x1024xf32>) -> tensor<100x1024xf32> loc("dense/dot_general")
+    %26 = stablehlo.dot_general %25, %arg6, contracting_dims = [1] x [1] : (tensor<100x13248xf32>, tensor<1024x13248xf32>) -> tensor<100x1024xf32> loc("dense/dot_general")
     %27 = stablehlo.broadcast_in_dim %arg7, dims = [1] : (tensor<1024xf32>) -> tensor<100x1024xf32> loc("dense/broadcast_in_dim")
     %28 = stablehlo.add %26, %27 : tensor<100x1024xf32> loc("dense/add")
     %29 = stablehlo.constant dense<0.0> : tensor<100x1024xf32> loc("dense/constant")
     %30 = stablehlo.compare  GT, %28, %29,  FLOAT : (tensor<100x1024xf32>, tensor<100x1024xf32>) -> tensor<100x1024xi1> loc("dense/compare")
     %31 = "stablehlo.select"(%30, %28, %29) : (tensor<100x1024xi1>, tensor<100x1024xf32>, tensor<100x1024xf32>) -> tensor<100x1024xf32> loc("dense/select")
-    %32 = stablehlo.dot_general %31, %arg8, contracting_dims = [1] x [0] : (tensor<100x1024xf32>, tensor<1024x3xf32>) -> tensor<100x3xf32> loc("logits/dot_general")
+    %32 = stablehlo.dot_general %31, %arg8, contracting_dims = [1] x [1] : (tensor<100x1024xf32>, tensor<3x1024xf32>) -> tensor<100x3xf32> loc("logits/dot_general")
     %33 = stablehlo.broadcast_in_dim %arg9, dims = [1] : (tensor<3xf32>) -> tensor<100x3xf32> loc("logits/broadcast_in_dim")
     %34 = stablehlo.add %32, %33 : tensor<100x3xf32> loc("logits/add")
     %init35 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("metrics/reduce_max")

@@ -1,5 +1,5 @@
 module @emotion_eval_step_256x256_b128 attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
-  func.func public @main(%arg0: tensor<5x5x1x32xf32> loc("block1.conv.weight"), %arg1: tensor<32xf32> loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> loc("block2.conv.weight"), %arg3: tensor<64xf32> loc("block2.conv.bias"), %arg4: tensor<5x5x64x92xf32> loc("block3.conv.weight"), %arg5: tensor<92xf32> loc("block3.conv.bias"), %arg6: tensor<94208x1024xf32> loc("dense.weight"), %arg7: tensor<1024xf32> loc("dense.bias"), %arg8: tensor<1024x3xf32> loc("logits.weight"), %arg9: tensor<3xf32> loc("logits.bias"), %arg10: tensor<128x256x256x1xf32> loc("images"), %arg11: tensor<128xi32> loc("labels"), %arg12: tensor<128xf32> loc("weights")) -> (tensor<f32>, tensor<f32>, tensor<128x3xf32>) {
+  func.func public @main(%arg0: tensor<5x5x1x32xf32> loc("block1.conv.weight"), %arg1: tensor<32xf32> loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> loc("block2.conv.weight"), %arg3: tensor<64xf32> loc("block2.conv.bias"), %arg4: tensor<5x5x64x92xf32> loc("block3.conv.weight"), %arg5: tensor<92xf32> loc("block3.conv.bias"), %arg6: tensor<1024x94208xf32> loc("dense.weight"), %arg7: tensor<1024xf32> loc("dense.bias"), %arg8: tensor<3x1024xf32> loc("logits.weight"), %arg9: tensor<3xf32> loc("logits.bias"), %arg10: tensor<128x256x256x1xf32> loc("images"), %arg11: tensor<128xi32> loc("labels"), %arg12: tensor<128xf32> loc("weights")) -> (tensor<f32>, tensor<f32>, tensor<128x3xf32>) {
     %0 = stablehlo.convolution(%arg10, %arg0) dim_numbers = [b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<128x256x256x1xf32>, tensor<5x5x1x32xf32>) -> tensor<128x256x256x32xf32> loc("block1.conv/convolution")
     %1 = stablehlo.broadcast_in_dim %arg1, dims = [3] : (tensor<32xf32>) -> tensor<128x256x256x32xf32> loc("block1.conv/broadcast_in_dim")
     %2 = stablehlo.add %0, %1 : tensor<128x256x256x32xf32> loc("block1.conv/add")
@@ -28,13 +28,13 @@ module @emotion_eval_step_256x256_b128 attributes {mhlo.num_partitions = 1 : i32
     %init23 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("block3.pool/reduce_max")
     %23 = stablehlo.reduce(%22 init: %init23) applies stablehlo.maximum across dimensions = [2, 4] : (tensor<128x32x2x32x2x92xf32>, tensor<f32>) -> tensor<128x32x32x92xf32> loc("block3.pool/reduce_max")
     %24 = stablehlo.reshape %23 : (tensor<128x32x32x92xf32>) -> tensor<128x94208xf32> loc("flatten/reshape")
-    %25 = stablehlo.dot_general %24, %arg6, contracting_dims = [1] x [0] : (tensor<128x94208xf32>, tensor<94208x1024xf32>) -> tensor<128x1024xf32> loc("dense/dot_general")
+    %25 = stablehlo.dot_general %24, %arg6, contracting_dims = [1] x [1] : (tensor<128x94208xf32>, tensor<1024x94208xf32>) -> tensor<128x1024xf32> loc("dense/dot_general")
     %26 = stablehlo.broadcast_in_dim %arg7, dims = [1] : (tensor<1024xf32>) -> tensor<128x1024xf32> loc("dense/broadcast_in_dim")
     %27 = stablehlo.add %25, %26 : tensor<128x1024xf32> loc("dense/add")
     %28 = stablehlo.constant dense<0.0> : tensor<128x1024xf32> loc("dense/constant")
     %29 = stablehlo.compare  GT, %27, %28,  FLOAT : (tensor<128x1024xf32>, tensor<128x1024xf32>) -> tensor<128x1024xi1> loc("dense/compare")
     %30 = "stablehlo.select"(%29, %27, %28) : (tensor<128x1024xi1>, tensor<128x1024xf32>, tensor<128x1024xf32>) -> tensor<128x1024xf32> loc("dense/select")
-    %31 = stablehlo.dot_general %30, %arg8, contracting_dims = [1] x [0] : (tensor<128x1024xf32>, tensor<1024x3xf32>) -> tensor<128x3xf32> loc("logits/dot_general")
+    %31 = stablehlo.dot_general %30, %arg8, contracting_dims = [1] x [1] : (tensor<128x1024xf32>, tensor<3x1024xf32>) -> tensor<128x3xf32> loc("logits/dot_general")
     %32 = stablehlo.broadcast_in_dim %arg9, dims = [1] : (tensor<3xf32>) -> tensor<128x3xf32> loc("logits/broadcast_in_dim")
     %33 = stablehlo.add %31, %32 : tensor<128x3xf32> loc("logits/add")
     %init34 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("metrics/reduce_max")

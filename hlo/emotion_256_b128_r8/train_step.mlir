@@ -1,5 +1,5 @@
 module @emotion_train_step_256x256_b16_r8 attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 8 : i32} {
-  func.func public @main(%arg0: tensor<5x5x1x32xf32> {tf.aliasing_output = 0 : i32} loc("block1.conv.weight"), %arg1: tensor<32xf32> {tf.aliasing_output = 1 : i32} loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> {tf.aliasing_output = 2 : i32} loc("block2.conv.weight"), %arg3: tensor<64xf32> {tf.aliasing_output = 3 : i32} loc("block2.conv.bias"), %arg4: tensor<5x5x64x92xf32> {tf.aliasing_output = 4 : i32} loc("block3.conv.weight"), %arg5: tensor<92xf32> {tf.aliasing_output = 5 : i32} loc("block3.conv.bias"), %arg6: tensor<94208x1024xf32> {tf.aliasing_output = 6 : i32} loc("dense.weight"), %arg7: tensor<1024xf32> {tf.aliasing_output = 7 : i32} loc("dense.bias"), %arg8: tensor<1024x3xf32> {tf.aliasing_output = 8 : i32} loc("logits.weight"), %arg9: tensor<3xf32> {tf.aliasing_output = 9 : i32} loc("logits.bias"), %arg10: tensor<5x5x1x32xf32> {tf.aliasing_output = 10 : i32} loc("opt.momentum.v.block1.conv.weight"), %arg11: tensor<32xf32> {tf.aliasing_output = 11 : i32} loc("opt.momentum.v.block1.conv.bias"), %arg12: tensor<5x5x32x64xf32> {tf.aliasing_output = 12 : i32} loc("opt.momentum.v.block2.conv.weight"), %arg13: tensor<64xf32> {tf.aliasing_output = 13 : i32} loc("opt.momentum.v.block2.conv.bias"), %arg14: tensor<5x5x64x92xf32> {tf.aliasing_output = 14 : i32} loc("opt.momentum.v.block3.conv.weight"), %arg15: tensor<92xf32> {tf.aliasing_output = 15 : i32} loc("opt.momentum.v.block3.conv.bias"), %arg16: tensor<94208x1024xf32> {tf.aliasing_output = 16 : i32} loc("opt.momentum.v.dense.weight"), %arg17: tensor<1024xf32> {tf.aliasing_output = 17 : i32} loc("opt.momentum.v.dense.bias"), %arg18: tensor<1024x3xf32> {tf.aliasing_output = 18 : i32} loc("opt.momentum.v.logits.weight"), %arg19: tensor<3xf32> {tf.aliasing_output = 19 : i32} loc("opt.momentum.v.logits.bias"), %arg20: tensor<16x256x256x1xf32> loc("images"), %arg21: tensor<16xi32> loc("labels"), %arg22: tensor<f32> loc("lr"), %arg23: tensor<i32> loc("step"), %arg24: tensor<ui32> loc("seed"), %arg25: tensor<ui32> loc("example_offset")) -> (tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<5x5x64x92xf32>, tensor<92xf32>, tensor<94208x1024xf32>, tensor<1024xf32>, tensor<1024x3xf32>, tensor<3xf32>, tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<5x5x64x92xf32>, tensor<92xf32>, tensor<94208x1024xf32>, tensor<1024xf32>, tensor<1024x3xf32>, tensor<3xf32>, tensor<f32>, tensor<f32>) {
+  func.func public @main(%arg0: tensor<5x5x1x32xf32> {tf.aliasing_output = 0 : i32} loc("block1.conv.weight"), %arg1: tensor<32xf32> {tf.aliasing_output = 1 : i32} loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> {tf.aliasing_output = 2 : i32} loc("block2.conv.weight"), %arg3: tensor<64xf32> {tf.aliasing_output = 3 : i32} loc("block2.conv.bias"), %arg4: tensor<5x5x64x92xf32> {tf.aliasing_output = 4 : i32} loc("block3.conv.weight"), %arg5: tensor<92xf32> {tf.aliasing_output = 5 : i32} loc("block3.conv.bias"), %arg6: tensor<1024x94208xf32> {tf.aliasing_output = 6 : i32} loc("dense.weight"), %arg7: tensor<1024xf32> {tf.aliasing_output = 7 : i32} loc("dense.bias"), %arg8: tensor<3x1024xf32> {tf.aliasing_output = 8 : i32} loc("logits.weight"), %arg9: tensor<3xf32> {tf.aliasing_output = 9 : i32} loc("logits.bias"), %arg10: tensor<5x5x1x32xf32> {tf.aliasing_output = 10 : i32} loc("opt.momentum.v.block1.conv.weight"), %arg11: tensor<32xf32> {tf.aliasing_output = 11 : i32} loc("opt.momentum.v.block1.conv.bias"), %arg12: tensor<5x5x32x64xf32> {tf.aliasing_output = 12 : i32} loc("opt.momentum.v.block2.conv.weight"), %arg13: tensor<64xf32> {tf.aliasing_output = 13 : i32} loc("opt.momentum.v.block2.conv.bias"), %arg14: tensor<5x5x64x92xf32> {tf.aliasing_output = 14 : i32} loc("opt.momentum.v.block3.conv.weight"), %arg15: tensor<92xf32> {tf.aliasing_output = 15 : i32} loc("opt.momentum.v.block3.conv.bias"), %arg16: tensor<1024x94208xf32> {tf.aliasing_output = 16 : i32} loc("opt.momentum.v.dense.weight"), %arg17: tensor<1024xf32> {tf.aliasing_output = 17 : i32} loc("opt.momentum.v.dense.bias"), %arg18: tensor<3x1024xf32> {tf.aliasing_output = 18 : i32} loc("opt.momentum.v.logits.weight"), %arg19: tensor<3xf32> {tf.aliasing_output = 19 : i32} loc("opt.momentum.v.logits.bias"), %arg20: tensor<16x256x256x1xf32> loc("images"), %arg21: tensor<16xi32> loc("labels"), %arg22: tensor<f32> loc("lr"), %arg23: tensor<i32> loc("step"), %arg24: tensor<ui32> loc("seed"), %arg25: tensor<ui32> loc("example_offset")) -> (tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<5x5x64x92xf32>, tensor<92xf32>, tensor<1024x94208xf32>, tensor<1024xf32>, tensor<3x1024xf32>, tensor<3xf32>, tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<5x5x64x92xf32>, tensor<92xf32>, tensor<1024x94208xf32>, tensor<1024xf32>, tensor<3x1024xf32>, tensor<3xf32>, tensor<f32>, tensor<f32>) {
     %0 = stablehlo.convolution(%arg20, %arg0) dim_numbers = [b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x256x256x1xf32>, tensor<5x5x1x32xf32>) -> tensor<16x256x256x32xf32> loc("block1.conv/convolution")
     %1 = stablehlo.broadcast_in_dim %arg1, dims = [3] : (tensor<32xf32>) -> tensor<16x256x256x32xf32> loc("block1.conv/broadcast_in_dim")
     %2 = stablehlo.add %0, %1 : tensor<16x256x256x32xf32> loc("block1.conv/add")
@@ -28,7 +28,7 @@ module @emotion_train_step_256x256_b16_r8 attributes {mhlo.num_partitions = 1 : 
     %init23 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("block3.pool/reduce_max")
     %23 = stablehlo.reduce(%22 init: %init23) applies stablehlo.maximum across dimensions = [2, 4] : (tensor<16x32x2x32x2x92xf32>, tensor<f32>) -> tensor<16x32x32x92xf32> loc("block3.pool/reduce_max")
     %24 = stablehlo.reshape %23 : (tensor<16x32x32x92xf32>) -> tensor<16x94208xf32> loc("flatten/reshape")
-    %25 = stablehlo.dot_general %24, %arg6, contracting_dims = [1] x [0] : (tensor<16x94208xf32>, tensor<94208x1024xf32>) -> tensor<16x1024xf32> loc("dense/dot_general")
+    %25 = stablehlo.dot_general %24, %arg6, contracting_dims = [1] x [1] : (tensor<16x94208xf32>, tensor<1024x94208xf32>) -> tensor<16x1024xf32> loc("dense/dot_general")
     %26 = stablehlo.broadcast_in_dim %arg7, dims = [1] : (tensor<1024xf32>) -> tensor<16x1024xf32> loc("dense/broadcast_in_dim")
     %27 = stablehlo.add %25, %26 : tensor<16x1024xf32> loc("dense/add")
     %28 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("dense/constant")
@@ -92,7 +92,7 @@ module @emotion_train_step_256x256_b16_r8 attributes {mhlo.num_partitions = 1 : 
     %86 = stablehlo.multiply %30, %85 : tensor<16x1024xf32> loc("dropout/multiply")
     %87 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("dropout/constant")
     %88 = "stablehlo.select"(%84, %86, %87) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("dropout/select")
-    %89 = stablehlo.dot_general %88, %arg8, contracting_dims = [1] x [0] : (tensor<16x1024xf32>, tensor<1024x3xf32>) -> tensor<16x3xf32> loc("logits/dot_general")
+    %89 = stablehlo.dot_general %88, %arg8, contracting_dims = [1] x [1] : (tensor<16x1024xf32>, tensor<3x1024xf32>) -> tensor<16x3xf32> loc("logits/dot_general")
     %90 = stablehlo.broadcast_in_dim %arg9, dims = [1] : (tensor<3xf32>) -> tensor<16x3xf32> loc("logits/broadcast_in_dim")
     %91 = stablehlo.add %89, %90 : tensor<16x3xf32> loc("logits/add")
     %init92 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("loss/reduce_max")
@@ -154,211 +154,209 @@ module @emotion_train_step_256x256_b16_r8 attributes {mhlo.num_partitions = 1 : 
     %139 = stablehlo.add %128, %138 : tensor<16x3xf32> loc("grad.loss/add")
     %init140 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.logits/reduce_sum")
     %140 = stablehlo.reduce(%139 init: %init140) applies stablehlo.add across dimensions = [0] : (tensor<16x3xf32>, tensor<f32>) -> tensor<3xf32> loc("grad.logits/reduce_sum")
-    %141 = stablehlo.dot_general %139, %arg8, contracting_dims = [1] x [1] : (tensor<16x3xf32>, tensor<1024x3xf32>) -> tensor<16x1024xf32> loc("grad.logits/dot_general")
+    %141 = stablehlo.dot_general %139, %arg8, contracting_dims = [1] x [0] : (tensor<16x3xf32>, tensor<3x1024xf32>) -> tensor<16x1024xf32> loc("grad.logits/dot_general")
     %142 = stablehlo.dot_general %139, %88, contracting_dims = [0] x [0] : (tensor<16x3xf32>, tensor<16x1024xf32>) -> tensor<3x1024xf32> loc("grad.logits/dot_general")
-    %143 = stablehlo.transpose %142, dims = [1, 0] : (tensor<3x1024xf32>) -> tensor<1024x3xf32> loc("grad.logits/transpose")
-    %144 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("grad.dropout/constant")
-    %145 = "stablehlo.select"(%84, %141, %144) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("grad.dropout/select")
-    %146 = stablehlo.multiply %145, %85 : tensor<16x1024xf32> loc("grad.dropout/multiply")
-    %147 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("grad.dense/constant")
-    %148 = "stablehlo.select"(%29, %146, %147) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("grad.dense/select")
-    %init149 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.dense/reduce_sum")
-    %149 = stablehlo.reduce(%148 init: %init149) applies stablehlo.add across dimensions = [0] : (tensor<16x1024xf32>, tensor<f32>) -> tensor<1024xf32> loc("grad.dense/reduce_sum")
-    %150 = stablehlo.dot_general %148, %arg6, contracting_dims = [1] x [1] : (tensor<16x1024xf32>, tensor<94208x1024xf32>) -> tensor<16x94208xf32> loc("grad.dense/dot_general")
-    %151 = stablehlo.dot_general %148, %24, contracting_dims = [0] x [0] : (tensor<16x1024xf32>, tensor<16x94208xf32>) -> tensor<1024x94208xf32> loc("grad.dense/dot_general")
-    %152 = stablehlo.transpose %151, dims = [1, 0] : (tensor<1024x94208xf32>) -> tensor<94208x1024xf32> loc("grad.dense/transpose")
-    %153 = stablehlo.reshape %150 : (tensor<16x94208xf32>) -> tensor<16x32x32x92xf32> loc("grad.flatten/reshape")
-    %154 = stablehlo.broadcast_in_dim %153, dims = [0, 1, 3, 5] : (tensor<16x32x32x92xf32>) -> tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/broadcast_in_dim")
-    %155 = stablehlo.broadcast_in_dim %23, dims = [0, 1, 3, 5] : (tensor<16x32x32x92xf32>) -> tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/broadcast_in_dim")
-    %156 = stablehlo.compare  EQ, %22, %155,  FLOAT : (tensor<16x32x2x32x2x92xf32>, tensor<16x32x2x32x2x92xf32>) -> tensor<16x32x2x32x2x92xi1> loc("grad.block3.pool/compare")
-    %157 = stablehlo.convert %156 : (tensor<16x32x2x32x2x92xi1>) -> tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/convert")
-    %init158 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block3.pool/reduce_sum")
-    %158 = stablehlo.reduce(%157 init: %init158) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x32x2x32x2x92xf32>, tensor<f32>) -> tensor<16x32x32x92xf32> loc("grad.block3.pool/reduce_sum")
-    %159 = stablehlo.broadcast_in_dim %158, dims = [0, 1, 3, 5] : (tensor<16x32x32x92xf32>) -> tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/broadcast_in_dim")
-    %160 = stablehlo.divide %157, %159 : tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/divide")
-    %161 = stablehlo.multiply %154, %160 : tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/multiply")
-    %162 = stablehlo.reshape %161 : (tensor<16x32x2x32x2x92xf32>) -> tensor<16x64x64x92xf32> loc("grad.block3.pool/reshape")
-    %163 = stablehlo.constant dense<0.0> : tensor<16x64x64x92xf32> loc("grad.block3.relu/constant")
-    %164 = "stablehlo.select"(%20, %162, %163) : (tensor<16x64x64x92xi1>, tensor<16x64x64x92xf32>, tensor<16x64x64x92xf32>) -> tensor<16x64x64x92xf32> loc("grad.block3.relu/select")
-    %init165 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block3.conv/reduce_sum")
-    %165 = stablehlo.reduce(%164 init: %init165) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x64x64x92xf32>, tensor<f32>) -> tensor<92xf32> loc("grad.block3.conv/reduce_sum")
-    %166 = "stablehlo.reverse"(%arg4) {dimensions = array<i64: 0, 1>} : (tensor<5x5x64x92xf32>) -> tensor<5x5x64x92xf32> loc("grad.block3.conv/reverse")
-    %167 = stablehlo.convolution(%164, %166) dim_numbers = [b, 0, 1, f]x[0, 1, o, i]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x64x64x92xf32>, tensor<5x5x64x92xf32>) -> tensor<16x64x64x64xf32> loc("grad.block3.conv/convolution")
-    %168 = stablehlo.convolution(%15, %164) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x64x64x64xf32>, tensor<16x64x64x92xf32>) -> tensor<5x5x64x92xf32> loc("grad.block3.conv/convolution")
-    %169 = stablehlo.broadcast_in_dim %167, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
-    %170 = stablehlo.broadcast_in_dim %15, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
-    %171 = stablehlo.compare  EQ, %14, %170,  FLOAT : (tensor<16x64x2x64x2x64xf32>, tensor<16x64x2x64x2x64xf32>) -> tensor<16x64x2x64x2x64xi1> loc("grad.block2.pool/compare")
-    %172 = stablehlo.convert %171 : (tensor<16x64x2x64x2x64xi1>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/convert")
-    %init173 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block2.pool/reduce_sum")
-    %173 = stablehlo.reduce(%172 init: %init173) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x64x2x64x2x64xf32>, tensor<f32>) -> tensor<16x64x64x64xf32> loc("grad.block2.pool/reduce_sum")
-    %174 = stablehlo.broadcast_in_dim %173, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
-    %175 = stablehlo.divide %172, %174 : tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/divide")
-    %176 = stablehlo.multiply %169, %175 : tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/multiply")
-    %177 = stablehlo.reshape %176 : (tensor<16x64x2x64x2x64xf32>) -> tensor<16x128x128x64xf32> loc("grad.block2.pool/reshape")
-    %178 = stablehlo.constant dense<0.0> : tensor<16x128x128x64xf32> loc("grad.block2.relu/constant")
-    %179 = "stablehlo.select"(%12, %177, %178) : (tensor<16x128x128x64xi1>, tensor<16x128x128x64xf32>, tensor<16x128x128x64xf32>) -> tensor<16x128x128x64xf32> loc("grad.block2.relu/select")
-    %init180 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block2.conv/reduce_sum")
-    %180 = stablehlo.reduce(%179 init: %init180) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x128x128x64xf32>, tensor<f32>) -> tensor<64xf32> loc("grad.block2.conv/reduce_sum")
-    %181 = "stablehlo.reverse"(%arg2) {dimensions = array<i64: 0, 1>} : (tensor<5x5x32x64xf32>) -> tensor<5x5x32x64xf32> loc("grad.block2.conv/reverse")
-    %182 = stablehlo.convolution(%179, %181) dim_numbers = [b, 0, 1, f]x[0, 1, o, i]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x128x128x64xf32>, tensor<5x5x32x64xf32>) -> tensor<16x128x128x32xf32> loc("grad.block2.conv/convolution")
-    %183 = stablehlo.convolution(%7, %179) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x128x128x32xf32>, tensor<16x128x128x64xf32>) -> tensor<5x5x32x64xf32> loc("grad.block2.conv/convolution")
-    %184 = stablehlo.broadcast_in_dim %182, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
-    %185 = stablehlo.broadcast_in_dim %7, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
-    %186 = stablehlo.compare  EQ, %6, %185,  FLOAT : (tensor<16x128x2x128x2x32xf32>, tensor<16x128x2x128x2x32xf32>) -> tensor<16x128x2x128x2x32xi1> loc("grad.block1.pool/compare")
-    %187 = stablehlo.convert %186 : (tensor<16x128x2x128x2x32xi1>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/convert")
-    %init188 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block1.pool/reduce_sum")
-    %188 = stablehlo.reduce(%187 init: %init188) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x128x2x128x2x32xf32>, tensor<f32>) -> tensor<16x128x128x32xf32> loc("grad.block1.pool/reduce_sum")
-    %189 = stablehlo.broadcast_in_dim %188, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
-    %190 = stablehlo.divide %187, %189 : tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/divide")
-    %191 = stablehlo.multiply %184, %190 : tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/multiply")
-    %192 = stablehlo.reshape %191 : (tensor<16x128x2x128x2x32xf32>) -> tensor<16x256x256x32xf32> loc("grad.block1.pool/reshape")
-    %193 = stablehlo.constant dense<0.0> : tensor<16x256x256x32xf32> loc("grad.block1.relu/constant")
-    %194 = "stablehlo.select"(%4, %192, %193) : (tensor<16x256x256x32xi1>, tensor<16x256x256x32xf32>, tensor<16x256x256x32xf32>) -> tensor<16x256x256x32xf32> loc("grad.block1.relu/select")
-    %init195 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block1.conv/reduce_sum")
-    %195 = stablehlo.reduce(%194 init: %init195) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x256x256x32xf32>, tensor<f32>) -> tensor<32xf32> loc("grad.block1.conv/reduce_sum")
-    %196 = stablehlo.convolution(%arg20, %194) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x256x256x1xf32>, tensor<16x256x256x32xf32>) -> tensor<5x5x1x32xf32> loc("grad.block1.conv/convolution")
-    %197 = "stablehlo.all_reduce"(%196) ({
-      ^bb0(%r197_a: tensor<f32>, %r197_b: tensor<f32>):
-        %r197_r = stablehlo.add %r197_a, %r197_b : tensor<f32>
-        stablehlo.return %r197_r : tensor<f32>
+    %143 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("grad.dropout/constant")
+    %144 = "stablehlo.select"(%84, %141, %143) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("grad.dropout/select")
+    %145 = stablehlo.multiply %144, %85 : tensor<16x1024xf32> loc("grad.dropout/multiply")
+    %146 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("grad.dense/constant")
+    %147 = "stablehlo.select"(%29, %145, %146) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("grad.dense/select")
+    %init148 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.dense/reduce_sum")
+    %148 = stablehlo.reduce(%147 init: %init148) applies stablehlo.add across dimensions = [0] : (tensor<16x1024xf32>, tensor<f32>) -> tensor<1024xf32> loc("grad.dense/reduce_sum")
+    %149 = stablehlo.dot_general %147, %arg6, contracting_dims = [1] x [0] : (tensor<16x1024xf32>, tensor<1024x94208xf32>) -> tensor<16x94208xf32> loc("grad.dense/dot_general")
+    %150 = stablehlo.dot_general %147, %24, contracting_dims = [0] x [0] : (tensor<16x1024xf32>, tensor<16x94208xf32>) -> tensor<1024x94208xf32> loc("grad.dense/dot_general")
+    %151 = stablehlo.reshape %149 : (tensor<16x94208xf32>) -> tensor<16x32x32x92xf32> loc("grad.flatten/reshape")
+    %152 = stablehlo.broadcast_in_dim %151, dims = [0, 1, 3, 5] : (tensor<16x32x32x92xf32>) -> tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/broadcast_in_dim")
+    %153 = stablehlo.broadcast_in_dim %23, dims = [0, 1, 3, 5] : (tensor<16x32x32x92xf32>) -> tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/broadcast_in_dim")
+    %154 = stablehlo.compare  EQ, %22, %153,  FLOAT : (tensor<16x32x2x32x2x92xf32>, tensor<16x32x2x32x2x92xf32>) -> tensor<16x32x2x32x2x92xi1> loc("grad.block3.pool/compare")
+    %155 = stablehlo.convert %154 : (tensor<16x32x2x32x2x92xi1>) -> tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/convert")
+    %init156 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block3.pool/reduce_sum")
+    %156 = stablehlo.reduce(%155 init: %init156) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x32x2x32x2x92xf32>, tensor<f32>) -> tensor<16x32x32x92xf32> loc("grad.block3.pool/reduce_sum")
+    %157 = stablehlo.broadcast_in_dim %156, dims = [0, 1, 3, 5] : (tensor<16x32x32x92xf32>) -> tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/broadcast_in_dim")
+    %158 = stablehlo.divide %155, %157 : tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/divide")
+    %159 = stablehlo.multiply %152, %158 : tensor<16x32x2x32x2x92xf32> loc("grad.block3.pool/multiply")
+    %160 = stablehlo.reshape %159 : (tensor<16x32x2x32x2x92xf32>) -> tensor<16x64x64x92xf32> loc("grad.block3.pool/reshape")
+    %161 = stablehlo.constant dense<0.0> : tensor<16x64x64x92xf32> loc("grad.block3.relu/constant")
+    %162 = "stablehlo.select"(%20, %160, %161) : (tensor<16x64x64x92xi1>, tensor<16x64x64x92xf32>, tensor<16x64x64x92xf32>) -> tensor<16x64x64x92xf32> loc("grad.block3.relu/select")
+    %init163 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block3.conv/reduce_sum")
+    %163 = stablehlo.reduce(%162 init: %init163) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x64x64x92xf32>, tensor<f32>) -> tensor<92xf32> loc("grad.block3.conv/reduce_sum")
+    %164 = "stablehlo.reverse"(%arg4) {dimensions = array<i64: 0, 1>} : (tensor<5x5x64x92xf32>) -> tensor<5x5x64x92xf32> loc("grad.block3.conv/reverse")
+    %165 = stablehlo.convolution(%162, %164) dim_numbers = [b, 0, 1, f]x[0, 1, o, i]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x64x64x92xf32>, tensor<5x5x64x92xf32>) -> tensor<16x64x64x64xf32> loc("grad.block3.conv/convolution")
+    %166 = stablehlo.convolution(%15, %162) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x64x64x64xf32>, tensor<16x64x64x92xf32>) -> tensor<5x5x64x92xf32> loc("grad.block3.conv/convolution")
+    %167 = stablehlo.broadcast_in_dim %165, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
+    %168 = stablehlo.broadcast_in_dim %15, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
+    %169 = stablehlo.compare  EQ, %14, %168,  FLOAT : (tensor<16x64x2x64x2x64xf32>, tensor<16x64x2x64x2x64xf32>) -> tensor<16x64x2x64x2x64xi1> loc("grad.block2.pool/compare")
+    %170 = stablehlo.convert %169 : (tensor<16x64x2x64x2x64xi1>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/convert")
+    %init171 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block2.pool/reduce_sum")
+    %171 = stablehlo.reduce(%170 init: %init171) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x64x2x64x2x64xf32>, tensor<f32>) -> tensor<16x64x64x64xf32> loc("grad.block2.pool/reduce_sum")
+    %172 = stablehlo.broadcast_in_dim %171, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
+    %173 = stablehlo.divide %170, %172 : tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/divide")
+    %174 = stablehlo.multiply %167, %173 : tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/multiply")
+    %175 = stablehlo.reshape %174 : (tensor<16x64x2x64x2x64xf32>) -> tensor<16x128x128x64xf32> loc("grad.block2.pool/reshape")
+    %176 = stablehlo.constant dense<0.0> : tensor<16x128x128x64xf32> loc("grad.block2.relu/constant")
+    %177 = "stablehlo.select"(%12, %175, %176) : (tensor<16x128x128x64xi1>, tensor<16x128x128x64xf32>, tensor<16x128x128x64xf32>) -> tensor<16x128x128x64xf32> loc("grad.block2.relu/select")
+    %init178 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block2.conv/reduce_sum")
+    %178 = stablehlo.reduce(%177 init: %init178) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x128x128x64xf32>, tensor<f32>) -> tensor<64xf32> loc("grad.block2.conv/reduce_sum")
+    %179 = "stablehlo.reverse"(%arg2) {dimensions = array<i64: 0, 1>} : (tensor<5x5x32x64xf32>) -> tensor<5x5x32x64xf32> loc("grad.block2.conv/reverse")
+    %180 = stablehlo.convolution(%177, %179) dim_numbers = [b, 0, 1, f]x[0, 1, o, i]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x128x128x64xf32>, tensor<5x5x32x64xf32>) -> tensor<16x128x128x32xf32> loc("grad.block2.conv/convolution")
+    %181 = stablehlo.convolution(%7, %177) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x128x128x32xf32>, tensor<16x128x128x64xf32>) -> tensor<5x5x32x64xf32> loc("grad.block2.conv/convolution")
+    %182 = stablehlo.broadcast_in_dim %180, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
+    %183 = stablehlo.broadcast_in_dim %7, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
+    %184 = stablehlo.compare  EQ, %6, %183,  FLOAT : (tensor<16x128x2x128x2x32xf32>, tensor<16x128x2x128x2x32xf32>) -> tensor<16x128x2x128x2x32xi1> loc("grad.block1.pool/compare")
+    %185 = stablehlo.convert %184 : (tensor<16x128x2x128x2x32xi1>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/convert")
+    %init186 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block1.pool/reduce_sum")
+    %186 = stablehlo.reduce(%185 init: %init186) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x128x2x128x2x32xf32>, tensor<f32>) -> tensor<16x128x128x32xf32> loc("grad.block1.pool/reduce_sum")
+    %187 = stablehlo.broadcast_in_dim %186, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
+    %188 = stablehlo.divide %185, %187 : tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/divide")
+    %189 = stablehlo.multiply %182, %188 : tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/multiply")
+    %190 = stablehlo.reshape %189 : (tensor<16x128x2x128x2x32xf32>) -> tensor<16x256x256x32xf32> loc("grad.block1.pool/reshape")
+    %191 = stablehlo.constant dense<0.0> : tensor<16x256x256x32xf32> loc("grad.block1.relu/constant")
+    %192 = "stablehlo.select"(%4, %190, %191) : (tensor<16x256x256x32xi1>, tensor<16x256x256x32xf32>, tensor<16x256x256x32xf32>) -> tensor<16x256x256x32xf32> loc("grad.block1.relu/select")
+    %init193 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block1.conv/reduce_sum")
+    %193 = stablehlo.reduce(%192 init: %init193) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x256x256x32xf32>, tensor<f32>) -> tensor<32xf32> loc("grad.block1.conv/reduce_sum")
+    %194 = stablehlo.convolution(%arg20, %192) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x256x256x1xf32>, tensor<16x256x256x32xf32>) -> tensor<5x5x1x32xf32> loc("grad.block1.conv/convolution")
+    %195 = "stablehlo.all_reduce"(%194) ({
+      ^bb0(%r195_a: tensor<f32>, %r195_b: tensor<f32>):
+        %r195_r = stablehlo.add %r195_a, %r195_b : tensor<f32>
+        stablehlo.return %r195_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<5x5x1x32xf32>) -> tensor<5x5x1x32xf32> loc("cross_replica/all_reduce")
-    %198 = stablehlo.constant dense<0.125> : tensor<5x5x1x32xf32> loc("cross_replica/constant")
-    %199 = stablehlo.multiply %197, %198 : tensor<5x5x1x32xf32> loc("cross_replica/multiply")
-    %200 = "stablehlo.all_reduce"(%195) ({
-      ^bb0(%r200_a: tensor<f32>, %r200_b: tensor<f32>):
-        %r200_r = stablehlo.add %r200_a, %r200_b : tensor<f32>
-        stablehlo.return %r200_r : tensor<f32>
+    %196 = stablehlo.constant dense<0.125> : tensor<5x5x1x32xf32> loc("cross_replica/constant")
+    %197 = stablehlo.multiply %195, %196 : tensor<5x5x1x32xf32> loc("cross_replica/multiply")
+    %198 = "stablehlo.all_reduce"(%193) ({
+      ^bb0(%r198_a: tensor<f32>, %r198_b: tensor<f32>):
+        %r198_r = stablehlo.add %r198_a, %r198_b : tensor<f32>
+        stablehlo.return %r198_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<32xf32>) -> tensor<32xf32> loc("cross_replica/all_reduce")
-    %201 = stablehlo.constant dense<0.125> : tensor<32xf32> loc("cross_replica/constant")
-    %202 = stablehlo.multiply %200, %201 : tensor<32xf32> loc("cross_replica/multiply")
-    %203 = "stablehlo.all_reduce"(%183) ({
-      ^bb0(%r203_a: tensor<f32>, %r203_b: tensor<f32>):
-        %r203_r = stablehlo.add %r203_a, %r203_b : tensor<f32>
-        stablehlo.return %r203_r : tensor<f32>
+    %199 = stablehlo.constant dense<0.125> : tensor<32xf32> loc("cross_replica/constant")
+    %200 = stablehlo.multiply %198, %199 : tensor<32xf32> loc("cross_replica/multiply")
+    %201 = "stablehlo.all_reduce"(%181) ({
+      ^bb0(%r201_a: tensor<f32>, %r201_b: tensor<f32>):
+        %r201_r = stablehlo.add %r201_a, %r201_b : tensor<f32>
+        stablehlo.return %r201_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<5x5x32x64xf32>) -> tensor<5x5x32x64xf32> loc("cross_replica/all_reduce")
-    %204 = stablehlo.constant dense<0.125> : tensor<5x5x32x64xf32> loc("cross_replica/constant")
-    %205 = stablehlo.multiply %203, %204 : tensor<5x5x32x64xf32> loc("cross_replica/multiply")
-    %206 = "stablehlo.all_reduce"(%180) ({
-      ^bb0(%r206_a: tensor<f32>, %r206_b: tensor<f32>):
-        %r206_r = stablehlo.add %r206_a, %r206_b : tensor<f32>
-        stablehlo.return %r206_r : tensor<f32>
+    %202 = stablehlo.constant dense<0.125> : tensor<5x5x32x64xf32> loc("cross_replica/constant")
+    %203 = stablehlo.multiply %201, %202 : tensor<5x5x32x64xf32> loc("cross_replica/multiply")
+    %204 = "stablehlo.all_reduce"(%178) ({
+      ^bb0(%r204_a: tensor<f32>, %r204_b: tensor<f32>):
+        %r204_r = stablehlo.add %r204_a, %r204_b : tensor<f32>
+        stablehlo.return %r204_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<64xf32>) -> tensor<64xf32> loc("cross_replica/all_reduce")
-    %207 = stablehlo.constant dense<0.125> : tensor<64xf32> loc("cross_replica/constant")
-    %208 = stablehlo.multiply %206, %207 : tensor<64xf32> loc("cross_replica/multiply")
-    %209 = "stablehlo.all_reduce"(%168) ({
-      ^bb0(%r209_a: tensor<f32>, %r209_b: tensor<f32>):
-        %r209_r = stablehlo.add %r209_a, %r209_b : tensor<f32>
-        stablehlo.return %r209_r : tensor<f32>
+    %205 = stablehlo.constant dense<0.125> : tensor<64xf32> loc("cross_replica/constant")
+    %206 = stablehlo.multiply %204, %205 : tensor<64xf32> loc("cross_replica/multiply")
+    %207 = "stablehlo.all_reduce"(%166) ({
+      ^bb0(%r207_a: tensor<f32>, %r207_b: tensor<f32>):
+        %r207_r = stablehlo.add %r207_a, %r207_b : tensor<f32>
+        stablehlo.return %r207_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<5x5x64x92xf32>) -> tensor<5x5x64x92xf32> loc("cross_replica/all_reduce")
-    %210 = stablehlo.constant dense<0.125> : tensor<5x5x64x92xf32> loc("cross_replica/constant")
-    %211 = stablehlo.multiply %209, %210 : tensor<5x5x64x92xf32> loc("cross_replica/multiply")
-    %212 = "stablehlo.all_reduce"(%165) ({
-      ^bb0(%r212_a: tensor<f32>, %r212_b: tensor<f32>):
-        %r212_r = stablehlo.add %r212_a, %r212_b : tensor<f32>
-        stablehlo.return %r212_r : tensor<f32>
+    %208 = stablehlo.constant dense<0.125> : tensor<5x5x64x92xf32> loc("cross_replica/constant")
+    %209 = stablehlo.multiply %207, %208 : tensor<5x5x64x92xf32> loc("cross_replica/multiply")
+    %210 = "stablehlo.all_reduce"(%163) ({
+      ^bb0(%r210_a: tensor<f32>, %r210_b: tensor<f32>):
+        %r210_r = stablehlo.add %r210_a, %r210_b : tensor<f32>
+        stablehlo.return %r210_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<92xf32>) -> tensor<92xf32> loc("cross_replica/all_reduce")
-    %213 = stablehlo.constant dense<0.125> : tensor<92xf32> loc("cross_replica/constant")
-    %214 = stablehlo.multiply %212, %213 : tensor<92xf32> loc("cross_replica/multiply")
-    %215 = "stablehlo.all_reduce"(%152) ({
-      ^bb0(%r215_a: tensor<f32>, %r215_b: tensor<f32>):
-        %r215_r = stablehlo.add %r215_a, %r215_b : tensor<f32>
-        stablehlo.return %r215_r : tensor<f32>
-    }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<94208x1024xf32>) -> tensor<94208x1024xf32> loc("cross_replica/all_reduce")
-    %216 = stablehlo.constant dense<0.125> : tensor<94208x1024xf32> loc("cross_replica/constant")
-    %217 = stablehlo.multiply %215, %216 : tensor<94208x1024xf32> loc("cross_replica/multiply")
-    %218 = "stablehlo.all_reduce"(%149) ({
-      ^bb0(%r218_a: tensor<f32>, %r218_b: tensor<f32>):
-        %r218_r = stablehlo.add %r218_a, %r218_b : tensor<f32>
-        stablehlo.return %r218_r : tensor<f32>
+    %211 = stablehlo.constant dense<0.125> : tensor<92xf32> loc("cross_replica/constant")
+    %212 = stablehlo.multiply %210, %211 : tensor<92xf32> loc("cross_replica/multiply")
+    %213 = "stablehlo.all_reduce"(%150) ({
+      ^bb0(%r213_a: tensor<f32>, %r213_b: tensor<f32>):
+        %r213_r = stablehlo.add %r213_a, %r213_b : tensor<f32>
+        stablehlo.return %r213_r : tensor<f32>
+    }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<1024x94208xf32>) -> tensor<1024x94208xf32> loc("cross_replica/all_reduce")
+    %214 = stablehlo.constant dense<0.125> : tensor<1024x94208xf32> loc("cross_replica/constant")
+    %215 = stablehlo.multiply %213, %214 : tensor<1024x94208xf32> loc("cross_replica/multiply")
+    %216 = "stablehlo.all_reduce"(%148) ({
+      ^bb0(%r216_a: tensor<f32>, %r216_b: tensor<f32>):
+        %r216_r = stablehlo.add %r216_a, %r216_b : tensor<f32>
+        stablehlo.return %r216_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<1024xf32>) -> tensor<1024xf32> loc("cross_replica/all_reduce")
-    %219 = stablehlo.constant dense<0.125> : tensor<1024xf32> loc("cross_replica/constant")
-    %220 = stablehlo.multiply %218, %219 : tensor<1024xf32> loc("cross_replica/multiply")
-    %221 = "stablehlo.all_reduce"(%143) ({
-      ^bb0(%r221_a: tensor<f32>, %r221_b: tensor<f32>):
-        %r221_r = stablehlo.add %r221_a, %r221_b : tensor<f32>
-        stablehlo.return %r221_r : tensor<f32>
-    }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<1024x3xf32>) -> tensor<1024x3xf32> loc("cross_replica/all_reduce")
-    %222 = stablehlo.constant dense<0.125> : tensor<1024x3xf32> loc("cross_replica/constant")
-    %223 = stablehlo.multiply %221, %222 : tensor<1024x3xf32> loc("cross_replica/multiply")
-    %224 = "stablehlo.all_reduce"(%140) ({
-      ^bb0(%r224_a: tensor<f32>, %r224_b: tensor<f32>):
-        %r224_r = stablehlo.add %r224_a, %r224_b : tensor<f32>
-        stablehlo.return %r224_r : tensor<f32>
+    %217 = stablehlo.constant dense<0.125> : tensor<1024xf32> loc("cross_replica/constant")
+    %218 = stablehlo.multiply %216, %217 : tensor<1024xf32> loc("cross_replica/multiply")
+    %219 = "stablehlo.all_reduce"(%142) ({
+      ^bb0(%r219_a: tensor<f32>, %r219_b: tensor<f32>):
+        %r219_r = stablehlo.add %r219_a, %r219_b : tensor<f32>
+        stablehlo.return %r219_r : tensor<f32>
+    }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<3x1024xf32>) -> tensor<3x1024xf32> loc("cross_replica/all_reduce")
+    %220 = stablehlo.constant dense<0.125> : tensor<3x1024xf32> loc("cross_replica/constant")
+    %221 = stablehlo.multiply %219, %220 : tensor<3x1024xf32> loc("cross_replica/multiply")
+    %222 = "stablehlo.all_reduce"(%140) ({
+      ^bb0(%r222_a: tensor<f32>, %r222_b: tensor<f32>):
+        %r222_r = stablehlo.add %r222_a, %r222_b : tensor<f32>
+        stablehlo.return %r222_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<3xf32>) -> tensor<3xf32> loc("cross_replica/all_reduce")
-    %225 = stablehlo.constant dense<0.125> : tensor<3xf32> loc("cross_replica/constant")
-    %226 = stablehlo.multiply %224, %225 : tensor<3xf32> loc("cross_replica/multiply")
-    %227 = "stablehlo.all_reduce"(%106) ({
-      ^bb0(%r227_a: tensor<f32>, %r227_b: tensor<f32>):
-        %r227_r = stablehlo.add %r227_a, %r227_b : tensor<f32>
-        stablehlo.return %r227_r : tensor<f32>
+    %223 = stablehlo.constant dense<0.125> : tensor<3xf32> loc("cross_replica/constant")
+    %224 = stablehlo.multiply %222, %223 : tensor<3xf32> loc("cross_replica/multiply")
+    %225 = "stablehlo.all_reduce"(%106) ({
+      ^bb0(%r225_a: tensor<f32>, %r225_b: tensor<f32>):
+        %r225_r = stablehlo.add %r225_a, %r225_b : tensor<f32>
+        stablehlo.return %r225_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<f32>) -> tensor<f32> loc("cross_replica/all_reduce")
-    %228 = stablehlo.constant dense<0.0078125> : tensor<f32> loc("cross_replica/constant")
-    %229 = stablehlo.multiply %227, %228 : tensor<f32> loc("cross_replica/multiply")
-    %230 = "stablehlo.all_reduce"(%117) ({
-      ^bb0(%r230_a: tensor<f32>, %r230_b: tensor<f32>):
-        %r230_r = stablehlo.add %r230_a, %r230_b : tensor<f32>
-        stablehlo.return %r230_r : tensor<f32>
+    %226 = stablehlo.constant dense<0.0078125> : tensor<f32> loc("cross_replica/constant")
+    %227 = stablehlo.multiply %225, %226 : tensor<f32> loc("cross_replica/multiply")
+    %228 = "stablehlo.all_reduce"(%117) ({
+      ^bb0(%r228_a: tensor<f32>, %r228_b: tensor<f32>):
+        %r228_r = stablehlo.add %r228_a, %r228_b : tensor<f32>
+        stablehlo.return %r228_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<f32>) -> tensor<f32> loc("cross_replica/all_reduce")
-    %231 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<5x5x1x32xf32> loc("opt.momentum/broadcast_in_dim")
-    %232 = stablehlo.constant dense<0.9> : tensor<5x5x1x32xf32> loc("opt.momentum/constant")
-    %233 = stablehlo.multiply %arg10, %232 : tensor<5x5x1x32xf32> loc("opt.momentum/multiply")
-    %234 = stablehlo.add %233, %199 : tensor<5x5x1x32xf32> loc("opt.momentum/add")
-    %235 = stablehlo.multiply %231, %234 : tensor<5x5x1x32xf32> loc("opt.momentum/multiply")
-    %236 = stablehlo.subtract %arg0, %235 : tensor<5x5x1x32xf32> loc("opt.momentum/subtract")
-    %237 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<32xf32> loc("opt.momentum/broadcast_in_dim")
-    %238 = stablehlo.constant dense<0.9> : tensor<32xf32> loc("opt.momentum/constant")
-    %239 = stablehlo.multiply %arg11, %238 : tensor<32xf32> loc("opt.momentum/multiply")
-    %240 = stablehlo.add %239, %202 : tensor<32xf32> loc("opt.momentum/add")
-    %241 = stablehlo.multiply %237, %240 : tensor<32xf32> loc("opt.momentum/multiply")
-    %242 = stablehlo.subtract %arg1, %241 : tensor<32xf32> loc("opt.momentum/subtract")
-    %243 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<5x5x32x64xf32> loc("opt.momentum/broadcast_in_dim")
-    %244 = stablehlo.constant dense<0.9> : tensor<5x5x32x64xf32> loc("opt.momentum/constant")
-    %245 = stablehlo.multiply %arg12, %244 : tensor<5x5x32x64xf32> loc("opt.momentum/multiply")
-    %246 = stablehlo.add %245, %205 : tensor<5x5x32x64xf32> loc("opt.momentum/add")
-    %247 = stablehlo.multiply %243, %246 : tensor<5x5x32x64xf32> loc("opt.momentum/multiply")
-    %248 = stablehlo.subtract %arg2, %247 : tensor<5x5x32x64xf32> loc("opt.momentum/subtract")
-    %249 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<64xf32> loc("opt.momentum/broadcast_in_dim")
-    %250 = stablehlo.constant dense<0.9> : tensor<64xf32> loc("opt.momentum/constant")
-    %251 = stablehlo.multiply %arg13, %250 : tensor<64xf32> loc("opt.momentum/multiply")
-    %252 = stablehlo.add %251, %208 : tensor<64xf32> loc("opt.momentum/add")
-    %253 = stablehlo.multiply %249, %252 : tensor<64xf32> loc("opt.momentum/multiply")
-    %254 = stablehlo.subtract %arg3, %253 : tensor<64xf32> loc("opt.momentum/subtract")
-    %255 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<5x5x64x92xf32> loc("opt.momentum/broadcast_in_dim")
-    %256 = stablehlo.constant dense<0.9> : tensor<5x5x64x92xf32> loc("opt.momentum/constant")
-    %257 = stablehlo.multiply %arg14, %256 : tensor<5x5x64x92xf32> loc("opt.momentum/multiply")
-    %258 = stablehlo.add %257, %211 : tensor<5x5x64x92xf32> loc("opt.momentum/add")
-    %259 = stablehlo.multiply %255, %258 : tensor<5x5x64x92xf32> loc("opt.momentum/multiply")
-    %260 = stablehlo.subtract %arg4, %259 : tensor<5x5x64x92xf32> loc("opt.momentum/subtract")
-    %261 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<92xf32> loc("opt.momentum/broadcast_in_dim")
-    %262 = stablehlo.constant dense<0.9> : tensor<92xf32> loc("opt.momentum/constant")
-    %263 = stablehlo.multiply %arg15, %262 : tensor<92xf32> loc("opt.momentum/multiply")
-    %264 = stablehlo.add %263, %214 : tensor<92xf32> loc("opt.momentum/add")
-    %265 = stablehlo.multiply %261, %264 : tensor<92xf32> loc("opt.momentum/multiply")
-    %266 = stablehlo.subtract %arg5, %265 : tensor<92xf32> loc("opt.momentum/subtract")
-    %267 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<94208x1024xf32> loc("opt.momentum/broadcast_in_dim")
-    %268 = stablehlo.constant dense<0.9> : tensor<94208x1024xf32> loc("opt.momentum/constant")
-    %269 = stablehlo.multiply %arg16, %268 : tensor<94208x1024xf32> loc("opt.momentum/multiply")
-    %270 = stablehlo.add %269, %217 : tensor<94208x1024xf32> loc("opt.momentum/add")
-    %271 = stablehlo.multiply %267, %270 : tensor<94208x1024xf32> loc("opt.momentum/multiply")
-    %272 = stablehlo.subtract %arg6, %271 : tensor<94208x1024xf32> loc("opt.momentum/subtract")
-    %273 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<1024xf32> loc("opt.momentum/broadcast_in_dim")
-    %274 = stablehlo.constant dense<0.9> : tensor<1024xf32> loc("opt.momentum/constant")
-    %275 = stablehlo.multiply %arg17, %274 : tensor<1024xf32> loc("opt.momentum/multiply")
-    %276 = stablehlo.add %275, %220 : tensor<1024xf32> loc("opt.momentum/add")
-    %277 = stablehlo.multiply %273, %276 : tensor<1024xf32> loc("opt.momentum/multiply")
-    %278 = stablehlo.subtract %arg7, %277 : tensor<1024xf32> loc("opt.momentum/subtract")
-    %279 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<1024x3xf32> loc("opt.momentum/broadcast_in_dim")
-    %280 = stablehlo.constant dense<0.9> : tensor<1024x3xf32> loc("opt.momentum/constant")
-    %281 = stablehlo.multiply %arg18, %280 : tensor<1024x3xf32> loc("opt.momentum/multiply")
-    %282 = stablehlo.add %281, %223 : tensor<1024x3xf32> loc("opt.momentum/add")
-    %283 = stablehlo.multiply %279, %282 : tensor<1024x3xf32> loc("opt.momentum/multiply")
-    %284 = stablehlo.subtract %arg8, %283 : tensor<1024x3xf32> loc("opt.momentum/subtract")
-    %285 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<3xf32> loc("opt.momentum/broadcast_in_dim")
-    %286 = stablehlo.constant dense<0.9> : tensor<3xf32> loc("opt.momentum/constant")
-    %287 = stablehlo.multiply %arg19, %286 : tensor<3xf32> loc("opt.momentum/multiply")
-    %288 = stablehlo.add %287, %226 : tensor<3xf32> loc("opt.momentum/add")
-    %289 = stablehlo.multiply %285, %288 : tensor<3xf32> loc("opt.momentum/multiply")
-    %290 = stablehlo.subtract %arg9, %289 : tensor<3xf32> loc("opt.momentum/subtract")
-    return %236, %242, %248, %254, %260, %266, %272, %278, %284, %290, %234, %240, %246, %252, %258, %264, %270, %276, %282, %288, %229, %230 : tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<5x5x64x92xf32>, tensor<92xf32>, tensor<94208x1024xf32>, tensor<1024xf32>, tensor<1024x3xf32>, tensor<3xf32>, tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<5x5x64x92xf32>, tensor<92xf32>, tensor<94208x1024xf32>, tensor<1024xf32>, tensor<1024x3xf32>, tensor<3xf32>, tensor<f32>, tensor<f32>
+    %229 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<5x5x1x32xf32> loc("opt.momentum/broadcast_in_dim")
+    %230 = stablehlo.constant dense<0.9> : tensor<5x5x1x32xf32> loc("opt.momentum/constant")
+    %231 = stablehlo.multiply %arg10, %230 : tensor<5x5x1x32xf32> loc("opt.momentum/multiply")
+    %232 = stablehlo.add %231, %197 : tensor<5x5x1x32xf32> loc("opt.momentum/add")
+    %233 = stablehlo.multiply %229, %232 : tensor<5x5x1x32xf32> loc("opt.momentum/multiply")
+    %234 = stablehlo.subtract %arg0, %233 : tensor<5x5x1x32xf32> loc("opt.momentum/subtract")
+    %235 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<32xf32> loc("opt.momentum/broadcast_in_dim")
+    %236 = stablehlo.constant dense<0.9> : tensor<32xf32> loc("opt.momentum/constant")
+    %237 = stablehlo.multiply %arg11, %236 : tensor<32xf32> loc("opt.momentum/multiply")
+    %238 = stablehlo.add %237, %200 : tensor<32xf32> loc("opt.momentum/add")
+    %239 = stablehlo.multiply %235, %238 : tensor<32xf32> loc("opt.momentum/multiply")
+    %240 = stablehlo.subtract %arg1, %239 : tensor<32xf32> loc("opt.momentum/subtract")
+    %241 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<5x5x32x64xf32> loc("opt.momentum/broadcast_in_dim")
+    %242 = stablehlo.constant dense<0.9> : tensor<5x5x32x64xf32> loc("opt.momentum/constant")
+    %243 = stablehlo.multiply %arg12, %242 : tensor<5x5x32x64xf32> loc("opt.momentum/multiply")
+    %244 = stablehlo.add %243, %203 : tensor<5x5x32x64xf32> loc("opt.momentum/add")
+    %245 = stablehlo.multiply %241, %244 : tensor<5x5x32x64xf32> loc("opt.momentum/multiply")
+    %246 = stablehlo.subtract %arg2, %245 : tensor<5x5x32x64xf32> loc("opt.momentum/subtract")
+    %247 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<64xf32> loc("opt.momentum/broadcast_in_dim")
+    %248 = stablehlo.constant dense<0.9> : tensor<64xf32> loc("opt.momentum/constant")
+    %249 = stablehlo.multiply %arg13, %248 : tensor<64xf32> loc("opt.momentum/multiply")
+    %250 = stablehlo.add %249, %206 : tensor<64xf32> loc("opt.momentum/add")
+    %251 = stablehlo.multiply %247, %250 : tensor<64xf32> loc("opt.momentum/multiply")
+    %252 = stablehlo.subtract %arg3, %251 : tensor<64xf32> loc("opt.momentum/subtract")
+    %253 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<5x5x64x92xf32> loc("opt.momentum/broadcast_in_dim")
+    %254 = stablehlo.constant dense<0.9> : tensor<5x5x64x92xf32> loc("opt.momentum/constant")
+    %255 = stablehlo.multiply %arg14, %254 : tensor<5x5x64x92xf32> loc("opt.momentum/multiply")
+    %256 = stablehlo.add %255, %209 : tensor<5x5x64x92xf32> loc("opt.momentum/add")
+    %257 = stablehlo.multiply %253, %256 : tensor<5x5x64x92xf32> loc("opt.momentum/multiply")
+    %258 = stablehlo.subtract %arg4, %257 : tensor<5x5x64x92xf32> loc("opt.momentum/subtract")
+    %259 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<92xf32> loc("opt.momentum/broadcast_in_dim")
+    %260 = stablehlo.constant dense<0.9> : tensor<92xf32> loc("opt.momentum/constant")
+    %261 = stablehlo.multiply %arg15, %260 : tensor<92xf32> loc("opt.momentum/multiply")
+    %262 = stablehlo.add %261, %212 : tensor<92xf32> loc("opt.momentum/add")
+    %263 = stablehlo.multiply %259, %262 : tensor<92xf32> loc("opt.momentum/multiply")
+    %264 = stablehlo.subtract %arg5, %263 : tensor<92xf32> loc("opt.momentum/subtract")
+    %265 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<1024x94208xf32> loc("opt.momentum/broadcast_in_dim")
+    %266 = stablehlo.constant dense<0.9> : tensor<1024x94208xf32> loc("opt.momentum/constant")
+    %267 = stablehlo.multiply %arg16, %266 : tensor<1024x94208xf32> loc("opt.momentum/multiply")
+    %268 = stablehlo.add %267, %215 : tensor<1024x94208xf32> loc("opt.momentum/add")
+    %269 = stablehlo.multiply %265, %268 : tensor<1024x94208xf32> loc("opt.momentum/multiply")
+    %270 = stablehlo.subtract %arg6, %269 : tensor<1024x94208xf32> loc("opt.momentum/subtract")
+    %271 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<1024xf32> loc("opt.momentum/broadcast_in_dim")
+    %272 = stablehlo.constant dense<0.9> : tensor<1024xf32> loc("opt.momentum/constant")
+    %273 = stablehlo.multiply %arg17, %272 : tensor<1024xf32> loc("opt.momentum/multiply")
+    %274 = stablehlo.add %273, %218 : tensor<1024xf32> loc("opt.momentum/add")
+    %275 = stablehlo.multiply %271, %274 : tensor<1024xf32> loc("opt.momentum/multiply")
+    %276 = stablehlo.subtract %arg7, %275 : tensor<1024xf32> loc("opt.momentum/subtract")
+    %277 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<3x1024xf32> loc("opt.momentum/broadcast_in_dim")
+    %278 = stablehlo.constant dense<0.9> : tensor<3x1024xf32> loc("opt.momentum/constant")
+    %279 = stablehlo.multiply %arg18, %278 : tensor<3x1024xf32> loc("opt.momentum/multiply")
+    %280 = stablehlo.add %279, %221 : tensor<3x1024xf32> loc("opt.momentum/add")
+    %281 = stablehlo.multiply %277, %280 : tensor<3x1024xf32> loc("opt.momentum/multiply")
+    %282 = stablehlo.subtract %arg8, %281 : tensor<3x1024xf32> loc("opt.momentum/subtract")
+    %283 = stablehlo.broadcast_in_dim %arg22, dims = [] : (tensor<f32>) -> tensor<3xf32> loc("opt.momentum/broadcast_in_dim")
+    %284 = stablehlo.constant dense<0.9> : tensor<3xf32> loc("opt.momentum/constant")
+    %285 = stablehlo.multiply %arg19, %284 : tensor<3xf32> loc("opt.momentum/multiply")
+    %286 = stablehlo.add %285, %224 : tensor<3xf32> loc("opt.momentum/add")
+    %287 = stablehlo.multiply %283, %286 : tensor<3xf32> loc("opt.momentum/multiply")
+    %288 = stablehlo.subtract %arg9, %287 : tensor<3xf32> loc("opt.momentum/subtract")
+    return %234, %240, %246, %252, %258, %264, %270, %276, %282, %288, %232, %238, %244, %250, %256, %262, %268, %274, %280, %286, %227, %228 : tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<5x5x64x92xf32>, tensor<92xf32>, tensor<1024x94208xf32>, tensor<1024xf32>, tensor<3x1024xf32>, tensor<3xf32>, tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<5x5x64x92xf32>, tensor<92xf32>, tensor<1024x94208xf32>, tensor<1024xf32>, tensor<3x1024xf32>, tensor<3xf32>, tensor<f32>, tensor<f32>
   }
 }

@@ -1,5 +1,5 @@
 module @face_predict_256x256_b128 attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
-  func.func public @main(%arg0: tensor<5x5x1x32xf32> loc("block1.conv.weight"), %arg1: tensor<32xf32> loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> loc("block2.conv.weight"), %arg3: tensor<64xf32> loc("block2.conv.bias"), %arg4: tensor<262144x1024xf32> loc("dense.weight"), %arg5: tensor<1024xf32> loc("dense.bias"), %arg6: tensor<1024x2xf32> loc("logits.weight"), %arg7: tensor<2xf32> loc("logits.bias"), %arg8: tensor<128x256x256x1xf32> loc("images")) -> (tensor<128x2xf32>) {
+  func.func public @main(%arg0: tensor<5x5x1x32xf32> loc("block1.conv.weight"), %arg1: tensor<32xf32> loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> loc("block2.conv.weight"), %arg3: tensor<64xf32> loc("block2.conv.bias"), %arg4: tensor<1024x262144xf32> loc("dense.weight"), %arg5: tensor<1024xf32> loc("dense.bias"), %arg6: tensor<2x1024xf32> loc("logits.weight"), %arg7: tensor<2xf32> loc("logits.bias"), %arg8: tensor<128x256x256x1xf32> loc("images")) -> (tensor<128x2xf32>) {
     %0 = stablehlo.convolution(%arg8, %arg0) dim_numbers = [b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<128x256x256x1xf32>, tensor<5x5x1x32xf32>) -> tensor<128x256x256x32xf32> loc("block1.conv/convolution")
     %1 = stablehlo.broadcast_in_dim %arg1, dims = [3] : (tensor<32xf32>) -> tensor<128x256x256x32xf32> loc("block1.conv/broadcast_in_dim")
     %2 = stablehlo.add %0, %1 : tensor<128x256x256x32xf32> loc("block1.conv/add")
@@ -19,13 +19,13 @@ module @face_predict_256x256_b128 attributes {mhlo.num_partitions = 1 : i32, mhl
     %init15 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("block2.pool/reduce_max")
     %15 = stablehlo.reduce(%14 init: %init15) applies stablehlo.maximum across dimensions = [2, 4] : (tensor<128x64x2x64x2x64xf32>, tensor<f32>) -> tensor<128x64x64x64xf32> loc("block2.pool/reduce_max")
     %16 = stablehlo.reshape %15 : (tensor<128x64x64x64xf32>) -> tensor<128x262144xf32> loc("flatten/reshape")
-    %17 = stablehlo.dot_general %16, %arg4, contracting_dims = [1] x [0] : (tensor<128x262144xf32>, tensor<262144x1024xf32>) -> tensor<128x1024xf32> loc("dense/dot_general")
+    %17 = stablehlo.dot_general %16, %arg4, contracting_dims = [1] x [1] : (tensor<128x262144xf32>, tensor<1024x262144xf32>) -> tensor<128x1024xf32> loc("dense/dot_general")
     %18 = stablehlo.broadcast_in_dim %arg5, dims = [1] : (tensor<1024xf32>) -> tensor<128x1024xf32> loc("dense/broadcast_in_dim")
     %19 = stablehlo.add %17, %18 : tensor<128x1024xf32> loc("dense/add")
     %20 = stablehlo.constant dense<0.0> : tensor<128x1024xf32> loc("dense/constant")
     %21 = stablehlo.compare  GT, %19, %20,  FLOAT : (tensor<128x1024xf32>, tensor<128x1024xf32>) -> tensor<128x1024xi1> loc("dense/compare")
     %22 = "stablehlo.select"(%21, %19, %20) : (tensor<128x1024xi1>, tensor<128x1024xf32>, tensor<128x1024xf32>) -> tensor<128x1024xf32> loc("dense/select")
-    %23 = stablehlo.dot_general %22, %arg6, contracting_dims = [1] x [0] : (tensor<128x1024xf32>, tensor<1024x2xf32>) -> tensor<128x2xf32> loc("logits/dot_general")
+    %23 = stablehlo.dot_general %22, %arg6, contracting_dims = [1] x [1] : (tensor<128x1024xf32>, tensor<2x1024xf32>) -> tensor<128x2xf32> loc("logits/dot_general")
     %24 = stablehlo.broadcast_in_dim %arg7, dims = [1] : (tensor<2xf32>) -> tensor<128x2xf32> loc("logits/broadcast_in_dim")
     %25 = stablehlo.add %23, %24 : tensor<128x2xf32> loc("logits/add")
     %init26 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("softmax/reduce_max")

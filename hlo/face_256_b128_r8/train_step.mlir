@@ -1,5 +1,5 @@
 module @face_train_step_256x256_b16_r8 attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 8 : i32} {
-  func.func public @main(%arg0: tensor<5x5x1x32xf32> {tf.aliasing_output = 0 : i32} loc("block1.conv.weight"), %arg1: tensor<32xf32> {tf.aliasing_output = 1 : i32} loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> {tf.aliasing_output = 2 : i32} loc("block2.conv.weight"), %arg3: tensor<64xf32> {tf.aliasing_output = 3 : i32} loc("block2.conv.bias"), %arg4: tensor<262144x1024xf32> {tf.aliasing_output = 4 : i32} loc("dense.weight"), %arg5: tensor<1024xf32> {tf.aliasing_output = 5 : i32} loc("dense.bias"), %arg6: tensor<1024x2xf32> {tf.aliasing_output = 6 : i32} loc("logits.weight"), %arg7: tensor<2xf32> {tf.aliasing_output = 7 : i32} loc("logits.bias"), %arg8: tensor<5x5x1x32xf32> {tf.aliasing_output = 8 : i32} loc("opt.momentum.v.block1.conv.weight"), %arg9: tensor<32xf32> {tf.aliasing_output = 9 : i32} loc("opt.momentum.v.block1.conv.bias"), %arg10: tensor<5x5x32x64xf32> {tf.aliasing_output = 10 : i32} loc("opt.momentum.v.block2.conv.weight"), %arg11: tensor<64xf32> {tf.aliasing_output = 11 : i32} loc("opt.momentum.v.block2.conv.bias"), %arg12: tensor<262144x1024xf32> {tf.aliasing_output = 12 : i32} loc("opt.momentum.v.dense.weight"), %arg13: tensor<1024xf32> {tf.aliasing_output = 13 : i32} loc("opt.momentum.v.dense.bias"), %arg14: tensor<1024x2xf32> {tf.aliasing_output = 14 : i32} loc("opt.momentum.v.logits.weight"), %arg15: tensor<2xf32> {tf.aliasing_output = 15 : i32} loc("opt.momentum.v.logits.bias"), %arg16: tensor<16x256x256x1xf32> loc("images"), %arg17: tensor<16xi32> loc("labels"), %arg18: tensor<f32> loc("lr"), %arg19: tensor<i32> loc("step"), %arg20: tensor<ui32> loc("seed"), %arg21: tensor<ui32> loc("example_offset")) -> (tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<262144x1024xf32>, tensor<1024xf32>, tensor<1024x2xf32>, tensor<2xf32>, tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<262144x1024xf32>, tensor<1024xf32>, tensor<1024x2xf32>, tensor<2xf32>, tensor<f32>, tensor<f32>) {
+  func.func public @main(%arg0: tensor<5x5x1x32xf32> {tf.aliasing_output = 0 : i32} loc("block1.conv.weight"), %arg1: tensor<32xf32> {tf.aliasing_output = 1 : i32} loc("block1.conv.bias"), %arg2: tensor<5x5x32x64xf32> {tf.aliasing_output = 2 : i32} loc("block2.conv.weight"), %arg3: tensor<64xf32> {tf.aliasing_output = 3 : i32} loc("block2.conv.bias"), %arg4: tensor<1024x262144xf32> {tf.aliasing_output = 4 : i32} loc("dense.weight"), %arg5: tensor<1024xf32> {tf.aliasing_output = 5 : i32} loc("dense.bias"), %arg6: tensor<2x1024xf32> {tf.aliasing_output = 6 : i32} loc("logits.weight"), %arg7: tensor<2xf32> {tf.aliasing_output = 7 : i32} loc("logits.bias"), %arg8: tensor<5x5x1x32xf32> {tf.aliasing_output = 8 : i32} loc("opt.momentum.v.block1.conv.weight"), %arg9: tensor<32xf32> {tf.aliasing_output = 9 : i32} loc("opt.momentum.v.block1.conv.bias"), %arg10: tensor<5x5x32x64xf32> {tf.aliasing_output = 10 : i32} loc("opt.momentum.v.block2.conv.weight"), %arg11: tensor<64xf32> {tf.aliasing_output = 11 : i32} loc("opt.momentum.v.block2.conv.bias"), %arg12: tensor<1024x262144xf32> {tf.aliasing_output = 12 : i32} loc("opt.momentum.v.dense.weight"), %arg13: tensor<1024xf32> {tf.aliasing_output = 13 : i32} loc("opt.momentum.v.dense.bias"), %arg14: tensor<2x1024xf32> {tf.aliasing_output = 14 : i32} loc("opt.momentum.v.logits.weight"), %arg15: tensor<2xf32> {tf.aliasing_output = 15 : i32} loc("opt.momentum.v.logits.bias"), %arg16: tensor<16x256x256x1xf32> loc("images"), %arg17: tensor<16xi32> loc("labels"), %arg18: tensor<f32> loc("lr"), %arg19: tensor<i32> loc("step"), %arg20: tensor<ui32> loc("seed"), %arg21: tensor<ui32> loc("example_offset")) -> (tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<1024x262144xf32>, tensor<1024xf32>, tensor<2x1024xf32>, tensor<2xf32>, tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<1024x262144xf32>, tensor<1024xf32>, tensor<2x1024xf32>, tensor<2xf32>, tensor<f32>, tensor<f32>) {
     %0 = stablehlo.convolution(%arg16, %arg0) dim_numbers = [b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x256x256x1xf32>, tensor<5x5x1x32xf32>) -> tensor<16x256x256x32xf32> loc("block1.conv/convolution")
     %1 = stablehlo.broadcast_in_dim %arg1, dims = [3] : (tensor<32xf32>) -> tensor<16x256x256x32xf32> loc("block1.conv/broadcast_in_dim")
     %2 = stablehlo.add %0, %1 : tensor<16x256x256x32xf32> loc("block1.conv/add")
@@ -19,7 +19,7 @@ module @face_train_step_256x256_b16_r8 attributes {mhlo.num_partitions = 1 : i32
     %init15 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("block2.pool/reduce_max")
     %15 = stablehlo.reduce(%14 init: %init15) applies stablehlo.maximum across dimensions = [2, 4] : (tensor<16x64x2x64x2x64xf32>, tensor<f32>) -> tensor<16x64x64x64xf32> loc("block2.pool/reduce_max")
     %16 = stablehlo.reshape %15 : (tensor<16x64x64x64xf32>) -> tensor<16x262144xf32> loc("flatten/reshape")
-    %17 = stablehlo.dot_general %16, %arg4, contracting_dims = [1] x [0] : (tensor<16x262144xf32>, tensor<262144x1024xf32>) -> tensor<16x1024xf32> loc("dense/dot_general")
+    %17 = stablehlo.dot_general %16, %arg4, contracting_dims = [1] x [1] : (tensor<16x262144xf32>, tensor<1024x262144xf32>) -> tensor<16x1024xf32> loc("dense/dot_general")
     %18 = stablehlo.broadcast_in_dim %arg5, dims = [1] : (tensor<1024xf32>) -> tensor<16x1024xf32> loc("dense/broadcast_in_dim")
     %19 = stablehlo.add %17, %18 : tensor<16x1024xf32> loc("dense/add")
     %20 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("dense/constant")
@@ -83,7 +83,7 @@ module @face_train_step_256x256_b16_r8 attributes {mhlo.num_partitions = 1 : i32
     %78 = stablehlo.multiply %22, %77 : tensor<16x1024xf32> loc("dropout/multiply")
     %79 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("dropout/constant")
     %80 = "stablehlo.select"(%76, %78, %79) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("dropout/select")
-    %81 = stablehlo.dot_general %80, %arg6, contracting_dims = [1] x [0] : (tensor<16x1024xf32>, tensor<1024x2xf32>) -> tensor<16x2xf32> loc("logits/dot_general")
+    %81 = stablehlo.dot_general %80, %arg6, contracting_dims = [1] x [1] : (tensor<16x1024xf32>, tensor<2x1024xf32>) -> tensor<16x2xf32> loc("logits/dot_general")
     %82 = stablehlo.broadcast_in_dim %arg7, dims = [1] : (tensor<2xf32>) -> tensor<16x2xf32> loc("logits/broadcast_in_dim")
     %83 = stablehlo.add %81, %82 : tensor<16x2xf32> loc("logits/add")
     %init84 = stablehlo.constant dense<0xFF800000> : tensor<f32> loc("loss/reduce_max")
@@ -145,168 +145,166 @@ module @face_train_step_256x256_b16_r8 attributes {mhlo.num_partitions = 1 : i32
     %131 = stablehlo.add %120, %130 : tensor<16x2xf32> loc("grad.loss/add")
     %init132 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.logits/reduce_sum")
     %132 = stablehlo.reduce(%131 init: %init132) applies stablehlo.add across dimensions = [0] : (tensor<16x2xf32>, tensor<f32>) -> tensor<2xf32> loc("grad.logits/reduce_sum")
-    %133 = stablehlo.dot_general %131, %arg6, contracting_dims = [1] x [1] : (tensor<16x2xf32>, tensor<1024x2xf32>) -> tensor<16x1024xf32> loc("grad.logits/dot_general")
+    %133 = stablehlo.dot_general %131, %arg6, contracting_dims = [1] x [0] : (tensor<16x2xf32>, tensor<2x1024xf32>) -> tensor<16x1024xf32> loc("grad.logits/dot_general")
     %134 = stablehlo.dot_general %131, %80, contracting_dims = [0] x [0] : (tensor<16x2xf32>, tensor<16x1024xf32>) -> tensor<2x1024xf32> loc("grad.logits/dot_general")
-    %135 = stablehlo.transpose %134, dims = [1, 0] : (tensor<2x1024xf32>) -> tensor<1024x2xf32> loc("grad.logits/transpose")
-    %136 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("grad.dropout/constant")
-    %137 = "stablehlo.select"(%76, %133, %136) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("grad.dropout/select")
-    %138 = stablehlo.multiply %137, %77 : tensor<16x1024xf32> loc("grad.dropout/multiply")
-    %139 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("grad.dense/constant")
-    %140 = "stablehlo.select"(%21, %138, %139) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("grad.dense/select")
-    %init141 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.dense/reduce_sum")
-    %141 = stablehlo.reduce(%140 init: %init141) applies stablehlo.add across dimensions = [0] : (tensor<16x1024xf32>, tensor<f32>) -> tensor<1024xf32> loc("grad.dense/reduce_sum")
-    %142 = stablehlo.dot_general %140, %arg4, contracting_dims = [1] x [1] : (tensor<16x1024xf32>, tensor<262144x1024xf32>) -> tensor<16x262144xf32> loc("grad.dense/dot_general")
-    %143 = stablehlo.dot_general %140, %16, contracting_dims = [0] x [0] : (tensor<16x1024xf32>, tensor<16x262144xf32>) -> tensor<1024x262144xf32> loc("grad.dense/dot_general")
-    %144 = stablehlo.transpose %143, dims = [1, 0] : (tensor<1024x262144xf32>) -> tensor<262144x1024xf32> loc("grad.dense/transpose")
-    %145 = stablehlo.reshape %142 : (tensor<16x262144xf32>) -> tensor<16x64x64x64xf32> loc("grad.flatten/reshape")
-    %146 = stablehlo.broadcast_in_dim %145, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
-    %147 = stablehlo.broadcast_in_dim %15, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
-    %148 = stablehlo.compare  EQ, %14, %147,  FLOAT : (tensor<16x64x2x64x2x64xf32>, tensor<16x64x2x64x2x64xf32>) -> tensor<16x64x2x64x2x64xi1> loc("grad.block2.pool/compare")
-    %149 = stablehlo.convert %148 : (tensor<16x64x2x64x2x64xi1>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/convert")
-    %init150 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block2.pool/reduce_sum")
-    %150 = stablehlo.reduce(%149 init: %init150) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x64x2x64x2x64xf32>, tensor<f32>) -> tensor<16x64x64x64xf32> loc("grad.block2.pool/reduce_sum")
-    %151 = stablehlo.broadcast_in_dim %150, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
-    %152 = stablehlo.divide %149, %151 : tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/divide")
-    %153 = stablehlo.multiply %146, %152 : tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/multiply")
-    %154 = stablehlo.reshape %153 : (tensor<16x64x2x64x2x64xf32>) -> tensor<16x128x128x64xf32> loc("grad.block2.pool/reshape")
-    %155 = stablehlo.constant dense<0.0> : tensor<16x128x128x64xf32> loc("grad.block2.relu/constant")
-    %156 = "stablehlo.select"(%12, %154, %155) : (tensor<16x128x128x64xi1>, tensor<16x128x128x64xf32>, tensor<16x128x128x64xf32>) -> tensor<16x128x128x64xf32> loc("grad.block2.relu/select")
-    %init157 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block2.conv/reduce_sum")
-    %157 = stablehlo.reduce(%156 init: %init157) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x128x128x64xf32>, tensor<f32>) -> tensor<64xf32> loc("grad.block2.conv/reduce_sum")
-    %158 = "stablehlo.reverse"(%arg2) {dimensions = array<i64: 0, 1>} : (tensor<5x5x32x64xf32>) -> tensor<5x5x32x64xf32> loc("grad.block2.conv/reverse")
-    %159 = stablehlo.convolution(%156, %158) dim_numbers = [b, 0, 1, f]x[0, 1, o, i]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x128x128x64xf32>, tensor<5x5x32x64xf32>) -> tensor<16x128x128x32xf32> loc("grad.block2.conv/convolution")
-    %160 = stablehlo.convolution(%7, %156) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x128x128x32xf32>, tensor<16x128x128x64xf32>) -> tensor<5x5x32x64xf32> loc("grad.block2.conv/convolution")
-    %161 = stablehlo.broadcast_in_dim %159, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
-    %162 = stablehlo.broadcast_in_dim %7, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
-    %163 = stablehlo.compare  EQ, %6, %162,  FLOAT : (tensor<16x128x2x128x2x32xf32>, tensor<16x128x2x128x2x32xf32>) -> tensor<16x128x2x128x2x32xi1> loc("grad.block1.pool/compare")
-    %164 = stablehlo.convert %163 : (tensor<16x128x2x128x2x32xi1>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/convert")
-    %init165 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block1.pool/reduce_sum")
-    %165 = stablehlo.reduce(%164 init: %init165) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x128x2x128x2x32xf32>, tensor<f32>) -> tensor<16x128x128x32xf32> loc("grad.block1.pool/reduce_sum")
-    %166 = stablehlo.broadcast_in_dim %165, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
-    %167 = stablehlo.divide %164, %166 : tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/divide")
-    %168 = stablehlo.multiply %161, %167 : tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/multiply")
-    %169 = stablehlo.reshape %168 : (tensor<16x128x2x128x2x32xf32>) -> tensor<16x256x256x32xf32> loc("grad.block1.pool/reshape")
-    %170 = stablehlo.constant dense<0.0> : tensor<16x256x256x32xf32> loc("grad.block1.relu/constant")
-    %171 = "stablehlo.select"(%4, %169, %170) : (tensor<16x256x256x32xi1>, tensor<16x256x256x32xf32>, tensor<16x256x256x32xf32>) -> tensor<16x256x256x32xf32> loc("grad.block1.relu/select")
-    %init172 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block1.conv/reduce_sum")
-    %172 = stablehlo.reduce(%171 init: %init172) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x256x256x32xf32>, tensor<f32>) -> tensor<32xf32> loc("grad.block1.conv/reduce_sum")
-    %173 = stablehlo.convolution(%arg16, %171) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x256x256x1xf32>, tensor<16x256x256x32xf32>) -> tensor<5x5x1x32xf32> loc("grad.block1.conv/convolution")
-    %174 = "stablehlo.all_reduce"(%173) ({
-      ^bb0(%r174_a: tensor<f32>, %r174_b: tensor<f32>):
-        %r174_r = stablehlo.add %r174_a, %r174_b : tensor<f32>
-        stablehlo.return %r174_r : tensor<f32>
+    %135 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("grad.dropout/constant")
+    %136 = "stablehlo.select"(%76, %133, %135) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("grad.dropout/select")
+    %137 = stablehlo.multiply %136, %77 : tensor<16x1024xf32> loc("grad.dropout/multiply")
+    %138 = stablehlo.constant dense<0.0> : tensor<16x1024xf32> loc("grad.dense/constant")
+    %139 = "stablehlo.select"(%21, %137, %138) : (tensor<16x1024xi1>, tensor<16x1024xf32>, tensor<16x1024xf32>) -> tensor<16x1024xf32> loc("grad.dense/select")
+    %init140 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.dense/reduce_sum")
+    %140 = stablehlo.reduce(%139 init: %init140) applies stablehlo.add across dimensions = [0] : (tensor<16x1024xf32>, tensor<f32>) -> tensor<1024xf32> loc("grad.dense/reduce_sum")
+    %141 = stablehlo.dot_general %139, %arg4, contracting_dims = [1] x [0] : (tensor<16x1024xf32>, tensor<1024x262144xf32>) -> tensor<16x262144xf32> loc("grad.dense/dot_general")
+    %142 = stablehlo.dot_general %139, %16, contracting_dims = [0] x [0] : (tensor<16x1024xf32>, tensor<16x262144xf32>) -> tensor<1024x262144xf32> loc("grad.dense/dot_general")
+    %143 = stablehlo.reshape %141 : (tensor<16x262144xf32>) -> tensor<16x64x64x64xf32> loc("grad.flatten/reshape")
+    %144 = stablehlo.broadcast_in_dim %143, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
+    %145 = stablehlo.broadcast_in_dim %15, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
+    %146 = stablehlo.compare  EQ, %14, %145,  FLOAT : (tensor<16x64x2x64x2x64xf32>, tensor<16x64x2x64x2x64xf32>) -> tensor<16x64x2x64x2x64xi1> loc("grad.block2.pool/compare")
+    %147 = stablehlo.convert %146 : (tensor<16x64x2x64x2x64xi1>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/convert")
+    %init148 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block2.pool/reduce_sum")
+    %148 = stablehlo.reduce(%147 init: %init148) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x64x2x64x2x64xf32>, tensor<f32>) -> tensor<16x64x64x64xf32> loc("grad.block2.pool/reduce_sum")
+    %149 = stablehlo.broadcast_in_dim %148, dims = [0, 1, 3, 5] : (tensor<16x64x64x64xf32>) -> tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/broadcast_in_dim")
+    %150 = stablehlo.divide %147, %149 : tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/divide")
+    %151 = stablehlo.multiply %144, %150 : tensor<16x64x2x64x2x64xf32> loc("grad.block2.pool/multiply")
+    %152 = stablehlo.reshape %151 : (tensor<16x64x2x64x2x64xf32>) -> tensor<16x128x128x64xf32> loc("grad.block2.pool/reshape")
+    %153 = stablehlo.constant dense<0.0> : tensor<16x128x128x64xf32> loc("grad.block2.relu/constant")
+    %154 = "stablehlo.select"(%12, %152, %153) : (tensor<16x128x128x64xi1>, tensor<16x128x128x64xf32>, tensor<16x128x128x64xf32>) -> tensor<16x128x128x64xf32> loc("grad.block2.relu/select")
+    %init155 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block2.conv/reduce_sum")
+    %155 = stablehlo.reduce(%154 init: %init155) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x128x128x64xf32>, tensor<f32>) -> tensor<64xf32> loc("grad.block2.conv/reduce_sum")
+    %156 = "stablehlo.reverse"(%arg2) {dimensions = array<i64: 0, 1>} : (tensor<5x5x32x64xf32>) -> tensor<5x5x32x64xf32> loc("grad.block2.conv/reverse")
+    %157 = stablehlo.convolution(%154, %156) dim_numbers = [b, 0, 1, f]x[0, 1, o, i]->[b, 0, 1, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x128x128x64xf32>, tensor<5x5x32x64xf32>) -> tensor<16x128x128x32xf32> loc("grad.block2.conv/convolution")
+    %158 = stablehlo.convolution(%7, %154) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x128x128x32xf32>, tensor<16x128x128x64xf32>) -> tensor<5x5x32x64xf32> loc("grad.block2.conv/convolution")
+    %159 = stablehlo.broadcast_in_dim %157, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
+    %160 = stablehlo.broadcast_in_dim %7, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
+    %161 = stablehlo.compare  EQ, %6, %160,  FLOAT : (tensor<16x128x2x128x2x32xf32>, tensor<16x128x2x128x2x32xf32>) -> tensor<16x128x2x128x2x32xi1> loc("grad.block1.pool/compare")
+    %162 = stablehlo.convert %161 : (tensor<16x128x2x128x2x32xi1>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/convert")
+    %init163 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block1.pool/reduce_sum")
+    %163 = stablehlo.reduce(%162 init: %init163) applies stablehlo.add across dimensions = [2, 4] : (tensor<16x128x2x128x2x32xf32>, tensor<f32>) -> tensor<16x128x128x32xf32> loc("grad.block1.pool/reduce_sum")
+    %164 = stablehlo.broadcast_in_dim %163, dims = [0, 1, 3, 5] : (tensor<16x128x128x32xf32>) -> tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/broadcast_in_dim")
+    %165 = stablehlo.divide %162, %164 : tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/divide")
+    %166 = stablehlo.multiply %159, %165 : tensor<16x128x2x128x2x32xf32> loc("grad.block1.pool/multiply")
+    %167 = stablehlo.reshape %166 : (tensor<16x128x2x128x2x32xf32>) -> tensor<16x256x256x32xf32> loc("grad.block1.pool/reshape")
+    %168 = stablehlo.constant dense<0.0> : tensor<16x256x256x32xf32> loc("grad.block1.relu/constant")
+    %169 = "stablehlo.select"(%4, %167, %168) : (tensor<16x256x256x32xi1>, tensor<16x256x256x32xf32>, tensor<16x256x256x32xf32>) -> tensor<16x256x256x32xf32> loc("grad.block1.relu/select")
+    %init170 = stablehlo.constant dense<0.0> : tensor<f32> loc("grad.block1.conv/reduce_sum")
+    %170 = stablehlo.reduce(%169 init: %init170) applies stablehlo.add across dimensions = [0, 1, 2] : (tensor<16x256x256x32xf32>, tensor<f32>) -> tensor<32xf32> loc("grad.block1.conv/reduce_sum")
+    %171 = stablehlo.convolution(%arg16, %169) dim_numbers = [f, 0, 1, b]x[i, 0, 1, o]->[0, 1, b, f], window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [1, 1], rhs_dilate = [1, 1]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<16x256x256x1xf32>, tensor<16x256x256x32xf32>) -> tensor<5x5x1x32xf32> loc("grad.block1.conv/convolution")
+    %172 = "stablehlo.all_reduce"(%171) ({
+      ^bb0(%r172_a: tensor<f32>, %r172_b: tensor<f32>):
+        %r172_r = stablehlo.add %r172_a, %r172_b : tensor<f32>
+        stablehlo.return %r172_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<5x5x1x32xf32>) -> tensor<5x5x1x32xf32> loc("cross_replica/all_reduce")
-    %175 = stablehlo.constant dense<0.125> : tensor<5x5x1x32xf32> loc("cross_replica/constant")
-    %176 = stablehlo.multiply %174, %175 : tensor<5x5x1x32xf32> loc("cross_replica/multiply")
-    %177 = "stablehlo.all_reduce"(%172) ({
-      ^bb0(%r177_a: tensor<f32>, %r177_b: tensor<f32>):
-        %r177_r = stablehlo.add %r177_a, %r177_b : tensor<f32>
-        stablehlo.return %r177_r : tensor<f32>
+    %173 = stablehlo.constant dense<0.125> : tensor<5x5x1x32xf32> loc("cross_replica/constant")
+    %174 = stablehlo.multiply %172, %173 : tensor<5x5x1x32xf32> loc("cross_replica/multiply")
+    %175 = "stablehlo.all_reduce"(%170) ({
+      ^bb0(%r175_a: tensor<f32>, %r175_b: tensor<f32>):
+        %r175_r = stablehlo.add %r175_a, %r175_b : tensor<f32>
+        stablehlo.return %r175_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<32xf32>) -> tensor<32xf32> loc("cross_replica/all_reduce")
-    %178 = stablehlo.constant dense<0.125> : tensor<32xf32> loc("cross_replica/constant")
-    %179 = stablehlo.multiply %177, %178 : tensor<32xf32> loc("cross_replica/multiply")
-    %180 = "stablehlo.all_reduce"(%160) ({
-      ^bb0(%r180_a: tensor<f32>, %r180_b: tensor<f32>):
-        %r180_r = stablehlo.add %r180_a, %r180_b : tensor<f32>
-        stablehlo.return %r180_r : tensor<f32>
+    %176 = stablehlo.constant dense<0.125> : tensor<32xf32> loc("cross_replica/constant")
+    %177 = stablehlo.multiply %175, %176 : tensor<32xf32> loc("cross_replica/multiply")
+    %178 = "stablehlo.all_reduce"(%158) ({
+      ^bb0(%r178_a: tensor<f32>, %r178_b: tensor<f32>):
+        %r178_r = stablehlo.add %r178_a, %r178_b : tensor<f32>
+        stablehlo.return %r178_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<5x5x32x64xf32>) -> tensor<5x5x32x64xf32> loc("cross_replica/all_reduce")
-    %181 = stablehlo.constant dense<0.125> : tensor<5x5x32x64xf32> loc("cross_replica/constant")
-    %182 = stablehlo.multiply %180, %181 : tensor<5x5x32x64xf32> loc("cross_replica/multiply")
-    %183 = "stablehlo.all_reduce"(%157) ({
-      ^bb0(%r183_a: tensor<f32>, %r183_b: tensor<f32>):
-        %r183_r = stablehlo.add %r183_a, %r183_b : tensor<f32>
-        stablehlo.return %r183_r : tensor<f32>
+    %179 = stablehlo.constant dense<0.125> : tensor<5x5x32x64xf32> loc("cross_replica/constant")
+    %180 = stablehlo.multiply %178, %179 : tensor<5x5x32x64xf32> loc("cross_replica/multiply")
+    %181 = "stablehlo.all_reduce"(%155) ({
+      ^bb0(%r181_a: tensor<f32>, %r181_b: tensor<f32>):
+        %r181_r = stablehlo.add %r181_a, %r181_b : tensor<f32>
+        stablehlo.return %r181_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<64xf32>) -> tensor<64xf32> loc("cross_replica/all_reduce")
-    %184 = stablehlo.constant dense<0.125> : tensor<64xf32> loc("cross_replica/constant")
-    %185 = stablehlo.multiply %183, %184 : tensor<64xf32> loc("cross_replica/multiply")
-    %186 = "stablehlo.all_reduce"(%144) ({
-      ^bb0(%r186_a: tensor<f32>, %r186_b: tensor<f32>):
-        %r186_r = stablehlo.add %r186_a, %r186_b : tensor<f32>
-        stablehlo.return %r186_r : tensor<f32>
-    }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<262144x1024xf32>) -> tensor<262144x1024xf32> loc("cross_replica/all_reduce")
-    %187 = stablehlo.constant dense<0.125> : tensor<262144x1024xf32> loc("cross_replica/constant")
-    %188 = stablehlo.multiply %186, %187 : tensor<262144x1024xf32> loc("cross_replica/multiply")
-    %189 = "stablehlo.all_reduce"(%141) ({
-      ^bb0(%r189_a: tensor<f32>, %r189_b: tensor<f32>):
-        %r189_r = stablehlo.add %r189_a, %r189_b : tensor<f32>
-        stablehlo.return %r189_r : tensor<f32>
+    %182 = stablehlo.constant dense<0.125> : tensor<64xf32> loc("cross_replica/constant")
+    %183 = stablehlo.multiply %181, %182 : tensor<64xf32> loc("cross_replica/multiply")
+    %184 = "stablehlo.all_reduce"(%142) ({
+      ^bb0(%r184_a: tensor<f32>, %r184_b: tensor<f32>):
+        %r184_r = stablehlo.add %r184_a, %r184_b : tensor<f32>
+        stablehlo.return %r184_r : tensor<f32>
+    }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<1024x262144xf32>) -> tensor<1024x262144xf32> loc("cross_replica/all_reduce")
+    %185 = stablehlo.constant dense<0.125> : tensor<1024x262144xf32> loc("cross_replica/constant")
+    %186 = stablehlo.multiply %184, %185 : tensor<1024x262144xf32> loc("cross_replica/multiply")
+    %187 = "stablehlo.all_reduce"(%140) ({
+      ^bb0(%r187_a: tensor<f32>, %r187_b: tensor<f32>):
+        %r187_r = stablehlo.add %r187_a, %r187_b : tensor<f32>
+        stablehlo.return %r187_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<1024xf32>) -> tensor<1024xf32> loc("cross_replica/all_reduce")
-    %190 = stablehlo.constant dense<0.125> : tensor<1024xf32> loc("cross_replica/constant")
-    %191 = stablehlo.multiply %189, %190 : tensor<1024xf32> loc("cross_replica/multiply")
-    %192 = "stablehlo.all_reduce"(%135) ({
-      ^bb0(%r192_a: tensor<f32>, %r192_b: tensor<f32>):
-        %r192_r = stablehlo.add %r192_a, %r192_b : tensor<f32>
-        stablehlo.return %r192_r : tensor<f32>
-    }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<1024x2xf32>) -> tensor<1024x2xf32> loc("cross_replica/all_reduce")
-    %193 = stablehlo.constant dense<0.125> : tensor<1024x2xf32> loc("cross_replica/constant")
-    %194 = stablehlo.multiply %192, %193 : tensor<1024x2xf32> loc("cross_replica/multiply")
-    %195 = "stablehlo.all_reduce"(%132) ({
-      ^bb0(%r195_a: tensor<f32>, %r195_b: tensor<f32>):
-        %r195_r = stablehlo.add %r195_a, %r195_b : tensor<f32>
-        stablehlo.return %r195_r : tensor<f32>
+    %188 = stablehlo.constant dense<0.125> : tensor<1024xf32> loc("cross_replica/constant")
+    %189 = stablehlo.multiply %187, %188 : tensor<1024xf32> loc("cross_replica/multiply")
+    %190 = "stablehlo.all_reduce"(%134) ({
+      ^bb0(%r190_a: tensor<f32>, %r190_b: tensor<f32>):
+        %r190_r = stablehlo.add %r190_a, %r190_b : tensor<f32>
+        stablehlo.return %r190_r : tensor<f32>
+    }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<2x1024xf32>) -> tensor<2x1024xf32> loc("cross_replica/all_reduce")
+    %191 = stablehlo.constant dense<0.125> : tensor<2x1024xf32> loc("cross_replica/constant")
+    %192 = stablehlo.multiply %190, %191 : tensor<2x1024xf32> loc("cross_replica/multiply")
+    %193 = "stablehlo.all_reduce"(%132) ({
+      ^bb0(%r193_a: tensor<f32>, %r193_b: tensor<f32>):
+        %r193_r = stablehlo.add %r193_a, %r193_b : tensor<f32>
+        stablehlo.return %r193_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<2xf32>) -> tensor<2xf32> loc("cross_replica/all_reduce")
-    %196 = stablehlo.constant dense<0.125> : tensor<2xf32> loc("cross_replica/constant")
-    %197 = stablehlo.multiply %195, %196 : tensor<2xf32> loc("cross_replica/multiply")
-    %198 = "stablehlo.all_reduce"(%98) ({
-      ^bb0(%r198_a: tensor<f32>, %r198_b: tensor<f32>):
-        %r198_r = stablehlo.add %r198_a, %r198_b : tensor<f32>
-        stablehlo.return %r198_r : tensor<f32>
+    %194 = stablehlo.constant dense<0.125> : tensor<2xf32> loc("cross_replica/constant")
+    %195 = stablehlo.multiply %193, %194 : tensor<2xf32> loc("cross_replica/multiply")
+    %196 = "stablehlo.all_reduce"(%98) ({
+      ^bb0(%r196_a: tensor<f32>, %r196_b: tensor<f32>):
+        %r196_r = stablehlo.add %r196_a, %r196_b : tensor<f32>
+        stablehlo.return %r196_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<f32>) -> tensor<f32> loc("cross_replica/all_reduce")
-    %199 = stablehlo.constant dense<0.0078125> : tensor<f32> loc("cross_replica/constant")
-    %200 = stablehlo.multiply %198, %199 : tensor<f32> loc("cross_replica/multiply")
-    %201 = "stablehlo.all_reduce"(%109) ({
-      ^bb0(%r201_a: tensor<f32>, %r201_b: tensor<f32>):
-        %r201_r = stablehlo.add %r201_a, %r201_b : tensor<f32>
-        stablehlo.return %r201_r : tensor<f32>
+    %197 = stablehlo.constant dense<0.0078125> : tensor<f32> loc("cross_replica/constant")
+    %198 = stablehlo.multiply %196, %197 : tensor<f32> loc("cross_replica/multiply")
+    %199 = "stablehlo.all_reduce"(%109) ({
+      ^bb0(%r199_a: tensor<f32>, %r199_b: tensor<f32>):
+        %r199_r = stablehlo.add %r199_a, %r199_b : tensor<f32>
+        stablehlo.return %r199_r : tensor<f32>
     }) {replica_groups = dense<[[0, 1, 2, 3, 4, 5, 6, 7]]> : tensor<1x8xi64>} : (tensor<f32>) -> tensor<f32> loc("cross_replica/all_reduce")
-    %202 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<5x5x1x32xf32> loc("opt.momentum/broadcast_in_dim")
-    %203 = stablehlo.constant dense<0.9> : tensor<5x5x1x32xf32> loc("opt.momentum/constant")
-    %204 = stablehlo.multiply %arg8, %203 : tensor<5x5x1x32xf32> loc("opt.momentum/multiply")
-    %205 = stablehlo.add %204, %176 : tensor<5x5x1x32xf32> loc("opt.momentum/add")
-    %206 = stablehlo.multiply %202, %205 : tensor<5x5x1x32xf32> loc("opt.momentum/multiply")
-    %207 = stablehlo.subtract %arg0, %206 : tensor<5x5x1x32xf32> loc("opt.momentum/subtract")
-    %208 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<32xf32> loc("opt.momentum/broadcast_in_dim")
-    %209 = stablehlo.constant dense<0.9> : tensor<32xf32> loc("opt.momentum/constant")
-    %210 = stablehlo.multiply %arg9, %209 : tensor<32xf32> loc("opt.momentum/multiply")
-    %211 = stablehlo.add %210, %179 : tensor<32xf32> loc("opt.momentum/add")
-    %212 = stablehlo.multiply %208, %211 : tensor<32xf32> loc("opt.momentum/multiply")
-    %213 = stablehlo.subtract %arg1, %212 : tensor<32xf32> loc("opt.momentum/subtract")
-    %214 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<5x5x32x64xf32> loc("opt.momentum/broadcast_in_dim")
-    %215 = stablehlo.constant dense<0.9> : tensor<5x5x32x64xf32> loc("opt.momentum/constant")
-    %216 = stablehlo.multiply %arg10, %215 : tensor<5x5x32x64xf32> loc("opt.momentum/multiply")
-    %217 = stablehlo.add %216, %182 : tensor<5x5x32x64xf32> loc("opt.momentum/add")
-    %218 = stablehlo.multiply %214, %217 : tensor<5x5x32x64xf32> loc("opt.momentum/multiply")
-    %219 = stablehlo.subtract %arg2, %218 : tensor<5x5x32x64xf32> loc("opt.momentum/subtract")
-    %220 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<64xf32> loc("opt.momentum/broadcast_in_dim")
-    %221 = stablehlo.constant dense<0.9> : tensor<64xf32> loc("opt.momentum/constant")
-    %222 = stablehlo.multiply %arg11, %221 : tensor<64xf32> loc("opt.momentum/multiply")
-    %223 = stablehlo.add %222, %185 : tensor<64xf32> loc("opt.momentum/add")
-    %224 = stablehlo.multiply %220, %223 : tensor<64xf32> loc("opt.momentum/multiply")
-    %225 = stablehlo.subtract %arg3, %224 : tensor<64xf32> loc("opt.momentum/subtract")
-    %226 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<262144x1024xf32> loc("opt.momentum/broadcast_in_dim")
-    %227 = stablehlo.constant dense<0.9> : tensor<262144x1024xf32> loc("opt.momentum/constant")
-    %228 = stablehlo.multiply %arg12, %227 : tensor<262144x1024xf32> loc("opt.momentum/multiply")
-    %229 = stablehlo.add %228, %188 : tensor<262144x1024xf32> loc("opt.momentum/add")
-    %230 = stablehlo.multiply %226, %229 : tensor<262144x1024xf32> loc("opt.momentum/multiply")
-    %231 = stablehlo.subtract %arg4, %230 : tensor<262144x1024xf32> loc("opt.momentum/subtract")
-    %232 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<1024xf32> loc("opt.momentum/broadcast_in_dim")
-    %233 = stablehlo.constant dense<0.9> : tensor<1024xf32> loc("opt.momentum/constant")
-    %234 = stablehlo.multiply %arg13, %233 : tensor<1024xf32> loc("opt.momentum/multiply")
-    %235 = stablehlo.add %234, %191 : tensor<1024xf32> loc("opt.momentum/add")
-    %236 = stablehlo.multiply %232, %235 : tensor<1024xf32> loc("opt.momentum/multiply")
-    %237 = stablehlo.subtract %arg5, %236 : tensor<1024xf32> loc("opt.momentum/subtract")
-    %238 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<1024x2xf32> loc("opt.momentum/broadcast_in_dim")
-    %239 = stablehlo.constant dense<0.9> : tensor<1024x2xf32> loc("opt.momentum/constant")
-    %240 = stablehlo.multiply %arg14, %239 : tensor<1024x2xf32> loc("opt.momentum/multiply")
-    %241 = stablehlo.add %240, %194 : tensor<1024x2xf32> loc("opt.momentum/add")
-    %242 = stablehlo.multiply %238, %241 : tensor<1024x2xf32> loc("opt.momentum/multiply")
-    %243 = stablehlo.subtract %arg6, %242 : tensor<1024x2xf32> loc("opt.momentum/subtract")
-    %244 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<2xf32> loc("opt.momentum/broadcast_in_dim")
-    %245 = stablehlo.constant dense<0.9> : tensor<2xf32> loc("opt.momentum/constant")
-    %246 = stablehlo.multiply %arg15, %245 : tensor<2xf32> loc("opt.momentum/multiply")
-    %247 = stablehlo.add %246, %197 : tensor<2xf32> loc("opt.momentum/add")
-    %248 = stablehlo.multiply %244, %247 : tensor<2xf32> loc("opt.momentum/multiply")
-    %249 = stablehlo.subtract %arg7, %248 : tensor<2xf32> loc("opt.momentum/subtract")
-    return %207, %213, %219, %225, %231, %237, %243, %249, %205, %211, %217, %223, %229, %235, %241, %247, %200, %201 : tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<262144x1024xf32>, tensor<1024xf32>, tensor<1024x2xf32>, tensor<2xf32>, tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<262144x1024xf32>, tensor<1024xf32>, tensor<1024x2xf32>, tensor<2xf32>, tensor<f32>, tensor<f32>
+    %200 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<5x5x1x32xf32> loc("opt.momentum/broadcast_in_dim")
+    %201 = stablehlo.constant dense<0.9> : tensor<5x5x1x32xf32> loc("opt.momentum/constant")
+    %202 = stablehlo.multiply %arg8, %201 : tensor<5x5x1x32xf32> loc("opt.momentum/multiply")
+    %203 = stablehlo.add %202, %174 : tensor<5x5x1x32xf32> loc("opt.momentum/add")
+    %204 = stablehlo.multiply %200, %203 : tensor<5x5x1x32xf32> loc("opt.momentum/multiply")
+    %205 = stablehlo.subtract %arg0, %204 : tensor<5x5x1x32xf32> loc("opt.momentum/subtract")
+    %206 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<32xf32> loc("opt.momentum/broadcast_in_dim")
+    %207 = stablehlo.constant dense<0.9> : tensor<32xf32> loc("opt.momentum/constant")
+    %208 = stablehlo.multiply %arg9, %207 : tensor<32xf32> loc("opt.momentum/multiply")
+    %209 = stablehlo.add %208, %177 : tensor<32xf32> loc("opt.momentum/add")
+    %210 = stablehlo.multiply %206, %209 : tensor<32xf32> loc("opt.momentum/multiply")
+    %211 = stablehlo.subtract %arg1, %210 : tensor<32xf32> loc("opt.momentum/subtract")
+    %212 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<5x5x32x64xf32> loc("opt.momentum/broadcast_in_dim")
+    %213 = stablehlo.constant dense<0.9> : tensor<5x5x32x64xf32> loc("opt.momentum/constant")
+    %214 = stablehlo.multiply %arg10, %213 : tensor<5x5x32x64xf32> loc("opt.momentum/multiply")
+    %215 = stablehlo.add %214, %180 : tensor<5x5x32x64xf32> loc("opt.momentum/add")
+    %216 = stablehlo.multiply %212, %215 : tensor<5x5x32x64xf32> loc("opt.momentum/multiply")
+    %217 = stablehlo.subtract %arg2, %216 : tensor<5x5x32x64xf32> loc("opt.momentum/subtract")
+    %218 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<64xf32> loc("opt.momentum/broadcast_in_dim")
+    %219 = stablehlo.constant dense<0.9> : tensor<64xf32> loc("opt.momentum/constant")
+    %220 = stablehlo.multiply %arg11, %219 : tensor<64xf32> loc("opt.momentum/multiply")
+    %221 = stablehlo.add %220, %183 : tensor<64xf32> loc("opt.momentum/add")
+    %222 = stablehlo.multiply %218, %221 : tensor<64xf32> loc("opt.momentum/multiply")
+    %223 = stablehlo.subtract %arg3, %222 : tensor<64xf32> loc("opt.momentum/subtract")
+    %224 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<1024x262144xf32> loc("opt.momentum/broadcast_in_dim")
+    %225 = stablehlo.constant dense<0.9> : tensor<1024x262144xf32> loc("opt.momentum/constant")
+    %226 = stablehlo.multiply %arg12, %225 : tensor<1024x262144xf32> loc("opt.momentum/multiply")
+    %227 = stablehlo.add %226, %186 : tensor<1024x262144xf32> loc("opt.momentum/add")
+    %228 = stablehlo.multiply %224, %227 : tensor<1024x262144xf32> loc("opt.momentum/multiply")
+    %229 = stablehlo.subtract %arg4, %228 : tensor<1024x262144xf32> loc("opt.momentum/subtract")
+    %230 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<1024xf32> loc("opt.momentum/broadcast_in_dim")
+    %231 = stablehlo.constant dense<0.9> : tensor<1024xf32> loc("opt.momentum/constant")
+    %232 = stablehlo.multiply %arg13, %231 : tensor<1024xf32> loc("opt.momentum/multiply")
+    %233 = stablehlo.add %232, %189 : tensor<1024xf32> loc("opt.momentum/add")
+    %234 = stablehlo.multiply %230, %233 : tensor<1024xf32> loc("opt.momentum/multiply")
+    %235 = stablehlo.subtract %arg5, %234 : tensor<1024xf32> loc("opt.momentum/subtract")
+    %236 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<2x1024xf32> loc("opt.momentum/broadcast_in_dim")
+    %237 = stablehlo.constant dense<0.9> : tensor<2x1024xf32> loc("opt.momentum/constant")
+    %238 = stablehlo.multiply %arg14, %237 : tensor<2x1024xf32> loc("opt.momentum/multiply")
+    %239 = stablehlo.add %238, %192 : tensor<2x1024xf32> loc("opt.momentum/add")
+    %240 = stablehlo.multiply %236, %239 : tensor<2x1024xf32> loc("opt.momentum/multiply")
+    %241 = stablehlo.subtract %arg6, %240 : tensor<2x1024xf32> loc("opt.momentum/subtract")
+    %242 = stablehlo.broadcast_in_dim %arg18, dims = [] : (tensor<f32>) -> tensor<2xf32> loc("opt.momentum/broadcast_in_dim")
+    %243 = stablehlo.constant dense<0.9> : tensor<2xf32> loc("opt.momentum/constant")
+    %244 = stablehlo.multiply %arg15, %243 : tensor<2xf32> loc("opt.momentum/multiply")
+    %245 = stablehlo.add %244, %195 : tensor<2xf32> loc("opt.momentum/add")
+    %246 = stablehlo.multiply %242, %245 : tensor<2xf32> loc("opt.momentum/multiply")
+    %247 = stablehlo.subtract %arg7, %246 : tensor<2xf32> loc("opt.momentum/subtract")
+    return %205, %211, %217, %223, %229, %235, %241, %247, %203, %209, %215, %221, %227, %233, %239, %245, %198, %199 : tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<1024x262144xf32>, tensor<1024xf32>, tensor<2x1024xf32>, tensor<2xf32>, tensor<5x5x1x32xf32>, tensor<32xf32>, tensor<5x5x32x64xf32>, tensor<64xf32>, tensor<1024x262144xf32>, tensor<1024xf32>, tensor<2x1024xf32>, tensor<2xf32>, tensor<f32>, tensor<f32>
   }
 }

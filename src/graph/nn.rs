@@ -34,9 +34,14 @@ impl Graph {
         self.add(x, bb)
     }
 
-    /// `x @ w + b` for `x: [batch, in]`, `w: [in, out]`, `b: [out]`.
+    /// `x @ w^T + b` for `x: [batch, in]`, `w: [out, in]`, `b: [out]`.
+    ///
+    /// The weight is stored `[out, in]` (as in PyTorch) because XLA:CPU runs
+    /// the backward pass's `cot @ w` faster with that layout: on the face
+    /// model's 40000x1024 layer, forward + both gradients took 164 ms
+    /// against 217 ms with `[in, out]` (2 cores, batch 100).
     pub fn dense(&mut self, x: Tensor, w: Tensor, b: Tensor) -> Result<Tensor> {
-        let y = self.dot_general(x, w, DotDims::matmul())?;
+        let y = self.dot_general(x, w, DotDims { lhs_contract: vec![1], rhs_contract: vec![1], ..Default::default() })?;
         self.add_bias(y, b)
     }
 

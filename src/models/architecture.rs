@@ -183,9 +183,9 @@ impl Architecture {
             cin = f;
         }
         let flat = self.flat_features();
-        specs.push(ParamSpec { name: "dense.weight".into(), dims: vec![flat, self.dense_units], init: Init::HeNormal { fan_in: flat } });
+        specs.push(ParamSpec { name: "dense.weight".into(), dims: vec![self.dense_units, flat], init: Init::HeNormal { fan_in: flat } });
         specs.push(ParamSpec { name: "dense.bias".into(), dims: vec![self.dense_units], init: Init::Zeros });
-        specs.push(ParamSpec { name: "logits.weight".into(), dims: vec![self.dense_units, self.classes], init: Init::HeNormal { fan_in: self.dense_units } });
+        specs.push(ParamSpec { name: "logits.weight".into(), dims: vec![self.classes, self.dense_units], init: Init::HeNormal { fan_in: self.dense_units } });
         specs.push(ParamSpec { name: "logits.bias".into(), dims: vec![self.classes], init: Init::Zeros });
         specs
     }
