@@ -201,6 +201,29 @@ fn integer_ops_compare_select_convert_and_iota() {
 }
 
 #[test]
+fn bf16_computation_matches_f32_within_bf16_precision() {
+    // A bf16 matmul + ReLU + reduction, converted from and back to f32.
+    let mut rng = Rng::new(15);
+    let a: Vec<f32> = rng.vec(6 * 8).iter().map(|v| *v as f32).collect();
+    let b: Vec<f32> = rng.vec(8 * 5).iter().map(|v| *v as f32).collect();
+    let mut g = Graph::new("bf16");
+    let pa = g.parameter("a", DType::F32, &[6, 8]).unwrap();
+    let pb = g.parameter("b", DType::BF16, &[8, 5]).unwrap();
+    let ha = g.convert(pa, DType::BF16).unwrap();
+    let y = g.matmul(ha, pb).unwrap();
+    let y = g.relu(y).unwrap();
+    let s = g.sum(y, &[0]).unwrap();
+    let out = g.convert(s, DType::F32).unwrap();
+    assert_eq!(g.dtype(y), DType::BF16);
+    let b16: Vec<half::bf16> = b.iter().map(|v| half::bf16::from_f32(*v)).collect();
+    let got = run(&g, &[out], &[HostTensor::from_f32(&[6, 8], &a).unwrap(), HostTensor::from_bf16(&[8, 5], &b16).unwrap()])[0].to_f32().unwrap();
+    for j in 0..5 {
+        let want: f32 = (0..6).map(|i| (0..8).map(|k| a[i * 8 + k] * b[k * 5 + j]).sum::<f32>().max(0.0)).sum();
+        assert!((got[j] - want).abs() <= 0.05 * (1.0 + want.abs()), "column {j}: bf16 {} vs f32 {want}", got[j]);
+    }
+}
+
+#[test]
 fn constants_are_exact() {
     let values = [0.1f32, -3.0, 1e-7, f32::MAX, f32::MIN_POSITIVE, 12345.678];
     let host = HostTensor::from_f32(&[2, 3], &values).unwrap();
