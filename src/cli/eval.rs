@@ -4,7 +4,7 @@
 //! `emotionet report` finds it.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use clap::Args;
@@ -12,30 +12,19 @@ use serde_json::json;
 
 use crate::data::{PrepOptions, prepare};
 use crate::experiment::Experiment;
-use crate::hierarchy::{self, DEFAULT_THRESHOLD, Hierarchy, HierarchyOutcome, PREDICTIONS_FILE, Predictions};
-use crate::models::{InferenceError, ModelKind};
-use crate::pjrt::Backend;
+use crate::hierarchy::{self, Hierarchy, HierarchyOutcome, PREDICTIONS_FILE, Predictions};
+use crate::models::ModelKind;
 use crate::records::{Confusion, HIERARCHY_FILE, HierarchyEval, RECORD_FILE, RunRecord, RunStatus};
 use crate::report::paper::PAPER_TABLE_I;
 use crate::train::checkpoint::META_EXPERIMENT_HASH;
-use crate::train::{default_run_dir, trainer};
+use crate::train::trainer;
+
+use super::trained::{TrainedModels, TrainedModelsArgs};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// The experiment file (YAML) whose face and emotion models to evaluate.
-    pub experiment: PathBuf,
-    /// Where to run the models (default: the experiment's backend).
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
-    /// A PJRT plugin library to use.
-    #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
-    pub plugin: Option<PathBuf>,
-    /// Evaluate the runs trained on this backend (default: --backend).
-    #[arg(long, value_enum)]
-    pub trained_on: Option<Backend>,
-    /// Repeat index of the runs to evaluate.
-    #[arg(long, default_value_t = 0)]
-    pub repeat: u32,
+    #[command(flatten)]
+    pub models: TrainedModelsArgs,
     /// Evaluate a fixed-size subset of the eval split (the paper used 100
     /// images), drawn per class in proportion to the split and seeded.
     #[arg(long)]
@@ -43,15 +32,8 @@ pub struct EvalArgs {
     /// Seed of the --images subset (default: the experiment's seed).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// An image is a face when the face model gives it at least this probability.
-    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
-    pub threshold: f32,
-    /// Where the runs are, as for `emotionet train --out` (default: the
-    /// experiment's `output`); the evaluation is written beside them, to
-    /// `<out>/<name>/hierarchy/<backend>-r<repeat>[-n<images>]/hierarchy.json`.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Print one JSON object instead of tables.
+    /// Print one JSON object instead of tables. (The evaluation is written
+    /// to `<out>/<name>/hierarchy/<backend>-r<repeat>[-n<images>]/hierarchy.json`.)
     #[arg(long)]
     pub json: bool,
     /// No progress bars.
@@ -61,22 +43,10 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     // Stage 1: what the user wrote.
-    let mut experiment = Experiment::from_file(&args.experiment)?;
-    if let Some(out) = &args.out {
-        experiment.output = out.clone();
-    }
-    let threshold = hierarchy::check_threshold(args.threshold).context("--threshold")?;
     if args.images == Some(0) {
         anyhow::bail!("--images 0: ask for at least 1 image, or leave --images out to evaluate the whole eval split");
     }
-    for kind in ModelKind::ALL {
-        experiment.training(kind).with_context(|| format!("{} has no `models.{kind}` section: the hierarchy needs both a face and an emotion model", args.experiment.display()))?;
-    }
-    let backend = args.backend.unwrap_or(experiment.backend.kind);
-    let trained_on = args.trained_on.unwrap_or(backend);
-    let face_dir = default_run_dir(&experiment, ModelKind::Face, trained_on, args.repeat);
-    let emotion_dir = default_run_dir(&experiment, ModelKind::Emotion, trained_on, args.repeat);
-    check_run_dirs(&face_dir, &emotion_dir)?;
+    let TrainedModels { experiment, backend, trained_on, threshold, face_dir, emotion_dir } = args.models.resolve("the hierarchy")?;
 
     // Stage 2: data, devices, models.
     let prep = PrepOptions { task: hierarchy::task(&experiment), strict: false, progress: !args.quiet };
@@ -85,12 +55,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         Some(n) => hierarchy::subset(&set.eval, &hierarchy::select_subset(&set.eval.labels, n, args.seed.unwrap_or(experiment.seed))?),
         None => set.eval.clone(),
     };
-    let client = trainer::connect(&experiment, backend, args.plugin.as_deref())?;
+    let client = trainer::connect(&experiment, backend, args.models.plugin.as_deref())?;
     let hierarchy = Hierarchy::load(&client, &experiment, &face_dir, &emotion_dir, evaluated.len(), threshold).context("loading the trained models")?;
     warn_if_stale(&experiment, &hierarchy, &face_dir, &emotion_dir);
 
     let outcome = hierarchy.evaluate(&evaluated, &set.class_names, experiment.data.normalize)?;
-    let dir = hierarchy::eval_dir(&experiment, trained_on, args.repeat, args.images);
+    let dir = hierarchy::eval_dir(&experiment, trained_on, args.models.repeat, args.images);
     let eval_id = format!("{}/{}", experiment.name, dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     let record = outcome.to_record(
         &eval_id,
@@ -126,15 +96,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// Both run folders must exist before any data is prepared.
-fn check_run_dirs(face_dir: &Path, emotion_dir: &Path) -> anyhow::Result<()> {
-    for (kind, dir) in [(ModelKind::Face, face_dir), (ModelKind::Emotion, emotion_dir)] {
-        if !dir.is_dir() {
-            return Err(InferenceError::NoRunDir { kind, dir: dir.to_path_buf() }.into());
-        }
-    }
-    Ok(())
-}
-
 /// The run's id from its record (else its folder) and the checkpoint's step.
 fn run_label(dir: &Path, hierarchy: &Hierarchy, kind: ModelKind) -> String {
     let id = RunRecord::load(&dir.join(RECORD_FILE)).map(|r| r.run_id).unwrap_or_else(|_| dir.display().to_string());

@@ -18,6 +18,7 @@ mod predict;
 mod report;
 mod run;
 mod train;
+mod trained;
 
 #[derive(Parser, Debug)]
 #[command(name = "emotionet", version, about = "Train and run the EMOTIONET face/emotion CNN hierarchy on XLA (CPU, GPU, Cloud TPU)")]

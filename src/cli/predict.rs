@@ -11,60 +11,26 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use crate::experiment::Experiment;
-use crate::hierarchy::{self, Answer, DEFAULT_THRESHOLD, Hierarchy};
-use crate::models::{InferenceError, ModelKind};
-use crate::pjrt::Backend;
-use crate::train::{default_run_dir, trainer};
+use crate::hierarchy::{self, Answer, Hierarchy};
+use crate::models::ModelKind;
+use crate::train::trainer;
+
+use super::trained::{TrainedModels, TrainedModelsArgs};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// The experiment file (YAML) whose trained models to use.
-    pub experiment: PathBuf,
+    #[command(flatten)]
+    pub models: TrainedModelsArgs,
     /// JPEG or PNG files.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// Where to run the models (default: the experiment's backend).
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
-    /// A PJRT plugin library to use.
-    #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
-    pub plugin: Option<PathBuf>,
-    /// Use the runs trained on this backend (default: --backend).
-    #[arg(long, value_enum)]
-    pub trained_on: Option<Backend>,
-    /// Repeat index of the runs to use.
-    #[arg(long, default_value_t = 0)]
-    pub repeat: u32,
-    /// An image is a face when the face model gives it at least this probability.
-    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
-    pub threshold: f32,
-    /// Where the runs are, as for `emotionet train --out` (default: the experiment's `output`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     /// One JSON object per image, one per line, instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
-    let mut experiment = Experiment::from_file(&args.experiment)?;
-    if let Some(out) = &args.out {
-        experiment.output = out.clone();
-    }
-    let threshold = hierarchy::check_threshold(args.threshold).context("--threshold")?;
-    for kind in ModelKind::ALL {
-        experiment.training(kind).with_context(|| format!("{} has no `models.{kind}` section: predict needs both a face and an emotion model", args.experiment.display()))?;
-    }
-    let backend = args.backend.unwrap_or(experiment.backend.kind);
-    let trained_on = args.trained_on.unwrap_or(backend);
-    let face_dir = default_run_dir(&experiment, ModelKind::Face, trained_on, args.repeat);
-    let emotion_dir = default_run_dir(&experiment, ModelKind::Emotion, trained_on, args.repeat);
-    for (kind, dir) in [(ModelKind::Face, &face_dir), (ModelKind::Emotion, &emotion_dir)] {
-        if !dir.is_dir() {
-            return Err(InferenceError::NoRunDir { kind, dir: dir.clone() }.into());
-        }
-    }
+    let TrainedModels { experiment, backend, threshold, face_dir, emotion_dir, .. } = args.models.resolve("predict")?;
 
     // Decode every file first, so a bad one costs nothing but its own line.
     let loaded: Vec<Result<Vec<f32>, String>> = args.images.iter().map(|p| hierarchy::load_image(p, &experiment.data)).collect();
@@ -72,7 +38,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let mut answers = if good.is_empty() {
         Vec::new().into_iter()
     } else {
-        let client = trainer::connect(&experiment, backend, args.plugin.as_deref())?;
+        let client = trainer::connect(&experiment, backend, args.models.plugin.as_deref())?;
         let hierarchy = Hierarchy::load(&client, &experiment, &face_dir, &emotion_dir, good.len(), threshold).context("loading the trained models")?;
         let images = hierarchy::images_tensor(&good, experiment.data.image_size)?;
         hierarchy.answer(&images)?.into_iter()

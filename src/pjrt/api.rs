@@ -107,28 +107,19 @@ impl Api {
             let v = std::ptr::addr_of!((*raw).pjrt_api_version).read();
             (std::ptr::addr_of!((*raw).struct_size).read(), v.major_version, v.minor_version)
         };
+        let incompatible = |advice: String| PjrtError::IncompatibleVersion {
+            path: path.to_path_buf(),
+            plugin_major: major,
+            plugin_minor: minor,
+            ours_major: HEADER_VERSION.0,
+            ours_minor: HEADER_VERSION.1,
+            advice,
+        };
         if let Some(advice) = version_advice(major, minor) {
-            return Err(PjrtError::IncompatibleVersion {
-                path: path.to_path_buf(),
-                plugin_major: major,
-                plugin_minor: minor,
-                ours_major: HEADER_VERSION.0,
-                ours_minor: HEADER_VERSION.1,
-                advice,
-            });
+            return Err(incompatible(advice));
         }
         if struct_size < ffi::PJRT_Api_STRUCT_SIZE as usize {
-            return Err(PjrtError::IncompatibleVersion {
-                path: path.to_path_buf(),
-                plugin_major: major,
-                plugin_minor: minor,
-                ours_major: HEADER_VERSION.0,
-                ours_minor: HEADER_VERSION.1,
-                advice: format!(
-                    "its function table has {struct_size} bytes, fewer than the {} of our header",
-                    ffi::PJRT_Api_STRUCT_SIZE
-                ),
-            });
+            return Err(incompatible(format!("its function table has {struct_size} bytes, fewer than the {} of our header", ffi::PJRT_Api_STRUCT_SIZE)));
         }
         if minor > HEADER_VERSION.1 as i32 {
             tracing::info!(
