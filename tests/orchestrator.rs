@@ -60,6 +60,16 @@ fn a_campaign_runs_everything_then_skips_what_finished() {
     let report = std::fs::read_to_string(out.join("report/report.md")).unwrap();
     assert!(report.contains("one") && report.contains("two"));
 
+    // A changed experiment file does not silently reuse (or skip) the runs
+    // trained from the old one.
+    let changed = tmp.path().join("changed.yaml");
+    std::fs::write(&changed, std::fs::read_to_string(tmp.path().join("two.yaml")).unwrap().replace("seed: 3", "seed: 4")).unwrap();
+    std::fs::rename(&changed, tmp.path().join("two.yaml")).unwrap();
+    let o = run(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different version of the experiment two"));
+    std::fs::write(tmp.path().join("two.yaml"), std::fs::read_to_string(tmp.path().join("two.yaml")).unwrap().replace("seed: 4", "seed: 3")).unwrap();
+
     // Again: nothing to do, nothing retrained.
     let started = Instant::now();
     let o = run(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
@@ -105,6 +115,7 @@ fn ctrl_c_checkpoints_and_a_second_run_resumes() {
     let o = child.wait_with_output().unwrap();
     eprintln!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("run the same command again to resume it"));
     let s = state(&out);
     assert_eq!(s["runs"]["long/face/cpu/r0"]["status"], "pending");
     assert_eq!(s["runs"]["long/face/cpu/r0"]["attempts"], 0, "a requested stop is not a failed attempt");

@@ -252,7 +252,8 @@ impl Printer {
 
     fn show(&mut self, event: CloudEvent) {
         match &event {
-            CloudEvent::CampaignOutput { line } => println!("[vm] {line}"),
+            // A closed stdout must not stop a running campaign.
+            CloudEvent::CampaignOutput { line } => drop(outln!("[vm] {line}")),
             CloudEvent::OperationPending { .. } | CloudEvent::NodeState { .. } | CloudEvent::QueuedState { .. } => {
                 // The same note with only the elapsed time changed is not news.
                 let key = match &event {
@@ -347,13 +348,13 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
         }
     };
     let ips = node.external_ips();
-    println!(
+    outln!(
         "{} is READY ({} worker(s){}). Next: emotionet cloud run CAMPAIGN.yaml --name {}",
         spec.node_id,
         node.network_endpoints.len().max(1),
         if ips.is_empty() { String::new() } else { format!(", external IP {}", ips.join(", ")) },
         spec.node_id
-    );
+    )?;
     Ok(())
 }
 
@@ -367,7 +368,7 @@ async fn nothing_exists(client: &TpuClient, spec: &crate::cloud::VmSpec) -> bool
 async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -> anyhow::Result<()> {
     let records = store.load()?;
     if records.is_empty() && args.zone.is_none() {
-        println!("no TPU VMs recorded in {} (to look for leftovers in a zone: --project P --zone Z)", store.path().display());
+        outln!("no TPU VMs recorded in {} (to look for leftovers in a zone: --project P --zone Z)", store.path().display())?;
         return Ok(());
     }
     let client = client(common)?;
@@ -389,36 +390,36 @@ async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -
     }
     let row = |cells: [&str; 7]| format!("{:<24} {:<16} {:<8} {:<12} {:<28} {:<10} {}", cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]);
     if !rows.is_empty() {
-        println!("{}", row(["NAME", "ZONE", "TYPE", "CAPACITY", "STATE", "UP", "RECREATED"]));
+        outln!("{}", row(["NAME", "ZONE", "TYPE", "CAPACITY", "STATE", "UP", "RECREATED"]))?;
     }
     for (record, state, up) in rows {
         let spec = &record.spec;
         let capacity = if spec.queued { format!("{} queued", spec.capacity) } else { spec.capacity.to_string() };
-        println!("{}", row([&spec.node_id, &spec.zone, &spec.accelerator_type, &capacity, &state, &up, &record.recreations.to_string()]));
+        outln!("{}", row([&spec.node_id, &spec.zone, &spec.accelerator_type, &capacity, &state, &up, &record.recreations.to_string()]))?;
         if state == "NOT_FOUND" {
-            println!("  (gone from Google Cloud; `emotionet cloud down --name {}` forgets it)", spec.node_id);
+            outln!("  (gone from Google Cloud; `emotionet cloud down --name {}` forgets it)", spec.node_id)?;
         }
     }
     if let (Some(project), Some(zone)) = (args.project, args.zone) {
         let location = crate::cloud::Location::new(&project, &zone)?;
         let nodes = client.list_nodes(&location).await.with_context(|| format!("cannot list the TPU VMs in {zone}"))?;
-        println!("\nall TPU VMs in {zone} of {project}: {}", nodes.len());
+        outln!("\nall TPU VMs in {zone} of {project}: {}", nodes.len())?;
         for node in &nodes {
             let ours = node.labels.get(MANAGED_LABEL.0).map(String::as_str) == Some(MANAGED_LABEL.1);
             let up = node.create_time.as_deref().and_then(age_of).map(human).unwrap_or_else(|| "-".into());
-            println!(
+            outln!(
                 "  {:<24} {:<8} {:<12} up {:<10} {}",
                 node.node_id(),
                 node.accelerator_type.as_deref().unwrap_or("-"),
                 node.state().to_string(),
                 up,
                 if ours { "(emotionet)" } else { "" }
-            );
+            )?;
         }
         let queued = client.list_queued_resources(&location).await.with_context(|| format!("cannot list the queued resources in {zone}"))?;
-        println!("queued resources in {zone}: {}", queued.len());
+        outln!("queued resources in {zone}: {}", queued.len())?;
         for resource in &queued {
-            println!("  {:<24} {}", resource.name.rsplit('/').next().unwrap_or(&resource.name), resource.state());
+            outln!("  {:<24} {}", resource.name.rsplit('/').next().unwrap_or(&resource.name), resource.state())?;
         }
     }
     Ok(())
@@ -476,14 +477,14 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
     // The count of recreations is kept whatever happened.
     store.upsert(record.clone())?;
     let report = result.with_context(|| format!("the campaign on {} did not finish", record.node_id()))?;
-    println!(
+    outln!(
         "done: {} start(s), {} recreation(s), {} sync(s) in {}; results in {}",
         report.attempts,
         report.recreations,
         report.syncs,
         human(report.took),
         plan.local_out.display()
-    );
+    )?;
     if args.down_after {
         let mut printer = Printer::new();
         vms.delete(&record.spec, &mut |e| printer.show(e)).await.with_context(|| format!("the campaign finished but deleting {} failed; run `emotionet cloud down --name {}`", record.node_id(), record.node_id()))?;
@@ -502,14 +503,14 @@ async fn cmd_fetch(common: &CommonArgs, store: &StateStore, _poll: Duration, arg
     plan.workdir = args.host.workdir.clone();
     let started = Instant::now();
     campaign::fetch(host.as_ref(), &plan).await.with_context(|| format!("cannot copy the output of {} (is it READY? `emotionet cloud status`)", record.node_id()))?;
-    println!("fetched ~/{} from {} into {} ({})", plan.remote_out(), record.node_id(), plan.local_out.display(), human(started.elapsed()));
+    outln!("fetched ~/{} from {} into {} ({})", plan.remote_out(), record.node_id(), plan.local_out.display(), human(started.elapsed()))?;
     Ok(())
 }
 
 async fn cmd_down(common: &CommonArgs, store: &StateStore, poll: Duration, args: DownArgs) -> anyhow::Result<()> {
     let records = if args.all { store.load()? } else { vec![store.find(args.name.as_deref())?] };
     if records.is_empty() {
-        println!("no TPU VMs recorded in {}", store.path().display());
+        outln!("no TPU VMs recorded in {}", store.path().display())?;
         return Ok(());
     }
     let client = client(common)?;
@@ -523,7 +524,7 @@ async fn cmd_down(common: &CommonArgs, store: &StateStore, poll: Duration, args:
             .await
             .with_context(|| format!("cannot delete {}; it may still bill: try again, or `gcloud compute tpus tpu-vm delete {} --zone {} --project {}`", spec.node_id, spec.node_id, spec.zone, spec.project))?;
         store.remove(spec)?;
-        println!("{} {}", spec.node_id, if deleted { "deleted" } else { "was already gone; forgotten" });
+        outln!("{} {}", spec.node_id, if deleted { "deleted" } else { "was already gone; forgotten" })?;
     }
     let zones: std::collections::BTreeSet<(String, String)> = records.iter().map(|r| (r.spec.project.clone(), r.spec.zone.clone())).collect();
     for (project, zone) in zones {

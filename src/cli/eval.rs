@@ -88,7 +88,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     .save(&predictions_path)?;
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_summary(&record, &outcome, &path, &predictions_path))?);
+        outln!("{}", serde_json::to_string_pretty(&json_summary(&record, &outcome, &path, &predictions_path))?)?;
     } else {
         print!("{}", text_summary(&record, &outcome, &path, &predictions_path));
     }

@@ -70,7 +70,7 @@ pub fn run(args: HloArgs) -> anyhow::Result<()> {
     for (name, text) in render(&spec)? {
         let path = dir.join(name);
         crate::fsutil::write_atomic(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-        println!("{} ({} bytes)", path.display(), text.len());
+        outln!("{} ({} bytes)", path.display(), text.len())?;
     }
     Ok(())
 }

@@ -8,6 +8,15 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::pjrt::{self, Backend, ClientOptions};
 
+/// `println!` that returns an `io::Error` instead of panicking, so that a
+/// closed pipe (`emotionet ... | head`) ends the command quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod bench;
 mod data;
 mod cloud;

@@ -59,7 +59,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         .collect();
     if args.json {
         for (image, result) in &results {
-            println!("{}", json_line(image, result, &emotion_classes));
+            outln!("{}", json_line(image, result, &emotion_classes))?;
         }
     } else {
         print!("{}", table(&results, &emotion_classes));

@@ -33,12 +33,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     if summary.skipped > 0 {
         eprintln!("warning: {} invalid file(s) skipped; they are listed in the report", summary.skipped);
     }
-    println!(
+    outln!(
         "report of {} runs and {} hierarchy evaluation(s): {} ({} charts)",
         summary.runs,
         summary.hierarchies,
         summary.out_dir.join(report::REPORT_MD).display(),
         summary.files.iter().filter(|f| f.ends_with(".svg")).count()
-    );
+    )?;
     Ok(())
 }

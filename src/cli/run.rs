@@ -34,9 +34,9 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let plan = Plan::load(&args.campaign, args.out.as_deref(), args.backend)?;
-    println!("campaign {}: {} runs -> {}", plan.name, plan.runs.len(), plan.output.display());
+    outln!("campaign {}: {} runs -> {}", plan.name, plan.runs.len(), plan.output.display())?;
     for key in &plan.runs {
-        println!("  {key}");
+        outln!("  {key}")?;
     }
     if args.dry_run {
         return Ok(());
@@ -49,17 +49,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         stop: stop.clone(),
     };
+    let output = plan.output.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
     let summary = runtime.block_on(run_campaign(plan, options))?;
-    println!("finished: {}", summary.finished.len());
+    outln!("finished: {}", summary.finished.len())?;
     for (name, error) in &summary.failed {
-        println!("FAILED {name}: {error}");
+        outln!("FAILED {name}: {error}")?;
     }
     if let Some(report) = &summary.report {
-        println!("report: {}", report.display());
+        outln!("report: {}", report.display())?;
     }
     if summary.interrupted {
-        return Err(crate::train::Interrupted { step: 0, total: 0, dir: args.out.unwrap_or_default() }).context("the campaign stopped on request; run the same command again to resume it");
+        return Err(crate::train::Interrupted::Campaign { state: output.join(crate::orchestrator::STATE_FILE) }.into());
     }
     if !summary.failed.is_empty() {
         anyhow::bail!("{} run(s) failed; see their train.log (the campaign state is in campaign-state.json)", summary.failed.len());

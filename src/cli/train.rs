@@ -98,7 +98,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         options.notes.insert("experiment_file".into(), args.experiment.display().to_string());
         let record = train(&experiment, kind, &options)?;
         let timing = record.timing.as_ref();
-        println!(
+        outln!(
             "{kind}: {} steps, eval accuracy {:.3}, steady step {:.3} s ({:.1} images/s), total {:.1} s -> {}",
             record.steps_done,
             record.final_eval.as_ref().map_or(f64::NAN, |e| e.accuracy),
@@ -106,7 +106,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             timing.and_then(|t| t.images_per_s).unwrap_or(f64::NAN),
             timing.map_or(f64::NAN, |t| t.total_wall_s),
             run_dir.display()
-        );
+        )?;
     }
     Ok(())
 }

@@ -150,6 +150,20 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
 
     for key in &plan.runs {
         let dir = plan.run_dir(key);
+        // A run folder written under another version of the experiment file
+        // is not this campaign's: say so rather than skip or mix it.
+        if let Ok(record) = RunRecord::load(&dir.join(crate::records::RECORD_FILE)) {
+            let experiment = &plan.experiment(&key.experiment).expect("planned from its experiments").1;
+            let now = crate::train::trainer::experiment_hash(experiment, key.model);
+            if record.notes.get("experiment_hash").is_some_and(|then| *then != now) {
+                bail!(
+                    "{} was trained from a different version of the experiment {} (hash {} there, {now} now); use another --out, or move that run away to retrain it",
+                    dir.display(),
+                    key.experiment,
+                    record.notes["experiment_hash"]
+                );
+            }
+        }
         let entry = state.runs.entry(key.to_string()).or_insert(TaskState { status: Status::Pending, attempts: 0, error: None, started_at: None, finished_at: None, wall_s: 0.0, dir: dir.clone() });
         entry.dir = dir.clone();
         if finished_on_disk(&dir) {

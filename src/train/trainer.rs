@@ -69,13 +69,14 @@ impl TrainOptions {
     }
 }
 
-/// Why a run ended without finishing.
+/// Why a run or a campaign ended without finishing: a stop was requested
+/// (Ctrl-C, SIGTERM) and everything needed to continue was saved.
 #[derive(Debug, thiserror::Error)]
-#[error("stopped on request at step {step} of {total}; the checkpoint in {dir} resumes it (--resume)")]
-pub struct Interrupted {
-    pub step: u64,
-    pub total: u64,
-    pub dir: PathBuf,
+pub enum Interrupted {
+    #[error("stopped on request at step {step} of {total}; the checkpoint in {dir} resumes it (--resume)")]
+    Run { step: u64, total: u64, dir: PathBuf },
+    #[error("the campaign stopped on request; its state is in {state}: run the same command again to resume it")]
+    Campaign { state: PathBuf },
 }
 
 /// The folder of a run: `<output>/<experiment>/<model>/<backend>-r<repeat>`.
@@ -84,10 +85,15 @@ pub fn default_run_dir(experiment: &Experiment, kind: ModelKind, backend: Backen
 }
 
 /// A short hash of the experiment's content, so that a checkpoint is never
-/// resumed under a different experiment.
+/// resumed under a different experiment. Where runs are written (`output`,
+/// `--out`) and the description are not part of what is trained, so they do
+/// not enter the hash.
 pub fn experiment_hash(experiment: &Experiment, kind: ModelKind) -> String {
     use sha2::{Digest, Sha256};
-    let text = serde_json::to_string(&(experiment, kind)).unwrap_or_default();
+    let mut what = experiment.clone();
+    what.output = PathBuf::new();
+    what.description.clear();
+    let text = serde_json::to_string(&(what, kind)).unwrap_or_default();
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
@@ -223,7 +229,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
             events.flush()?;
             metrics_log.sync()?;
             bar.abandon_with_message("stopped");
-            return Err(Interrupted { step: session.step(), total, dir: checkpoints.dir().to_path_buf() }.into());
+            return Err(Interrupted::Run { step: session.step(), total, dir: checkpoints.dir().to_path_buf() }.into());
         }
         let (device_batch, state_after) = match prefetched.take() {
             Some(b) => b,
