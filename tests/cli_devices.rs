@@ -1,12 +1,8 @@
 //! `emotionet devices` through the real binary.
 
-use std::process::Command;
+mod cli_support;
 
-fn emotionet(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(args).output().expect("run emotionet");
-    eprintln!("$ emotionet {}\n--- stdout\n{}--- stderr\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
+use cli_support::emotionet;
 
 #[test]
 fn devices_lists_the_cpu_plugin_and_its_devices() {

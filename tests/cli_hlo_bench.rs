@@ -1,14 +1,11 @@
 //! `emotionet hlo` regenerates the checked-in programs under hlo/ byte for
 //! byte, and `emotionet bench` runs through the real binary.
 
-use std::path::Path;
-use std::process::Command;
+mod cli_support;
 
-fn emotionet(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(args).output().expect("run emotionet");
-    eprintln!("$ emotionet {}\n--- stdout\n{}--- stderr\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
+use std::path::Path;
+
+use cli_support::emotionet;
 
 #[test]
 fn checked_in_programs_are_regenerated_byte_for_byte() {

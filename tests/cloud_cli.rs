@@ -3,11 +3,13 @@
 //! stand-in VM, once through a stand-in `gcloud` that checks the ssh command
 //! lines), and tokens that stay out of the logs even at -vvv.
 
+mod cli_support;
 mod cloud_fake;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use cli_support::{command, output, text};
 use cloud_fake::{FakeTpu, GOOD_TOKEN, temp_dir, write_script};
 
 struct Env<'a> {
@@ -18,30 +20,18 @@ struct Env<'a> {
 
 impl Env<'_> {
     fn emotionet(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_emotionet"))
-            .args(args)
-            .current_dir(self.dir.join("project"))
-            .env("EMOTIONET_TPU_API_URL", &self.fake.url)
-            .env("EMOTIONET_CLOUD_STATE", self.dir.join("state.json"))
-            .env("EMOTIONET_GCP_ACCESS_TOKEN", self.token)
-            // Never the real gcloud: a missing one, unless a test installs a stand-in.
-            .env("EMOTIONET_GCLOUD", self.dir.join("gcloud"))
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run emotionet");
-        eprintln!(
-            "$ emotionet {}\n--- status {:?}\n--- stdout\n{}--- stderr\n{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        output(
+            command()
+                .args(args)
+                .current_dir(self.dir.join("project"))
+                .env("EMOTIONET_TPU_API_URL", &self.fake.url)
+                .env("EMOTIONET_CLOUD_STATE", self.dir.join("state.json"))
+                .env("EMOTIONET_GCP_ACCESS_TOKEN", self.token)
+                // Never the real gcloud: a missing one, unless a test installs a stand-in.
+                .env("EMOTIONET_GCLOUD", self.dir.join("gcloud"))
+                .env_remove("RUST_LOG"),
+        )
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn setup(dir: &Path) {
@@ -278,7 +268,7 @@ fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
         if !["up", "status", "run", "fetch", "down"].contains(&sub) {
             continue;
         }
-        let help = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(["cloud", sub, "--help"]).output().unwrap();
+        let help = command().args(["cloud", sub, "--help"]).output().unwrap();
         let help = text(&help.stdout);
         for flag in words.iter().filter(|w| w.starts_with("--")) {
             let flag = flag.split('=').next().unwrap().trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
@@ -290,7 +280,7 @@ fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
     // Flags named in the prose (`--flag ...`) exist on some cloud subcommand.
     let all_help: String = [&["cloud", "up"][..], &["cloud", "status"], &["cloud", "run"], &["cloud", "fetch"], &["cloud", "down"], &[]]
         .iter()
-        .map(|args| text(&Command::new(env!("CARGO_BIN_EXE_emotionet")).args(*args).arg("--help").output().unwrap().stdout))
+        .map(|args| text(&command().args(*args).arg("--help").output().unwrap().stdout))
         .collect();
     const GCLOUD_FLAGS: &[&str] = &["--worker", "--quiet", "--tunnel-through-iap", "--force"];
     for span in readme.split('`').skip(1).step_by(2).filter(|s| s.starts_with("--")) {
@@ -306,7 +296,7 @@ fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
         assert!(readme.to_lowercase().contains(&price.to_lowercase()), "the guide lost {price:?}");
     }
 
-    let syntax = Command::new("bash").arg("-n").arg(deploy.join("tpu-startup.sh")).status().unwrap();
+    let syntax = std::process::Command::new("bash").arg("-n").arg(deploy.join("tpu-startup.sh")).status().unwrap();
     assert!(syntax.success());
     // The shipped campaign is one the orchestrator accepts, and it plans
     // the paper's two TPU runs.

@@ -7,11 +7,13 @@
 //! they live under Cargo's per-target temporary folder and are rebuilt on
 //! every run of this test binary.
 
+mod cli_support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use cli_support::{emotionet, text};
 use emotionet::data::{PrepOptions, PreparedSet, prepare};
 use emotionet::experiment::Experiment;
 use emotionet::hierarchy::{self, FACE_CLASS};
@@ -81,21 +83,6 @@ fn client() -> Client {
     pjrt::connect(Backend::Cpu, None, &ClientOptions::new()).expect("the CPU plugin (make setup)")
 }
 
-fn emotionet(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(args).output().expect("run emotionet");
-    eprintln!(
-        "$ emotionet {}\n--- exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn eval_writes_table_i_from_its_matrices_and_the_report_draws_it() {

@@ -3,19 +3,13 @@
 //! then reports a failing run without stopping the others, and stops
 //! cleanly on Ctrl-C, resuming afterwards.
 
+mod cli_support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn emotionet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_emotionet"))
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = emotionet().args(args).output().expect("run emotionet");
-    eprintln!("$ emotionet {}\n--- stdout\n{}--- stderr\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
+use cli_support::{command, emotionet};
 
 fn tiny_experiment(dir: &Path, name: &str, steps: u32, source: &str) -> PathBuf {
     let path = dir.join(format!("{name}.yaml"));
@@ -46,7 +40,7 @@ fn a_campaign_runs_everything_then_skips_what_finished() {
     let campaign = tmp.path().join("campaign.yaml");
     std::fs::write(&campaign, "experiments: [one.yaml, two.yaml]\nrepeats: 2\nhierarchy_eval: false\n").unwrap();
     let out = tmp.path().join("out");
-    let o = run(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let o = emotionet(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success());
     let s = state(&out);
     assert_eq!(s["runs"].as_object().unwrap().len(), 4, "2 experiments x 2 repeats x 1 model");
@@ -65,14 +59,14 @@ fn a_campaign_runs_everything_then_skips_what_finished() {
     let changed = tmp.path().join("changed.yaml");
     std::fs::write(&changed, std::fs::read_to_string(tmp.path().join("two.yaml")).unwrap().replace("seed: 3", "seed: 4")).unwrap();
     std::fs::rename(&changed, tmp.path().join("two.yaml")).unwrap();
-    let o = run(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let o = emotionet(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("different version of the experiment two"));
     std::fs::write(tmp.path().join("two.yaml"), std::fs::read_to_string(tmp.path().join("two.yaml")).unwrap().replace("seed: 4", "seed: 3")).unwrap();
 
     // Again: nothing to do, nothing retrained.
     let started = Instant::now();
-    let o = run(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let o = emotionet(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success());
     for (_, run) in state(&out)["runs"].as_object().unwrap() {
         assert_eq!(run["attempts"], 1);
@@ -88,7 +82,7 @@ fn a_failing_run_is_retried_then_reported_while_the_others_finish() {
     let campaign = tmp.path().join("campaign.yaml");
     std::fs::write(&campaign, "experiments: [bad.yaml, good.yaml]\nretries: 2\nhierarchy_eval: false\n").unwrap();
     let out = tmp.path().join("out");
-    let o = run(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let o = emotionet(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     assert_eq!(o.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("FAILED bad/face/cpu/r0") && stdout.contains("/no/such/lfw"), "{stdout}");
@@ -104,7 +98,7 @@ fn ctrl_c_checkpoints_and_a_second_run_resumes() {
     let exp = tiny_experiment(tmp.path(), "long", 40, SYNTH);
     std::fs::write(&exp, std::fs::read_to_string(&exp).unwrap().replace("keep_checkpoints: 2", "keep_checkpoints: 2, checkpoint_every_steps: 4")).unwrap();
     let out = tmp.path().join("out");
-    let mut child = emotionet().args(["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = command().args(["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let checkpoints = out.join("long/face/cpu-r0/checkpoints");
     let start = Instant::now();
     while std::fs::read_dir(&checkpoints).map(|d| d.count()).unwrap_or(0) == 0 {
@@ -123,7 +117,7 @@ fn ctrl_c_checkpoints_and_a_second_run_resumes() {
     let stopped_at = record["steps_done"].as_u64().unwrap();
     assert!(stopped_at < 80, "stopped before the end (step {stopped_at})");
 
-    let o = run(&["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let o = emotionet(&["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success());
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("long/face/cpu-r0/record.json")).unwrap()).unwrap();
     assert_eq!(record["status"]["state"], "finished");
@@ -136,12 +130,12 @@ fn campaign_errors_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let c = tmp.path().join("c.yaml");
     std::fs::write(&c, "experiments: [nope.yaml]\n").unwrap();
-    let o = run(&["run", c.to_str().unwrap()]);
+    let o = emotionet(&["run", c.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope.yaml"));
     tiny_experiment(tmp.path(), "t", 2, SYNTH);
     std::fs::write(&c, "experiments: [t.yaml]\nbackends: [tpu]\n").unwrap();
-    let o = run(&["run", c.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]);
+    let o = emotionet(&["run", c.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("libtpu==0.0.30") && stderr.contains("cloud:"), "no TPU plugin and no cloud section: {stderr}");

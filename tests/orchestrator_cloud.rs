@@ -4,25 +4,25 @@
 //! code path the real one uses). The TPU "plugin" on the stand-in VM is the
 //! CPU plugin, named explicitly, so the runs are real but small.
 
+mod cli_support;
 mod cloud_fake;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use cli_support::{command, output};
 use cloud_fake::{FakeTpu, GOOD_TOKEN, temp_dir};
 
 fn emotionet(dir: &Path, fake: &FakeTpu, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_emotionet"))
-        .args(args)
-        .current_dir(dir.join("project"))
-        .env("EMOTIONET_TPU_API_URL", &fake.url)
-        .env("EMOTIONET_GCP_ACCESS_TOKEN", GOOD_TOKEN)
-        .env("EMOTIONET_GCLOUD", dir.join("no-gcloud"))
-        .env_remove("EMOTIONET_PJRT_PLUGIN")
-        .output()
-        .expect("run emotionet");
-    eprintln!("$ emotionet {}\n--- status {:?}\n--- stdout\n{}--- stderr\n{}", args.join(" "), out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
+    output(
+        command()
+            .args(args)
+            .current_dir(dir.join("project"))
+            .env("EMOTIONET_TPU_API_URL", &fake.url)
+            .env("EMOTIONET_GCP_ACCESS_TOKEN", GOOD_TOKEN)
+            .env("EMOTIONET_GCLOUD", dir.join("no-gcloud"))
+            .env_remove("EMOTIONET_PJRT_PLUGIN"),
+    )
 }
 
 #[test]

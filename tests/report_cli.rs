@@ -4,20 +4,18 @@
 //! Set EMOTIONET_KEEP_SAMPLE=DIR to keep the sample runs directory and its
 //! report in DIR (for looking at the charts).
 
+mod cli_support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use cli_support::emotionet;
 use emotionet::records::{
     Backend, Confusion, HierarchyEval, ImageSize, MetricPoint, MetricsLog, ModelKind, Platform, RunConfig, RunPaths, RunRecord, RunStatus, SCHEMA_VERSION, Split, SplitMetrics, Timing,
 };
 
-fn emotionet(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(args).output().expect("run emotionet");
-    eprintln!("$ emotionet {}\n--- stdout\n{}--- stderr\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
 
 fn report(runs: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["report", runs.to_str().unwrap(), "--out", out.to_str().unwrap()];

@@ -3,25 +3,14 @@
 //! middle of writing a checkpoint, the previous checkpoint survives; bad
 //! experiment files are clear errors.
 
+mod cli_support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cli_support::{command, emotionet};
 use emotionet::train::CheckpointDir;
-
-fn emotionet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_emotionet"))
-}
-
-fn show(args: &[&str], out: &Output) {
-    eprintln!("$ emotionet {}\n--- stdout\n{}--- stderr\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = emotionet().args(args).output().expect("run emotionet");
-    show(args, &out);
-    out
-}
 
 /// A small experiment: the face model at 24x24 on a tiny synthetic set.
 fn experiment(dir: &Path, name: &str, size: u32, batch: u32, steps_per_epoch: u32, epochs: u32, checkpoint_every: u32, dense: u32) -> PathBuf {
@@ -60,7 +49,7 @@ fn final_params(run_dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = experiment(tmp.path(), "reference", 24, 8, 4, 5, 3, 32);
-    assert!(run(&["train", reference.to_str().unwrap(), "--quiet"]).status.success());
+    assert!(emotionet(&["train", reference.to_str().unwrap(), "--quiet"]).status.success());
     let ref_dir = tmp.path().join("runs/reference/face/cpu-r0");
 
     // Same experiment under another name: SIGKILL after the checkpoint of
@@ -71,12 +60,12 @@ fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
     let dir = tmp.path().join("runs/killed/face/cpu-r0");
     let checkpoints = CheckpointDir::new(dir.join("checkpoints"), 1).unwrap();
 
-    let mut child = emotionet().args(["train", killed.to_str().unwrap(), "--quiet"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = command().args(["train", killed.to_str().unwrap(), "--quiet"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for("the step-6 checkpoint", Duration::from_secs(120), || checkpoints.steps().unwrap().contains(&6));
     kill(&child, "KILL");
     assert!(!child.wait().unwrap().success());
 
-    let mut child = emotionet().args(["train", killed.to_str().unwrap(), "--quiet", "--resume"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = command().args(["train", killed.to_str().unwrap(), "--quiet", "--resume"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for("the step-12 checkpoint", Duration::from_secs(120), || checkpoints.steps().unwrap().contains(&12));
     kill(&child, "INT");
     let out = child.wait_with_output().unwrap();
@@ -84,7 +73,7 @@ fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
     assert_eq!(out.status.code(), Some(130), "a clean stop exits 130: {stderr}");
     assert!(stderr.contains("--resume"), "the message says how to continue: {stderr}");
 
-    let out = run(&["train", killed.to_str().unwrap(), "--quiet", "--resume"]);
+    let out = emotionet(&["train", killed.to_str().unwrap(), "--quiet", "--resume"]);
     assert!(out.status.success());
     let (a, b) = (final_params(&ref_dir), final_params(&dir));
     assert_eq!(a.len(), b.len());
@@ -119,7 +108,7 @@ fn killing_the_trainer_while_it_writes_a_checkpoint_keeps_the_previous_one() {
     std::fs::write(&exp, std::fs::read_to_string(&exp).unwrap().replace("kind: adam", "kind: sgd")).unwrap();
     let dir = tmp.path().join("runs/big/face/cpu-r0/checkpoints");
     let checkpoints = CheckpointDir::new(&dir, 1).unwrap();
-    let mut child = emotionet().args(["train", exp.to_str().unwrap(), "--quiet"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = command().args(["train", exp.to_str().unwrap(), "--quiet"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let tmp_file = |d: &Path| std::fs::read_dir(d).ok().and_then(|it| it.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(".tmp")));
     wait_for("a complete checkpoint, then the next one being written", Duration::from_secs(300), || !checkpoints.steps().unwrap().is_empty() && tmp_file(&dir).is_some());
     kill(&child, "KILL");
@@ -131,7 +120,7 @@ fn killing_the_trainer_while_it_writes_a_checkpoint_keeps_the_previous_one() {
     assert_eq!(latest.step, *complete.last().unwrap());
     assert!(partial.is_some(), "the interrupted write is left as a .tmp file, never under the real name");
     // And the run resumes from it to the end.
-    let out = run(&["train", exp.to_str().unwrap(), "--quiet", "--resume"]);
+    let out = emotionet(&["train", exp.to_str().unwrap(), "--quiet", "--resume"]);
     assert!(out.status.success());
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("runs/big/face/cpu-r0/record.json")).unwrap()).unwrap();
     assert_eq!(record["status"]["state"], "finished");
@@ -157,7 +146,7 @@ fn bad_experiment_files_are_clear_errors() {
     for (file, text, needle) in cases {
         let path = tmp.path().join(file);
         std::fs::write(&path, text.replace("OUT", &tmp.path().display().to_string())).unwrap();
-        let out = run(&["train", path.to_str().unwrap(), "--quiet"]);
+        let out = emotionet(&["train", path.to_str().unwrap(), "--quiet"]);
         assert_eq!(out.status.code(), Some(1), "{file}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{file}: expected {needle:?} in: {stderr}");
