@@ -97,20 +97,7 @@ impl TpuClient {
     /// `GET v2/{parent}/nodes`, every page.
     pub async fn list_nodes(&self, location: &Location) -> Result<Vec<Node>> {
         let path = format!("{}/nodes", location.parent());
-        let mut nodes = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![("pageSize", "100".to_string())];
-            if let Some(t) = token.take() {
-                query.push(("pageToken", t));
-            }
-            let page: ListNodesResponse = self.request(Method::GET, &path, &query, None, &path).await?;
-            nodes.extend(page.nodes);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => return Ok(nodes),
-            }
-        }
+        self.list_all(&path, |page: ListNodesResponse| (page.nodes, page.next_page_token)).await
     }
 
     /// `DELETE v2/{name}` of a node.
@@ -168,6 +155,12 @@ impl TpuClient {
     /// `GET v2/{parent}/queuedResources`, every page.
     pub async fn list_queued_resources(&self, location: &Location) -> Result<Vec<QueuedResource>> {
         let path = format!("{}/queuedResources", location.parent());
+        self.list_all(&path, |page: ListQueuedResourcesResponse| (page.queued_resources, page.next_page_token)).await
+    }
+
+    /// Every page of the list call `GET v2/{path}`; `split` takes a page
+    /// apart into its items and the next page's token (none or empty: done).
+    async fn list_all<P: DeserializeOwned, T>(&self, path: &str, split: impl Fn(P) -> (Vec<T>, Option<String>)) -> Result<Vec<T>> {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -175,9 +168,9 @@ impl TpuClient {
             if let Some(t) = token.take() {
                 query.push(("pageToken", t));
             }
-            let page: ListQueuedResourcesResponse = self.request(Method::GET, &path, &query, None, &path).await?;
-            all.extend(page.queued_resources);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
+            let (items, next) = split(self.request(Method::GET, path, &query, None, path).await?);
+            all.extend(items);
+            match next.filter(|t| !t.is_empty()) {
                 Some(t) => token = Some(t),
                 None => return Ok(all),
             }
