@@ -42,7 +42,7 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
         writeln!(out, "  {k}: {v}")?;
     }
     writeln!(out, "devices:          {}", devices.len())?;
-    writeln!(out, "  {:>4}  {:>6}  {:<12}  {}", "id", "local", "kind", "description")?;
+    writeln!(out, "  {:>4}  {:>6}  {:<12}  description", "id", "local", "kind")?;
     for d in &devices {
         writeln!(out, "  {:>4}  {:>6}  {:<12}  {}", d.id, d.local_hardware_id, d.kind, d.description)?;
     }
