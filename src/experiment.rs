@@ -107,13 +107,26 @@ impl Default for BackendConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "schedule", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LearningRate {
-    Constant { value: f64 },
+    Constant {
+        value: f64,
+    },
     /// `initial * decay_rate ^ (step / decay_steps)`.
-    ExponentialDecay { initial: f64, decay_rate: f64, decay_steps: u64 },
+    ExponentialDecay {
+        initial: f64,
+        decay_rate: f64,
+        decay_steps: u64,
+    },
     /// Cosine from `initial` down to `final_value` over the run.
-    Cosine { initial: f64, #[serde(default)] final_value: f64 },
+    Cosine {
+        initial: f64,
+        #[serde(default)]
+        final_value: f64,
+    },
     /// `values[i]` until `boundaries[i]`, then the next value.
-    Piecewise { boundaries: Vec<u64>, values: Vec<f64> },
+    Piecewise {
+        boundaries: Vec<u64>,
+        values: Vec<f64>,
+    },
 }
 
 impl LearningRate {
@@ -280,7 +293,12 @@ impl Experiment {
 
     /// Checks values serde cannot.
     pub fn validate(&self, path: &Path) -> Result<(), ExperimentError> {
-        let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: String| ExperimentError::Invalid { path: path.to_path_buf(), key: key.to_string(), value: value.to_string(), allowed };
+        let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: String| ExperimentError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            value: value.to_string(),
+            allowed,
+        };
         if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(invalid("name", &format!("{:?}", self.name), "a non-empty name of letters, digits, '-', '_' and '.' (it names the run folder)".into()));
         }
@@ -310,7 +328,8 @@ impl Experiment {
             training.optimizer.validate().map_err(|e| invalid(&key("optimizer"), &training.optimizer.name(), e))?;
             training.learning_rate.validate().map_err(|e| invalid(&key("learning_rate"), &format!("{:?}", training.learning_rate), e))?;
             let arch = self.architecture(kind);
-            arch.validate().map_err(|e| invalid(&key("architecture"), &format!("image_size {} with conv_filters {:?}", arch.input_size, arch.conv_filters), e))?;
+            arch.validate()
+                .map_err(|e| invalid(&key("architecture"), &format!("image_size {} with conv_filters {:?}", arch.input_size, arch.conv_filters), e))?;
         }
         Ok(())
     }
@@ -400,7 +419,8 @@ mod tests {
         assert!(err.contains("models.face.batch") && err.contains("positive"), "{err}");
         let err = parse("name: t\nbackend: {devices: 4}\nmodels:\n  face: {epochs: 2, batch: 10}\n").unwrap_err().to_string();
         assert!(err.contains("multiple of backend.devices (4)"), "{err}");
-        let err = parse("name: t\ndata: {image_size: 8}\nmodels:\n  emotion: {epochs: 2, architecture: {conv_filters: [8, 8, 8, 8]}}\n").unwrap_err().to_string();
+        let err =
+            parse("name: t\ndata: {image_size: 8}\nmodels:\n  emotion: {epochs: 2, architecture: {conv_filters: [8, 8, 8, 8]}}\n").unwrap_err().to_string();
         assert!(err.contains("models.emotion.architecture") && err.contains("cannot be pooled down"), "{err}");
         let err = parse("name: t\nmodels: {}\n").unwrap_err().to_string();
         assert!(err.contains("at least one of `face` and `emotion`"), "{err}");

@@ -52,12 +52,8 @@ pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
 /// when possible and `path` is untouched.
 pub fn write_via(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(tmp)
-            .map_err(|source| FsError::Write { path: tmp.to_path_buf(), source })?;
+        let mut file =
+            OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(|source| FsError::Write { path: tmp.to_path_buf(), source })?;
         file.write_all(bytes).map_err(|source| FsError::Write { path: tmp.to_path_buf(), source })?;
         file.sync_all().map_err(|source| FsError::Sync { path: tmp.to_path_buf(), source })?;
         drop(file);

@@ -137,7 +137,16 @@ impl HierarchyOutcome {
     /// The `hierarchy.json` record; its Table I rows are derived from the
     /// two matrices.
     pub fn to_record(&self, eval_id: &str, face_run: &str, emotion_run: &str, trained_on: &str, dataset: &str) -> HierarchyEval {
-        HierarchyEval::new(eval_id, crate::records::now_rfc3339(), face_run, emotion_run, trained_on, dataset, self.emotion_alone.clone(), self.with_face_filter.clone())
+        HierarchyEval::new(
+            eval_id,
+            crate::records::now_rfc3339(),
+            face_run,
+            emotion_run,
+            trained_on,
+            dataset,
+            self.emotion_alone.clone(),
+            self.with_face_filter.clone(),
+        )
     }
 }
 
@@ -180,7 +189,8 @@ impl Hierarchy {
             InferenceOptions { batch: trained.min(max_batch.max(1) as i64).max(1), device, xla_options: experiment.xla_options() }
         };
         let face = InferenceModel::from_run_dir(client, ModelKind::Face, experiment.architecture(ModelKind::Face), face_dir, &options(ModelKind::Face))?;
-        let emotion = InferenceModel::from_run_dir(client, ModelKind::Emotion, experiment.architecture(ModelKind::Emotion), emotion_dir, &options(ModelKind::Emotion))?;
+        let emotion =
+            InferenceModel::from_run_dir(client, ModelKind::Emotion, experiment.architecture(ModelKind::Emotion), emotion_dir, &options(ModelKind::Emotion))?;
         let classes = experiment.task(ModelKind::Emotion).class_names().iter().map(|s| s.to_string()).collect();
         Self::new(face, emotion, classes, threshold)
     }
@@ -219,7 +229,8 @@ impl Hierarchy {
         let face = self.face.probabilities(images)?;
         let faces: Vec<usize> = face.iter().enumerate().filter(|(_, p)| p[FACE_CLASS] >= self.threshold).map(|(i, _)| i).collect();
         let emotions = self.emotion.probabilities(&take_rows(images, &faces)?)?;
-        let mut answers: Vec<Answer> = face.iter().map(|p| Answer { face_probability: p[FACE_CLASS], is_face: p[FACE_CLASS] >= self.threshold, emotion: None }).collect();
+        let mut answers: Vec<Answer> =
+            face.iter().map(|p| Answer { face_probability: p[FACE_CLASS], is_face: p[FACE_CLASS] >= self.threshold, emotion: None }).collect();
         for (&i, probabilities) in faces.iter().zip(emotions) {
             let class = argmax(&probabilities);
             answers[i].emotion = Some(EmotionAnswer { class, name: self.emotion_classes[class].clone(), probabilities });
@@ -389,7 +400,11 @@ pub fn describe_set(set: &PreparedSet, evaluated: &PreparedSplit, data: &DataCon
     };
     let counts = evaluated.class_counts(set.class_names.len());
     let per_class: Vec<String> = set.class_names.iter().zip(&counts).map(|(name, n)| format!("{n} {name}")).collect();
-    let which = if evaluated.len() == set.eval.len() { format!("the {} images", evaluated.len()) } else { format!("{} of the {} images", evaluated.len(), set.eval.len()) };
+    let which = if evaluated.len() == set.eval.len() {
+        format!("the {} images", evaluated.len())
+    } else {
+        format!("{} of the {} images", evaluated.len(), set.eval.len())
+    };
     format!(
         "{source}: {which} of the hierarchy task's eval split ({}), {}x{} {}, split seed {}",
         per_class.join(", "),

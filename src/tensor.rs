@@ -91,9 +91,7 @@ impl fmt::Debug for HostTensor {
 
 /// Number of elements in a shape; errors on a negative dimension.
 pub fn element_count(dims: &[i64]) -> Result<usize, TensorError> {
-    dims.iter().try_fold(1usize, |acc, &d| {
-        usize::try_from(d).map(|d| acc * d).map_err(|_| TensorError::NegativeDim { dims: dims.to_vec() })
-    })
+    dims.iter().try_fold(1usize, |acc, &d| usize::try_from(d).map(|d| acc * d).map_err(|_| TensorError::NegativeDim { dims: dims.to_vec() }))
 }
 
 impl HostTensor {

@@ -30,7 +30,11 @@ fn checked_in_programs_are_regenerated_byte_for_byte() {
             let file = file.unwrap().path();
             let rel = file.strip_prefix(tmp.path()).unwrap();
             let checked_in = std::fs::read(golden.join(rel)).unwrap_or_else(|e| panic!("hlo/{}: {e}; regenerate with `emotionet hlo`", rel.display()));
-            assert!(std::fs::read(&file).unwrap() == checked_in, "hlo/{} differs from what `emotionet hlo` writes now; regenerate it after a deliberate change", rel.display());
+            assert!(
+                std::fs::read(&file).unwrap() == checked_in,
+                "hlo/{} differs from what `emotionet hlo` writes now; regenerate it after a deliberate change",
+                rel.display()
+            );
             compared += 1;
         }
     }

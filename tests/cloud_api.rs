@@ -8,19 +8,14 @@ use std::time::{Duration, Instant};
 
 use cloud_fake::{FakeTpu, GOOD_TOKEN, temp_dir, write_script};
 use emotionet::cloud::{
-    AuthConfig, AuthMode, Capacity, ClientConfig, CloudError, CloudEvent, Location, NodeState, RetryPolicy, TokenProvider, TpuClient,
-    VmManager, VmRequest, WaitOptions,
+    AuthConfig, AuthMode, Capacity, ClientConfig, CloudError, CloudEvent, Location, NodeState, RetryPolicy, TokenProvider, TpuClient, VmManager, VmRequest,
+    WaitOptions,
 };
 
 const WAIT: WaitOptions = WaitOptions { poll: Duration::from_millis(20), timeout: Duration::from_secs(10) };
 
 fn fast_retry(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts,
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(50),
-        max_retry_after: Duration::from_secs(5),
-    }
+    RetryPolicy { max_attempts, initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(50), max_retry_after: Duration::from_secs(5) }
 }
 
 /// Tokens from the fake's metadata server. (The environment-variable source

@@ -214,11 +214,8 @@ fn run_through_gcloud_ssh_builds_the_documented_command_lines() {
 /// Writes the stand-in gcloud with the token it prints and the folder it
 /// treats as the VM's home written into it.
 fn install_fake_gcloud(dir: &Path) {
-    let script = FAKE_GCLOUD.replacen(
-        "#!/bin/bash\n",
-        &format!("#!/bin/bash\nTOKEN_FOR_FAKE_GCLOUD={GOOD_TOKEN}\nFAKE_VM_HOME={}\n", dir.join("vm").display()),
-        1,
-    );
+    let script =
+        FAKE_GCLOUD.replacen("#!/bin/bash\n", &format!("#!/bin/bash\nTOKEN_FOR_FAKE_GCLOUD={GOOD_TOKEN}\nFAKE_VM_HOME={}\n", dir.join("vm").display()), 1);
     write_script(&dir.join("gcloud"), &script);
 }
 

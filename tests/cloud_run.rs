@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use cloud_fake::{FakeTpu, temp_dir, write_script};
 use emotionet::cloud::{
-    AuthConfig, AuthMode, CampaignPlan, Capacity, ClientConfig, CloudError, CloudEvent, LocalHost, NodeState, RetryPolicy, TokenProvider,
-    TpuClient, VmManager, VmRecord, VmRequest, WaitOptions, fetch, run_campaign,
+    AuthConfig, AuthMode, CampaignPlan, Capacity, ClientConfig, CloudError, CloudEvent, LocalHost, NodeState, RetryPolicy, TokenProvider, TpuClient, VmManager,
+    VmRecord, VmRequest, WaitOptions, fetch, run_campaign,
 };
 
 const WAIT: WaitOptions = WaitOptions { poll: Duration::from_millis(20), timeout: Duration::from_secs(10) };

@@ -52,7 +52,10 @@ fn a_second_prep_is_a_cache_hit_and_a_changed_setting_misses() {
         assert!(!out.cache_hit, "changed setting must miss");
         assert_eq!(out.decoded, 22);
     }
-    assert!(!prepare(&config, &PrepOptions::new(Task::Hierarchy { grouping: config.grouping })).map(|o| o.cache_hit).unwrap_or(false), "another task misses (or fails)");
+    assert!(
+        !prepare(&config, &PrepOptions::new(Task::Hierarchy { grouping: config.grouping })).map(|o| o.cache_hit).unwrap_or(false),
+        "another task misses (or fails)"
+    );
 }
 
 #[test]
@@ -91,6 +94,7 @@ fn a_damaged_cache_file_is_rebuilt_not_trusted() {
     std::fs::write(&first.cache_path, &bytes[..bytes.len() - 100]).unwrap();
     assert!(!prepare(&config, &options).unwrap().cache_hit);
     assert!(prepare(&config, &options).unwrap().cache_hit);
-    let leftovers: Vec<_> = std::fs::read_dir(&config.cache_dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&config.cache_dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
     assert!(leftovers.is_empty());
 }

@@ -17,8 +17,21 @@ fn synth_then_prep_through_the_binary() {
     let cache = dir.path().join("cache");
     let (lfw, kdef, sun) = (out.join("lfw"), out.join("KDEF"), out.join("SUN397"));
     let args = [
-        "data", "prep", "--task", "face", "--quiet", "--image-size", "32", "--cache-dir", cache.to_str().unwrap(),
-        "--lfw", lfw.to_str().unwrap(), "--kdef", kdef.to_str().unwrap(), "--sun397", sun.to_str().unwrap(),
+        "data",
+        "prep",
+        "--task",
+        "face",
+        "--quiet",
+        "--image-size",
+        "32",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--lfw",
+        lfw.to_str().unwrap(),
+        "--kdef",
+        kdef.to_str().unwrap(),
+        "--sun397",
+        sun.to_str().unwrap(),
     ];
     let o = emotionet(&args);
     assert!(o.status.success());

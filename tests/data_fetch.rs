@@ -75,14 +75,24 @@ fn serve(name: &'static str, body: Vec<u8>, honour_ranges: bool, max_requests: u
             } else {
                 let start = range.filter(|_| honour_ranges).and_then(|r| r.trim_end_matches('-').parse::<usize>().ok());
                 match start {
-                    Some(s) if s >= body.len() => format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", body.len()).into_bytes(),
+                    Some(s) if s >= body.len() => {
+                        format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", body.len())
+                            .into_bytes()
+                    }
                     Some(s) => {
-                        let mut r = format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {s}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len() - 1, body.len(), body.len() - s).into_bytes();
+                        let mut r = format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {s}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len() - 1,
+                            body.len(),
+                            body.len() - s
+                        )
+                        .into_bytes();
                         r.extend_from_slice(&body[s..]);
                         r
                     }
                     None => {
-                        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                        let mut r =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
                         r.extend_from_slice(&body);
                         r
                     }
@@ -166,7 +176,18 @@ fn the_cli_fetches_from_a_mirror() {
     let archive = lfw_archive();
     let server = serve("lfw.tgz", archive.clone(), true, 2);
     let dest = tempfile::tempdir().unwrap();
-    let o = data_support::emotionet(&["data", "fetch", "lfw", "--dest", dest.path().to_str().unwrap(), "--base-url", &server.base_url, "--sha256", &sha(&archive), "--quiet"]);
+    let o = data_support::emotionet(&[
+        "data",
+        "fetch",
+        "lfw",
+        "--dest",
+        dest.path().to_str().unwrap(),
+        "--base-url",
+        &server.base_url,
+        "--sha256",
+        &sha(&archive),
+        "--quiet",
+    ]);
     assert!(o.status.success());
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("sha256 verified") && stdout.contains("extracted to"), "{stdout}");

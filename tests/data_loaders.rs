@@ -7,13 +7,16 @@ mod data_support;
 use std::collections::BTreeSet;
 
 use data_support::{LFW_PEOPLE, build_trees};
-use emotionet::data::{
-    DataConfig, DataError, DatasetTag, EmotionGrouping, Expression, PrepOptions, RealSources, SourceConfig, Split, Task, loaders, prepare,
-};
+use emotionet::data::{DataConfig, DataError, DatasetTag, EmotionGrouping, Expression, PrepOptions, RealSources, SourceConfig, Split, Task, loaders, prepare};
 
 fn real_config(trees: &data_support::Trees, cache: &std::path::Path) -> DataConfig {
     DataConfig {
-        source: SourceConfig::Real(RealSources { lfw: Some(trees.lfw.clone()), sun397: Some(trees.sun.clone()), kdef: Some(trees.kdef.clone()), ..Default::default() }),
+        source: SourceConfig::Real(RealSources {
+            lfw: Some(trees.lfw.clone()),
+            sun397: Some(trees.sun.clone()),
+            kdef: Some(trees.kdef.clone()),
+            ..Default::default()
+        }),
         image_size: 32,
         cache_dir: cache.to_path_buf(),
         ..DataConfig::default()
@@ -64,7 +67,14 @@ fn face_prep_counts_labels_splits_by_identity_and_reports_every_skip() {
     let report = &set.report;
 
     // Every bad file is skipped with a reason that says what is wrong.
-    let reason_of = |p: &std::path::Path| report.skipped.iter().find(|k| k.path == p.display().to_string()).map(|k| k.reason.clone()).unwrap_or_else(|| panic!("{} not reported: {:#?}", p.display(), report.skipped));
+    let reason_of = |p: &std::path::Path| {
+        report
+            .skipped
+            .iter()
+            .find(|k| k.path == p.display().to_string())
+            .map(|k| k.reason.clone())
+            .unwrap_or_else(|| panic!("{} not reported: {:#?}", p.display(), report.skipped))
+    };
     assert!(reason_of(&trees.truncated).contains("truncated"), "{}", reason_of(&trees.truncated));
     assert!(reason_of(&trees.zero).contains("0 bytes"));
     assert!(reason_of(&trees.text).contains("neither JPEG nor PNG"));

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use emotionet::data::{DataConfig, EvalBatches, Normalization, NpySource, PipelineConfig, PrepOptions, RealSources, SourceConfig, Task, TrainPipeline, loaders, prepare};
+use emotionet::data::{
+    DataConfig, EvalBatches, Normalization, NpySource, PipelineConfig, PrepOptions, RealSources, SourceConfig, Task, TrainPipeline, loaders, prepare,
+};
 use emotionet::tensor::DType;
 
 fn subset_path() -> std::path::PathBuf {

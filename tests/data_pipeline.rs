@@ -106,7 +106,17 @@ fn a_state_from_another_pipeline_is_refused() {
 fn class_balancing_oversamples_small_classes_and_resumes_exactly() {
     // 30 of class 0, 6 of class 1, 4 of class 2.
     let mut data = split(40, 4);
-    data.labels = (0..40).map(|i| if i < 30 { 0 } else if i < 36 { 1 } else { 2 }).collect();
+    data.labels = (0..40)
+        .map(|i| {
+            if i < 30 {
+                0
+            } else if i < 36 {
+                1
+            } else {
+                2
+            }
+        })
+        .collect();
     let data = Arc::new(data);
     let config = PipelineConfig { balance_classes: true, ..PipelineConfig::new(9, 4) };
     let mut p = TrainPipeline::new(data.clone(), config).unwrap();
@@ -121,7 +131,10 @@ fn class_balancing_oversamples_small_classes_and_resumes_exactly() {
     assert_eq!(counts, [30, 30, 30]);
     assert_eq!(p.state().epoch, 1);
     let mut fresh = TrainPipeline::new(data.clone(), config).unwrap();
-    let state = { take(&mut fresh, 4); fresh.state() };
+    let state = {
+        take(&mut fresh, 4);
+        fresh.state()
+    };
     let mut resumed = TrainPipeline::new(data, config).unwrap();
     resumed.restore(state).unwrap();
     assert!(take(&mut resumed, 6) == batches[4..]);

@@ -6,7 +6,9 @@ mod data_support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use emotionet::data::{Angle, DataConfig, Expression, PrepOptions, SourceConfig, SynthConfig, SyntheticSource, Task, generate_dataset, loaders, prepare, synth};
+use emotionet::data::{
+    Angle, DataConfig, Expression, PrepOptions, SourceConfig, SynthConfig, SyntheticSource, Task, generate_dataset, loaders, prepare, synth,
+};
 
 fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -81,7 +83,8 @@ fn a_synthetic_source_in_the_config_is_generated_once_and_prepared() {
     assert_eq!(face.set.train.len() + face.set.eval.len(), 120);
     let emotion = prepare(&config, &PrepOptions::new(Task::Emotion { grouping: config.grouping })).unwrap();
     assert_eq!(emotion.set.train.len() + emotion.set.eval.len(), 35, "the KDEF half");
-    let manifests: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("synth-")).collect();
+    let manifests: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("synth-")).collect();
     assert_eq!(manifests.len(), 1, "generated once, reused by the second prep");
 }
 

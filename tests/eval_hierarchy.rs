@@ -20,9 +20,9 @@ use emotionet::hierarchy::{self, FACE_CLASS};
 use emotionet::models::{InferenceError, InferenceModel, InferenceOptions, ModelKind};
 use emotionet::pjrt::{self, Backend, Client, ClientOptions};
 use emotionet::records::HierarchyEval;
+use emotionet::tensor::HostTensor;
 use emotionet::train::checkpoint::{Checkpoint, CheckpointDir};
 use emotionet::train::{TrainOptions, default_run_dir, train};
-use emotionet::tensor::HostTensor;
 
 struct Fixture {
     root: PathBuf,
@@ -83,7 +83,6 @@ fn client() -> Client {
     pjrt::connect(Backend::Cpu, None, &ClientOptions::new()).expect("the CPU plugin (make setup)")
 }
 
-
 #[test]
 fn eval_writes_table_i_from_its_matrices_and_the_report_draws_it() {
     let f = fixture();
@@ -136,7 +135,16 @@ fn eval_writes_table_i_from_its_matrices_and_the_report_draws_it() {
     let out = emotionet(&["eval", exp, "--images", "40", "--quiet"]);
     assert!(out.status.success());
     let stdout = text(&out.stdout);
-    for needle in ["Table I", "paper: emotion model alone on mixed input", "ours:  emotion model alone", "ours:  face filter + emotion model", "90.0%", "Emotion model alone (rows: truth", "Face filter + emotion model (rows: truth", "precision"] {
+    for needle in [
+        "Table I",
+        "paper: emotion model alone on mixed input",
+        "ours:  emotion model alone",
+        "ours:  face filter + emotion model",
+        "90.0%",
+        "Emotion model alone (rows: truth",
+        "Face filter + emotion model (rows: truth",
+        "precision",
+    ] {
         assert!(stdout.contains(needle), "eval prints {needle:?}");
     }
     let subset = HierarchyEval::load(&f.root.join("runs/evaltest/hierarchy/cpu-r0-n40/hierarchy.json")).unwrap();
@@ -153,10 +161,12 @@ fn eval_writes_table_i_from_its_matrices_and_the_report_draws_it() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("2 hierarchy evaluation(s)"));
     let md = fs::read_to_string(report_dir.join("report.md")).unwrap();
-    for needle in ["### Evaluation `evaltest/cpu-r0`", "### Evaluation `evaltest/cpu-r0-n40`", "face filter + emotion model", "evaltest/face/cpu/r0 (step 40)"] {
+    for needle in ["### Evaluation `evaltest/cpu-r0`", "### Evaluation `evaltest/cpu-r0-n40`", "face filter + emotion model", "evaltest/face/cpu/r0 (step 40)"]
+    {
         assert!(md.contains(needle), "report.md shows {needle:?}");
     }
-    let svgs: Vec<String> = fs::read_dir(&report_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("hierarchy-")).collect();
+    let svgs: Vec<String> =
+        fs::read_dir(&report_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("hierarchy-")).collect();
     assert_eq!(svgs.len(), 4, "two matrices per evaluation: {svgs:?}");
 }
 
@@ -186,7 +196,14 @@ fn predict_answers_each_image_like_eval_and_reports_a_corrupt_one() {
     // The same files through the library path eval uses (prep cache ->
     // input pipeline -> model) give the same face probabilities: predict
     // decodes, fits and normalizes exactly as training did.
-    let model = InferenceModel::from_run_dir(&client(), ModelKind::Face, f.experiment.architecture(ModelKind::Face), &default_run_dir(&f.experiment, ModelKind::Face, Backend::Cpu, 0), &InferenceOptions::new(4)).unwrap();
+    let model = InferenceModel::from_run_dir(
+        &client(),
+        ModelKind::Face,
+        f.experiment.architecture(ModelKind::Face),
+        &default_run_dir(&f.experiment, ModelKind::Face, Backend::Cpu, 0),
+        &InferenceOptions::new(4),
+    )
+    .unwrap();
     for (line, index) in [(&lines[0], face), (&lines[2], scene)] {
         let table = f.experiment.data.normalize.table();
         let pixels: Vec<f32> = f.set.eval.image(index).iter().map(|&p| table[p as usize]).collect();

@@ -196,7 +196,10 @@ fn stablehlo_text_matches_the_golden_file() {
 
     // And the golden program really compiles and runs.
     let mut rng = Rng::new(5);
-    let mut inputs = vec![HostTensor::from_f32(&[4, 6], &rng.vec(24).iter().map(|v| *v as f32).collect::<Vec<_>>()).unwrap(), HostTensor::from_i32(&[4], &[0, 1, 2, 1]).unwrap()];
+    let mut inputs = vec![
+        HostTensor::from_f32(&[4, 6], &rng.vec(24).iter().map(|v| *v as f32).collect::<Vec<_>>()).unwrap(),
+        HostTensor::from_i32(&[4], &[0, 1, 2, 1]).unwrap(),
+    ];
     for dims in [&[5i64, 6][..], &[5], &[3, 5], &[3]] {
         let n: i64 = dims.iter().product();
         inputs.push(HostTensor::from_f32(dims, &rng.vec(n as usize).iter().map(|v| *v as f32 * 0.5).collect::<Vec<_>>()).unwrap());

@@ -362,7 +362,8 @@ fn reductions_forward_and_vjp() {
         (ReduceKind::Min, f64::INFINITY, f64::min),
     ] {
         let y = forward(std::slice::from_ref(&x), |g, p| g.reduce(p[0], kind, &[0, 2]).unwrap());
-        let want: Vec<f64> = (0..4).map(|j| (0..3).flat_map(|i| (0..2).map(move |k| (i, k))).fold(init, |acc, (i, k)| f(acc, xv[(i * 4 + j) * 2 + k]))).collect();
+        let want: Vec<f64> =
+            (0..4).map(|j| (0..3).flat_map(|i| (0..2).map(move |k| (i, k))).fold(init, |acc, (i, k)| f(acc, xv[(i * 4 + j) * 2 + k]))).collect();
         assert_close(&f64s(&y), &want, 1e-12, &format!("{kind:?}"));
         check_vjp(&format!("reduce {kind:?}"), std::slice::from_ref(&x), 80, |g, p| g.reduce(p[0], kind, &[1]).unwrap());
     }
@@ -431,7 +432,10 @@ fn reference_conv(x: &HostTensor, w: &HostTensor, spec: &ConvSpec) -> (Vec<i64>,
         let mut acc = 0.0;
         for ky in 0..wd[0] {
             for kx in 0..wd[1] {
-                let pos = [o[1] as i64 * spec.strides[0] + ky * spec.rhs_dilation[0] - spec.padding[0].0, o[2] as i64 * spec.strides[1] + kx * spec.rhs_dilation[1] - spec.padding[1].0];
+                let pos = [
+                    o[1] as i64 * spec.strides[0] + ky * spec.rhs_dilation[0] - spec.padding[0].0,
+                    o[2] as i64 * spec.strides[1] + kx * spec.rhs_dilation[1] - spec.padding[1].0,
+                ];
                 let mut src = [0i64; 2];
                 let mut inside = true;
                 for i in 0..2 {
@@ -444,7 +448,8 @@ fn reference_conv(x: &HostTensor, w: &HostTensor, spec: &ConvSpec) -> (Vec<i64>,
                     continue;
                 }
                 for ci in 0..xd[3] {
-                    acc += xv[ravel(&[o[0], src[0] as usize, src[1] as usize, ci as usize], &xd)] * wv[ravel(&[ky as usize, kx as usize, ci as usize, o[3]], &wd)];
+                    acc +=
+                        xv[ravel(&[o[0], src[0] as usize, src[1] as usize, ci as usize], &xd)] * wv[ravel(&[ky as usize, kx as usize, ci as usize, o[3]], &wd)];
                 }
             }
         }
@@ -491,7 +496,13 @@ fn convolution_vjp_matches_finite_differences() {
         check_vjp(name, &[x, w], 100 + k as u64, move |g, p| g.conv(p[0], p[1], spec.clone()).unwrap());
     }
     // Another layout (NCHW input, OIHW kernel) exercises the dimension numbers.
-    let spec = ConvSpec { strides: vec![2, 1], padding: vec![(1, 0), (1, 1)], lhs_dilation: vec![1, 1], rhs_dilation: vec![1, 2], dims: ConvDims { lhs: vec![0, 1, 2, 3], rhs: vec![0, 1, 2, 3], out: vec![0, 1, 2, 3] } };
+    let spec = ConvSpec {
+        strides: vec![2, 1],
+        padding: vec![(1, 0), (1, 1)],
+        lhs_dilation: vec![1, 1],
+        rhs_dilation: vec![1, 2],
+        dims: ConvDims { lhs: vec![0, 1, 2, 3], rhs: vec![0, 1, 2, 3], out: vec![0, 1, 2, 3] },
+    };
     let (x, w) = (rng.tensor(&[2, 3, 6, 7]), rng.tensor(&[4, 3, 2, 3]));
     check_vjp("NCHW/OIHW", &[x, w], 120, move |g, p| g.conv(p[0], p[1], spec.clone()).unwrap());
 }
@@ -604,7 +615,9 @@ fn all_reduce_sums_over_replicas_and_so_does_its_vjp() {
     let bufs: Vec<Vec<_>> = inputs
         .iter()
         .zip(&ids)
-        .map(|((xv, rv), &d)| vec![client.upload(&HostTensor::from_f64(&[3], xv).unwrap(), d).unwrap(), client.upload(&HostTensor::from_f64(&[3], rv).unwrap(), d).unwrap()])
+        .map(|((xv, rv), &d)| {
+            vec![client.upload(&HostTensor::from_f64(&[3], xv).unwrap(), d).unwrap(), client.upload(&HostTensor::from_f64(&[3], rv).unwrap(), d).unwrap()]
+        })
         .collect();
     let args: Vec<Vec<_>> = bufs.iter().map(|b| b.iter().collect()).collect();
     let out = exe.execute_replicated(&args, &[]).unwrap();
@@ -632,7 +645,9 @@ fn dropout_masks_are_uniform_deterministic_and_independent_of_the_split() {
     };
     let ones = |rows: i64| HostTensor::from_f32(&[rows, 256], &vec![1.0; rows as usize * 256]).unwrap();
     let (g, y) = build(64);
-    let mask = |seed: u32, step: i32| run(&g, &[y], &[ones(64), HostTensor::scalar_u32(seed), HostTensor::scalar_i32(step), HostTensor::scalar_u32(0)]).remove(0).to_f32().unwrap();
+    let mask = |seed: u32, step: i32| {
+        run(&g, &[y], &[ones(64), HostTensor::scalar_u32(seed), HostTensor::scalar_i32(step), HostTensor::scalar_u32(0)]).remove(0).to_f32().unwrap()
+    };
     let a = mask(1, 0);
     let kept = a.iter().filter(|v| **v != 0.0).count() as f64 / a.len() as f64;
     assert!((kept - 0.6).abs() < 0.02, "keep fraction {kept}");

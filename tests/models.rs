@@ -85,7 +85,14 @@ fn the_face_model_learns_a_separable_set() {
     let client = common::client();
     let mut arch = Architecture::face(16);
     arch.dense_units = 64;
-    let config = SessionConfig { kind: ModelKind::Face, arch, optimizer: Optimizer::Momentum { momentum: 0.9, nesterov: false }, global_batch: 32, devices: vec![client.device_ids()[0]], xla_options: vec![] };
+    let config = SessionConfig {
+        kind: ModelKind::Face,
+        arch,
+        optimizer: Optimizer::Momentum { momentum: 0.9, nesterov: false },
+        global_batch: 32,
+        devices: vec![client.device_ids()[0]],
+        xla_options: vec![],
+    };
     let mut session = TrainSession::new(client, config, 1).unwrap();
     let mut rng = Rng::new(9);
     let mut last = Vec::new();
@@ -151,7 +158,14 @@ fn four_device_training_matches_one_device_on_the_same_global_batch() {
 #[test]
 fn bad_session_configs_are_clear_errors() {
     let client = common::client();
-    let base = SessionConfig { kind: ModelKind::Face, arch: Architecture::face(16), optimizer: Optimizer::Sgd, global_batch: 6, devices: client.device_ids()[..4].to_vec(), xla_options: vec![] };
+    let base = SessionConfig {
+        kind: ModelKind::Face,
+        arch: Architecture::face(16),
+        optimizer: Optimizer::Sgd,
+        global_batch: 6,
+        devices: client.device_ids()[..4].to_vec(),
+        xla_options: vec![],
+    };
     let err = TrainSession::new(client, base.clone(), 0).err().unwrap();
     assert!(err.to_string().contains("multiple of the device count 4"), "{err}");
     let err = TrainSession::new(client, SessionConfig { arch: Architecture::emotion(4), global_batch: 4, ..base.clone() }, 0).err().unwrap();

@@ -98,7 +98,12 @@ fn ctrl_c_checkpoints_and_a_second_run_resumes() {
     let exp = tiny_experiment(tmp.path(), "long", 40, SYNTH);
     std::fs::write(&exp, std::fs::read_to_string(&exp).unwrap().replace("keep_checkpoints: 2", "keep_checkpoints: 2, checkpoint_every_steps: 4")).unwrap();
     let out = tmp.path().join("out");
-    let child = command().args(["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = command()
+        .args(["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let checkpoints = out.join("long/face/cpu-r0/checkpoints");
     let start = Instant::now();
     while std::fs::read_dir(&checkpoints).map(|d| d.count()).unwrap_or(0) == 0 {

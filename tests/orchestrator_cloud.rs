@@ -61,7 +61,24 @@ fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
     std::fs::write(project.join("campaign.yaml"), serde_yaml::to_string(&campaign).unwrap()).unwrap();
 
     let state = dir.path().join("cloud-state.json");
-    let up = emotionet(dir.path(), &fake, &["cloud", "--state", state.to_str().unwrap(), "up", "--project", "p-1", "--zone", "europe-west4-a", "--accelerator-type", "v3-8", "--poll-every", "0.05"]);
+    let up = emotionet(
+        dir.path(),
+        &fake,
+        &[
+            "cloud",
+            "--state",
+            state.to_str().unwrap(),
+            "up",
+            "--project",
+            "p-1",
+            "--zone",
+            "europe-west4-a",
+            "--accelerator-type",
+            "v3-8",
+            "--poll-every",
+            "0.05",
+        ],
+    );
     assert!(up.status.success());
 
     let run = emotionet(dir.path(), &fake, &["run", "campaign.yaml", "--out", "out", "--quiet"]);

@@ -102,11 +102,8 @@ fn replicated_program_sums_across_four_devices() {
     let ids = &ids[..4];
     let exe = client.compile(&Program::stablehlo("all_reduce", ALL_REDUCE), &CompileOptions::replicated(ids)).unwrap();
     assert_eq!(exe.device_ids(), ids);
-    let inputs: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(r, &d)| client.upload(&HostTensor::from_f32(&[3], &[r as f32, 10.0 * r as f32, 1.0]).unwrap(), d).unwrap())
-        .collect();
+    let inputs: Vec<_> =
+        ids.iter().enumerate().map(|(r, &d)| client.upload(&HostTensor::from_f32(&[3], &[r as f32, 10.0 * r as f32, 1.0]).unwrap(), d).unwrap()).collect();
     let args: Vec<Vec<_>> = inputs.iter().map(|b| vec![b]).collect();
     let out = exe.execute_replicated(&args, &[]).unwrap();
     assert_eq!(out.len(), 4);
@@ -190,7 +187,8 @@ fn plugins_of_an_incompatible_api_version_are_refused() {
 #[test]
 fn malformed_stablehlo_reports_the_compiler_message() {
     let client = cpu_client();
-    let text = "module { func.func public @main(%x: tensor<2xf32>) -> tensor<2xf32> { %y = stablehlo.frobnicate %x : tensor<2xf32> return %y : tensor<2xf32> } }";
+    let text =
+        "module { func.func public @main(%x: tensor<2xf32>) -> tensor<2xf32> { %y = stablehlo.frobnicate %x : tensor<2xf32> return %y : tensor<2xf32> } }";
     let err = client.compile(&Program::stablehlo("broken", text), &CompileOptions::single_device(0)).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("broken"), "names the program: {msg}");

@@ -13,9 +13,9 @@ use std::process::Output;
 
 use cli_support::emotionet;
 use emotionet::records::{
-    Backend, Confusion, HierarchyEval, ImageSize, MetricPoint, MetricsLog, ModelKind, Platform, RunConfig, RunPaths, RunRecord, RunStatus, SCHEMA_VERSION, Split, SplitMetrics, Timing,
+    Backend, Confusion, HierarchyEval, ImageSize, MetricPoint, MetricsLog, ModelKind, Platform, RunConfig, RunPaths, RunRecord, RunStatus, SCHEMA_VERSION,
+    Split, SplitMetrics, Timing,
 };
-
 
 fn report(runs: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["report", runs.to_str().unwrap(), "--out", out.to_str().unwrap()];
@@ -75,7 +75,8 @@ fn write_run(runs: &Path, s: &Spec) {
         log.append(&MetricPoint { step, epoch: step.div_ceil(15), wall_s: wall, split: Split::Train, loss, accuracy: acc }).unwrap();
         if step % 150 == 0 {
             let eval_acc = 0.5 + (s.eval_acc - 0.5) * (1.0 - (-4.0 * progress).exp());
-            log.append(&MetricPoint { step, epoch: step.div_ceil(15), wall_s: wall + 0.5, split: Split::Eval, loss: loss * 1.6 + 0.05, accuracy: eval_acc }).unwrap();
+            log.append(&MetricPoint { step, epoch: step.div_ceil(15), wall_s: wall + 0.5, split: Split::Eval, loss: loss * 1.6 + 0.05, accuracy: eval_acc })
+                .unwrap();
         }
     }
 
@@ -169,7 +170,16 @@ fn write_hierarchy(runs: &Path) {
     // 40 non-faces and 20 of each emotion.
     let alone = Confusion { labels: names.clone(), matrix: vec![vec![0, 14, 9, 17], vec![0, 18, 1, 1], vec![0, 2, 15, 3], vec![0, 3, 2, 15]] };
     let filtered = Confusion { labels: names, matrix: vec![vec![37, 1, 1, 1], vec![1, 17, 1, 1], vec![1, 2, 15, 2], vec![0, 2, 2, 16]] };
-    let eval = HierarchyEval::new("paper-cpu", "2025-02-01T11:00:00Z", "paper-cpu/face/cpu/r0", "paper-cpu/emotion/cpu/r0", "cpu", "synthetic mixed set: 40 scenes + 60 faces, 100x100", alone, filtered);
+    let eval = HierarchyEval::new(
+        "paper-cpu",
+        "2025-02-01T11:00:00Z",
+        "paper-cpu/face/cpu/r0",
+        "paper-cpu/emotion/cpu/r0",
+        "cpu",
+        "synthetic mixed set: 40 scenes + 60 faces, 100x100",
+        alone,
+        filtered,
+    );
     eval.save(&runs.join("evals/paper-cpu/hierarchy.json")).unwrap();
 }
 
@@ -253,7 +263,9 @@ fn report_of_cpu_gpu_tpu_runs_and_a_hierarchy() {
     assert!(md.contains("No finished CPU run of the emotion model in experiment `paper-tpu`"));
     assert!(md.contains("failed after 120 of 600 steps: killed by the orchestrator after 3 attempts: out of memory"));
     // Ours against the paper: the paper-cpu face run used the paper's size and steps.
-    assert!(md.lines().any(|l| l.starts_with("| face | CPU (cpu ×1) · paper-cpu |") && l.contains("**paper: CPU cluster, 100x100**") && l.ends_with("| yes |")));
+    assert!(
+        md.lines().any(|l| l.starts_with("| face | CPU (cpu ×1) · paper-cpu |") && l.contains("**paper: CPU cluster, 100x100**") && l.ends_with("| yes |"))
+    );
     // Table I: the paper's rows and ours from hierarchy.json.
     assert!(md.contains("| emotion model alone on mixed input | **paper** (100-image validation set) | 32 | 68 | 32% |"));
     assert!(md.contains("| emotion model alone | ours: `paper-cpu`, trained on cpu; synthetic mixed set: 40 scenes + 60 faces, 100x100 | 48 | 52 | 48.0% |"));
@@ -265,7 +277,14 @@ fn report_of_cpu_gpu_tpu_runs_and_a_hierarchy() {
 
     // Charts: all referenced, all present, all well-formed.
     let svgs: Vec<String> = fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(".svg")).collect();
-    for name in ["training-time.svg", "curves-face-loss.svg", "curves-emotion-accuracy.svg", "confusion-face-paper-cpu-gpu.svg", "hierarchy-paper-cpu-emotion-alone.svg", "hierarchy-paper-cpu-with-face-filter.svg"] {
+    for name in [
+        "training-time.svg",
+        "curves-face-loss.svg",
+        "curves-emotion-accuracy.svg",
+        "confusion-face-paper-cpu-gpu.svg",
+        "hierarchy-paper-cpu-emotion-alone.svg",
+        "hierarchy-paper-cpu-with-face-filter.svg",
+    ] {
         assert!(svgs.iter().any(|s| s == name), "{name} missing from {svgs:?}");
     }
     for name in &svgs {

@@ -25,7 +25,8 @@ fn the_smoke_campaign_trains_both_models_and_writes_everything() {
     let experiment = tmp.path().join("smoke.yaml");
     std::fs::write(&experiment, text).unwrap();
     let out = tmp.path().join("runs");
-    let o = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(["run", experiment.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]).output().unwrap();
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_emotionet")).args(["run", experiment.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]).output().unwrap();
     eprintln!("--- stdout\n{}--- stderr\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success());
 
@@ -37,7 +38,11 @@ fn the_smoke_campaign_trains_both_models_and_writes_everything() {
         assert!(accuracy >= min, "{model}: eval accuracy {accuracy} < {min}");
         assert!(record["timing"]["steady_step_s"].as_f64().unwrap() > 0.0);
         assert!(record["confusion"]["matrix"].is_array());
-        let events = std::fs::read_dir(dir.join("tensorboard")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents.")).count();
+        let events = std::fs::read_dir(dir.join("tensorboard"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents."))
+            .count();
         assert!(events >= 1, "{model}: no TensorBoard event file");
         let checkpoints = emotionet::train::CheckpointDir::new(dir.join("checkpoints"), 1).unwrap();
         assert_eq!(checkpoints.latest().unwrap().expect("a checkpoint").step, record["steps_done"].as_u64().unwrap());

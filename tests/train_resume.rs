@@ -109,8 +109,11 @@ fn killing_the_trainer_while_it_writes_a_checkpoint_keeps_the_previous_one() {
     let dir = tmp.path().join("runs/big/face/cpu-r0/checkpoints");
     let checkpoints = CheckpointDir::new(&dir, 1).unwrap();
     let mut child = command().args(["train", exp.to_str().unwrap(), "--quiet"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let tmp_file = |d: &Path| std::fs::read_dir(d).ok().and_then(|it| it.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(".tmp")));
-    wait_for("a complete checkpoint, then the next one being written", Duration::from_secs(300), || !checkpoints.steps().unwrap().is_empty() && tmp_file(&dir).is_some());
+    let tmp_file =
+        |d: &Path| std::fs::read_dir(d).ok().and_then(|it| it.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(".tmp")));
+    wait_for("a complete checkpoint, then the next one being written", Duration::from_secs(300), || {
+        !checkpoints.steps().unwrap().is_empty() && tmp_file(&dir).is_some()
+    });
     kill(&child, "KILL");
     child.wait().unwrap();
     let partial = tmp_file(&dir);

@@ -49,7 +49,11 @@ pub fn parse_xla_option(text: &str) -> anyhow::Result<(String, OptionOverride)> 
     let value = match value {
         "true" => OptionOverride::Bool(true),
         "false" => OptionOverride::Bool(false),
-        v => v.parse::<i64>().map(OptionOverride::Int).or_else(|_| v.parse::<f64>().map(OptionOverride::Double)).unwrap_or_else(|_| OptionOverride::String(v.to_string())),
+        v => v
+            .parse::<i64>()
+            .map(OptionOverride::Int)
+            .or_else(|_| v.parse::<f64>().map(OptionOverride::Double))
+            .unwrap_or_else(|_| OptionOverride::String(v.to_string())),
     };
     Ok((name.to_string(), value))
 }
@@ -78,7 +82,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         // A size or device count outside the suite: build the cases asked for.
         for model in args.model.map_or(vec![ModelKind::Face, ModelKind::Emotion], |m| vec![m]) {
             let size = args.size.unwrap_or(100);
-            cases.push(BenchCase { model, size, batch: if size >= 200 { 16 } else { 100 }, devices: devices.unwrap_or(1), steps: args.steps, warmup: 1, optimizer: Optimizer::Sgd, xla_options: vec![] });
+            cases.push(BenchCase {
+                model,
+                size,
+                batch: if size >= 200 { 16 } else { 100 },
+                devices: devices.unwrap_or(1),
+                steps: args.steps,
+                warmup: 1,
+                optimizer: Optimizer::Sgd,
+                xla_options: vec![],
+            });
         }
     }
     for c in &mut cases {

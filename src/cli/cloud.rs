@@ -18,8 +18,8 @@ use crate::cloud::client::TPU_API_URL;
 use crate::cloud::spec::{DEFAULT_RUNTIME_VERSION, MANAGED_LABEL};
 use crate::cloud::timestamp::{age_of, human, now_unix};
 use crate::cloud::{
-    AuthConfig, AuthMode, Capacity, ClientConfig, CloudEvent, GcloudTpuHost, LocalHost, RemoteHost, StateStore, TokenProvider, TpuClient,
-    VmManager, VmRecord, VmRequest, WaitOptions,
+    AuthConfig, AuthMode, Capacity, ClientConfig, CloudEvent, GcloudTpuHost, LocalHost, RemoteHost, StateStore, TokenProvider, TpuClient, VmManager, VmRecord,
+    VmRequest, WaitOptions,
 };
 
 #[derive(Args, Debug)]
@@ -334,7 +334,10 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
             // Someone else's VM (or another type) has the name: never record it as ours,
             // or `down` would delete it.
             store.remove(&spec)?;
-            return Err(e).context(format!("a TPU VM or queued resource named {} already exists and was not created by emotionet with this type; pick another --name", spec.node_id));
+            return Err(e).context(format!(
+                "a TPU VM or queued resource named {} already exists and was not created by emotionet with this type; pick another --name",
+                spec.node_id
+            ));
         }
         Err(e) => {
             if nothing_exists(&client, &spec).await {
@@ -468,7 +471,13 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
     let client = client(common)?;
     let host = remote_host(common, &client, &record, &args.host).await?;
     let vms = VmManager::new(&client, WaitOptions { poll, timeout: plan.step_timeout });
-    eprintln!("running {} on {} (output copied to {} every {}s)", plan.campaign.display(), host.describe(), plan.local_out.display(), plan.sync_every.as_secs());
+    eprintln!(
+        "running {} on {} (output copied to {} every {}s)",
+        plan.campaign.display(),
+        host.describe(),
+        plan.local_out.display(),
+        plan.sync_every.as_secs()
+    );
     let mut printer = Printer::new();
     let mut interrupt = std::pin::pin!(async {
         let _ = tokio::signal::ctrl_c().await;
@@ -487,7 +496,9 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
     )?;
     if args.down_after {
         let mut printer = Printer::new();
-        vms.delete(&record.spec, &mut |e| printer.show(e)).await.with_context(|| format!("the campaign finished but deleting {} failed; run `emotionet cloud down --name {}`", record.node_id(), record.node_id()))?;
+        vms.delete(&record.spec, &mut |e| printer.show(e)).await.with_context(|| {
+            format!("the campaign finished but deleting {} failed; run `emotionet cloud down --name {}`", record.node_id(), record.node_id())
+        })?;
         store.remove(&record.spec)?;
     } else {
         eprintln!("the VM {} is still up and billing: `emotionet cloud down --name {}` when done", record.node_id(), record.node_id());
@@ -502,7 +513,9 @@ async fn cmd_fetch(common: &CommonArgs, store: &StateStore, _poll: Duration, arg
     let mut plan = CampaignPlan::new(".", "", "", local_out(&args.host, &record));
     plan.workdir = args.host.workdir.clone();
     let started = Instant::now();
-    campaign::fetch(host.as_ref(), &plan).await.with_context(|| format!("cannot copy the output of {} (is it READY? `emotionet cloud status`)", record.node_id()))?;
+    campaign::fetch(host.as_ref(), &plan)
+        .await
+        .with_context(|| format!("cannot copy the output of {} (is it READY? `emotionet cloud status`)", record.node_id()))?;
     outln!("fetched ~/{} from {} into {} ({})", plan.remote_out(), record.node_id(), plan.local_out.display(), human(started.elapsed()))?;
     Ok(())
 }
@@ -519,10 +532,12 @@ async fn cmd_down(common: &CommonArgs, store: &StateStore, poll: Duration, args:
         let spec = &record.spec;
         eprintln!("deleting {} in {}", spec.node_id, spec.zone);
         let mut printer = Printer::new();
-        let deleted = vms
-            .delete(spec, &mut |e| printer.show(e))
-            .await
-            .with_context(|| format!("cannot delete {}; it may still bill: try again, or `gcloud compute tpus tpu-vm delete {} --zone {} --project {}`", spec.node_id, spec.node_id, spec.zone, spec.project))?;
+        let deleted = vms.delete(spec, &mut |e| printer.show(e)).await.with_context(|| {
+            format!(
+                "cannot delete {}; it may still bill: try again, or `gcloud compute tpus tpu-vm delete {} --zone {} --project {}`",
+                spec.node_id, spec.node_id, spec.zone, spec.project
+            )
+        })?;
         store.remove(spec)?;
         outln!("{} {}", spec.node_id, if deleted { "deleted" } else { "was already gone; forgotten" })?;
     }

@@ -233,7 +233,8 @@ fn build_config(args: &PrepArgs) -> anyhow::Result<DataConfig> {
     if let Some(a) = &args.kdef_angles {
         config.kdef_angles = a.clone();
     }
-    let real_flags = args.lfw.is_some() || args.sun397.is_some() || args.kdef.is_some() || args.akdef.is_some() || !args.folders.is_empty() || args.npy.is_some();
+    let real_flags =
+        args.lfw.is_some() || args.sun397.is_some() || args.kdef.is_some() || args.akdef.is_some() || !args.folders.is_empty() || args.npy.is_some();
     if real_flags {
         let mut real = match &config.source {
             SourceConfig::Real(r) => r.clone(),
@@ -246,7 +247,10 @@ fn build_config(args: &PrepArgs) -> anyhow::Result<DataConfig> {
         real.folders.extend(args.folders.iter().cloned());
         if let Some(path) = &args.npy {
             if args.npy_faces.is_none() && args.npy_non_faces.is_none() {
-                anyhow::bail!("--npy {} needs --npy-faces START..END and/or --npy-non-faces START..END (for scikit-image's lfw_subset.npy: 0..100 and 100..200)", path.display());
+                anyhow::bail!(
+                    "--npy {} needs --npy-faces START..END and/or --npy-non-faces START..END (for scikit-image's lfw_subset.npy: 0..100 and 100..200)",
+                    path.display()
+                );
             }
             real.npy.push(NpySource { path: path.clone(), faces: args.npy_faces, non_faces: args.npy_non_faces, expression: None });
         }
@@ -264,7 +268,11 @@ fn prep(args: PrepArgs) -> anyhow::Result<()> {
         TaskName::Hierarchy => Task::Hierarchy { grouping: config.grouping },
     };
     let options = PrepOptions { task, strict: args.strict, progress: !args.quiet };
-    let hint = if args.strict { "fix or remove the file in this message, or run without --strict to skip such files" } else { "check the folder or setting this message names" };
+    let hint = if args.strict {
+        "fix or remove the file in this message, or run without --strict to skip such files"
+    } else {
+        "check the folder or setting this message names"
+    };
     let outcome = crate::data::prepare(&config, &options).with_context(|| format!("data prep for the {task} task failed ({hint})"))?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -292,8 +300,15 @@ fn fetch_cmd(args: FetchArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let options = FetchOptions { dest: args.dest.clone(), base_url: args.base_url.clone(), sha256: args.sha256.clone(), progress: !args.quiet, extract: !args.no_extract };
-    let outcome = fetch::fetch_blocking(&spec, &options).with_context(|| format!("fetching {} failed; rerun the same command to resume, or check --sha256 / the network", spec.name))?;
+    let options = FetchOptions {
+        dest: args.dest.clone(),
+        base_url: args.base_url.clone(),
+        sha256: args.sha256.clone(),
+        progress: !args.quiet,
+        extract: !args.no_extract,
+    };
+    let outcome = fetch::fetch_blocking(&spec, &options)
+        .with_context(|| format!("fetching {} failed; rerun the same command to resume, or check --sha256 / the network", spec.name))?;
     let mut out = std::io::stdout().lock();
     if outcome.resumed_from > 0 {
         writeln!(out, "resumed at byte {}", outcome.resumed_from)?;

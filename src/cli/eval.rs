@@ -117,7 +117,9 @@ fn warn_if_stale(experiment: &Experiment, hierarchy: &Hierarchy, face_dir: &Path
             }
         }
         match RunRecord::load(&dir.join(RECORD_FILE)) {
-            Ok(r) if r.status != RunStatus::Finished => eprintln!("warning: the {kind} run in {} has not finished ({:?}); evaluating its newest checkpoint", dir.display(), r.status),
+            Ok(r) if r.status != RunStatus::Finished => {
+                eprintln!("warning: the {kind} run in {} has not finished ({:?}); evaluating its newest checkpoint", dir.display(), r.status)
+            }
             _ => {}
         }
     }
@@ -175,7 +177,15 @@ fn text_summary(record: &HierarchyEval, outcome: &HierarchyOutcome, path: &Path,
     let _ = writeln!(s, "{:<w$}  {:>8}  {:>9}  {:>7}  {:>9}  {:>7}", "class", "examples", "precision", "recall", "precision", "recall");
     for (i, name) in record.class_names.iter().enumerate() {
         let (a, f) = (&record.emotion_alone, &record.with_face_filter);
-        let _ = writeln!(s, "{name:<w$}  {:>8}  {:>9}  {:>7}  {:>9}  {:>7}", a.truth_total(i), pct(a.precision(i)), pct(a.recall(i)), pct(f.precision(i)), pct(f.recall(i)));
+        let _ = writeln!(
+            s,
+            "{name:<w$}  {:>8}  {:>9}  {:>7}  {:>9}  {:>7}",
+            a.truth_total(i),
+            pct(a.precision(i)),
+            pct(a.recall(i)),
+            pct(f.precision(i)),
+            pct(f.recall(i))
+        );
     }
     let _ = writeln!(s, "\nwrote {} and {}", path.display(), predictions.display());
     s
@@ -196,7 +206,8 @@ fn json_summary(record: &HierarchyEval, outcome: &HierarchyOutcome, path: &Path,
             })
         })
         .collect();
-    let paper: Vec<serde_json::Value> = PAPER_TABLE_I.iter().map(|r| json!({"system": r.system, "correct": r.correct, "wrong": r.wrong, "accuracy": r.accuracy})).collect();
+    let paper: Vec<serde_json::Value> =
+        PAPER_TABLE_I.iter().map(|r| json!({"system": r.system, "correct": r.correct, "wrong": r.wrong, "accuracy": r.accuracy})).collect();
     json!({
         "hierarchy_json": path.display().to_string(),
         "predictions_json": predictions.display().to_string(),

@@ -18,8 +18,8 @@ macro_rules! outln {
 }
 
 mod bench;
-mod data;
 mod cloud;
+mod data;
 mod devices;
 mod eval;
 mod hlo;

@@ -74,7 +74,10 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
 fn json_line(image: &str, result: &Result<Answer, String>, classes: &[String]) -> serde_json::Value {
     match result {
         Ok(a) => {
-            let probabilities = a.emotion.as_ref().map(|e| classes.iter().cloned().zip(e.probabilities.iter().map(|&p| json!(p))).collect::<serde_json::Map<String, serde_json::Value>>());
+            let probabilities = a
+                .emotion
+                .as_ref()
+                .map(|e| classes.iter().cloned().zip(e.probabilities.iter().map(|&p| json!(p))).collect::<serde_json::Map<String, serde_json::Value>>());
             json!({
                 "image": image,
                 "face_probability": a.face_probability,

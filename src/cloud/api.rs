@@ -74,10 +74,7 @@ impl Node {
 
     /// External IP addresses of the workers, in worker order, where they have one.
     pub fn external_ips(&self) -> Vec<&str> {
-        self.network_endpoints
-            .iter()
-            .filter_map(|e| e.access_config.as_ref().and_then(|a| a.external_ip.as_deref()))
-            .collect()
+        self.network_endpoints.iter().filter_map(|e| e.access_config.as_ref().and_then(|a| a.external_ip.as_deref())).collect()
     }
 }
 

@@ -169,7 +169,11 @@ impl CampaignPlan {
             }
         }
         if self.workdir.is_empty() || self.workdir.starts_with('/') || self.workdir.contains("..") {
-            return Err(CloudError::InvalidName { what: "remote workdir", value: self.workdir.clone(), rule: "a folder relative to the remote home, without '..'" });
+            return Err(CloudError::InvalidName {
+                what: "remote workdir",
+                value: self.workdir.clone(),
+                rule: "a folder relative to the remote home, without '..'",
+            });
         }
         self.render(&self.setup_template)?;
         self.render(&self.command_template)?;
@@ -436,7 +440,8 @@ async fn prepare(host: &dyn RemoteHost, plan: &CampaignPlan, events: Events<'_>)
     let version = format!("{} --version", plan.render("{bin}")?);
     remote::run_script(host, Worker::All, "starting the shipped binary (a glibc too new for the VM fails here)", &version, limit).await?;
 
-    let probe = format!("if [ -n \"$(ls -A {out} 2>/dev/null)\" ]; then echo has-state; else echo empty; fi", out = CampaignPlan::home_path(&plan.remote_out()));
+    let probe =
+        format!("if [ -n \"$(ls -A {out} 2>/dev/null)\" ]; then echo has-state; else echo empty; fi", out = CampaignPlan::home_path(&plan.remote_out()));
     let remote_state = remote::run_script(host, Worker::One(0), "looking at the VM's output folder", &probe, limit).await?;
     let local_has_state = std::fs::read_dir(&plan.local_out).map(|mut d| d.next().is_some()).unwrap_or(false);
     // Line by line: a transport may print notices of its own on stdout.

@@ -112,12 +112,7 @@ impl TpuClient {
 
     /// Polls `operation` until it is done; its error becomes [`CloudError::OperationFailed`].
     /// `on_poll` sees every state of the operation and the time waited so far.
-    pub async fn wait_operation(
-        &self,
-        operation: Operation,
-        wait: WaitOptions,
-        on_poll: &mut (dyn FnMut(&Operation, Duration) + Send),
-    ) -> Result<Operation> {
+    pub async fn wait_operation(&self, operation: Operation, wait: WaitOptions, on_poll: &mut (dyn FnMut(&Operation, Duration) + Send)) -> Result<Operation> {
         let started = Instant::now();
         let mut current = operation;
         loop {
@@ -210,7 +205,8 @@ impl TpuClient {
             tracing::debug!("{method} {url} (attempt {attempt})");
             let (failure, retry_after) = match builder.send().await {
                 Err(e) => {
-                    let failure = CloudError::Transport { url: url.clone(), resource: resource.to_string(), message: error_chain(&e), timed_out: e.is_timeout() };
+                    let failure =
+                        CloudError::Transport { url: url.clone(), resource: resource.to_string(), message: error_chain(&e), timed_out: e.is_timeout() };
                     (failure, None)
                 }
                 Ok(response) => {
@@ -219,7 +215,8 @@ impl TpuClient {
                     let text = match response.text().await {
                         Ok(text) => text,
                         Err(e) => {
-                            let failure = CloudError::Transport { url: url.clone(), resource: resource.to_string(), message: error_chain(&e), timed_out: e.is_timeout() };
+                            let failure =
+                                CloudError::Transport { url: url.clone(), resource: resource.to_string(), message: error_chain(&e), timed_out: e.is_timeout() };
                             self.pause_or_give_up(&method, resource, attempt, failure, None).await?;
                             continue;
                         }
@@ -239,12 +236,7 @@ impl TpuClient {
                                 attempt -= 1;
                                 continue;
                             }
-                            return Err(CloudError::Unauthenticated {
-                                resource: resource.to_string(),
-                                api_status,
-                                message,
-                                hint: self.auth.refusal_hint(),
-                            });
+                            return Err(CloudError::Unauthenticated { resource: resource.to_string(), api_status, message, hint: self.auth.refusal_hint() });
                         }
                         403 => {
                             return Err(CloudError::PermissionDenied { method: method.to_string(), resource: resource.to_string(), api_status, message });
@@ -266,7 +258,12 @@ impl TpuClient {
             if attempt == 1 {
                 return Err(failure);
             }
-            return Err(CloudError::RetriesExhausted { method: method.to_string(), resource: resource.to_string(), attempts: attempt, last: Box::new(failure) });
+            return Err(CloudError::RetriesExhausted {
+                method: method.to_string(),
+                resource: resource.to_string(),
+                attempts: attempt,
+                last: Box::new(failure),
+            });
         }
         let wait = self.retry.delay(attempt, retry_after);
         tracing::warn!("{failure}; attempt {attempt} of {}, next in {} ms", self.retry.max_attempts, wait.as_millis());

@@ -42,7 +42,13 @@ pub enum CloudError {
 
     /// A retryable failure (429, 5xx, connection error) that kept failing.
     #[error("gave up on {method} {resource} after {attempts} attempts; the last one: {last}")]
-    RetriesExhausted { method: String, resource: String, attempts: u32, #[source] last: Box<CloudError> },
+    RetriesExhausted {
+        method: String,
+        resource: String,
+        attempts: u32,
+        #[source]
+        last: Box<CloudError>,
+    },
 
     /// The request never got an HTTP answer (DNS, refused connection, timeout).
     #[error("could not reach {url} for {resource}{}: {message}", if *timed_out { " (timed out)" } else { "" })]

@@ -228,9 +228,7 @@ impl VmSpec {
                 node_spec: vec![QueuedNodeSpec { parent: self.location().parent(), node_id: Some(self.node_id.clone()), node: self.to_node() }],
             }),
             spot: (self.capacity == Capacity::Spot).then_some(Spot {}),
-            queueing_policy: self
-                .queued_valid_for_secs
-                .map(|s| QueueingPolicy { valid_until_duration: Some(format!("{s}s")), ..Default::default() }),
+            queueing_policy: self.queued_valid_for_secs.map(|s| QueueingPolicy { valid_until_duration: Some(format!("{s}s")), ..Default::default() }),
             ..Default::default()
         }
     }
@@ -242,11 +240,7 @@ fn is_lower_alnum_dash(s: &str) -> bool {
 
 /// Node ids follow the Compute Engine rule (RFC 1035 labels).
 pub fn check_node_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 63
-        && id.starts_with(|c: char| c.is_ascii_lowercase())
-        && !id.ends_with('-')
-        && is_lower_alnum_dash(id);
+    let ok = !id.is_empty() && id.len() <= 63 && id.starts_with(|c: char| c.is_ascii_lowercase()) && !id.ends_with('-') && is_lower_alnum_dash(id);
     if ok {
         Ok(())
     } else {
@@ -261,9 +255,7 @@ pub fn check_node_id(id: &str) -> Result<()> {
 fn check_project(project: &str) -> Result<()> {
     // Project ids are lowercase letters, digits and '-'; old domain-scoped ones
     // look like `example.com:my-project`.
-    let ok = !project.is_empty()
-        && project.len() <= 100
-        && project.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:".contains(&b));
+    let ok = !project.is_empty() && project.len() <= 100 && project.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -284,7 +276,11 @@ fn check_accelerator_type(kind: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(CloudError::InvalidName { what: "accelerator type", value: kind.to_string(), rule: "a TPU type such as v3-8 (see `gcloud compute tpus accelerator-types list`)" })
+        Err(CloudError::InvalidName {
+            what: "accelerator type",
+            value: kind.to_string(),
+            rule: "a TPU type such as v3-8 (see `gcloud compute tpus accelerator-types list`)",
+        })
     }
 }
 

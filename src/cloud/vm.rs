@@ -102,12 +102,8 @@ impl<'c> VmManager<'c> {
             match state {
                 QueuedState::Active => return Ok(()),
                 QueuedState::Failed => {
-                    let message = resource
-                        .state
-                        .and_then(|s| s.failed_data)
-                        .and_then(|d| d.error)
-                        .map(|e| e.message)
-                        .unwrap_or_else(|| "no reason given".into());
+                    let message =
+                        resource.state.and_then(|s| s.failed_data).and_then(|d| d.error).map(|e| e.message).unwrap_or_else(|| "no reason given".into());
                     return Err(CloudError::QueuedResourceFailed { name: name.to_string(), message });
                 }
                 QueuedState::Deleting | QueuedState::Suspending | QueuedState::Suspended => {
@@ -149,7 +145,11 @@ impl<'c> VmManager<'c> {
             if node.state() != NodeState::Deleting {
                 delete_calls += 1;
                 if delete_calls > 3 {
-                    return Err(CloudError::UnexpectedState { name: spec.node_name(), state: node.state().to_string(), expected: "gone after its delete operation finished" });
+                    return Err(CloudError::UnexpectedState {
+                        name: spec.node_name(),
+                        state: node.state().to_string(),
+                        expected: "gone after its delete operation finished",
+                    });
                 }
                 match self.client.delete_node(&spec.node_name()).await {
                     Ok(operation) => {

@@ -117,7 +117,15 @@ pub struct SyntheticSource {
 impl Default for SyntheticSource {
     fn default() -> Self {
         let s = super::synth::SynthConfig::default();
-        SyntheticSource { dir: None, seed: s.seed, faces: s.faces, non_faces: s.non_faces, size: s.size, difficulty: s.difficulty, confuser_fraction: s.confuser_fraction }
+        SyntheticSource {
+            dir: None,
+            seed: s.seed,
+            faces: s.faces,
+            non_faces: s.non_faces,
+            size: s.size,
+            difficulty: s.difficulty,
+            confuser_fraction: s.confuser_fraction,
+        }
     }
 }
 
@@ -343,7 +351,11 @@ impl DataConfig {
                     for (key, range) in [("faces", n.faces), ("non_faces", n.non_faces)] {
                         if let Some([a, b]) = range {
                             if a >= b {
-                                return Err(DataError::config(format!("source.real.npy[{i}].{key}"), format!("[{a}, {b}]"), "a half-open range [start, end) with start < end"));
+                                return Err(DataError::config(
+                                    format!("source.real.npy[{i}].{key}"),
+                                    format!("[{a}, {b}]"),
+                                    "a half-open range [start, end) with start < end",
+                                ));
                             }
                         }
                     }
@@ -372,7 +384,10 @@ mod tests {
 
     #[test]
     fn reads_the_data_section_of_an_experiment_file() {
-        let c = DataConfig::from_text("name: x\ndata:\n  image_size: 256\n  resize: pad\n  kdef_angles: [S, HL]\n  grouping: joyful_not\n  source:\n    real:\n      kdef: /k\n").unwrap();
+        let c = DataConfig::from_text(
+            "name: x\ndata:\n  image_size: 256\n  resize: pad\n  kdef_angles: [S, HL]\n  grouping: joyful_not\n  source:\n    real:\n      kdef: /k\n",
+        )
+        .unwrap();
         assert_eq!(c.image_size, 256);
         assert_eq!(c.resize, ResizeMode::Pad);
         assert_eq!(c.kdef_angles, vec![Angle::Straight, Angle::HalfLeft]);

@@ -48,7 +48,9 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<GrayImage, St
     caps.max_alloc = Some(limits.max_alloc_mib.saturating_mul(1 << 20));
     reader.limits(caps);
     let image = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(l) => format!("refused to decode: over the decode limits ({} px per side, {} MiB): {l}", limits.max_side, limits.max_alloc_mib),
+        image::ImageError::Limits(l) => {
+            format!("refused to decode: over the decode limits ({} px per side, {} MiB): {l}", limits.max_side, limits.max_alloc_mib)
+        }
         other => format!("corrupt or truncated {format:?}: {other}"),
     })?;
     if image.width() == 0 || image.height() == 0 {

@@ -185,7 +185,8 @@ async fn download(url: &str, partial: &Path, progress: bool) -> Result<(u64, u64
         return Err(failed(format!("HTTP {status}")));
     };
     let total = response.content_length().map(|n| n + start);
-    let mut file = std::fs::OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(partial).map_err(|e| DataError::io(partial, e))?;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(partial).map_err(|e| DataError::io(partial, e))?;
     let bar = ProgressBar::with_draw_target(total, if progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
     if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})") {
         bar.set_style(style.progress_chars("=> "));
@@ -193,7 +194,11 @@ async fn download(url: &str, partial: &Path, progress: bool) -> Result<(u64, u64
     bar.set_message("downloading");
     bar.set_position(start);
     let mut transferred = 0u64;
-    while let Some(chunk) = response.chunk().await.map_err(|e| failed(format!("connection broke after {} bytes ({e}); run the same command again to resume", start + transferred)))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| failed(format!("connection broke after {} bytes ({e}); run the same command again to resume", start + transferred)))?
+    {
         file.write_all(&chunk).map_err(|e| DataError::io(partial, e))?;
         transferred += chunk.len() as u64;
         bar.inc(chunk.len() as u64);

@@ -24,15 +24,8 @@ pub enum Expression {
 }
 
 impl Expression {
-    pub const ALL: [Expression; 7] = [
-        Expression::Afraid,
-        Expression::Angry,
-        Expression::Disgusted,
-        Expression::Happy,
-        Expression::Neutral,
-        Expression::Sad,
-        Expression::Surprised,
-    ];
+    pub const ALL: [Expression; 7] =
+        [Expression::Afraid, Expression::Angry, Expression::Disgusted, Expression::Happy, Expression::Neutral, Expression::Sad, Expression::Surprised];
 
     /// The two-letter KDEF code (`HA`).
     pub const fn code(self) -> &'static str {
@@ -228,8 +221,10 @@ impl KdefCode {
         if subject == 0 || subject > KDEF_SUBJECTS_PER_SEX {
             return Err(format!("misnamed KDEF file `{stem}`: subject {subject} is outside 01-35"));
         }
-        let expression = Expression::from_code(&upper[4..6]).ok_or_else(|| format!("misnamed KDEF file `{stem}`: expression `{}` is not one of AF, AN, DI, HA, NE, SA, SU", &upper[4..6]))?;
-        let angle = Angle::from_code(&upper[6..]).ok_or_else(|| format!("misnamed KDEF file `{stem}`: angle `{}` is not one of S, HL, HR, FL, FR", &upper[6..]))?;
+        let expression = Expression::from_code(&upper[4..6])
+            .ok_or_else(|| format!("misnamed KDEF file `{stem}`: expression `{}` is not one of AF, AN, DI, HA, NE, SA, SU", &upper[4..6]))?;
+        let angle =
+            Angle::from_code(&upper[6..]).ok_or_else(|| format!("misnamed KDEF file `{stem}`: angle `{}` is not one of S, HL, HR, FL, FR", &upper[6..]))?;
         Ok(KdefCode { session, sex, subject, expression, angle })
     }
 
@@ -293,7 +288,15 @@ mod tests {
 
     #[test]
     fn rejects_misnamed_kdef_files_with_a_reason() {
-        for (bad, why) in [("AF01XXS", "expression"), ("CF01HAS", "session"), ("AX01HAS", "sex"), ("AF36HAS", "outside"), ("AF01HAQ", "angle"), ("AF1HAS", "expected"), ("AFxxHAS", "two digits")] {
+        for (bad, why) in [
+            ("AF01XXS", "expression"),
+            ("CF01HAS", "session"),
+            ("AX01HAS", "sex"),
+            ("AF36HAS", "outside"),
+            ("AF01HAQ", "angle"),
+            ("AF1HAS", "expected"),
+            ("AFxxHAS", "two digits"),
+        ] {
             let err = KdefCode::parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }

@@ -136,14 +136,22 @@ impl TrainPipeline {
 
     /// Continues from a saved state; the next batch is the one that followed it.
     pub fn restore(&mut self, state: PipelineState) -> Result<()> {
-        let checks = [("seed", state.seed as usize, self.config.seed as usize), ("samples", state.samples, self.split.len()), ("batch_size", state.batch_size, self.config.batch_size)];
+        let checks = [
+            ("seed", state.seed as usize, self.config.seed as usize),
+            ("samples", state.samples, self.split.len()),
+            ("batch_size", state.batch_size, self.config.batch_size),
+        ];
         for (field, saved, current) in checks {
             if saved != current {
                 return Err(DataError::StateMismatch { field, saved: saved.to_string(), current: current.to_string() });
             }
         }
         if state.position + state.batch_size > self.epoch_len {
-            return Err(DataError::StateMismatch { field: "position", saved: state.position.to_string(), current: format!("at most {}", self.epoch_len - state.batch_size) });
+            return Err(DataError::StateMismatch {
+                field: "position",
+                saved: state.position.to_string(),
+                current: format!("at most {}", self.epoch_len - state.batch_size),
+            });
         }
         self.stop();
         self.state = state;

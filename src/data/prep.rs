@@ -161,7 +161,11 @@ impl PrepReport {
     pub fn table(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let _ = writeln!(s, "task {} | {}x{} {} | eval fraction {} | split seed {}", self.task, self.image_size, self.image_size, self.resize, self.eval_fraction, self.split_seed);
+        let _ = writeln!(
+            s,
+            "task {} | {}x{} {} | eval fraction {} | split seed {}",
+            self.task, self.image_size, self.image_size, self.resize, self.eval_fraction, self.split_seed
+        );
         let _ = writeln!(s, "{:<14} {:>8} {:>8} {:>8}", "class", "train", "eval", "total");
         for c in &self.classes {
             let _ = writeln!(s, "{:<14} {:>8} {:>8} {:>8}", c.class, c.train, c.eval, c.train + c.eval);
@@ -511,7 +515,10 @@ fn read_cache(path: &Path) -> Result<Option<PreparedSet>> {
         let meta: CacheMeta = serde_json::from_slice(&meta).map_err(|e| DataError::CorruptCache { path: path.to_path_buf(), reason: e.to_string() })?;
         let n = (meta.image_size as usize).pow(2);
         let train_len = meta.train_labels.len() * n;
-        if pixels.len() != train_len + meta.eval_labels.len() * n || meta.train_info.len() != meta.train_labels.len() || meta.eval_info.len() != meta.eval_labels.len() {
+        if pixels.len() != train_len + meta.eval_labels.len() * n
+            || meta.train_info.len() != meta.train_labels.len()
+            || meta.eval_info.len() != meta.eval_labels.len()
+        {
             return Err(DataError::CorruptCache { path: path.to_path_buf(), reason: "pixel block does not match the sample counts".into() });
         }
         let mut pixels = pixels;

@@ -80,7 +80,10 @@ impl Optimizer {
     pub fn update(&self, g: &mut Graph, params: &[Tensor], grads: &[Tensor], state: &[Tensor], lr: Tensor, step: Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
         let per = self.state_names("").len();
         if grads.len() != params.len() || state.len() != per * params.len() {
-            return attr_err("optimizer", format!("{} params, {} grads and {} state tensors do not match ({} state tensors per param)", params.len(), grads.len(), state.len(), per));
+            return attr_err(
+                "optimizer",
+                format!("{} params, {} grads and {} state tensors do not match ({} state tensors per param)", params.len(), grads.len(), state.len(), per),
+            );
         }
         if let Err(e) = self.validate() {
             return attr_err("optimizer", e);

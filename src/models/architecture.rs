@@ -77,7 +77,9 @@ fn default_dropout() -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     /// Normal with standard deviation `sqrt(2 / fan_in)` (He et al.).
-    HeNormal { fan_in: i64 },
+    HeNormal {
+        fan_in: i64,
+    },
     Zeros,
 }
 
@@ -232,7 +234,12 @@ mod tests {
     fn costs_match_the_brief() {
         // paper.md: face 0.35 GFLOP / 41.0 M params at 100x100, 2.32 GFLOP / 268.5 M at 256;
         // emotion 0.48 GFLOP / 13.8 M at 100, 3.18 GFLOP / 96.7 M at 256.
-        let cases = [(Architecture::face(100), 0.35, 41.0), (Architecture::face(256), 2.32, 268.5), (Architecture::emotion(100), 0.48, 13.8), (Architecture::emotion(256), 3.18, 96.7)];
+        let cases = [
+            (Architecture::face(100), 0.35, 41.0),
+            (Architecture::face(256), 2.32, 268.5),
+            (Architecture::emotion(100), 0.48, 13.8),
+            (Architecture::emotion(256), 3.18, 96.7),
+        ];
         for (arch, gflop, mparams) in cases {
             assert!((arch.forward_flops() / 1e9 - gflop).abs() < 0.01, "{arch:?}: {}", arch.forward_flops());
             assert!((arch.parameter_count() as f64 / 1e6 - mparams).abs() < 0.1, "{arch:?}: {}", arch.parameter_count());

@@ -37,7 +37,9 @@ pub enum InferenceError {
     Checkpoint(#[from] CheckpointError),
     #[error("{path}: the {kind} model needs tensor `{name}` (f32{expected:?}), which the checkpoint lacks; it was written by another model or architecture")]
     MissingTensor { kind: ModelKind, path: PathBuf, name: String, expected: Vec<i64> },
-    #[error("{path}: tensor `{name}` is {got}, but the {kind} model of this experiment needs f32{expected:?}; was the architecture or image size changed since training?")]
+    #[error(
+        "{path}: tensor `{name}` is {got}, but the {kind} model of this experiment needs f32{expected:?}; was the architecture or image size changed since training?"
+    )]
     WrongShape { kind: ModelKind, path: PathBuf, name: String, expected: Vec<i64>, got: String },
     #[error("parameter `{name}` of the {kind} model: expected f32{expected:?}, got {got}")]
     ParamShape { kind: ModelKind, name: String, expected: Vec<i64>, got: String },
@@ -103,7 +105,13 @@ pub struct InferenceModel {
 
 impl std::fmt::Debug for InferenceModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InferenceModel").field("kind", &self.kind).field("arch", &self.arch).field("batch", &self.batch).field("device", &self.device).field("source", &self.source).finish()
+        f.debug_struct("InferenceModel")
+            .field("kind", &self.kind)
+            .field("arch", &self.arch)
+            .field("batch", &self.batch)
+            .field("device", &self.device)
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -124,12 +132,22 @@ impl InferenceModel {
     /// Takes the parameters of `arch` from `checkpoint` (read from `path`,
     /// which names it in errors). Tensors the model does not use, such as
     /// optimizer state, are ignored.
-    pub fn from_checkpoint(client: &Client, kind: ModelKind, arch: Architecture, checkpoint: &Checkpoint, path: &Path, options: &InferenceOptions) -> Result<Self> {
+    pub fn from_checkpoint(
+        client: &Client,
+        kind: ModelKind,
+        arch: Architecture,
+        checkpoint: &Checkpoint,
+        path: &Path,
+        options: &InferenceOptions,
+    ) -> Result<Self> {
         let mut params = Vec::new();
         for spec in arch.params() {
-            let tensor = checkpoint
-                .tensor(&spec.name)
-                .ok_or_else(|| InferenceError::MissingTensor { kind, path: path.to_path_buf(), name: spec.name.clone(), expected: spec.dims.clone() })?;
+            let tensor = checkpoint.tensor(&spec.name).ok_or_else(|| InferenceError::MissingTensor {
+                kind,
+                path: path.to_path_buf(),
+                name: spec.name.clone(),
+                expected: spec.dims.clone(),
+            })?;
             if tensor.dtype() != DType::F32 || tensor.dims() != spec.dims.as_slice() {
                 return Err(InferenceError::WrongShape {
                     kind,

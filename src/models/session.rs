@@ -299,9 +299,7 @@ impl TrainSession {
         let batch = self.config.global_batch;
         self.pending
             .drain(..)
-            .map(|(step, loss, correct)| {
-                Ok(StepMetrics { step, loss: loss.to_host()?.to_f32()?[0], correct: correct.to_host()?.to_f32()?[0], batch })
-            })
+            .map(|(step, loss, correct)| Ok(StepMetrics { step, loss: loss.to_host()?.to_f32()?[0], correct: correct.to_host()?.to_f32()?[0], batch }))
             .collect::<Result<Vec<_>, PjrtError>>()
             .map_err(SessionError::from)
     }

@@ -139,7 +139,8 @@ impl Plan {
             };
             (campaign, vec![(path.to_path_buf(), experiment)])
         };
-        let invalid = |key: &str, value: String, allowed: &str| ExperimentError::Invalid { path: path.to_path_buf(), key: key.into(), value, allowed: allowed.into() };
+        let invalid =
+            |key: &str, value: String, allowed: &str| ExperimentError::Invalid { path: path.to_path_buf(), key: key.into(), value, allowed: allowed.into() };
         if experiments.is_empty() {
             return Err(invalid("experiments", "[]".into(), "at least one experiment file"));
         }

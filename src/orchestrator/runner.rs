@@ -63,7 +63,9 @@ pub const STATE_FILE: &str = "campaign-state.json";
 impl CampaignState {
     fn load(path: &Path) -> anyhow::Result<Option<CampaignState>> {
         match std::fs::read(path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is not a campaign state file; move it away to start afresh", path.display()))?)),
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).with_context(|| format!("{} is not a campaign state file; move it away to start afresh", path.display()))?,
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -164,7 +166,15 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
                 );
             }
         }
-        let entry = state.runs.entry(key.to_string()).or_insert(TaskState { status: Status::Pending, attempts: 0, error: None, started_at: None, finished_at: None, wall_s: 0.0, dir: dir.clone() });
+        let entry = state.runs.entry(key.to_string()).or_insert(TaskState {
+            status: Status::Pending,
+            attempts: 0,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            wall_s: 0.0,
+            dir: dir.clone(),
+        });
         entry.dir = dir.clone();
         if finished_on_disk(&dir) {
             entry.status = Status::Finished;
@@ -197,7 +207,11 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
         })
     };
 
-    let multi = indicatif::MultiProgress::with_draw_target(if options.progress { indicatif::ProgressDrawTarget::stderr() } else { indicatif::ProgressDrawTarget::hidden() });
+    let multi = indicatif::MultiProgress::with_draw_target(if options.progress {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    });
     let mut lanes = Vec::new();
     for (backend, route) in &routes {
         let keys: Vec<RunKey> = plan.runs.iter().filter(|k| k.backend == *backend).cloned().collect();
@@ -268,12 +282,26 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
                 })
                 .await?;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("train.log")).with_context(|| format!("opening {}/train.log", dir.display()))?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("train.log"))
+                .with_context(|| format!("opening {}/train.log", dir.display()))?;
             let mut command = tokio::process::Command::new(&options.exe);
             command
                 .arg("train")
                 .arg(path)
-                .args(["--model", key.model.as_str(), "--backend", &key.backend.to_string(), "--repeat", &key.repeat.to_string(), "--resume", "--quiet", "--out"])
+                .args([
+                    "--model",
+                    key.model.as_str(),
+                    "--backend",
+                    &key.backend.to_string(),
+                    "--repeat",
+                    &key.repeat.to_string(),
+                    "--resume",
+                    "--quiet",
+                    "--out",
+                ])
                 .arg(&plan.output)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -291,7 +319,11 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
                 shared.children.lock().await.insert(name.clone(), pid);
             }
             let bar = multi.add(indicatif::ProgressBar::new(total));
-            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:<28} [{bar:30}] {pos}/{len} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{prefix:<28} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
             bar.set_prefix(name.clone());
             let exit = loop {
                 tokio::select! {
@@ -332,7 +364,9 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
             match now.status {
                 Status::Finished => multi.println(format!("{name}: finished in {wall:.1} s"))?,
                 Status::Failed => multi.println(format!("{name}: FAILED after {} attempts: {}", now.attempts, now.error.unwrap_or_default()))?,
-                _ if !options.stop.load(Ordering::SeqCst) => multi.println(format!("{name}: attempt {} failed ({}); retrying from the last checkpoint", now.attempts, now.error.unwrap_or_default()))?,
+                _ if !options.stop.load(Ordering::SeqCst) => {
+                    multi.println(format!("{name}: attempt {} failed ({}); retrying from the last checkpoint", now.attempts, now.error.unwrap_or_default()))?
+                }
                 _ => {}
             }
         }
@@ -345,7 +379,15 @@ fn latest_point(dir: &Path) -> Option<(u64, String)> {
     let text = std::fs::read_to_string(dir.join(crate::records::METRICS_FILE)).ok()?;
     let line = text.lines().rev().find(|l| l.ends_with('}'))?;
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    Some((v["step"].as_u64()?, format!("{} loss {:.3} acc {:.3}", v["split"].as_str().unwrap_or(""), v["loss"].as_f64().unwrap_or(f64::NAN), v["accuracy"].as_f64().unwrap_or(f64::NAN))))
+    Some((
+        v["step"].as_u64()?,
+        format!(
+            "{} loss {:.3} acc {:.3}",
+            v["split"].as_str().unwrap_or(""),
+            v["loss"].as_f64().unwrap_or(f64::NAN),
+            v["accuracy"].as_f64().unwrap_or(f64::NAN)
+        ),
+    ))
 }
 
 /// The last `error:` line of a log, for the state file and the summary.
@@ -366,7 +408,9 @@ async fn run_cloud(plan: &Plan, options: &RunOptions, shared: &Shared, keys: Vec
         let abs = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
         let abs = std::fs::canonicalize(&abs).with_context(|| format!("resolving {}", abs.display()))?;
         let root = std::fs::canonicalize(&cwd)?;
-        abs.strip_prefix(&root).map(Path::to_path_buf).map_err(|_| anyhow::anyhow!("{} is outside the working folder {}; `cloud run` ships only files inside it", abs.display(), root.display()))
+        abs.strip_prefix(&root)
+            .map(Path::to_path_buf)
+            .map_err(|_| anyhow::anyhow!("{} is outside the working folder {}; `cloud run` ships only files inside it", abs.display(), root.display()))
     };
     let sub_path = local_out.join("tpu-campaign.yaml");
     let sub_rel = relative(&local_out)?.join("tpu-campaign.yaml");
@@ -481,9 +525,14 @@ async fn run_evals(plan: &Plan, options: &RunOptions, shared: &Shared, routes: &
         let name = format!("{experiment}/hierarchy/{backend}/r{repeat}");
         let dir = plan.output.join(&experiment).join("hierarchy").join(format!("{backend}-r{repeat}"));
         if dir.join(crate::records::HIERARCHY_FILE).exists() {
-            shared.update(|s| {
-                s.evals.insert(name.clone(), TaskState { status: Status::Finished, attempts: 0, error: None, started_at: None, finished_at: None, wall_s: 0.0, dir: dir.clone() });
-            }).await?;
+            shared
+                .update(|s| {
+                    s.evals.insert(
+                        name.clone(),
+                        TaskState { status: Status::Finished, attempts: 0, error: None, started_at: None, finished_at: None, wall_s: 0.0, dir: dir.clone() },
+                    );
+                })
+                .await?;
             continue;
         }
         std::fs::create_dir_all(&dir)?;

@@ -66,10 +66,8 @@ fn version_advice(major: i32, minor: i32) -> Option<String> {
 impl Api {
     /// Loads the plugin at `path` (or returns the already-loaded one).
     pub fn load(path: &Path) -> Result<Api> {
-        let path = std::fs::canonicalize(path).map_err(|e| PjrtError::PluginNotFound {
-            path: path.to_path_buf(),
-            hint: format!("{e}; pass --plugin PATH or set EMOTIONET_PJRT_PLUGIN"),
-        })?;
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| PjrtError::PluginNotFound { path: path.to_path_buf(), hint: format!("{e}; pass --plugin PATH or set EMOTIONET_PJRT_PLUGIN") })?;
         let mut plugins = loaded_plugins().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(api) = plugins.get(&path) {
             return Ok(*api);
@@ -83,13 +81,11 @@ impl Api {
         // SAFETY: loading a library runs its initializers. We only do this for a
         // path the user named as a PJRT plugin, which is the contract of this
         // function; there is no way to validate a library before loading it.
-        let lib = unsafe { libloading::Library::new(path) }
-            .map_err(|e| PjrtError::PluginLoad { path: path.to_path_buf(), reason: e.to_string() })?;
+        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| PjrtError::PluginLoad { path: path.to_path_buf(), reason: e.to_string() })?;
         type GetPjrtApi = unsafe extern "C" fn() -> *const ffi::PJRT_Api;
         // SAFETY: `GetPjrtApi` is declared in pjrt_c_api.h as
         // `const PJRT_Api* GetPjrtApi(void)`, the type we ask for.
-        let get_api = unsafe { lib.get::<GetPjrtApi>(b"GetPjrtApi\0") }
-            .map_err(|_| PjrtError::NotAPlugin { path: path.to_path_buf() })?;
+        let get_api = unsafe { lib.get::<GetPjrtApi>(b"GetPjrtApi\0") }.map_err(|_| PjrtError::NotAPlugin { path: path.to_path_buf() })?;
         // SAFETY: calling the plugin's entry point with no arguments, as the
         // header specifies.
         let raw = unsafe { get_api() };
@@ -163,12 +159,7 @@ impl Api {
     /// # Safety
     /// `args` must be the argument struct `f` expects, with `struct_size` set
     /// (`StructSize::sized`) and every pointer in it valid for the call.
-    pub(crate) unsafe fn call<A>(
-        &self,
-        op: &'static str,
-        f: Option<unsafe extern "C" fn(*mut A) -> *mut ffi::PJRT_Error>,
-        args: &mut A,
-    ) -> Result<()> {
+    pub(crate) unsafe fn call<A>(&self, op: &'static str, f: Option<unsafe extern "C" fn(*mut A) -> *mut ffi::PJRT_Error>, args: &mut A) -> Result<()> {
         let f = f.ok_or(PjrtError::MissingFunction { path: self.path.to_path_buf(), function: op })?;
         // SAFETY: the caller guarantees `args` matches `f`'s signature and
         // holds valid pointers (this function's contract).
@@ -272,10 +263,9 @@ pub(crate) unsafe fn read_named_values(values: *const ffi::PJRT_NamedValue, coun
                 let name = String::from_utf8_lossy(std::slice::from_raw_parts(v.name as *const u8, v.name_size)).into_owned();
                 let u = &v.__bindgen_anon_1;
                 let value = match v.type_ {
-                    ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kString => NamedValue::String(
-                        String::from_utf8_lossy(std::slice::from_raw_parts(u.string_value as *const u8, v.value_size))
-                            .into_owned(),
-                    ),
+                    ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kString => {
+                        NamedValue::String(String::from_utf8_lossy(std::slice::from_raw_parts(u.string_value as *const u8, v.value_size)).into_owned())
+                    }
                     ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64 => NamedValue::Int64(u.int64_value),
                     ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64List => {
                         NamedValue::Int64List(std::slice::from_raw_parts(u.int64_array_value, v.value_size).to_vec())

@@ -55,11 +55,9 @@ impl Backend {
     fn relative_paths(self) -> &'static [&'static str] {
         match self {
             Backend::Cpu => &["xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so"],
-            Backend::Gpu => &[
-                "xla_plugins/xla_cuda12_pjrt/xla_gpu_pjrt.so",
-                "jax_plugins/xla_cuda13/xla_cuda_plugin.so",
-                "jax_plugins/xla_cuda12/xla_cuda_plugin.so",
-            ],
+            Backend::Gpu => {
+                &["xla_plugins/xla_cuda12_pjrt/xla_gpu_pjrt.so", "jax_plugins/xla_cuda13/xla_cuda_plugin.so", "jax_plugins/xla_cuda12/xla_cuda_plugin.so"]
+            }
             Backend::Tpu => &["libtpu/libtpu.so"],
         }
     }

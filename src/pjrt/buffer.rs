@@ -152,12 +152,8 @@ impl Buffer {
         let raw = self.live_handle("to_host", || format!("{self:?}"))?;
         let size = crate::tensor::element_count(&self.dims)? * self.dtype.size_bytes();
         let mut bytes = vec![0u8; size];
-        let mut args = ffi::PJRT_Buffer_ToHostBuffer_Args {
-            src: raw,
-            dst: bytes.as_mut_ptr().cast(),
-            dst_size: size,
-            ..ffi::PJRT_Buffer_ToHostBuffer_Args::sized()
-        };
+        let mut args =
+            ffi::PJRT_Buffer_ToHostBuffer_Args { src: raw, dst: bytes.as_mut_ptr().cast(), dst_size: size, ..ffi::PJRT_Buffer_ToHostBuffer_Args::sized() };
         // SAFETY: `dst` points to `size` writable bytes, exactly the dense
         // size of the buffer's type and shape; `bytes` stays alive and
         // untouched until the event below has fired.

@@ -88,10 +88,7 @@ impl ClientOptions {
                 }
             }
             if name == "cpu_device_count" && !matches!(value, NamedValue::Int64(1..=2048)) {
-                return Err(PjrtError::InvalidArgument {
-                    op: "client option",
-                    message: format!("cpu_device_count must be between 1 and 2048, got {value}"),
-                });
+                return Err(PjrtError::InvalidArgument { op: "client option", message: format!("cpu_device_count must be between 1 and 2048, got {value}") });
             }
         }
         Ok(())
@@ -324,19 +321,16 @@ fn describe_device(api: Api, ptr: *mut ffi::PJRT_Device) -> Result<DeviceInfo> {
     let mut id = ffi::PJRT_DeviceDescription_Id_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_Id_Args::sized() };
     // SAFETY: `desc` is owned by the live device.
     unsafe { call!(api, PJRT_DeviceDescription_Id, &mut id) }?;
-    let mut process =
-        ffi::PJRT_DeviceDescription_ProcessIndex_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_ProcessIndex_Args::sized() };
+    let mut process = ffi::PJRT_DeviceDescription_ProcessIndex_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_ProcessIndex_Args::sized() };
     // SAFETY: as above.
     unsafe { call!(api, PJRT_DeviceDescription_ProcessIndex, &mut process) }?;
     let mut kind = ffi::PJRT_DeviceDescription_Kind_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_Kind_Args::sized() };
     // SAFETY: as above.
     unsafe { call!(api, PJRT_DeviceDescription_Kind, &mut kind) }?;
-    let mut text =
-        ffi::PJRT_DeviceDescription_ToString_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_ToString_Args::sized() };
+    let mut text = ffi::PJRT_DeviceDescription_ToString_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_ToString_Args::sized() };
     // SAFETY: as above.
     unsafe { call!(api, PJRT_DeviceDescription_ToString, &mut text) }?;
-    let mut attrs =
-        ffi::PJRT_DeviceDescription_Attributes_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_Attributes_Args::sized() };
+    let mut attrs = ffi::PJRT_DeviceDescription_Attributes_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_Attributes_Args::sized() };
     // SAFETY: as above.
     unsafe { call!(api, PJRT_DeviceDescription_Attributes, &mut attrs) }?;
     let mut hw = ffi::PJRT_Device_LocalHardwareId_Args { device: ptr, ..ffi::PJRT_Device_LocalHardwareId_Args::sized() };

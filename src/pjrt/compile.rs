@@ -69,10 +69,7 @@ impl CompileOptions {
     pub fn validate(&self, known_devices: &[i32]) -> Result<()> {
         let bad = |message: String| Err(PjrtError::InvalidArgument { op: "compile options", message });
         if self.num_replicas == 0 || self.num_partitions == 0 {
-            return bad(format!(
-                "num_replicas ({}) and num_partitions ({}) must both be at least 1",
-                self.num_replicas, self.num_partitions
-            ));
+            return bad(format!("num_replicas ({}) and num_partitions ({}) must both be at least 1", self.num_replicas, self.num_partitions));
         }
         if self.num_replicas * self.num_partitions > known_devices.len() {
             return bad(format!(
@@ -83,13 +80,8 @@ impl CompileOptions {
                 known_devices.len()
             ));
         }
-        if self.device_assignment.len() != self.num_replicas
-            || self.device_assignment.iter().any(|row| row.len() != self.num_partitions)
-        {
-            return bad(format!(
-                "device assignment {:?} must be {} replicas x {} partitions",
-                self.device_assignment, self.num_replicas, self.num_partitions
-            ));
+        if self.device_assignment.len() != self.num_replicas || self.device_assignment.iter().any(|row| row.len() != self.num_partitions) {
+            return bad(format!("device assignment {:?} must be {} replicas x {} partitions", self.device_assignment, self.num_replicas, self.num_partitions));
         }
         let mut seen = std::collections::HashSet::new();
         for &id in self.device_assignment.iter().flatten() {

@@ -65,17 +65,8 @@ pub enum PjrtError {
     #[error("{path} is a shared library but not a PJRT plugin (it exports no `GetPjrtApi`)")]
     NotAPlugin { path: PathBuf },
 
-    #[error(
-        "{path} speaks PJRT C API {plugin_major}.{plugin_minor}, but emotionet is built on API {ours_major}.{ours_minor}: {advice}"
-    )]
-    IncompatibleVersion {
-        path: PathBuf,
-        plugin_major: i32,
-        plugin_minor: i32,
-        ours_major: u32,
-        ours_minor: u32,
-        advice: String,
-    },
+    #[error("{path} speaks PJRT C API {plugin_major}.{plugin_minor}, but emotionet is built on API {ours_major}.{ours_minor}: {advice}")]
+    IncompatibleVersion { path: PathBuf, plugin_major: i32, plugin_minor: i32, ours_major: u32, ours_minor: u32, advice: String },
 
     #[error("the plugin {path} does not provide {function}")]
     MissingFunction { path: PathBuf, function: &'static str },

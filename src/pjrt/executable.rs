@@ -182,10 +182,8 @@ impl LoadedExecutable {
 
     fn query_devices(&self) -> Result<Vec<i32>> {
         let api = self.client.api;
-        let mut args = ffi::PJRT_LoadedExecutable_AddressableDevices_Args {
-            executable: self.raw,
-            ..ffi::PJRT_LoadedExecutable_AddressableDevices_Args::sized()
-        };
+        let mut args =
+            ffi::PJRT_LoadedExecutable_AddressableDevices_Args { executable: self.raw, ..ffi::PJRT_LoadedExecutable_AddressableDevices_Args::sized() };
         // SAFETY: `raw` is our live executable; the array is owned by it.
         unsafe { call!(api, PJRT_LoadedExecutable_AddressableDevices, &mut args) }?;
         if args.num_addressable_devices == 0 {
@@ -198,10 +196,7 @@ impl LoadedExecutable {
 
     fn query_outputs(&self) -> Result<Vec<TensorSpec>> {
         let api = self.client.api;
-        let mut get = ffi::PJRT_LoadedExecutable_GetExecutable_Args {
-            loaded_executable: self.raw,
-            ..ffi::PJRT_LoadedExecutable_GetExecutable_Args::sized()
-        };
+        let mut get = ffi::PJRT_LoadedExecutable_GetExecutable_Args { loaded_executable: self.raw, ..ffi::PJRT_LoadedExecutable_GetExecutable_Args::sized() };
         // SAFETY: `raw` is our live executable.
         unsafe { call!(api, PJRT_LoadedExecutable_GetExecutable, &mut get) }?;
         let exe = get.executable;
@@ -209,37 +204,24 @@ impl LoadedExecutable {
             let mut n = ffi::PJRT_Executable_NumOutputs_Args { executable: exe, ..ffi::PJRT_Executable_NumOutputs_Args::sized() };
             // SAFETY: `exe` is live until destroyed below.
             unsafe { call!(api, PJRT_Executable_NumOutputs, &mut n) }?;
-            let mut types = ffi::PJRT_Executable_OutputElementTypes_Args {
-                executable: exe,
-                ..ffi::PJRT_Executable_OutputElementTypes_Args::sized()
-            };
+            let mut types = ffi::PJRT_Executable_OutputElementTypes_Args { executable: exe, ..ffi::PJRT_Executable_OutputElementTypes_Args::sized() };
             // SAFETY: as above; the array is owned by `exe`.
             unsafe { call!(api, PJRT_Executable_OutputElementTypes, &mut types) }?;
-            let mut dims = ffi::PJRT_Executable_OutputDimensions_Args {
-                executable: exe,
-                ..ffi::PJRT_Executable_OutputDimensions_Args::sized()
-            };
+            let mut dims = ffi::PJRT_Executable_OutputDimensions_Args { executable: exe, ..ffi::PJRT_Executable_OutputDimensions_Args::sized() };
             // SAFETY: as above.
             unsafe { call!(api, PJRT_Executable_OutputDimensions, &mut dims) }?;
             if types.num_output_types != n.num_outputs || dims.num_outputs != n.num_outputs {
                 return Err(PjrtError::InvalidArgument {
                     op: "compile",
-                    message: format!(
-                        "plugin reported {} outputs but {} types and {} shapes",
-                        n.num_outputs, types.num_output_types, dims.num_outputs
-                    ),
+                    message: format!("plugin reported {} outputs but {} types and {} shapes", n.num_outputs, types.num_output_types, dims.num_outputs),
                 });
             }
             let mut specs = Vec::with_capacity(n.num_outputs);
             if n.num_outputs > 0 {
                 // SAFETY: the plugin returned `num_outputs` entries in each array,
                 // and `dims` holds the sum of `dim_sizes` values.
-                let (types, sizes) = unsafe {
-                    (
-                        std::slice::from_raw_parts(types.output_types, n.num_outputs),
-                        std::slice::from_raw_parts(dims.dim_sizes, n.num_outputs),
-                    )
-                };
+                let (types, sizes) =
+                    unsafe { (std::slice::from_raw_parts(types.output_types, n.num_outputs), std::slice::from_raw_parts(dims.dim_sizes, n.num_outputs)) };
                 let total: usize = sizes.iter().sum();
                 // SAFETY: as above.
                 let all_dims = if total == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(dims.dims, total) } };
@@ -326,7 +308,11 @@ impl LoadedExecutable {
                     }
                 }
                 if buf.device_id() != device {
-                    return bad(format!("{} argument {i} of replica {replica} is on device {}, the replica runs on device {device}", self.name, buf.device_id()));
+                    return bad(format!(
+                        "{} argument {i} of replica {replica} is on device {}, the replica runs on device {device}",
+                        self.name,
+                        buf.device_id()
+                    ));
                 }
                 let handle = buf.live_handle(op, || format!("argument {i} of replica {replica} ({buf:?})"))?;
                 if donate.contains(&i) && row.contains(&handle) {
@@ -369,10 +355,7 @@ impl LoadedExecutable {
                 list[d].mark_donated();
             }
         }
-        outputs
-            .into_iter()
-            .map(|row| row.into_iter().map(|raw| Buffer::from_output(self.client.clone(), raw)).collect())
-            .collect()
+        outputs.into_iter().map(|row| row.into_iter().map(|raw| Buffer::from_output(self.client.clone(), raw)).collect()).collect()
     }
 }
 

@@ -40,12 +40,9 @@ pub struct PJRT_Extension_Base {
 const _: () = {
     ["Size of PJRT_Extension_Base"][::std::mem::size_of::<PJRT_Extension_Base>() - 24usize];
     ["Alignment of PJRT_Extension_Base"][::std::mem::align_of::<PJRT_Extension_Base>() - 8usize];
-    ["Offset of field: PJRT_Extension_Base::struct_size"]
-        [::std::mem::offset_of!(PJRT_Extension_Base, struct_size) - 0usize];
-    ["Offset of field: PJRT_Extension_Base::type_"]
-        [::std::mem::offset_of!(PJRT_Extension_Base, type_) - 8usize];
-    ["Offset of field: PJRT_Extension_Base::next"]
-        [::std::mem::offset_of!(PJRT_Extension_Base, next) - 16usize];
+    ["Offset of field: PJRT_Extension_Base::struct_size"][::std::mem::offset_of!(PJRT_Extension_Base, struct_size) - 0usize];
+    ["Offset of field: PJRT_Extension_Base::type_"][::std::mem::offset_of!(PJRT_Extension_Base, type_) - 8usize];
+    ["Offset of field: PJRT_Extension_Base::next"][::std::mem::offset_of!(PJRT_Extension_Base, next) - 16usize];
 };
 impl Default for PJRT_Extension_Base {
     fn default() -> Self {
@@ -72,14 +69,10 @@ pub struct PJRT_Api_Version {
 const _: () = {
     ["Size of PJRT_Api_Version"][::std::mem::size_of::<PJRT_Api_Version>() - 24usize];
     ["Alignment of PJRT_Api_Version"][::std::mem::align_of::<PJRT_Api_Version>() - 8usize];
-    ["Offset of field: PJRT_Api_Version::struct_size"]
-        [::std::mem::offset_of!(PJRT_Api_Version, struct_size) - 0usize];
-    ["Offset of field: PJRT_Api_Version::extension_start"]
-        [::std::mem::offset_of!(PJRT_Api_Version, extension_start) - 8usize];
-    ["Offset of field: PJRT_Api_Version::major_version"]
-        [::std::mem::offset_of!(PJRT_Api_Version, major_version) - 16usize];
-    ["Offset of field: PJRT_Api_Version::minor_version"]
-        [::std::mem::offset_of!(PJRT_Api_Version, minor_version) - 20usize];
+    ["Offset of field: PJRT_Api_Version::struct_size"][::std::mem::offset_of!(PJRT_Api_Version, struct_size) - 0usize];
+    ["Offset of field: PJRT_Api_Version::extension_start"][::std::mem::offset_of!(PJRT_Api_Version, extension_start) - 8usize];
+    ["Offset of field: PJRT_Api_Version::major_version"][::std::mem::offset_of!(PJRT_Api_Version, major_version) - 16usize];
+    ["Offset of field: PJRT_Api_Version::minor_version"][::std::mem::offset_of!(PJRT_Api_Version, minor_version) - 20usize];
 };
 impl Default for PJRT_Api_Version {
     fn default() -> Self {
@@ -109,14 +102,10 @@ pub struct PJRT_Error_Destroy_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Error_Destroy_Args"][::std::mem::size_of::<PJRT_Error_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_Error_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_Error_Destroy_Args>() - 8usize];
-    ["Offset of field: PJRT_Error_Destroy_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Error_Destroy_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Error_Destroy_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Error_Destroy_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Error_Destroy_Args::error"]
-        [::std::mem::offset_of!(PJRT_Error_Destroy_Args, error) - 16usize];
+    ["Alignment of PJRT_Error_Destroy_Args"][::std::mem::align_of::<PJRT_Error_Destroy_Args>() - 8usize];
+    ["Offset of field: PJRT_Error_Destroy_Args::struct_size"][::std::mem::offset_of!(PJRT_Error_Destroy_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Error_Destroy_Args::extension_start"][::std::mem::offset_of!(PJRT_Error_Destroy_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Error_Destroy_Args::error"][::std::mem::offset_of!(PJRT_Error_Destroy_Args, error) - 16usize];
 };
 impl Default for PJRT_Error_Destroy_Args {
     fn default() -> Self {
@@ -131,8 +120,7 @@ impl Default for PJRT_Error_Destroy_Args {
 }
 pub const PJRT_Error_Destroy_Args_STRUCT_SIZE: _bindgen_ty_3 = 24;
 pub type _bindgen_ty_3 = ::std::os::raw::c_uint;
-pub type PJRT_Error_Destroy =
-    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Error_Destroy_Args)>;
+pub type PJRT_Error_Destroy = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Error_Destroy_Args)>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Error_Message_Args {
@@ -145,18 +133,12 @@ pub struct PJRT_Error_Message_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Error_Message_Args"][::std::mem::size_of::<PJRT_Error_Message_Args>() - 40usize];
-    ["Alignment of PJRT_Error_Message_Args"]
-        [::std::mem::align_of::<PJRT_Error_Message_Args>() - 8usize];
-    ["Offset of field: PJRT_Error_Message_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Error_Message_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Error_Message_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Error_Message_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Error_Message_Args::error"]
-        [::std::mem::offset_of!(PJRT_Error_Message_Args, error) - 16usize];
-    ["Offset of field: PJRT_Error_Message_Args::message"]
-        [::std::mem::offset_of!(PJRT_Error_Message_Args, message) - 24usize];
-    ["Offset of field: PJRT_Error_Message_Args::message_size"]
-        [::std::mem::offset_of!(PJRT_Error_Message_Args, message_size) - 32usize];
+    ["Alignment of PJRT_Error_Message_Args"][::std::mem::align_of::<PJRT_Error_Message_Args>() - 8usize];
+    ["Offset of field: PJRT_Error_Message_Args::struct_size"][::std::mem::offset_of!(PJRT_Error_Message_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Error_Message_Args::extension_start"][::std::mem::offset_of!(PJRT_Error_Message_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Error_Message_Args::error"][::std::mem::offset_of!(PJRT_Error_Message_Args, error) - 16usize];
+    ["Offset of field: PJRT_Error_Message_Args::message"][::std::mem::offset_of!(PJRT_Error_Message_Args, message) - 24usize];
+    ["Offset of field: PJRT_Error_Message_Args::message_size"][::std::mem::offset_of!(PJRT_Error_Message_Args, message_size) - 32usize];
 };
 impl Default for PJRT_Error_Message_Args {
     fn default() -> Self {
@@ -171,8 +153,7 @@ impl Default for PJRT_Error_Message_Args {
 }
 pub const PJRT_Error_Message_Args_STRUCT_SIZE: _bindgen_ty_4 = 40;
 pub type _bindgen_ty_4 = ::std::os::raw::c_uint;
-pub type PJRT_Error_Message =
-    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Error_Message_Args)>;
+pub type PJRT_Error_Message = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Error_Message_Args)>;
 pub const PJRT_Error_Code_PJRT_Error_Code_OK: PJRT_Error_Code = 0;
 pub const PJRT_Error_Code_PJRT_Error_Code_CANCELLED: PJRT_Error_Code = 1;
 pub const PJRT_Error_Code_PJRT_Error_Code_UNKNOWN: PJRT_Error_Code = 2;
@@ -202,16 +183,11 @@ pub struct PJRT_Error_GetCode_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Error_GetCode_Args"][::std::mem::size_of::<PJRT_Error_GetCode_Args>() - 32usize];
-    ["Alignment of PJRT_Error_GetCode_Args"]
-        [::std::mem::align_of::<PJRT_Error_GetCode_Args>() - 8usize];
-    ["Offset of field: PJRT_Error_GetCode_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Error_GetCode_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Error_GetCode_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Error_GetCode_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Error_GetCode_Args::error"]
-        [::std::mem::offset_of!(PJRT_Error_GetCode_Args, error) - 16usize];
-    ["Offset of field: PJRT_Error_GetCode_Args::code"]
-        [::std::mem::offset_of!(PJRT_Error_GetCode_Args, code) - 24usize];
+    ["Alignment of PJRT_Error_GetCode_Args"][::std::mem::align_of::<PJRT_Error_GetCode_Args>() - 8usize];
+    ["Offset of field: PJRT_Error_GetCode_Args::struct_size"][::std::mem::offset_of!(PJRT_Error_GetCode_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Error_GetCode_Args::extension_start"][::std::mem::offset_of!(PJRT_Error_GetCode_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Error_GetCode_Args::error"][::std::mem::offset_of!(PJRT_Error_GetCode_Args, error) - 16usize];
+    ["Offset of field: PJRT_Error_GetCode_Args::code"][::std::mem::offset_of!(PJRT_Error_GetCode_Args, code) - 24usize];
 };
 impl Default for PJRT_Error_GetCode_Args {
     fn default() -> Self {
@@ -226,16 +202,9 @@ impl Default for PJRT_Error_GetCode_Args {
 }
 pub const PJRT_Error_GetCode_Args_STRUCT_SIZE: _bindgen_ty_5 = 28;
 pub type _bindgen_ty_5 = ::std::os::raw::c_uint;
-pub type PJRT_Error_GetCode = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Error_GetCode_Args) -> *mut PJRT_Error,
->;
-pub type PJRT_CallbackError = ::std::option::Option<
-    unsafe extern "C" fn(
-        code: PJRT_Error_Code,
-        message: *const ::std::os::raw::c_char,
-        message_size: usize,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_Error_GetCode = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Error_GetCode_Args) -> *mut PJRT_Error>;
+pub type PJRT_CallbackError =
+    ::std::option::Option<unsafe extern "C" fn(code: PJRT_Error_Code, message: *const ::std::os::raw::c_char, message_size: usize) -> *mut PJRT_Error>;
 pub const PJRT_NamedValue_Type_PJRT_NamedValue_kString: PJRT_NamedValue_Type = 0;
 pub const PJRT_NamedValue_Type_PJRT_NamedValue_kInt64: PJRT_NamedValue_Type = 1;
 pub const PJRT_NamedValue_Type_PJRT_NamedValue_kInt64List: PJRT_NamedValue_Type = 2;
@@ -264,20 +233,13 @@ pub union PJRT_NamedValue__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_NamedValue__bindgen_ty_1"]
-        [::std::mem::size_of::<PJRT_NamedValue__bindgen_ty_1>() - 8usize];
-    ["Alignment of PJRT_NamedValue__bindgen_ty_1"]
-        [::std::mem::align_of::<PJRT_NamedValue__bindgen_ty_1>() - 8usize];
-    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::string_value"]
-        [::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, string_value) - 0usize];
-    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::int64_value"]
-        [::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, int64_value) - 0usize];
-    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::int64_array_value"]
-        [::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, int64_array_value) - 0usize];
-    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::float_value"]
-        [::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, float_value) - 0usize];
-    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::bool_value"]
-        [::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, bool_value) - 0usize];
+    ["Size of PJRT_NamedValue__bindgen_ty_1"][::std::mem::size_of::<PJRT_NamedValue__bindgen_ty_1>() - 8usize];
+    ["Alignment of PJRT_NamedValue__bindgen_ty_1"][::std::mem::align_of::<PJRT_NamedValue__bindgen_ty_1>() - 8usize];
+    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::string_value"][::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, string_value) - 0usize];
+    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::int64_value"][::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, int64_value) - 0usize];
+    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::int64_array_value"][::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, int64_array_value) - 0usize];
+    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::float_value"][::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, float_value) - 0usize];
+    ["Offset of field: PJRT_NamedValue__bindgen_ty_1::bool_value"][::std::mem::offset_of!(PJRT_NamedValue__bindgen_ty_1, bool_value) - 0usize];
 };
 impl Default for PJRT_NamedValue__bindgen_ty_1 {
     fn default() -> Self {
@@ -294,18 +256,12 @@ impl Default for PJRT_NamedValue__bindgen_ty_1 {
 const _: () = {
     ["Size of PJRT_NamedValue"][::std::mem::size_of::<PJRT_NamedValue>() - 56usize];
     ["Alignment of PJRT_NamedValue"][::std::mem::align_of::<PJRT_NamedValue>() - 8usize];
-    ["Offset of field: PJRT_NamedValue::struct_size"]
-        [::std::mem::offset_of!(PJRT_NamedValue, struct_size) - 0usize];
-    ["Offset of field: PJRT_NamedValue::extension_start"]
-        [::std::mem::offset_of!(PJRT_NamedValue, extension_start) - 8usize];
-    ["Offset of field: PJRT_NamedValue::name"]
-        [::std::mem::offset_of!(PJRT_NamedValue, name) - 16usize];
-    ["Offset of field: PJRT_NamedValue::name_size"]
-        [::std::mem::offset_of!(PJRT_NamedValue, name_size) - 24usize];
-    ["Offset of field: PJRT_NamedValue::type_"]
-        [::std::mem::offset_of!(PJRT_NamedValue, type_) - 32usize];
-    ["Offset of field: PJRT_NamedValue::value_size"]
-        [::std::mem::offset_of!(PJRT_NamedValue, value_size) - 48usize];
+    ["Offset of field: PJRT_NamedValue::struct_size"][::std::mem::offset_of!(PJRT_NamedValue, struct_size) - 0usize];
+    ["Offset of field: PJRT_NamedValue::extension_start"][::std::mem::offset_of!(PJRT_NamedValue, extension_start) - 8usize];
+    ["Offset of field: PJRT_NamedValue::name"][::std::mem::offset_of!(PJRT_NamedValue, name) - 16usize];
+    ["Offset of field: PJRT_NamedValue::name_size"][::std::mem::offset_of!(PJRT_NamedValue, name_size) - 24usize];
+    ["Offset of field: PJRT_NamedValue::type_"][::std::mem::offset_of!(PJRT_NamedValue, type_) - 32usize];
+    ["Offset of field: PJRT_NamedValue::value_size"][::std::mem::offset_of!(PJRT_NamedValue, value_size) - 48usize];
 };
 impl Default for PJRT_NamedValue {
     fn default() -> Self {
@@ -328,14 +284,10 @@ pub struct PJRT_Plugin_Initialize_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Plugin_Initialize_Args"]
-        [::std::mem::size_of::<PJRT_Plugin_Initialize_Args>() - 16usize];
-    ["Alignment of PJRT_Plugin_Initialize_Args"]
-        [::std::mem::align_of::<PJRT_Plugin_Initialize_Args>() - 8usize];
-    ["Offset of field: PJRT_Plugin_Initialize_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Plugin_Initialize_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Plugin_Initialize_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Plugin_Initialize_Args, extension_start) - 8usize];
+    ["Size of PJRT_Plugin_Initialize_Args"][::std::mem::size_of::<PJRT_Plugin_Initialize_Args>() - 16usize];
+    ["Alignment of PJRT_Plugin_Initialize_Args"][::std::mem::align_of::<PJRT_Plugin_Initialize_Args>() - 8usize];
+    ["Offset of field: PJRT_Plugin_Initialize_Args::struct_size"][::std::mem::offset_of!(PJRT_Plugin_Initialize_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Plugin_Initialize_Args::extension_start"][::std::mem::offset_of!(PJRT_Plugin_Initialize_Args, extension_start) - 8usize];
 };
 impl Default for PJRT_Plugin_Initialize_Args {
     fn default() -> Self {
@@ -350,9 +302,7 @@ impl Default for PJRT_Plugin_Initialize_Args {
 }
 pub const PJRT_Plugin_Initialize_Args_STRUCT_SIZE: _bindgen_ty_7 = 16;
 pub type _bindgen_ty_7 = ::std::os::raw::c_uint;
-pub type PJRT_Plugin_Initialize = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Plugin_Initialize_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Plugin_Initialize = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Plugin_Initialize_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Plugin_Attributes_Args {
@@ -363,18 +313,12 @@ pub struct PJRT_Plugin_Attributes_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Plugin_Attributes_Args"]
-        [::std::mem::size_of::<PJRT_Plugin_Attributes_Args>() - 32usize];
-    ["Alignment of PJRT_Plugin_Attributes_Args"]
-        [::std::mem::align_of::<PJRT_Plugin_Attributes_Args>() - 8usize];
-    ["Offset of field: PJRT_Plugin_Attributes_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Plugin_Attributes_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Plugin_Attributes_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Plugin_Attributes_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Plugin_Attributes_Args::attributes"]
-        [::std::mem::offset_of!(PJRT_Plugin_Attributes_Args, attributes) - 16usize];
-    ["Offset of field: PJRT_Plugin_Attributes_Args::num_attributes"]
-        [::std::mem::offset_of!(PJRT_Plugin_Attributes_Args, num_attributes) - 24usize];
+    ["Size of PJRT_Plugin_Attributes_Args"][::std::mem::size_of::<PJRT_Plugin_Attributes_Args>() - 32usize];
+    ["Alignment of PJRT_Plugin_Attributes_Args"][::std::mem::align_of::<PJRT_Plugin_Attributes_Args>() - 8usize];
+    ["Offset of field: PJRT_Plugin_Attributes_Args::struct_size"][::std::mem::offset_of!(PJRT_Plugin_Attributes_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Plugin_Attributes_Args::extension_start"][::std::mem::offset_of!(PJRT_Plugin_Attributes_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Plugin_Attributes_Args::attributes"][::std::mem::offset_of!(PJRT_Plugin_Attributes_Args, attributes) - 16usize];
+    ["Offset of field: PJRT_Plugin_Attributes_Args::num_attributes"][::std::mem::offset_of!(PJRT_Plugin_Attributes_Args, num_attributes) - 24usize];
 };
 impl Default for PJRT_Plugin_Attributes_Args {
     fn default() -> Self {
@@ -389,9 +333,7 @@ impl Default for PJRT_Plugin_Attributes_Args {
 }
 pub const PJRT_Plugin_Attributes_Args_STRUCT_SIZE: _bindgen_ty_8 = 32;
 pub type _bindgen_ty_8 = ::std::os::raw::c_uint;
-pub type PJRT_Plugin_Attributes = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Plugin_Attributes_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Plugin_Attributes = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Plugin_Attributes_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug)]
 pub struct PJRT_Event {
@@ -407,14 +349,10 @@ pub struct PJRT_Event_Destroy_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Event_Destroy_Args"][::std::mem::size_of::<PJRT_Event_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_Event_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_Event_Destroy_Args>() - 8usize];
-    ["Offset of field: PJRT_Event_Destroy_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Event_Destroy_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Event_Destroy_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Event_Destroy_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Event_Destroy_Args::event"]
-        [::std::mem::offset_of!(PJRT_Event_Destroy_Args, event) - 16usize];
+    ["Alignment of PJRT_Event_Destroy_Args"][::std::mem::align_of::<PJRT_Event_Destroy_Args>() - 8usize];
+    ["Offset of field: PJRT_Event_Destroy_Args::struct_size"][::std::mem::offset_of!(PJRT_Event_Destroy_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Event_Destroy_Args::extension_start"][::std::mem::offset_of!(PJRT_Event_Destroy_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Event_Destroy_Args::event"][::std::mem::offset_of!(PJRT_Event_Destroy_Args, event) - 16usize];
 };
 impl Default for PJRT_Event_Destroy_Args {
     fn default() -> Self {
@@ -429,9 +367,7 @@ impl Default for PJRT_Event_Destroy_Args {
 }
 pub const PJRT_Event_Destroy_Args_STRUCT_SIZE: _bindgen_ty_9 = 24;
 pub type _bindgen_ty_9 = ::std::os::raw::c_uint;
-pub type PJRT_Event_Destroy = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Event_Destroy_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Event_Destroy = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Event_Destroy_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Event_IsReady_Args {
@@ -443,16 +379,11 @@ pub struct PJRT_Event_IsReady_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Event_IsReady_Args"][::std::mem::size_of::<PJRT_Event_IsReady_Args>() - 32usize];
-    ["Alignment of PJRT_Event_IsReady_Args"]
-        [::std::mem::align_of::<PJRT_Event_IsReady_Args>() - 8usize];
-    ["Offset of field: PJRT_Event_IsReady_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Event_IsReady_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Event_IsReady_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Event_IsReady_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Event_IsReady_Args::event"]
-        [::std::mem::offset_of!(PJRT_Event_IsReady_Args, event) - 16usize];
-    ["Offset of field: PJRT_Event_IsReady_Args::is_ready"]
-        [::std::mem::offset_of!(PJRT_Event_IsReady_Args, is_ready) - 24usize];
+    ["Alignment of PJRT_Event_IsReady_Args"][::std::mem::align_of::<PJRT_Event_IsReady_Args>() - 8usize];
+    ["Offset of field: PJRT_Event_IsReady_Args::struct_size"][::std::mem::offset_of!(PJRT_Event_IsReady_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Event_IsReady_Args::extension_start"][::std::mem::offset_of!(PJRT_Event_IsReady_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Event_IsReady_Args::event"][::std::mem::offset_of!(PJRT_Event_IsReady_Args, event) - 16usize];
+    ["Offset of field: PJRT_Event_IsReady_Args::is_ready"][::std::mem::offset_of!(PJRT_Event_IsReady_Args, is_ready) - 24usize];
 };
 impl Default for PJRT_Event_IsReady_Args {
     fn default() -> Self {
@@ -467,9 +398,7 @@ impl Default for PJRT_Event_IsReady_Args {
 }
 pub const PJRT_Event_IsReady_Args_STRUCT_SIZE: _bindgen_ty_10 = 25;
 pub type _bindgen_ty_10 = ::std::os::raw::c_uint;
-pub type PJRT_Event_IsReady = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Event_IsReady_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Event_IsReady = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Event_IsReady_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Event_Error_Args {
@@ -480,14 +409,10 @@ pub struct PJRT_Event_Error_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Event_Error_Args"][::std::mem::size_of::<PJRT_Event_Error_Args>() - 24usize];
-    ["Alignment of PJRT_Event_Error_Args"]
-        [::std::mem::align_of::<PJRT_Event_Error_Args>() - 8usize];
-    ["Offset of field: PJRT_Event_Error_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Event_Error_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Event_Error_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Event_Error_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Event_Error_Args::event"]
-        [::std::mem::offset_of!(PJRT_Event_Error_Args, event) - 16usize];
+    ["Alignment of PJRT_Event_Error_Args"][::std::mem::align_of::<PJRT_Event_Error_Args>() - 8usize];
+    ["Offset of field: PJRT_Event_Error_Args::struct_size"][::std::mem::offset_of!(PJRT_Event_Error_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Event_Error_Args::extension_start"][::std::mem::offset_of!(PJRT_Event_Error_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Event_Error_Args::event"][::std::mem::offset_of!(PJRT_Event_Error_Args, event) - 16usize];
 };
 impl Default for PJRT_Event_Error_Args {
     fn default() -> Self {
@@ -502,9 +427,7 @@ impl Default for PJRT_Event_Error_Args {
 }
 pub const PJRT_Event_Error_Args_STRUCT_SIZE: _bindgen_ty_11 = 24;
 pub type _bindgen_ty_11 = ::std::os::raw::c_uint;
-pub type PJRT_Event_Error = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Event_Error_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Event_Error = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Event_Error_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Event_Await_Args {
@@ -515,14 +438,10 @@ pub struct PJRT_Event_Await_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Event_Await_Args"][::std::mem::size_of::<PJRT_Event_Await_Args>() - 24usize];
-    ["Alignment of PJRT_Event_Await_Args"]
-        [::std::mem::align_of::<PJRT_Event_Await_Args>() - 8usize];
-    ["Offset of field: PJRT_Event_Await_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Event_Await_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Event_Await_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Event_Await_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Event_Await_Args::event"]
-        [::std::mem::offset_of!(PJRT_Event_Await_Args, event) - 16usize];
+    ["Alignment of PJRT_Event_Await_Args"][::std::mem::align_of::<PJRT_Event_Await_Args>() - 8usize];
+    ["Offset of field: PJRT_Event_Await_Args::struct_size"][::std::mem::offset_of!(PJRT_Event_Await_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Event_Await_Args::extension_start"][::std::mem::offset_of!(PJRT_Event_Await_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Event_Await_Args::event"][::std::mem::offset_of!(PJRT_Event_Await_Args, event) - 16usize];
 };
 impl Default for PJRT_Event_Await_Args {
     fn default() -> Self {
@@ -537,12 +456,8 @@ impl Default for PJRT_Event_Await_Args {
 }
 pub const PJRT_Event_Await_Args_STRUCT_SIZE: _bindgen_ty_12 = 24;
 pub type _bindgen_ty_12 = ::std::os::raw::c_uint;
-pub type PJRT_Event_Await = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Event_Await_Args) -> *mut PJRT_Error,
->;
-pub type PJRT_Event_OnReadyCallback = ::std::option::Option<
-    unsafe extern "C" fn(error: *mut PJRT_Error, user_arg: *mut ::std::os::raw::c_void),
->;
+pub type PJRT_Event_Await = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Event_Await_Args) -> *mut PJRT_Error>;
+pub type PJRT_Event_OnReadyCallback = ::std::option::Option<unsafe extern "C" fn(error: *mut PJRT_Error, user_arg: *mut ::std::os::raw::c_void)>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Event_OnReady_Args {
@@ -555,18 +470,12 @@ pub struct PJRT_Event_OnReady_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Event_OnReady_Args"][::std::mem::size_of::<PJRT_Event_OnReady_Args>() - 40usize];
-    ["Alignment of PJRT_Event_OnReady_Args"]
-        [::std::mem::align_of::<PJRT_Event_OnReady_Args>() - 8usize];
-    ["Offset of field: PJRT_Event_OnReady_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Event_OnReady_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Event_OnReady_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Event_OnReady_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Event_OnReady_Args::event"]
-        [::std::mem::offset_of!(PJRT_Event_OnReady_Args, event) - 16usize];
-    ["Offset of field: PJRT_Event_OnReady_Args::callback"]
-        [::std::mem::offset_of!(PJRT_Event_OnReady_Args, callback) - 24usize];
-    ["Offset of field: PJRT_Event_OnReady_Args::user_arg"]
-        [::std::mem::offset_of!(PJRT_Event_OnReady_Args, user_arg) - 32usize];
+    ["Alignment of PJRT_Event_OnReady_Args"][::std::mem::align_of::<PJRT_Event_OnReady_Args>() - 8usize];
+    ["Offset of field: PJRT_Event_OnReady_Args::struct_size"][::std::mem::offset_of!(PJRT_Event_OnReady_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Event_OnReady_Args::extension_start"][::std::mem::offset_of!(PJRT_Event_OnReady_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Event_OnReady_Args::event"][::std::mem::offset_of!(PJRT_Event_OnReady_Args, event) - 16usize];
+    ["Offset of field: PJRT_Event_OnReady_Args::callback"][::std::mem::offset_of!(PJRT_Event_OnReady_Args, callback) - 24usize];
+    ["Offset of field: PJRT_Event_OnReady_Args::user_arg"][::std::mem::offset_of!(PJRT_Event_OnReady_Args, user_arg) - 32usize];
 };
 impl Default for PJRT_Event_OnReady_Args {
     fn default() -> Self {
@@ -581,9 +490,7 @@ impl Default for PJRT_Event_OnReady_Args {
 }
 pub const PJRT_Event_OnReady_Args_STRUCT_SIZE: _bindgen_ty_13 = 40;
 pub type _bindgen_ty_13 = ::std::os::raw::c_uint;
-pub type PJRT_Event_OnReady = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Event_OnReady_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Event_OnReady = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Event_OnReady_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug)]
 pub struct PJRT_Client {
@@ -639,8 +546,7 @@ pub struct PJRT_AsyncHostToDeviceTransferManager {
 pub struct PJRT_PhaseCompiler {
     _unused: [u8; 0],
 }
-pub type PJRT_KeyValueGetCallback_ValueDeleter =
-    ::std::option::Option<unsafe extern "C" fn(value: *mut ::std::os::raw::c_char)>;
+pub type PJRT_KeyValueGetCallback_ValueDeleter = ::std::option::Option<unsafe extern "C" fn(value: *mut ::std::os::raw::c_char)>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_KeyValueGetCallback_Args {
@@ -657,28 +563,17 @@ pub struct PJRT_KeyValueGetCallback_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_KeyValueGetCallback_Args"]
-        [::std::mem::size_of::<PJRT_KeyValueGetCallback_Args>() - 80usize];
-    ["Alignment of PJRT_KeyValueGetCallback_Args"]
-        [::std::mem::align_of::<PJRT_KeyValueGetCallback_Args>() - 8usize];
-    ["Offset of field: PJRT_KeyValueGetCallback_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_KeyValueGetCallback_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_KeyValueGetCallback_Args::key"]
-        [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, key) - 16usize];
-    ["Offset of field: PJRT_KeyValueGetCallback_Args::key_size"]
-        [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, key_size) - 24usize];
-    ["Offset of field: PJRT_KeyValueGetCallback_Args::timeout_in_ms"]
-        [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, timeout_in_ms) - 32usize];
-    ["Offset of field: PJRT_KeyValueGetCallback_Args::callback_error"]
-        [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, callback_error) - 40usize];
-    ["Offset of field: PJRT_KeyValueGetCallback_Args::user_arg"]
-        [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, user_arg) - 48usize];
-    ["Offset of field: PJRT_KeyValueGetCallback_Args::value"]
-        [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, value) - 56usize];
-    ["Offset of field: PJRT_KeyValueGetCallback_Args::value_size"]
-        [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, value_size) - 64usize];
+    ["Size of PJRT_KeyValueGetCallback_Args"][::std::mem::size_of::<PJRT_KeyValueGetCallback_Args>() - 80usize];
+    ["Alignment of PJRT_KeyValueGetCallback_Args"][::std::mem::align_of::<PJRT_KeyValueGetCallback_Args>() - 8usize];
+    ["Offset of field: PJRT_KeyValueGetCallback_Args::struct_size"][::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_KeyValueGetCallback_Args::extension_start"][::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_KeyValueGetCallback_Args::key"][::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, key) - 16usize];
+    ["Offset of field: PJRT_KeyValueGetCallback_Args::key_size"][::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, key_size) - 24usize];
+    ["Offset of field: PJRT_KeyValueGetCallback_Args::timeout_in_ms"][::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, timeout_in_ms) - 32usize];
+    ["Offset of field: PJRT_KeyValueGetCallback_Args::callback_error"][::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, callback_error) - 40usize];
+    ["Offset of field: PJRT_KeyValueGetCallback_Args::user_arg"][::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, user_arg) - 48usize];
+    ["Offset of field: PJRT_KeyValueGetCallback_Args::value"][::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, value) - 56usize];
+    ["Offset of field: PJRT_KeyValueGetCallback_Args::value_size"][::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, value_size) - 64usize];
     ["Offset of field: PJRT_KeyValueGetCallback_Args::value_deleter_callback"]
         [::std::mem::offset_of!(PJRT_KeyValueGetCallback_Args, value_deleter_callback) - 72usize];
 };
@@ -695,11 +590,8 @@ impl Default for PJRT_KeyValueGetCallback_Args {
 }
 pub const PJRT_KeyValueGetCallback_Args_STRUCT_SIZE: _bindgen_ty_14 = 80;
 pub type _bindgen_ty_14 = ::std::os::raw::c_uint;
-pub type PJRT_KeyValueGetCallback = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_KeyValueGetCallback_Args) -> *mut PJRT_Error,
->;
-pub type PJRT_KeyValueTryGetCallback_ValueDeleter =
-    ::std::option::Option<unsafe extern "C" fn(value: *mut ::std::os::raw::c_char)>;
+pub type PJRT_KeyValueGetCallback = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_KeyValueGetCallback_Args) -> *mut PJRT_Error>;
+pub type PJRT_KeyValueTryGetCallback_ValueDeleter = ::std::option::Option<unsafe extern "C" fn(value: *mut ::std::os::raw::c_char)>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_KeyValueTryGetCallback_Args {
@@ -715,30 +607,18 @@ pub struct PJRT_KeyValueTryGetCallback_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_KeyValueTryGetCallback_Args"]
-        [::std::mem::size_of::<PJRT_KeyValueTryGetCallback_Args>() - 72usize];
-    ["Alignment of PJRT_KeyValueTryGetCallback_Args"]
-        [::std::mem::align_of::<PJRT_KeyValueTryGetCallback_Args>() - 8usize];
-    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::key"]
-        [::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, key) - 16usize];
-    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::key_size"]
-        [::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, key_size) - 24usize];
-    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::callback_error"]
-        [::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, callback_error) - 32usize];
-    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::user_arg"]
-        [::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, user_arg) - 40usize];
-    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::value"]
-        [::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, value) - 48usize];
-    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::value_size"]
-        [::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, value_size) - 56usize];
-    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::value_deleter_callback"][::std::mem::offset_of!(
-        PJRT_KeyValueTryGetCallback_Args,
-        value_deleter_callback
-    ) - 64usize];
+    ["Size of PJRT_KeyValueTryGetCallback_Args"][::std::mem::size_of::<PJRT_KeyValueTryGetCallback_Args>() - 72usize];
+    ["Alignment of PJRT_KeyValueTryGetCallback_Args"][::std::mem::align_of::<PJRT_KeyValueTryGetCallback_Args>() - 8usize];
+    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::struct_size"][::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::extension_start"][::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::key"][::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, key) - 16usize];
+    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::key_size"][::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, key_size) - 24usize];
+    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::callback_error"][::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, callback_error) - 32usize];
+    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::user_arg"][::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, user_arg) - 40usize];
+    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::value"][::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, value) - 48usize];
+    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::value_size"][::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, value_size) - 56usize];
+    ["Offset of field: PJRT_KeyValueTryGetCallback_Args::value_deleter_callback"]
+        [::std::mem::offset_of!(PJRT_KeyValueTryGetCallback_Args, value_deleter_callback) - 64usize];
 };
 impl Default for PJRT_KeyValueTryGetCallback_Args {
     fn default() -> Self {
@@ -753,9 +633,7 @@ impl Default for PJRT_KeyValueTryGetCallback_Args {
 }
 pub const PJRT_KeyValueTryGetCallback_Args_STRUCT_SIZE: _bindgen_ty_15 = 72;
 pub type _bindgen_ty_15 = ::std::os::raw::c_uint;
-pub type PJRT_KeyValueTryGetCallback = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_KeyValueTryGetCallback_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_KeyValueTryGetCallback = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_KeyValueTryGetCallback_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_KeyValuePutCallback_Args {
@@ -770,26 +648,16 @@ pub struct PJRT_KeyValuePutCallback_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_KeyValuePutCallback_Args"]
-        [::std::mem::size_of::<PJRT_KeyValuePutCallback_Args>() - 64usize];
-    ["Alignment of PJRT_KeyValuePutCallback_Args"]
-        [::std::mem::align_of::<PJRT_KeyValuePutCallback_Args>() - 8usize];
-    ["Offset of field: PJRT_KeyValuePutCallback_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_KeyValuePutCallback_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_KeyValuePutCallback_Args::key"]
-        [::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, key) - 16usize];
-    ["Offset of field: PJRT_KeyValuePutCallback_Args::key_size"]
-        [::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, key_size) - 24usize];
-    ["Offset of field: PJRT_KeyValuePutCallback_Args::value"]
-        [::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, value) - 32usize];
-    ["Offset of field: PJRT_KeyValuePutCallback_Args::value_size"]
-        [::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, value_size) - 40usize];
-    ["Offset of field: PJRT_KeyValuePutCallback_Args::callback_error"]
-        [::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, callback_error) - 48usize];
-    ["Offset of field: PJRT_KeyValuePutCallback_Args::user_arg"]
-        [::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, user_arg) - 56usize];
+    ["Size of PJRT_KeyValuePutCallback_Args"][::std::mem::size_of::<PJRT_KeyValuePutCallback_Args>() - 64usize];
+    ["Alignment of PJRT_KeyValuePutCallback_Args"][::std::mem::align_of::<PJRT_KeyValuePutCallback_Args>() - 8usize];
+    ["Offset of field: PJRT_KeyValuePutCallback_Args::struct_size"][::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_KeyValuePutCallback_Args::extension_start"][::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_KeyValuePutCallback_Args::key"][::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, key) - 16usize];
+    ["Offset of field: PJRT_KeyValuePutCallback_Args::key_size"][::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, key_size) - 24usize];
+    ["Offset of field: PJRT_KeyValuePutCallback_Args::value"][::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, value) - 32usize];
+    ["Offset of field: PJRT_KeyValuePutCallback_Args::value_size"][::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, value_size) - 40usize];
+    ["Offset of field: PJRT_KeyValuePutCallback_Args::callback_error"][::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, callback_error) - 48usize];
+    ["Offset of field: PJRT_KeyValuePutCallback_Args::user_arg"][::std::mem::offset_of!(PJRT_KeyValuePutCallback_Args, user_arg) - 56usize];
 };
 impl Default for PJRT_KeyValuePutCallback_Args {
     fn default() -> Self {
@@ -804,9 +672,7 @@ impl Default for PJRT_KeyValuePutCallback_Args {
 }
 pub const PJRT_KeyValuePutCallback_Args_STRUCT_SIZE: _bindgen_ty_16 = 64;
 pub type _bindgen_ty_16 = ::std::os::raw::c_uint;
-pub type PJRT_KeyValuePutCallback = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_KeyValuePutCallback_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_KeyValuePutCallback = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_KeyValuePutCallback_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_Create_Args {
@@ -825,30 +691,18 @@ pub struct PJRT_Client_Create_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Client_Create_Args"][::std::mem::size_of::<PJRT_Client_Create_Args>() - 88usize];
-    ["Alignment of PJRT_Client_Create_Args"]
-        [::std::mem::align_of::<PJRT_Client_Create_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_Create_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_Create_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_Create_Args::create_options"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, create_options) - 16usize];
-    ["Offset of field: PJRT_Client_Create_Args::num_options"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, num_options) - 24usize];
-    ["Offset of field: PJRT_Client_Create_Args::kv_get_callback"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, kv_get_callback) - 32usize];
-    ["Offset of field: PJRT_Client_Create_Args::kv_get_user_arg"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, kv_get_user_arg) - 40usize];
-    ["Offset of field: PJRT_Client_Create_Args::kv_put_callback"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, kv_put_callback) - 48usize];
-    ["Offset of field: PJRT_Client_Create_Args::kv_put_user_arg"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, kv_put_user_arg) - 56usize];
-    ["Offset of field: PJRT_Client_Create_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, client) - 64usize];
-    ["Offset of field: PJRT_Client_Create_Args::kv_try_get_callback"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, kv_try_get_callback) - 72usize];
-    ["Offset of field: PJRT_Client_Create_Args::kv_try_get_user_arg"]
-        [::std::mem::offset_of!(PJRT_Client_Create_Args, kv_try_get_user_arg) - 80usize];
+    ["Alignment of PJRT_Client_Create_Args"][::std::mem::align_of::<PJRT_Client_Create_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_Create_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_Create_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_Create_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_Create_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_Create_Args::create_options"][::std::mem::offset_of!(PJRT_Client_Create_Args, create_options) - 16usize];
+    ["Offset of field: PJRT_Client_Create_Args::num_options"][::std::mem::offset_of!(PJRT_Client_Create_Args, num_options) - 24usize];
+    ["Offset of field: PJRT_Client_Create_Args::kv_get_callback"][::std::mem::offset_of!(PJRT_Client_Create_Args, kv_get_callback) - 32usize];
+    ["Offset of field: PJRT_Client_Create_Args::kv_get_user_arg"][::std::mem::offset_of!(PJRT_Client_Create_Args, kv_get_user_arg) - 40usize];
+    ["Offset of field: PJRT_Client_Create_Args::kv_put_callback"][::std::mem::offset_of!(PJRT_Client_Create_Args, kv_put_callback) - 48usize];
+    ["Offset of field: PJRT_Client_Create_Args::kv_put_user_arg"][::std::mem::offset_of!(PJRT_Client_Create_Args, kv_put_user_arg) - 56usize];
+    ["Offset of field: PJRT_Client_Create_Args::client"][::std::mem::offset_of!(PJRT_Client_Create_Args, client) - 64usize];
+    ["Offset of field: PJRT_Client_Create_Args::kv_try_get_callback"][::std::mem::offset_of!(PJRT_Client_Create_Args, kv_try_get_callback) - 72usize];
+    ["Offset of field: PJRT_Client_Create_Args::kv_try_get_user_arg"][::std::mem::offset_of!(PJRT_Client_Create_Args, kv_try_get_user_arg) - 80usize];
 };
 impl Default for PJRT_Client_Create_Args {
     fn default() -> Self {
@@ -863,9 +717,7 @@ impl Default for PJRT_Client_Create_Args {
 }
 pub const PJRT_Client_Create_Args_STRUCT_SIZE: _bindgen_ty_17 = 88;
 pub type _bindgen_ty_17 = ::std::os::raw::c_uint;
-pub type PJRT_Client_Create = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_Create_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_Create = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_Create_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_Destroy_Args {
@@ -875,16 +727,11 @@ pub struct PJRT_Client_Destroy_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_Destroy_Args"]
-        [::std::mem::size_of::<PJRT_Client_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_Client_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_Client_Destroy_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_Destroy_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_Destroy_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_Destroy_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_Destroy_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_Destroy_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_Destroy_Args, client) - 16usize];
+    ["Size of PJRT_Client_Destroy_Args"][::std::mem::size_of::<PJRT_Client_Destroy_Args>() - 24usize];
+    ["Alignment of PJRT_Client_Destroy_Args"][::std::mem::align_of::<PJRT_Client_Destroy_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_Destroy_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_Destroy_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_Destroy_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_Destroy_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_Destroy_Args::client"][::std::mem::offset_of!(PJRT_Client_Destroy_Args, client) - 16usize];
 };
 impl Default for PJRT_Client_Destroy_Args {
     fn default() -> Self {
@@ -899,9 +746,7 @@ impl Default for PJRT_Client_Destroy_Args {
 }
 pub const PJRT_Client_Destroy_Args_STRUCT_SIZE: _bindgen_ty_18 = 24;
 pub type _bindgen_ty_18 = ::std::os::raw::c_uint;
-pub type PJRT_Client_Destroy = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_Destroy_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_Destroy = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_Destroy_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_PlatformName_Args {
@@ -913,20 +758,13 @@ pub struct PJRT_Client_PlatformName_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_PlatformName_Args"]
-        [::std::mem::size_of::<PJRT_Client_PlatformName_Args>() - 40usize];
-    ["Alignment of PJRT_Client_PlatformName_Args"]
-        [::std::mem::align_of::<PJRT_Client_PlatformName_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_PlatformName_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_PlatformName_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_PlatformName_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_PlatformName_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_PlatformName_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_PlatformName_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_PlatformName_Args::platform_name"]
-        [::std::mem::offset_of!(PJRT_Client_PlatformName_Args, platform_name) - 24usize];
-    ["Offset of field: PJRT_Client_PlatformName_Args::platform_name_size"]
-        [::std::mem::offset_of!(PJRT_Client_PlatformName_Args, platform_name_size) - 32usize];
+    ["Size of PJRT_Client_PlatformName_Args"][::std::mem::size_of::<PJRT_Client_PlatformName_Args>() - 40usize];
+    ["Alignment of PJRT_Client_PlatformName_Args"][::std::mem::align_of::<PJRT_Client_PlatformName_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_PlatformName_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_PlatformName_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_PlatformName_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_PlatformName_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_PlatformName_Args::client"][::std::mem::offset_of!(PJRT_Client_PlatformName_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_PlatformName_Args::platform_name"][::std::mem::offset_of!(PJRT_Client_PlatformName_Args, platform_name) - 24usize];
+    ["Offset of field: PJRT_Client_PlatformName_Args::platform_name_size"][::std::mem::offset_of!(PJRT_Client_PlatformName_Args, platform_name_size) - 32usize];
 };
 impl Default for PJRT_Client_PlatformName_Args {
     fn default() -> Self {
@@ -941,9 +779,7 @@ impl Default for PJRT_Client_PlatformName_Args {
 }
 pub const PJRT_Client_PlatformName_Args_STRUCT_SIZE: _bindgen_ty_19 = 40;
 pub type _bindgen_ty_19 = ::std::os::raw::c_uint;
-pub type PJRT_Client_PlatformName = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_PlatformName_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_PlatformName = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_PlatformName_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_ProcessIndex_Args {
@@ -954,18 +790,12 @@ pub struct PJRT_Client_ProcessIndex_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_ProcessIndex_Args"]
-        [::std::mem::size_of::<PJRT_Client_ProcessIndex_Args>() - 32usize];
-    ["Alignment of PJRT_Client_ProcessIndex_Args"]
-        [::std::mem::align_of::<PJRT_Client_ProcessIndex_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_ProcessIndex_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_ProcessIndex_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_ProcessIndex_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_ProcessIndex_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_ProcessIndex_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_ProcessIndex_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_ProcessIndex_Args::process_index"]
-        [::std::mem::offset_of!(PJRT_Client_ProcessIndex_Args, process_index) - 24usize];
+    ["Size of PJRT_Client_ProcessIndex_Args"][::std::mem::size_of::<PJRT_Client_ProcessIndex_Args>() - 32usize];
+    ["Alignment of PJRT_Client_ProcessIndex_Args"][::std::mem::align_of::<PJRT_Client_ProcessIndex_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_ProcessIndex_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_ProcessIndex_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_ProcessIndex_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_ProcessIndex_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_ProcessIndex_Args::client"][::std::mem::offset_of!(PJRT_Client_ProcessIndex_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_ProcessIndex_Args::process_index"][::std::mem::offset_of!(PJRT_Client_ProcessIndex_Args, process_index) - 24usize];
 };
 impl Default for PJRT_Client_ProcessIndex_Args {
     fn default() -> Self {
@@ -980,9 +810,7 @@ impl Default for PJRT_Client_ProcessIndex_Args {
 }
 pub const PJRT_Client_ProcessIndex_Args_STRUCT_SIZE: _bindgen_ty_20 = 28;
 pub type _bindgen_ty_20 = ::std::os::raw::c_uint;
-pub type PJRT_Client_ProcessIndex = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_ProcessIndex_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_ProcessIndex = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_ProcessIndex_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_PlatformVersion_Args {
@@ -994,16 +822,11 @@ pub struct PJRT_Client_PlatformVersion_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_PlatformVersion_Args"]
-        [::std::mem::size_of::<PJRT_Client_PlatformVersion_Args>() - 40usize];
-    ["Alignment of PJRT_Client_PlatformVersion_Args"]
-        [::std::mem::align_of::<PJRT_Client_PlatformVersion_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_PlatformVersion_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_PlatformVersion_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_PlatformVersion_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_PlatformVersion_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_PlatformVersion_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_PlatformVersion_Args, client) - 16usize];
+    ["Size of PJRT_Client_PlatformVersion_Args"][::std::mem::size_of::<PJRT_Client_PlatformVersion_Args>() - 40usize];
+    ["Alignment of PJRT_Client_PlatformVersion_Args"][::std::mem::align_of::<PJRT_Client_PlatformVersion_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_PlatformVersion_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_PlatformVersion_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_PlatformVersion_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_PlatformVersion_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_PlatformVersion_Args::client"][::std::mem::offset_of!(PJRT_Client_PlatformVersion_Args, client) - 16usize];
     ["Offset of field: PJRT_Client_PlatformVersion_Args::platform_version"]
         [::std::mem::offset_of!(PJRT_Client_PlatformVersion_Args, platform_version) - 24usize];
     ["Offset of field: PJRT_Client_PlatformVersion_Args::platform_version_size"]
@@ -1022,9 +845,7 @@ impl Default for PJRT_Client_PlatformVersion_Args {
 }
 pub const PJRT_Client_PlatformVersion_Args_STRUCT_SIZE: _bindgen_ty_21 = 40;
 pub type _bindgen_ty_21 = ::std::os::raw::c_uint;
-pub type PJRT_Client_PlatformVersion = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_PlatformVersion_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_PlatformVersion = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_PlatformVersion_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_TopologyDescription_Args {
@@ -1035,18 +856,13 @@ pub struct PJRT_Client_TopologyDescription_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_TopologyDescription_Args"]
-        [::std::mem::size_of::<PJRT_Client_TopologyDescription_Args>() - 32usize];
-    ["Alignment of PJRT_Client_TopologyDescription_Args"]
-        [::std::mem::align_of::<PJRT_Client_TopologyDescription_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_TopologyDescription_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_TopologyDescription_Args, struct_size) - 0usize];
+    ["Size of PJRT_Client_TopologyDescription_Args"][::std::mem::size_of::<PJRT_Client_TopologyDescription_Args>() - 32usize];
+    ["Alignment of PJRT_Client_TopologyDescription_Args"][::std::mem::align_of::<PJRT_Client_TopologyDescription_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_TopologyDescription_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_TopologyDescription_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Client_TopologyDescription_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Client_TopologyDescription_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_TopologyDescription_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_TopologyDescription_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_TopologyDescription_Args::topology"]
-        [::std::mem::offset_of!(PJRT_Client_TopologyDescription_Args, topology) - 24usize];
+    ["Offset of field: PJRT_Client_TopologyDescription_Args::client"][::std::mem::offset_of!(PJRT_Client_TopologyDescription_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_TopologyDescription_Args::topology"][::std::mem::offset_of!(PJRT_Client_TopologyDescription_Args, topology) - 24usize];
 };
 impl Default for PJRT_Client_TopologyDescription_Args {
     fn default() -> Self {
@@ -1061,9 +877,7 @@ impl Default for PJRT_Client_TopologyDescription_Args {
 }
 pub const PJRT_Client_TopologyDescription_Args_STRUCT_SIZE: _bindgen_ty_22 = 32;
 pub type _bindgen_ty_22 = ::std::os::raw::c_uint;
-pub type PJRT_Client_TopologyDescription = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_TopologyDescription_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_TopologyDescription = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_TopologyDescription_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_Devices_Args {
@@ -1075,20 +889,13 @@ pub struct PJRT_Client_Devices_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_Devices_Args"]
-        [::std::mem::size_of::<PJRT_Client_Devices_Args>() - 40usize];
-    ["Alignment of PJRT_Client_Devices_Args"]
-        [::std::mem::align_of::<PJRT_Client_Devices_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_Devices_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_Devices_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_Devices_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_Devices_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_Devices_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_Devices_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_Devices_Args::devices"]
-        [::std::mem::offset_of!(PJRT_Client_Devices_Args, devices) - 24usize];
-    ["Offset of field: PJRT_Client_Devices_Args::num_devices"]
-        [::std::mem::offset_of!(PJRT_Client_Devices_Args, num_devices) - 32usize];
+    ["Size of PJRT_Client_Devices_Args"][::std::mem::size_of::<PJRT_Client_Devices_Args>() - 40usize];
+    ["Alignment of PJRT_Client_Devices_Args"][::std::mem::align_of::<PJRT_Client_Devices_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_Devices_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_Devices_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_Devices_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_Devices_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_Devices_Args::client"][::std::mem::offset_of!(PJRT_Client_Devices_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_Devices_Args::devices"][::std::mem::offset_of!(PJRT_Client_Devices_Args, devices) - 24usize];
+    ["Offset of field: PJRT_Client_Devices_Args::num_devices"][::std::mem::offset_of!(PJRT_Client_Devices_Args, num_devices) - 32usize];
 };
 impl Default for PJRT_Client_Devices_Args {
     fn default() -> Self {
@@ -1103,9 +910,7 @@ impl Default for PJRT_Client_Devices_Args {
 }
 pub const PJRT_Client_Devices_Args_STRUCT_SIZE: _bindgen_ty_23 = 40;
 pub type _bindgen_ty_23 = ::std::os::raw::c_uint;
-pub type PJRT_Client_Devices = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_Devices_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_Devices = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_Devices_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_AddressableDevices_Args {
@@ -1117,24 +922,16 @@ pub struct PJRT_Client_AddressableDevices_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_AddressableDevices_Args"]
-        [::std::mem::size_of::<PJRT_Client_AddressableDevices_Args>() - 40usize];
-    ["Alignment of PJRT_Client_AddressableDevices_Args"]
-        [::std::mem::align_of::<PJRT_Client_AddressableDevices_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_AddressableDevices_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_AddressableDevices_Args, struct_size) - 0usize];
+    ["Size of PJRT_Client_AddressableDevices_Args"][::std::mem::size_of::<PJRT_Client_AddressableDevices_Args>() - 40usize];
+    ["Alignment of PJRT_Client_AddressableDevices_Args"][::std::mem::align_of::<PJRT_Client_AddressableDevices_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_AddressableDevices_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_AddressableDevices_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Client_AddressableDevices_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Client_AddressableDevices_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_AddressableDevices_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_AddressableDevices_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_AddressableDevices_Args::addressable_devices"][::std::mem::offset_of!(
-        PJRT_Client_AddressableDevices_Args,
-        addressable_devices
-    ) - 24usize];
-    ["Offset of field: PJRT_Client_AddressableDevices_Args::num_addressable_devices"][::std::mem::offset_of!(
-        PJRT_Client_AddressableDevices_Args,
-        num_addressable_devices
-    ) - 32usize];
+    ["Offset of field: PJRT_Client_AddressableDevices_Args::client"][::std::mem::offset_of!(PJRT_Client_AddressableDevices_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_AddressableDevices_Args::addressable_devices"]
+        [::std::mem::offset_of!(PJRT_Client_AddressableDevices_Args, addressable_devices) - 24usize];
+    ["Offset of field: PJRT_Client_AddressableDevices_Args::num_addressable_devices"]
+        [::std::mem::offset_of!(PJRT_Client_AddressableDevices_Args, num_addressable_devices) - 32usize];
 };
 impl Default for PJRT_Client_AddressableDevices_Args {
     fn default() -> Self {
@@ -1149,9 +946,7 @@ impl Default for PJRT_Client_AddressableDevices_Args {
 }
 pub const PJRT_Client_AddressableDevices_Args_STRUCT_SIZE: _bindgen_ty_24 = 40;
 pub type _bindgen_ty_24 = ::std::os::raw::c_uint;
-pub type PJRT_Client_AddressableDevices = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_AddressableDevices_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_AddressableDevices = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_AddressableDevices_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_LookupDevice_Args {
@@ -1163,20 +958,13 @@ pub struct PJRT_Client_LookupDevice_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_LookupDevice_Args"]
-        [::std::mem::size_of::<PJRT_Client_LookupDevice_Args>() - 40usize];
-    ["Alignment of PJRT_Client_LookupDevice_Args"]
-        [::std::mem::align_of::<PJRT_Client_LookupDevice_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_LookupDevice_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_LookupDevice_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_LookupDevice_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_LookupDevice_Args::id"]
-        [::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, id) - 24usize];
-    ["Offset of field: PJRT_Client_LookupDevice_Args::device"]
-        [::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, device) - 32usize];
+    ["Size of PJRT_Client_LookupDevice_Args"][::std::mem::size_of::<PJRT_Client_LookupDevice_Args>() - 40usize];
+    ["Alignment of PJRT_Client_LookupDevice_Args"][::std::mem::align_of::<PJRT_Client_LookupDevice_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_LookupDevice_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_LookupDevice_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_LookupDevice_Args::client"][::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_LookupDevice_Args::id"][::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, id) - 24usize];
+    ["Offset of field: PJRT_Client_LookupDevice_Args::device"][::std::mem::offset_of!(PJRT_Client_LookupDevice_Args, device) - 32usize];
 };
 impl Default for PJRT_Client_LookupDevice_Args {
     fn default() -> Self {
@@ -1191,9 +979,7 @@ impl Default for PJRT_Client_LookupDevice_Args {
 }
 pub const PJRT_Client_LookupDevice_Args_STRUCT_SIZE: _bindgen_ty_25 = 40;
 pub type _bindgen_ty_25 = ::std::os::raw::c_uint;
-pub type PJRT_Client_LookupDevice = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_LookupDevice_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_LookupDevice = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_LookupDevice_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_LookupAddressableDevice_Args {
@@ -1205,26 +991,17 @@ pub struct PJRT_Client_LookupAddressableDevice_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_LookupAddressableDevice_Args"]
-        [::std::mem::size_of::<PJRT_Client_LookupAddressableDevice_Args>() - 40usize];
-    ["Alignment of PJRT_Client_LookupAddressableDevice_Args"]
-        [::std::mem::align_of::<PJRT_Client_LookupAddressableDevice_Args>() - 8usize];
+    ["Size of PJRT_Client_LookupAddressableDevice_Args"][::std::mem::size_of::<PJRT_Client_LookupAddressableDevice_Args>() - 40usize];
+    ["Alignment of PJRT_Client_LookupAddressableDevice_Args"][::std::mem::align_of::<PJRT_Client_LookupAddressableDevice_Args>() - 8usize];
     ["Offset of field: PJRT_Client_LookupAddressableDevice_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Client_LookupAddressableDevice_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_LookupAddressableDevice_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Client_LookupAddressableDevice_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_Client_LookupAddressableDevice_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_LookupAddressableDevice_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_LookupAddressableDevice_Args::local_hardware_id"][::std::mem::offset_of!(
-        PJRT_Client_LookupAddressableDevice_Args,
-        local_hardware_id
-    ) - 24usize];
-    ["Offset of field: PJRT_Client_LookupAddressableDevice_Args::addressable_device"][::std::mem::offset_of!(
-        PJRT_Client_LookupAddressableDevice_Args,
-        addressable_device
-    ) - 32usize];
+    ["Offset of field: PJRT_Client_LookupAddressableDevice_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Client_LookupAddressableDevice_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_LookupAddressableDevice_Args::client"][::std::mem::offset_of!(PJRT_Client_LookupAddressableDevice_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_LookupAddressableDevice_Args::local_hardware_id"]
+        [::std::mem::offset_of!(PJRT_Client_LookupAddressableDevice_Args, local_hardware_id) - 24usize];
+    ["Offset of field: PJRT_Client_LookupAddressableDevice_Args::addressable_device"]
+        [::std::mem::offset_of!(PJRT_Client_LookupAddressableDevice_Args, addressable_device) - 32usize];
 };
 impl Default for PJRT_Client_LookupAddressableDevice_Args {
     fn default() -> Self {
@@ -1239,9 +1016,8 @@ impl Default for PJRT_Client_LookupAddressableDevice_Args {
 }
 pub const PJRT_Client_LookupAddressableDevice_Args_STRUCT_SIZE: _bindgen_ty_26 = 40;
 pub type _bindgen_ty_26 = ::std::os::raw::c_uint;
-pub type PJRT_Client_LookupAddressableDevice = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_LookupAddressableDevice_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_LookupAddressableDevice =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_LookupAddressableDevice_Args) -> *mut PJRT_Error>;
 pub const PJRT_ProcessState_PJRT_ProcessState_kUnspecified: PJRT_ProcessState = 0;
 pub const PJRT_ProcessState_PJRT_ProcessState_kUninitialized: PJRT_ProcessState = 1;
 pub const PJRT_ProcessState_PJRT_ProcessState_kDisconnected: PJRT_ProcessState = 2;
@@ -1263,20 +1039,13 @@ pub struct PJRT_ProcessInfo {
 const _: () = {
     ["Size of PJRT_ProcessInfo"][::std::mem::size_of::<PJRT_ProcessInfo>() - 48usize];
     ["Alignment of PJRT_ProcessInfo"][::std::mem::align_of::<PJRT_ProcessInfo>() - 8usize];
-    ["Offset of field: PJRT_ProcessInfo::struct_size"]
-        [::std::mem::offset_of!(PJRT_ProcessInfo, struct_size) - 0usize];
-    ["Offset of field: PJRT_ProcessInfo::task_id"]
-        [::std::mem::offset_of!(PJRT_ProcessInfo, task_id) - 8usize];
-    ["Offset of field: PJRT_ProcessInfo::incarnation_id"]
-        [::std::mem::offset_of!(PJRT_ProcessInfo, incarnation_id) - 16usize];
-    ["Offset of field: PJRT_ProcessInfo::state"]
-        [::std::mem::offset_of!(PJRT_ProcessInfo, state) - 24usize];
-    ["Offset of field: PJRT_ProcessInfo::error_code"]
-        [::std::mem::offset_of!(PJRT_ProcessInfo, error_code) - 28usize];
-    ["Offset of field: PJRT_ProcessInfo::error_message"]
-        [::std::mem::offset_of!(PJRT_ProcessInfo, error_message) - 32usize];
-    ["Offset of field: PJRT_ProcessInfo::error_message_size"]
-        [::std::mem::offset_of!(PJRT_ProcessInfo, error_message_size) - 40usize];
+    ["Offset of field: PJRT_ProcessInfo::struct_size"][::std::mem::offset_of!(PJRT_ProcessInfo, struct_size) - 0usize];
+    ["Offset of field: PJRT_ProcessInfo::task_id"][::std::mem::offset_of!(PJRT_ProcessInfo, task_id) - 8usize];
+    ["Offset of field: PJRT_ProcessInfo::incarnation_id"][::std::mem::offset_of!(PJRT_ProcessInfo, incarnation_id) - 16usize];
+    ["Offset of field: PJRT_ProcessInfo::state"][::std::mem::offset_of!(PJRT_ProcessInfo, state) - 24usize];
+    ["Offset of field: PJRT_ProcessInfo::error_code"][::std::mem::offset_of!(PJRT_ProcessInfo, error_code) - 28usize];
+    ["Offset of field: PJRT_ProcessInfo::error_message"][::std::mem::offset_of!(PJRT_ProcessInfo, error_message) - 32usize];
+    ["Offset of field: PJRT_ProcessInfo::error_message_size"][::std::mem::offset_of!(PJRT_ProcessInfo, error_message_size) - 40usize];
 };
 impl Default for PJRT_ProcessInfo {
     fn default() -> Self {
@@ -1302,24 +1071,17 @@ pub struct PJRT_Client_UpdateGlobalProcessInfo_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_UpdateGlobalProcessInfo_Args"]
-        [::std::mem::size_of::<PJRT_Client_UpdateGlobalProcessInfo_Args>() - 40usize];
-    ["Alignment of PJRT_Client_UpdateGlobalProcessInfo_Args"]
-        [::std::mem::align_of::<PJRT_Client_UpdateGlobalProcessInfo_Args>() - 8usize];
+    ["Size of PJRT_Client_UpdateGlobalProcessInfo_Args"][::std::mem::size_of::<PJRT_Client_UpdateGlobalProcessInfo_Args>() - 40usize];
+    ["Alignment of PJRT_Client_UpdateGlobalProcessInfo_Args"][::std::mem::align_of::<PJRT_Client_UpdateGlobalProcessInfo_Args>() - 8usize];
     ["Offset of field: PJRT_Client_UpdateGlobalProcessInfo_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Client_UpdateGlobalProcessInfo_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_UpdateGlobalProcessInfo_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Client_UpdateGlobalProcessInfo_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_Client_UpdateGlobalProcessInfo_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_UpdateGlobalProcessInfo_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_UpdateGlobalProcessInfo_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Client_UpdateGlobalProcessInfo_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_UpdateGlobalProcessInfo_Args::client"][::std::mem::offset_of!(PJRT_Client_UpdateGlobalProcessInfo_Args, client) - 16usize];
     ["Offset of field: PJRT_Client_UpdateGlobalProcessInfo_Args::process_infos"]
         [::std::mem::offset_of!(PJRT_Client_UpdateGlobalProcessInfo_Args, process_infos) - 24usize];
-    ["Offset of field: PJRT_Client_UpdateGlobalProcessInfo_Args::num_process_infos"][::std::mem::offset_of!(
-        PJRT_Client_UpdateGlobalProcessInfo_Args,
-        num_process_infos
-    ) - 32usize];
+    ["Offset of field: PJRT_Client_UpdateGlobalProcessInfo_Args::num_process_infos"]
+        [::std::mem::offset_of!(PJRT_Client_UpdateGlobalProcessInfo_Args, num_process_infos) - 32usize];
 };
 impl Default for PJRT_Client_UpdateGlobalProcessInfo_Args {
     fn default() -> Self {
@@ -1334,9 +1096,8 @@ impl Default for PJRT_Client_UpdateGlobalProcessInfo_Args {
 }
 pub const PJRT_Client_UpdateGlobalProcessInfo_Args_STRUCT_SIZE: _bindgen_ty_28 = 40;
 pub type _bindgen_ty_28 = ::std::os::raw::c_uint;
-pub type PJRT_Client_UpdateGlobalProcessInfo = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_UpdateGlobalProcessInfo_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_UpdateGlobalProcessInfo =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_UpdateGlobalProcessInfo_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_AddressableMemories_Args {
@@ -1348,25 +1109,16 @@ pub struct PJRT_Client_AddressableMemories_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_AddressableMemories_Args"]
-        [::std::mem::size_of::<PJRT_Client_AddressableMemories_Args>() - 40usize];
-    ["Alignment of PJRT_Client_AddressableMemories_Args"]
-        [::std::mem::align_of::<PJRT_Client_AddressableMemories_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_AddressableMemories_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_AddressableMemories_Args, struct_size) - 0usize];
+    ["Size of PJRT_Client_AddressableMemories_Args"][::std::mem::size_of::<PJRT_Client_AddressableMemories_Args>() - 40usize];
+    ["Alignment of PJRT_Client_AddressableMemories_Args"][::std::mem::align_of::<PJRT_Client_AddressableMemories_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_AddressableMemories_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_AddressableMemories_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Client_AddressableMemories_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Client_AddressableMemories_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_AddressableMemories_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_AddressableMemories_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_AddressableMemories_Args::addressable_memories"][::std::mem::offset_of!(
-        PJRT_Client_AddressableMemories_Args,
-        addressable_memories
-    ) - 24usize];
-    ["Offset of field: PJRT_Client_AddressableMemories_Args::num_addressable_memories"][::std::mem::offset_of!(
-        PJRT_Client_AddressableMemories_Args,
-        num_addressable_memories
-    )
-        - 32usize];
+    ["Offset of field: PJRT_Client_AddressableMemories_Args::client"][::std::mem::offset_of!(PJRT_Client_AddressableMemories_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_AddressableMemories_Args::addressable_memories"]
+        [::std::mem::offset_of!(PJRT_Client_AddressableMemories_Args, addressable_memories) - 24usize];
+    ["Offset of field: PJRT_Client_AddressableMemories_Args::num_addressable_memories"]
+        [::std::mem::offset_of!(PJRT_Client_AddressableMemories_Args, num_addressable_memories) - 32usize];
 };
 impl Default for PJRT_Client_AddressableMemories_Args {
     fn default() -> Self {
@@ -1381,9 +1133,7 @@ impl Default for PJRT_Client_AddressableMemories_Args {
 }
 pub const PJRT_Client_AddressableMemories_Args_STRUCT_SIZE: _bindgen_ty_29 = 40;
 pub type _bindgen_ty_29 = ::std::os::raw::c_uint;
-pub type PJRT_Client_AddressableMemories = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_AddressableMemories_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_AddressableMemories = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_AddressableMemories_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Program {
@@ -1398,17 +1148,12 @@ pub struct PJRT_Program {
 const _: () = {
     ["Size of PJRT_Program"][::std::mem::size_of::<PJRT_Program>() - 48usize];
     ["Alignment of PJRT_Program"][::std::mem::align_of::<PJRT_Program>() - 8usize];
-    ["Offset of field: PJRT_Program::struct_size"]
-        [::std::mem::offset_of!(PJRT_Program, struct_size) - 0usize];
-    ["Offset of field: PJRT_Program::extension_start"]
-        [::std::mem::offset_of!(PJRT_Program, extension_start) - 8usize];
+    ["Offset of field: PJRT_Program::struct_size"][::std::mem::offset_of!(PJRT_Program, struct_size) - 0usize];
+    ["Offset of field: PJRT_Program::extension_start"][::std::mem::offset_of!(PJRT_Program, extension_start) - 8usize];
     ["Offset of field: PJRT_Program::code"][::std::mem::offset_of!(PJRT_Program, code) - 16usize];
-    ["Offset of field: PJRT_Program::code_size"]
-        [::std::mem::offset_of!(PJRT_Program, code_size) - 24usize];
-    ["Offset of field: PJRT_Program::format"]
-        [::std::mem::offset_of!(PJRT_Program, format) - 32usize];
-    ["Offset of field: PJRT_Program::format_size"]
-        [::std::mem::offset_of!(PJRT_Program, format_size) - 40usize];
+    ["Offset of field: PJRT_Program::code_size"][::std::mem::offset_of!(PJRT_Program, code_size) - 24usize];
+    ["Offset of field: PJRT_Program::format"][::std::mem::offset_of!(PJRT_Program, format) - 32usize];
+    ["Offset of field: PJRT_Program::format_size"][::std::mem::offset_of!(PJRT_Program, format_size) - 40usize];
 };
 impl Default for PJRT_Program {
     fn default() -> Self {
@@ -1436,24 +1181,15 @@ pub struct PJRT_Client_Compile_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_Compile_Args"]
-        [::std::mem::size_of::<PJRT_Client_Compile_Args>() - 56usize];
-    ["Alignment of PJRT_Client_Compile_Args"]
-        [::std::mem::align_of::<PJRT_Client_Compile_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_Compile_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_Compile_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_Compile_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_Compile_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_Compile_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_Compile_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_Compile_Args::program"]
-        [::std::mem::offset_of!(PJRT_Client_Compile_Args, program) - 24usize];
-    ["Offset of field: PJRT_Client_Compile_Args::compile_options"]
-        [::std::mem::offset_of!(PJRT_Client_Compile_Args, compile_options) - 32usize];
-    ["Offset of field: PJRT_Client_Compile_Args::compile_options_size"]
-        [::std::mem::offset_of!(PJRT_Client_Compile_Args, compile_options_size) - 40usize];
-    ["Offset of field: PJRT_Client_Compile_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Client_Compile_Args, executable) - 48usize];
+    ["Size of PJRT_Client_Compile_Args"][::std::mem::size_of::<PJRT_Client_Compile_Args>() - 56usize];
+    ["Alignment of PJRT_Client_Compile_Args"][::std::mem::align_of::<PJRT_Client_Compile_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_Compile_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_Compile_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_Compile_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_Compile_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_Compile_Args::client"][::std::mem::offset_of!(PJRT_Client_Compile_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_Compile_Args::program"][::std::mem::offset_of!(PJRT_Client_Compile_Args, program) - 24usize];
+    ["Offset of field: PJRT_Client_Compile_Args::compile_options"][::std::mem::offset_of!(PJRT_Client_Compile_Args, compile_options) - 32usize];
+    ["Offset of field: PJRT_Client_Compile_Args::compile_options_size"][::std::mem::offset_of!(PJRT_Client_Compile_Args, compile_options_size) - 40usize];
+    ["Offset of field: PJRT_Client_Compile_Args::executable"][::std::mem::offset_of!(PJRT_Client_Compile_Args, executable) - 48usize];
 };
 impl Default for PJRT_Client_Compile_Args {
     fn default() -> Self {
@@ -1468,9 +1204,7 @@ impl Default for PJRT_Client_Compile_Args {
 }
 pub const PJRT_Client_Compile_Args_STRUCT_SIZE: _bindgen_ty_31 = 56;
 pub type _bindgen_ty_31 = ::std::os::raw::c_uint;
-pub type PJRT_Client_Compile = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_Compile_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_Compile = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_Compile_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_DefaultDeviceAssignment_Args {
@@ -1484,33 +1218,21 @@ pub struct PJRT_Client_DefaultDeviceAssignment_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_DefaultDeviceAssignment_Args"]
-        [::std::mem::size_of::<PJRT_Client_DefaultDeviceAssignment_Args>() - 48usize];
-    ["Alignment of PJRT_Client_DefaultDeviceAssignment_Args"]
-        [::std::mem::align_of::<PJRT_Client_DefaultDeviceAssignment_Args>() - 8usize];
+    ["Size of PJRT_Client_DefaultDeviceAssignment_Args"][::std::mem::size_of::<PJRT_Client_DefaultDeviceAssignment_Args>() - 48usize];
+    ["Alignment of PJRT_Client_DefaultDeviceAssignment_Args"][::std::mem::align_of::<PJRT_Client_DefaultDeviceAssignment_Args>() - 8usize];
     ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Client_DefaultDeviceAssignment_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Client_DefaultDeviceAssignment_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_DefaultDeviceAssignment_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Client_DefaultDeviceAssignment_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::client"][::std::mem::offset_of!(PJRT_Client_DefaultDeviceAssignment_Args, client) - 16usize];
     ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::num_replicas"]
         [::std::mem::offset_of!(PJRT_Client_DefaultDeviceAssignment_Args, num_replicas) - 24usize];
-    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::num_partitions"][::std::mem::offset_of!(
-        PJRT_Client_DefaultDeviceAssignment_Args,
-        num_partitions
-    ) - 28usize];
-    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::default_assignment_size"][::std::mem::offset_of!(
-        PJRT_Client_DefaultDeviceAssignment_Args,
-        default_assignment_size
-    )
-        - 32usize];
-    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::default_assignment"][::std::mem::offset_of!(
-        PJRT_Client_DefaultDeviceAssignment_Args,
-        default_assignment
-    ) - 40usize];
+    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::num_partitions"]
+        [::std::mem::offset_of!(PJRT_Client_DefaultDeviceAssignment_Args, num_partitions) - 28usize];
+    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::default_assignment_size"]
+        [::std::mem::offset_of!(PJRT_Client_DefaultDeviceAssignment_Args, default_assignment_size) - 32usize];
+    ["Offset of field: PJRT_Client_DefaultDeviceAssignment_Args::default_assignment"]
+        [::std::mem::offset_of!(PJRT_Client_DefaultDeviceAssignment_Args, default_assignment) - 40usize];
 };
 impl Default for PJRT_Client_DefaultDeviceAssignment_Args {
     fn default() -> Self {
@@ -1525,9 +1247,8 @@ impl Default for PJRT_Client_DefaultDeviceAssignment_Args {
 }
 pub const PJRT_Client_DefaultDeviceAssignment_Args_STRUCT_SIZE: _bindgen_ty_32 = 48;
 pub type _bindgen_ty_32 = ::std::os::raw::c_uint;
-pub type PJRT_Client_DefaultDeviceAssignment = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_DefaultDeviceAssignment_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_DefaultDeviceAssignment =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_DefaultDeviceAssignment_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_DmaMap_Args {
@@ -1540,18 +1261,12 @@ pub struct PJRT_Client_DmaMap_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Client_DmaMap_Args"][::std::mem::size_of::<PJRT_Client_DmaMap_Args>() - 40usize];
-    ["Alignment of PJRT_Client_DmaMap_Args"]
-        [::std::mem::align_of::<PJRT_Client_DmaMap_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_DmaMap_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_DmaMap_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_DmaMap_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_DmaMap_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_DmaMap_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_DmaMap_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_DmaMap_Args::data"]
-        [::std::mem::offset_of!(PJRT_Client_DmaMap_Args, data) - 24usize];
-    ["Offset of field: PJRT_Client_DmaMap_Args::size"]
-        [::std::mem::offset_of!(PJRT_Client_DmaMap_Args, size) - 32usize];
+    ["Alignment of PJRT_Client_DmaMap_Args"][::std::mem::align_of::<PJRT_Client_DmaMap_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_DmaMap_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_DmaMap_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_DmaMap_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_DmaMap_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_DmaMap_Args::client"][::std::mem::offset_of!(PJRT_Client_DmaMap_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_DmaMap_Args::data"][::std::mem::offset_of!(PJRT_Client_DmaMap_Args, data) - 24usize];
+    ["Offset of field: PJRT_Client_DmaMap_Args::size"][::std::mem::offset_of!(PJRT_Client_DmaMap_Args, size) - 32usize];
 };
 impl Default for PJRT_Client_DmaMap_Args {
     fn default() -> Self {
@@ -1566,9 +1281,7 @@ impl Default for PJRT_Client_DmaMap_Args {
 }
 pub const PJRT_Client_DmaMap_Args_STRUCT_SIZE: _bindgen_ty_33 = 40;
 pub type _bindgen_ty_33 = ::std::os::raw::c_uint;
-pub type PJRT_Client_DmaMap = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_DmaMap_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_DmaMap = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_DmaMap_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_DmaUnmap_Args {
@@ -1579,18 +1292,12 @@ pub struct PJRT_Client_DmaUnmap_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_DmaUnmap_Args"]
-        [::std::mem::size_of::<PJRT_Client_DmaUnmap_Args>() - 32usize];
-    ["Alignment of PJRT_Client_DmaUnmap_Args"]
-        [::std::mem::align_of::<PJRT_Client_DmaUnmap_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_DmaUnmap_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_DmaUnmap_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_DmaUnmap_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Client_DmaUnmap_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_DmaUnmap_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_DmaUnmap_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_DmaUnmap_Args::data"]
-        [::std::mem::offset_of!(PJRT_Client_DmaUnmap_Args, data) - 24usize];
+    ["Size of PJRT_Client_DmaUnmap_Args"][::std::mem::size_of::<PJRT_Client_DmaUnmap_Args>() - 32usize];
+    ["Alignment of PJRT_Client_DmaUnmap_Args"][::std::mem::align_of::<PJRT_Client_DmaUnmap_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_DmaUnmap_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_DmaUnmap_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_DmaUnmap_Args::extension_start"][::std::mem::offset_of!(PJRT_Client_DmaUnmap_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_DmaUnmap_Args::client"][::std::mem::offset_of!(PJRT_Client_DmaUnmap_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_DmaUnmap_Args::data"][::std::mem::offset_of!(PJRT_Client_DmaUnmap_Args, data) - 24usize];
 };
 impl Default for PJRT_Client_DmaUnmap_Args {
     fn default() -> Self {
@@ -1605,9 +1312,7 @@ impl Default for PJRT_Client_DmaUnmap_Args {
 }
 pub const PJRT_Client_DmaUnmap_Args_STRUCT_SIZE: _bindgen_ty_34 = 32;
 pub type _bindgen_ty_34 = ::std::os::raw::c_uint;
-pub type PJRT_Client_DmaUnmap = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_DmaUnmap_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_DmaUnmap = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_DmaUnmap_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_AsyncHostToDeviceTransferManager_Destroy_Args {
@@ -1617,25 +1322,14 @@ pub struct PJRT_AsyncHostToDeviceTransferManager_Destroy_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_AsyncHostToDeviceTransferManager_Destroy_Args"]
-        [::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_Destroy_Args>() - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Destroy_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_Destroy_Args,
-        struct_size
-    )
-        - 0usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Destroy_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_Destroy_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Destroy_Args::transfer_manager"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_Destroy_Args,
-        transfer_manager
-    )
-        - 16usize];
+    ["Size of PJRT_AsyncHostToDeviceTransferManager_Destroy_Args"][::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_Destroy_Args>() - 24usize];
+    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_Destroy_Args"][::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_Destroy_Args>() - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Destroy_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_Destroy_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Destroy_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_Destroy_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Destroy_Args::transfer_manager"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_Destroy_Args, transfer_manager) - 16usize];
 };
 impl Default for PJRT_AsyncHostToDeviceTransferManager_Destroy_Args {
     fn default() -> Self {
@@ -1650,11 +1344,8 @@ impl Default for PJRT_AsyncHostToDeviceTransferManager_Destroy_Args {
 }
 pub const PJRT_AsyncHostToDeviceTransferManager_Destroy_Args_STRUCT_SIZE: _bindgen_ty_35 = 24;
 pub type _bindgen_ty_35 = ::std::os::raw::c_uint;
-pub type PJRT_AsyncHostToDeviceTransferManager_Destroy = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_AsyncHostToDeviceTransferManager_Destroy_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_AsyncHostToDeviceTransferManager_Destroy =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_AsyncHostToDeviceTransferManager_Destroy_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_AsyncHostToDeviceTransferManager_TransferData_Args {
@@ -1670,44 +1361,28 @@ pub struct PJRT_AsyncHostToDeviceTransferManager_TransferData_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_AsyncHostToDeviceTransferManager_TransferData_Args"][::std::mem::size_of::<
-        PJRT_AsyncHostToDeviceTransferManager_TransferData_Args,
-    >() - 72usize];
-    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_TransferData_Args"][::std::mem::align_of::<
-        PJRT_AsyncHostToDeviceTransferManager_TransferData_Args,
-    >() - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_TransferData_Args,
-        struct_size
-    )
-        - 0usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_TransferData_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::transfer_manager"] [:: std :: mem :: offset_of ! (PJRT_AsyncHostToDeviceTransferManager_TransferData_Args , transfer_manager) - 16usize] ;
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::buffer_index"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_TransferData_Args,
-        buffer_index
-    )
-        - 24usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::data"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_TransferData_Args,
-        data
-    ) - 32usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::offset"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_TransferData_Args,
-        offset
-    )
-        - 40usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::transfer_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_TransferData_Args,
-        transfer_size
-    )
-        - 48usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::is_last_transfer"] [:: std :: mem :: offset_of ! (PJRT_AsyncHostToDeviceTransferManager_TransferData_Args , is_last_transfer) - 56usize] ;
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::done_with_h2d_transfer"] [:: std :: mem :: offset_of ! (PJRT_AsyncHostToDeviceTransferManager_TransferData_Args , done_with_h2d_transfer) - 64usize] ;
+    ["Size of PJRT_AsyncHostToDeviceTransferManager_TransferData_Args"]
+        [::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_TransferData_Args>() - 72usize];
+    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_TransferData_Args"]
+        [::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_TransferData_Args>() - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_TransferData_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_TransferData_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::transfer_manager"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_TransferData_Args, transfer_manager) - 16usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::buffer_index"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_TransferData_Args, buffer_index) - 24usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::data"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_TransferData_Args, data) - 32usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::offset"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_TransferData_Args, offset) - 40usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::transfer_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_TransferData_Args, transfer_size) - 48usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::is_last_transfer"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_TransferData_Args, is_last_transfer) - 56usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args::done_with_h2d_transfer"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_TransferData_Args, done_with_h2d_transfer) - 64usize];
 };
 impl Default for PJRT_AsyncHostToDeviceTransferManager_TransferData_Args {
     fn default() -> Self {
@@ -1722,11 +1397,8 @@ impl Default for PJRT_AsyncHostToDeviceTransferManager_TransferData_Args {
 }
 pub const PJRT_AsyncHostToDeviceTransferManager_TransferData_Args_STRUCT_SIZE: _bindgen_ty_36 = 72;
 pub type _bindgen_ty_36 = ::std::os::raw::c_uint;
-pub type PJRT_AsyncHostToDeviceTransferManager_TransferData = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_AsyncHostToDeviceTransferManager_TransferData_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_AsyncHostToDeviceTransferManager_TransferData =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_AsyncHostToDeviceTransferManager_TransferData_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args {
@@ -1738,29 +1410,20 @@ pub struct PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args"][::std::mem::size_of::<
-        PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args,
-    >() - 40usize];
-    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args"][::std::mem::align_of::<
-        PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args,
-    >() - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args,
-        struct_size
-    )
-        - 0usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::extension_start"] [:: std :: mem :: offset_of ! (PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args , extension_start) - 8usize] ;
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::transfer_manager"] [:: std :: mem :: offset_of ! (PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args , transfer_manager) - 16usize] ;
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::buffer_index"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args,
-        buffer_index
-    )
-        - 24usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::buffer_out"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args,
-        buffer_out
-    )
-        - 32usize];
+    ["Size of PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args"]
+        [::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args>() - 40usize];
+    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args"]
+        [::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args>() - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::transfer_manager"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args, transfer_manager) - 16usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::buffer_index"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args, buffer_index) - 24usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args::buffer_out"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args, buffer_out) - 32usize];
 };
 impl Default for PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args {
     fn default() -> Self {
@@ -1773,14 +1436,10 @@ impl Default for PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args {
         }
     }
 }
-pub const PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args_STRUCT_SIZE: _bindgen_ty_37 =
-    40;
+pub const PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args_STRUCT_SIZE: _bindgen_ty_37 = 40;
 pub type _bindgen_ty_37 = ::std::os::raw::c_uint;
-pub type PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_AsyncHostToDeviceTransferManager_Device_Args {
@@ -1791,28 +1450,16 @@ pub struct PJRT_AsyncHostToDeviceTransferManager_Device_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_AsyncHostToDeviceTransferManager_Device_Args"]
-        [::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_Device_Args>() - 32usize];
-    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_Device_Args"]
-        [::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_Device_Args>() - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Device_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_Device_Args,
-        struct_size
-    ) - 0usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Device_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_Device_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Device_Args::transfer_manager"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_Device_Args,
-        transfer_manager
-    )
-        - 16usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Device_Args::device_out"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_Device_Args,
-        device_out
-    ) - 24usize];
+    ["Size of PJRT_AsyncHostToDeviceTransferManager_Device_Args"][::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_Device_Args>() - 32usize];
+    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_Device_Args"][::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_Device_Args>() - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Device_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_Device_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Device_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_Device_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Device_Args::transfer_manager"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_Device_Args, transfer_manager) - 16usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_Device_Args::device_out"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_Device_Args, device_out) - 24usize];
 };
 impl Default for PJRT_AsyncHostToDeviceTransferManager_Device_Args {
     fn default() -> Self {
@@ -1827,11 +1474,8 @@ impl Default for PJRT_AsyncHostToDeviceTransferManager_Device_Args {
 }
 pub const PJRT_AsyncHostToDeviceTransferManager_Device_Args_STRUCT_SIZE: _bindgen_ty_38 = 32;
 pub type _bindgen_ty_38 = ::std::os::raw::c_uint;
-pub type PJRT_AsyncHostToDeviceTransferManager_Device = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_AsyncHostToDeviceTransferManager_Device_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_AsyncHostToDeviceTransferManager_Device =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_AsyncHostToDeviceTransferManager_Device_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args {
@@ -1846,26 +1490,14 @@ const _: () = {
         [::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args>() - 32usize];
     ["Alignment of PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args"]
         [::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args>() - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args,
-        struct_size
-    )
-        - 0usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args::transfer_manager"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args,
-        transfer_manager
-    )
-        - 16usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args::buffer_count"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args,
-        buffer_count
-    )
-        - 24usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args::transfer_manager"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args, transfer_manager) - 16usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args::buffer_count"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args, buffer_count) - 24usize];
 };
 impl Default for PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args {
     fn default() -> Self {
@@ -1880,11 +1512,8 @@ impl Default for PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args {
 }
 pub const PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args_STRUCT_SIZE: _bindgen_ty_39 = 32;
 pub type _bindgen_ty_39 = ::std::os::raw::c_uint;
-pub type PJRT_AsyncHostToDeviceTransferManager_BufferCount = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_AsyncHostToDeviceTransferManager_BufferCount =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args {
@@ -1896,35 +1525,19 @@ pub struct PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args"]
-        [::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args>() - 40usize];
+    ["Size of PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args"][::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args>() - 40usize];
     ["Alignment of PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args"]
         [::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args>() - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args,
-        struct_size
-    )
-        - 0usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::transfer_manager"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args,
-        transfer_manager
-    )
-        - 16usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::buffer_index"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args,
-        buffer_index
-    )
-        - 24usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::buffer_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args,
-        buffer_size
-    )
-        - 32usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::transfer_manager"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args, transfer_manager) - 16usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::buffer_index"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args, buffer_index) - 24usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args::buffer_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args, buffer_size) - 32usize];
 };
 impl Default for PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args {
     fn default() -> Self {
@@ -1939,11 +1552,8 @@ impl Default for PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args {
 }
 pub const PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args_STRUCT_SIZE: _bindgen_ty_40 = 40;
 pub type _bindgen_ty_40 = ::std::os::raw::c_uint;
-pub type PJRT_AsyncHostToDeviceTransferManager_BufferSize = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_AsyncHostToDeviceTransferManager_BufferSize =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args {
@@ -1957,35 +1567,24 @@ pub struct PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args"][::std::mem::size_of::<
-        PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args,
-    >() - 48usize];
-    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args"][::std::mem::align_of::<
-        PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args,
-    >() - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args,
-        struct_size
-    )
-        - 0usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::extension_start"] [:: std :: mem :: offset_of ! (PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args , extension_start) - 8usize] ;
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::transfer_manager"] [:: std :: mem :: offset_of ! (PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args , transfer_manager) - 16usize] ;
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::buffer_index"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args,
-        buffer_index
-    )
-        - 24usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::error_code"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args,
-        error_code
-    )
-        - 28usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::error_message"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args,
-        error_message
-    )
-        - 32usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::error_message_size"] [:: std :: mem :: offset_of ! (PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args , error_message_size) - 40usize] ;
+    ["Size of PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args"]
+        [::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args>() - 48usize];
+    ["Alignment of PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args"]
+        [::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args>() - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::transfer_manager"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args, transfer_manager) - 16usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::buffer_index"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args, buffer_index) - 24usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::error_code"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args, error_code) - 28usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::error_message"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args, error_message) - 32usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args::error_message_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args, error_message_size) - 40usize];
 };
 impl Default for PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args {
     fn default() -> Self {
@@ -1998,14 +1597,10 @@ impl Default for PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args {
         }
     }
 }
-pub const PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args_STRUCT_SIZE: _bindgen_ty_41 =
-    48;
+pub const PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args_STRUCT_SIZE: _bindgen_ty_41 = 48;
 pub type _bindgen_ty_41 = ::std::os::raw::c_uint;
-pub type PJRT_AsyncHostToDeviceTransferManager_SetBufferError = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_AsyncHostToDeviceTransferManager_SetBufferError =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args {
@@ -2021,27 +1616,16 @@ const _: () = {
         [::std::mem::size_of::<PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args>() - 40usize];
     ["Alignment of PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args"]
         [::std::mem::align_of::<PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args>() - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args,
-        struct_size
-    )
-        - 0usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::transfer_manager"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args,
-        transfer_manager
-    )
-        - 16usize];
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::transfer_metadata"] [:: std :: mem :: offset_of ! (PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args , transfer_metadata) - 24usize] ;
-    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::num_metadata"][::std::mem::offset_of!(
-        PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args,
-        num_metadata
-    )
-        - 32usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::transfer_manager"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args, transfer_manager) - 16usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::transfer_metadata"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args, transfer_metadata) - 24usize];
+    ["Offset of field: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args::num_metadata"]
+        [::std::mem::offset_of!(PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args, num_metadata) - 32usize];
 };
 impl Default for PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args {
     fn default() -> Self {
@@ -2056,11 +1640,8 @@ impl Default for PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args {
 }
 pub const PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args_STRUCT_SIZE: _bindgen_ty_42 = 40;
 pub type _bindgen_ty_42 = ::std::os::raw::c_uint;
-pub type PJRT_AsyncHostToDeviceTransferManager_AddMetadata = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_AsyncHostToDeviceTransferManager_AddMetadata =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args) -> *mut PJRT_Error>;
 pub const PJRT_Buffer_Type_PJRT_Buffer_Type_INVALID: PJRT_Buffer_Type = 0;
 pub const PJRT_Buffer_Type_PJRT_Buffer_Type_PRED: PJRT_Buffer_Type = 1;
 pub const PJRT_Buffer_Type_PJRT_Buffer_Type_S8: PJRT_Buffer_Type = 2;
@@ -2092,19 +1673,13 @@ pub const PJRT_Buffer_Type_PJRT_Buffer_Type_F8E3M4: PJRT_Buffer_Type = 27;
 pub const PJRT_Buffer_Type_PJRT_Buffer_Type_F8E8M0FNU: PJRT_Buffer_Type = 28;
 pub const PJRT_Buffer_Type_PJRT_Buffer_Type_F4E2M1FN: PJRT_Buffer_Type = 29;
 pub type PJRT_Buffer_Type = ::std::os::raw::c_uint;
-pub const PJRT_HostBufferSemantics_PJRT_HostBufferSemantics_kImmutableOnlyDuringCall:
-    PJRT_HostBufferSemantics = 0;
-pub const PJRT_HostBufferSemantics_PJRT_HostBufferSemantics_kImmutableUntilTransferCompletes:
-    PJRT_HostBufferSemantics = 1;
-pub const PJRT_HostBufferSemantics_PJRT_HostBufferSemantics_kImmutableZeroCopy:
-    PJRT_HostBufferSemantics = 2;
-pub const PJRT_HostBufferSemantics_PJRT_HostBufferSemantics_kMutableZeroCopy:
-    PJRT_HostBufferSemantics = 3;
+pub const PJRT_HostBufferSemantics_PJRT_HostBufferSemantics_kImmutableOnlyDuringCall: PJRT_HostBufferSemantics = 0;
+pub const PJRT_HostBufferSemantics_PJRT_HostBufferSemantics_kImmutableUntilTransferCompletes: PJRT_HostBufferSemantics = 1;
+pub const PJRT_HostBufferSemantics_PJRT_HostBufferSemantics_kImmutableZeroCopy: PJRT_HostBufferSemantics = 2;
+pub const PJRT_HostBufferSemantics_PJRT_HostBufferSemantics_kMutableZeroCopy: PJRT_HostBufferSemantics = 3;
 pub type PJRT_HostBufferSemantics = ::std::os::raw::c_uint;
-pub const PJRT_Buffer_MemoryLayout_Type_PJRT_Buffer_MemoryLayout_Type_Tiled:
-    PJRT_Buffer_MemoryLayout_Type = 0;
-pub const PJRT_Buffer_MemoryLayout_Type_PJRT_Buffer_MemoryLayout_Type_Strides:
-    PJRT_Buffer_MemoryLayout_Type = 1;
+pub const PJRT_Buffer_MemoryLayout_Type_PJRT_Buffer_MemoryLayout_Type_Tiled: PJRT_Buffer_MemoryLayout_Type = 0;
+pub const PJRT_Buffer_MemoryLayout_Type_PJRT_Buffer_MemoryLayout_Type_Strides: PJRT_Buffer_MemoryLayout_Type = 1;
 pub type PJRT_Buffer_MemoryLayout_Type = ::std::os::raw::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -2119,24 +1694,16 @@ pub struct PJRT_Buffer_MemoryLayout_Tiled {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_MemoryLayout_Tiled"]
-        [::std::mem::size_of::<PJRT_Buffer_MemoryLayout_Tiled>() - 56usize];
-    ["Alignment of PJRT_Buffer_MemoryLayout_Tiled"]
-        [::std::mem::align_of::<PJRT_Buffer_MemoryLayout_Tiled>() - 8usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::minor_to_major"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, minor_to_major) - 16usize];
+    ["Size of PJRT_Buffer_MemoryLayout_Tiled"][::std::mem::size_of::<PJRT_Buffer_MemoryLayout_Tiled>() - 56usize];
+    ["Alignment of PJRT_Buffer_MemoryLayout_Tiled"][::std::mem::align_of::<PJRT_Buffer_MemoryLayout_Tiled>() - 8usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::struct_size"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::extension_start"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::minor_to_major"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, minor_to_major) - 16usize];
     ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::minor_to_major_size"]
         [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, minor_to_major_size) - 24usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::tile_dims"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, tile_dims) - 32usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::tile_dim_sizes"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, tile_dim_sizes) - 40usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::num_tiles"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, num_tiles) - 48usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::tile_dims"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, tile_dims) - 32usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::tile_dim_sizes"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, tile_dim_sizes) - 40usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout_Tiled::num_tiles"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Tiled, num_tiles) - 48usize];
 };
 impl Default for PJRT_Buffer_MemoryLayout_Tiled {
     fn default() -> Self {
@@ -2161,16 +1728,11 @@ pub struct PJRT_Buffer_MemoryLayout_Strides {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_MemoryLayout_Strides"]
-        [::std::mem::size_of::<PJRT_Buffer_MemoryLayout_Strides>() - 32usize];
-    ["Alignment of PJRT_Buffer_MemoryLayout_Strides"]
-        [::std::mem::align_of::<PJRT_Buffer_MemoryLayout_Strides>() - 8usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout_Strides::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Strides, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout_Strides::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Strides, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout_Strides::byte_strides"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Strides, byte_strides) - 16usize];
+    ["Size of PJRT_Buffer_MemoryLayout_Strides"][::std::mem::size_of::<PJRT_Buffer_MemoryLayout_Strides>() - 32usize];
+    ["Alignment of PJRT_Buffer_MemoryLayout_Strides"][::std::mem::align_of::<PJRT_Buffer_MemoryLayout_Strides>() - 8usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout_Strides::struct_size"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Strides, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout_Strides::extension_start"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Strides, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout_Strides::byte_strides"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Strides, byte_strides) - 16usize];
     ["Offset of field: PJRT_Buffer_MemoryLayout_Strides::num_byte_strides"]
         [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout_Strides, num_byte_strides) - 24usize];
 };
@@ -2203,14 +1765,10 @@ pub union PJRT_Buffer_MemoryLayout__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_MemoryLayout__bindgen_ty_1"]
-        [::std::mem::size_of::<PJRT_Buffer_MemoryLayout__bindgen_ty_1>() - 56usize];
-    ["Alignment of PJRT_Buffer_MemoryLayout__bindgen_ty_1"]
-        [::std::mem::align_of::<PJRT_Buffer_MemoryLayout__bindgen_ty_1>() - 8usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout__bindgen_ty_1::tiled"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout__bindgen_ty_1, tiled) - 0usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout__bindgen_ty_1::strides"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout__bindgen_ty_1, strides) - 0usize];
+    ["Size of PJRT_Buffer_MemoryLayout__bindgen_ty_1"][::std::mem::size_of::<PJRT_Buffer_MemoryLayout__bindgen_ty_1>() - 56usize];
+    ["Alignment of PJRT_Buffer_MemoryLayout__bindgen_ty_1"][::std::mem::align_of::<PJRT_Buffer_MemoryLayout__bindgen_ty_1>() - 8usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout__bindgen_ty_1::tiled"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout__bindgen_ty_1, tiled) - 0usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout__bindgen_ty_1::strides"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout__bindgen_ty_1, strides) - 0usize];
 };
 impl Default for PJRT_Buffer_MemoryLayout__bindgen_ty_1 {
     fn default() -> Self {
@@ -2225,16 +1783,11 @@ impl Default for PJRT_Buffer_MemoryLayout__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_MemoryLayout"]
-        [::std::mem::size_of::<PJRT_Buffer_MemoryLayout>() - 80usize];
-    ["Alignment of PJRT_Buffer_MemoryLayout"]
-        [::std::mem::align_of::<PJRT_Buffer_MemoryLayout>() - 8usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_MemoryLayout::type_"]
-        [::std::mem::offset_of!(PJRT_Buffer_MemoryLayout, type_) - 72usize];
+    ["Size of PJRT_Buffer_MemoryLayout"][::std::mem::size_of::<PJRT_Buffer_MemoryLayout>() - 80usize];
+    ["Alignment of PJRT_Buffer_MemoryLayout"][::std::mem::align_of::<PJRT_Buffer_MemoryLayout>() - 8usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout::struct_size"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout::extension_start"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_MemoryLayout::type_"][::std::mem::offset_of!(PJRT_Buffer_MemoryLayout, type_) - 72usize];
 };
 impl Default for PJRT_Buffer_MemoryLayout {
     fn default() -> Self {
@@ -2265,33 +1818,22 @@ pub struct PJRT_Client_CreateUninitializedBuffer_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_CreateUninitializedBuffer_Args"]
-        [::std::mem::size_of::<PJRT_Client_CreateUninitializedBuffer_Args>() - 80usize];
-    ["Alignment of PJRT_Client_CreateUninitializedBuffer_Args"]
-        [::std::mem::align_of::<PJRT_Client_CreateUninitializedBuffer_Args>() - 8usize];
+    ["Size of PJRT_Client_CreateUninitializedBuffer_Args"][::std::mem::size_of::<PJRT_Client_CreateUninitializedBuffer_Args>() - 80usize];
+    ["Alignment of PJRT_Client_CreateUninitializedBuffer_Args"][::std::mem::align_of::<PJRT_Client_CreateUninitializedBuffer_Args>() - 8usize];
     ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Client_CreateUninitializedBuffer_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Client_CreateUninitializedBuffer_Args,
-        extension_start
-    ) - 8usize];
+    ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Client_CreateUninitializedBuffer_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::client"]
         [::std::mem::offset_of!(PJRT_Client_CreateUninitializedBuffer_Args, client) - 16usize];
     ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::shape_dims"]
         [::std::mem::offset_of!(PJRT_Client_CreateUninitializedBuffer_Args, shape_dims) - 24usize];
-    ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::shape_num_dims"][::std::mem::offset_of!(
-        PJRT_Client_CreateUninitializedBuffer_Args,
-        shape_num_dims
-    ) - 32usize];
-    ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::shape_element_type"][::std::mem::offset_of!(
-        PJRT_Client_CreateUninitializedBuffer_Args,
-        shape_element_type
-    )
-        - 40usize];
-    ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::shape_layout"][::std::mem::offset_of!(
-        PJRT_Client_CreateUninitializedBuffer_Args,
-        shape_layout
-    ) - 48usize];
+    ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::shape_num_dims"]
+        [::std::mem::offset_of!(PJRT_Client_CreateUninitializedBuffer_Args, shape_num_dims) - 32usize];
+    ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::shape_element_type"]
+        [::std::mem::offset_of!(PJRT_Client_CreateUninitializedBuffer_Args, shape_element_type) - 40usize];
+    ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::shape_layout"]
+        [::std::mem::offset_of!(PJRT_Client_CreateUninitializedBuffer_Args, shape_layout) - 48usize];
     ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::device"]
         [::std::mem::offset_of!(PJRT_Client_CreateUninitializedBuffer_Args, device) - 56usize];
     ["Offset of field: PJRT_Client_CreateUninitializedBuffer_Args::memory"]
@@ -2312,9 +1854,8 @@ impl Default for PJRT_Client_CreateUninitializedBuffer_Args {
 }
 pub const PJRT_Client_CreateUninitializedBuffer_Args_STRUCT_SIZE: _bindgen_ty_46 = 80;
 pub type _bindgen_ty_46 = ::std::os::raw::c_uint;
-pub type PJRT_Client_CreateUninitializedBuffer = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_CreateUninitializedBuffer_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_CreateUninitializedBuffer =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_CreateUninitializedBuffer_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_CreateAliasBuffer_Args {
@@ -2331,32 +1872,22 @@ pub struct PJRT_Client_CreateAliasBuffer_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_CreateAliasBuffer_Args"]
-        [::std::mem::size_of::<PJRT_Client_CreateAliasBuffer_Args>() - 80usize];
-    ["Alignment of PJRT_Client_CreateAliasBuffer_Args"]
-        [::std::mem::align_of::<PJRT_Client_CreateAliasBuffer_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, struct_size) - 0usize];
+    ["Size of PJRT_Client_CreateAliasBuffer_Args"][::std::mem::size_of::<PJRT_Client_CreateAliasBuffer_Args>() - 80usize];
+    ["Alignment of PJRT_Client_CreateAliasBuffer_Args"][::std::mem::align_of::<PJRT_Client_CreateAliasBuffer_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, memory) - 24usize];
-    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::shape_dims"]
-        [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, shape_dims) - 32usize];
+    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::client"][::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::memory"][::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, memory) - 24usize];
+    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::shape_dims"][::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, shape_dims) - 32usize];
     ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::shape_num_dims"]
         [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, shape_num_dims) - 40usize];
     ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::shape_element_type"]
         [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, shape_element_type) - 48usize];
-    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::shape_layout"]
-        [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, shape_layout) - 56usize];
-    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::alias_buffer"]
-        [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, alias_buffer) - 64usize];
-    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::fulfill_alias_buffer_cb"][::std::mem::offset_of!(
-        PJRT_Client_CreateAliasBuffer_Args,
-        fulfill_alias_buffer_cb
-    ) - 72usize];
+    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::shape_layout"][::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, shape_layout) - 56usize];
+    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::alias_buffer"][::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, alias_buffer) - 64usize];
+    ["Offset of field: PJRT_Client_CreateAliasBuffer_Args::fulfill_alias_buffer_cb"]
+        [::std::mem::offset_of!(PJRT_Client_CreateAliasBuffer_Args, fulfill_alias_buffer_cb) - 72usize];
 };
 impl Default for PJRT_Client_CreateAliasBuffer_Args {
     fn default() -> Self {
@@ -2371,9 +1902,7 @@ impl Default for PJRT_Client_CreateAliasBuffer_Args {
 }
 pub const PJRT_Client_CreateAliasBuffer_Args_STRUCT_SIZE: _bindgen_ty_47 = 80;
 pub type _bindgen_ty_47 = ::std::os::raw::c_uint;
-pub type PJRT_Client_CreateAliasBuffer = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_CreateAliasBuffer_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_CreateAliasBuffer = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_CreateAliasBuffer_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_FulfillAliasBuffer_Args {
@@ -2388,28 +1917,20 @@ pub struct PJRT_Client_FulfillAliasBuffer_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_FulfillAliasBuffer_Args"]
-        [::std::mem::size_of::<PJRT_Client_FulfillAliasBuffer_Args>() - 64usize];
-    ["Alignment of PJRT_Client_FulfillAliasBuffer_Args"]
-        [::std::mem::align_of::<PJRT_Client_FulfillAliasBuffer_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, struct_size) - 0usize];
+    ["Size of PJRT_Client_FulfillAliasBuffer_Args"][::std::mem::size_of::<PJRT_Client_FulfillAliasBuffer_Args>() - 64usize];
+    ["Alignment of PJRT_Client_FulfillAliasBuffer_Args"][::std::mem::align_of::<PJRT_Client_FulfillAliasBuffer_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::struct_size"][::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, buffer) - 24usize];
-    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::status_code"]
-        [::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, status_code) - 32usize];
+    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::client"][::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::buffer"][::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, buffer) - 24usize];
+    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::status_code"][::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, status_code) - 32usize];
     ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::error_message"]
         [::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, error_message) - 40usize];
     ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::error_message_size"]
         [::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, error_message_size) - 48usize];
-    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::fulfill_alias_buffer_cb"][::std::mem::offset_of!(
-        PJRT_Client_FulfillAliasBuffer_Args,
-        fulfill_alias_buffer_cb
-    ) - 56usize];
+    ["Offset of field: PJRT_Client_FulfillAliasBuffer_Args::fulfill_alias_buffer_cb"]
+        [::std::mem::offset_of!(PJRT_Client_FulfillAliasBuffer_Args, fulfill_alias_buffer_cb) - 56usize];
 };
 impl Default for PJRT_Client_FulfillAliasBuffer_Args {
     fn default() -> Self {
@@ -2424,9 +1945,7 @@ impl Default for PJRT_Client_FulfillAliasBuffer_Args {
 }
 pub const PJRT_Client_FulfillAliasBuffer_Args_STRUCT_SIZE: _bindgen_ty_48 = 64;
 pub type _bindgen_ty_48 = ::std::os::raw::c_uint;
-pub type PJRT_Client_FulfillAliasBuffer = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_FulfillAliasBuffer_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_FulfillAliasBuffer = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_FulfillAliasBuffer_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_BufferFromHostBuffer_Args {
@@ -2448,44 +1967,30 @@ pub struct PJRT_Client_BufferFromHostBuffer_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_BufferFromHostBuffer_Args"]
-        [::std::mem::size_of::<PJRT_Client_BufferFromHostBuffer_Args>() - 120usize];
-    ["Alignment of PJRT_Client_BufferFromHostBuffer_Args"]
-        [::std::mem::align_of::<PJRT_Client_BufferFromHostBuffer_Args>() - 8usize];
+    ["Size of PJRT_Client_BufferFromHostBuffer_Args"][::std::mem::size_of::<PJRT_Client_BufferFromHostBuffer_Args>() - 120usize];
+    ["Alignment of PJRT_Client_BufferFromHostBuffer_Args"][::std::mem::align_of::<PJRT_Client_BufferFromHostBuffer_Args>() - 8usize];
     ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::data"]
-        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, data) - 24usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::type_"]
-        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, type_) - 32usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::dims"]
-        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, dims) - 40usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::num_dims"]
-        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, num_dims) - 48usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::client"][::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::data"][::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, data) - 24usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::type_"][::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, type_) - 32usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::dims"][::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, dims) - 40usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::num_dims"][::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, num_dims) - 48usize];
     ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::byte_strides"]
         [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, byte_strides) - 56usize];
     ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::num_byte_strides"]
         [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, num_byte_strides) - 64usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::host_buffer_semantics"][::std::mem::offset_of!(
-        PJRT_Client_BufferFromHostBuffer_Args,
-        host_buffer_semantics
-    ) - 72usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::device"]
-        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, device) - 80usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, memory) - 88usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::host_buffer_semantics"]
+        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, host_buffer_semantics) - 72usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::device"][::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, device) - 80usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::memory"][::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, memory) - 88usize];
     ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::device_layout"]
         [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, device_layout) - 96usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::done_with_host_buffer"][::std::mem::offset_of!(
-        PJRT_Client_BufferFromHostBuffer_Args,
-        done_with_host_buffer
-    ) - 104usize];
-    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, buffer) - 112usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::done_with_host_buffer"]
+        [::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, done_with_host_buffer) - 104usize];
+    ["Offset of field: PJRT_Client_BufferFromHostBuffer_Args::buffer"][::std::mem::offset_of!(PJRT_Client_BufferFromHostBuffer_Args, buffer) - 112usize];
 };
 impl Default for PJRT_Client_BufferFromHostBuffer_Args {
     fn default() -> Self {
@@ -2500,9 +2005,7 @@ impl Default for PJRT_Client_BufferFromHostBuffer_Args {
 }
 pub const PJRT_Client_BufferFromHostBuffer_Args_STRUCT_SIZE: _bindgen_ty_49 = 120;
 pub type _bindgen_ty_49 = ::std::os::raw::c_uint;
-pub type PJRT_Client_BufferFromHostBuffer = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_BufferFromHostBuffer_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_BufferFromHostBuffer = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_BufferFromHostBuffer_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Client_CreateViewOfDeviceBuffer_Args {
@@ -2515,12 +2018,7 @@ pub struct PJRT_Client_CreateViewOfDeviceBuffer_Args {
     pub element_type: PJRT_Buffer_Type,
     pub layout: *mut PJRT_Buffer_MemoryLayout,
     pub device: *mut PJRT_Device,
-    pub on_delete_callback: ::std::option::Option<
-        unsafe extern "C" fn(
-            device_buffer_ptr: *mut ::std::os::raw::c_void,
-            user_arg: *mut ::std::os::raw::c_void,
-        ),
-    >,
+    pub on_delete_callback: ::std::option::Option<unsafe extern "C" fn(device_buffer_ptr: *mut ::std::os::raw::c_void, user_arg: *mut ::std::os::raw::c_void)>,
     pub on_delete_callback_arg: *mut ::std::os::raw::c_void,
     pub stream: isize,
     pub buffer: *mut PJRT_Buffer,
@@ -2528,45 +2026,28 @@ pub struct PJRT_Client_CreateViewOfDeviceBuffer_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_CreateViewOfDeviceBuffer_Args"]
-        [::std::mem::size_of::<PJRT_Client_CreateViewOfDeviceBuffer_Args>() - 112usize];
-    ["Alignment of PJRT_Client_CreateViewOfDeviceBuffer_Args"]
-        [::std::mem::align_of::<PJRT_Client_CreateViewOfDeviceBuffer_Args>() - 8usize];
+    ["Size of PJRT_Client_CreateViewOfDeviceBuffer_Args"][::std::mem::size_of::<PJRT_Client_CreateViewOfDeviceBuffer_Args>() - 112usize];
+    ["Alignment of PJRT_Client_CreateViewOfDeviceBuffer_Args"][::std::mem::align_of::<PJRT_Client_CreateViewOfDeviceBuffer_Args>() - 8usize];
     ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Client_CreateViewOfDeviceBuffer_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::client"]
-        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, client) - 16usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::device_buffer_ptr"][::std::mem::offset_of!(
-        PJRT_Client_CreateViewOfDeviceBuffer_Args,
-        device_buffer_ptr
-    ) - 24usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::dims"]
-        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, dims) - 32usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::client"][::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::device_buffer_ptr"]
+        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, device_buffer_ptr) - 24usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::dims"][::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, dims) - 32usize];
     ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::num_dims"]
         [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, num_dims) - 40usize];
     ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::element_type"]
         [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, element_type) - 48usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::layout"]
-        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, layout) - 56usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::device"]
-        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, device) - 64usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::on_delete_callback"][::std::mem::offset_of!(
-        PJRT_Client_CreateViewOfDeviceBuffer_Args,
-        on_delete_callback
-    ) - 72usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::on_delete_callback_arg"][::std::mem::offset_of!(
-        PJRT_Client_CreateViewOfDeviceBuffer_Args,
-        on_delete_callback_arg
-    )
-        - 80usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::stream"]
-        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, stream) - 88usize];
-    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, buffer) - 96usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::layout"][::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, layout) - 56usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::device"][::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, device) - 64usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::on_delete_callback"]
+        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, on_delete_callback) - 72usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::on_delete_callback_arg"]
+        [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, on_delete_callback_arg) - 80usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::stream"][::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, stream) - 88usize];
+    ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::buffer"][::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, buffer) - 96usize];
     ["Offset of field: PJRT_Client_CreateViewOfDeviceBuffer_Args::memory"]
         [::std::mem::offset_of!(PJRT_Client_CreateViewOfDeviceBuffer_Args, memory) - 104usize];
 };
@@ -2583,9 +2064,8 @@ impl Default for PJRT_Client_CreateViewOfDeviceBuffer_Args {
 }
 pub const PJRT_Client_CreateViewOfDeviceBuffer_Args_STRUCT_SIZE: _bindgen_ty_50 = 112;
 pub type _bindgen_ty_50 = ::std::os::raw::c_uint;
-pub type PJRT_Client_CreateViewOfDeviceBuffer = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Client_CreateViewOfDeviceBuffer_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_CreateViewOfDeviceBuffer =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_CreateViewOfDeviceBuffer_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_ShapeSpec {
@@ -2599,16 +2079,11 @@ pub struct PJRT_ShapeSpec {
 const _: () = {
     ["Size of PJRT_ShapeSpec"][::std::mem::size_of::<PJRT_ShapeSpec>() - 40usize];
     ["Alignment of PJRT_ShapeSpec"][::std::mem::align_of::<PJRT_ShapeSpec>() - 8usize];
-    ["Offset of field: PJRT_ShapeSpec::struct_size"]
-        [::std::mem::offset_of!(PJRT_ShapeSpec, struct_size) - 0usize];
-    ["Offset of field: PJRT_ShapeSpec::extension_start"]
-        [::std::mem::offset_of!(PJRT_ShapeSpec, extension_start) - 8usize];
-    ["Offset of field: PJRT_ShapeSpec::dims"]
-        [::std::mem::offset_of!(PJRT_ShapeSpec, dims) - 16usize];
-    ["Offset of field: PJRT_ShapeSpec::num_dims"]
-        [::std::mem::offset_of!(PJRT_ShapeSpec, num_dims) - 24usize];
-    ["Offset of field: PJRT_ShapeSpec::element_type"]
-        [::std::mem::offset_of!(PJRT_ShapeSpec, element_type) - 32usize];
+    ["Offset of field: PJRT_ShapeSpec::struct_size"][::std::mem::offset_of!(PJRT_ShapeSpec, struct_size) - 0usize];
+    ["Offset of field: PJRT_ShapeSpec::extension_start"][::std::mem::offset_of!(PJRT_ShapeSpec, extension_start) - 8usize];
+    ["Offset of field: PJRT_ShapeSpec::dims"][::std::mem::offset_of!(PJRT_ShapeSpec, dims) - 16usize];
+    ["Offset of field: PJRT_ShapeSpec::num_dims"][::std::mem::offset_of!(PJRT_ShapeSpec, num_dims) - 24usize];
+    ["Offset of field: PJRT_ShapeSpec::element_type"][::std::mem::offset_of!(PJRT_ShapeSpec, element_type) - 32usize];
 };
 impl Default for PJRT_ShapeSpec {
     fn default() -> Self {
@@ -2638,53 +2113,26 @@ pub struct PJRT_Client_CreateBuffersForAsyncHostToDevice_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Client_CreateBuffersForAsyncHostToDevice_Args"]
-        [::std::mem::size_of::<PJRT_Client_CreateBuffersForAsyncHostToDevice_Args>() - 72usize];
-    ["Alignment of PJRT_Client_CreateBuffersForAsyncHostToDevice_Args"]
-        [::std::mem::align_of::<PJRT_Client_CreateBuffersForAsyncHostToDevice_Args>() - 8usize];
-    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-        struct_size
-    )
-        - 0usize];
-    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::client"][::std::mem::offset_of!(
-        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-        client
-    ) - 16usize];
-    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::shape_specs"][::std::mem::offset_of!(
-        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-        shape_specs
-    )
-        - 24usize];
-    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::num_shape_specs"][::std::mem::offset_of!(
-        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-        num_shape_specs
-    )
-        - 32usize];
-    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::device_layouts"][::std::mem::offset_of!(
-        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-        device_layouts
-    )
-        - 40usize];
-    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::num_device_layouts"][::std::mem::offset_of!(
-        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-        num_device_layouts
-    )
-        - 48usize];
-    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::memory"][::std::mem::offset_of!(
-        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-        memory
-    ) - 56usize];
-    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::transfer_manager"][::std::mem::offset_of!(
-        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-        transfer_manager
-    )
-        - 64usize];
+    ["Size of PJRT_Client_CreateBuffersForAsyncHostToDevice_Args"][::std::mem::size_of::<PJRT_Client_CreateBuffersForAsyncHostToDevice_Args>() - 72usize];
+    ["Alignment of PJRT_Client_CreateBuffersForAsyncHostToDevice_Args"][::std::mem::align_of::<PJRT_Client_CreateBuffersForAsyncHostToDevice_Args>() - 8usize];
+    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_Client_CreateBuffersForAsyncHostToDevice_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Client_CreateBuffersForAsyncHostToDevice_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::client"]
+        [::std::mem::offset_of!(PJRT_Client_CreateBuffersForAsyncHostToDevice_Args, client) - 16usize];
+    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::shape_specs"]
+        [::std::mem::offset_of!(PJRT_Client_CreateBuffersForAsyncHostToDevice_Args, shape_specs) - 24usize];
+    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::num_shape_specs"]
+        [::std::mem::offset_of!(PJRT_Client_CreateBuffersForAsyncHostToDevice_Args, num_shape_specs) - 32usize];
+    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::device_layouts"]
+        [::std::mem::offset_of!(PJRT_Client_CreateBuffersForAsyncHostToDevice_Args, device_layouts) - 40usize];
+    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::num_device_layouts"]
+        [::std::mem::offset_of!(PJRT_Client_CreateBuffersForAsyncHostToDevice_Args, num_device_layouts) - 48usize];
+    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::memory"]
+        [::std::mem::offset_of!(PJRT_Client_CreateBuffersForAsyncHostToDevice_Args, memory) - 56usize];
+    ["Offset of field: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args::transfer_manager"]
+        [::std::mem::offset_of!(PJRT_Client_CreateBuffersForAsyncHostToDevice_Args, transfer_manager) - 64usize];
 };
 impl Default for PJRT_Client_CreateBuffersForAsyncHostToDevice_Args {
     fn default() -> Self {
@@ -2699,11 +2147,8 @@ impl Default for PJRT_Client_CreateBuffersForAsyncHostToDevice_Args {
 }
 pub const PJRT_Client_CreateBuffersForAsyncHostToDevice_Args_STRUCT_SIZE: _bindgen_ty_52 = 72;
 pub type _bindgen_ty_52 = ::std::os::raw::c_uint;
-pub type PJRT_Client_CreateBuffersForAsyncHostToDevice = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_Client_CreateBuffersForAsyncHostToDevice_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_Client_CreateBuffersForAsyncHostToDevice =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Client_CreateBuffersForAsyncHostToDevice_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_DeviceDescription_Id_Args {
@@ -2714,18 +2159,13 @@ pub struct PJRT_DeviceDescription_Id_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_DeviceDescription_Id_Args"]
-        [::std::mem::size_of::<PJRT_DeviceDescription_Id_Args>() - 32usize];
-    ["Alignment of PJRT_DeviceDescription_Id_Args"]
-        [::std::mem::align_of::<PJRT_DeviceDescription_Id_Args>() - 8usize];
-    ["Offset of field: PJRT_DeviceDescription_Id_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_DeviceDescription_Id_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_DeviceDescription_Id_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_DeviceDescription_Id_Args, extension_start) - 8usize];
+    ["Size of PJRT_DeviceDescription_Id_Args"][::std::mem::size_of::<PJRT_DeviceDescription_Id_Args>() - 32usize];
+    ["Alignment of PJRT_DeviceDescription_Id_Args"][::std::mem::align_of::<PJRT_DeviceDescription_Id_Args>() - 8usize];
+    ["Offset of field: PJRT_DeviceDescription_Id_Args::struct_size"][::std::mem::offset_of!(PJRT_DeviceDescription_Id_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_DeviceDescription_Id_Args::extension_start"][::std::mem::offset_of!(PJRT_DeviceDescription_Id_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_DeviceDescription_Id_Args::device_description"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_Id_Args, device_description) - 16usize];
-    ["Offset of field: PJRT_DeviceDescription_Id_Args::id"]
-        [::std::mem::offset_of!(PJRT_DeviceDescription_Id_Args, id) - 24usize];
+    ["Offset of field: PJRT_DeviceDescription_Id_Args::id"][::std::mem::offset_of!(PJRT_DeviceDescription_Id_Args, id) - 24usize];
 };
 impl Default for PJRT_DeviceDescription_Id_Args {
     fn default() -> Self {
@@ -2740,9 +2180,7 @@ impl Default for PJRT_DeviceDescription_Id_Args {
 }
 pub const PJRT_DeviceDescription_Id_Args_STRUCT_SIZE: _bindgen_ty_53 = 28;
 pub type _bindgen_ty_53 = ::std::os::raw::c_uint;
-pub type PJRT_DeviceDescription_Id = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_Id_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_DeviceDescription_Id = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_Id_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_DeviceDescription_ProcessIndex_Args {
@@ -2753,20 +2191,14 @@ pub struct PJRT_DeviceDescription_ProcessIndex_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_DeviceDescription_ProcessIndex_Args"]
-        [::std::mem::size_of::<PJRT_DeviceDescription_ProcessIndex_Args>() - 32usize];
-    ["Alignment of PJRT_DeviceDescription_ProcessIndex_Args"]
-        [::std::mem::align_of::<PJRT_DeviceDescription_ProcessIndex_Args>() - 8usize];
+    ["Size of PJRT_DeviceDescription_ProcessIndex_Args"][::std::mem::size_of::<PJRT_DeviceDescription_ProcessIndex_Args>() - 32usize];
+    ["Alignment of PJRT_DeviceDescription_ProcessIndex_Args"][::std::mem::align_of::<PJRT_DeviceDescription_ProcessIndex_Args>() - 8usize];
     ["Offset of field: PJRT_DeviceDescription_ProcessIndex_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_ProcessIndex_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_DeviceDescription_ProcessIndex_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_DeviceDescription_ProcessIndex_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_DeviceDescription_ProcessIndex_Args::device_description"][::std::mem::offset_of!(
-        PJRT_DeviceDescription_ProcessIndex_Args,
-        device_description
-    ) - 16usize];
+    ["Offset of field: PJRT_DeviceDescription_ProcessIndex_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_DeviceDescription_ProcessIndex_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_DeviceDescription_ProcessIndex_Args::device_description"]
+        [::std::mem::offset_of!(PJRT_DeviceDescription_ProcessIndex_Args, device_description) - 16usize];
     ["Offset of field: PJRT_DeviceDescription_ProcessIndex_Args::process_index"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_ProcessIndex_Args, process_index) - 24usize];
 };
@@ -2783,9 +2215,8 @@ impl Default for PJRT_DeviceDescription_ProcessIndex_Args {
 }
 pub const PJRT_DeviceDescription_ProcessIndex_Args_STRUCT_SIZE: _bindgen_ty_54 = 28;
 pub type _bindgen_ty_54 = ::std::os::raw::c_uint;
-pub type PJRT_DeviceDescription_ProcessIndex = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_ProcessIndex_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_DeviceDescription_ProcessIndex =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_ProcessIndex_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_DeviceDescription_Attributes_Args {
@@ -2797,18 +2228,14 @@ pub struct PJRT_DeviceDescription_Attributes_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_DeviceDescription_Attributes_Args"]
-        [::std::mem::size_of::<PJRT_DeviceDescription_Attributes_Args>() - 40usize];
-    ["Alignment of PJRT_DeviceDescription_Attributes_Args"]
-        [::std::mem::align_of::<PJRT_DeviceDescription_Attributes_Args>() - 8usize];
+    ["Size of PJRT_DeviceDescription_Attributes_Args"][::std::mem::size_of::<PJRT_DeviceDescription_Attributes_Args>() - 40usize];
+    ["Alignment of PJRT_DeviceDescription_Attributes_Args"][::std::mem::align_of::<PJRT_DeviceDescription_Attributes_Args>() - 8usize];
     ["Offset of field: PJRT_DeviceDescription_Attributes_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_Attributes_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_DeviceDescription_Attributes_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_Attributes_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_DeviceDescription_Attributes_Args::device_description"][::std::mem::offset_of!(
-        PJRT_DeviceDescription_Attributes_Args,
-        device_description
-    ) - 16usize];
+    ["Offset of field: PJRT_DeviceDescription_Attributes_Args::device_description"]
+        [::std::mem::offset_of!(PJRT_DeviceDescription_Attributes_Args, device_description) - 16usize];
     ["Offset of field: PJRT_DeviceDescription_Attributes_Args::num_attributes"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_Attributes_Args, num_attributes) - 24usize];
     ["Offset of field: PJRT_DeviceDescription_Attributes_Args::attributes"]
@@ -2827,9 +2254,7 @@ impl Default for PJRT_DeviceDescription_Attributes_Args {
 }
 pub const PJRT_DeviceDescription_Attributes_Args_STRUCT_SIZE: _bindgen_ty_55 = 40;
 pub type _bindgen_ty_55 = ::std::os::raw::c_uint;
-pub type PJRT_DeviceDescription_Attributes = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_Attributes_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_DeviceDescription_Attributes = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_Attributes_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_DeviceDescription_Kind_Args {
@@ -2841,18 +2266,13 @@ pub struct PJRT_DeviceDescription_Kind_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_DeviceDescription_Kind_Args"]
-        [::std::mem::size_of::<PJRT_DeviceDescription_Kind_Args>() - 40usize];
-    ["Alignment of PJRT_DeviceDescription_Kind_Args"]
-        [::std::mem::align_of::<PJRT_DeviceDescription_Kind_Args>() - 8usize];
-    ["Offset of field: PJRT_DeviceDescription_Kind_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_DeviceDescription_Kind_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_DeviceDescription_Kind_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_DeviceDescription_Kind_Args, extension_start) - 8usize];
+    ["Size of PJRT_DeviceDescription_Kind_Args"][::std::mem::size_of::<PJRT_DeviceDescription_Kind_Args>() - 40usize];
+    ["Alignment of PJRT_DeviceDescription_Kind_Args"][::std::mem::align_of::<PJRT_DeviceDescription_Kind_Args>() - 8usize];
+    ["Offset of field: PJRT_DeviceDescription_Kind_Args::struct_size"][::std::mem::offset_of!(PJRT_DeviceDescription_Kind_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_DeviceDescription_Kind_Args::extension_start"][::std::mem::offset_of!(PJRT_DeviceDescription_Kind_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_DeviceDescription_Kind_Args::device_description"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_Kind_Args, device_description) - 16usize];
-    ["Offset of field: PJRT_DeviceDescription_Kind_Args::device_kind"]
-        [::std::mem::offset_of!(PJRT_DeviceDescription_Kind_Args, device_kind) - 24usize];
+    ["Offset of field: PJRT_DeviceDescription_Kind_Args::device_kind"][::std::mem::offset_of!(PJRT_DeviceDescription_Kind_Args, device_kind) - 24usize];
     ["Offset of field: PJRT_DeviceDescription_Kind_Args::device_kind_size"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_Kind_Args, device_kind_size) - 32usize];
 };
@@ -2869,9 +2289,7 @@ impl Default for PJRT_DeviceDescription_Kind_Args {
 }
 pub const PJRT_DeviceDescription_Kind_Args_STRUCT_SIZE: _bindgen_ty_56 = 40;
 pub type _bindgen_ty_56 = ::std::os::raw::c_uint;
-pub type PJRT_DeviceDescription_Kind = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_Kind_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_DeviceDescription_Kind = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_Kind_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_DeviceDescription_DebugString_Args {
@@ -2883,24 +2301,18 @@ pub struct PJRT_DeviceDescription_DebugString_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_DeviceDescription_DebugString_Args"]
-        [::std::mem::size_of::<PJRT_DeviceDescription_DebugString_Args>() - 40usize];
-    ["Alignment of PJRT_DeviceDescription_DebugString_Args"]
-        [::std::mem::align_of::<PJRT_DeviceDescription_DebugString_Args>() - 8usize];
+    ["Size of PJRT_DeviceDescription_DebugString_Args"][::std::mem::size_of::<PJRT_DeviceDescription_DebugString_Args>() - 40usize];
+    ["Alignment of PJRT_DeviceDescription_DebugString_Args"][::std::mem::align_of::<PJRT_DeviceDescription_DebugString_Args>() - 8usize];
     ["Offset of field: PJRT_DeviceDescription_DebugString_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_DebugString_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_DeviceDescription_DebugString_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_DebugString_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_DeviceDescription_DebugString_Args::device_description"][::std::mem::offset_of!(
-        PJRT_DeviceDescription_DebugString_Args,
-        device_description
-    ) - 16usize];
+    ["Offset of field: PJRT_DeviceDescription_DebugString_Args::device_description"]
+        [::std::mem::offset_of!(PJRT_DeviceDescription_DebugString_Args, device_description) - 16usize];
     ["Offset of field: PJRT_DeviceDescription_DebugString_Args::debug_string"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_DebugString_Args, debug_string) - 24usize];
-    ["Offset of field: PJRT_DeviceDescription_DebugString_Args::debug_string_size"][::std::mem::offset_of!(
-        PJRT_DeviceDescription_DebugString_Args,
-        debug_string_size
-    ) - 32usize];
+    ["Offset of field: PJRT_DeviceDescription_DebugString_Args::debug_string_size"]
+        [::std::mem::offset_of!(PJRT_DeviceDescription_DebugString_Args, debug_string_size) - 32usize];
 };
 impl Default for PJRT_DeviceDescription_DebugString_Args {
     fn default() -> Self {
@@ -2915,9 +2327,8 @@ impl Default for PJRT_DeviceDescription_DebugString_Args {
 }
 pub const PJRT_DeviceDescription_DebugString_Args_STRUCT_SIZE: _bindgen_ty_57 = 40;
 pub type _bindgen_ty_57 = ::std::os::raw::c_uint;
-pub type PJRT_DeviceDescription_DebugString = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_DebugString_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_DeviceDescription_DebugString =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_DebugString_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_DeviceDescription_ToString_Args {
@@ -2929,20 +2340,14 @@ pub struct PJRT_DeviceDescription_ToString_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_DeviceDescription_ToString_Args"]
-        [::std::mem::size_of::<PJRT_DeviceDescription_ToString_Args>() - 40usize];
-    ["Alignment of PJRT_DeviceDescription_ToString_Args"]
-        [::std::mem::align_of::<PJRT_DeviceDescription_ToString_Args>() - 8usize];
-    ["Offset of field: PJRT_DeviceDescription_ToString_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_DeviceDescription_ToString_Args, struct_size) - 0usize];
+    ["Size of PJRT_DeviceDescription_ToString_Args"][::std::mem::size_of::<PJRT_DeviceDescription_ToString_Args>() - 40usize];
+    ["Alignment of PJRT_DeviceDescription_ToString_Args"][::std::mem::align_of::<PJRT_DeviceDescription_ToString_Args>() - 8usize];
+    ["Offset of field: PJRT_DeviceDescription_ToString_Args::struct_size"][::std::mem::offset_of!(PJRT_DeviceDescription_ToString_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_DeviceDescription_ToString_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_ToString_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_DeviceDescription_ToString_Args::device_description"][::std::mem::offset_of!(
-        PJRT_DeviceDescription_ToString_Args,
-        device_description
-    ) - 16usize];
-    ["Offset of field: PJRT_DeviceDescription_ToString_Args::to_string"]
-        [::std::mem::offset_of!(PJRT_DeviceDescription_ToString_Args, to_string) - 24usize];
+    ["Offset of field: PJRT_DeviceDescription_ToString_Args::device_description"]
+        [::std::mem::offset_of!(PJRT_DeviceDescription_ToString_Args, device_description) - 16usize];
+    ["Offset of field: PJRT_DeviceDescription_ToString_Args::to_string"][::std::mem::offset_of!(PJRT_DeviceDescription_ToString_Args, to_string) - 24usize];
     ["Offset of field: PJRT_DeviceDescription_ToString_Args::to_string_size"]
         [::std::mem::offset_of!(PJRT_DeviceDescription_ToString_Args, to_string_size) - 32usize];
 };
@@ -2959,9 +2364,7 @@ impl Default for PJRT_DeviceDescription_ToString_Args {
 }
 pub const PJRT_DeviceDescription_ToString_Args_STRUCT_SIZE: _bindgen_ty_58 = 40;
 pub type _bindgen_ty_58 = ::std::os::raw::c_uint;
-pub type PJRT_DeviceDescription_ToString = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_ToString_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_DeviceDescription_ToString = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_DeviceDescription_ToString_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Device_GetDescription_Args {
@@ -2972,16 +2375,11 @@ pub struct PJRT_Device_GetDescription_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Device_GetDescription_Args"]
-        [::std::mem::size_of::<PJRT_Device_GetDescription_Args>() - 32usize];
-    ["Alignment of PJRT_Device_GetDescription_Args"]
-        [::std::mem::align_of::<PJRT_Device_GetDescription_Args>() - 8usize];
-    ["Offset of field: PJRT_Device_GetDescription_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Device_GetDescription_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Device_GetDescription_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Device_GetDescription_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Device_GetDescription_Args::device"]
-        [::std::mem::offset_of!(PJRT_Device_GetDescription_Args, device) - 16usize];
+    ["Size of PJRT_Device_GetDescription_Args"][::std::mem::size_of::<PJRT_Device_GetDescription_Args>() - 32usize];
+    ["Alignment of PJRT_Device_GetDescription_Args"][::std::mem::align_of::<PJRT_Device_GetDescription_Args>() - 8usize];
+    ["Offset of field: PJRT_Device_GetDescription_Args::struct_size"][::std::mem::offset_of!(PJRT_Device_GetDescription_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Device_GetDescription_Args::extension_start"][::std::mem::offset_of!(PJRT_Device_GetDescription_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Device_GetDescription_Args::device"][::std::mem::offset_of!(PJRT_Device_GetDescription_Args, device) - 16usize];
     ["Offset of field: PJRT_Device_GetDescription_Args::device_description"]
         [::std::mem::offset_of!(PJRT_Device_GetDescription_Args, device_description) - 24usize];
 };
@@ -2998,9 +2396,7 @@ impl Default for PJRT_Device_GetDescription_Args {
 }
 pub const PJRT_Device_GetDescription_Args_STRUCT_SIZE: _bindgen_ty_59 = 32;
 pub type _bindgen_ty_59 = ::std::os::raw::c_uint;
-pub type PJRT_Device_GetDescription = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Device_GetDescription_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Device_GetDescription = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Device_GetDescription_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Device_IsAddressable_Args {
@@ -3011,18 +2407,12 @@ pub struct PJRT_Device_IsAddressable_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Device_IsAddressable_Args"]
-        [::std::mem::size_of::<PJRT_Device_IsAddressable_Args>() - 32usize];
-    ["Alignment of PJRT_Device_IsAddressable_Args"]
-        [::std::mem::align_of::<PJRT_Device_IsAddressable_Args>() - 8usize];
-    ["Offset of field: PJRT_Device_IsAddressable_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Device_IsAddressable_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Device_IsAddressable_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Device_IsAddressable_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Device_IsAddressable_Args::device"]
-        [::std::mem::offset_of!(PJRT_Device_IsAddressable_Args, device) - 16usize];
-    ["Offset of field: PJRT_Device_IsAddressable_Args::is_addressable"]
-        [::std::mem::offset_of!(PJRT_Device_IsAddressable_Args, is_addressable) - 24usize];
+    ["Size of PJRT_Device_IsAddressable_Args"][::std::mem::size_of::<PJRT_Device_IsAddressable_Args>() - 32usize];
+    ["Alignment of PJRT_Device_IsAddressable_Args"][::std::mem::align_of::<PJRT_Device_IsAddressable_Args>() - 8usize];
+    ["Offset of field: PJRT_Device_IsAddressable_Args::struct_size"][::std::mem::offset_of!(PJRT_Device_IsAddressable_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Device_IsAddressable_Args::extension_start"][::std::mem::offset_of!(PJRT_Device_IsAddressable_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Device_IsAddressable_Args::device"][::std::mem::offset_of!(PJRT_Device_IsAddressable_Args, device) - 16usize];
+    ["Offset of field: PJRT_Device_IsAddressable_Args::is_addressable"][::std::mem::offset_of!(PJRT_Device_IsAddressable_Args, is_addressable) - 24usize];
 };
 impl Default for PJRT_Device_IsAddressable_Args {
     fn default() -> Self {
@@ -3037,9 +2427,7 @@ impl Default for PJRT_Device_IsAddressable_Args {
 }
 pub const PJRT_Device_IsAddressable_Args_STRUCT_SIZE: _bindgen_ty_60 = 25;
 pub type _bindgen_ty_60 = ::std::os::raw::c_uint;
-pub type PJRT_Device_IsAddressable = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Device_IsAddressable_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Device_IsAddressable = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Device_IsAddressable_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Device_LocalHardwareId_Args {
@@ -3050,16 +2438,11 @@ pub struct PJRT_Device_LocalHardwareId_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Device_LocalHardwareId_Args"]
-        [::std::mem::size_of::<PJRT_Device_LocalHardwareId_Args>() - 32usize];
-    ["Alignment of PJRT_Device_LocalHardwareId_Args"]
-        [::std::mem::align_of::<PJRT_Device_LocalHardwareId_Args>() - 8usize];
-    ["Offset of field: PJRT_Device_LocalHardwareId_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Device_LocalHardwareId_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Device_LocalHardwareId_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Device_LocalHardwareId_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Device_LocalHardwareId_Args::device"]
-        [::std::mem::offset_of!(PJRT_Device_LocalHardwareId_Args, device) - 16usize];
+    ["Size of PJRT_Device_LocalHardwareId_Args"][::std::mem::size_of::<PJRT_Device_LocalHardwareId_Args>() - 32usize];
+    ["Alignment of PJRT_Device_LocalHardwareId_Args"][::std::mem::align_of::<PJRT_Device_LocalHardwareId_Args>() - 8usize];
+    ["Offset of field: PJRT_Device_LocalHardwareId_Args::struct_size"][::std::mem::offset_of!(PJRT_Device_LocalHardwareId_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Device_LocalHardwareId_Args::extension_start"][::std::mem::offset_of!(PJRT_Device_LocalHardwareId_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Device_LocalHardwareId_Args::device"][::std::mem::offset_of!(PJRT_Device_LocalHardwareId_Args, device) - 16usize];
     ["Offset of field: PJRT_Device_LocalHardwareId_Args::local_hardware_id"]
         [::std::mem::offset_of!(PJRT_Device_LocalHardwareId_Args, local_hardware_id) - 24usize];
 };
@@ -3076,9 +2459,7 @@ impl Default for PJRT_Device_LocalHardwareId_Args {
 }
 pub const PJRT_Device_LocalHardwareId_Args_STRUCT_SIZE: _bindgen_ty_61 = 28;
 pub type _bindgen_ty_61 = ::std::os::raw::c_uint;
-pub type PJRT_Device_LocalHardwareId = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Device_LocalHardwareId_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Device_LocalHardwareId = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Device_LocalHardwareId_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Device_AddressableMemories_Args {
@@ -3090,18 +2471,13 @@ pub struct PJRT_Device_AddressableMemories_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Device_AddressableMemories_Args"]
-        [::std::mem::size_of::<PJRT_Device_AddressableMemories_Args>() - 40usize];
-    ["Alignment of PJRT_Device_AddressableMemories_Args"]
-        [::std::mem::align_of::<PJRT_Device_AddressableMemories_Args>() - 8usize];
-    ["Offset of field: PJRT_Device_AddressableMemories_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Device_AddressableMemories_Args, struct_size) - 0usize];
+    ["Size of PJRT_Device_AddressableMemories_Args"][::std::mem::size_of::<PJRT_Device_AddressableMemories_Args>() - 40usize];
+    ["Alignment of PJRT_Device_AddressableMemories_Args"][::std::mem::align_of::<PJRT_Device_AddressableMemories_Args>() - 8usize];
+    ["Offset of field: PJRT_Device_AddressableMemories_Args::struct_size"][::std::mem::offset_of!(PJRT_Device_AddressableMemories_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Device_AddressableMemories_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Device_AddressableMemories_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Device_AddressableMemories_Args::device"]
-        [::std::mem::offset_of!(PJRT_Device_AddressableMemories_Args, device) - 16usize];
-    ["Offset of field: PJRT_Device_AddressableMemories_Args::memories"]
-        [::std::mem::offset_of!(PJRT_Device_AddressableMemories_Args, memories) - 24usize];
+    ["Offset of field: PJRT_Device_AddressableMemories_Args::device"][::std::mem::offset_of!(PJRT_Device_AddressableMemories_Args, device) - 16usize];
+    ["Offset of field: PJRT_Device_AddressableMemories_Args::memories"][::std::mem::offset_of!(PJRT_Device_AddressableMemories_Args, memories) - 24usize];
     ["Offset of field: PJRT_Device_AddressableMemories_Args::num_memories"]
         [::std::mem::offset_of!(PJRT_Device_AddressableMemories_Args, num_memories) - 32usize];
 };
@@ -3118,9 +2494,7 @@ impl Default for PJRT_Device_AddressableMemories_Args {
 }
 pub const PJRT_Device_AddressableMemories_Args_STRUCT_SIZE: _bindgen_ty_62 = 40;
 pub type _bindgen_ty_62 = ::std::os::raw::c_uint;
-pub type PJRT_Device_AddressableMemories = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Device_AddressableMemories_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Device_AddressableMemories = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Device_AddressableMemories_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Device_DefaultMemory_Args {
@@ -3131,18 +2505,12 @@ pub struct PJRT_Device_DefaultMemory_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Device_DefaultMemory_Args"]
-        [::std::mem::size_of::<PJRT_Device_DefaultMemory_Args>() - 32usize];
-    ["Alignment of PJRT_Device_DefaultMemory_Args"]
-        [::std::mem::align_of::<PJRT_Device_DefaultMemory_Args>() - 8usize];
-    ["Offset of field: PJRT_Device_DefaultMemory_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Device_DefaultMemory_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Device_DefaultMemory_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Device_DefaultMemory_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Device_DefaultMemory_Args::device"]
-        [::std::mem::offset_of!(PJRT_Device_DefaultMemory_Args, device) - 16usize];
-    ["Offset of field: PJRT_Device_DefaultMemory_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Device_DefaultMemory_Args, memory) - 24usize];
+    ["Size of PJRT_Device_DefaultMemory_Args"][::std::mem::size_of::<PJRT_Device_DefaultMemory_Args>() - 32usize];
+    ["Alignment of PJRT_Device_DefaultMemory_Args"][::std::mem::align_of::<PJRT_Device_DefaultMemory_Args>() - 8usize];
+    ["Offset of field: PJRT_Device_DefaultMemory_Args::struct_size"][::std::mem::offset_of!(PJRT_Device_DefaultMemory_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Device_DefaultMemory_Args::extension_start"][::std::mem::offset_of!(PJRT_Device_DefaultMemory_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Device_DefaultMemory_Args::device"][::std::mem::offset_of!(PJRT_Device_DefaultMemory_Args, device) - 16usize];
+    ["Offset of field: PJRT_Device_DefaultMemory_Args::memory"][::std::mem::offset_of!(PJRT_Device_DefaultMemory_Args, memory) - 24usize];
 };
 impl Default for PJRT_Device_DefaultMemory_Args {
     fn default() -> Self {
@@ -3157,9 +2525,7 @@ impl Default for PJRT_Device_DefaultMemory_Args {
 }
 pub const PJRT_Device_DefaultMemory_Args_STRUCT_SIZE: _bindgen_ty_63 = 32;
 pub type _bindgen_ty_63 = ::std::os::raw::c_uint;
-pub type PJRT_Device_DefaultMemory = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Device_DefaultMemory_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Device_DefaultMemory = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Device_DefaultMemory_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Device_MemoryStats_Args {
@@ -3190,63 +2556,40 @@ pub struct PJRT_Device_MemoryStats_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Device_MemoryStats_Args"]
-        [::std::mem::size_of::<PJRT_Device_MemoryStats_Args>() - 192usize];
-    ["Alignment of PJRT_Device_MemoryStats_Args"]
-        [::std::mem::align_of::<PJRT_Device_MemoryStats_Args>() - 8usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::device"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, device) - 16usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_in_use"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_in_use) - 24usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::peak_bytes_in_use"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, peak_bytes_in_use) - 32usize];
+    ["Size of PJRT_Device_MemoryStats_Args"][::std::mem::size_of::<PJRT_Device_MemoryStats_Args>() - 192usize];
+    ["Alignment of PJRT_Device_MemoryStats_Args"][::std::mem::align_of::<PJRT_Device_MemoryStats_Args>() - 8usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::struct_size"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::extension_start"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::device"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, device) - 16usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_in_use"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_in_use) - 24usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::peak_bytes_in_use"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, peak_bytes_in_use) - 32usize];
     ["Offset of field: PJRT_Device_MemoryStats_Args::peak_bytes_in_use_is_set"]
         [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, peak_bytes_in_use_is_set) - 40usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::num_allocs"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, num_allocs) - 48usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::num_allocs_is_set"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, num_allocs_is_set) - 56usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::largest_alloc_size"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, largest_alloc_size) - 64usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::num_allocs"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, num_allocs) - 48usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::num_allocs_is_set"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, num_allocs_is_set) - 56usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::largest_alloc_size"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, largest_alloc_size) - 64usize];
     ["Offset of field: PJRT_Device_MemoryStats_Args::largest_alloc_size_is_set"]
         [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, largest_alloc_size_is_set) - 72usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_limit"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_limit) - 80usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_limit_is_set"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_limit_is_set) - 88usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_reserved"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_reserved) - 96usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_limit"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_limit) - 80usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_limit_is_set"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_limit_is_set) - 88usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_reserved"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_reserved) - 96usize];
     ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_reserved_is_set"]
         [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_reserved_is_set) - 104usize];
     ["Offset of field: PJRT_Device_MemoryStats_Args::peak_bytes_reserved"]
         [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, peak_bytes_reserved) - 112usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::peak_bytes_reserved_is_set"][::std::mem::offset_of!(
-        PJRT_Device_MemoryStats_Args,
-        peak_bytes_reserved_is_set
-    ) - 120usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::peak_bytes_reserved_is_set"]
+        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, peak_bytes_reserved_is_set) - 120usize];
     ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_reservable_limit"]
         [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_reservable_limit) - 128usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_reservable_limit_is_set"][::std::mem::offset_of!(
-        PJRT_Device_MemoryStats_Args,
-        bytes_reservable_limit_is_set
-    ) - 136usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::bytes_reservable_limit_is_set"]
+        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, bytes_reservable_limit_is_set) - 136usize];
     ["Offset of field: PJRT_Device_MemoryStats_Args::largest_free_block_bytes"]
         [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, largest_free_block_bytes) - 144usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::largest_free_block_bytes_is_set"][::std::mem::offset_of!(
-        PJRT_Device_MemoryStats_Args,
-        largest_free_block_bytes_is_set
-    )
-        - 152usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::pool_bytes"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, pool_bytes) - 160usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::pool_bytes_is_set"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, pool_bytes_is_set) - 168usize];
-    ["Offset of field: PJRT_Device_MemoryStats_Args::peak_pool_bytes"]
-        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, peak_pool_bytes) - 176usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::largest_free_block_bytes_is_set"]
+        [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, largest_free_block_bytes_is_set) - 152usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::pool_bytes"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, pool_bytes) - 160usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::pool_bytes_is_set"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, pool_bytes_is_set) - 168usize];
+    ["Offset of field: PJRT_Device_MemoryStats_Args::peak_pool_bytes"][::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, peak_pool_bytes) - 176usize];
     ["Offset of field: PJRT_Device_MemoryStats_Args::peak_pool_bytes_is_set"]
         [::std::mem::offset_of!(PJRT_Device_MemoryStats_Args, peak_pool_bytes_is_set) - 184usize];
 };
@@ -3263,9 +2606,7 @@ impl Default for PJRT_Device_MemoryStats_Args {
 }
 pub const PJRT_Device_MemoryStats_Args_STRUCT_SIZE: _bindgen_ty_64 = 185;
 pub type _bindgen_ty_64 = ::std::os::raw::c_uint;
-pub type PJRT_Device_MemoryStats = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Device_MemoryStats_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Device_MemoryStats = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Device_MemoryStats_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Memory_Id_Args {
@@ -3278,14 +2619,10 @@ pub struct PJRT_Memory_Id_Args {
 const _: () = {
     ["Size of PJRT_Memory_Id_Args"][::std::mem::size_of::<PJRT_Memory_Id_Args>() - 32usize];
     ["Alignment of PJRT_Memory_Id_Args"][::std::mem::align_of::<PJRT_Memory_Id_Args>() - 8usize];
-    ["Offset of field: PJRT_Memory_Id_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Memory_Id_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Memory_Id_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Memory_Id_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Memory_Id_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Memory_Id_Args, memory) - 16usize];
-    ["Offset of field: PJRT_Memory_Id_Args::id"]
-        [::std::mem::offset_of!(PJRT_Memory_Id_Args, id) - 24usize];
+    ["Offset of field: PJRT_Memory_Id_Args::struct_size"][::std::mem::offset_of!(PJRT_Memory_Id_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Memory_Id_Args::extension_start"][::std::mem::offset_of!(PJRT_Memory_Id_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Memory_Id_Args::memory"][::std::mem::offset_of!(PJRT_Memory_Id_Args, memory) - 16usize];
+    ["Offset of field: PJRT_Memory_Id_Args::id"][::std::mem::offset_of!(PJRT_Memory_Id_Args, id) - 24usize];
 };
 impl Default for PJRT_Memory_Id_Args {
     fn default() -> Self {
@@ -3300,8 +2637,7 @@ impl Default for PJRT_Memory_Id_Args {
 }
 pub const PJRT_Memory_Id_Args_STRUCT_SIZE: _bindgen_ty_65 = 28;
 pub type _bindgen_ty_65 = ::std::os::raw::c_uint;
-pub type PJRT_Memory_Id =
-    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Memory_Id_Args) -> *mut PJRT_Error>;
+pub type PJRT_Memory_Id = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Memory_Id_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Memory_Kind_Args {
@@ -3314,18 +2650,12 @@ pub struct PJRT_Memory_Kind_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Memory_Kind_Args"][::std::mem::size_of::<PJRT_Memory_Kind_Args>() - 40usize];
-    ["Alignment of PJRT_Memory_Kind_Args"]
-        [::std::mem::align_of::<PJRT_Memory_Kind_Args>() - 8usize];
-    ["Offset of field: PJRT_Memory_Kind_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Memory_Kind_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Memory_Kind_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Memory_Kind_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Memory_Kind_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Memory_Kind_Args, memory) - 16usize];
-    ["Offset of field: PJRT_Memory_Kind_Args::kind"]
-        [::std::mem::offset_of!(PJRT_Memory_Kind_Args, kind) - 24usize];
-    ["Offset of field: PJRT_Memory_Kind_Args::kind_size"]
-        [::std::mem::offset_of!(PJRT_Memory_Kind_Args, kind_size) - 32usize];
+    ["Alignment of PJRT_Memory_Kind_Args"][::std::mem::align_of::<PJRT_Memory_Kind_Args>() - 8usize];
+    ["Offset of field: PJRT_Memory_Kind_Args::struct_size"][::std::mem::offset_of!(PJRT_Memory_Kind_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Memory_Kind_Args::extension_start"][::std::mem::offset_of!(PJRT_Memory_Kind_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Memory_Kind_Args::memory"][::std::mem::offset_of!(PJRT_Memory_Kind_Args, memory) - 16usize];
+    ["Offset of field: PJRT_Memory_Kind_Args::kind"][::std::mem::offset_of!(PJRT_Memory_Kind_Args, kind) - 24usize];
+    ["Offset of field: PJRT_Memory_Kind_Args::kind_size"][::std::mem::offset_of!(PJRT_Memory_Kind_Args, kind_size) - 32usize];
 };
 impl Default for PJRT_Memory_Kind_Args {
     fn default() -> Self {
@@ -3340,9 +2670,7 @@ impl Default for PJRT_Memory_Kind_Args {
 }
 pub const PJRT_Memory_Kind_Args_STRUCT_SIZE: _bindgen_ty_66 = 40;
 pub type _bindgen_ty_66 = ::std::os::raw::c_uint;
-pub type PJRT_Memory_Kind = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Memory_Kind_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Memory_Kind = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Memory_Kind_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Memory_Kind_Id_Args {
@@ -3353,18 +2681,12 @@ pub struct PJRT_Memory_Kind_Id_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Memory_Kind_Id_Args"]
-        [::std::mem::size_of::<PJRT_Memory_Kind_Id_Args>() - 32usize];
-    ["Alignment of PJRT_Memory_Kind_Id_Args"]
-        [::std::mem::align_of::<PJRT_Memory_Kind_Id_Args>() - 8usize];
-    ["Offset of field: PJRT_Memory_Kind_Id_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Memory_Kind_Id_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Memory_Kind_Id_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Memory_Kind_Id_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Memory_Kind_Id_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Memory_Kind_Id_Args, memory) - 16usize];
-    ["Offset of field: PJRT_Memory_Kind_Id_Args::kind_id"]
-        [::std::mem::offset_of!(PJRT_Memory_Kind_Id_Args, kind_id) - 24usize];
+    ["Size of PJRT_Memory_Kind_Id_Args"][::std::mem::size_of::<PJRT_Memory_Kind_Id_Args>() - 32usize];
+    ["Alignment of PJRT_Memory_Kind_Id_Args"][::std::mem::align_of::<PJRT_Memory_Kind_Id_Args>() - 8usize];
+    ["Offset of field: PJRT_Memory_Kind_Id_Args::struct_size"][::std::mem::offset_of!(PJRT_Memory_Kind_Id_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Memory_Kind_Id_Args::extension_start"][::std::mem::offset_of!(PJRT_Memory_Kind_Id_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Memory_Kind_Id_Args::memory"][::std::mem::offset_of!(PJRT_Memory_Kind_Id_Args, memory) - 16usize];
+    ["Offset of field: PJRT_Memory_Kind_Id_Args::kind_id"][::std::mem::offset_of!(PJRT_Memory_Kind_Id_Args, kind_id) - 24usize];
 };
 impl Default for PJRT_Memory_Kind_Id_Args {
     fn default() -> Self {
@@ -3379,9 +2701,7 @@ impl Default for PJRT_Memory_Kind_Id_Args {
 }
 pub const PJRT_Memory_Kind_Id_Args_STRUCT_SIZE: _bindgen_ty_67 = 28;
 pub type _bindgen_ty_67 = ::std::os::raw::c_uint;
-pub type PJRT_Memory_Kind_Id = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Memory_Kind_Id_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Memory_Kind_Id = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Memory_Kind_Id_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Memory_DebugString_Args {
@@ -3393,20 +2713,13 @@ pub struct PJRT_Memory_DebugString_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Memory_DebugString_Args"]
-        [::std::mem::size_of::<PJRT_Memory_DebugString_Args>() - 40usize];
-    ["Alignment of PJRT_Memory_DebugString_Args"]
-        [::std::mem::align_of::<PJRT_Memory_DebugString_Args>() - 8usize];
-    ["Offset of field: PJRT_Memory_DebugString_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Memory_DebugString_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Memory_DebugString_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Memory_DebugString_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Memory_DebugString_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Memory_DebugString_Args, memory) - 16usize];
-    ["Offset of field: PJRT_Memory_DebugString_Args::debug_string"]
-        [::std::mem::offset_of!(PJRT_Memory_DebugString_Args, debug_string) - 24usize];
-    ["Offset of field: PJRT_Memory_DebugString_Args::debug_string_size"]
-        [::std::mem::offset_of!(PJRT_Memory_DebugString_Args, debug_string_size) - 32usize];
+    ["Size of PJRT_Memory_DebugString_Args"][::std::mem::size_of::<PJRT_Memory_DebugString_Args>() - 40usize];
+    ["Alignment of PJRT_Memory_DebugString_Args"][::std::mem::align_of::<PJRT_Memory_DebugString_Args>() - 8usize];
+    ["Offset of field: PJRT_Memory_DebugString_Args::struct_size"][::std::mem::offset_of!(PJRT_Memory_DebugString_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Memory_DebugString_Args::extension_start"][::std::mem::offset_of!(PJRT_Memory_DebugString_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Memory_DebugString_Args::memory"][::std::mem::offset_of!(PJRT_Memory_DebugString_Args, memory) - 16usize];
+    ["Offset of field: PJRT_Memory_DebugString_Args::debug_string"][::std::mem::offset_of!(PJRT_Memory_DebugString_Args, debug_string) - 24usize];
+    ["Offset of field: PJRT_Memory_DebugString_Args::debug_string_size"][::std::mem::offset_of!(PJRT_Memory_DebugString_Args, debug_string_size) - 32usize];
 };
 impl Default for PJRT_Memory_DebugString_Args {
     fn default() -> Self {
@@ -3421,9 +2734,7 @@ impl Default for PJRT_Memory_DebugString_Args {
 }
 pub const PJRT_Memory_DebugString_Args_STRUCT_SIZE: _bindgen_ty_68 = 40;
 pub type _bindgen_ty_68 = ::std::os::raw::c_uint;
-pub type PJRT_Memory_DebugString = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Memory_DebugString_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Memory_DebugString = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Memory_DebugString_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Memory_ToString_Args {
@@ -3435,20 +2746,13 @@ pub struct PJRT_Memory_ToString_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Memory_ToString_Args"]
-        [::std::mem::size_of::<PJRT_Memory_ToString_Args>() - 40usize];
-    ["Alignment of PJRT_Memory_ToString_Args"]
-        [::std::mem::align_of::<PJRT_Memory_ToString_Args>() - 8usize];
-    ["Offset of field: PJRT_Memory_ToString_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Memory_ToString_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Memory_ToString_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Memory_ToString_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Memory_ToString_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Memory_ToString_Args, memory) - 16usize];
-    ["Offset of field: PJRT_Memory_ToString_Args::to_string"]
-        [::std::mem::offset_of!(PJRT_Memory_ToString_Args, to_string) - 24usize];
-    ["Offset of field: PJRT_Memory_ToString_Args::to_string_size"]
-        [::std::mem::offset_of!(PJRT_Memory_ToString_Args, to_string_size) - 32usize];
+    ["Size of PJRT_Memory_ToString_Args"][::std::mem::size_of::<PJRT_Memory_ToString_Args>() - 40usize];
+    ["Alignment of PJRT_Memory_ToString_Args"][::std::mem::align_of::<PJRT_Memory_ToString_Args>() - 8usize];
+    ["Offset of field: PJRT_Memory_ToString_Args::struct_size"][::std::mem::offset_of!(PJRT_Memory_ToString_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Memory_ToString_Args::extension_start"][::std::mem::offset_of!(PJRT_Memory_ToString_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Memory_ToString_Args::memory"][::std::mem::offset_of!(PJRT_Memory_ToString_Args, memory) - 16usize];
+    ["Offset of field: PJRT_Memory_ToString_Args::to_string"][::std::mem::offset_of!(PJRT_Memory_ToString_Args, to_string) - 24usize];
+    ["Offset of field: PJRT_Memory_ToString_Args::to_string_size"][::std::mem::offset_of!(PJRT_Memory_ToString_Args, to_string_size) - 32usize];
 };
 impl Default for PJRT_Memory_ToString_Args {
     fn default() -> Self {
@@ -3463,9 +2767,7 @@ impl Default for PJRT_Memory_ToString_Args {
 }
 pub const PJRT_Memory_ToString_Args_STRUCT_SIZE: _bindgen_ty_69 = 40;
 pub type _bindgen_ty_69 = ::std::os::raw::c_uint;
-pub type PJRT_Memory_ToString = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Memory_ToString_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Memory_ToString = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Memory_ToString_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Memory_AddressableByDevices_Args {
@@ -3477,18 +2779,14 @@ pub struct PJRT_Memory_AddressableByDevices_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Memory_AddressableByDevices_Args"]
-        [::std::mem::size_of::<PJRT_Memory_AddressableByDevices_Args>() - 40usize];
-    ["Alignment of PJRT_Memory_AddressableByDevices_Args"]
-        [::std::mem::align_of::<PJRT_Memory_AddressableByDevices_Args>() - 8usize];
+    ["Size of PJRT_Memory_AddressableByDevices_Args"][::std::mem::size_of::<PJRT_Memory_AddressableByDevices_Args>() - 40usize];
+    ["Alignment of PJRT_Memory_AddressableByDevices_Args"][::std::mem::align_of::<PJRT_Memory_AddressableByDevices_Args>() - 8usize];
     ["Offset of field: PJRT_Memory_AddressableByDevices_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Memory_AddressableByDevices_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Memory_AddressableByDevices_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Memory_AddressableByDevices_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Memory_AddressableByDevices_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Memory_AddressableByDevices_Args, memory) - 16usize];
-    ["Offset of field: PJRT_Memory_AddressableByDevices_Args::devices"]
-        [::std::mem::offset_of!(PJRT_Memory_AddressableByDevices_Args, devices) - 24usize];
+    ["Offset of field: PJRT_Memory_AddressableByDevices_Args::memory"][::std::mem::offset_of!(PJRT_Memory_AddressableByDevices_Args, memory) - 16usize];
+    ["Offset of field: PJRT_Memory_AddressableByDevices_Args::devices"][::std::mem::offset_of!(PJRT_Memory_AddressableByDevices_Args, devices) - 24usize];
     ["Offset of field: PJRT_Memory_AddressableByDevices_Args::num_devices"]
         [::std::mem::offset_of!(PJRT_Memory_AddressableByDevices_Args, num_devices) - 32usize];
 };
@@ -3505,9 +2803,7 @@ impl Default for PJRT_Memory_AddressableByDevices_Args {
 }
 pub const PJRT_Memory_AddressableByDevices_Args_STRUCT_SIZE: _bindgen_ty_70 = 40;
 pub type _bindgen_ty_70 = ::std::os::raw::c_uint;
-pub type PJRT_Memory_AddressableByDevices = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Memory_AddressableByDevices_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Memory_AddressableByDevices = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Memory_AddressableByDevices_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug)]
 pub struct PJRT_ExecuteContext {
@@ -3522,16 +2818,11 @@ pub struct PJRT_ExecuteContext_Create_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_ExecuteContext_Create_Args"]
-        [::std::mem::size_of::<PJRT_ExecuteContext_Create_Args>() - 24usize];
-    ["Alignment of PJRT_ExecuteContext_Create_Args"]
-        [::std::mem::align_of::<PJRT_ExecuteContext_Create_Args>() - 8usize];
-    ["Offset of field: PJRT_ExecuteContext_Create_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_ExecuteContext_Create_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_ExecuteContext_Create_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_ExecuteContext_Create_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_ExecuteContext_Create_Args::context"]
-        [::std::mem::offset_of!(PJRT_ExecuteContext_Create_Args, context) - 16usize];
+    ["Size of PJRT_ExecuteContext_Create_Args"][::std::mem::size_of::<PJRT_ExecuteContext_Create_Args>() - 24usize];
+    ["Alignment of PJRT_ExecuteContext_Create_Args"][::std::mem::align_of::<PJRT_ExecuteContext_Create_Args>() - 8usize];
+    ["Offset of field: PJRT_ExecuteContext_Create_Args::struct_size"][::std::mem::offset_of!(PJRT_ExecuteContext_Create_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_ExecuteContext_Create_Args::extension_start"][::std::mem::offset_of!(PJRT_ExecuteContext_Create_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_ExecuteContext_Create_Args::context"][::std::mem::offset_of!(PJRT_ExecuteContext_Create_Args, context) - 16usize];
 };
 impl Default for PJRT_ExecuteContext_Create_Args {
     fn default() -> Self {
@@ -3546,9 +2837,7 @@ impl Default for PJRT_ExecuteContext_Create_Args {
 }
 pub const PJRT_ExecuteContext_Create_Args_STRUCT_SIZE: _bindgen_ty_71 = 24;
 pub type _bindgen_ty_71 = ::std::os::raw::c_uint;
-pub type PJRT_ExecuteContext_Create = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_ExecuteContext_Create_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_ExecuteContext_Create = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_ExecuteContext_Create_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_ExecuteContext_Destroy_Args {
@@ -3558,16 +2847,11 @@ pub struct PJRT_ExecuteContext_Destroy_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_ExecuteContext_Destroy_Args"]
-        [::std::mem::size_of::<PJRT_ExecuteContext_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_ExecuteContext_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_ExecuteContext_Destroy_Args>() - 8usize];
-    ["Offset of field: PJRT_ExecuteContext_Destroy_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_ExecuteContext_Destroy_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_ExecuteContext_Destroy_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_ExecuteContext_Destroy_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_ExecuteContext_Destroy_Args::context"]
-        [::std::mem::offset_of!(PJRT_ExecuteContext_Destroy_Args, context) - 16usize];
+    ["Size of PJRT_ExecuteContext_Destroy_Args"][::std::mem::size_of::<PJRT_ExecuteContext_Destroy_Args>() - 24usize];
+    ["Alignment of PJRT_ExecuteContext_Destroy_Args"][::std::mem::align_of::<PJRT_ExecuteContext_Destroy_Args>() - 8usize];
+    ["Offset of field: PJRT_ExecuteContext_Destroy_Args::struct_size"][::std::mem::offset_of!(PJRT_ExecuteContext_Destroy_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_ExecuteContext_Destroy_Args::extension_start"][::std::mem::offset_of!(PJRT_ExecuteContext_Destroy_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_ExecuteContext_Destroy_Args::context"][::std::mem::offset_of!(PJRT_ExecuteContext_Destroy_Args, context) - 16usize];
 };
 impl Default for PJRT_ExecuteContext_Destroy_Args {
     fn default() -> Self {
@@ -3582,9 +2866,7 @@ impl Default for PJRT_ExecuteContext_Destroy_Args {
 }
 pub const PJRT_ExecuteContext_Destroy_Args_STRUCT_SIZE: _bindgen_ty_72 = 24;
 pub type _bindgen_ty_72 = ::std::os::raw::c_uint;
-pub type PJRT_ExecuteContext_Destroy = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_ExecuteContext_Destroy_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_ExecuteContext_Destroy = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_ExecuteContext_Destroy_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_Destroy_Args {
@@ -3594,16 +2876,11 @@ pub struct PJRT_Executable_Destroy_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_Destroy_Args"]
-        [::std::mem::size_of::<PJRT_Executable_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_Executable_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_Executable_Destroy_Args>() - 8usize];
-    ["Offset of field: PJRT_Executable_Destroy_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Executable_Destroy_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Executable_Destroy_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Executable_Destroy_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_Destroy_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_Destroy_Args, executable) - 16usize];
+    ["Size of PJRT_Executable_Destroy_Args"][::std::mem::size_of::<PJRT_Executable_Destroy_Args>() - 24usize];
+    ["Alignment of PJRT_Executable_Destroy_Args"][::std::mem::align_of::<PJRT_Executable_Destroy_Args>() - 8usize];
+    ["Offset of field: PJRT_Executable_Destroy_Args::struct_size"][::std::mem::offset_of!(PJRT_Executable_Destroy_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Executable_Destroy_Args::extension_start"][::std::mem::offset_of!(PJRT_Executable_Destroy_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Executable_Destroy_Args::executable"][::std::mem::offset_of!(PJRT_Executable_Destroy_Args, executable) - 16usize];
 };
 impl Default for PJRT_Executable_Destroy_Args {
     fn default() -> Self {
@@ -3618,9 +2895,7 @@ impl Default for PJRT_Executable_Destroy_Args {
 }
 pub const PJRT_Executable_Destroy_Args_STRUCT_SIZE: _bindgen_ty_73 = 24;
 pub type _bindgen_ty_73 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_Destroy = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_Destroy_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_Destroy = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_Destroy_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_LoadedExecutable_Destroy_Args {
@@ -3630,16 +2905,12 @@ pub struct PJRT_LoadedExecutable_Destroy_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_LoadedExecutable_Destroy_Args"]
-        [::std::mem::size_of::<PJRT_LoadedExecutable_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_LoadedExecutable_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_LoadedExecutable_Destroy_Args>() - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_Destroy_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Destroy_Args, struct_size) - 0usize];
+    ["Size of PJRT_LoadedExecutable_Destroy_Args"][::std::mem::size_of::<PJRT_LoadedExecutable_Destroy_Args>() - 24usize];
+    ["Alignment of PJRT_LoadedExecutable_Destroy_Args"][::std::mem::align_of::<PJRT_LoadedExecutable_Destroy_Args>() - 8usize];
+    ["Offset of field: PJRT_LoadedExecutable_Destroy_Args::struct_size"][::std::mem::offset_of!(PJRT_LoadedExecutable_Destroy_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_LoadedExecutable_Destroy_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_Destroy_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_Destroy_Args::executable"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Destroy_Args, executable) - 16usize];
+    ["Offset of field: PJRT_LoadedExecutable_Destroy_Args::executable"][::std::mem::offset_of!(PJRT_LoadedExecutable_Destroy_Args, executable) - 16usize];
 };
 impl Default for PJRT_LoadedExecutable_Destroy_Args {
     fn default() -> Self {
@@ -3654,9 +2925,7 @@ impl Default for PJRT_LoadedExecutable_Destroy_Args {
 }
 pub const PJRT_LoadedExecutable_Destroy_Args_STRUCT_SIZE: _bindgen_ty_74 = 24;
 pub type _bindgen_ty_74 = ::std::os::raw::c_uint;
-pub type PJRT_LoadedExecutable_Destroy = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_Destroy_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_LoadedExecutable_Destroy = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_Destroy_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_LoadedExecutable_GetExecutable_Args {
@@ -3667,20 +2936,14 @@ pub struct PJRT_LoadedExecutable_GetExecutable_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_LoadedExecutable_GetExecutable_Args"]
-        [::std::mem::size_of::<PJRT_LoadedExecutable_GetExecutable_Args>() - 32usize];
-    ["Alignment of PJRT_LoadedExecutable_GetExecutable_Args"]
-        [::std::mem::align_of::<PJRT_LoadedExecutable_GetExecutable_Args>() - 8usize];
+    ["Size of PJRT_LoadedExecutable_GetExecutable_Args"][::std::mem::size_of::<PJRT_LoadedExecutable_GetExecutable_Args>() - 32usize];
+    ["Alignment of PJRT_LoadedExecutable_GetExecutable_Args"][::std::mem::align_of::<PJRT_LoadedExecutable_GetExecutable_Args>() - 8usize];
     ["Offset of field: PJRT_LoadedExecutable_GetExecutable_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_GetExecutable_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_LoadedExecutable_GetExecutable_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_GetExecutable_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_GetExecutable_Args::loaded_executable"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_GetExecutable_Args,
-        loaded_executable
-    ) - 16usize];
+    ["Offset of field: PJRT_LoadedExecutable_GetExecutable_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_GetExecutable_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_LoadedExecutable_GetExecutable_Args::loaded_executable"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_GetExecutable_Args, loaded_executable) - 16usize];
     ["Offset of field: PJRT_LoadedExecutable_GetExecutable_Args::executable"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_GetExecutable_Args, executable) - 24usize];
 };
@@ -3697,9 +2960,8 @@ impl Default for PJRT_LoadedExecutable_GetExecutable_Args {
 }
 pub const PJRT_LoadedExecutable_GetExecutable_Args_STRUCT_SIZE: _bindgen_ty_75 = 32;
 pub type _bindgen_ty_75 = ::std::os::raw::c_uint;
-pub type PJRT_LoadedExecutable_GetExecutable = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_GetExecutable_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_LoadedExecutable_GetExecutable =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_GetExecutable_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug)]
 pub struct PJRT_DeviceAssignmentSerialized {
@@ -3714,40 +2976,26 @@ pub struct PJRT_LoadedExecutable_GetDeviceAssignment_Args {
     pub serialized_bytes: *const ::std::os::raw::c_char,
     pub serialized_bytes_size: usize,
     pub serialized_device_assignment: *mut PJRT_DeviceAssignmentSerialized,
-    pub serialized_device_assignment_deleter:
-        ::std::option::Option<unsafe extern "C" fn(da: *mut PJRT_DeviceAssignmentSerialized)>,
+    pub serialized_device_assignment_deleter: ::std::option::Option<unsafe extern "C" fn(da: *mut PJRT_DeviceAssignmentSerialized)>,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_LoadedExecutable_GetDeviceAssignment_Args"]
-        [::std::mem::size_of::<PJRT_LoadedExecutable_GetDeviceAssignment_Args>() - 56usize];
-    ["Alignment of PJRT_LoadedExecutable_GetDeviceAssignment_Args"]
-        [::std::mem::align_of::<PJRT_LoadedExecutable_GetDeviceAssignment_Args>() - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_GetDeviceAssignment_Args,
-        struct_size
-    ) - 0usize];
-    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_GetDeviceAssignment_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::executable"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_GetDeviceAssignment_Args,
-        executable
-    ) - 16usize];
-    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::serialized_bytes"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_GetDeviceAssignment_Args,
-        serialized_bytes
-    )
-        - 24usize];
-    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::serialized_bytes_size"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_GetDeviceAssignment_Args,
-        serialized_bytes_size
-    )
-        - 32usize];
-    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::serialized_device_assignment"] [:: std :: mem :: offset_of ! (PJRT_LoadedExecutable_GetDeviceAssignment_Args , serialized_device_assignment) - 40usize] ;
-    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::serialized_device_assignment_deleter"] [:: std :: mem :: offset_of ! (PJRT_LoadedExecutable_GetDeviceAssignment_Args , serialized_device_assignment_deleter) - 48usize] ;
+    ["Size of PJRT_LoadedExecutable_GetDeviceAssignment_Args"][::std::mem::size_of::<PJRT_LoadedExecutable_GetDeviceAssignment_Args>() - 56usize];
+    ["Alignment of PJRT_LoadedExecutable_GetDeviceAssignment_Args"][::std::mem::align_of::<PJRT_LoadedExecutable_GetDeviceAssignment_Args>() - 8usize];
+    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_GetDeviceAssignment_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_GetDeviceAssignment_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::executable"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_GetDeviceAssignment_Args, executable) - 16usize];
+    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::serialized_bytes"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_GetDeviceAssignment_Args, serialized_bytes) - 24usize];
+    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::serialized_bytes_size"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_GetDeviceAssignment_Args, serialized_bytes_size) - 32usize];
+    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::serialized_device_assignment"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_GetDeviceAssignment_Args, serialized_device_assignment) - 40usize];
+    ["Offset of field: PJRT_LoadedExecutable_GetDeviceAssignment_Args::serialized_device_assignment_deleter"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_GetDeviceAssignment_Args, serialized_device_assignment_deleter) - 48usize];
 };
 impl Default for PJRT_LoadedExecutable_GetDeviceAssignment_Args {
     fn default() -> Self {
@@ -3762,11 +3010,8 @@ impl Default for PJRT_LoadedExecutable_GetDeviceAssignment_Args {
 }
 pub const PJRT_LoadedExecutable_GetDeviceAssignment_Args_STRUCT_SIZE: _bindgen_ty_76 = 56;
 pub type _bindgen_ty_76 = ::std::os::raw::c_uint;
-pub type PJRT_LoadedExecutable_GetDeviceAssignment = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_LoadedExecutable_GetDeviceAssignment_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_LoadedExecutable_GetDeviceAssignment =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_GetDeviceAssignment_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_Name_Args {
@@ -3778,20 +3023,13 @@ pub struct PJRT_Executable_Name_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_Name_Args"]
-        [::std::mem::size_of::<PJRT_Executable_Name_Args>() - 40usize];
-    ["Alignment of PJRT_Executable_Name_Args"]
-        [::std::mem::align_of::<PJRT_Executable_Name_Args>() - 8usize];
-    ["Offset of field: PJRT_Executable_Name_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Executable_Name_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Executable_Name_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Executable_Name_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_Name_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_Name_Args, executable) - 16usize];
-    ["Offset of field: PJRT_Executable_Name_Args::executable_name"]
-        [::std::mem::offset_of!(PJRT_Executable_Name_Args, executable_name) - 24usize];
-    ["Offset of field: PJRT_Executable_Name_Args::executable_name_size"]
-        [::std::mem::offset_of!(PJRT_Executable_Name_Args, executable_name_size) - 32usize];
+    ["Size of PJRT_Executable_Name_Args"][::std::mem::size_of::<PJRT_Executable_Name_Args>() - 40usize];
+    ["Alignment of PJRT_Executable_Name_Args"][::std::mem::align_of::<PJRT_Executable_Name_Args>() - 8usize];
+    ["Offset of field: PJRT_Executable_Name_Args::struct_size"][::std::mem::offset_of!(PJRT_Executable_Name_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Executable_Name_Args::extension_start"][::std::mem::offset_of!(PJRT_Executable_Name_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Executable_Name_Args::executable"][::std::mem::offset_of!(PJRT_Executable_Name_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_Name_Args::executable_name"][::std::mem::offset_of!(PJRT_Executable_Name_Args, executable_name) - 24usize];
+    ["Offset of field: PJRT_Executable_Name_Args::executable_name_size"][::std::mem::offset_of!(PJRT_Executable_Name_Args, executable_name_size) - 32usize];
 };
 impl Default for PJRT_Executable_Name_Args {
     fn default() -> Self {
@@ -3806,9 +3044,7 @@ impl Default for PJRT_Executable_Name_Args {
 }
 pub const PJRT_Executable_Name_Args_STRUCT_SIZE: _bindgen_ty_77 = 40;
 pub type _bindgen_ty_77 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_Name = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_Name_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_Name = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_Name_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_NumReplicas_Args {
@@ -3819,18 +3055,12 @@ pub struct PJRT_Executable_NumReplicas_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_NumReplicas_Args"]
-        [::std::mem::size_of::<PJRT_Executable_NumReplicas_Args>() - 32usize];
-    ["Alignment of PJRT_Executable_NumReplicas_Args"]
-        [::std::mem::align_of::<PJRT_Executable_NumReplicas_Args>() - 8usize];
-    ["Offset of field: PJRT_Executable_NumReplicas_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Executable_NumReplicas_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Executable_NumReplicas_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Executable_NumReplicas_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_NumReplicas_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_NumReplicas_Args, executable) - 16usize];
-    ["Offset of field: PJRT_Executable_NumReplicas_Args::num_replicas"]
-        [::std::mem::offset_of!(PJRT_Executable_NumReplicas_Args, num_replicas) - 24usize];
+    ["Size of PJRT_Executable_NumReplicas_Args"][::std::mem::size_of::<PJRT_Executable_NumReplicas_Args>() - 32usize];
+    ["Alignment of PJRT_Executable_NumReplicas_Args"][::std::mem::align_of::<PJRT_Executable_NumReplicas_Args>() - 8usize];
+    ["Offset of field: PJRT_Executable_NumReplicas_Args::struct_size"][::std::mem::offset_of!(PJRT_Executable_NumReplicas_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Executable_NumReplicas_Args::extension_start"][::std::mem::offset_of!(PJRT_Executable_NumReplicas_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Executable_NumReplicas_Args::executable"][::std::mem::offset_of!(PJRT_Executable_NumReplicas_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_NumReplicas_Args::num_replicas"][::std::mem::offset_of!(PJRT_Executable_NumReplicas_Args, num_replicas) - 24usize];
 };
 impl Default for PJRT_Executable_NumReplicas_Args {
     fn default() -> Self {
@@ -3845,9 +3075,7 @@ impl Default for PJRT_Executable_NumReplicas_Args {
 }
 pub const PJRT_Executable_NumReplicas_Args_STRUCT_SIZE: _bindgen_ty_78 = 32;
 pub type _bindgen_ty_78 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_NumReplicas = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_NumReplicas_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_NumReplicas = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_NumReplicas_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_NumPartitions_Args {
@@ -3858,16 +3086,12 @@ pub struct PJRT_Executable_NumPartitions_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_NumPartitions_Args"]
-        [::std::mem::size_of::<PJRT_Executable_NumPartitions_Args>() - 32usize];
-    ["Alignment of PJRT_Executable_NumPartitions_Args"]
-        [::std::mem::align_of::<PJRT_Executable_NumPartitions_Args>() - 8usize];
-    ["Offset of field: PJRT_Executable_NumPartitions_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Executable_NumPartitions_Args, struct_size) - 0usize];
+    ["Size of PJRT_Executable_NumPartitions_Args"][::std::mem::size_of::<PJRT_Executable_NumPartitions_Args>() - 32usize];
+    ["Alignment of PJRT_Executable_NumPartitions_Args"][::std::mem::align_of::<PJRT_Executable_NumPartitions_Args>() - 8usize];
+    ["Offset of field: PJRT_Executable_NumPartitions_Args::struct_size"][::std::mem::offset_of!(PJRT_Executable_NumPartitions_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Executable_NumPartitions_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Executable_NumPartitions_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_NumPartitions_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_NumPartitions_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_NumPartitions_Args::executable"][::std::mem::offset_of!(PJRT_Executable_NumPartitions_Args, executable) - 16usize];
     ["Offset of field: PJRT_Executable_NumPartitions_Args::num_partitions"]
         [::std::mem::offset_of!(PJRT_Executable_NumPartitions_Args, num_partitions) - 24usize];
 };
@@ -3884,9 +3108,7 @@ impl Default for PJRT_Executable_NumPartitions_Args {
 }
 pub const PJRT_Executable_NumPartitions_Args_STRUCT_SIZE: _bindgen_ty_79 = 32;
 pub type _bindgen_ty_79 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_NumPartitions = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_NumPartitions_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_NumPartitions = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_NumPartitions_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_LoadedExecutable_AddressableDevices_Args {
@@ -3898,32 +3120,18 @@ pub struct PJRT_LoadedExecutable_AddressableDevices_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_LoadedExecutable_AddressableDevices_Args"]
-        [::std::mem::size_of::<PJRT_LoadedExecutable_AddressableDevices_Args>() - 40usize];
-    ["Alignment of PJRT_LoadedExecutable_AddressableDevices_Args"]
-        [::std::mem::align_of::<PJRT_LoadedExecutable_AddressableDevices_Args>() - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_AddressableDevices_Args,
-        struct_size
-    ) - 0usize];
-    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_AddressableDevices_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::executable"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_AddressableDevices_Args,
-        executable
-    ) - 16usize];
-    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::addressable_devices"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_AddressableDevices_Args,
-        addressable_devices
-    )
-        - 24usize];
-    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::num_addressable_devices"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_AddressableDevices_Args,
-        num_addressable_devices
-    )
-        - 32usize];
+    ["Size of PJRT_LoadedExecutable_AddressableDevices_Args"][::std::mem::size_of::<PJRT_LoadedExecutable_AddressableDevices_Args>() - 40usize];
+    ["Alignment of PJRT_LoadedExecutable_AddressableDevices_Args"][::std::mem::align_of::<PJRT_LoadedExecutable_AddressableDevices_Args>() - 8usize];
+    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_AddressableDevices_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_AddressableDevices_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::executable"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_AddressableDevices_Args, executable) - 16usize];
+    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::addressable_devices"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_AddressableDevices_Args, addressable_devices) - 24usize];
+    ["Offset of field: PJRT_LoadedExecutable_AddressableDevices_Args::num_addressable_devices"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_AddressableDevices_Args, num_addressable_devices) - 32usize];
 };
 impl Default for PJRT_LoadedExecutable_AddressableDevices_Args {
     fn default() -> Self {
@@ -3938,11 +3146,8 @@ impl Default for PJRT_LoadedExecutable_AddressableDevices_Args {
 }
 pub const PJRT_LoadedExecutable_AddressableDevices_Args_STRUCT_SIZE: _bindgen_ty_80 = 40;
 pub type _bindgen_ty_80 = ::std::os::raw::c_uint;
-pub type PJRT_LoadedExecutable_AddressableDevices = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_LoadedExecutable_AddressableDevices_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_LoadedExecutable_AddressableDevices =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_AddressableDevices_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_OptimizedProgram_Args {
@@ -3953,18 +3158,14 @@ pub struct PJRT_Executable_OptimizedProgram_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_OptimizedProgram_Args"]
-        [::std::mem::size_of::<PJRT_Executable_OptimizedProgram_Args>() - 32usize];
-    ["Alignment of PJRT_Executable_OptimizedProgram_Args"]
-        [::std::mem::align_of::<PJRT_Executable_OptimizedProgram_Args>() - 8usize];
+    ["Size of PJRT_Executable_OptimizedProgram_Args"][::std::mem::size_of::<PJRT_Executable_OptimizedProgram_Args>() - 32usize];
+    ["Alignment of PJRT_Executable_OptimizedProgram_Args"][::std::mem::align_of::<PJRT_Executable_OptimizedProgram_Args>() - 8usize];
     ["Offset of field: PJRT_Executable_OptimizedProgram_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Executable_OptimizedProgram_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Executable_OptimizedProgram_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Executable_OptimizedProgram_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_OptimizedProgram_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_OptimizedProgram_Args, executable) - 16usize];
-    ["Offset of field: PJRT_Executable_OptimizedProgram_Args::program"]
-        [::std::mem::offset_of!(PJRT_Executable_OptimizedProgram_Args, program) - 24usize];
+    ["Offset of field: PJRT_Executable_OptimizedProgram_Args::executable"][::std::mem::offset_of!(PJRT_Executable_OptimizedProgram_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_OptimizedProgram_Args::program"][::std::mem::offset_of!(PJRT_Executable_OptimizedProgram_Args, program) - 24usize];
 };
 impl Default for PJRT_Executable_OptimizedProgram_Args {
     fn default() -> Self {
@@ -3979,9 +3180,7 @@ impl Default for PJRT_Executable_OptimizedProgram_Args {
 }
 pub const PJRT_Executable_OptimizedProgram_Args_STRUCT_SIZE: _bindgen_ty_81 = 32;
 pub type _bindgen_ty_81 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_OptimizedProgram = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_OptimizedProgram_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_OptimizedProgram = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_OptimizedProgram_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_LoadedExecutable_Delete_Args {
@@ -3991,16 +3190,12 @@ pub struct PJRT_LoadedExecutable_Delete_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_LoadedExecutable_Delete_Args"]
-        [::std::mem::size_of::<PJRT_LoadedExecutable_Delete_Args>() - 24usize];
-    ["Alignment of PJRT_LoadedExecutable_Delete_Args"]
-        [::std::mem::align_of::<PJRT_LoadedExecutable_Delete_Args>() - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_Delete_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Delete_Args, struct_size) - 0usize];
+    ["Size of PJRT_LoadedExecutable_Delete_Args"][::std::mem::size_of::<PJRT_LoadedExecutable_Delete_Args>() - 24usize];
+    ["Alignment of PJRT_LoadedExecutable_Delete_Args"][::std::mem::align_of::<PJRT_LoadedExecutable_Delete_Args>() - 8usize];
+    ["Offset of field: PJRT_LoadedExecutable_Delete_Args::struct_size"][::std::mem::offset_of!(PJRT_LoadedExecutable_Delete_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_LoadedExecutable_Delete_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_Delete_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_Delete_Args::executable"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Delete_Args, executable) - 16usize];
+    ["Offset of field: PJRT_LoadedExecutable_Delete_Args::executable"][::std::mem::offset_of!(PJRT_LoadedExecutable_Delete_Args, executable) - 16usize];
 };
 impl Default for PJRT_LoadedExecutable_Delete_Args {
     fn default() -> Self {
@@ -4015,9 +3210,7 @@ impl Default for PJRT_LoadedExecutable_Delete_Args {
 }
 pub const PJRT_LoadedExecutable_Delete_Args_STRUCT_SIZE: _bindgen_ty_82 = 24;
 pub type _bindgen_ty_82 = ::std::os::raw::c_uint;
-pub type PJRT_LoadedExecutable_Delete = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_Delete_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_LoadedExecutable_Delete = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_Delete_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_LoadedExecutable_IsDeleted_Args {
@@ -4028,18 +3221,13 @@ pub struct PJRT_LoadedExecutable_IsDeleted_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_LoadedExecutable_IsDeleted_Args"]
-        [::std::mem::size_of::<PJRT_LoadedExecutable_IsDeleted_Args>() - 32usize];
-    ["Alignment of PJRT_LoadedExecutable_IsDeleted_Args"]
-        [::std::mem::align_of::<PJRT_LoadedExecutable_IsDeleted_Args>() - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_IsDeleted_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_IsDeleted_Args, struct_size) - 0usize];
+    ["Size of PJRT_LoadedExecutable_IsDeleted_Args"][::std::mem::size_of::<PJRT_LoadedExecutable_IsDeleted_Args>() - 32usize];
+    ["Alignment of PJRT_LoadedExecutable_IsDeleted_Args"][::std::mem::align_of::<PJRT_LoadedExecutable_IsDeleted_Args>() - 8usize];
+    ["Offset of field: PJRT_LoadedExecutable_IsDeleted_Args::struct_size"][::std::mem::offset_of!(PJRT_LoadedExecutable_IsDeleted_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_LoadedExecutable_IsDeleted_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_IsDeleted_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_IsDeleted_Args::executable"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_IsDeleted_Args, executable) - 16usize];
-    ["Offset of field: PJRT_LoadedExecutable_IsDeleted_Args::is_deleted"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_IsDeleted_Args, is_deleted) - 24usize];
+    ["Offset of field: PJRT_LoadedExecutable_IsDeleted_Args::executable"][::std::mem::offset_of!(PJRT_LoadedExecutable_IsDeleted_Args, executable) - 16usize];
+    ["Offset of field: PJRT_LoadedExecutable_IsDeleted_Args::is_deleted"][::std::mem::offset_of!(PJRT_LoadedExecutable_IsDeleted_Args, is_deleted) - 24usize];
 };
 impl Default for PJRT_LoadedExecutable_IsDeleted_Args {
     fn default() -> Self {
@@ -4054,20 +3242,13 @@ impl Default for PJRT_LoadedExecutable_IsDeleted_Args {
 }
 pub const PJRT_LoadedExecutable_IsDeleted_Args_STRUCT_SIZE: _bindgen_ty_83 = 25;
 pub type _bindgen_ty_83 = ::std::os::raw::c_uint;
-pub type PJRT_LoadedExecutable_IsDeleted = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_IsDeleted_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_LoadedExecutable_IsDeleted = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_IsDeleted_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Chunk {
     pub data: *mut ::std::os::raw::c_void,
     pub size: usize,
-    pub deleter: ::std::option::Option<
-        unsafe extern "C" fn(
-            data: *mut ::std::os::raw::c_void,
-            deleter_arg: *mut ::std::os::raw::c_void,
-        ),
-    >,
+    pub deleter: ::std::option::Option<unsafe extern "C" fn(data: *mut ::std::os::raw::c_void, deleter_arg: *mut ::std::os::raw::c_void)>,
     pub deleter_arg: *mut ::std::os::raw::c_void,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -4077,8 +3258,7 @@ const _: () = {
     ["Offset of field: PJRT_Chunk::data"][::std::mem::offset_of!(PJRT_Chunk, data) - 0usize];
     ["Offset of field: PJRT_Chunk::size"][::std::mem::offset_of!(PJRT_Chunk, size) - 8usize];
     ["Offset of field: PJRT_Chunk::deleter"][::std::mem::offset_of!(PJRT_Chunk, deleter) - 16usize];
-    ["Offset of field: PJRT_Chunk::deleter_arg"]
-        [::std::mem::offset_of!(PJRT_Chunk, deleter_arg) - 24usize];
+    ["Offset of field: PJRT_Chunk::deleter_arg"][::std::mem::offset_of!(PJRT_Chunk, deleter_arg) - 24usize];
 };
 impl Default for PJRT_Chunk {
     fn default() -> Self {
@@ -4110,12 +3290,7 @@ pub type PJRT_SendCallback = ::std::option::Option<
         user_arg: *mut ::std::os::raw::c_void,
     ) -> *mut PJRT_Error,
 >;
-pub type PJRT_RecvCallback = ::std::option::Option<
-    unsafe extern "C" fn(
-        stream: *mut PJRT_CopyToDeviceStream,
-        user_arg: *mut ::std::os::raw::c_void,
-    ),
->;
+pub type PJRT_RecvCallback = ::std::option::Option<unsafe extern "C" fn(stream: *mut PJRT_CopyToDeviceStream, user_arg: *mut ::std::os::raw::c_void)>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_SendCallbackInfo {
@@ -4126,14 +3301,10 @@ pub struct PJRT_SendCallbackInfo {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_SendCallbackInfo"][::std::mem::size_of::<PJRT_SendCallbackInfo>() - 24usize];
-    ["Alignment of PJRT_SendCallbackInfo"]
-        [::std::mem::align_of::<PJRT_SendCallbackInfo>() - 8usize];
-    ["Offset of field: PJRT_SendCallbackInfo::channel_id"]
-        [::std::mem::offset_of!(PJRT_SendCallbackInfo, channel_id) - 0usize];
-    ["Offset of field: PJRT_SendCallbackInfo::user_arg"]
-        [::std::mem::offset_of!(PJRT_SendCallbackInfo, user_arg) - 8usize];
-    ["Offset of field: PJRT_SendCallbackInfo::send_callback"]
-        [::std::mem::offset_of!(PJRT_SendCallbackInfo, send_callback) - 16usize];
+    ["Alignment of PJRT_SendCallbackInfo"][::std::mem::align_of::<PJRT_SendCallbackInfo>() - 8usize];
+    ["Offset of field: PJRT_SendCallbackInfo::channel_id"][::std::mem::offset_of!(PJRT_SendCallbackInfo, channel_id) - 0usize];
+    ["Offset of field: PJRT_SendCallbackInfo::user_arg"][::std::mem::offset_of!(PJRT_SendCallbackInfo, user_arg) - 8usize];
+    ["Offset of field: PJRT_SendCallbackInfo::send_callback"][::std::mem::offset_of!(PJRT_SendCallbackInfo, send_callback) - 16usize];
 };
 impl Default for PJRT_SendCallbackInfo {
     fn default() -> Self {
@@ -4158,14 +3329,10 @@ pub struct PJRT_RecvCallbackInfo {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_RecvCallbackInfo"][::std::mem::size_of::<PJRT_RecvCallbackInfo>() - 24usize];
-    ["Alignment of PJRT_RecvCallbackInfo"]
-        [::std::mem::align_of::<PJRT_RecvCallbackInfo>() - 8usize];
-    ["Offset of field: PJRT_RecvCallbackInfo::channel_id"]
-        [::std::mem::offset_of!(PJRT_RecvCallbackInfo, channel_id) - 0usize];
-    ["Offset of field: PJRT_RecvCallbackInfo::user_arg"]
-        [::std::mem::offset_of!(PJRT_RecvCallbackInfo, user_arg) - 8usize];
-    ["Offset of field: PJRT_RecvCallbackInfo::recv_callback"]
-        [::std::mem::offset_of!(PJRT_RecvCallbackInfo, recv_callback) - 16usize];
+    ["Alignment of PJRT_RecvCallbackInfo"][::std::mem::align_of::<PJRT_RecvCallbackInfo>() - 8usize];
+    ["Offset of field: PJRT_RecvCallbackInfo::channel_id"][::std::mem::offset_of!(PJRT_RecvCallbackInfo, channel_id) - 0usize];
+    ["Offset of field: PJRT_RecvCallbackInfo::user_arg"][::std::mem::offset_of!(PJRT_RecvCallbackInfo, user_arg) - 8usize];
+    ["Offset of field: PJRT_RecvCallbackInfo::recv_callback"][::std::mem::offset_of!(PJRT_RecvCallbackInfo, recv_callback) - 16usize];
 };
 impl Default for PJRT_RecvCallbackInfo {
     fn default() -> Self {
@@ -4202,34 +3369,21 @@ pub struct PJRT_ExecuteOptions {
 const _: () = {
     ["Size of PJRT_ExecuteOptions"][::std::mem::size_of::<PJRT_ExecuteOptions>() - 112usize];
     ["Alignment of PJRT_ExecuteOptions"][::std::mem::align_of::<PJRT_ExecuteOptions>() - 8usize];
-    ["Offset of field: PJRT_ExecuteOptions::struct_size"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, struct_size) - 0usize];
-    ["Offset of field: PJRT_ExecuteOptions::extension_start"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, extension_start) - 8usize];
-    ["Offset of field: PJRT_ExecuteOptions::send_callbacks"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, send_callbacks) - 16usize];
-    ["Offset of field: PJRT_ExecuteOptions::recv_callbacks"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, recv_callbacks) - 24usize];
-    ["Offset of field: PJRT_ExecuteOptions::num_send_ops"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, num_send_ops) - 32usize];
-    ["Offset of field: PJRT_ExecuteOptions::num_recv_ops"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, num_recv_ops) - 40usize];
-    ["Offset of field: PJRT_ExecuteOptions::launch_id"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, launch_id) - 48usize];
-    ["Offset of field: PJRT_ExecuteOptions::non_donatable_input_indices"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, non_donatable_input_indices) - 56usize];
+    ["Offset of field: PJRT_ExecuteOptions::struct_size"][::std::mem::offset_of!(PJRT_ExecuteOptions, struct_size) - 0usize];
+    ["Offset of field: PJRT_ExecuteOptions::extension_start"][::std::mem::offset_of!(PJRT_ExecuteOptions, extension_start) - 8usize];
+    ["Offset of field: PJRT_ExecuteOptions::send_callbacks"][::std::mem::offset_of!(PJRT_ExecuteOptions, send_callbacks) - 16usize];
+    ["Offset of field: PJRT_ExecuteOptions::recv_callbacks"][::std::mem::offset_of!(PJRT_ExecuteOptions, recv_callbacks) - 24usize];
+    ["Offset of field: PJRT_ExecuteOptions::num_send_ops"][::std::mem::offset_of!(PJRT_ExecuteOptions, num_send_ops) - 32usize];
+    ["Offset of field: PJRT_ExecuteOptions::num_recv_ops"][::std::mem::offset_of!(PJRT_ExecuteOptions, num_recv_ops) - 40usize];
+    ["Offset of field: PJRT_ExecuteOptions::launch_id"][::std::mem::offset_of!(PJRT_ExecuteOptions, launch_id) - 48usize];
+    ["Offset of field: PJRT_ExecuteOptions::non_donatable_input_indices"][::std::mem::offset_of!(PJRT_ExecuteOptions, non_donatable_input_indices) - 56usize];
     ["Offset of field: PJRT_ExecuteOptions::num_non_donatable_input_indices"]
         [::std::mem::offset_of!(PJRT_ExecuteOptions, num_non_donatable_input_indices) - 64usize];
-    ["Offset of field: PJRT_ExecuteOptions::context"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, context) - 72usize];
-    ["Offset of field: PJRT_ExecuteOptions::call_location"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, call_location) - 80usize];
-    ["Offset of field: PJRT_ExecuteOptions::num_tasks"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, num_tasks) - 88usize];
-    ["Offset of field: PJRT_ExecuteOptions::task_ids"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, task_ids) - 96usize];
-    ["Offset of field: PJRT_ExecuteOptions::incarnation_ids"]
-        [::std::mem::offset_of!(PJRT_ExecuteOptions, incarnation_ids) - 104usize];
+    ["Offset of field: PJRT_ExecuteOptions::context"][::std::mem::offset_of!(PJRT_ExecuteOptions, context) - 72usize];
+    ["Offset of field: PJRT_ExecuteOptions::call_location"][::std::mem::offset_of!(PJRT_ExecuteOptions, call_location) - 80usize];
+    ["Offset of field: PJRT_ExecuteOptions::num_tasks"][::std::mem::offset_of!(PJRT_ExecuteOptions, num_tasks) - 88usize];
+    ["Offset of field: PJRT_ExecuteOptions::task_ids"][::std::mem::offset_of!(PJRT_ExecuteOptions, task_ids) - 96usize];
+    ["Offset of field: PJRT_ExecuteOptions::incarnation_ids"][::std::mem::offset_of!(PJRT_ExecuteOptions, incarnation_ids) - 104usize];
 };
 impl Default for PJRT_ExecuteOptions {
     fn default() -> Self {
@@ -4260,30 +3414,20 @@ pub struct PJRT_LoadedExecutable_Execute_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_LoadedExecutable_Execute_Args"]
-        [::std::mem::size_of::<PJRT_LoadedExecutable_Execute_Args>() - 80usize];
-    ["Alignment of PJRT_LoadedExecutable_Execute_Args"]
-        [::std::mem::align_of::<PJRT_LoadedExecutable_Execute_Args>() - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, struct_size) - 0usize];
+    ["Size of PJRT_LoadedExecutable_Execute_Args"][::std::mem::size_of::<PJRT_LoadedExecutable_Execute_Args>() - 80usize];
+    ["Alignment of PJRT_LoadedExecutable_Execute_Args"][::std::mem::align_of::<PJRT_LoadedExecutable_Execute_Args>() - 8usize];
+    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::struct_size"][::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_LoadedExecutable_Execute_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::executable"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, executable) - 16usize];
-    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::options"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, options) - 24usize];
+    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::executable"][::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, executable) - 16usize];
+    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::options"][::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, options) - 24usize];
     ["Offset of field: PJRT_LoadedExecutable_Execute_Args::argument_lists"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, argument_lists) - 32usize];
-    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::num_devices"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, num_devices) - 40usize];
-    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::num_args"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, num_args) - 48usize];
-    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::output_lists"]
-        [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, output_lists) - 56usize];
-    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::device_complete_events"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_Execute_Args,
-        device_complete_events
-    ) - 64usize];
+    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::num_devices"][::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, num_devices) - 40usize];
+    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::num_args"][::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, num_args) - 48usize];
+    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::output_lists"][::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, output_lists) - 56usize];
+    ["Offset of field: PJRT_LoadedExecutable_Execute_Args::device_complete_events"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, device_complete_events) - 64usize];
     ["Offset of field: PJRT_LoadedExecutable_Execute_Args::execute_device"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_Execute_Args, execute_device) - 72usize];
 };
@@ -4300,9 +3444,7 @@ impl Default for PJRT_LoadedExecutable_Execute_Args {
 }
 pub const PJRT_LoadedExecutable_Execute_Args_STRUCT_SIZE: _bindgen_ty_87 = 80;
 pub type _bindgen_ty_87 = ::std::os::raw::c_uint;
-pub type PJRT_LoadedExecutable_Execute = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_Execute_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_LoadedExecutable_Execute = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_Execute_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_NumOutputs_Args {
@@ -4313,18 +3455,12 @@ pub struct PJRT_Executable_NumOutputs_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_NumOutputs_Args"]
-        [::std::mem::size_of::<PJRT_Executable_NumOutputs_Args>() - 32usize];
-    ["Alignment of PJRT_Executable_NumOutputs_Args"]
-        [::std::mem::align_of::<PJRT_Executable_NumOutputs_Args>() - 8usize];
-    ["Offset of field: PJRT_Executable_NumOutputs_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Executable_NumOutputs_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Executable_NumOutputs_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Executable_NumOutputs_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_NumOutputs_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_NumOutputs_Args, executable) - 16usize];
-    ["Offset of field: PJRT_Executable_NumOutputs_Args::num_outputs"]
-        [::std::mem::offset_of!(PJRT_Executable_NumOutputs_Args, num_outputs) - 24usize];
+    ["Size of PJRT_Executable_NumOutputs_Args"][::std::mem::size_of::<PJRT_Executable_NumOutputs_Args>() - 32usize];
+    ["Alignment of PJRT_Executable_NumOutputs_Args"][::std::mem::align_of::<PJRT_Executable_NumOutputs_Args>() - 8usize];
+    ["Offset of field: PJRT_Executable_NumOutputs_Args::struct_size"][::std::mem::offset_of!(PJRT_Executable_NumOutputs_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Executable_NumOutputs_Args::extension_start"][::std::mem::offset_of!(PJRT_Executable_NumOutputs_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Executable_NumOutputs_Args::executable"][::std::mem::offset_of!(PJRT_Executable_NumOutputs_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_NumOutputs_Args::num_outputs"][::std::mem::offset_of!(PJRT_Executable_NumOutputs_Args, num_outputs) - 24usize];
 };
 impl Default for PJRT_Executable_NumOutputs_Args {
     fn default() -> Self {
@@ -4339,9 +3475,7 @@ impl Default for PJRT_Executable_NumOutputs_Args {
 }
 pub const PJRT_Executable_NumOutputs_Args_STRUCT_SIZE: _bindgen_ty_88 = 32;
 pub type _bindgen_ty_88 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_NumOutputs = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_NumOutputs_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_NumOutputs = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_NumOutputs_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_SizeOfGeneratedCodeInBytes_Args {
@@ -4352,28 +3486,16 @@ pub struct PJRT_Executable_SizeOfGeneratedCodeInBytes_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_SizeOfGeneratedCodeInBytes_Args"]
-        [::std::mem::size_of::<PJRT_Executable_SizeOfGeneratedCodeInBytes_Args>() - 32usize];
-    ["Alignment of PJRT_Executable_SizeOfGeneratedCodeInBytes_Args"]
-        [::std::mem::align_of::<PJRT_Executable_SizeOfGeneratedCodeInBytes_Args>() - 8usize];
-    ["Offset of field: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_Executable_SizeOfGeneratedCodeInBytes_Args,
-        struct_size
-    ) - 0usize];
-    ["Offset of field: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Executable_SizeOfGeneratedCodeInBytes_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args::executable"][::std::mem::offset_of!(
-        PJRT_Executable_SizeOfGeneratedCodeInBytes_Args,
-        executable
-    ) - 16usize];
-    ["Offset of field: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args::size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_SizeOfGeneratedCodeInBytes_Args,
-        size_in_bytes
-    )
-        - 24usize];
+    ["Size of PJRT_Executable_SizeOfGeneratedCodeInBytes_Args"][::std::mem::size_of::<PJRT_Executable_SizeOfGeneratedCodeInBytes_Args>() - 32usize];
+    ["Alignment of PJRT_Executable_SizeOfGeneratedCodeInBytes_Args"][::std::mem::align_of::<PJRT_Executable_SizeOfGeneratedCodeInBytes_Args>() - 8usize];
+    ["Offset of field: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_Executable_SizeOfGeneratedCodeInBytes_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Executable_SizeOfGeneratedCodeInBytes_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args::executable"]
+        [::std::mem::offset_of!(PJRT_Executable_SizeOfGeneratedCodeInBytes_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args::size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_SizeOfGeneratedCodeInBytes_Args, size_in_bytes) - 24usize];
 };
 impl Default for PJRT_Executable_SizeOfGeneratedCodeInBytes_Args {
     fn default() -> Self {
@@ -4388,11 +3510,8 @@ impl Default for PJRT_Executable_SizeOfGeneratedCodeInBytes_Args {
 }
 pub const PJRT_Executable_SizeOfGeneratedCodeInBytes_Args_STRUCT_SIZE: _bindgen_ty_89 = 32;
 pub type _bindgen_ty_89 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_SizeOfGeneratedCodeInBytes = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_Executable_SizeOfGeneratedCodeInBytes_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_SizeOfGeneratedCodeInBytes =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_SizeOfGeneratedCodeInBytes_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_Fingerprint_Args {
@@ -4404,24 +3523,15 @@ pub struct PJRT_Executable_Fingerprint_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_Fingerprint_Args"]
-        [::std::mem::size_of::<PJRT_Executable_Fingerprint_Args>() - 40usize];
-    ["Alignment of PJRT_Executable_Fingerprint_Args"]
-        [::std::mem::align_of::<PJRT_Executable_Fingerprint_Args>() - 8usize];
-    ["Offset of field: PJRT_Executable_Fingerprint_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Executable_Fingerprint_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Executable_Fingerprint_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Executable_Fingerprint_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_Fingerprint_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_Fingerprint_Args, executable) - 16usize];
-    ["Offset of field: PJRT_Executable_Fingerprint_Args::executable_fingerprint"][::std::mem::offset_of!(
-        PJRT_Executable_Fingerprint_Args,
-        executable_fingerprint
-    ) - 24usize];
-    ["Offset of field: PJRT_Executable_Fingerprint_Args::executable_fingerprint_size"][::std::mem::offset_of!(
-        PJRT_Executable_Fingerprint_Args,
-        executable_fingerprint_size
-    ) - 32usize];
+    ["Size of PJRT_Executable_Fingerprint_Args"][::std::mem::size_of::<PJRT_Executable_Fingerprint_Args>() - 40usize];
+    ["Alignment of PJRT_Executable_Fingerprint_Args"][::std::mem::align_of::<PJRT_Executable_Fingerprint_Args>() - 8usize];
+    ["Offset of field: PJRT_Executable_Fingerprint_Args::struct_size"][::std::mem::offset_of!(PJRT_Executable_Fingerprint_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Executable_Fingerprint_Args::extension_start"][::std::mem::offset_of!(PJRT_Executable_Fingerprint_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Executable_Fingerprint_Args::executable"][::std::mem::offset_of!(PJRT_Executable_Fingerprint_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_Fingerprint_Args::executable_fingerprint"]
+        [::std::mem::offset_of!(PJRT_Executable_Fingerprint_Args, executable_fingerprint) - 24usize];
+    ["Offset of field: PJRT_Executable_Fingerprint_Args::executable_fingerprint_size"]
+        [::std::mem::offset_of!(PJRT_Executable_Fingerprint_Args, executable_fingerprint_size) - 32usize];
 };
 impl Default for PJRT_Executable_Fingerprint_Args {
     fn default() -> Self {
@@ -4436,9 +3546,7 @@ impl Default for PJRT_Executable_Fingerprint_Args {
 }
 pub const PJRT_Executable_Fingerprint_Args_STRUCT_SIZE: _bindgen_ty_90 = 40;
 pub type _bindgen_ty_90 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_Fingerprint = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_Fingerprint_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_Fingerprint = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_Fingerprint_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_GetCostAnalysis_Args {
@@ -4450,20 +3558,15 @@ pub struct PJRT_Executable_GetCostAnalysis_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_GetCostAnalysis_Args"]
-        [::std::mem::size_of::<PJRT_Executable_GetCostAnalysis_Args>() - 40usize];
-    ["Alignment of PJRT_Executable_GetCostAnalysis_Args"]
-        [::std::mem::align_of::<PJRT_Executable_GetCostAnalysis_Args>() - 8usize];
-    ["Offset of field: PJRT_Executable_GetCostAnalysis_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Executable_GetCostAnalysis_Args, struct_size) - 0usize];
+    ["Size of PJRT_Executable_GetCostAnalysis_Args"][::std::mem::size_of::<PJRT_Executable_GetCostAnalysis_Args>() - 40usize];
+    ["Alignment of PJRT_Executable_GetCostAnalysis_Args"][::std::mem::align_of::<PJRT_Executable_GetCostAnalysis_Args>() - 8usize];
+    ["Offset of field: PJRT_Executable_GetCostAnalysis_Args::struct_size"][::std::mem::offset_of!(PJRT_Executable_GetCostAnalysis_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Executable_GetCostAnalysis_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Executable_GetCostAnalysis_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_GetCostAnalysis_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_GetCostAnalysis_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_GetCostAnalysis_Args::executable"][::std::mem::offset_of!(PJRT_Executable_GetCostAnalysis_Args, executable) - 16usize];
     ["Offset of field: PJRT_Executable_GetCostAnalysis_Args::num_properties"]
         [::std::mem::offset_of!(PJRT_Executable_GetCostAnalysis_Args, num_properties) - 24usize];
-    ["Offset of field: PJRT_Executable_GetCostAnalysis_Args::properties"]
-        [::std::mem::offset_of!(PJRT_Executable_GetCostAnalysis_Args, properties) - 32usize];
+    ["Offset of field: PJRT_Executable_GetCostAnalysis_Args::properties"][::std::mem::offset_of!(PJRT_Executable_GetCostAnalysis_Args, properties) - 32usize];
 };
 impl Default for PJRT_Executable_GetCostAnalysis_Args {
     fn default() -> Self {
@@ -4478,9 +3581,7 @@ impl Default for PJRT_Executable_GetCostAnalysis_Args {
 }
 pub const PJRT_Executable_GetCostAnalysis_Args_STRUCT_SIZE: _bindgen_ty_91 = 40;
 pub type _bindgen_ty_91 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_GetCostAnalysis = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_GetCostAnalysis_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_GetCostAnalysis = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_GetCostAnalysis_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_GetCompiledMemoryStats_Args {
@@ -4501,65 +3602,36 @@ pub struct PJRT_Executable_GetCompiledMemoryStats_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_GetCompiledMemoryStats_Args"]
-        [::std::mem::size_of::<PJRT_Executable_GetCompiledMemoryStats_Args>() - 112usize];
-    ["Alignment of PJRT_Executable_GetCompiledMemoryStats_Args"]
-        [::std::mem::align_of::<PJRT_Executable_GetCompiledMemoryStats_Args>() - 8usize];
+    ["Size of PJRT_Executable_GetCompiledMemoryStats_Args"][::std::mem::size_of::<PJRT_Executable_GetCompiledMemoryStats_Args>() - 112usize];
+    ["Alignment of PJRT_Executable_GetCompiledMemoryStats_Args"][::std::mem::align_of::<PJRT_Executable_GetCompiledMemoryStats_Args>() - 8usize];
     ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        extension_start
-    ) - 8usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::executable"]
         [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, executable) - 16usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::generated_code_size_in_bytes"] [:: std :: mem :: offset_of ! (PJRT_Executable_GetCompiledMemoryStats_Args , generated_code_size_in_bytes) - 24usize] ;
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::argument_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        argument_size_in_bytes
-    )
-        - 32usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::output_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        output_size_in_bytes
-    )
-        - 40usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::alias_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        alias_size_in_bytes
-    )
-        - 48usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::temp_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        temp_size_in_bytes
-    )
-        - 56usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_generated_code_size_in_bytes"] [:: std :: mem :: offset_of ! (PJRT_Executable_GetCompiledMemoryStats_Args , host_generated_code_size_in_bytes) - 64usize] ;
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_argument_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        host_argument_size_in_bytes
-    )
-        - 72usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_output_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        host_output_size_in_bytes
-    )
-        - 80usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_alias_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        host_alias_size_in_bytes
-    )
-        - 88usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_temp_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        host_temp_size_in_bytes
-    )
-        - 96usize];
-    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::peak_memory_in_bytes"][::std::mem::offset_of!(
-        PJRT_Executable_GetCompiledMemoryStats_Args,
-        peak_memory_in_bytes
-    )
-        - 104usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::generated_code_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, generated_code_size_in_bytes) - 24usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::argument_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, argument_size_in_bytes) - 32usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::output_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, output_size_in_bytes) - 40usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::alias_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, alias_size_in_bytes) - 48usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::temp_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, temp_size_in_bytes) - 56usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_generated_code_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, host_generated_code_size_in_bytes) - 64usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_argument_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, host_argument_size_in_bytes) - 72usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_output_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, host_output_size_in_bytes) - 80usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_alias_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, host_alias_size_in_bytes) - 88usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::host_temp_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, host_temp_size_in_bytes) - 96usize];
+    ["Offset of field: PJRT_Executable_GetCompiledMemoryStats_Args::peak_memory_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Executable_GetCompiledMemoryStats_Args, peak_memory_in_bytes) - 104usize];
 };
 impl Default for PJRT_Executable_GetCompiledMemoryStats_Args {
     fn default() -> Self {
@@ -4574,9 +3646,8 @@ impl Default for PJRT_Executable_GetCompiledMemoryStats_Args {
 }
 pub const PJRT_Executable_GetCompiledMemoryStats_Args_STRUCT_SIZE: _bindgen_ty_92 = 112;
 pub type _bindgen_ty_92 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_GetCompiledMemoryStats = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_GetCompiledMemoryStats_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_GetCompiledMemoryStats =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_GetCompiledMemoryStats_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_OutputElementTypes_Args {
@@ -4588,10 +3659,8 @@ pub struct PJRT_Executable_OutputElementTypes_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_OutputElementTypes_Args"]
-        [::std::mem::size_of::<PJRT_Executable_OutputElementTypes_Args>() - 40usize];
-    ["Alignment of PJRT_Executable_OutputElementTypes_Args"]
-        [::std::mem::align_of::<PJRT_Executable_OutputElementTypes_Args>() - 8usize];
+    ["Size of PJRT_Executable_OutputElementTypes_Args"][::std::mem::size_of::<PJRT_Executable_OutputElementTypes_Args>() - 40usize];
+    ["Alignment of PJRT_Executable_OutputElementTypes_Args"][::std::mem::align_of::<PJRT_Executable_OutputElementTypes_Args>() - 8usize];
     ["Offset of field: PJRT_Executable_OutputElementTypes_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Executable_OutputElementTypes_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Executable_OutputElementTypes_Args::extension_start"]
@@ -4600,10 +3669,8 @@ const _: () = {
         [::std::mem::offset_of!(PJRT_Executable_OutputElementTypes_Args, executable) - 16usize];
     ["Offset of field: PJRT_Executable_OutputElementTypes_Args::output_types"]
         [::std::mem::offset_of!(PJRT_Executable_OutputElementTypes_Args, output_types) - 24usize];
-    ["Offset of field: PJRT_Executable_OutputElementTypes_Args::num_output_types"][::std::mem::offset_of!(
-        PJRT_Executable_OutputElementTypes_Args,
-        num_output_types
-    ) - 32usize];
+    ["Offset of field: PJRT_Executable_OutputElementTypes_Args::num_output_types"]
+        [::std::mem::offset_of!(PJRT_Executable_OutputElementTypes_Args, num_output_types) - 32usize];
 };
 impl Default for PJRT_Executable_OutputElementTypes_Args {
     fn default() -> Self {
@@ -4618,9 +3685,8 @@ impl Default for PJRT_Executable_OutputElementTypes_Args {
 }
 pub const PJRT_Executable_OutputElementTypes_Args_STRUCT_SIZE: _bindgen_ty_93 = 40;
 pub type _bindgen_ty_93 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_OutputElementTypes = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_OutputElementTypes_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_OutputElementTypes =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_OutputElementTypes_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_OutputDimensions_Args {
@@ -4633,22 +3699,17 @@ pub struct PJRT_Executable_OutputDimensions_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_OutputDimensions_Args"]
-        [::std::mem::size_of::<PJRT_Executable_OutputDimensions_Args>() - 48usize];
-    ["Alignment of PJRT_Executable_OutputDimensions_Args"]
-        [::std::mem::align_of::<PJRT_Executable_OutputDimensions_Args>() - 8usize];
+    ["Size of PJRT_Executable_OutputDimensions_Args"][::std::mem::size_of::<PJRT_Executable_OutputDimensions_Args>() - 48usize];
+    ["Alignment of PJRT_Executable_OutputDimensions_Args"][::std::mem::align_of::<PJRT_Executable_OutputDimensions_Args>() - 8usize];
     ["Offset of field: PJRT_Executable_OutputDimensions_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Executable_OutputDimensions_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Executable_OutputDimensions_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Executable_OutputDimensions_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_OutputDimensions_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_OutputDimensions_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_OutputDimensions_Args::executable"][::std::mem::offset_of!(PJRT_Executable_OutputDimensions_Args, executable) - 16usize];
     ["Offset of field: PJRT_Executable_OutputDimensions_Args::num_outputs"]
         [::std::mem::offset_of!(PJRT_Executable_OutputDimensions_Args, num_outputs) - 24usize];
-    ["Offset of field: PJRT_Executable_OutputDimensions_Args::dims"]
-        [::std::mem::offset_of!(PJRT_Executable_OutputDimensions_Args, dims) - 32usize];
-    ["Offset of field: PJRT_Executable_OutputDimensions_Args::dim_sizes"]
-        [::std::mem::offset_of!(PJRT_Executable_OutputDimensions_Args, dim_sizes) - 40usize];
+    ["Offset of field: PJRT_Executable_OutputDimensions_Args::dims"][::std::mem::offset_of!(PJRT_Executable_OutputDimensions_Args, dims) - 32usize];
+    ["Offset of field: PJRT_Executable_OutputDimensions_Args::dim_sizes"][::std::mem::offset_of!(PJRT_Executable_OutputDimensions_Args, dim_sizes) - 40usize];
 };
 impl Default for PJRT_Executable_OutputDimensions_Args {
     fn default() -> Self {
@@ -4663,9 +3724,7 @@ impl Default for PJRT_Executable_OutputDimensions_Args {
 }
 pub const PJRT_Executable_OutputDimensions_Args_STRUCT_SIZE: _bindgen_ty_94 = 48;
 pub type _bindgen_ty_94 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_OutputDimensions = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_OutputDimensions_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_OutputDimensions = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_OutputDimensions_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_OutputMemoryKinds_Args {
@@ -4678,10 +3737,8 @@ pub struct PJRT_Executable_OutputMemoryKinds_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_OutputMemoryKinds_Args"]
-        [::std::mem::size_of::<PJRT_Executable_OutputMemoryKinds_Args>() - 48usize];
-    ["Alignment of PJRT_Executable_OutputMemoryKinds_Args"]
-        [::std::mem::align_of::<PJRT_Executable_OutputMemoryKinds_Args>() - 8usize];
+    ["Size of PJRT_Executable_OutputMemoryKinds_Args"][::std::mem::size_of::<PJRT_Executable_OutputMemoryKinds_Args>() - 48usize];
+    ["Alignment of PJRT_Executable_OutputMemoryKinds_Args"][::std::mem::align_of::<PJRT_Executable_OutputMemoryKinds_Args>() - 8usize];
     ["Offset of field: PJRT_Executable_OutputMemoryKinds_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Executable_OutputMemoryKinds_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Executable_OutputMemoryKinds_Args::extension_start"]
@@ -4692,10 +3749,8 @@ const _: () = {
         [::std::mem::offset_of!(PJRT_Executable_OutputMemoryKinds_Args, num_outputs) - 24usize];
     ["Offset of field: PJRT_Executable_OutputMemoryKinds_Args::memory_kinds"]
         [::std::mem::offset_of!(PJRT_Executable_OutputMemoryKinds_Args, memory_kinds) - 32usize];
-    ["Offset of field: PJRT_Executable_OutputMemoryKinds_Args::memory_kind_sizes"][::std::mem::offset_of!(
-        PJRT_Executable_OutputMemoryKinds_Args,
-        memory_kind_sizes
-    ) - 40usize];
+    ["Offset of field: PJRT_Executable_OutputMemoryKinds_Args::memory_kind_sizes"]
+        [::std::mem::offset_of!(PJRT_Executable_OutputMemoryKinds_Args, memory_kind_sizes) - 40usize];
 };
 impl Default for PJRT_Executable_OutputMemoryKinds_Args {
     fn default() -> Self {
@@ -4710,9 +3765,7 @@ impl Default for PJRT_Executable_OutputMemoryKinds_Args {
 }
 pub const PJRT_Executable_OutputMemoryKinds_Args_STRUCT_SIZE: _bindgen_ty_95 = 48;
 pub type _bindgen_ty_95 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_OutputMemoryKinds = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_OutputMemoryKinds_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_OutputMemoryKinds = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_OutputMemoryKinds_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug)]
 pub struct PJRT_SerializedExecutable {
@@ -4727,31 +3780,22 @@ pub struct PJRT_Executable_Serialize_Args {
     pub serialized_bytes: *const ::std::os::raw::c_char,
     pub serialized_bytes_size: usize,
     pub serialized_executable: *mut PJRT_SerializedExecutable,
-    pub serialized_executable_deleter:
-        ::std::option::Option<unsafe extern "C" fn(exec: *mut PJRT_SerializedExecutable)>,
+    pub serialized_executable_deleter: ::std::option::Option<unsafe extern "C" fn(exec: *mut PJRT_SerializedExecutable)>,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_Serialize_Args"]
-        [::std::mem::size_of::<PJRT_Executable_Serialize_Args>() - 56usize];
-    ["Alignment of PJRT_Executable_Serialize_Args"]
-        [::std::mem::align_of::<PJRT_Executable_Serialize_Args>() - 8usize];
-    ["Offset of field: PJRT_Executable_Serialize_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Executable_Serialize_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Executable_Serialize_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Executable_Serialize_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_Serialize_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Executable_Serialize_Args, executable) - 16usize];
-    ["Offset of field: PJRT_Executable_Serialize_Args::serialized_bytes"]
-        [::std::mem::offset_of!(PJRT_Executable_Serialize_Args, serialized_bytes) - 24usize];
+    ["Size of PJRT_Executable_Serialize_Args"][::std::mem::size_of::<PJRT_Executable_Serialize_Args>() - 56usize];
+    ["Alignment of PJRT_Executable_Serialize_Args"][::std::mem::align_of::<PJRT_Executable_Serialize_Args>() - 8usize];
+    ["Offset of field: PJRT_Executable_Serialize_Args::struct_size"][::std::mem::offset_of!(PJRT_Executable_Serialize_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Executable_Serialize_Args::extension_start"][::std::mem::offset_of!(PJRT_Executable_Serialize_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Executable_Serialize_Args::executable"][::std::mem::offset_of!(PJRT_Executable_Serialize_Args, executable) - 16usize];
+    ["Offset of field: PJRT_Executable_Serialize_Args::serialized_bytes"][::std::mem::offset_of!(PJRT_Executable_Serialize_Args, serialized_bytes) - 24usize];
     ["Offset of field: PJRT_Executable_Serialize_Args::serialized_bytes_size"]
         [::std::mem::offset_of!(PJRT_Executable_Serialize_Args, serialized_bytes_size) - 32usize];
     ["Offset of field: PJRT_Executable_Serialize_Args::serialized_executable"]
         [::std::mem::offset_of!(PJRT_Executable_Serialize_Args, serialized_executable) - 40usize];
-    ["Offset of field: PJRT_Executable_Serialize_Args::serialized_executable_deleter"][::std::mem::offset_of!(
-        PJRT_Executable_Serialize_Args,
-        serialized_executable_deleter
-    ) - 48usize];
+    ["Offset of field: PJRT_Executable_Serialize_Args::serialized_executable_deleter"]
+        [::std::mem::offset_of!(PJRT_Executable_Serialize_Args, serialized_executable_deleter) - 48usize];
 };
 impl Default for PJRT_Executable_Serialize_Args {
     fn default() -> Self {
@@ -4766,9 +3810,7 @@ impl Default for PJRT_Executable_Serialize_Args {
 }
 pub const PJRT_Executable_Serialize_Args_STRUCT_SIZE: _bindgen_ty_96 = 56;
 pub type _bindgen_ty_96 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_Serialize = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_Serialize_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_Serialize = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_Serialize_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Executable_DeserializeAndLoad_Args {
@@ -4783,32 +3825,23 @@ pub struct PJRT_Executable_DeserializeAndLoad_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Executable_DeserializeAndLoad_Args"]
-        [::std::mem::size_of::<PJRT_Executable_DeserializeAndLoad_Args>() - 64usize];
-    ["Alignment of PJRT_Executable_DeserializeAndLoad_Args"]
-        [::std::mem::align_of::<PJRT_Executable_DeserializeAndLoad_Args>() - 8usize];
+    ["Size of PJRT_Executable_DeserializeAndLoad_Args"][::std::mem::size_of::<PJRT_Executable_DeserializeAndLoad_Args>() - 64usize];
+    ["Alignment of PJRT_Executable_DeserializeAndLoad_Args"][::std::mem::align_of::<PJRT_Executable_DeserializeAndLoad_Args>() - 8usize];
     ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Executable_DeserializeAndLoad_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Executable_DeserializeAndLoad_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::client"]
-        [::std::mem::offset_of!(PJRT_Executable_DeserializeAndLoad_Args, client) - 16usize];
-    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::serialized_executable"][::std::mem::offset_of!(
-        PJRT_Executable_DeserializeAndLoad_Args,
-        serialized_executable
-    )
-        - 24usize];
-    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::serialized_executable_size"][::std::mem::offset_of!(
-        PJRT_Executable_DeserializeAndLoad_Args,
-        serialized_executable_size
-    )
-        - 32usize];
-    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::loaded_executable"][::std::mem::offset_of!(
-        PJRT_Executable_DeserializeAndLoad_Args,
-        loaded_executable
-    ) - 40usize];
-    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::overridden_serialized_compile_options"] [:: std :: mem :: offset_of ! (PJRT_Executable_DeserializeAndLoad_Args , overridden_serialized_compile_options) - 48usize] ;
-    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::overridden_serialized_compile_options_size"] [:: std :: mem :: offset_of ! (PJRT_Executable_DeserializeAndLoad_Args , overridden_serialized_compile_options_size) - 56usize] ;
+    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::client"][::std::mem::offset_of!(PJRT_Executable_DeserializeAndLoad_Args, client) - 16usize];
+    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::serialized_executable"]
+        [::std::mem::offset_of!(PJRT_Executable_DeserializeAndLoad_Args, serialized_executable) - 24usize];
+    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::serialized_executable_size"]
+        [::std::mem::offset_of!(PJRT_Executable_DeserializeAndLoad_Args, serialized_executable_size) - 32usize];
+    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::loaded_executable"]
+        [::std::mem::offset_of!(PJRT_Executable_DeserializeAndLoad_Args, loaded_executable) - 40usize];
+    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::overridden_serialized_compile_options"]
+        [::std::mem::offset_of!(PJRT_Executable_DeserializeAndLoad_Args, overridden_serialized_compile_options) - 48usize];
+    ["Offset of field: PJRT_Executable_DeserializeAndLoad_Args::overridden_serialized_compile_options_size"]
+        [::std::mem::offset_of!(PJRT_Executable_DeserializeAndLoad_Args, overridden_serialized_compile_options_size) - 56usize];
 };
 impl Default for PJRT_Executable_DeserializeAndLoad_Args {
     fn default() -> Self {
@@ -4823,9 +3856,8 @@ impl Default for PJRT_Executable_DeserializeAndLoad_Args {
 }
 pub const PJRT_Executable_DeserializeAndLoad_Args_STRUCT_SIZE: _bindgen_ty_97 = 64;
 pub type _bindgen_ty_97 = ::std::os::raw::c_uint;
-pub type PJRT_Executable_DeserializeAndLoad = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Executable_DeserializeAndLoad_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Executable_DeserializeAndLoad =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Executable_DeserializeAndLoad_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_LoadedExecutable_Fingerprint_Args {
@@ -4837,26 +3869,18 @@ pub struct PJRT_LoadedExecutable_Fingerprint_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_LoadedExecutable_Fingerprint_Args"]
-        [::std::mem::size_of::<PJRT_LoadedExecutable_Fingerprint_Args>() - 40usize];
-    ["Alignment of PJRT_LoadedExecutable_Fingerprint_Args"]
-        [::std::mem::align_of::<PJRT_LoadedExecutable_Fingerprint_Args>() - 8usize];
+    ["Size of PJRT_LoadedExecutable_Fingerprint_Args"][::std::mem::size_of::<PJRT_LoadedExecutable_Fingerprint_Args>() - 40usize];
+    ["Alignment of PJRT_LoadedExecutable_Fingerprint_Args"][::std::mem::align_of::<PJRT_LoadedExecutable_Fingerprint_Args>() - 8usize];
     ["Offset of field: PJRT_LoadedExecutable_Fingerprint_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_Fingerprint_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_LoadedExecutable_Fingerprint_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_Fingerprint_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_LoadedExecutable_Fingerprint_Args::executable"]
         [::std::mem::offset_of!(PJRT_LoadedExecutable_Fingerprint_Args, executable) - 16usize];
-    ["Offset of field: PJRT_LoadedExecutable_Fingerprint_Args::executable_fingerprint"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_Fingerprint_Args,
-        executable_fingerprint
-    )
-        - 24usize];
-    ["Offset of field: PJRT_LoadedExecutable_Fingerprint_Args::executable_fingerprint_size"][::std::mem::offset_of!(
-        PJRT_LoadedExecutable_Fingerprint_Args,
-        executable_fingerprint_size
-    )
-        - 32usize];
+    ["Offset of field: PJRT_LoadedExecutable_Fingerprint_Args::executable_fingerprint"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_Fingerprint_Args, executable_fingerprint) - 24usize];
+    ["Offset of field: PJRT_LoadedExecutable_Fingerprint_Args::executable_fingerprint_size"]
+        [::std::mem::offset_of!(PJRT_LoadedExecutable_Fingerprint_Args, executable_fingerprint_size) - 32usize];
 };
 impl Default for PJRT_LoadedExecutable_Fingerprint_Args {
     fn default() -> Self {
@@ -4871,9 +3895,7 @@ impl Default for PJRT_LoadedExecutable_Fingerprint_Args {
 }
 pub const PJRT_LoadedExecutable_Fingerprint_Args_STRUCT_SIZE: _bindgen_ty_98 = 40;
 pub type _bindgen_ty_98 = ::std::os::raw::c_uint;
-pub type PJRT_LoadedExecutable_Fingerprint = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_Fingerprint_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_LoadedExecutable_Fingerprint = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_LoadedExecutable_Fingerprint_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_Destroy_Args {
@@ -4883,16 +3905,11 @@ pub struct PJRT_Buffer_Destroy_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_Destroy_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_Buffer_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_Destroy_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_Destroy_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_Destroy_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_Destroy_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_Destroy_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_Destroy_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_Destroy_Args, buffer) - 16usize];
+    ["Size of PJRT_Buffer_Destroy_Args"][::std::mem::size_of::<PJRT_Buffer_Destroy_Args>() - 24usize];
+    ["Alignment of PJRT_Buffer_Destroy_Args"][::std::mem::align_of::<PJRT_Buffer_Destroy_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_Destroy_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_Destroy_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_Destroy_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_Destroy_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_Destroy_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_Destroy_Args, buffer) - 16usize];
 };
 impl Default for PJRT_Buffer_Destroy_Args {
     fn default() -> Self {
@@ -4907,9 +3924,7 @@ impl Default for PJRT_Buffer_Destroy_Args {
 }
 pub const PJRT_Buffer_Destroy_Args_STRUCT_SIZE: _bindgen_ty_99 = 24;
 pub type _bindgen_ty_99 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_Destroy = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_Destroy_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_Destroy = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_Destroy_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_ElementType_Args {
@@ -4920,18 +3935,12 @@ pub struct PJRT_Buffer_ElementType_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_ElementType_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_ElementType_Args>() - 32usize];
-    ["Alignment of PJRT_Buffer_ElementType_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_ElementType_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_ElementType_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_ElementType_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_ElementType_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_ElementType_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_ElementType_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_ElementType_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_ElementType_Args::type_"]
-        [::std::mem::offset_of!(PJRT_Buffer_ElementType_Args, type_) - 24usize];
+    ["Size of PJRT_Buffer_ElementType_Args"][::std::mem::size_of::<PJRT_Buffer_ElementType_Args>() - 32usize];
+    ["Alignment of PJRT_Buffer_ElementType_Args"][::std::mem::align_of::<PJRT_Buffer_ElementType_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_ElementType_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_ElementType_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_ElementType_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_ElementType_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_ElementType_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_ElementType_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_ElementType_Args::type_"][::std::mem::offset_of!(PJRT_Buffer_ElementType_Args, type_) - 24usize];
 };
 impl Default for PJRT_Buffer_ElementType_Args {
     fn default() -> Self {
@@ -4946,9 +3955,7 @@ impl Default for PJRT_Buffer_ElementType_Args {
 }
 pub const PJRT_Buffer_ElementType_Args_STRUCT_SIZE: _bindgen_ty_100 = 28;
 pub type _bindgen_ty_100 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_ElementType = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_ElementType_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_ElementType = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_ElementType_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_Dimensions_Args {
@@ -4960,20 +3967,13 @@ pub struct PJRT_Buffer_Dimensions_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_Dimensions_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_Dimensions_Args>() - 40usize];
-    ["Alignment of PJRT_Buffer_Dimensions_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_Dimensions_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_Dimensions_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_Dimensions_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_Dimensions_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_Dimensions_Args::dims"]
-        [::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, dims) - 24usize];
-    ["Offset of field: PJRT_Buffer_Dimensions_Args::num_dims"]
-        [::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, num_dims) - 32usize];
+    ["Size of PJRT_Buffer_Dimensions_Args"][::std::mem::size_of::<PJRT_Buffer_Dimensions_Args>() - 40usize];
+    ["Alignment of PJRT_Buffer_Dimensions_Args"][::std::mem::align_of::<PJRT_Buffer_Dimensions_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_Dimensions_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_Dimensions_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_Dimensions_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_Dimensions_Args::dims"][::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, dims) - 24usize];
+    ["Offset of field: PJRT_Buffer_Dimensions_Args::num_dims"][::std::mem::offset_of!(PJRT_Buffer_Dimensions_Args, num_dims) - 32usize];
 };
 impl Default for PJRT_Buffer_Dimensions_Args {
     fn default() -> Self {
@@ -4988,9 +3988,7 @@ impl Default for PJRT_Buffer_Dimensions_Args {
 }
 pub const PJRT_Buffer_Dimensions_Args_STRUCT_SIZE: _bindgen_ty_101 = 40;
 pub type _bindgen_ty_101 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_Dimensions = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_Dimensions_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_Dimensions = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_Dimensions_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_UnpaddedDimensions_Args {
@@ -5002,20 +4000,15 @@ pub struct PJRT_Buffer_UnpaddedDimensions_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_UnpaddedDimensions_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_UnpaddedDimensions_Args>() - 40usize];
-    ["Alignment of PJRT_Buffer_UnpaddedDimensions_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_UnpaddedDimensions_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_UnpaddedDimensions_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_UnpaddedDimensions_Args, struct_size) - 0usize];
+    ["Size of PJRT_Buffer_UnpaddedDimensions_Args"][::std::mem::size_of::<PJRT_Buffer_UnpaddedDimensions_Args>() - 40usize];
+    ["Alignment of PJRT_Buffer_UnpaddedDimensions_Args"][::std::mem::align_of::<PJRT_Buffer_UnpaddedDimensions_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_UnpaddedDimensions_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_UnpaddedDimensions_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Buffer_UnpaddedDimensions_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Buffer_UnpaddedDimensions_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_UnpaddedDimensions_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_UnpaddedDimensions_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_UnpaddedDimensions_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_UnpaddedDimensions_Args, buffer) - 16usize];
     ["Offset of field: PJRT_Buffer_UnpaddedDimensions_Args::unpadded_dims"]
         [::std::mem::offset_of!(PJRT_Buffer_UnpaddedDimensions_Args, unpadded_dims) - 24usize];
-    ["Offset of field: PJRT_Buffer_UnpaddedDimensions_Args::num_dims"]
-        [::std::mem::offset_of!(PJRT_Buffer_UnpaddedDimensions_Args, num_dims) - 32usize];
+    ["Offset of field: PJRT_Buffer_UnpaddedDimensions_Args::num_dims"][::std::mem::offset_of!(PJRT_Buffer_UnpaddedDimensions_Args, num_dims) - 32usize];
 };
 impl Default for PJRT_Buffer_UnpaddedDimensions_Args {
     fn default() -> Self {
@@ -5030,9 +4023,7 @@ impl Default for PJRT_Buffer_UnpaddedDimensions_Args {
 }
 pub const PJRT_Buffer_UnpaddedDimensions_Args_STRUCT_SIZE: _bindgen_ty_102 = 40;
 pub type _bindgen_ty_102 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_UnpaddedDimensions = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_UnpaddedDimensions_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_UnpaddedDimensions = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_UnpaddedDimensions_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_DynamicDimensionIndices_Args {
@@ -5044,26 +4035,17 @@ pub struct PJRT_Buffer_DynamicDimensionIndices_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_DynamicDimensionIndices_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_DynamicDimensionIndices_Args>() - 40usize];
-    ["Alignment of PJRT_Buffer_DynamicDimensionIndices_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_DynamicDimensionIndices_Args>() - 8usize];
+    ["Size of PJRT_Buffer_DynamicDimensionIndices_Args"][::std::mem::size_of::<PJRT_Buffer_DynamicDimensionIndices_Args>() - 40usize];
+    ["Alignment of PJRT_Buffer_DynamicDimensionIndices_Args"][::std::mem::align_of::<PJRT_Buffer_DynamicDimensionIndices_Args>() - 8usize];
     ["Offset of field: PJRT_Buffer_DynamicDimensionIndices_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_Buffer_DynamicDimensionIndices_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_DynamicDimensionIndices_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Buffer_DynamicDimensionIndices_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_Buffer_DynamicDimensionIndices_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_DynamicDimensionIndices_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_DynamicDimensionIndices_Args::dynamic_dim_indices"][::std::mem::offset_of!(
-        PJRT_Buffer_DynamicDimensionIndices_Args,
-        dynamic_dim_indices
-    ) - 24usize];
-    ["Offset of field: PJRT_Buffer_DynamicDimensionIndices_Args::num_dynamic_dims"][::std::mem::offset_of!(
-        PJRT_Buffer_DynamicDimensionIndices_Args,
-        num_dynamic_dims
-    ) - 32usize];
+    ["Offset of field: PJRT_Buffer_DynamicDimensionIndices_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Buffer_DynamicDimensionIndices_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_DynamicDimensionIndices_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_DynamicDimensionIndices_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_DynamicDimensionIndices_Args::dynamic_dim_indices"]
+        [::std::mem::offset_of!(PJRT_Buffer_DynamicDimensionIndices_Args, dynamic_dim_indices) - 24usize];
+    ["Offset of field: PJRT_Buffer_DynamicDimensionIndices_Args::num_dynamic_dims"]
+        [::std::mem::offset_of!(PJRT_Buffer_DynamicDimensionIndices_Args, num_dynamic_dims) - 32usize];
 };
 impl Default for PJRT_Buffer_DynamicDimensionIndices_Args {
     fn default() -> Self {
@@ -5078,9 +4060,8 @@ impl Default for PJRT_Buffer_DynamicDimensionIndices_Args {
 }
 pub const PJRT_Buffer_DynamicDimensionIndices_Args_STRUCT_SIZE: _bindgen_ty_103 = 40;
 pub type _bindgen_ty_103 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_DynamicDimensionIndices = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_DynamicDimensionIndices_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_DynamicDimensionIndices =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_DynamicDimensionIndices_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct PJRT_Buffer_GetMemoryLayout_Args {
@@ -5091,18 +4072,12 @@ pub struct PJRT_Buffer_GetMemoryLayout_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_GetMemoryLayout_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_GetMemoryLayout_Args>() - 104usize];
-    ["Alignment of PJRT_Buffer_GetMemoryLayout_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_GetMemoryLayout_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_GetMemoryLayout_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_GetMemoryLayout_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_GetMemoryLayout_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_GetMemoryLayout_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_GetMemoryLayout_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_GetMemoryLayout_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_GetMemoryLayout_Args::layout"]
-        [::std::mem::offset_of!(PJRT_Buffer_GetMemoryLayout_Args, layout) - 24usize];
+    ["Size of PJRT_Buffer_GetMemoryLayout_Args"][::std::mem::size_of::<PJRT_Buffer_GetMemoryLayout_Args>() - 104usize];
+    ["Alignment of PJRT_Buffer_GetMemoryLayout_Args"][::std::mem::align_of::<PJRT_Buffer_GetMemoryLayout_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_GetMemoryLayout_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_GetMemoryLayout_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_GetMemoryLayout_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_GetMemoryLayout_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_GetMemoryLayout_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_GetMemoryLayout_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_GetMemoryLayout_Args::layout"][::std::mem::offset_of!(PJRT_Buffer_GetMemoryLayout_Args, layout) - 24usize];
 };
 impl Default for PJRT_Buffer_GetMemoryLayout_Args {
     fn default() -> Self {
@@ -5117,9 +4092,7 @@ impl Default for PJRT_Buffer_GetMemoryLayout_Args {
 }
 pub const PJRT_Buffer_GetMemoryLayout_Args_STRUCT_SIZE: _bindgen_ty_104 = 104;
 pub type _bindgen_ty_104 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_GetMemoryLayout = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_GetMemoryLayout_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_GetMemoryLayout = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_GetMemoryLayout_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_ToHostBuffer_Args {
@@ -5133,24 +4106,15 @@ pub struct PJRT_Buffer_ToHostBuffer_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_ToHostBuffer_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_ToHostBuffer_Args>() - 56usize];
-    ["Alignment of PJRT_Buffer_ToHostBuffer_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_ToHostBuffer_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::src"]
-        [::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, src) - 16usize];
-    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::host_layout"]
-        [::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, host_layout) - 24usize];
-    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::dst"]
-        [::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, dst) - 32usize];
-    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::dst_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, dst_size) - 40usize];
-    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::event"]
-        [::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, event) - 48usize];
+    ["Size of PJRT_Buffer_ToHostBuffer_Args"][::std::mem::size_of::<PJRT_Buffer_ToHostBuffer_Args>() - 56usize];
+    ["Alignment of PJRT_Buffer_ToHostBuffer_Args"][::std::mem::align_of::<PJRT_Buffer_ToHostBuffer_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::src"][::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, src) - 16usize];
+    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::host_layout"][::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, host_layout) - 24usize];
+    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::dst"][::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, dst) - 32usize];
+    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::dst_size"][::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, dst_size) - 40usize];
+    ["Offset of field: PJRT_Buffer_ToHostBuffer_Args::event"][::std::mem::offset_of!(PJRT_Buffer_ToHostBuffer_Args, event) - 48usize];
 };
 impl Default for PJRT_Buffer_ToHostBuffer_Args {
     fn default() -> Self {
@@ -5165,9 +4129,7 @@ impl Default for PJRT_Buffer_ToHostBuffer_Args {
 }
 pub const PJRT_Buffer_ToHostBuffer_Args_STRUCT_SIZE: _bindgen_ty_105 = 56;
 pub type _bindgen_ty_105 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_ToHostBuffer = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_ToHostBuffer_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_ToHostBuffer = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_ToHostBuffer_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_OnDeviceSizeInBytes_Args {
@@ -5178,20 +4140,14 @@ pub struct PJRT_Buffer_OnDeviceSizeInBytes_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_OnDeviceSizeInBytes_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_OnDeviceSizeInBytes_Args>() - 32usize];
-    ["Alignment of PJRT_Buffer_OnDeviceSizeInBytes_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_OnDeviceSizeInBytes_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_OnDeviceSizeInBytes_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_OnDeviceSizeInBytes_Args, struct_size) - 0usize];
+    ["Size of PJRT_Buffer_OnDeviceSizeInBytes_Args"][::std::mem::size_of::<PJRT_Buffer_OnDeviceSizeInBytes_Args>() - 32usize];
+    ["Alignment of PJRT_Buffer_OnDeviceSizeInBytes_Args"][::std::mem::align_of::<PJRT_Buffer_OnDeviceSizeInBytes_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_OnDeviceSizeInBytes_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_OnDeviceSizeInBytes_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_Buffer_OnDeviceSizeInBytes_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_Buffer_OnDeviceSizeInBytes_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_OnDeviceSizeInBytes_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_OnDeviceSizeInBytes_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_OnDeviceSizeInBytes_Args::on_device_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_Buffer_OnDeviceSizeInBytes_Args,
-        on_device_size_in_bytes
-    ) - 24usize];
+    ["Offset of field: PJRT_Buffer_OnDeviceSizeInBytes_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_OnDeviceSizeInBytes_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_OnDeviceSizeInBytes_Args::on_device_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_Buffer_OnDeviceSizeInBytes_Args, on_device_size_in_bytes) - 24usize];
 };
 impl Default for PJRT_Buffer_OnDeviceSizeInBytes_Args {
     fn default() -> Self {
@@ -5206,9 +4162,7 @@ impl Default for PJRT_Buffer_OnDeviceSizeInBytes_Args {
 }
 pub const PJRT_Buffer_OnDeviceSizeInBytes_Args_STRUCT_SIZE: _bindgen_ty_106 = 32;
 pub type _bindgen_ty_106 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_OnDeviceSizeInBytes = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_OnDeviceSizeInBytes_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_OnDeviceSizeInBytes = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_OnDeviceSizeInBytes_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_Delete_Args {
@@ -5219,14 +4173,10 @@ pub struct PJRT_Buffer_Delete_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Buffer_Delete_Args"][::std::mem::size_of::<PJRT_Buffer_Delete_Args>() - 24usize];
-    ["Alignment of PJRT_Buffer_Delete_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_Delete_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_Delete_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_Delete_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_Delete_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_Delete_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_Delete_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_Delete_Args, buffer) - 16usize];
+    ["Alignment of PJRT_Buffer_Delete_Args"][::std::mem::align_of::<PJRT_Buffer_Delete_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_Delete_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_Delete_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_Delete_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_Delete_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_Delete_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_Delete_Args, buffer) - 16usize];
 };
 impl Default for PJRT_Buffer_Delete_Args {
     fn default() -> Self {
@@ -5241,9 +4191,7 @@ impl Default for PJRT_Buffer_Delete_Args {
 }
 pub const PJRT_Buffer_Delete_Args_STRUCT_SIZE: _bindgen_ty_107 = 24;
 pub type _bindgen_ty_107 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_Delete = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_Delete_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_Delete = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_Delete_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_IsDeleted_Args {
@@ -5254,18 +4202,12 @@ pub struct PJRT_Buffer_IsDeleted_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_IsDeleted_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_IsDeleted_Args>() - 32usize];
-    ["Alignment of PJRT_Buffer_IsDeleted_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_IsDeleted_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_IsDeleted_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_IsDeleted_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_IsDeleted_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_IsDeleted_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_IsDeleted_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_IsDeleted_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_IsDeleted_Args::is_deleted"]
-        [::std::mem::offset_of!(PJRT_Buffer_IsDeleted_Args, is_deleted) - 24usize];
+    ["Size of PJRT_Buffer_IsDeleted_Args"][::std::mem::size_of::<PJRT_Buffer_IsDeleted_Args>() - 32usize];
+    ["Alignment of PJRT_Buffer_IsDeleted_Args"][::std::mem::align_of::<PJRT_Buffer_IsDeleted_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_IsDeleted_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_IsDeleted_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_IsDeleted_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_IsDeleted_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_IsDeleted_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_IsDeleted_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_IsDeleted_Args::is_deleted"][::std::mem::offset_of!(PJRT_Buffer_IsDeleted_Args, is_deleted) - 24usize];
 };
 impl Default for PJRT_Buffer_IsDeleted_Args {
     fn default() -> Self {
@@ -5280,9 +4222,7 @@ impl Default for PJRT_Buffer_IsDeleted_Args {
 }
 pub const PJRT_Buffer_IsDeleted_Args_STRUCT_SIZE: _bindgen_ty_108 = 25;
 pub type _bindgen_ty_108 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_IsDeleted = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_IsDeleted_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_IsDeleted = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_IsDeleted_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_CopyRawToHost_Args {
@@ -5296,24 +4236,15 @@ pub struct PJRT_Buffer_CopyRawToHost_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_CopyRawToHost_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_CopyRawToHost_Args>() - 56usize];
-    ["Alignment of PJRT_Buffer_CopyRawToHost_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_CopyRawToHost_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::dst"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, dst) - 24usize];
-    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::offset"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, offset) - 32usize];
-    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::transfer_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, transfer_size) - 40usize];
-    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::event"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, event) - 48usize];
+    ["Size of PJRT_Buffer_CopyRawToHost_Args"][::std::mem::size_of::<PJRT_Buffer_CopyRawToHost_Args>() - 56usize];
+    ["Alignment of PJRT_Buffer_CopyRawToHost_Args"][::std::mem::align_of::<PJRT_Buffer_CopyRawToHost_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::dst"][::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, dst) - 24usize];
+    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::offset"][::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, offset) - 32usize];
+    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::transfer_size"][::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, transfer_size) - 40usize];
+    ["Offset of field: PJRT_Buffer_CopyRawToHost_Args::event"][::std::mem::offset_of!(PJRT_Buffer_CopyRawToHost_Args, event) - 48usize];
 };
 impl Default for PJRT_Buffer_CopyRawToHost_Args {
     fn default() -> Self {
@@ -5328,9 +4259,7 @@ impl Default for PJRT_Buffer_CopyRawToHost_Args {
 }
 pub const PJRT_Buffer_CopyRawToHost_Args_STRUCT_SIZE: _bindgen_ty_109 = 56;
 pub type _bindgen_ty_109 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_CopyRawToHost = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_CopyRawToHost_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_CopyRawToHost = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_CopyRawToHost_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_CopyToDevice_Args {
@@ -5342,20 +4271,13 @@ pub struct PJRT_Buffer_CopyToDevice_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_CopyToDevice_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_CopyToDevice_Args>() - 40usize];
-    ["Alignment of PJRT_Buffer_CopyToDevice_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_CopyToDevice_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::dst_device"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, dst_device) - 24usize];
-    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::dst_buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, dst_buffer) - 32usize];
+    ["Size of PJRT_Buffer_CopyToDevice_Args"][::std::mem::size_of::<PJRT_Buffer_CopyToDevice_Args>() - 40usize];
+    ["Alignment of PJRT_Buffer_CopyToDevice_Args"][::std::mem::align_of::<PJRT_Buffer_CopyToDevice_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::dst_device"][::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, dst_device) - 24usize];
+    ["Offset of field: PJRT_Buffer_CopyToDevice_Args::dst_buffer"][::std::mem::offset_of!(PJRT_Buffer_CopyToDevice_Args, dst_buffer) - 32usize];
 };
 impl Default for PJRT_Buffer_CopyToDevice_Args {
     fn default() -> Self {
@@ -5370,9 +4292,7 @@ impl Default for PJRT_Buffer_CopyToDevice_Args {
 }
 pub const PJRT_Buffer_CopyToDevice_Args_STRUCT_SIZE: _bindgen_ty_110 = 40;
 pub type _bindgen_ty_110 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_CopyToDevice = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_CopyToDevice_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_CopyToDevice = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_CopyToDevice_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_CopyToMemory_Args {
@@ -5384,20 +4304,13 @@ pub struct PJRT_Buffer_CopyToMemory_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_CopyToMemory_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_CopyToMemory_Args>() - 40usize];
-    ["Alignment of PJRT_Buffer_CopyToMemory_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_CopyToMemory_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::dst_memory"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, dst_memory) - 24usize];
-    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::dst_buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, dst_buffer) - 32usize];
+    ["Size of PJRT_Buffer_CopyToMemory_Args"][::std::mem::size_of::<PJRT_Buffer_CopyToMemory_Args>() - 40usize];
+    ["Alignment of PJRT_Buffer_CopyToMemory_Args"][::std::mem::align_of::<PJRT_Buffer_CopyToMemory_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::dst_memory"][::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, dst_memory) - 24usize];
+    ["Offset of field: PJRT_Buffer_CopyToMemory_Args::dst_buffer"][::std::mem::offset_of!(PJRT_Buffer_CopyToMemory_Args, dst_buffer) - 32usize];
 };
 impl Default for PJRT_Buffer_CopyToMemory_Args {
     fn default() -> Self {
@@ -5412,9 +4325,7 @@ impl Default for PJRT_Buffer_CopyToMemory_Args {
 }
 pub const PJRT_Buffer_CopyToMemory_Args_STRUCT_SIZE: _bindgen_ty_111 = 40;
 pub type _bindgen_ty_111 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_CopyToMemory = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_CopyToMemory_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_CopyToMemory = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_CopyToMemory_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_IsOnCpu_Args {
@@ -5425,18 +4336,12 @@ pub struct PJRT_Buffer_IsOnCpu_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_IsOnCpu_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_IsOnCpu_Args>() - 32usize];
-    ["Alignment of PJRT_Buffer_IsOnCpu_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_IsOnCpu_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_IsOnCpu_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_IsOnCpu_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_IsOnCpu_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_IsOnCpu_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_IsOnCpu_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_IsOnCpu_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_IsOnCpu_Args::is_on_cpu"]
-        [::std::mem::offset_of!(PJRT_Buffer_IsOnCpu_Args, is_on_cpu) - 24usize];
+    ["Size of PJRT_Buffer_IsOnCpu_Args"][::std::mem::size_of::<PJRT_Buffer_IsOnCpu_Args>() - 32usize];
+    ["Alignment of PJRT_Buffer_IsOnCpu_Args"][::std::mem::align_of::<PJRT_Buffer_IsOnCpu_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_IsOnCpu_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_IsOnCpu_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_IsOnCpu_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_IsOnCpu_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_IsOnCpu_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_IsOnCpu_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_IsOnCpu_Args::is_on_cpu"][::std::mem::offset_of!(PJRT_Buffer_IsOnCpu_Args, is_on_cpu) - 24usize];
 };
 impl Default for PJRT_Buffer_IsOnCpu_Args {
     fn default() -> Self {
@@ -5451,9 +4356,7 @@ impl Default for PJRT_Buffer_IsOnCpu_Args {
 }
 pub const PJRT_Buffer_IsOnCpu_Args_STRUCT_SIZE: _bindgen_ty_112 = 25;
 pub type _bindgen_ty_112 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_IsOnCpu = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_IsOnCpu_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_IsOnCpu = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_IsOnCpu_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_Device_Args {
@@ -5465,16 +4368,11 @@ pub struct PJRT_Buffer_Device_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Buffer_Device_Args"][::std::mem::size_of::<PJRT_Buffer_Device_Args>() - 32usize];
-    ["Alignment of PJRT_Buffer_Device_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_Device_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_Device_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_Device_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_Device_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_Device_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_Device_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_Device_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_Device_Args::device"]
-        [::std::mem::offset_of!(PJRT_Buffer_Device_Args, device) - 24usize];
+    ["Alignment of PJRT_Buffer_Device_Args"][::std::mem::align_of::<PJRT_Buffer_Device_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_Device_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_Device_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_Device_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_Device_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_Device_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_Device_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_Device_Args::device"][::std::mem::offset_of!(PJRT_Buffer_Device_Args, device) - 24usize];
 };
 impl Default for PJRT_Buffer_Device_Args {
     fn default() -> Self {
@@ -5489,9 +4387,7 @@ impl Default for PJRT_Buffer_Device_Args {
 }
 pub const PJRT_Buffer_Device_Args_STRUCT_SIZE: _bindgen_ty_113 = 32;
 pub type _bindgen_ty_113 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_Device = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_Device_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_Device = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_Device_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_Memory_Args {
@@ -5503,16 +4399,11 @@ pub struct PJRT_Buffer_Memory_Args {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of PJRT_Buffer_Memory_Args"][::std::mem::size_of::<PJRT_Buffer_Memory_Args>() - 32usize];
-    ["Alignment of PJRT_Buffer_Memory_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_Memory_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_Memory_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_Memory_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_Memory_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_Memory_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_Memory_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_Memory_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_Memory_Args::memory"]
-        [::std::mem::offset_of!(PJRT_Buffer_Memory_Args, memory) - 24usize];
+    ["Alignment of PJRT_Buffer_Memory_Args"][::std::mem::align_of::<PJRT_Buffer_Memory_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_Memory_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_Memory_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_Memory_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_Memory_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_Memory_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_Memory_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_Memory_Args::memory"][::std::mem::offset_of!(PJRT_Buffer_Memory_Args, memory) - 24usize];
 };
 impl Default for PJRT_Buffer_Memory_Args {
     fn default() -> Self {
@@ -5527,9 +4418,7 @@ impl Default for PJRT_Buffer_Memory_Args {
 }
 pub const PJRT_Buffer_Memory_Args_STRUCT_SIZE: _bindgen_ty_114 = 32;
 pub type _bindgen_ty_114 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_Memory = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_Memory_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_Memory = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_Memory_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_ReadyEvent_Args {
@@ -5540,18 +4429,12 @@ pub struct PJRT_Buffer_ReadyEvent_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_ReadyEvent_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_ReadyEvent_Args>() - 32usize];
-    ["Alignment of PJRT_Buffer_ReadyEvent_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_ReadyEvent_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_ReadyEvent_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_ReadyEvent_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_ReadyEvent_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_ReadyEvent_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_ReadyEvent_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_ReadyEvent_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_ReadyEvent_Args::event"]
-        [::std::mem::offset_of!(PJRT_Buffer_ReadyEvent_Args, event) - 24usize];
+    ["Size of PJRT_Buffer_ReadyEvent_Args"][::std::mem::size_of::<PJRT_Buffer_ReadyEvent_Args>() - 32usize];
+    ["Alignment of PJRT_Buffer_ReadyEvent_Args"][::std::mem::align_of::<PJRT_Buffer_ReadyEvent_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_ReadyEvent_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_ReadyEvent_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_ReadyEvent_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_ReadyEvent_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_ReadyEvent_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_ReadyEvent_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_ReadyEvent_Args::event"][::std::mem::offset_of!(PJRT_Buffer_ReadyEvent_Args, event) - 24usize];
 };
 impl Default for PJRT_Buffer_ReadyEvent_Args {
     fn default() -> Self {
@@ -5566,9 +4449,7 @@ impl Default for PJRT_Buffer_ReadyEvent_Args {
 }
 pub const PJRT_Buffer_ReadyEvent_Args_STRUCT_SIZE: _bindgen_ty_115 = 32;
 pub type _bindgen_ty_115 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_ReadyEvent = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_ReadyEvent_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_ReadyEvent = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_ReadyEvent_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_UnsafePointer_Args {
@@ -5579,18 +4460,12 @@ pub struct PJRT_Buffer_UnsafePointer_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_UnsafePointer_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_UnsafePointer_Args>() - 32usize];
-    ["Alignment of PJRT_Buffer_UnsafePointer_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_UnsafePointer_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_UnsafePointer_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Buffer_UnsafePointer_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Buffer_UnsafePointer_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Buffer_UnsafePointer_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Buffer_UnsafePointer_Args::buffer"]
-        [::std::mem::offset_of!(PJRT_Buffer_UnsafePointer_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_UnsafePointer_Args::buffer_pointer"]
-        [::std::mem::offset_of!(PJRT_Buffer_UnsafePointer_Args, buffer_pointer) - 24usize];
+    ["Size of PJRT_Buffer_UnsafePointer_Args"][::std::mem::size_of::<PJRT_Buffer_UnsafePointer_Args>() - 32usize];
+    ["Alignment of PJRT_Buffer_UnsafePointer_Args"][::std::mem::align_of::<PJRT_Buffer_UnsafePointer_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_UnsafePointer_Args::struct_size"][::std::mem::offset_of!(PJRT_Buffer_UnsafePointer_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_UnsafePointer_Args::extension_start"][::std::mem::offset_of!(PJRT_Buffer_UnsafePointer_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Buffer_UnsafePointer_Args::buffer"][::std::mem::offset_of!(PJRT_Buffer_UnsafePointer_Args, buffer) - 16usize];
+    ["Offset of field: PJRT_Buffer_UnsafePointer_Args::buffer_pointer"][::std::mem::offset_of!(PJRT_Buffer_UnsafePointer_Args, buffer_pointer) - 24usize];
 };
 impl Default for PJRT_Buffer_UnsafePointer_Args {
     fn default() -> Self {
@@ -5605,9 +4480,7 @@ impl Default for PJRT_Buffer_UnsafePointer_Args {
 }
 pub const PJRT_Buffer_UnsafePointer_Args_STRUCT_SIZE: _bindgen_ty_116 = 32;
 pub type _bindgen_ty_116 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_UnsafePointer = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_Buffer_UnsafePointer_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_UnsafePointer = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_UnsafePointer_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_IncreaseExternalReferenceCount_Args {
@@ -5617,19 +4490,12 @@ pub struct PJRT_Buffer_IncreaseExternalReferenceCount_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_IncreaseExternalReferenceCount_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_IncreaseExternalReferenceCount_Args>() - 24usize];
-    ["Alignment of PJRT_Buffer_IncreaseExternalReferenceCount_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_IncreaseExternalReferenceCount_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_IncreaseExternalReferenceCount_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_Buffer_IncreaseExternalReferenceCount_Args,
-        struct_size
-    ) - 0usize];
-    ["Offset of field: PJRT_Buffer_IncreaseExternalReferenceCount_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Buffer_IncreaseExternalReferenceCount_Args,
-        extension_start
-    )
-        - 8usize];
+    ["Size of PJRT_Buffer_IncreaseExternalReferenceCount_Args"][::std::mem::size_of::<PJRT_Buffer_IncreaseExternalReferenceCount_Args>() - 24usize];
+    ["Alignment of PJRT_Buffer_IncreaseExternalReferenceCount_Args"][::std::mem::align_of::<PJRT_Buffer_IncreaseExternalReferenceCount_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_IncreaseExternalReferenceCount_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_Buffer_IncreaseExternalReferenceCount_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_IncreaseExternalReferenceCount_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Buffer_IncreaseExternalReferenceCount_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_Buffer_IncreaseExternalReferenceCount_Args::buffer"]
         [::std::mem::offset_of!(PJRT_Buffer_IncreaseExternalReferenceCount_Args, buffer) - 16usize];
 };
@@ -5646,11 +4512,8 @@ impl Default for PJRT_Buffer_IncreaseExternalReferenceCount_Args {
 }
 pub const PJRT_Buffer_IncreaseExternalReferenceCount_Args_STRUCT_SIZE: _bindgen_ty_117 = 24;
 pub type _bindgen_ty_117 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_IncreaseExternalReferenceCount = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_Buffer_IncreaseExternalReferenceCount_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_IncreaseExternalReferenceCount =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_IncreaseExternalReferenceCount_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_DecreaseExternalReferenceCount_Args {
@@ -5660,19 +4523,12 @@ pub struct PJRT_Buffer_DecreaseExternalReferenceCount_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_DecreaseExternalReferenceCount_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_DecreaseExternalReferenceCount_Args>() - 24usize];
-    ["Alignment of PJRT_Buffer_DecreaseExternalReferenceCount_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_DecreaseExternalReferenceCount_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_DecreaseExternalReferenceCount_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_Buffer_DecreaseExternalReferenceCount_Args,
-        struct_size
-    ) - 0usize];
-    ["Offset of field: PJRT_Buffer_DecreaseExternalReferenceCount_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Buffer_DecreaseExternalReferenceCount_Args,
-        extension_start
-    )
-        - 8usize];
+    ["Size of PJRT_Buffer_DecreaseExternalReferenceCount_Args"][::std::mem::size_of::<PJRT_Buffer_DecreaseExternalReferenceCount_Args>() - 24usize];
+    ["Alignment of PJRT_Buffer_DecreaseExternalReferenceCount_Args"][::std::mem::align_of::<PJRT_Buffer_DecreaseExternalReferenceCount_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_DecreaseExternalReferenceCount_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_Buffer_DecreaseExternalReferenceCount_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_DecreaseExternalReferenceCount_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Buffer_DecreaseExternalReferenceCount_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_Buffer_DecreaseExternalReferenceCount_Args::buffer"]
         [::std::mem::offset_of!(PJRT_Buffer_DecreaseExternalReferenceCount_Args, buffer) - 16usize];
 };
@@ -5689,11 +4545,8 @@ impl Default for PJRT_Buffer_DecreaseExternalReferenceCount_Args {
 }
 pub const PJRT_Buffer_DecreaseExternalReferenceCount_Args_STRUCT_SIZE: _bindgen_ty_118 = 24;
 pub type _bindgen_ty_118 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_DecreaseExternalReferenceCount = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_Buffer_DecreaseExternalReferenceCount_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_DecreaseExternalReferenceCount =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_DecreaseExternalReferenceCount_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args {
@@ -5704,26 +4557,16 @@ pub struct PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args"]
-        [::std::mem::size_of::<PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args>() - 32usize];
-    ["Alignment of PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args"]
-        [::std::mem::align_of::<PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args>() - 8usize];
-    ["Offset of field: PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args,
-        struct_size
-    ) - 0usize];
-    ["Offset of field: PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args,
-        extension_start
-    )
-        - 8usize];
+    ["Size of PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args"][::std::mem::size_of::<PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args>() - 32usize];
+    ["Alignment of PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args"][::std::mem::align_of::<PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args>() - 8usize];
+    ["Offset of field: PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args::buffer"]
         [::std::mem::offset_of!(PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args, buffer) - 16usize];
-    ["Offset of field: PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args::device_memory_ptr"][::std::mem::offset_of!(
-        PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args,
-        device_memory_ptr
-    )
-        - 24usize];
+    ["Offset of field: PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args::device_memory_ptr"]
+        [::std::mem::offset_of!(PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args, device_memory_ptr) - 24usize];
 };
 impl Default for PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args {
     fn default() -> Self {
@@ -5738,11 +4581,8 @@ impl Default for PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args {
 }
 pub const PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args_STRUCT_SIZE: _bindgen_ty_119 = 32;
 pub type _bindgen_ty_119 = ::std::os::raw::c_uint;
-pub type PJRT_Buffer_OpaqueDeviceMemoryDataPointer = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_Buffer_OpaqueDeviceMemoryDataPointer =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_CopyToDeviceStream_Destroy_Args {
@@ -5752,16 +4592,12 @@ pub struct PJRT_CopyToDeviceStream_Destroy_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_CopyToDeviceStream_Destroy_Args"]
-        [::std::mem::size_of::<PJRT_CopyToDeviceStream_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_CopyToDeviceStream_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_CopyToDeviceStream_Destroy_Args>() - 8usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_Destroy_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_Destroy_Args, struct_size) - 0usize];
+    ["Size of PJRT_CopyToDeviceStream_Destroy_Args"][::std::mem::size_of::<PJRT_CopyToDeviceStream_Destroy_Args>() - 24usize];
+    ["Alignment of PJRT_CopyToDeviceStream_Destroy_Args"][::std::mem::align_of::<PJRT_CopyToDeviceStream_Destroy_Args>() - 8usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_Destroy_Args::struct_size"][::std::mem::offset_of!(PJRT_CopyToDeviceStream_Destroy_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_CopyToDeviceStream_Destroy_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_CopyToDeviceStream_Destroy_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_Destroy_Args::stream"]
-        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_Destroy_Args, stream) - 16usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_Destroy_Args::stream"][::std::mem::offset_of!(PJRT_CopyToDeviceStream_Destroy_Args, stream) - 16usize];
 };
 impl Default for PJRT_CopyToDeviceStream_Destroy_Args {
     fn default() -> Self {
@@ -5776,9 +4612,7 @@ impl Default for PJRT_CopyToDeviceStream_Destroy_Args {
 }
 pub const PJRT_CopyToDeviceStream_Destroy_Args_STRUCT_SIZE: _bindgen_ty_120 = 24;
 pub type _bindgen_ty_120 = ::std::os::raw::c_uint;
-pub type PJRT_CopyToDeviceStream_Destroy = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_Destroy_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_CopyToDeviceStream_Destroy = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_Destroy_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_CopyToDeviceStream_AddChunk_Args {
@@ -5790,22 +4624,16 @@ pub struct PJRT_CopyToDeviceStream_AddChunk_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_CopyToDeviceStream_AddChunk_Args"]
-        [::std::mem::size_of::<PJRT_CopyToDeviceStream_AddChunk_Args>() - 40usize];
-    ["Alignment of PJRT_CopyToDeviceStream_AddChunk_Args"]
-        [::std::mem::align_of::<PJRT_CopyToDeviceStream_AddChunk_Args>() - 8usize];
+    ["Size of PJRT_CopyToDeviceStream_AddChunk_Args"][::std::mem::size_of::<PJRT_CopyToDeviceStream_AddChunk_Args>() - 40usize];
+    ["Alignment of PJRT_CopyToDeviceStream_AddChunk_Args"][::std::mem::align_of::<PJRT_CopyToDeviceStream_AddChunk_Args>() - 8usize];
     ["Offset of field: PJRT_CopyToDeviceStream_AddChunk_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_CopyToDeviceStream_AddChunk_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_CopyToDeviceStream_AddChunk_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_CopyToDeviceStream_AddChunk_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_AddChunk_Args::stream"]
-        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_AddChunk_Args, stream) - 16usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_AddChunk_Args::chunk"]
-        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_AddChunk_Args, chunk) - 24usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_AddChunk_Args::transfer_complete"][::std::mem::offset_of!(
-        PJRT_CopyToDeviceStream_AddChunk_Args,
-        transfer_complete
-    ) - 32usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_AddChunk_Args::stream"][::std::mem::offset_of!(PJRT_CopyToDeviceStream_AddChunk_Args, stream) - 16usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_AddChunk_Args::chunk"][::std::mem::offset_of!(PJRT_CopyToDeviceStream_AddChunk_Args, chunk) - 24usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_AddChunk_Args::transfer_complete"]
+        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_AddChunk_Args, transfer_complete) - 32usize];
 };
 impl Default for PJRT_CopyToDeviceStream_AddChunk_Args {
     fn default() -> Self {
@@ -5820,9 +4648,7 @@ impl Default for PJRT_CopyToDeviceStream_AddChunk_Args {
 }
 pub const PJRT_CopyToDeviceStream_AddChunk_Args_STRUCT_SIZE: _bindgen_ty_121 = 40;
 pub type _bindgen_ty_121 = ::std::os::raw::c_uint;
-pub type PJRT_CopyToDeviceStream_AddChunk = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_AddChunk_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_CopyToDeviceStream_AddChunk = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_AddChunk_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_CopyToDeviceStream_TotalBytes_Args {
@@ -5833,16 +4659,13 @@ pub struct PJRT_CopyToDeviceStream_TotalBytes_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_CopyToDeviceStream_TotalBytes_Args"]
-        [::std::mem::size_of::<PJRT_CopyToDeviceStream_TotalBytes_Args>() - 32usize];
-    ["Alignment of PJRT_CopyToDeviceStream_TotalBytes_Args"]
-        [::std::mem::align_of::<PJRT_CopyToDeviceStream_TotalBytes_Args>() - 8usize];
+    ["Size of PJRT_CopyToDeviceStream_TotalBytes_Args"][::std::mem::size_of::<PJRT_CopyToDeviceStream_TotalBytes_Args>() - 32usize];
+    ["Alignment of PJRT_CopyToDeviceStream_TotalBytes_Args"][::std::mem::align_of::<PJRT_CopyToDeviceStream_TotalBytes_Args>() - 8usize];
     ["Offset of field: PJRT_CopyToDeviceStream_TotalBytes_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_CopyToDeviceStream_TotalBytes_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_CopyToDeviceStream_TotalBytes_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_CopyToDeviceStream_TotalBytes_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_TotalBytes_Args::stream"]
-        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_TotalBytes_Args, stream) - 16usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_TotalBytes_Args::stream"][::std::mem::offset_of!(PJRT_CopyToDeviceStream_TotalBytes_Args, stream) - 16usize];
     ["Offset of field: PJRT_CopyToDeviceStream_TotalBytes_Args::total_bytes"]
         [::std::mem::offset_of!(PJRT_CopyToDeviceStream_TotalBytes_Args, total_bytes) - 24usize];
 };
@@ -5859,9 +4682,8 @@ impl Default for PJRT_CopyToDeviceStream_TotalBytes_Args {
 }
 pub const PJRT_CopyToDeviceStream_TotalBytes_Args_STRUCT_SIZE: _bindgen_ty_122 = 32;
 pub type _bindgen_ty_122 = ::std::os::raw::c_uint;
-pub type PJRT_CopyToDeviceStream_TotalBytes = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_TotalBytes_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_CopyToDeviceStream_TotalBytes =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_TotalBytes_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_CopyToDeviceStream_GranuleSize_Args {
@@ -5872,23 +4694,15 @@ pub struct PJRT_CopyToDeviceStream_GranuleSize_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_CopyToDeviceStream_GranuleSize_Args"]
-        [::std::mem::size_of::<PJRT_CopyToDeviceStream_GranuleSize_Args>() - 32usize];
-    ["Alignment of PJRT_CopyToDeviceStream_GranuleSize_Args"]
-        [::std::mem::align_of::<PJRT_CopyToDeviceStream_GranuleSize_Args>() - 8usize];
+    ["Size of PJRT_CopyToDeviceStream_GranuleSize_Args"][::std::mem::size_of::<PJRT_CopyToDeviceStream_GranuleSize_Args>() - 32usize];
+    ["Alignment of PJRT_CopyToDeviceStream_GranuleSize_Args"][::std::mem::align_of::<PJRT_CopyToDeviceStream_GranuleSize_Args>() - 8usize];
     ["Offset of field: PJRT_CopyToDeviceStream_GranuleSize_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_CopyToDeviceStream_GranuleSize_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_GranuleSize_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_CopyToDeviceStream_GranuleSize_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_GranuleSize_Args::stream"]
-        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_GranuleSize_Args, stream) - 16usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_GranuleSize_Args::granule_size_in_bytes"][::std::mem::offset_of!(
-        PJRT_CopyToDeviceStream_GranuleSize_Args,
-        granule_size_in_bytes
-    )
-        - 24usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_GranuleSize_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_GranuleSize_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_GranuleSize_Args::stream"][::std::mem::offset_of!(PJRT_CopyToDeviceStream_GranuleSize_Args, stream) - 16usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_GranuleSize_Args::granule_size_in_bytes"]
+        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_GranuleSize_Args, granule_size_in_bytes) - 24usize];
 };
 impl Default for PJRT_CopyToDeviceStream_GranuleSize_Args {
     fn default() -> Self {
@@ -5903,9 +4717,8 @@ impl Default for PJRT_CopyToDeviceStream_GranuleSize_Args {
 }
 pub const PJRT_CopyToDeviceStream_GranuleSize_Args_STRUCT_SIZE: _bindgen_ty_123 = 32;
 pub type _bindgen_ty_123 = ::std::os::raw::c_uint;
-pub type PJRT_CopyToDeviceStream_GranuleSize = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_GranuleSize_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_CopyToDeviceStream_GranuleSize =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_GranuleSize_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_CopyToDeviceStream_CurrentBytes_Args {
@@ -5916,22 +4729,15 @@ pub struct PJRT_CopyToDeviceStream_CurrentBytes_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_CopyToDeviceStream_CurrentBytes_Args"]
-        [::std::mem::size_of::<PJRT_CopyToDeviceStream_CurrentBytes_Args>() - 32usize];
-    ["Alignment of PJRT_CopyToDeviceStream_CurrentBytes_Args"]
-        [::std::mem::align_of::<PJRT_CopyToDeviceStream_CurrentBytes_Args>() - 8usize];
+    ["Size of PJRT_CopyToDeviceStream_CurrentBytes_Args"][::std::mem::size_of::<PJRT_CopyToDeviceStream_CurrentBytes_Args>() - 32usize];
+    ["Alignment of PJRT_CopyToDeviceStream_CurrentBytes_Args"][::std::mem::align_of::<PJRT_CopyToDeviceStream_CurrentBytes_Args>() - 8usize];
     ["Offset of field: PJRT_CopyToDeviceStream_CurrentBytes_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_CopyToDeviceStream_CurrentBytes_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_CurrentBytes_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_CopyToDeviceStream_CurrentBytes_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_CurrentBytes_Args::stream"]
-        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_CurrentBytes_Args, stream) - 16usize];
-    ["Offset of field: PJRT_CopyToDeviceStream_CurrentBytes_Args::current_bytes"][::std::mem::offset_of!(
-        PJRT_CopyToDeviceStream_CurrentBytes_Args,
-        current_bytes
-    ) - 24usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_CurrentBytes_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_CurrentBytes_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_CurrentBytes_Args::stream"][::std::mem::offset_of!(PJRT_CopyToDeviceStream_CurrentBytes_Args, stream) - 16usize];
+    ["Offset of field: PJRT_CopyToDeviceStream_CurrentBytes_Args::current_bytes"]
+        [::std::mem::offset_of!(PJRT_CopyToDeviceStream_CurrentBytes_Args, current_bytes) - 24usize];
 };
 impl Default for PJRT_CopyToDeviceStream_CurrentBytes_Args {
     fn default() -> Self {
@@ -5946,9 +4752,8 @@ impl Default for PJRT_CopyToDeviceStream_CurrentBytes_Args {
 }
 pub const PJRT_CopyToDeviceStream_CurrentBytes_Args_STRUCT_SIZE: _bindgen_ty_124 = 32;
 pub type _bindgen_ty_124 = ::std::os::raw::c_uint;
-pub type PJRT_CopyToDeviceStream_CurrentBytes = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_CurrentBytes_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_CopyToDeviceStream_CurrentBytes =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_CopyToDeviceStream_CurrentBytes_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_TopologyDescription_Create_Args {
@@ -5962,26 +4767,19 @@ pub struct PJRT_TopologyDescription_Create_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_TopologyDescription_Create_Args"]
-        [::std::mem::size_of::<PJRT_TopologyDescription_Create_Args>() - 56usize];
-    ["Alignment of PJRT_TopologyDescription_Create_Args"]
-        [::std::mem::align_of::<PJRT_TopologyDescription_Create_Args>() - 8usize];
-    ["Offset of field: PJRT_TopologyDescription_Create_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, struct_size) - 0usize];
+    ["Size of PJRT_TopologyDescription_Create_Args"][::std::mem::size_of::<PJRT_TopologyDescription_Create_Args>() - 56usize];
+    ["Alignment of PJRT_TopologyDescription_Create_Args"][::std::mem::align_of::<PJRT_TopologyDescription_Create_Args>() - 8usize];
+    ["Offset of field: PJRT_TopologyDescription_Create_Args::struct_size"][::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_TopologyDescription_Create_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_TopologyDescription_Create_Args::topology_name"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, topology_name) - 16usize];
-    ["Offset of field: PJRT_TopologyDescription_Create_Args::topology_name_size"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Create_Args,
-        topology_name_size
-    ) - 24usize];
+    ["Offset of field: PJRT_TopologyDescription_Create_Args::topology_name_size"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, topology_name_size) - 24usize];
     ["Offset of field: PJRT_TopologyDescription_Create_Args::create_options"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, create_options) - 32usize];
-    ["Offset of field: PJRT_TopologyDescription_Create_Args::num_options"]
-        [::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, num_options) - 40usize];
-    ["Offset of field: PJRT_TopologyDescription_Create_Args::topology"]
-        [::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, topology) - 48usize];
+    ["Offset of field: PJRT_TopologyDescription_Create_Args::num_options"][::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, num_options) - 40usize];
+    ["Offset of field: PJRT_TopologyDescription_Create_Args::topology"][::std::mem::offset_of!(PJRT_TopologyDescription_Create_Args, topology) - 48usize];
 };
 impl Default for PJRT_TopologyDescription_Create_Args {
     fn default() -> Self {
@@ -5996,9 +4794,7 @@ impl Default for PJRT_TopologyDescription_Create_Args {
 }
 pub const PJRT_TopologyDescription_Create_Args_STRUCT_SIZE: _bindgen_ty_125 = 56;
 pub type _bindgen_ty_125 = ::std::os::raw::c_uint;
-pub type PJRT_TopologyDescription_Create = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Create_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_TopologyDescription_Create = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Create_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_TopologyDescription_Destroy_Args {
@@ -6008,16 +4804,13 @@ pub struct PJRT_TopologyDescription_Destroy_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_TopologyDescription_Destroy_Args"]
-        [::std::mem::size_of::<PJRT_TopologyDescription_Destroy_Args>() - 24usize];
-    ["Alignment of PJRT_TopologyDescription_Destroy_Args"]
-        [::std::mem::align_of::<PJRT_TopologyDescription_Destroy_Args>() - 8usize];
+    ["Size of PJRT_TopologyDescription_Destroy_Args"][::std::mem::size_of::<PJRT_TopologyDescription_Destroy_Args>() - 24usize];
+    ["Alignment of PJRT_TopologyDescription_Destroy_Args"][::std::mem::align_of::<PJRT_TopologyDescription_Destroy_Args>() - 8usize];
     ["Offset of field: PJRT_TopologyDescription_Destroy_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Destroy_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_TopologyDescription_Destroy_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Destroy_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_TopologyDescription_Destroy_Args::topology"]
-        [::std::mem::offset_of!(PJRT_TopologyDescription_Destroy_Args, topology) - 16usize];
+    ["Offset of field: PJRT_TopologyDescription_Destroy_Args::topology"][::std::mem::offset_of!(PJRT_TopologyDescription_Destroy_Args, topology) - 16usize];
 };
 impl Default for PJRT_TopologyDescription_Destroy_Args {
     fn default() -> Self {
@@ -6032,9 +4825,7 @@ impl Default for PJRT_TopologyDescription_Destroy_Args {
 }
 pub const PJRT_TopologyDescription_Destroy_Args_STRUCT_SIZE: _bindgen_ty_126 = 24;
 pub type _bindgen_ty_126 = ::std::os::raw::c_uint;
-pub type PJRT_TopologyDescription_Destroy = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Destroy_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_TopologyDescription_Destroy = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Destroy_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_TopologyDescription_PlatformVersion_Args {
@@ -6046,30 +4837,18 @@ pub struct PJRT_TopologyDescription_PlatformVersion_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_TopologyDescription_PlatformVersion_Args"]
-        [::std::mem::size_of::<PJRT_TopologyDescription_PlatformVersion_Args>() - 40usize];
-    ["Alignment of PJRT_TopologyDescription_PlatformVersion_Args"]
-        [::std::mem::align_of::<PJRT_TopologyDescription_PlatformVersion_Args>() - 8usize];
-    ["Offset of field: PJRT_TopologyDescription_PlatformVersion_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_PlatformVersion_Args,
-        struct_size
-    ) - 0usize];
-    ["Offset of field: PJRT_TopologyDescription_PlatformVersion_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_PlatformVersion_Args,
-        extension_start
-    ) - 8usize];
+    ["Size of PJRT_TopologyDescription_PlatformVersion_Args"][::std::mem::size_of::<PJRT_TopologyDescription_PlatformVersion_Args>() - 40usize];
+    ["Alignment of PJRT_TopologyDescription_PlatformVersion_Args"][::std::mem::align_of::<PJRT_TopologyDescription_PlatformVersion_Args>() - 8usize];
+    ["Offset of field: PJRT_TopologyDescription_PlatformVersion_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformVersion_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_TopologyDescription_PlatformVersion_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformVersion_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_TopologyDescription_PlatformVersion_Args::topology"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformVersion_Args, topology) - 16usize];
-    ["Offset of field: PJRT_TopologyDescription_PlatformVersion_Args::platform_version"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_PlatformVersion_Args,
-        platform_version
-    )
-        - 24usize];
-    ["Offset of field: PJRT_TopologyDescription_PlatformVersion_Args::platform_version_size"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_PlatformVersion_Args,
-        platform_version_size
-    )
-        - 32usize];
+    ["Offset of field: PJRT_TopologyDescription_PlatformVersion_Args::platform_version"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformVersion_Args, platform_version) - 24usize];
+    ["Offset of field: PJRT_TopologyDescription_PlatformVersion_Args::platform_version_size"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformVersion_Args, platform_version_size) - 32usize];
 };
 impl Default for PJRT_TopologyDescription_PlatformVersion_Args {
     fn default() -> Self {
@@ -6084,11 +4863,8 @@ impl Default for PJRT_TopologyDescription_PlatformVersion_Args {
 }
 pub const PJRT_TopologyDescription_PlatformVersion_Args_STRUCT_SIZE: _bindgen_ty_127 = 40;
 pub type _bindgen_ty_127 = ::std::os::raw::c_uint;
-pub type PJRT_TopologyDescription_PlatformVersion = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_TopologyDescription_PlatformVersion_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_TopologyDescription_PlatformVersion =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_PlatformVersion_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_TopologyDescription_PlatformName_Args {
@@ -6100,27 +4876,18 @@ pub struct PJRT_TopologyDescription_PlatformName_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_TopologyDescription_PlatformName_Args"]
-        [::std::mem::size_of::<PJRT_TopologyDescription_PlatformName_Args>() - 40usize];
-    ["Alignment of PJRT_TopologyDescription_PlatformName_Args"]
-        [::std::mem::align_of::<PJRT_TopologyDescription_PlatformName_Args>() - 8usize];
+    ["Size of PJRT_TopologyDescription_PlatformName_Args"][::std::mem::size_of::<PJRT_TopologyDescription_PlatformName_Args>() - 40usize];
+    ["Alignment of PJRT_TopologyDescription_PlatformName_Args"][::std::mem::align_of::<PJRT_TopologyDescription_PlatformName_Args>() - 8usize];
     ["Offset of field: PJRT_TopologyDescription_PlatformName_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformName_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_TopologyDescription_PlatformName_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_PlatformName_Args,
-        extension_start
-    ) - 8usize];
+    ["Offset of field: PJRT_TopologyDescription_PlatformName_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformName_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_TopologyDescription_PlatformName_Args::topology"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformName_Args, topology) - 16usize];
-    ["Offset of field: PJRT_TopologyDescription_PlatformName_Args::platform_name"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_PlatformName_Args,
-        platform_name
-    ) - 24usize];
-    ["Offset of field: PJRT_TopologyDescription_PlatformName_Args::platform_name_size"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_PlatformName_Args,
-        platform_name_size
-    )
-        - 32usize];
+    ["Offset of field: PJRT_TopologyDescription_PlatformName_Args::platform_name"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformName_Args, platform_name) - 24usize];
+    ["Offset of field: PJRT_TopologyDescription_PlatformName_Args::platform_name_size"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_PlatformName_Args, platform_name_size) - 32usize];
 };
 impl Default for PJRT_TopologyDescription_PlatformName_Args {
     fn default() -> Self {
@@ -6135,9 +4902,8 @@ impl Default for PJRT_TopologyDescription_PlatformName_Args {
 }
 pub const PJRT_TopologyDescription_PlatformName_Args_STRUCT_SIZE: _bindgen_ty_128 = 40;
 pub type _bindgen_ty_128 = ::std::os::raw::c_uint;
-pub type PJRT_TopologyDescription_PlatformName = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_PlatformName_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_TopologyDescription_PlatformName =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_PlatformName_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_TopologyDescription_GetDeviceDescriptions_Args {
@@ -6149,34 +4915,19 @@ pub struct PJRT_TopologyDescription_GetDeviceDescriptions_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_TopologyDescription_GetDeviceDescriptions_Args"]
-        [::std::mem::size_of::<PJRT_TopologyDescription_GetDeviceDescriptions_Args>() - 40usize];
+    ["Size of PJRT_TopologyDescription_GetDeviceDescriptions_Args"][::std::mem::size_of::<PJRT_TopologyDescription_GetDeviceDescriptions_Args>() - 40usize];
     ["Alignment of PJRT_TopologyDescription_GetDeviceDescriptions_Args"]
         [::std::mem::align_of::<PJRT_TopologyDescription_GetDeviceDescriptions_Args>() - 8usize];
-    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::struct_size"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_GetDeviceDescriptions_Args,
-        struct_size
-    )
-        - 0usize];
-    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_GetDeviceDescriptions_Args,
-        extension_start
-    )
-        - 8usize];
-    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::topology"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_GetDeviceDescriptions_Args,
-        topology
-    ) - 16usize];
-    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::descriptions"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_GetDeviceDescriptions_Args,
-        descriptions
-    )
-        - 24usize];
-    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::num_descriptions"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_GetDeviceDescriptions_Args,
-        num_descriptions
-    )
-        - 32usize];
+    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::struct_size"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_GetDeviceDescriptions_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_GetDeviceDescriptions_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::topology"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_GetDeviceDescriptions_Args, topology) - 16usize];
+    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::descriptions"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_GetDeviceDescriptions_Args, descriptions) - 24usize];
+    ["Offset of field: PJRT_TopologyDescription_GetDeviceDescriptions_Args::num_descriptions"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_GetDeviceDescriptions_Args, num_descriptions) - 32usize];
 };
 impl Default for PJRT_TopologyDescription_GetDeviceDescriptions_Args {
     fn default() -> Self {
@@ -6191,11 +4942,8 @@ impl Default for PJRT_TopologyDescription_GetDeviceDescriptions_Args {
 }
 pub const PJRT_TopologyDescription_GetDeviceDescriptions_Args_STRUCT_SIZE: _bindgen_ty_129 = 40;
 pub type _bindgen_ty_129 = ::std::os::raw::c_uint;
-pub type PJRT_TopologyDescription_GetDeviceDescriptions = ::std::option::Option<
-    unsafe extern "C" fn(
-        args: *mut PJRT_TopologyDescription_GetDeviceDescriptions_Args,
-    ) -> *mut PJRT_Error,
->;
+pub type PJRT_TopologyDescription_GetDeviceDescriptions =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_GetDeviceDescriptions_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug)]
 pub struct PJRT_SerializedTopology {
@@ -6210,40 +4958,25 @@ pub struct PJRT_TopologyDescription_Serialize_Args {
     pub serialized_bytes: *const ::std::os::raw::c_char,
     pub serialized_bytes_size: usize,
     pub serialized_topology: *mut PJRT_SerializedTopology,
-    pub serialized_topology_deleter: ::std::option::Option<
-        unsafe extern "C" fn(serialized_topology: *mut PJRT_SerializedTopology),
-    >,
+    pub serialized_topology_deleter: ::std::option::Option<unsafe extern "C" fn(serialized_topology: *mut PJRT_SerializedTopology)>,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_TopologyDescription_Serialize_Args"]
-        [::std::mem::size_of::<PJRT_TopologyDescription_Serialize_Args>() - 56usize];
-    ["Alignment of PJRT_TopologyDescription_Serialize_Args"]
-        [::std::mem::align_of::<PJRT_TopologyDescription_Serialize_Args>() - 8usize];
+    ["Size of PJRT_TopologyDescription_Serialize_Args"][::std::mem::size_of::<PJRT_TopologyDescription_Serialize_Args>() - 56usize];
+    ["Alignment of PJRT_TopologyDescription_Serialize_Args"][::std::mem::align_of::<PJRT_TopologyDescription_Serialize_Args>() - 8usize];
     ["Offset of field: PJRT_TopologyDescription_Serialize_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Serialize_Args, struct_size) - 0usize];
     ["Offset of field: PJRT_TopologyDescription_Serialize_Args::extension_start"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Serialize_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::topology"]
-        [::std::mem::offset_of!(PJRT_TopologyDescription_Serialize_Args, topology) - 16usize];
-    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::serialized_bytes"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Serialize_Args,
-        serialized_bytes
-    ) - 24usize];
-    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::serialized_bytes_size"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Serialize_Args,
-        serialized_bytes_size
-    )
-        - 32usize];
-    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::serialized_topology"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Serialize_Args,
-        serialized_topology
-    ) - 40usize];
-    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::serialized_topology_deleter"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Serialize_Args,
-        serialized_topology_deleter
-    )
-        - 48usize];
+    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::topology"][::std::mem::offset_of!(PJRT_TopologyDescription_Serialize_Args, topology) - 16usize];
+    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::serialized_bytes"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Serialize_Args, serialized_bytes) - 24usize];
+    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::serialized_bytes_size"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Serialize_Args, serialized_bytes_size) - 32usize];
+    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::serialized_topology"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Serialize_Args, serialized_topology) - 40usize];
+    ["Offset of field: PJRT_TopologyDescription_Serialize_Args::serialized_topology_deleter"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Serialize_Args, serialized_topology_deleter) - 48usize];
 };
 impl Default for PJRT_TopologyDescription_Serialize_Args {
     fn default() -> Self {
@@ -6258,9 +4991,8 @@ impl Default for PJRT_TopologyDescription_Serialize_Args {
 }
 pub const PJRT_TopologyDescription_Serialize_Args_STRUCT_SIZE: _bindgen_ty_130 = 56;
 pub type _bindgen_ty_130 = ::std::os::raw::c_uint;
-pub type PJRT_TopologyDescription_Serialize = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Serialize_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_TopologyDescription_Serialize =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Serialize_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_TopologyDescription_Deserialize_Args {
@@ -6272,26 +5004,16 @@ pub struct PJRT_TopologyDescription_Deserialize_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_TopologyDescription_Deserialize_Args"]
-        [::std::mem::size_of::<PJRT_TopologyDescription_Deserialize_Args>() - 40usize];
-    ["Alignment of PJRT_TopologyDescription_Deserialize_Args"]
-        [::std::mem::align_of::<PJRT_TopologyDescription_Deserialize_Args>() - 8usize];
+    ["Size of PJRT_TopologyDescription_Deserialize_Args"][::std::mem::size_of::<PJRT_TopologyDescription_Deserialize_Args>() - 40usize];
+    ["Alignment of PJRT_TopologyDescription_Deserialize_Args"][::std::mem::align_of::<PJRT_TopologyDescription_Deserialize_Args>() - 8usize];
     ["Offset of field: PJRT_TopologyDescription_Deserialize_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Deserialize_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_TopologyDescription_Deserialize_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Deserialize_Args,
-        extension_start
-    ) - 8usize];
-    ["Offset of field: PJRT_TopologyDescription_Deserialize_Args::serialized_topology"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Deserialize_Args,
-        serialized_topology
-    )
-        - 16usize];
-    ["Offset of field: PJRT_TopologyDescription_Deserialize_Args::serialized_topology_size"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Deserialize_Args,
-        serialized_topology_size
-    )
-        - 24usize];
+    ["Offset of field: PJRT_TopologyDescription_Deserialize_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Deserialize_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_TopologyDescription_Deserialize_Args::serialized_topology"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Deserialize_Args, serialized_topology) - 16usize];
+    ["Offset of field: PJRT_TopologyDescription_Deserialize_Args::serialized_topology_size"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Deserialize_Args, serialized_topology_size) - 24usize];
     ["Offset of field: PJRT_TopologyDescription_Deserialize_Args::topology"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Deserialize_Args, topology) - 32usize];
 };
@@ -6308,9 +5030,8 @@ impl Default for PJRT_TopologyDescription_Deserialize_Args {
 }
 pub const PJRT_TopologyDescription_Deserialize_Args_STRUCT_SIZE: _bindgen_ty_131 = 40;
 pub type _bindgen_ty_131 = ::std::os::raw::c_uint;
-pub type PJRT_TopologyDescription_Deserialize = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Deserialize_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_TopologyDescription_Deserialize =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Deserialize_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_TopologyDescription_Attributes_Args {
@@ -6322,24 +5043,18 @@ pub struct PJRT_TopologyDescription_Attributes_Args {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of PJRT_TopologyDescription_Attributes_Args"]
-        [::std::mem::size_of::<PJRT_TopologyDescription_Attributes_Args>() - 40usize];
-    ["Alignment of PJRT_TopologyDescription_Attributes_Args"]
-        [::std::mem::align_of::<PJRT_TopologyDescription_Attributes_Args>() - 8usize];
+    ["Size of PJRT_TopologyDescription_Attributes_Args"][::std::mem::size_of::<PJRT_TopologyDescription_Attributes_Args>() - 40usize];
+    ["Alignment of PJRT_TopologyDescription_Attributes_Args"][::std::mem::align_of::<PJRT_TopologyDescription_Attributes_Args>() - 8usize];
     ["Offset of field: PJRT_TopologyDescription_Attributes_Args::struct_size"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Attributes_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_TopologyDescription_Attributes_Args::extension_start"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Attributes_Args,
-        extension_start
-    ) - 8usize];
+    ["Offset of field: PJRT_TopologyDescription_Attributes_Args::extension_start"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Attributes_Args, extension_start) - 8usize];
     ["Offset of field: PJRT_TopologyDescription_Attributes_Args::topology"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Attributes_Args, topology) - 16usize];
     ["Offset of field: PJRT_TopologyDescription_Attributes_Args::attributes"]
         [::std::mem::offset_of!(PJRT_TopologyDescription_Attributes_Args, attributes) - 24usize];
-    ["Offset of field: PJRT_TopologyDescription_Attributes_Args::num_attributes"][::std::mem::offset_of!(
-        PJRT_TopologyDescription_Attributes_Args,
-        num_attributes
-    ) - 32usize];
+    ["Offset of field: PJRT_TopologyDescription_Attributes_Args::num_attributes"]
+        [::std::mem::offset_of!(PJRT_TopologyDescription_Attributes_Args, num_attributes) - 32usize];
 };
 impl Default for PJRT_TopologyDescription_Attributes_Args {
     fn default() -> Self {
@@ -6354,9 +5069,8 @@ impl Default for PJRT_TopologyDescription_Attributes_Args {
 }
 pub const PJRT_TopologyDescription_Attributes_Args_STRUCT_SIZE: _bindgen_ty_132 = 40;
 pub type _bindgen_ty_132 = ::std::os::raw::c_uint;
-pub type PJRT_TopologyDescription_Attributes = ::std::option::Option<
-    unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Attributes_Args) -> *mut PJRT_Error,
->;
+pub type PJRT_TopologyDescription_Attributes =
+    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_TopologyDescription_Attributes_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Compile_Args {
@@ -6373,22 +5087,14 @@ pub struct PJRT_Compile_Args {
 const _: () = {
     ["Size of PJRT_Compile_Args"][::std::mem::size_of::<PJRT_Compile_Args>() - 64usize];
     ["Alignment of PJRT_Compile_Args"][::std::mem::align_of::<PJRT_Compile_Args>() - 8usize];
-    ["Offset of field: PJRT_Compile_Args::struct_size"]
-        [::std::mem::offset_of!(PJRT_Compile_Args, struct_size) - 0usize];
-    ["Offset of field: PJRT_Compile_Args::extension_start"]
-        [::std::mem::offset_of!(PJRT_Compile_Args, extension_start) - 8usize];
-    ["Offset of field: PJRT_Compile_Args::topology"]
-        [::std::mem::offset_of!(PJRT_Compile_Args, topology) - 16usize];
-    ["Offset of field: PJRT_Compile_Args::program"]
-        [::std::mem::offset_of!(PJRT_Compile_Args, program) - 24usize];
-    ["Offset of field: PJRT_Compile_Args::compile_options"]
-        [::std::mem::offset_of!(PJRT_Compile_Args, compile_options) - 32usize];
-    ["Offset of field: PJRT_Compile_Args::compile_options_size"]
-        [::std::mem::offset_of!(PJRT_Compile_Args, compile_options_size) - 40usize];
-    ["Offset of field: PJRT_Compile_Args::client"]
-        [::std::mem::offset_of!(PJRT_Compile_Args, client) - 48usize];
-    ["Offset of field: PJRT_Compile_Args::executable"]
-        [::std::mem::offset_of!(PJRT_Compile_Args, executable) - 56usize];
+    ["Offset of field: PJRT_Compile_Args::struct_size"][::std::mem::offset_of!(PJRT_Compile_Args, struct_size) - 0usize];
+    ["Offset of field: PJRT_Compile_Args::extension_start"][::std::mem::offset_of!(PJRT_Compile_Args, extension_start) - 8usize];
+    ["Offset of field: PJRT_Compile_Args::topology"][::std::mem::offset_of!(PJRT_Compile_Args, topology) - 16usize];
+    ["Offset of field: PJRT_Compile_Args::program"][::std::mem::offset_of!(PJRT_Compile_Args, program) - 24usize];
+    ["Offset of field: PJRT_Compile_Args::compile_options"][::std::mem::offset_of!(PJRT_Compile_Args, compile_options) - 32usize];
+    ["Offset of field: PJRT_Compile_Args::compile_options_size"][::std::mem::offset_of!(PJRT_Compile_Args, compile_options_size) - 40usize];
+    ["Offset of field: PJRT_Compile_Args::client"][::std::mem::offset_of!(PJRT_Compile_Args, client) - 48usize];
+    ["Offset of field: PJRT_Compile_Args::executable"][::std::mem::offset_of!(PJRT_Compile_Args, executable) - 56usize];
 };
 impl Default for PJRT_Compile_Args {
     fn default() -> Self {
@@ -6403,8 +5109,7 @@ impl Default for PJRT_Compile_Args {
 }
 pub const PJRT_Compile_Args_STRUCT_SIZE: _bindgen_ty_133 = 64;
 pub type _bindgen_ty_133 = ::std::os::raw::c_uint;
-pub type PJRT_Compile =
-    ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Compile_Args) -> *mut PJRT_Error>;
+pub type PJRT_Compile = ::std::option::Option<unsafe extern "C" fn(args: *mut PJRT_Compile_Args) -> *mut PJRT_Error>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct PJRT_Api {
@@ -6497,8 +5202,7 @@ pub struct PJRT_Api {
     pub PJRT_TopologyDescription_Destroy: PJRT_TopologyDescription_Destroy,
     pub PJRT_TopologyDescription_PlatformName: PJRT_TopologyDescription_PlatformName,
     pub PJRT_TopologyDescription_PlatformVersion: PJRT_TopologyDescription_PlatformVersion,
-    pub PJRT_TopologyDescription_GetDeviceDescriptions:
-        PJRT_TopologyDescription_GetDeviceDescriptions,
+    pub PJRT_TopologyDescription_GetDeviceDescriptions: PJRT_TopologyDescription_GetDeviceDescriptions,
     pub PJRT_TopologyDescription_Serialize: PJRT_TopologyDescription_Serialize,
     pub PJRT_TopologyDescription_Attributes: PJRT_TopologyDescription_Attributes,
     pub PJRT_Compile: PJRT_Compile,
@@ -6513,23 +5217,15 @@ pub struct PJRT_Api {
     pub PJRT_ExecuteContext_Create: PJRT_ExecuteContext_Create,
     pub PJRT_ExecuteContext_Destroy: PJRT_ExecuteContext_Destroy,
     pub PJRT_Buffer_CopyRawToHost: PJRT_Buffer_CopyRawToHost,
-    pub PJRT_AsyncHostToDeviceTransferManager_Destroy:
-        PJRT_AsyncHostToDeviceTransferManager_Destroy,
-    pub PJRT_AsyncHostToDeviceTransferManager_TransferData:
-        PJRT_AsyncHostToDeviceTransferManager_TransferData,
-    pub PJRT_Client_CreateBuffersForAsyncHostToDevice:
-        PJRT_Client_CreateBuffersForAsyncHostToDevice,
-    pub PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer:
-        PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer,
+    pub PJRT_AsyncHostToDeviceTransferManager_Destroy: PJRT_AsyncHostToDeviceTransferManager_Destroy,
+    pub PJRT_AsyncHostToDeviceTransferManager_TransferData: PJRT_AsyncHostToDeviceTransferManager_TransferData,
+    pub PJRT_Client_CreateBuffersForAsyncHostToDevice: PJRT_Client_CreateBuffersForAsyncHostToDevice,
+    pub PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer,
     pub PJRT_AsyncHostToDeviceTransferManager_Device: PJRT_AsyncHostToDeviceTransferManager_Device,
-    pub PJRT_AsyncHostToDeviceTransferManager_BufferCount:
-        PJRT_AsyncHostToDeviceTransferManager_BufferCount,
-    pub PJRT_AsyncHostToDeviceTransferManager_BufferSize:
-        PJRT_AsyncHostToDeviceTransferManager_BufferSize,
-    pub PJRT_AsyncHostToDeviceTransferManager_SetBufferError:
-        PJRT_AsyncHostToDeviceTransferManager_SetBufferError,
-    pub PJRT_AsyncHostToDeviceTransferManager_AddMetadata:
-        PJRT_AsyncHostToDeviceTransferManager_AddMetadata,
+    pub PJRT_AsyncHostToDeviceTransferManager_BufferCount: PJRT_AsyncHostToDeviceTransferManager_BufferCount,
+    pub PJRT_AsyncHostToDeviceTransferManager_BufferSize: PJRT_AsyncHostToDeviceTransferManager_BufferSize,
+    pub PJRT_AsyncHostToDeviceTransferManager_SetBufferError: PJRT_AsyncHostToDeviceTransferManager_SetBufferError,
+    pub PJRT_AsyncHostToDeviceTransferManager_AddMetadata: PJRT_AsyncHostToDeviceTransferManager_AddMetadata,
     pub PJRT_Client_DmaMap: PJRT_Client_DmaMap,
     pub PJRT_Client_DmaUnmap: PJRT_Client_DmaUnmap,
     pub PJRT_Client_CreateUninitializedBuffer: PJRT_Client_CreateUninitializedBuffer,
@@ -6543,266 +5239,142 @@ pub struct PJRT_Api {
 const _: () = {
     ["Size of PJRT_Api"][::std::mem::size_of::<PJRT_Api>() - 984usize];
     ["Alignment of PJRT_Api"][::std::mem::align_of::<PJRT_Api>() - 8usize];
-    ["Offset of field: PJRT_Api::struct_size"]
-        [::std::mem::offset_of!(PJRT_Api, struct_size) - 0usize];
-    ["Offset of field: PJRT_Api::extension_start"]
-        [::std::mem::offset_of!(PJRT_Api, extension_start) - 8usize];
-    ["Offset of field: PJRT_Api::pjrt_api_version"]
-        [::std::mem::offset_of!(PJRT_Api, pjrt_api_version) - 16usize];
-    ["Offset of field: PJRT_Api::PJRT_Error_Destroy"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Error_Destroy) - 40usize];
-    ["Offset of field: PJRT_Api::PJRT_Error_Message"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Error_Message) - 48usize];
-    ["Offset of field: PJRT_Api::PJRT_Error_GetCode"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Error_GetCode) - 56usize];
-    ["Offset of field: PJRT_Api::PJRT_Plugin_Initialize"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Plugin_Initialize) - 64usize];
-    ["Offset of field: PJRT_Api::PJRT_Plugin_Attributes"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Plugin_Attributes) - 72usize];
-    ["Offset of field: PJRT_Api::PJRT_Event_Destroy"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Event_Destroy) - 80usize];
-    ["Offset of field: PJRT_Api::PJRT_Event_IsReady"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Event_IsReady) - 88usize];
-    ["Offset of field: PJRT_Api::PJRT_Event_Error"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Event_Error) - 96usize];
-    ["Offset of field: PJRT_Api::PJRT_Event_Await"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Event_Await) - 104usize];
-    ["Offset of field: PJRT_Api::PJRT_Event_OnReady"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Event_OnReady) - 112usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_Create"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_Create) - 120usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_Destroy"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_Destroy) - 128usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_PlatformName"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_PlatformName) - 136usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_ProcessIndex"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_ProcessIndex) - 144usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_PlatformVersion"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_PlatformVersion) - 152usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_Devices"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_Devices) - 160usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_AddressableDevices"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_AddressableDevices) - 168usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_LookupDevice"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_LookupDevice) - 176usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_LookupAddressableDevice"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_LookupAddressableDevice) - 184usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_AddressableMemories"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_AddressableMemories) - 192usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_Compile"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_Compile) - 200usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_DefaultDeviceAssignment"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_DefaultDeviceAssignment) - 208usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_BufferFromHostBuffer"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_BufferFromHostBuffer) - 216usize];
-    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_Id"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_Id) - 224usize];
-    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_ProcessIndex"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_ProcessIndex) - 232usize];
-    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_Attributes"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_Attributes) - 240usize];
-    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_Kind"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_Kind) - 248usize];
-    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_DebugString"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_DebugString) - 256usize];
-    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_ToString"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_ToString) - 264usize];
-    ["Offset of field: PJRT_Api::PJRT_Device_GetDescription"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Device_GetDescription) - 272usize];
-    ["Offset of field: PJRT_Api::PJRT_Device_IsAddressable"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Device_IsAddressable) - 280usize];
-    ["Offset of field: PJRT_Api::PJRT_Device_LocalHardwareId"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Device_LocalHardwareId) - 288usize];
-    ["Offset of field: PJRT_Api::PJRT_Device_AddressableMemories"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Device_AddressableMemories) - 296usize];
-    ["Offset of field: PJRT_Api::PJRT_Device_DefaultMemory"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Device_DefaultMemory) - 304usize];
-    ["Offset of field: PJRT_Api::PJRT_Device_MemoryStats"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Device_MemoryStats) - 312usize];
-    ["Offset of field: PJRT_Api::PJRT_Memory_Id"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Memory_Id) - 320usize];
-    ["Offset of field: PJRT_Api::PJRT_Memory_Kind"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Memory_Kind) - 328usize];
-    ["Offset of field: PJRT_Api::PJRT_Memory_DebugString"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Memory_DebugString) - 336usize];
-    ["Offset of field: PJRT_Api::PJRT_Memory_ToString"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Memory_ToString) - 344usize];
-    ["Offset of field: PJRT_Api::PJRT_Memory_AddressableByDevices"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Memory_AddressableByDevices) - 352usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_Destroy"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_Destroy) - 360usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_Name"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_Name) - 368usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_NumReplicas"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_NumReplicas) - 376usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_NumPartitions"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_NumPartitions) - 384usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_NumOutputs"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_NumOutputs) - 392usize];
+    ["Offset of field: PJRT_Api::struct_size"][::std::mem::offset_of!(PJRT_Api, struct_size) - 0usize];
+    ["Offset of field: PJRT_Api::extension_start"][::std::mem::offset_of!(PJRT_Api, extension_start) - 8usize];
+    ["Offset of field: PJRT_Api::pjrt_api_version"][::std::mem::offset_of!(PJRT_Api, pjrt_api_version) - 16usize];
+    ["Offset of field: PJRT_Api::PJRT_Error_Destroy"][::std::mem::offset_of!(PJRT_Api, PJRT_Error_Destroy) - 40usize];
+    ["Offset of field: PJRT_Api::PJRT_Error_Message"][::std::mem::offset_of!(PJRT_Api, PJRT_Error_Message) - 48usize];
+    ["Offset of field: PJRT_Api::PJRT_Error_GetCode"][::std::mem::offset_of!(PJRT_Api, PJRT_Error_GetCode) - 56usize];
+    ["Offset of field: PJRT_Api::PJRT_Plugin_Initialize"][::std::mem::offset_of!(PJRT_Api, PJRT_Plugin_Initialize) - 64usize];
+    ["Offset of field: PJRT_Api::PJRT_Plugin_Attributes"][::std::mem::offset_of!(PJRT_Api, PJRT_Plugin_Attributes) - 72usize];
+    ["Offset of field: PJRT_Api::PJRT_Event_Destroy"][::std::mem::offset_of!(PJRT_Api, PJRT_Event_Destroy) - 80usize];
+    ["Offset of field: PJRT_Api::PJRT_Event_IsReady"][::std::mem::offset_of!(PJRT_Api, PJRT_Event_IsReady) - 88usize];
+    ["Offset of field: PJRT_Api::PJRT_Event_Error"][::std::mem::offset_of!(PJRT_Api, PJRT_Event_Error) - 96usize];
+    ["Offset of field: PJRT_Api::PJRT_Event_Await"][::std::mem::offset_of!(PJRT_Api, PJRT_Event_Await) - 104usize];
+    ["Offset of field: PJRT_Api::PJRT_Event_OnReady"][::std::mem::offset_of!(PJRT_Api, PJRT_Event_OnReady) - 112usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_Create"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_Create) - 120usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_Destroy"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_Destroy) - 128usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_PlatformName"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_PlatformName) - 136usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_ProcessIndex"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_ProcessIndex) - 144usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_PlatformVersion"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_PlatformVersion) - 152usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_Devices"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_Devices) - 160usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_AddressableDevices"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_AddressableDevices) - 168usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_LookupDevice"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_LookupDevice) - 176usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_LookupAddressableDevice"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_LookupAddressableDevice) - 184usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_AddressableMemories"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_AddressableMemories) - 192usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_Compile"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_Compile) - 200usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_DefaultDeviceAssignment"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_DefaultDeviceAssignment) - 208usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_BufferFromHostBuffer"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_BufferFromHostBuffer) - 216usize];
+    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_Id"][::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_Id) - 224usize];
+    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_ProcessIndex"][::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_ProcessIndex) - 232usize];
+    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_Attributes"][::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_Attributes) - 240usize];
+    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_Kind"][::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_Kind) - 248usize];
+    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_DebugString"][::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_DebugString) - 256usize];
+    ["Offset of field: PJRT_Api::PJRT_DeviceDescription_ToString"][::std::mem::offset_of!(PJRT_Api, PJRT_DeviceDescription_ToString) - 264usize];
+    ["Offset of field: PJRT_Api::PJRT_Device_GetDescription"][::std::mem::offset_of!(PJRT_Api, PJRT_Device_GetDescription) - 272usize];
+    ["Offset of field: PJRT_Api::PJRT_Device_IsAddressable"][::std::mem::offset_of!(PJRT_Api, PJRT_Device_IsAddressable) - 280usize];
+    ["Offset of field: PJRT_Api::PJRT_Device_LocalHardwareId"][::std::mem::offset_of!(PJRT_Api, PJRT_Device_LocalHardwareId) - 288usize];
+    ["Offset of field: PJRT_Api::PJRT_Device_AddressableMemories"][::std::mem::offset_of!(PJRT_Api, PJRT_Device_AddressableMemories) - 296usize];
+    ["Offset of field: PJRT_Api::PJRT_Device_DefaultMemory"][::std::mem::offset_of!(PJRT_Api, PJRT_Device_DefaultMemory) - 304usize];
+    ["Offset of field: PJRT_Api::PJRT_Device_MemoryStats"][::std::mem::offset_of!(PJRT_Api, PJRT_Device_MemoryStats) - 312usize];
+    ["Offset of field: PJRT_Api::PJRT_Memory_Id"][::std::mem::offset_of!(PJRT_Api, PJRT_Memory_Id) - 320usize];
+    ["Offset of field: PJRT_Api::PJRT_Memory_Kind"][::std::mem::offset_of!(PJRT_Api, PJRT_Memory_Kind) - 328usize];
+    ["Offset of field: PJRT_Api::PJRT_Memory_DebugString"][::std::mem::offset_of!(PJRT_Api, PJRT_Memory_DebugString) - 336usize];
+    ["Offset of field: PJRT_Api::PJRT_Memory_ToString"][::std::mem::offset_of!(PJRT_Api, PJRT_Memory_ToString) - 344usize];
+    ["Offset of field: PJRT_Api::PJRT_Memory_AddressableByDevices"][::std::mem::offset_of!(PJRT_Api, PJRT_Memory_AddressableByDevices) - 352usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_Destroy"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_Destroy) - 360usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_Name"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_Name) - 368usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_NumReplicas"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_NumReplicas) - 376usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_NumPartitions"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_NumPartitions) - 384usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_NumOutputs"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_NumOutputs) - 392usize];
     ["Offset of field: PJRT_Api::PJRT_Executable_SizeOfGeneratedCodeInBytes"]
         [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_SizeOfGeneratedCodeInBytes) - 400usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_GetCostAnalysis"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_GetCostAnalysis) - 408usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_OutputMemoryKinds"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_OutputMemoryKinds) - 416usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_OptimizedProgram"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_OptimizedProgram) - 424usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_Serialize"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_Serialize) - 432usize];
-    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_Destroy"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_Destroy) - 440usize];
-    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_GetExecutable"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_GetExecutable) - 448usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_GetCostAnalysis"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_GetCostAnalysis) - 408usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_OutputMemoryKinds"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_OutputMemoryKinds) - 416usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_OptimizedProgram"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_OptimizedProgram) - 424usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_Serialize"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_Serialize) - 432usize];
+    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_Destroy"][::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_Destroy) - 440usize];
+    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_GetExecutable"][::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_GetExecutable) - 448usize];
     ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_AddressableDevices"]
         [::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_AddressableDevices) - 456usize];
-    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_Delete"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_Delete) - 464usize];
-    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_IsDeleted"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_IsDeleted) - 472usize];
-    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_Execute"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_Execute) - 480usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_DeserializeAndLoad"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_DeserializeAndLoad) - 488usize];
-    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_Fingerprint"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_Fingerprint) - 496usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_Destroy"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Destroy) - 504usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_ElementType"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_ElementType) - 512usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_Dimensions"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Dimensions) - 520usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_UnpaddedDimensions"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_UnpaddedDimensions) - 528usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_DynamicDimensionIndices"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_DynamicDimensionIndices) - 536usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_GetMemoryLayout"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_GetMemoryLayout) - 544usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_OnDeviceSizeInBytes"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_OnDeviceSizeInBytes) - 552usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_Device"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Device) - 560usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_Memory"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Memory) - 568usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_Delete"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Delete) - 576usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_IsDeleted"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_IsDeleted) - 584usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_CopyToDevice"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_CopyToDevice) - 592usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_ToHostBuffer"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_ToHostBuffer) - 600usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_IsOnCpu"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_IsOnCpu) - 608usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_ReadyEvent"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_ReadyEvent) - 616usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_UnsafePointer"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_UnsafePointer) - 624usize];
+    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_Delete"][::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_Delete) - 464usize];
+    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_IsDeleted"][::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_IsDeleted) - 472usize];
+    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_Execute"][::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_Execute) - 480usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_DeserializeAndLoad"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_DeserializeAndLoad) - 488usize];
+    ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_Fingerprint"][::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_Fingerprint) - 496usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_Destroy"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Destroy) - 504usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_ElementType"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_ElementType) - 512usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_Dimensions"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Dimensions) - 520usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_UnpaddedDimensions"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_UnpaddedDimensions) - 528usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_DynamicDimensionIndices"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_DynamicDimensionIndices) - 536usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_GetMemoryLayout"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_GetMemoryLayout) - 544usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_OnDeviceSizeInBytes"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_OnDeviceSizeInBytes) - 552usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_Device"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Device) - 560usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_Memory"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Memory) - 568usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_Delete"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_Delete) - 576usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_IsDeleted"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_IsDeleted) - 584usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_CopyToDevice"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_CopyToDevice) - 592usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_ToHostBuffer"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_ToHostBuffer) - 600usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_IsOnCpu"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_IsOnCpu) - 608usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_ReadyEvent"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_ReadyEvent) - 616usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_UnsafePointer"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_UnsafePointer) - 624usize];
     ["Offset of field: PJRT_Api::PJRT_Buffer_IncreaseExternalReferenceCount"]
         [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_IncreaseExternalReferenceCount) - 632usize];
     ["Offset of field: PJRT_Api::PJRT_Buffer_DecreaseExternalReferenceCount"]
         [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_DecreaseExternalReferenceCount) - 640usize];
     ["Offset of field: PJRT_Api::PJRT_Buffer_OpaqueDeviceMemoryDataPointer"]
         [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_OpaqueDeviceMemoryDataPointer) - 648usize];
-    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_Destroy"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_Destroy) - 656usize];
-    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_AddChunk"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_AddChunk) - 664usize];
-    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_TotalBytes"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_TotalBytes) - 672usize];
-    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_GranuleSize"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_GranuleSize) - 680usize];
-    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_CurrentBytes"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_CurrentBytes) - 688usize];
-    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Create"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Create) - 696usize];
-    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Destroy"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Destroy) - 704usize];
-    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_PlatformName"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_PlatformName) - 712usize];
+    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_Destroy"][::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_Destroy) - 656usize];
+    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_AddChunk"][::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_AddChunk) - 664usize];
+    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_TotalBytes"][::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_TotalBytes) - 672usize];
+    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_GranuleSize"][::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_GranuleSize) - 680usize];
+    ["Offset of field: PJRT_Api::PJRT_CopyToDeviceStream_CurrentBytes"][::std::mem::offset_of!(PJRT_Api, PJRT_CopyToDeviceStream_CurrentBytes) - 688usize];
+    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Create"][::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Create) - 696usize];
+    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Destroy"][::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Destroy) - 704usize];
+    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_PlatformName"][::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_PlatformName) - 712usize];
     ["Offset of field: PJRT_Api::PJRT_TopologyDescription_PlatformVersion"]
         [::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_PlatformVersion) - 720usize];
-    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_GetDeviceDescriptions"][::std::mem::offset_of!(
-        PJRT_Api,
-        PJRT_TopologyDescription_GetDeviceDescriptions
-    ) - 728usize];
-    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Serialize"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Serialize) - 736usize];
-    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Attributes"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Attributes) - 744usize];
-    ["Offset of field: PJRT_Api::PJRT_Compile"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Compile) - 752usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_OutputElementTypes"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_OutputElementTypes) - 760usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_OutputDimensions"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_OutputDimensions) - 768usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_CopyToMemory"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_CopyToMemory) - 776usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_CreateViewOfDeviceBuffer"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_CreateViewOfDeviceBuffer) - 784usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_Fingerprint"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_Fingerprint) - 792usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_TopologyDescription"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_TopologyDescription) - 800usize];
-    ["Offset of field: PJRT_Api::PJRT_Executable_GetCompiledMemoryStats"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Executable_GetCompiledMemoryStats) - 808usize];
-    ["Offset of field: PJRT_Api::PJRT_Memory_Kind_Id"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Memory_Kind_Id) - 816usize];
-    ["Offset of field: PJRT_Api::PJRT_ExecuteContext_Create"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_ExecuteContext_Create) - 824usize];
-    ["Offset of field: PJRT_Api::PJRT_ExecuteContext_Destroy"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_ExecuteContext_Destroy) - 832usize];
-    ["Offset of field: PJRT_Api::PJRT_Buffer_CopyRawToHost"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_CopyRawToHost) - 840usize];
-    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_Destroy"][::std::mem::offset_of!(
-        PJRT_Api,
-        PJRT_AsyncHostToDeviceTransferManager_Destroy
-    ) - 848usize];
-    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_TransferData"][::std::mem::offset_of!(
-        PJRT_Api,
-        PJRT_AsyncHostToDeviceTransferManager_TransferData
-    ) - 856usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_CreateBuffersForAsyncHostToDevice"][::std::mem::offset_of!(
-        PJRT_Api,
-        PJRT_Client_CreateBuffersForAsyncHostToDevice
-    ) - 864usize];
-    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer"][::std::mem::offset_of!(
-        PJRT_Api,
-        PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer
-    )
-        - 872usize];
+    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_GetDeviceDescriptions"]
+        [::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_GetDeviceDescriptions) - 728usize];
+    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Serialize"][::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Serialize) - 736usize];
+    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Attributes"][::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Attributes) - 744usize];
+    ["Offset of field: PJRT_Api::PJRT_Compile"][::std::mem::offset_of!(PJRT_Api, PJRT_Compile) - 752usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_OutputElementTypes"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_OutputElementTypes) - 760usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_OutputDimensions"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_OutputDimensions) - 768usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_CopyToMemory"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_CopyToMemory) - 776usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_CreateViewOfDeviceBuffer"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_CreateViewOfDeviceBuffer) - 784usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_Fingerprint"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_Fingerprint) - 792usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_TopologyDescription"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_TopologyDescription) - 800usize];
+    ["Offset of field: PJRT_Api::PJRT_Executable_GetCompiledMemoryStats"][::std::mem::offset_of!(PJRT_Api, PJRT_Executable_GetCompiledMemoryStats) - 808usize];
+    ["Offset of field: PJRT_Api::PJRT_Memory_Kind_Id"][::std::mem::offset_of!(PJRT_Api, PJRT_Memory_Kind_Id) - 816usize];
+    ["Offset of field: PJRT_Api::PJRT_ExecuteContext_Create"][::std::mem::offset_of!(PJRT_Api, PJRT_ExecuteContext_Create) - 824usize];
+    ["Offset of field: PJRT_Api::PJRT_ExecuteContext_Destroy"][::std::mem::offset_of!(PJRT_Api, PJRT_ExecuteContext_Destroy) - 832usize];
+    ["Offset of field: PJRT_Api::PJRT_Buffer_CopyRawToHost"][::std::mem::offset_of!(PJRT_Api, PJRT_Buffer_CopyRawToHost) - 840usize];
+    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_Destroy"]
+        [::std::mem::offset_of!(PJRT_Api, PJRT_AsyncHostToDeviceTransferManager_Destroy) - 848usize];
+    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_TransferData"]
+        [::std::mem::offset_of!(PJRT_Api, PJRT_AsyncHostToDeviceTransferManager_TransferData) - 856usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_CreateBuffersForAsyncHostToDevice"]
+        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_CreateBuffersForAsyncHostToDevice) - 864usize];
+    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer"]
+        [::std::mem::offset_of!(PJRT_Api, PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer) - 872usize];
     ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_Device"]
         [::std::mem::offset_of!(PJRT_Api, PJRT_AsyncHostToDeviceTransferManager_Device) - 880usize];
-    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_BufferCount"][::std::mem::offset_of!(
-        PJRT_Api,
-        PJRT_AsyncHostToDeviceTransferManager_BufferCount
-    ) - 888usize];
-    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_BufferSize"][::std::mem::offset_of!(
-        PJRT_Api,
-        PJRT_AsyncHostToDeviceTransferManager_BufferSize
-    ) - 896usize];
-    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_SetBufferError"][::std::mem::offset_of!(
-        PJRT_Api,
-        PJRT_AsyncHostToDeviceTransferManager_SetBufferError
-    )
-        - 904usize];
-    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_AddMetadata"][::std::mem::offset_of!(
-        PJRT_Api,
-        PJRT_AsyncHostToDeviceTransferManager_AddMetadata
-    ) - 912usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_DmaMap"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_DmaMap) - 920usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_DmaUnmap"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_DmaUnmap) - 928usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_CreateUninitializedBuffer"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_CreateUninitializedBuffer) - 936usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_UpdateGlobalProcessInfo"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_UpdateGlobalProcessInfo) - 944usize];
-    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Deserialize"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Deserialize) - 952usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_CreateAliasBuffer"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_CreateAliasBuffer) - 960usize];
-    ["Offset of field: PJRT_Api::PJRT_Client_FulfillAliasBuffer"]
-        [::std::mem::offset_of!(PJRT_Api, PJRT_Client_FulfillAliasBuffer) - 968usize];
+    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_BufferCount"]
+        [::std::mem::offset_of!(PJRT_Api, PJRT_AsyncHostToDeviceTransferManager_BufferCount) - 888usize];
+    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_BufferSize"]
+        [::std::mem::offset_of!(PJRT_Api, PJRT_AsyncHostToDeviceTransferManager_BufferSize) - 896usize];
+    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_SetBufferError"]
+        [::std::mem::offset_of!(PJRT_Api, PJRT_AsyncHostToDeviceTransferManager_SetBufferError) - 904usize];
+    ["Offset of field: PJRT_Api::PJRT_AsyncHostToDeviceTransferManager_AddMetadata"]
+        [::std::mem::offset_of!(PJRT_Api, PJRT_AsyncHostToDeviceTransferManager_AddMetadata) - 912usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_DmaMap"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_DmaMap) - 920usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_DmaUnmap"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_DmaUnmap) - 928usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_CreateUninitializedBuffer"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_CreateUninitializedBuffer) - 936usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_UpdateGlobalProcessInfo"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_UpdateGlobalProcessInfo) - 944usize];
+    ["Offset of field: PJRT_Api::PJRT_TopologyDescription_Deserialize"][::std::mem::offset_of!(PJRT_Api, PJRT_TopologyDescription_Deserialize) - 952usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_CreateAliasBuffer"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_CreateAliasBuffer) - 960usize];
+    ["Offset of field: PJRT_Api::PJRT_Client_FulfillAliasBuffer"][::std::mem::offset_of!(PJRT_Api, PJRT_Client_FulfillAliasBuffer) - 968usize];
     ["Offset of field: PJRT_Api::PJRT_LoadedExecutable_GetDeviceAssignment"]
         [::std::mem::offset_of!(PJRT_Api, PJRT_LoadedExecutable_GetDeviceAssignment) - 976usize];
 };
@@ -6821,136 +5393,711 @@ pub const PJRT_Api_STRUCT_SIZE: _bindgen_ty_134 = 984;
 pub type _bindgen_ty_134 = ::std::os::raw::c_uint;
 
 /// Builds an args struct with `struct_size` set to the exact size in the header.
-pub trait StructSize { fn sized() -> Self; }
-impl StructSize for PJRT_Extension_Base { fn sized() -> Self { PJRT_Extension_Base { struct_size: PJRT_Extension_Base_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Api_Version { fn sized() -> Self { PJRT_Api_Version { struct_size: PJRT_Api_Version_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Error_Destroy_Args { fn sized() -> Self { PJRT_Error_Destroy_Args { struct_size: PJRT_Error_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Error_Message_Args { fn sized() -> Self { PJRT_Error_Message_Args { struct_size: PJRT_Error_Message_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Error_GetCode_Args { fn sized() -> Self { PJRT_Error_GetCode_Args { struct_size: PJRT_Error_GetCode_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_NamedValue { fn sized() -> Self { PJRT_NamedValue { struct_size: PJRT_NamedValue_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Plugin_Initialize_Args { fn sized() -> Self { PJRT_Plugin_Initialize_Args { struct_size: PJRT_Plugin_Initialize_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Plugin_Attributes_Args { fn sized() -> Self { PJRT_Plugin_Attributes_Args { struct_size: PJRT_Plugin_Attributes_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Event_Destroy_Args { fn sized() -> Self { PJRT_Event_Destroy_Args { struct_size: PJRT_Event_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Event_IsReady_Args { fn sized() -> Self { PJRT_Event_IsReady_Args { struct_size: PJRT_Event_IsReady_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Event_Error_Args { fn sized() -> Self { PJRT_Event_Error_Args { struct_size: PJRT_Event_Error_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Event_Await_Args { fn sized() -> Self { PJRT_Event_Await_Args { struct_size: PJRT_Event_Await_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Event_OnReady_Args { fn sized() -> Self { PJRT_Event_OnReady_Args { struct_size: PJRT_Event_OnReady_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_KeyValueGetCallback_Args { fn sized() -> Self { PJRT_KeyValueGetCallback_Args { struct_size: PJRT_KeyValueGetCallback_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_KeyValueTryGetCallback_Args { fn sized() -> Self { PJRT_KeyValueTryGetCallback_Args { struct_size: PJRT_KeyValueTryGetCallback_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_KeyValuePutCallback_Args { fn sized() -> Self { PJRT_KeyValuePutCallback_Args { struct_size: PJRT_KeyValuePutCallback_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_Create_Args { fn sized() -> Self { PJRT_Client_Create_Args { struct_size: PJRT_Client_Create_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_Destroy_Args { fn sized() -> Self { PJRT_Client_Destroy_Args { struct_size: PJRT_Client_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_PlatformName_Args { fn sized() -> Self { PJRT_Client_PlatformName_Args { struct_size: PJRT_Client_PlatformName_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_ProcessIndex_Args { fn sized() -> Self { PJRT_Client_ProcessIndex_Args { struct_size: PJRT_Client_ProcessIndex_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_PlatformVersion_Args { fn sized() -> Self { PJRT_Client_PlatformVersion_Args { struct_size: PJRT_Client_PlatformVersion_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_TopologyDescription_Args { fn sized() -> Self { PJRT_Client_TopologyDescription_Args { struct_size: PJRT_Client_TopologyDescription_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_Devices_Args { fn sized() -> Self { PJRT_Client_Devices_Args { struct_size: PJRT_Client_Devices_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_AddressableDevices_Args { fn sized() -> Self { PJRT_Client_AddressableDevices_Args { struct_size: PJRT_Client_AddressableDevices_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_LookupDevice_Args { fn sized() -> Self { PJRT_Client_LookupDevice_Args { struct_size: PJRT_Client_LookupDevice_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_LookupAddressableDevice_Args { fn sized() -> Self { PJRT_Client_LookupAddressableDevice_Args { struct_size: PJRT_Client_LookupAddressableDevice_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_ProcessInfo { fn sized() -> Self { PJRT_ProcessInfo { struct_size: PJRT_ProcessInfo_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_UpdateGlobalProcessInfo_Args { fn sized() -> Self { PJRT_Client_UpdateGlobalProcessInfo_Args { struct_size: PJRT_Client_UpdateGlobalProcessInfo_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_AddressableMemories_Args { fn sized() -> Self { PJRT_Client_AddressableMemories_Args { struct_size: PJRT_Client_AddressableMemories_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Program { fn sized() -> Self { PJRT_Program { struct_size: PJRT_Program_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_Compile_Args { fn sized() -> Self { PJRT_Client_Compile_Args { struct_size: PJRT_Client_Compile_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_DefaultDeviceAssignment_Args { fn sized() -> Self { PJRT_Client_DefaultDeviceAssignment_Args { struct_size: PJRT_Client_DefaultDeviceAssignment_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_DmaMap_Args { fn sized() -> Self { PJRT_Client_DmaMap_Args { struct_size: PJRT_Client_DmaMap_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_DmaUnmap_Args { fn sized() -> Self { PJRT_Client_DmaUnmap_Args { struct_size: PJRT_Client_DmaUnmap_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_AsyncHostToDeviceTransferManager_Destroy_Args { fn sized() -> Self { PJRT_AsyncHostToDeviceTransferManager_Destroy_Args { struct_size: PJRT_AsyncHostToDeviceTransferManager_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_AsyncHostToDeviceTransferManager_TransferData_Args { fn sized() -> Self { PJRT_AsyncHostToDeviceTransferManager_TransferData_Args { struct_size: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args { fn sized() -> Self { PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args { struct_size: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_AsyncHostToDeviceTransferManager_Device_Args { fn sized() -> Self { PJRT_AsyncHostToDeviceTransferManager_Device_Args { struct_size: PJRT_AsyncHostToDeviceTransferManager_Device_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args { fn sized() -> Self { PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args { struct_size: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args { fn sized() -> Self { PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args { struct_size: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args { fn sized() -> Self { PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args { struct_size: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args { fn sized() -> Self { PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args { struct_size: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_MemoryLayout_Tiled { fn sized() -> Self { PJRT_Buffer_MemoryLayout_Tiled { struct_size: PJRT_Buffer_MemoryLayout_Tiled_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_MemoryLayout_Strides { fn sized() -> Self { PJRT_Buffer_MemoryLayout_Strides { struct_size: PJRT_Buffer_MemoryLayout_Strides_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_MemoryLayout { fn sized() -> Self { PJRT_Buffer_MemoryLayout { struct_size: PJRT_Buffer_MemoryLayout_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_CreateUninitializedBuffer_Args { fn sized() -> Self { PJRT_Client_CreateUninitializedBuffer_Args { struct_size: PJRT_Client_CreateUninitializedBuffer_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_CreateAliasBuffer_Args { fn sized() -> Self { PJRT_Client_CreateAliasBuffer_Args { struct_size: PJRT_Client_CreateAliasBuffer_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_FulfillAliasBuffer_Args { fn sized() -> Self { PJRT_Client_FulfillAliasBuffer_Args { struct_size: PJRT_Client_FulfillAliasBuffer_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_BufferFromHostBuffer_Args { fn sized() -> Self { PJRT_Client_BufferFromHostBuffer_Args { struct_size: PJRT_Client_BufferFromHostBuffer_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_CreateViewOfDeviceBuffer_Args { fn sized() -> Self { PJRT_Client_CreateViewOfDeviceBuffer_Args { struct_size: PJRT_Client_CreateViewOfDeviceBuffer_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_ShapeSpec { fn sized() -> Self { PJRT_ShapeSpec { struct_size: PJRT_ShapeSpec_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Client_CreateBuffersForAsyncHostToDevice_Args { fn sized() -> Self { PJRT_Client_CreateBuffersForAsyncHostToDevice_Args { struct_size: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_DeviceDescription_Id_Args { fn sized() -> Self { PJRT_DeviceDescription_Id_Args { struct_size: PJRT_DeviceDescription_Id_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_DeviceDescription_ProcessIndex_Args { fn sized() -> Self { PJRT_DeviceDescription_ProcessIndex_Args { struct_size: PJRT_DeviceDescription_ProcessIndex_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_DeviceDescription_Attributes_Args { fn sized() -> Self { PJRT_DeviceDescription_Attributes_Args { struct_size: PJRT_DeviceDescription_Attributes_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_DeviceDescription_Kind_Args { fn sized() -> Self { PJRT_DeviceDescription_Kind_Args { struct_size: PJRT_DeviceDescription_Kind_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_DeviceDescription_DebugString_Args { fn sized() -> Self { PJRT_DeviceDescription_DebugString_Args { struct_size: PJRT_DeviceDescription_DebugString_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_DeviceDescription_ToString_Args { fn sized() -> Self { PJRT_DeviceDescription_ToString_Args { struct_size: PJRT_DeviceDescription_ToString_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Device_GetDescription_Args { fn sized() -> Self { PJRT_Device_GetDescription_Args { struct_size: PJRT_Device_GetDescription_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Device_IsAddressable_Args { fn sized() -> Self { PJRT_Device_IsAddressable_Args { struct_size: PJRT_Device_IsAddressable_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Device_LocalHardwareId_Args { fn sized() -> Self { PJRT_Device_LocalHardwareId_Args { struct_size: PJRT_Device_LocalHardwareId_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Device_AddressableMemories_Args { fn sized() -> Self { PJRT_Device_AddressableMemories_Args { struct_size: PJRT_Device_AddressableMemories_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Device_DefaultMemory_Args { fn sized() -> Self { PJRT_Device_DefaultMemory_Args { struct_size: PJRT_Device_DefaultMemory_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Device_MemoryStats_Args { fn sized() -> Self { PJRT_Device_MemoryStats_Args { struct_size: PJRT_Device_MemoryStats_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Memory_Id_Args { fn sized() -> Self { PJRT_Memory_Id_Args { struct_size: PJRT_Memory_Id_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Memory_Kind_Args { fn sized() -> Self { PJRT_Memory_Kind_Args { struct_size: PJRT_Memory_Kind_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Memory_Kind_Id_Args { fn sized() -> Self { PJRT_Memory_Kind_Id_Args { struct_size: PJRT_Memory_Kind_Id_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Memory_DebugString_Args { fn sized() -> Self { PJRT_Memory_DebugString_Args { struct_size: PJRT_Memory_DebugString_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Memory_ToString_Args { fn sized() -> Self { PJRT_Memory_ToString_Args { struct_size: PJRT_Memory_ToString_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Memory_AddressableByDevices_Args { fn sized() -> Self { PJRT_Memory_AddressableByDevices_Args { struct_size: PJRT_Memory_AddressableByDevices_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_ExecuteContext_Create_Args { fn sized() -> Self { PJRT_ExecuteContext_Create_Args { struct_size: PJRT_ExecuteContext_Create_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_ExecuteContext_Destroy_Args { fn sized() -> Self { PJRT_ExecuteContext_Destroy_Args { struct_size: PJRT_ExecuteContext_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_Destroy_Args { fn sized() -> Self { PJRT_Executable_Destroy_Args { struct_size: PJRT_Executable_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_LoadedExecutable_Destroy_Args { fn sized() -> Self { PJRT_LoadedExecutable_Destroy_Args { struct_size: PJRT_LoadedExecutable_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_LoadedExecutable_GetExecutable_Args { fn sized() -> Self { PJRT_LoadedExecutable_GetExecutable_Args { struct_size: PJRT_LoadedExecutable_GetExecutable_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_LoadedExecutable_GetDeviceAssignment_Args { fn sized() -> Self { PJRT_LoadedExecutable_GetDeviceAssignment_Args { struct_size: PJRT_LoadedExecutable_GetDeviceAssignment_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_Name_Args { fn sized() -> Self { PJRT_Executable_Name_Args { struct_size: PJRT_Executable_Name_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_NumReplicas_Args { fn sized() -> Self { PJRT_Executable_NumReplicas_Args { struct_size: PJRT_Executable_NumReplicas_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_NumPartitions_Args { fn sized() -> Self { PJRT_Executable_NumPartitions_Args { struct_size: PJRT_Executable_NumPartitions_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_LoadedExecutable_AddressableDevices_Args { fn sized() -> Self { PJRT_LoadedExecutable_AddressableDevices_Args { struct_size: PJRT_LoadedExecutable_AddressableDevices_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_OptimizedProgram_Args { fn sized() -> Self { PJRT_Executable_OptimizedProgram_Args { struct_size: PJRT_Executable_OptimizedProgram_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_LoadedExecutable_Delete_Args { fn sized() -> Self { PJRT_LoadedExecutable_Delete_Args { struct_size: PJRT_LoadedExecutable_Delete_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_LoadedExecutable_IsDeleted_Args { fn sized() -> Self { PJRT_LoadedExecutable_IsDeleted_Args { struct_size: PJRT_LoadedExecutable_IsDeleted_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_ExecuteOptions { fn sized() -> Self { PJRT_ExecuteOptions { struct_size: PJRT_ExecuteOptions_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_LoadedExecutable_Execute_Args { fn sized() -> Self { PJRT_LoadedExecutable_Execute_Args { struct_size: PJRT_LoadedExecutable_Execute_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_NumOutputs_Args { fn sized() -> Self { PJRT_Executable_NumOutputs_Args { struct_size: PJRT_Executable_NumOutputs_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_SizeOfGeneratedCodeInBytes_Args { fn sized() -> Self { PJRT_Executable_SizeOfGeneratedCodeInBytes_Args { struct_size: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_Fingerprint_Args { fn sized() -> Self { PJRT_Executable_Fingerprint_Args { struct_size: PJRT_Executable_Fingerprint_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_GetCostAnalysis_Args { fn sized() -> Self { PJRT_Executable_GetCostAnalysis_Args { struct_size: PJRT_Executable_GetCostAnalysis_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_GetCompiledMemoryStats_Args { fn sized() -> Self { PJRT_Executable_GetCompiledMemoryStats_Args { struct_size: PJRT_Executable_GetCompiledMemoryStats_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_OutputElementTypes_Args { fn sized() -> Self { PJRT_Executable_OutputElementTypes_Args { struct_size: PJRT_Executable_OutputElementTypes_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_OutputDimensions_Args { fn sized() -> Self { PJRT_Executable_OutputDimensions_Args { struct_size: PJRT_Executable_OutputDimensions_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_OutputMemoryKinds_Args { fn sized() -> Self { PJRT_Executable_OutputMemoryKinds_Args { struct_size: PJRT_Executable_OutputMemoryKinds_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_Serialize_Args { fn sized() -> Self { PJRT_Executable_Serialize_Args { struct_size: PJRT_Executable_Serialize_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Executable_DeserializeAndLoad_Args { fn sized() -> Self { PJRT_Executable_DeserializeAndLoad_Args { struct_size: PJRT_Executable_DeserializeAndLoad_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_LoadedExecutable_Fingerprint_Args { fn sized() -> Self { PJRT_LoadedExecutable_Fingerprint_Args { struct_size: PJRT_LoadedExecutable_Fingerprint_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_Destroy_Args { fn sized() -> Self { PJRT_Buffer_Destroy_Args { struct_size: PJRT_Buffer_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_ElementType_Args { fn sized() -> Self { PJRT_Buffer_ElementType_Args { struct_size: PJRT_Buffer_ElementType_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_Dimensions_Args { fn sized() -> Self { PJRT_Buffer_Dimensions_Args { struct_size: PJRT_Buffer_Dimensions_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_UnpaddedDimensions_Args { fn sized() -> Self { PJRT_Buffer_UnpaddedDimensions_Args { struct_size: PJRT_Buffer_UnpaddedDimensions_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_DynamicDimensionIndices_Args { fn sized() -> Self { PJRT_Buffer_DynamicDimensionIndices_Args { struct_size: PJRT_Buffer_DynamicDimensionIndices_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_GetMemoryLayout_Args { fn sized() -> Self { PJRT_Buffer_GetMemoryLayout_Args { struct_size: PJRT_Buffer_GetMemoryLayout_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_ToHostBuffer_Args { fn sized() -> Self { PJRT_Buffer_ToHostBuffer_Args { struct_size: PJRT_Buffer_ToHostBuffer_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_OnDeviceSizeInBytes_Args { fn sized() -> Self { PJRT_Buffer_OnDeviceSizeInBytes_Args { struct_size: PJRT_Buffer_OnDeviceSizeInBytes_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_Delete_Args { fn sized() -> Self { PJRT_Buffer_Delete_Args { struct_size: PJRT_Buffer_Delete_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_IsDeleted_Args { fn sized() -> Self { PJRT_Buffer_IsDeleted_Args { struct_size: PJRT_Buffer_IsDeleted_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_CopyRawToHost_Args { fn sized() -> Self { PJRT_Buffer_CopyRawToHost_Args { struct_size: PJRT_Buffer_CopyRawToHost_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_CopyToDevice_Args { fn sized() -> Self { PJRT_Buffer_CopyToDevice_Args { struct_size: PJRT_Buffer_CopyToDevice_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_CopyToMemory_Args { fn sized() -> Self { PJRT_Buffer_CopyToMemory_Args { struct_size: PJRT_Buffer_CopyToMemory_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_IsOnCpu_Args { fn sized() -> Self { PJRT_Buffer_IsOnCpu_Args { struct_size: PJRT_Buffer_IsOnCpu_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_Device_Args { fn sized() -> Self { PJRT_Buffer_Device_Args { struct_size: PJRT_Buffer_Device_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_Memory_Args { fn sized() -> Self { PJRT_Buffer_Memory_Args { struct_size: PJRT_Buffer_Memory_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_ReadyEvent_Args { fn sized() -> Self { PJRT_Buffer_ReadyEvent_Args { struct_size: PJRT_Buffer_ReadyEvent_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_UnsafePointer_Args { fn sized() -> Self { PJRT_Buffer_UnsafePointer_Args { struct_size: PJRT_Buffer_UnsafePointer_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_IncreaseExternalReferenceCount_Args { fn sized() -> Self { PJRT_Buffer_IncreaseExternalReferenceCount_Args { struct_size: PJRT_Buffer_IncreaseExternalReferenceCount_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_DecreaseExternalReferenceCount_Args { fn sized() -> Self { PJRT_Buffer_DecreaseExternalReferenceCount_Args { struct_size: PJRT_Buffer_DecreaseExternalReferenceCount_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args { fn sized() -> Self { PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args { struct_size: PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_CopyToDeviceStream_Destroy_Args { fn sized() -> Self { PJRT_CopyToDeviceStream_Destroy_Args { struct_size: PJRT_CopyToDeviceStream_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_CopyToDeviceStream_AddChunk_Args { fn sized() -> Self { PJRT_CopyToDeviceStream_AddChunk_Args { struct_size: PJRT_CopyToDeviceStream_AddChunk_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_CopyToDeviceStream_TotalBytes_Args { fn sized() -> Self { PJRT_CopyToDeviceStream_TotalBytes_Args { struct_size: PJRT_CopyToDeviceStream_TotalBytes_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_CopyToDeviceStream_GranuleSize_Args { fn sized() -> Self { PJRT_CopyToDeviceStream_GranuleSize_Args { struct_size: PJRT_CopyToDeviceStream_GranuleSize_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_CopyToDeviceStream_CurrentBytes_Args { fn sized() -> Self { PJRT_CopyToDeviceStream_CurrentBytes_Args { struct_size: PJRT_CopyToDeviceStream_CurrentBytes_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_TopologyDescription_Create_Args { fn sized() -> Self { PJRT_TopologyDescription_Create_Args { struct_size: PJRT_TopologyDescription_Create_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_TopologyDescription_Destroy_Args { fn sized() -> Self { PJRT_TopologyDescription_Destroy_Args { struct_size: PJRT_TopologyDescription_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_TopologyDescription_PlatformVersion_Args { fn sized() -> Self { PJRT_TopologyDescription_PlatformVersion_Args { struct_size: PJRT_TopologyDescription_PlatformVersion_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_TopologyDescription_PlatformName_Args { fn sized() -> Self { PJRT_TopologyDescription_PlatformName_Args { struct_size: PJRT_TopologyDescription_PlatformName_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_TopologyDescription_GetDeviceDescriptions_Args { fn sized() -> Self { PJRT_TopologyDescription_GetDeviceDescriptions_Args { struct_size: PJRT_TopologyDescription_GetDeviceDescriptions_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_TopologyDescription_Serialize_Args { fn sized() -> Self { PJRT_TopologyDescription_Serialize_Args { struct_size: PJRT_TopologyDescription_Serialize_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_TopologyDescription_Deserialize_Args { fn sized() -> Self { PJRT_TopologyDescription_Deserialize_Args { struct_size: PJRT_TopologyDescription_Deserialize_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_TopologyDescription_Attributes_Args { fn sized() -> Self { PJRT_TopologyDescription_Attributes_Args { struct_size: PJRT_TopologyDescription_Attributes_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Compile_Args { fn sized() -> Self { PJRT_Compile_Args { struct_size: PJRT_Compile_Args_STRUCT_SIZE as usize, ..Default::default() } } }
-impl StructSize for PJRT_Api { fn sized() -> Self { PJRT_Api { struct_size: PJRT_Api_STRUCT_SIZE as usize, ..Default::default() } } }
+pub trait StructSize {
+    fn sized() -> Self;
+}
+impl StructSize for PJRT_Extension_Base {
+    fn sized() -> Self {
+        PJRT_Extension_Base { struct_size: PJRT_Extension_Base_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Api_Version {
+    fn sized() -> Self {
+        PJRT_Api_Version { struct_size: PJRT_Api_Version_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Error_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_Error_Destroy_Args { struct_size: PJRT_Error_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Error_Message_Args {
+    fn sized() -> Self {
+        PJRT_Error_Message_Args { struct_size: PJRT_Error_Message_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Error_GetCode_Args {
+    fn sized() -> Self {
+        PJRT_Error_GetCode_Args { struct_size: PJRT_Error_GetCode_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_NamedValue {
+    fn sized() -> Self {
+        PJRT_NamedValue { struct_size: PJRT_NamedValue_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Plugin_Initialize_Args {
+    fn sized() -> Self {
+        PJRT_Plugin_Initialize_Args { struct_size: PJRT_Plugin_Initialize_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Plugin_Attributes_Args {
+    fn sized() -> Self {
+        PJRT_Plugin_Attributes_Args { struct_size: PJRT_Plugin_Attributes_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Event_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_Event_Destroy_Args { struct_size: PJRT_Event_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Event_IsReady_Args {
+    fn sized() -> Self {
+        PJRT_Event_IsReady_Args { struct_size: PJRT_Event_IsReady_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Event_Error_Args {
+    fn sized() -> Self {
+        PJRT_Event_Error_Args { struct_size: PJRT_Event_Error_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Event_Await_Args {
+    fn sized() -> Self {
+        PJRT_Event_Await_Args { struct_size: PJRT_Event_Await_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Event_OnReady_Args {
+    fn sized() -> Self {
+        PJRT_Event_OnReady_Args { struct_size: PJRT_Event_OnReady_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_KeyValueGetCallback_Args {
+    fn sized() -> Self {
+        PJRT_KeyValueGetCallback_Args { struct_size: PJRT_KeyValueGetCallback_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_KeyValueTryGetCallback_Args {
+    fn sized() -> Self {
+        PJRT_KeyValueTryGetCallback_Args { struct_size: PJRT_KeyValueTryGetCallback_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_KeyValuePutCallback_Args {
+    fn sized() -> Self {
+        PJRT_KeyValuePutCallback_Args { struct_size: PJRT_KeyValuePutCallback_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_Create_Args {
+    fn sized() -> Self {
+        PJRT_Client_Create_Args { struct_size: PJRT_Client_Create_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_Client_Destroy_Args { struct_size: PJRT_Client_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_PlatformName_Args {
+    fn sized() -> Self {
+        PJRT_Client_PlatformName_Args { struct_size: PJRT_Client_PlatformName_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_ProcessIndex_Args {
+    fn sized() -> Self {
+        PJRT_Client_ProcessIndex_Args { struct_size: PJRT_Client_ProcessIndex_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_PlatformVersion_Args {
+    fn sized() -> Self {
+        PJRT_Client_PlatformVersion_Args { struct_size: PJRT_Client_PlatformVersion_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_TopologyDescription_Args {
+    fn sized() -> Self {
+        PJRT_Client_TopologyDescription_Args { struct_size: PJRT_Client_TopologyDescription_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_Devices_Args {
+    fn sized() -> Self {
+        PJRT_Client_Devices_Args { struct_size: PJRT_Client_Devices_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_AddressableDevices_Args {
+    fn sized() -> Self {
+        PJRT_Client_AddressableDevices_Args { struct_size: PJRT_Client_AddressableDevices_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_LookupDevice_Args {
+    fn sized() -> Self {
+        PJRT_Client_LookupDevice_Args { struct_size: PJRT_Client_LookupDevice_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_LookupAddressableDevice_Args {
+    fn sized() -> Self {
+        PJRT_Client_LookupAddressableDevice_Args { struct_size: PJRT_Client_LookupAddressableDevice_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_ProcessInfo {
+    fn sized() -> Self {
+        PJRT_ProcessInfo { struct_size: PJRT_ProcessInfo_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_UpdateGlobalProcessInfo_Args {
+    fn sized() -> Self {
+        PJRT_Client_UpdateGlobalProcessInfo_Args { struct_size: PJRT_Client_UpdateGlobalProcessInfo_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_AddressableMemories_Args {
+    fn sized() -> Self {
+        PJRT_Client_AddressableMemories_Args { struct_size: PJRT_Client_AddressableMemories_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Program {
+    fn sized() -> Self {
+        PJRT_Program { struct_size: PJRT_Program_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_Compile_Args {
+    fn sized() -> Self {
+        PJRT_Client_Compile_Args { struct_size: PJRT_Client_Compile_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_DefaultDeviceAssignment_Args {
+    fn sized() -> Self {
+        PJRT_Client_DefaultDeviceAssignment_Args { struct_size: PJRT_Client_DefaultDeviceAssignment_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_DmaMap_Args {
+    fn sized() -> Self {
+        PJRT_Client_DmaMap_Args { struct_size: PJRT_Client_DmaMap_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_DmaUnmap_Args {
+    fn sized() -> Self {
+        PJRT_Client_DmaUnmap_Args { struct_size: PJRT_Client_DmaUnmap_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_AsyncHostToDeviceTransferManager_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_AsyncHostToDeviceTransferManager_Destroy_Args {
+            struct_size: PJRT_AsyncHostToDeviceTransferManager_Destroy_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_AsyncHostToDeviceTransferManager_TransferData_Args {
+    fn sized() -> Self {
+        PJRT_AsyncHostToDeviceTransferManager_TransferData_Args {
+            struct_size: PJRT_AsyncHostToDeviceTransferManager_TransferData_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args {
+    fn sized() -> Self {
+        PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args {
+            struct_size: PJRT_AsyncHostToDeviceTransferManager_RetrieveBuffer_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_AsyncHostToDeviceTransferManager_Device_Args {
+    fn sized() -> Self {
+        PJRT_AsyncHostToDeviceTransferManager_Device_Args {
+            struct_size: PJRT_AsyncHostToDeviceTransferManager_Device_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args {
+    fn sized() -> Self {
+        PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args {
+            struct_size: PJRT_AsyncHostToDeviceTransferManager_BufferCount_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args {
+    fn sized() -> Self {
+        PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args {
+            struct_size: PJRT_AsyncHostToDeviceTransferManager_BufferSize_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args {
+    fn sized() -> Self {
+        PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args {
+            struct_size: PJRT_AsyncHostToDeviceTransferManager_SetBufferError_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args {
+    fn sized() -> Self {
+        PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args {
+            struct_size: PJRT_AsyncHostToDeviceTransferManager_AddMetadata_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_Buffer_MemoryLayout_Tiled {
+    fn sized() -> Self {
+        PJRT_Buffer_MemoryLayout_Tiled { struct_size: PJRT_Buffer_MemoryLayout_Tiled_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_MemoryLayout_Strides {
+    fn sized() -> Self {
+        PJRT_Buffer_MemoryLayout_Strides { struct_size: PJRT_Buffer_MemoryLayout_Strides_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_MemoryLayout {
+    fn sized() -> Self {
+        PJRT_Buffer_MemoryLayout { struct_size: PJRT_Buffer_MemoryLayout_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_CreateUninitializedBuffer_Args {
+    fn sized() -> Self {
+        PJRT_Client_CreateUninitializedBuffer_Args { struct_size: PJRT_Client_CreateUninitializedBuffer_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_CreateAliasBuffer_Args {
+    fn sized() -> Self {
+        PJRT_Client_CreateAliasBuffer_Args { struct_size: PJRT_Client_CreateAliasBuffer_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_FulfillAliasBuffer_Args {
+    fn sized() -> Self {
+        PJRT_Client_FulfillAliasBuffer_Args { struct_size: PJRT_Client_FulfillAliasBuffer_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_BufferFromHostBuffer_Args {
+    fn sized() -> Self {
+        PJRT_Client_BufferFromHostBuffer_Args { struct_size: PJRT_Client_BufferFromHostBuffer_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_CreateViewOfDeviceBuffer_Args {
+    fn sized() -> Self {
+        PJRT_Client_CreateViewOfDeviceBuffer_Args { struct_size: PJRT_Client_CreateViewOfDeviceBuffer_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_ShapeSpec {
+    fn sized() -> Self {
+        PJRT_ShapeSpec { struct_size: PJRT_ShapeSpec_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Client_CreateBuffersForAsyncHostToDevice_Args {
+    fn sized() -> Self {
+        PJRT_Client_CreateBuffersForAsyncHostToDevice_Args {
+            struct_size: PJRT_Client_CreateBuffersForAsyncHostToDevice_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_DeviceDescription_Id_Args {
+    fn sized() -> Self {
+        PJRT_DeviceDescription_Id_Args { struct_size: PJRT_DeviceDescription_Id_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_DeviceDescription_ProcessIndex_Args {
+    fn sized() -> Self {
+        PJRT_DeviceDescription_ProcessIndex_Args { struct_size: PJRT_DeviceDescription_ProcessIndex_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_DeviceDescription_Attributes_Args {
+    fn sized() -> Self {
+        PJRT_DeviceDescription_Attributes_Args { struct_size: PJRT_DeviceDescription_Attributes_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_DeviceDescription_Kind_Args {
+    fn sized() -> Self {
+        PJRT_DeviceDescription_Kind_Args { struct_size: PJRT_DeviceDescription_Kind_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_DeviceDescription_DebugString_Args {
+    fn sized() -> Self {
+        PJRT_DeviceDescription_DebugString_Args { struct_size: PJRT_DeviceDescription_DebugString_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_DeviceDescription_ToString_Args {
+    fn sized() -> Self {
+        PJRT_DeviceDescription_ToString_Args { struct_size: PJRT_DeviceDescription_ToString_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Device_GetDescription_Args {
+    fn sized() -> Self {
+        PJRT_Device_GetDescription_Args { struct_size: PJRT_Device_GetDescription_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Device_IsAddressable_Args {
+    fn sized() -> Self {
+        PJRT_Device_IsAddressable_Args { struct_size: PJRT_Device_IsAddressable_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Device_LocalHardwareId_Args {
+    fn sized() -> Self {
+        PJRT_Device_LocalHardwareId_Args { struct_size: PJRT_Device_LocalHardwareId_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Device_AddressableMemories_Args {
+    fn sized() -> Self {
+        PJRT_Device_AddressableMemories_Args { struct_size: PJRT_Device_AddressableMemories_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Device_DefaultMemory_Args {
+    fn sized() -> Self {
+        PJRT_Device_DefaultMemory_Args { struct_size: PJRT_Device_DefaultMemory_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Device_MemoryStats_Args {
+    fn sized() -> Self {
+        PJRT_Device_MemoryStats_Args { struct_size: PJRT_Device_MemoryStats_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Memory_Id_Args {
+    fn sized() -> Self {
+        PJRT_Memory_Id_Args { struct_size: PJRT_Memory_Id_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Memory_Kind_Args {
+    fn sized() -> Self {
+        PJRT_Memory_Kind_Args { struct_size: PJRT_Memory_Kind_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Memory_Kind_Id_Args {
+    fn sized() -> Self {
+        PJRT_Memory_Kind_Id_Args { struct_size: PJRT_Memory_Kind_Id_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Memory_DebugString_Args {
+    fn sized() -> Self {
+        PJRT_Memory_DebugString_Args { struct_size: PJRT_Memory_DebugString_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Memory_ToString_Args {
+    fn sized() -> Self {
+        PJRT_Memory_ToString_Args { struct_size: PJRT_Memory_ToString_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Memory_AddressableByDevices_Args {
+    fn sized() -> Self {
+        PJRT_Memory_AddressableByDevices_Args { struct_size: PJRT_Memory_AddressableByDevices_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_ExecuteContext_Create_Args {
+    fn sized() -> Self {
+        PJRT_ExecuteContext_Create_Args { struct_size: PJRT_ExecuteContext_Create_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_ExecuteContext_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_ExecuteContext_Destroy_Args { struct_size: PJRT_ExecuteContext_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_Executable_Destroy_Args { struct_size: PJRT_Executable_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_LoadedExecutable_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_LoadedExecutable_Destroy_Args { struct_size: PJRT_LoadedExecutable_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_LoadedExecutable_GetExecutable_Args {
+    fn sized() -> Self {
+        PJRT_LoadedExecutable_GetExecutable_Args { struct_size: PJRT_LoadedExecutable_GetExecutable_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_LoadedExecutable_GetDeviceAssignment_Args {
+    fn sized() -> Self {
+        PJRT_LoadedExecutable_GetDeviceAssignment_Args {
+            struct_size: PJRT_LoadedExecutable_GetDeviceAssignment_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_Executable_Name_Args {
+    fn sized() -> Self {
+        PJRT_Executable_Name_Args { struct_size: PJRT_Executable_Name_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_NumReplicas_Args {
+    fn sized() -> Self {
+        PJRT_Executable_NumReplicas_Args { struct_size: PJRT_Executable_NumReplicas_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_NumPartitions_Args {
+    fn sized() -> Self {
+        PJRT_Executable_NumPartitions_Args { struct_size: PJRT_Executable_NumPartitions_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_LoadedExecutable_AddressableDevices_Args {
+    fn sized() -> Self {
+        PJRT_LoadedExecutable_AddressableDevices_Args { struct_size: PJRT_LoadedExecutable_AddressableDevices_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_OptimizedProgram_Args {
+    fn sized() -> Self {
+        PJRT_Executable_OptimizedProgram_Args { struct_size: PJRT_Executable_OptimizedProgram_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_LoadedExecutable_Delete_Args {
+    fn sized() -> Self {
+        PJRT_LoadedExecutable_Delete_Args { struct_size: PJRT_LoadedExecutable_Delete_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_LoadedExecutable_IsDeleted_Args {
+    fn sized() -> Self {
+        PJRT_LoadedExecutable_IsDeleted_Args { struct_size: PJRT_LoadedExecutable_IsDeleted_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_ExecuteOptions {
+    fn sized() -> Self {
+        PJRT_ExecuteOptions { struct_size: PJRT_ExecuteOptions_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_LoadedExecutable_Execute_Args {
+    fn sized() -> Self {
+        PJRT_LoadedExecutable_Execute_Args { struct_size: PJRT_LoadedExecutable_Execute_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_NumOutputs_Args {
+    fn sized() -> Self {
+        PJRT_Executable_NumOutputs_Args { struct_size: PJRT_Executable_NumOutputs_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_SizeOfGeneratedCodeInBytes_Args {
+    fn sized() -> Self {
+        PJRT_Executable_SizeOfGeneratedCodeInBytes_Args {
+            struct_size: PJRT_Executable_SizeOfGeneratedCodeInBytes_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_Executable_Fingerprint_Args {
+    fn sized() -> Self {
+        PJRT_Executable_Fingerprint_Args { struct_size: PJRT_Executable_Fingerprint_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_GetCostAnalysis_Args {
+    fn sized() -> Self {
+        PJRT_Executable_GetCostAnalysis_Args { struct_size: PJRT_Executable_GetCostAnalysis_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_GetCompiledMemoryStats_Args {
+    fn sized() -> Self {
+        PJRT_Executable_GetCompiledMemoryStats_Args { struct_size: PJRT_Executable_GetCompiledMemoryStats_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_OutputElementTypes_Args {
+    fn sized() -> Self {
+        PJRT_Executable_OutputElementTypes_Args { struct_size: PJRT_Executable_OutputElementTypes_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_OutputDimensions_Args {
+    fn sized() -> Self {
+        PJRT_Executable_OutputDimensions_Args { struct_size: PJRT_Executable_OutputDimensions_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_OutputMemoryKinds_Args {
+    fn sized() -> Self {
+        PJRT_Executable_OutputMemoryKinds_Args { struct_size: PJRT_Executable_OutputMemoryKinds_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_Serialize_Args {
+    fn sized() -> Self {
+        PJRT_Executable_Serialize_Args { struct_size: PJRT_Executable_Serialize_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Executable_DeserializeAndLoad_Args {
+    fn sized() -> Self {
+        PJRT_Executable_DeserializeAndLoad_Args { struct_size: PJRT_Executable_DeserializeAndLoad_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_LoadedExecutable_Fingerprint_Args {
+    fn sized() -> Self {
+        PJRT_LoadedExecutable_Fingerprint_Args { struct_size: PJRT_LoadedExecutable_Fingerprint_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_Destroy_Args { struct_size: PJRT_Buffer_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_ElementType_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_ElementType_Args { struct_size: PJRT_Buffer_ElementType_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_Dimensions_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_Dimensions_Args { struct_size: PJRT_Buffer_Dimensions_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_UnpaddedDimensions_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_UnpaddedDimensions_Args { struct_size: PJRT_Buffer_UnpaddedDimensions_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_DynamicDimensionIndices_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_DynamicDimensionIndices_Args { struct_size: PJRT_Buffer_DynamicDimensionIndices_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_GetMemoryLayout_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_GetMemoryLayout_Args { struct_size: PJRT_Buffer_GetMemoryLayout_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_ToHostBuffer_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_ToHostBuffer_Args { struct_size: PJRT_Buffer_ToHostBuffer_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_OnDeviceSizeInBytes_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_OnDeviceSizeInBytes_Args { struct_size: PJRT_Buffer_OnDeviceSizeInBytes_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_Delete_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_Delete_Args { struct_size: PJRT_Buffer_Delete_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_IsDeleted_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_IsDeleted_Args { struct_size: PJRT_Buffer_IsDeleted_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_CopyRawToHost_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_CopyRawToHost_Args { struct_size: PJRT_Buffer_CopyRawToHost_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_CopyToDevice_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_CopyToDevice_Args { struct_size: PJRT_Buffer_CopyToDevice_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_CopyToMemory_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_CopyToMemory_Args { struct_size: PJRT_Buffer_CopyToMemory_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_IsOnCpu_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_IsOnCpu_Args { struct_size: PJRT_Buffer_IsOnCpu_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_Device_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_Device_Args { struct_size: PJRT_Buffer_Device_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_Memory_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_Memory_Args { struct_size: PJRT_Buffer_Memory_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_ReadyEvent_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_ReadyEvent_Args { struct_size: PJRT_Buffer_ReadyEvent_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_UnsafePointer_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_UnsafePointer_Args { struct_size: PJRT_Buffer_UnsafePointer_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Buffer_IncreaseExternalReferenceCount_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_IncreaseExternalReferenceCount_Args {
+            struct_size: PJRT_Buffer_IncreaseExternalReferenceCount_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_Buffer_DecreaseExternalReferenceCount_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_DecreaseExternalReferenceCount_Args {
+            struct_size: PJRT_Buffer_DecreaseExternalReferenceCount_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args {
+    fn sized() -> Self {
+        PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args {
+            struct_size: PJRT_Buffer_OpaqueDeviceMemoryDataPointer_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_CopyToDeviceStream_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_CopyToDeviceStream_Destroy_Args { struct_size: PJRT_CopyToDeviceStream_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_CopyToDeviceStream_AddChunk_Args {
+    fn sized() -> Self {
+        PJRT_CopyToDeviceStream_AddChunk_Args { struct_size: PJRT_CopyToDeviceStream_AddChunk_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_CopyToDeviceStream_TotalBytes_Args {
+    fn sized() -> Self {
+        PJRT_CopyToDeviceStream_TotalBytes_Args { struct_size: PJRT_CopyToDeviceStream_TotalBytes_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_CopyToDeviceStream_GranuleSize_Args {
+    fn sized() -> Self {
+        PJRT_CopyToDeviceStream_GranuleSize_Args { struct_size: PJRT_CopyToDeviceStream_GranuleSize_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_CopyToDeviceStream_CurrentBytes_Args {
+    fn sized() -> Self {
+        PJRT_CopyToDeviceStream_CurrentBytes_Args { struct_size: PJRT_CopyToDeviceStream_CurrentBytes_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_TopologyDescription_Create_Args {
+    fn sized() -> Self {
+        PJRT_TopologyDescription_Create_Args { struct_size: PJRT_TopologyDescription_Create_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_TopologyDescription_Destroy_Args {
+    fn sized() -> Self {
+        PJRT_TopologyDescription_Destroy_Args { struct_size: PJRT_TopologyDescription_Destroy_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_TopologyDescription_PlatformVersion_Args {
+    fn sized() -> Self {
+        PJRT_TopologyDescription_PlatformVersion_Args { struct_size: PJRT_TopologyDescription_PlatformVersion_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_TopologyDescription_PlatformName_Args {
+    fn sized() -> Self {
+        PJRT_TopologyDescription_PlatformName_Args { struct_size: PJRT_TopologyDescription_PlatformName_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_TopologyDescription_GetDeviceDescriptions_Args {
+    fn sized() -> Self {
+        PJRT_TopologyDescription_GetDeviceDescriptions_Args {
+            struct_size: PJRT_TopologyDescription_GetDeviceDescriptions_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        }
+    }
+}
+impl StructSize for PJRT_TopologyDescription_Serialize_Args {
+    fn sized() -> Self {
+        PJRT_TopologyDescription_Serialize_Args { struct_size: PJRT_TopologyDescription_Serialize_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_TopologyDescription_Deserialize_Args {
+    fn sized() -> Self {
+        PJRT_TopologyDescription_Deserialize_Args { struct_size: PJRT_TopologyDescription_Deserialize_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_TopologyDescription_Attributes_Args {
+    fn sized() -> Self {
+        PJRT_TopologyDescription_Attributes_Args { struct_size: PJRT_TopologyDescription_Attributes_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Compile_Args {
+    fn sized() -> Self {
+        PJRT_Compile_Args { struct_size: PJRT_Compile_Args_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}
+impl StructSize for PJRT_Api {
+    fn sized() -> Self {
+        PJRT_Api { struct_size: PJRT_Api_STRUCT_SIZE as usize, ..Default::default() }
+    }
+}

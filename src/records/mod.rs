@@ -323,7 +323,9 @@ impl RunRecord {
             }
         }
         if self.status == RunStatus::Finished {
-            for (field, present) in [("finished_at", self.finished_at.is_some()), ("timing", self.timing.is_some()), ("final_train", self.final_train.is_some())] {
+            for (field, present) in
+                [("finished_at", self.finished_at.is_some()), ("timing", self.timing.is_some()), ("final_train", self.final_train.is_some())]
+            {
                 if !present {
                     return Err(invalid(field, "a finished run must have it".into()));
                 }
@@ -398,11 +400,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 }
 
 pub(crate) fn check_schema(path: &Path, found: u32) -> Result<(), RecordError> {
-    if found == SCHEMA_VERSION {
-        Ok(())
-    } else {
-        Err(RecordError::Schema { path: path.to_path_buf(), found, supported: SCHEMA_VERSION })
-    }
+    if found == SCHEMA_VERSION { Ok(()) } else { Err(RecordError::Schema { path: path.to_path_buf(), found, supported: SCHEMA_VERSION }) }
 }
 
 pub(crate) fn check_timestamp(path: &Path, field: &str, value: &str) -> Result<(), RecordError> {

@@ -60,7 +60,8 @@ pub fn training_time(groups: &[BarGroup]) -> String {
         r##"<pattern id="paper-hatch" patternUnits="userSpaceOnUse" width="7" height="7" patternTransform="rotate(45)"><rect width="7" height="7" fill="#e4e4e4"/><line x1="0" y1="0" x2="0" y2="7" stroke="{PAPER_GREY}" stroke-width="3"/></pattern>"##
     ));
 
-    let positives: Vec<f64> = groups.iter().flat_map(|g| g.bars.iter()).flat_map(|b| b.segments.iter().copied().chain([b.total])).filter(|v| *v > 0.0 && v.is_finite()).collect();
+    let positives: Vec<f64> =
+        groups.iter().flat_map(|g| g.bars.iter()).flat_map(|b| b.segments.iter().copied().chain([b.total])).filter(|v| *v > 0.0 && v.is_finite()).collect();
     let hi_v = positives.iter().copied().fold(0.0, f64::max);
     let lo_v = positives.iter().copied().fold(f64::INFINITY, f64::min);
     let log = needs_log(lo_v, hi_v);
@@ -211,7 +212,9 @@ pub fn curves(title: &str, metric: CurveMetric, series: &[CurveSeries]) -> Strin
     doc.text_rotated(24.0, top + plot_h / 2.0, -90.0, 13.0, Anchor::Middle, INK, y_title);
 
     for s in series {
-        let map = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> { pts.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| (xs.map(x), ys.map(y))).collect() };
+        let map = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> {
+            pts.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| (xs.map(x), ys.map(y))).collect()
+        };
         let train = map(&s.train);
         let eval = map(&s.eval);
         if train.len() > 1 {

@@ -237,7 +237,21 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         "One row per experiment, model and platform; timing and accuracy over its finished runs. Steady step is the median step time after the first; images/s is the global batch over it.\n"
     );
     let mut t = Table::new(&[
-        "Model", "Platform", "Device × count", "Experiment", "Image", ">Batch", ">Steps", ">Compile (s)", ">First step (s)", ">Steady step (ms)", ">Images/s", ">Total time", ">Train acc.", ">Eval acc.", ">Finished runs",
+        "Model",
+        "Platform",
+        "Device × count",
+        "Experiment",
+        "Image",
+        ">Batch",
+        ">Steps",
+        ">Compile (s)",
+        ">First step (s)",
+        ">Steady step (ms)",
+        ">Images/s",
+        ">Total time",
+        ">Train acc.",
+        ">Eval acc.",
+        ">Finished runs",
     ]);
     for g in &analysis.groups {
         t.row(vec![
@@ -267,14 +281,29 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     for model in ModelKind::ALL {
         for setup in PAPER_SETUPS {
             let (train, eval) = setup.accuracy(model);
-            t.row(vec![model.to_string(), format!("**{}**", setup.label), format!("{0}x{0}", setup.image_size), format!("{:.0}%", train * 100.0), format!("{:.0}%", eval * 100.0)]);
+            t.row(vec![
+                model.to_string(),
+                format!("**{}**", setup.label),
+                format!("{0}x{0}", setup.image_size),
+                format!("{:.0}%", train * 100.0),
+                format!("{:.0}%", eval * 100.0),
+            ]);
         }
         for g in analysis.groups.iter().filter(|g| g.model == model && !g.finished_ids.is_empty()) {
-            t.row(vec![model.to_string(), format!("ours: {} · {}", g.platform_label(), g.experiment), g.image_size.clone(), stat(g.train_accuracy, fmt_pct), stat(g.eval_accuracy, fmt_pct)]);
+            t.row(vec![
+                model.to_string(),
+                format!("ours: {} · {}", g.platform_label(), g.experiment),
+                g.image_size.clone(),
+                stat(g.train_accuracy, fmt_pct),
+                stat(g.eval_accuracy, fmt_pct),
+            ]);
         }
     }
     md.push_str(&t.render());
-    let _ = writeln!(md, "\nOur train accuracy is the last logged training value; eval accuracy is the final evaluation. Our data set may differ from the paper's (see each run's notes).\n");
+    let _ = writeln!(
+        md,
+        "\nOur train accuracy is the last logged training value; eval accuracy is the final evaluation. Our data set may differ from the paper's (see each run's notes).\n"
+    );
 
     // 5. Curves.
     let _ = writeln!(md, "## 5. Training curves\n");
@@ -335,10 +364,19 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
 
     // 7. Hierarchy.
     let _ = writeln!(md, "## 7. The hierarchy: Table I and Figures 2-4\n");
-    let _ = writeln!(md, "The emotion model alone against the face filter followed by the emotion model, on a mixed set of faces and non-faces. **Paper** rows are as printed (its second row sums to 101).\n");
+    let _ = writeln!(
+        md,
+        "The emotion model alone against the face filter followed by the emotion model, on a mixed set of faces and non-faces. **Paper** rows are as printed (its second row sums to 101).\n"
+    );
     let mut t = Table::new(&["System", "Source", ">Correct", ">Wrong", ">Accuracy"]);
     for row in PAPER_TABLE_I {
-        t.row(vec![row.system.to_string(), "**paper** (100-image validation set)".into(), row.correct.to_string(), row.wrong.to_string(), format!("{:.0}%", row.accuracy * 100.0)]);
+        t.row(vec![
+            row.system.to_string(),
+            "**paper** (100-image validation set)".into(),
+            row.correct.to_string(),
+            row.wrong.to_string(),
+            format!("{:.0}%", row.accuracy * 100.0),
+        ]);
     }
     for h in &scan.hierarchies {
         for row in &h.eval.table {

@@ -119,7 +119,13 @@ pub fn write_report(runs_dir: &Path, out_dir: &Path, options: ReportOptions) -> 
         Ok(files)
     })();
     match result {
-        Ok(files) => Ok(ReportSummary { out_dir: out_dir.to_path_buf(), runs: found.runs.len(), hierarchies: found.hierarchies.len(), skipped: found.skipped.len(), files }),
+        Ok(files) => Ok(ReportSummary {
+            out_dir: out_dir.to_path_buf(),
+            runs: found.runs.len(),
+            hierarchies: found.hierarchies.len(),
+            skipped: found.skipped.len(),
+            files,
+        }),
         Err(e) => {
             let _ = fs::remove_dir_all(&staged);
             Err(e)
@@ -139,7 +145,9 @@ fn check_out_dir(runs_dir: &Path, out_dir: &Path) -> Result<(), ReportError> {
     let entries = match fs::read_dir(out_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Err(ReportError::NotAReportDir { path: out_dir.to_path_buf(), reason: "it is a file".into() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(ReportError::NotAReportDir { path: out_dir.to_path_buf(), reason: "it is a file".into() });
+        }
         Err(source) => return Err(ReportError::Write { path: out_dir.to_path_buf(), source }),
     };
     let refuse = |reason: String| Err(ReportError::NotAReportDir { path: out_dir.to_path_buf(), reason });

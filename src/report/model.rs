@@ -67,7 +67,11 @@ pub fn scan(runs_dir: &Path, skip_invalid: bool) -> Result<Scan, ReportError> {
     for path in found {
         let rel = path.strip_prefix(runs_dir).unwrap_or(&path).to_path_buf();
         let is_record = path.file_name().is_some_and(|n| n == records::RECORD_FILE);
-        let outcome = if is_record { load_run(&path, &rel, &mut ids, skip_invalid).map(|run| out.runs.push(run)) } else { HierarchyEval::load(&path).map_err(ReportError::from).map(|eval| out.hierarchies.push(HierarchyEntry { path: rel.clone(), eval })) };
+        let outcome = if is_record {
+            load_run(&path, &rel, &mut ids, skip_invalid).map(|run| out.runs.push(run))
+        } else {
+            HierarchyEval::load(&path).map_err(ReportError::from).map(|eval| out.hierarchies.push(HierarchyEntry { path: rel.clone(), eval }))
+        };
         match outcome {
             Ok(()) => {}
             Err(e) if skip_invalid => {
@@ -110,7 +114,8 @@ fn load_run(path: &Path, rel: &Path, ids: &mut BTreeMap<String, PathBuf>, skip_i
     let (curve, curve_note) = if metrics_path.exists() {
         match records::read_metrics(&metrics_path) {
             Ok(file) => {
-                let note = file.truncated_tail.then(|| format!("`{}`: the last line was cut off (an interrupted write) and was left out.", rel_metrics.display()));
+                let note =
+                    file.truncated_tail.then(|| format!("`{}`: the last line was cut off (an interrupted write) and was left out.", rel_metrics.display()));
                 (file.points, note)
             }
             // A bad curve should not hide the run's record: keep the run, say why the curve is missing.
@@ -286,7 +291,11 @@ pub fn analyse(scan: &Scan) -> Analysis {
     let mut missing = Vec::new();
     for backend in [Backend::Cpu, Backend::Gpu, Backend::Tpu] {
         if !groups.iter().any(|g| g.backend == backend && !g.finished_ids.is_empty()) {
-            missing.push(format!("No finished {} runs: the {} rows and bars are absent, not zero.", backend.to_string().to_uppercase(), backend.to_string().to_uppercase()));
+            missing.push(format!(
+                "No finished {} runs: the {} rows and bars are absent, not zero.",
+                backend.to_string().to_uppercase(),
+                backend.to_string().to_uppercase()
+            ));
         }
     }
     for model in ModelKind::ALL {
@@ -295,7 +304,10 @@ pub fn analyse(scan: &Scan) -> Analysis {
         }
     }
     if scan.hierarchies.is_empty() {
-        missing.push(format!("No hierarchy evaluation (`{}`): Table I and the hierarchy's confusion matrices show the paper's figures only.", records::HIERARCHY_FILE));
+        missing.push(format!(
+            "No hierarchy evaluation (`{}`): Table I and the hierarchy's confusion matrices show the paper's figures only.",
+            records::HIERARCHY_FILE
+        ));
     }
     for (model, experiment) in &no_cpu_baseline {
         missing.push(format!("No finished CPU run of the {model} model in experiment `{experiment}`: no speedup against CPU for it."));
@@ -303,8 +315,13 @@ pub fn analyse(scan: &Scan) -> Analysis {
     for run in &scan.runs {
         let r = &run.record;
         match &r.status {
-            RunStatus::Running => missing.push(format!("Run `{}` is still running (or was killed before it could record an end): {} of {} steps; left out of timing and accuracy.", r.run_id, r.steps_done, r.config.total_steps)),
-            RunStatus::Failed { error } => missing.push(format!("Run `{}` failed after {} of {} steps: {}", r.run_id, r.steps_done, r.config.total_steps, error.trim())),
+            RunStatus::Running => missing.push(format!(
+                "Run `{}` is still running (or was killed before it could record an end): {} of {} steps; left out of timing and accuracy.",
+                r.run_id, r.steps_done, r.config.total_steps
+            )),
+            RunStatus::Failed { error } => {
+                missing.push(format!("Run `{}` failed after {} of {} steps: {}", r.run_id, r.steps_done, r.config.total_steps, error.trim()))
+            }
             RunStatus::Finished => {
                 if run.curve.is_empty() {
                     missing.push(format!("Run `{}` has no `{}`: no training curve.", r.run_id, records::METRICS_FILE));

@@ -96,7 +96,8 @@ impl Svg {
     }
 
     pub fn rect(&mut self, x: f64, y: f64, w: f64, h: f64, fill: &str, extra: &str) {
-        let _ = writeln!(self.body, r#"<rect x="{}" y="{}" width="{}" height="{}" fill="{}" {extra}/>"#, n(x), n(y), n(w.max(0.0)), n(h.max(0.0)), escape(fill));
+        let _ =
+            writeln!(self.body, r#"<rect x="{}" y="{}" width="{}" height="{}" fill="{}" {extra}/>"#, n(x), n(y), n(w.max(0.0)), n(h.max(0.0)), escape(fill));
     }
 
     /// A rectangle with a tooltip.
@@ -114,12 +115,27 @@ impl Svg {
     }
 
     pub fn line(&mut self, x1: f64, y1: f64, x2: f64, y2: f64, stroke: &str, width: f64, extra: &str) {
-        let _ = writeln!(self.body, r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="{}" {extra}/>"#, n(x1), n(y1), n(x2), n(y2), escape(stroke), n(width));
+        let _ = writeln!(
+            self.body,
+            r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="{}" {extra}/>"#,
+            n(x1),
+            n(y1),
+            n(x2),
+            n(y2),
+            escape(stroke),
+            n(width)
+        );
     }
 
     pub fn polyline(&mut self, points: &[(f64, f64)], stroke: &str, width: f64, extra: &str) {
         let pts: Vec<String> = points.iter().map(|(x, y)| format!("{},{}", n(*x), n(*y))).collect();
-        let _ = writeln!(self.body, r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="{}" stroke-linejoin="round" {extra}/>"#, pts.join(" "), escape(stroke), n(width));
+        let _ = writeln!(
+            self.body,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="{}" stroke-linejoin="round" {extra}/>"#,
+            pts.join(" "),
+            escape(stroke),
+            n(width)
+        );
     }
 
     pub fn circle(&mut self, x: f64, y: f64, r: f64, fill: &str, extra: &str) {

@@ -100,7 +100,11 @@ impl Checkpoint {
         metadata.insert(META_STEP.to_string(), self.step.to_string());
         metadata.insert(
             META_TENSOR_ORDER.to_string(),
-            serde_json::to_string(&order).map_err(|e| CheckpointError::Metadata { path: path.to_path_buf(), key: META_TENSOR_ORDER.into(), reason: e.to_string() })?,
+            serde_json::to_string(&order).map_err(|e| CheckpointError::Metadata {
+                path: path.to_path_buf(),
+                key: META_TENSOR_ORDER.into(),
+                reason: e.to_string(),
+            })?,
         );
         safetensors::serialize(views, Some(metadata)).map_err(|source| CheckpointError::Format { path: path.to_path_buf(), source })
     }
@@ -122,10 +126,17 @@ impl Checkpoint {
         let mut tensors = Vec::with_capacity(order.len());
         for name in order {
             let view = file.tensor(&name).map_err(format)?;
-            let dtype = from_safetensors_dtype(view.dtype()).ok_or_else(|| CheckpointError::UnsupportedDType { path: path.to_path_buf(), name: name.clone(), dtype: view.dtype() })?;
+            let dtype = from_safetensors_dtype(view.dtype()).ok_or_else(|| CheckpointError::UnsupportedDType {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                dtype: view.dtype(),
+            })?;
             let dims: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            let tensor = HostTensor::from_bytes(dtype, &dims, view.data().to_vec())
-                .map_err(|e| CheckpointError::Tensor { path: path.to_path_buf(), name: name.clone(), reason: e.to_string() })?;
+            let tensor = HostTensor::from_bytes(dtype, &dims, view.data().to_vec()).map_err(|e| CheckpointError::Tensor {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
             tensors.push((name, tensor));
         }
         Ok(Checkpoint { step, tensors, metadata })

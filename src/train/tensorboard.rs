@@ -276,7 +276,8 @@ pub fn read_scalars(path: &Path) -> Result<EventFileContents, TensorBoardError> 
         if masked_crc32c(len_bytes) != u32::from_le_bytes([len_crc[0], len_crc[1], len_crc[2], len_crc[3]]) {
             return Err(corrupt(pos, "length CRC mismatch"));
         }
-        let len = usize::try_from(u64::from_le_bytes(len_bytes.try_into().map_err(|_| corrupt(pos, "length"))?)).map_err(|_| corrupt(pos, "length too large"))?;
+        let len =
+            usize::try_from(u64::from_le_bytes(len_bytes.try_into().map_err(|_| corrupt(pos, "length"))?)).map_err(|_| corrupt(pos, "length too large"))?;
         let data_start = pos + 12;
         let data_end = data_start.checked_add(len).ok_or_else(|| corrupt(pos, "length overflows"))?;
         let data = bytes.get(data_start..data_end).ok_or_else(|| corrupt(pos, "truncated data"))?;
@@ -392,10 +393,8 @@ fn decode_event(data: &[u8], out: &mut EventFileContents) -> Result<(), String> 
 /// Event files in `log_dir`, oldest name first (TensorBoard's reading order).
 pub fn event_files(log_dir: &Path) -> Result<Vec<PathBuf>, TensorBoardError> {
     let entries = fs::read_dir(log_dir).map_err(|source| TensorBoardError::Read { path: log_dir.to_path_buf(), source })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("tfevents")))
-        .collect();
+    let mut files: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("tfevents"))).collect();
     files.sort();
     Ok(files)
 }

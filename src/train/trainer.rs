@@ -22,7 +22,9 @@ use crate::data::{EvalBatches, PipelineConfig, PipelineState, PrepOptions, Prepa
 use crate::experiment::{Experiment, ModelTraining};
 use crate::models::{BatchUploader, DeviceBatch, ModelKind, SessionConfig, StepMetrics, TrainSession};
 use crate::pjrt::{self, Backend, Client, ClientOptions};
-use crate::records::{Confusion, ImageSize, MetricPoint, MetricsLog, Platform, RunConfig, RunPaths, RunRecord, RunStatus, Split, SplitMetrics, Timing, now_rfc3339};
+use crate::records::{
+    Confusion, ImageSize, MetricPoint, MetricsLog, Platform, RunConfig, RunPaths, RunRecord, RunStatus, Split, SplitMetrics, Timing, now_rfc3339,
+};
 use crate::tensor::HostTensor;
 
 use super::checkpoint::{Checkpoint, CheckpointDir, META_EPOCH, META_EXPERIMENT_HASH, META_INPUT_PIPELINE};
@@ -184,7 +186,8 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
             let times: Vec<f64> = serde_json::from_str(ck.metadata.get(META_STEP_TIMES).map(String::as_str).unwrap_or("[]")).unwrap_or_default();
             let compile_s = ck.metadata.get(META_COMPILE_S).and_then(|v| v.parse().ok()).unwrap_or(0.0);
             let wall_s = ck.metadata.get(META_WALL_S).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let mut record = RunRecord::load(&paths.record()).unwrap_or_else(|_| new_record(experiment, kind, backend, options, &client, devices, &training, &data));
+            let mut record =
+                RunRecord::load(&paths.record()).unwrap_or_else(|_| new_record(experiment, kind, backend, options, &client, devices, &training, &data));
             record.resumes += 1;
             record.status = RunStatus::Running;
             tracing::info!("resuming {kind} at step {} of {}", ck.step, training.total_steps());
@@ -308,7 +311,16 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
 }
 
 #[allow(clippy::too_many_arguments)]
-fn new_record(experiment: &Experiment, kind: ModelKind, backend: Backend, options: &TrainOptions, client: &Client, devices: usize, training: &ModelTraining, data: &PreparedSet) -> RunRecord {
+fn new_record(
+    experiment: &Experiment,
+    kind: ModelKind,
+    backend: Backend,
+    options: &TrainOptions,
+    client: &Client,
+    devices: usize,
+    training: &ModelTraining,
+    data: &PreparedSet,
+) -> RunRecord {
     let size = experiment.data.image_size;
     RunRecord {
         schema: crate::records::SCHEMA_VERSION,
@@ -355,7 +367,13 @@ fn train_point(window: &[StepMetrics], step: u64, per_epoch: u64, wall_s: f64) -
 }
 
 /// Loss, accuracy and (if asked) the confusion matrix over the eval split.
-fn evaluate(session: &TrainSession, data: &PreparedSet, batch: usize, experiment: &Experiment, confusion: bool) -> anyhow::Result<(f64, f64, Option<Confusion>)> {
+fn evaluate(
+    session: &TrainSession,
+    data: &PreparedSet,
+    batch: usize,
+    experiment: &Experiment,
+    confusion: bool,
+) -> anyhow::Result<(f64, f64, Option<Confusion>)> {
     let batches: Vec<_> = EvalBatches::new(&data.eval, batch, experiment.data.normalize)?.collect::<Result<_, _>>()?;
     let totals = session.evaluate(batches.iter().map(|b| (&b.images, &b.labels, b.valid)), confusion)?;
     let matrix = if confusion {
@@ -370,7 +388,16 @@ fn evaluate(session: &TrainSession, data: &PreparedSet, batch: usize, experiment
 }
 
 #[allow(clippy::too_many_arguments)]
-fn save_checkpoint(dir: &CheckpointDir, session: &TrainSession, pipeline: &PipelineState, hash: &str, step_times: &[f64], compile_s: f64, wall_s: f64, per_epoch: u64) -> anyhow::Result<()> {
+fn save_checkpoint(
+    dir: &CheckpointDir,
+    session: &TrainSession,
+    pipeline: &PipelineState,
+    hash: &str,
+    step_times: &[f64],
+    compile_s: f64,
+    wall_s: f64,
+    per_epoch: u64,
+) -> anyhow::Result<()> {
     let mut tensors = session.params_to_host()?;
     tensors.extend(session.state_to_host()?);
     let step = session.step();
@@ -397,7 +424,9 @@ fn upload_next(pipeline: &mut TrainPipeline, uploader: &BatchUploader) -> anyhow
 fn take_tensors(ck: &Checkpoint, names: &[String]) -> anyhow::Result<Vec<HostTensor>> {
     names
         .iter()
-        .map(|n| ck.tensor(n).cloned().with_context(|| format!("the checkpoint at step {} has no tensor {n}; it was written by another model or optimizer", ck.step)))
+        .map(|n| {
+            ck.tensor(n).cloned().with_context(|| format!("the checkpoint at step {} has no tensor {n}; it was written by another model or optimizer", ck.step))
+        })
         .collect()
 }
 

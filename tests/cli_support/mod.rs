@@ -25,13 +25,7 @@ pub fn output(cmd: &mut Command) -> Output {
 /// Echoes a finished command into the test's log.
 pub fn show(cmd: &Command, out: &Output) {
     let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
-    eprintln!(
-        "$ emotionet {}\n--- exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    eprintln!("$ emotionet {}\n--- exit {:?}\n--- stdout\n{}--- stderr\n{}", args.join(" "), out.status.code(), text(&out.stdout), text(&out.stderr));
 }
 
 pub fn text(bytes: &[u8]) -> String {

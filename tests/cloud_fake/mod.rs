@@ -149,9 +149,7 @@ impl FakeTpu {
     }
 
     pub fn node_state(&self, node_id: &str) -> Option<String> {
-        self.with(|w| {
-            w.nodes.iter().find(|(n, _)| n.ends_with(&format!("/nodes/{node_id}"))).and_then(|(_, v)| v["state"].as_str().map(str::to_string))
-        })
+        self.with(|w| w.nodes.iter().find(|(n, _)| n.ends_with(&format!("/nodes/{node_id}"))).and_then(|(_, v)| v["state"].as_str().map(str::to_string)))
     }
 
     /// Nodes created so far (recreations included).

@@ -16,7 +16,9 @@ pub fn client() -> &'static Client {
 /// Compiles `outputs` of `g` for device 0 and runs it on `inputs`.
 pub fn run(g: &Graph, outputs: &[Tensor], inputs: &[HostTensor]) -> Vec<HostTensor> {
     let program = g.to_program(outputs, &EmitOptions::default()).expect("emit");
-    let exe = client().compile(&program, &CompileOptions::single_device(0)).unwrap_or_else(|e| panic!("compile failed: {e}\n{}", String::from_utf8_lossy(program.code())));
+    let exe = client()
+        .compile(&program, &CompileOptions::single_device(0))
+        .unwrap_or_else(|e| panic!("compile failed: {e}\n{}", String::from_utf8_lossy(program.code())));
     let buffers: Vec<_> = inputs.iter().map(|t| client().upload(t, 0).expect("upload")).collect();
     let refs: Vec<_> = buffers.iter().collect();
     exe.execute(&refs, &[]).expect("execute").iter().map(|b| b.to_host().expect("download")).collect()
@@ -77,7 +79,8 @@ pub fn check_vjp(name: &str, inputs: &[HostTensor], seed: u64, f: impl Fn(&mut G
     let mut outputs = vec![loss];
     outputs.extend(&grads);
     let program = g.to_program(&outputs, &EmitOptions::default()).unwrap();
-    let exe = client().compile(&program, &CompileOptions::single_device(0)).unwrap_or_else(|e| panic!("{name}: {e}\n{}", String::from_utf8_lossy(program.code())));
+    let exe =
+        client().compile(&program, &CompileOptions::single_device(0)).unwrap_or_else(|e| panic!("{name}: {e}\n{}", String::from_utf8_lossy(program.code())));
     let r_value = rng.tensor(&y_dims);
     let eval = |xs: &[HostTensor]| -> Vec<Vec<f64>> {
         let mut all: Vec<HostTensor> = xs.to_vec();

@@ -114,8 +114,16 @@ pub struct Trees {
     pub png16: PathBuf,
 }
 
-pub const LFW_PEOPLE: [(&str, usize); 8] =
-    [("Ada_Lovelace", 3), ("Alan_Turing", 2), ("Grace_Hopper", 4), ("Edsger_Dijkstra", 1), ("Barbara_Liskov", 2), ("Donald_Knuth", 3), ("Frances_Allen", 1), ("John_Backus", 2)];
+pub const LFW_PEOPLE: [(&str, usize); 8] = [
+    ("Ada_Lovelace", 3),
+    ("Alan_Turing", 2),
+    ("Grace_Hopper", 4),
+    ("Edsger_Dijkstra", 1),
+    ("Barbara_Liskov", 2),
+    ("Donald_Knuth", 3),
+    ("Frances_Allen", 1),
+    ("John_Backus", 2),
+];
 
 pub fn build_trees(root: &Path) -> Trees {
     let lfw = root.join("lfw");
@@ -175,6 +183,12 @@ pub fn build_trees(root: &Path) -> Trees {
 /// Runs the real binary, printing the command and its output (shown on failure).
 pub fn emotionet(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_emotionet")).args(args).output().expect("run emotionet");
-    eprintln!("$ emotionet {}\n--- status {:?}\n--- stdout\n{}--- stderr\n{}", args.join(" "), out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "$ emotionet {}\n--- status {:?}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }

@@ -26,7 +26,9 @@ impl FolderClass {
     pub fn from_folder_name(name: &str) -> Option<FolderClass> {
         match name.to_ascii_lowercase().as_str() {
             "face" | "faces" => Some(FolderClass::Face),
-            "non_face" | "non-face" | "nonface" | "non_faces" | "non-faces" | "nonfaces" | "not_face" | "not_a_face" | "background" => Some(FolderClass::NonFace),
+            "non_face" | "non-face" | "nonface" | "non_faces" | "non-faces" | "nonfaces" | "not_face" | "not_a_face" | "background" => {
+                Some(FolderClass::NonFace)
+            }
             _ => Expression::from_name_or_code(name).map(FolderClass::Expression),
         }
     }
@@ -44,7 +46,8 @@ pub fn load_folder(root: &Path) -> Result<Catalog> {
             catalog.skipped.push(Skipped::new(class_dir.path.display(), "file outside a class folder (expected ROOT/<class>/<image>)"));
             continue;
         }
-        let class = FolderClass::from_folder_name(&class_dir.name).ok_or_else(|| DataError::UnknownClassFolder { path: class_dir.path.clone(), allowed: ALLOWED.to_string() })?;
+        let class = FolderClass::from_folder_name(&class_dir.name)
+            .ok_or_else(|| DataError::UnknownClassFolder { path: class_dir.path.clone(), allowed: ALLOWED.to_string() })?;
         let Some(files) = read_entries(&class_dir.path, &mut catalog) else { continue };
         let before = catalog.samples.len();
         for file in files {

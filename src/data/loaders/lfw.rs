@@ -16,7 +16,9 @@ pub fn load_lfw(root: &Path) -> Result<Catalog> {
     let Some(people) = read_entries(&root, &mut catalog) else { return Err(no_images("LFW", &root)) };
     for Entry { path, name, kind } in people {
         match kind {
-            EntryKind::File(_) => catalog.skipped.push(Skipped::new(path.display(), "file outside a person folder (LFW expects lfw/<Person_Name>/<Person_Name>_0001.jpg)")),
+            EntryKind::File(_) => {
+                catalog.skipped.push(Skipped::new(path.display(), "file outside a person folder (LFW expects lfw/<Person_Name>/<Person_Name>_0001.jpg)"))
+            }
             EntryKind::Dir => {
                 let Some(files) = read_entries(&path, &mut catalog) else { continue };
                 for file in files {

@@ -152,7 +152,8 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
     let header = read_npy_header(path)?;
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let (count, height, width, channels) = header.images();
-    let elements = count.checked_mul(height).and_then(|v| v.checked_mul(width)).and_then(|v| v.checked_mul(channels)).ok_or_else(|| bad(path, "shape overflows"))?;
+    let elements =
+        count.checked_mul(height).and_then(|v| v.checked_mul(width)).and_then(|v| v.checked_mul(channels)).ok_or_else(|| bad(path, "shape overflows"))?;
     let need = elements.checked_mul(header.dtype.size()).ok_or_else(|| bad(path, "shape overflows"))?;
     let data = bytes.get(header.data_offset..).unwrap_or(&[]);
     if data.len() < need {
@@ -177,11 +178,7 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
     let pixels_per_image = height * width;
     let mut pixels = Vec::with_capacity(count * pixels_per_image);
     for p in 0..count * pixels_per_image {
-        let v = if channels == 3 {
-            0.2126 * to_unit(p * 3) + 0.7152 * to_unit(p * 3 + 1) + 0.0722 * to_unit(p * 3 + 2)
-        } else {
-            to_unit(p * channels)
-        };
+        let v = if channels == 3 { 0.2126 * to_unit(p * 3) + 0.7152 * to_unit(p * 3 + 1) + 0.0722 * to_unit(p * 3 + 2) } else { to_unit(p * channels) };
         pixels.push(quantize(v));
     }
     Ok(NpyArray { count, height, width, pixels })

@@ -95,9 +95,15 @@ fn shape_of(e: Expression) -> ExpressionShape {
         Expression::Happy => ExpressionShape { corners: -0.15, middle: 0.06, width: 1.15, brow_inner: -0.01, brow_outer: -0.015, eye_open: 0.75, ..base },
         Expression::Sad => ExpressionShape { corners: 0.13, middle: -0.05, width: 0.95, brow_inner: -0.09, brow_outer: 0.03, eye_open: 0.85, ..base },
         Expression::Angry => ExpressionShape { corners: 0.03, middle: 0.0, width: 0.85, brow_inner: 0.08, brow_outer: -0.025, eye_open: 0.8, ..base },
-        Expression::Surprised => ExpressionShape { corners: 0.0, middle: 0.0, width: 0.55, open: 0.14, brow_inner: -0.08, brow_outer: -0.07, eye_open: 1.45, ..base },
-        Expression::Afraid => ExpressionShape { corners: 0.03, middle: 0.0, width: 1.05, open: 0.06, brow_inner: -0.07, brow_outer: -0.02, eye_open: 1.3, ..base },
-        Expression::Disgusted => ExpressionShape { corners: 0.03, middle: -0.02, width: 0.9, brow_inner: 0.04, brow_outer: 0.0, eye_open: 0.7, asymmetry: 0.05, ..base },
+        Expression::Surprised => {
+            ExpressionShape { corners: 0.0, middle: 0.0, width: 0.55, open: 0.14, brow_inner: -0.08, brow_outer: -0.07, eye_open: 1.45, ..base }
+        }
+        Expression::Afraid => {
+            ExpressionShape { corners: 0.03, middle: 0.0, width: 1.05, open: 0.06, brow_inner: -0.07, brow_outer: -0.02, eye_open: 1.3, ..base }
+        }
+        Expression::Disgusted => {
+            ExpressionShape { corners: 0.03, middle: -0.02, width: 0.9, brow_inner: 0.04, brow_outer: 0.0, eye_open: 0.7, asymmetry: 0.05, ..base }
+        }
     }
 }
 

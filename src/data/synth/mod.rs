@@ -179,12 +179,42 @@ const CATEGORIES: [(&str, SceneKind); 16] = [
 ];
 
 const FIRST: [&str; 32] = [
-    "Ada", "Bruno", "Carla", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kofi", "Lena", "Marek", "Nadia", "Omar", "Paula", "Quentin", "Rosa",
-    "Sven", "Tariq", "Uma", "Viktor", "Wen", "Ximena", "Yusuf", "Zora", "Amara", "Bjorn", "Chen", "Dalia", "Emil", "Freya",
+    "Ada", "Bruno", "Carla", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kofi", "Lena", "Marek", "Nadia", "Omar", "Paula", "Quentin",
+    "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen", "Ximena", "Yusuf", "Zora", "Amara", "Bjorn", "Chen", "Dalia", "Emil", "Freya",
 ];
 const LAST: [&str; 32] = [
-    "Abara", "Berg", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Horvat", "Ito", "Jensen", "Kowalski", "Lindqvist", "Moreau", "Novak", "Okafor", "Petrov",
-    "Quispe", "Rossi", "Sato", "Tanaka", "Umarov", "Varga", "Weber", "Xu", "Yilmaz", "Zhang", "Almeida", "Brennan", "Castillo", "Duarte", "Esposito", "Fontaine",
+    "Abara",
+    "Berg",
+    "Costa",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Horvat",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Moreau",
+    "Novak",
+    "Okafor",
+    "Petrov",
+    "Quispe",
+    "Rossi",
+    "Sato",
+    "Tanaka",
+    "Umarov",
+    "Varga",
+    "Weber",
+    "Xu",
+    "Yilmaz",
+    "Zhang",
+    "Almeida",
+    "Brennan",
+    "Castillo",
+    "Duarte",
+    "Esposito",
+    "Fontaine",
 ];
 
 fn person_name(i: usize) -> String {
@@ -463,7 +493,11 @@ fn prepare_output(out: &Path) -> Result<()> {
             let ours = out.join(MANIFEST).exists() || out.join(IN_PROGRESS).exists();
             if !ours {
                 if entries.next().is_some() {
-                    return Err(DataError::config("--out", out.display(), "an empty or new folder (or one holding an earlier synthetic set): this one has other files"));
+                    return Err(DataError::config(
+                        "--out",
+                        out.display(),
+                        "an empty or new folder (or one holding an earlier synthetic set): this one has other files",
+                    ));
                 }
                 return Ok(());
             }

@@ -105,10 +105,16 @@ impl Canvas {
     pub fn rect(&mut self, frame: &Frame, (u, v): (f32, f32), (a, b): (f32, f32), tilt: f32, value: f32, opacity: f32) {
         let r = (a * a + b * b).sqrt() + 2.0 / frame.scale;
         let (s, c) = tilt.sin_cos();
-        self.paint(frame, [u - r, v - r, u + r, v + r], opacity, |x, y| {
-            let (px, py) = ((c * (x - u) + s * (y - v)).abs() - a, (-s * (x - u) + c * (y - v)).abs() - b);
-            px.max(py).min(0.0) + (px.max(0.0).powi(2) + py.max(0.0).powi(2)).sqrt()
-        }, |_, _| value);
+        self.paint(
+            frame,
+            [u - r, v - r, u + r, v + r],
+            opacity,
+            |x, y| {
+                let (px, py) = ((c * (x - u) + s * (y - v)).abs() - a, (-s * (x - u) + c * (y - v)).abs() - b);
+                px.max(py).min(0.0) + (px.max(0.0).powi(2) + py.max(0.0).powi(2)).sqrt()
+            },
+            |_, _| value,
+        );
     }
 
     /// A filled triangle.
@@ -119,10 +125,16 @@ impl Canvas {
         let v0 = p.iter().map(|q| q.1).fold(f32::MAX, f32::min) - pad;
         let v1 = p.iter().map(|q| q.1).fold(f32::MIN, f32::max) + pad;
         let closed = [p[0], p[1], p[2], p[0]];
-        self.paint(frame, [u0, v0, u1, v1], opacity, |x, y| {
-            let d = polyline_distance(&closed, x, y);
-            if inside_triangle(p, x, y) { -d } else { d }
-        }, |_, _| value);
+        self.paint(
+            frame,
+            [u0, v0, u1, v1],
+            opacity,
+            |x, y| {
+                let d = polyline_distance(&closed, x, y);
+                if inside_triangle(p, x, y) { -d } else { d }
+            },
+            |_, _| value,
+        );
     }
 
     /// Multiplies by a linear lighting ramp `1 + strength * (direction . centred position)`.

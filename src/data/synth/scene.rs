@@ -85,7 +85,13 @@ fn texture(canvas: &mut Canvas, rng: &mut Rng) {
                 for x in 0..w {
                     let col = ((x as f32 + off) / cw) as i64;
                     let mortar = ((x as f32 + off) % cw) < 1.5 || (y as f32 % ch) < 1.5;
-                    canvas.data[y * w + x] = if mortar { a * 0.6 } else if (row + col) % 2 == 0 { a } else { b };
+                    canvas.data[y * w + x] = if mortar {
+                        a * 0.6
+                    } else if (row + col) % 2 == 0 {
+                        a
+                    } else {
+                        b
+                    };
                 }
             }
         }
@@ -167,7 +173,14 @@ fn clutter(canvas: &mut Canvas, rng: &mut Rng) {
         canvas.stroke(&frame, &[(tx, ground), (tx, ground - th)], 0.01, rng.range(0.1, 0.3), 1.0);
         let crown = rng.range(0.15, 0.5);
         for _ in 0..3 {
-            canvas.ellipse(&frame, (tx + rng.range(-0.04, 0.04), ground - th - rng.range(0.0, 0.06)), (rng.range(0.04, 0.09), rng.range(0.04, 0.08)), 0.0, crown + rng.range(-0.05, 0.05), 1.0);
+            canvas.ellipse(
+                &frame,
+                (tx + rng.range(-0.04, 0.04), ground - th - rng.range(0.0, 0.06)),
+                (rng.range(0.04, 0.09), rng.range(0.04, 0.08)),
+                0.0,
+                crown + rng.range(-0.05, 0.05),
+                1.0,
+            );
         }
     }
     // Poles, cars, signs.

@@ -77,7 +77,10 @@ impl Primitive for DotGeneral {
             return shape_err(self.name(), inputs, "operands must have the same element type");
         }
         if d.lhs_batch.len() != d.rhs_batch.len() || d.lhs_contract.len() != d.rhs_contract.len() {
-            return attr_err(self.name(), format!("batch {:?}/{:?} and contracting {:?}/{:?} dimensions must pair up", d.lhs_batch, d.rhs_batch, d.lhs_contract, d.rhs_contract));
+            return attr_err(
+                self.name(),
+                format!("batch {:?}/{:?} and contracting {:?}/{:?} dimensions must pair up", d.lhs_batch, d.rhs_batch, d.lhs_contract, d.rhs_contract),
+            );
         }
         for (side, shape, batch, contract) in [("lhs", a, &d.lhs_batch, &d.lhs_contract), ("rhs", b, &d.rhs_batch, &d.rhs_contract)] {
             let all: Vec<i64> = batch.iter().chain(contract.iter()).copied().collect();
@@ -85,7 +88,11 @@ impl Primitive for DotGeneral {
         }
         for (&l, &r) in d.lhs_batch.iter().zip(&d.rhs_batch).chain(d.lhs_contract.iter().zip(&d.rhs_contract)) {
             if a.dims[l as usize] != b.dims[r as usize] {
-                return shape_err(self.name(), inputs, format!("lhs dimension {l} (size {}) does not match rhs dimension {r} (size {})", a.dims[l as usize], b.dims[r as usize]));
+                return shape_err(
+                    self.name(),
+                    inputs,
+                    format!("lhs dimension {l} (size {}) does not match rhs dimension {r} (size {})", a.dims[l as usize], b.dims[r as usize]),
+                );
             }
         }
         let mut dims: Vec<i64> = d.lhs_batch.iter().map(|&i| a.dims[i as usize]).collect();
@@ -113,11 +120,7 @@ impl Primitive for DotGeneral {
     fn emit(&self, result: &str, args: &[Operand], out: &Shape, loc: &str) -> String {
         let list = |v: &[i64]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
         let d = &self.dims;
-        let batching = if d.lhs_batch.is_empty() {
-            String::new()
-        } else {
-            format!(", batching_dims = [{}] x [{}]", list(&d.lhs_batch), list(&d.rhs_batch))
-        };
+        let batching = if d.lhs_batch.is_empty() { String::new() } else { format!(", batching_dims = [{}] x [{}]", list(&d.lhs_batch), list(&d.rhs_batch)) };
         format!(
             "{result} = stablehlo.dot_general {}, {}{batching}, contracting_dims = [{}] x [{}] : {} {loc}",
             args[0].name,

@@ -133,7 +133,5 @@ pub(crate) fn helper_name(result: &str, what: &str) -> String {
 /// reductions, with block argument names made unique by `tag`.
 pub(crate) fn binary_region(tag: &str, op: &str, scalar: &Shape, result: &Shape) -> String {
     let (t, r) = (scalar.mlir(), result.mlir());
-    format!(
-        "{{\n  ^bb0(%{tag}_a: {t}, %{tag}_b: {t}):\n    %{tag}_r = {op} %{tag}_a, %{tag}_b : {r}\n    stablehlo.return %{tag}_r : {r}\n}}"
-    )
+    format!("{{\n  ^bb0(%{tag}_a: {t}, %{tag}_b: {t}):\n    %{tag}_r = {op} %{tag}_a, %{tag}_b : {r}\n    stablehlo.return %{tag}_r : {r}\n}}")
 }

@@ -47,12 +47,7 @@ impl WindowSpec {
     }
 
     pub(crate) fn attributes(&self) -> String {
-        format!(
-            "padding = {}, window_dimensions = {}, window_strides = {}",
-            padding_attr(&self.padding),
-            i64_array(&self.window),
-            i64_array(&self.strides)
-        )
+        format!("padding = {}, window_dimensions = {}, window_strides = {}", padding_attr(&self.padding), i64_array(&self.window), i64_array(&self.strides))
     }
 }
 

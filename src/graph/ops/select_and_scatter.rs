@@ -41,7 +41,11 @@ impl Primitive for SelectAndScatter {
             compare_type(dtype)
         );
         let scatter = super::binary_region(&format!("{tag}_s"), "stablehlo.add", &scalar, &scalar);
-        let operands = [Operand { name: args[0].name, shape: args[0].shape }, Operand { name: args[1].name, shape: args[1].shape }, Operand { name: &init, shape: &scalar }];
+        let operands = [
+            Operand { name: args[0].name, shape: args[0].shape },
+            Operand { name: args[1].name, shape: args[1].shape },
+            Operand { name: &init, shape: &scalar },
+        ];
         format!(
             "{init} = stablehlo.constant dense<{}> : {t} {loc}\n{result} = \"stablehlo.select_and_scatter\"({}, {}, {init}) ({select}, {scatter}) {{{}}} : {} {loc}",
             super::constant::float_literal(0.0, dtype),
