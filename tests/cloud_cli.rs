@@ -1,7 +1,8 @@
 //! `emotionet cloud ...` through the real binary, against the fake API: the
 //! cost guard, the whole up/status/run/fetch/down cycle (once with a local
 //! stand-in VM, once through a stand-in `gcloud` that checks the ssh command
-//! lines), and tokens that stay out of the logs even at -vvv.
+//! lines), credentials found the way Application Default Credentials look
+//! for them, and tokens that stay out of the logs even at -vvv.
 
 mod cli_support;
 mod cloud_fake;
@@ -10,27 +11,37 @@ use std::path::Path;
 use std::process::Output;
 
 use cli_support::{command, output, text};
-use cloud_fake::{FakeTpu, GOOD_TOKEN, temp_dir, write_script};
+use cloud_fake::{FakeTpu, GOOD_TOKEN, REFRESH_TOKEN, temp_dir, write_script};
 
 struct Env<'a> {
     fake: &'a FakeTpu,
     dir: &'a Path,
+    /// The refresh token of the authorized-user file GOOGLE_APPLICATION_CREDENTIALS
+    /// names; empty: no such variable (and no other ADC source).
     token: &'a str,
 }
 
 impl Env<'_> {
     fn emotionet(&self, args: &[&str]) -> Output {
-        output(
-            command()
-                .args(args)
-                .current_dir(self.dir.join("project"))
-                .env("EMOTIONET_TPU_API_URL", &self.fake.url)
-                .env("EMOTIONET_CLOUD_STATE", self.dir.join("state.json"))
-                .env("EMOTIONET_GCP_ACCESS_TOKEN", self.token)
-                // Never the real gcloud: a missing one, unless a test installs a stand-in.
-                .env("EMOTIONET_GCLOUD", self.dir.join("gcloud"))
-                .env_remove("RUST_LOG"),
-        )
+        let mut command = command();
+        command
+            .args(args)
+            .current_dir(self.dir.join("project"))
+            .env("EMOTIONET_TPU_API_URL", &self.fake.url)
+            .env("EMOTIONET_CLOUD_STATE", self.dir.join("state.json"))
+            // No gcloud application-default file, no metadata server, no quota project of the machine's.
+            .env("HOME", self.dir)
+            .env("GCE_METADATA_HOST", "127.0.0.1:9")
+            .env_remove("GOOGLE_CLOUD_QUOTA_PROJECT")
+            // Never the real gcloud: a missing one, unless a test installs a stand-in.
+            .env("EMOTIONET_GCLOUD", self.dir.join("gcloud"))
+            .env_remove("RUST_LOG");
+        if self.token.is_empty() {
+            command.env_remove("GOOGLE_APPLICATION_CREDENTIALS");
+        } else {
+            command.env("GOOGLE_APPLICATION_CREDENTIALS", self.fake.authorized_user_file(self.dir, self.token));
+        }
+        output(&mut command)
     }
 }
 
@@ -47,7 +58,7 @@ fn up_refuses_without_an_explicit_project_zone_and_accelerator_type() {
     let fake = FakeTpu::start();
     let dir = temp_dir("guard");
     setup(dir.path());
-    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    let env = Env { fake: &fake, dir: dir.path(), token: REFRESH_TOKEN };
     for args in [
         &["cloud", "up"][..],
         &["cloud", "up", "--zone", "europe-west4-a", "--accelerator-type", "v3-8"],
@@ -70,7 +81,7 @@ fn a_failed_up_leaves_no_record_and_never_claims_someone_elses_vm() {
     let fake = FakeTpu::start();
     let dir = temp_dir("failed-up");
     setup(dir.path());
-    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    let env = Env { fake: &fake, dir: dir.path(), token: REFRESH_TOKEN };
     let recorded = || std::fs::read_to_string(dir.path().join("state.json")).unwrap_or_default();
 
     fake.fail_next_operation(8, "There is no more capacity in the zone \"europe-west4-a\"");
@@ -96,7 +107,7 @@ fn up_status_run_fetch_down_with_a_local_stand_in_vm() {
     let fake = FakeTpu::start();
     let dir = temp_dir("cli");
     setup(dir.path());
-    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    let env = Env { fake: &fake, dir: dir.path(), token: REFRESH_TOKEN };
 
     let out = env.emotionet(&[UP, &["--label", "team=faces"]].concat());
     assert!(out.status.success());
@@ -225,27 +236,104 @@ fn tokens_never_reach_the_logs_or_the_errors() {
     let dir = temp_dir("secrets");
     setup(dir.path());
 
-    // A good token, and retries (warnings) on the way, at the noisiest log level.
-    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    // A good token, and a retry on the way, at the noisiest log level.
+    let env = Env { fake: &fake, dir: dir.path(), token: REFRESH_TOKEN };
     fake.fail_next(503, 1, None);
     let out = env.emotionet(&[&["-vvv"], UP].concat());
     assert!(out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("attempt 1 of 6"), "the retry is logged: {stderr}");
+    assert!(fake.requests().iter().any(|r| r.status == 503), "the 503 was answered and retried");
     assert!(stderr.contains("DEBUG") || stderr.contains("TRACE"), "verbose logging was on: {stderr}");
-    assert!(!stderr.contains(GOOD_TOKEN) && !text(&out.stdout).contains(GOOD_TOKEN), "token in the output");
-    let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
-    assert!(!state.contains(GOOD_TOKEN), "token in the state file");
+    for secret in [GOOD_TOKEN, REFRESH_TOKEN] {
+        assert!(!stderr.contains(secret) && !text(&out.stdout).contains(secret), "a token in the output");
+        let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+        assert!(!state.contains(secret), "a token in the state file");
+    }
 
-    // A refused token: exit 1, what to do, and still no token.
-    let secret = "ya29.expired-SECRET-do-not-print";
+    // A refused refresh token: exit 1, what to do, and still no token.
+    let secret = "1//expired-SECRET-do-not-print";
     let bad = Env { fake: &fake, dir: dir.path(), token: secret };
     let out = bad.emotionet(&["-vvv", "cloud", "status"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("HTTP 401") && stderr.contains("EMOTIONET_GCP_ACCESS_TOKEN"), "{stderr}");
-    assert!(stderr.contains("gcloud auth login") && stderr.contains("expire"), "{stderr}");
+    assert!(stderr.contains("could not get an access token") && stderr.contains("gcloud auth application-default login"), "{stderr}");
     assert!(!stderr.contains(secret) && !text(&out.stdout).contains(secret), "token in the output: {stderr}");
+
+    // An access token the API refuses (gcloud's, here): HTTP 401, what to do, no token.
+    let expired = "ya29.expired-SECRET-do-not-print";
+    write_script(&dir.path().join("gcloud"), &format!("#!/bin/sh\necho {expired}\n"));
+    let out = Env { fake: &fake, dir: dir.path(), token: "" }.emotionet(&["-vvv", "cloud", "status", "--auth", "gcloud"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("HTTP 401") && stderr.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{stderr}");
+    assert!(!stderr.contains(expired) && !text(&out.stdout).contains(expired), "token in the output: {stderr}");
+}
+
+/// Application Default Credentials in their order, through the binary (its
+/// own environment): the GOOGLE_APPLICATION_CREDENTIALS file wins over
+/// gcloud's well-known file, which wins over the metadata server; with none
+/// of them, `gcloud auth print-access-token`; and `cloud` works with no gcloud at all.
+#[test]
+fn credentials_are_found_in_the_adc_order() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("adc");
+    setup(dir.path());
+    let status = |env: &[(&str, String)], remove: &[&str]| {
+        let mut cmd = command();
+        cmd.args(["cloud", "status", "--project", "emotionet-test", "--zone", "europe-west4-a"])
+            .current_dir(dir.path().join("project"))
+            .env("EMOTIONET_TPU_API_URL", &fake.url)
+            .env("EMOTIONET_CLOUD_STATE", dir.path().join("state.json"))
+            .env("HOME", dir.path().join("home"))
+            .env("EMOTIONET_GCLOUD", dir.path().join("no-gcloud"))
+            .env_remove("GOOGLE_CLOUD_QUOTA_PROJECT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        for k in remove {
+            cmd.env_remove(k);
+        }
+        output(&mut cmd)
+    };
+    let token_calls = || fake.count("POST", "/token");
+    let metadata_calls = || fake.count("GET", "/service-accounts/default/token");
+    let good = fake.authorized_user_file(dir.path(), REFRESH_TOKEN).display().to_string();
+    let metadata = ("GCE_METADATA_HOST", fake.url.trim_start_matches("http://").to_string());
+
+    // 1. GOOGLE_APPLICATION_CREDENTIALS, though a metadata server answers too.
+    assert!(status(&[("GOOGLE_APPLICATION_CREDENTIALS", good.clone()), metadata.clone()], &[]).status.success());
+    assert_eq!((token_calls(), metadata_calls()), (1, 0));
+
+    // 2. gcloud's application-default file in $HOME, when the variable is not set.
+    let well_known = dir.path().join("home/.config/gcloud");
+    std::fs::create_dir_all(&well_known).unwrap();
+    std::fs::copy(&good, well_known.join("application_default_credentials.json")).unwrap();
+    assert!(status(&[metadata.clone()], &["GOOGLE_APPLICATION_CREDENTIALS"]).status.success());
+    assert_eq!((token_calls(), metadata_calls()), (2, 0));
+
+    // 3. The metadata server, with neither file.
+    std::fs::remove_file(well_known.join("application_default_credentials.json")).unwrap();
+    let out = status(&[metadata.clone()], &["GOOGLE_APPLICATION_CREDENTIALS"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!((token_calls(), metadata_calls()), (2, 1));
+
+    // 4. No ADC at all, and no gcloud either: one error that says what to set up.
+    let nothing = ("GCE_METADATA_HOST", "127.0.0.1:9".to_string());
+    let out = status(&[nothing.clone()], &["GOOGLE_APPLICATION_CREDENTIALS"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("GOOGLE_APPLICATION_CREDENTIALS") && stderr.contains("gcloud auth application-default login"), "{stderr}");
+
+    // 5. The gcloud fallback, when nothing else is there.
+    write_script(&dir.path().join("gcloud"), &format!("#!/bin/sh\n[ \"$1 $2\" = 'auth print-access-token' ] && echo {GOOD_TOKEN}\n"));
+    let out = status(&[nothing, ("EMOTIONET_GCLOUD", dir.path().join("gcloud").display().to_string())], &["GOOGLE_APPLICATION_CREDENTIALS"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A broken GOOGLE_APPLICATION_CREDENTIALS is an error naming the file, never a silent fallback.
+    std::fs::write(dir.path().join("broken.json"), "{\"type\": \"something_else\"}").unwrap();
+    let out = status(&[("GOOGLE_APPLICATION_CREDENTIALS", dir.path().join("broken.json").display().to_string()), metadata], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("broken.json"), "{}", text(&out.stderr));
 }
 
 /// Every `emotionet cloud SUB --flag` written in deploy/README.md is a flag

@@ -11,16 +11,17 @@ use std::time::Duration;
 
 use cloud_fake::{FakeTpu, temp_dir, write_script};
 use emotionet::cloud::{
-    AuthConfig, AuthMode, CampaignPlan, Capacity, ClientConfig, CloudError, CloudEvent, LocalHost, NodeState, RetryPolicy, TokenProvider, TpuClient, VmManager,
-    VmRecord, VmRequest, WaitOptions, fetch, run_campaign,
+    CampaignPlan, Capacity, ClientConfig, CloudError, CloudEvent, LocalHost, NodeState, RetryPolicy, TpuClient, VmManager, VmRecord, VmRequest, WaitOptions,
+    fetch, run_campaign,
 };
 
 const WAIT: WaitOptions = WaitOptions { poll: Duration::from_millis(20), timeout: Duration::from_secs(10) };
 
-fn client(fake: &FakeTpu) -> TpuClient {
-    let auth = TokenProvider::new(AuthConfig { mode: AuthMode::Metadata, metadata_url: fake.url.clone(), ..AuthConfig::default() }).unwrap();
+async fn client(fake: &FakeTpu) -> TpuClient {
+    emotionet::cloud::tls::install_crypto_provider();
+    let credentials = google_cloud_auth::credentials::mds::Builder::default().with_endpoint(fake.url.clone()).build().unwrap();
     let retry = RetryPolicy { initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(50), ..RetryPolicy::default() };
-    TpuClient::new(ClientConfig { base_url: fake.url.clone(), retry, ..ClientConfig::default() }, auth).unwrap()
+    TpuClient::connect(ClientConfig { base_url: fake.url.clone(), retry, ..ClientConfig::default() }, credentials).await.unwrap()
 }
 
 fn record(node_id: &str, capacity: Capacity) -> VmRecord {
@@ -64,7 +65,7 @@ fn never() -> impl std::future::Future<Output = ()> + Send {
 #[tokio::test]
 async fn up_run_fetch_down_with_the_real_binary_on_the_stand_in_vm() {
     let fake = FakeTpu::start();
-    let client = client(&fake);
+    let client = client(&fake).await;
     let vms = VmManager::new(&client, WAIT);
     let dir = temp_dir("run");
     let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
@@ -133,7 +134,7 @@ fn checkpoint(out: &Path) -> u32 {
 #[tokio::test]
 async fn a_preempted_spot_vm_is_recreated_and_the_campaign_resumes_from_the_synced_state() {
     let fake = FakeTpu::start();
-    let client = client(&fake);
+    let client = client(&fake).await;
     let vms = VmManager::new(&client, WAIT);
     let dir = temp_dir("preempt");
     let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
@@ -204,7 +205,7 @@ async fn a_preempted_spot_vm_is_recreated_and_the_campaign_resumes_from_the_sync
 #[tokio::test]
 async fn a_campaign_failing_on_a_healthy_vm_is_reported_not_retried() {
     let fake = FakeTpu::start();
-    let client = client(&fake);
+    let client = client(&fake).await;
     let vms = VmManager::new(&client, WAIT);
     let dir = temp_dir("fail");
     let (root, out) = (dir.path().join("project"), dir.path().join("out"));
@@ -228,7 +229,7 @@ async fn a_campaign_failing_on_a_healthy_vm_is_reported_not_retried() {
 #[tokio::test]
 async fn a_vm_preempted_while_it_is_being_set_up_is_recreated_too() {
     let fake = FakeTpu::start();
-    let client = client(&fake);
+    let client = client(&fake).await;
     let vms = VmManager::new(&client, WAIT);
     let dir = temp_dir("preempt-setup");
     let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
@@ -267,7 +268,7 @@ async fn a_vm_preempted_while_it_is_being_set_up_is_recreated_too() {
 #[tokio::test]
 async fn an_interrupt_stops_the_campaign_on_the_vm_and_keeps_its_output() {
     let fake = FakeTpu::start();
-    let client = client(&fake);
+    let client = client(&fake).await;
     let vms = VmManager::new(&client, WAIT);
     let dir = temp_dir("interrupt");
     let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));

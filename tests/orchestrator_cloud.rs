@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Output;
 
 use cli_support::{command, output};
-use cloud_fake::{FakeTpu, GOOD_TOKEN, temp_dir};
+use cloud_fake::{FakeTpu, REFRESH_TOKEN, temp_dir};
 
 fn emotionet(dir: &Path, fake: &FakeTpu, args: &[&str]) -> Output {
     output(
@@ -19,7 +19,8 @@ fn emotionet(dir: &Path, fake: &FakeTpu, args: &[&str]) -> Output {
             .args(args)
             .current_dir(dir.join("project"))
             .env("EMOTIONET_TPU_API_URL", &fake.url)
-            .env("EMOTIONET_GCP_ACCESS_TOKEN", GOOD_TOKEN)
+            .env("GOOGLE_APPLICATION_CREDENTIALS", fake.authorized_user_file(dir, REFRESH_TOKEN))
+            .env("HOME", dir)
             .env("EMOTIONET_GCLOUD", dir.join("no-gcloud"))
             .env_remove("EMOTIONET_PJRT_PLUGIN"),
     )

@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::cloud::auth::METADATA_URL;
 use crate::cloud::campaign::{self, CampaignPlan, DEFAULT_COMMAND, DEFAULT_SETUP, DEFAULT_WORKDIR};
 use crate::cloud::client::TPU_API_URL;
 use crate::cloud::spec::{DEFAULT_RUNTIME_VERSION, MANAGED_LABEL};
-use crate::cloud::timestamp::{age_of, human, now_unix};
+use crate::cloud::timestamp::{human, now_unix};
 use crate::cloud::{
-    AuthConfig, AuthMode, Capacity, ClientConfig, CloudEvent, GcloudTpuHost, LocalHost, RemoteHost, StateStore, TokenProvider, TpuClient, VmManager, VmRecord,
-    VmRequest, WaitOptions,
+    AuthConfig, AuthMode, Capacity, ClientConfig, CloudEvent, GcloudTpuHost, LocalHost, NodeExt, QueuedResourceExt, RemoteHost, StateStore, TpuClient,
+    VmManager, VmRecord, VmRequest, WaitOptions, cost,
 };
 
 #[derive(Args, Debug)]
@@ -35,18 +34,19 @@ struct CommonArgs {
     /// The record of the VMs created from here [default: ~/.local/state/emotionet/cloud-vms.json].
     #[arg(long, env = "EMOTIONET_CLOUD_STATE", global = true)]
     state: Option<PathBuf>,
-    /// Where the access token comes from: auto tries EMOTIONET_GCP_ACCESS_TOKEN, then gcloud, then the metadata server.
+    /// Credentials: auto = Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, the
+    /// `gcloud auth application-default login` file, the metadata server), then `gcloud auth print-access-token`.
     #[arg(long, value_enum, default_value_t = AuthMode::Auto, global = true)]
     auth: AuthMode,
-    /// The gcloud executable, for tokens and for ssh to the VM.
+    /// Bill API quota to this project (sent as x-goog-user-project; credentials files may name one too).
+    #[arg(long, env = "GOOGLE_CLOUD_QUOTA_PROJECT", global = true)]
+    quota_project: Option<String>,
+    /// The gcloud executable, for the token fallback and for ssh to the VM.
     #[arg(long, env = "EMOTIONET_GCLOUD", default_value = "gcloud", global = true)]
     gcloud: PathBuf,
     /// The Cloud TPU API endpoint (tests point it at a local fake).
     #[arg(long, env = "EMOTIONET_TPU_API_URL", default_value = TPU_API_URL, global = true)]
     api_url: String,
-    /// The GCE metadata server (for --auth metadata).
-    #[arg(long, env = "EMOTIONET_GCE_METADATA_URL", default_value = METADATA_URL, global = true)]
-    metadata_url: String,
     /// Seconds between looks at an operation or at the VM's state.
     #[arg(long, default_value_t = 10.0, global = true)]
     poll_every: f64,
@@ -192,6 +192,10 @@ struct RunArgs {
 struct FetchArgs {
     #[command(flatten)]
     host: HostArgs,
+    /// Copy from this bucket prefix instead of the VM (a campaign run with
+    /// `--out gs://...`); needs no VM, no ssh and no record.
+    #[arg(long, value_name = "gs://BUCKET/PREFIX")]
+    from: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -229,14 +233,15 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
-fn client(common: &CommonArgs) -> anyhow::Result<TpuClient> {
-    let auth = TokenProvider::new(AuthConfig {
-        mode: common.auth,
-        gcloud: common.gcloud.clone(),
-        metadata_url: common.metadata_url.clone(),
-        ..AuthConfig::default()
-    })?;
-    Ok(TpuClient::new(ClientConfig { base_url: common.api_url.clone(), ..ClientConfig::default() }, auth)?)
+fn auth_config(common: &CommonArgs) -> AuthConfig {
+    AuthConfig { mode: common.auth, gcloud: common.gcloud.clone(), quota_project: common.quota_project.clone(), ..AuthConfig::default() }
+}
+
+async fn client(common: &CommonArgs) -> anyhow::Result<TpuClient> {
+    let config = auth_config(common);
+    tracing::debug!("credentials from {}", crate::cloud::auth::describe(&config));
+    let credentials = crate::cloud::auth::credentials(&config)?;
+    Ok(TpuClient::connect(ClientConfig { base_url: common.api_url.clone(), ..ClientConfig::default() }, credentials).await?)
 }
 
 /// Prints progress to stderr; repeated waiting notes at most once a minute.
@@ -312,7 +317,8 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
         external_ips: !up.no_external_ip,
     };
     let spec = request.validate().context("nothing was created")?;
-    let client = client(common)?;
+    let client = client(common).await?;
+    check_zone_offers(&client, &spec).await?;
     // Recorded before the create call: if `up` dies halfway, `down` still finds the VM.
     let record = VmRecord { spec: spec.clone(), created_unix: now_unix() as i64, recreations: 0 };
     store.upsert(record).with_context(|| format!("cannot record the VM in {}", store.path().display()))?;
@@ -361,6 +367,29 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
     Ok(())
 }
 
+/// Refuses a zone that does not offer the type, when the API says so (404 on
+/// the zone's accelerator type), before anything is created or recorded.
+async fn check_zone_offers(client: &TpuClient, spec: &crate::cloud::VmSpec) -> anyhow::Result<()> {
+    let location = spec.location();
+    let err = match client.get_accelerator_type(&location, &spec.accelerator_type).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.is_not_found() => e,
+        // Any other failure is the create call's to report; this check only refuses on a clear no.
+        Err(e) => {
+            tracing::debug!("could not check that {} offers {}: {e}", spec.zone, spec.accelerator_type);
+            return Ok(());
+        }
+    };
+    let offered = client.list_accelerator_types(&location).await.map(|t| t.join(", ")).unwrap_or_else(|_| "(could not list them)".into());
+    let known = cost::known_zones(&spec.accelerator_type)
+        .map(|z| format!("; zones that offer {} (Google's TPU regions page): {}", spec.accelerator_type, z.join(", ")))
+        .unwrap_or_default();
+    Err(err).context(format!(
+        "zone {} does not offer TPU type {} (the Cloud TPU API has no acceleratorTypes/{} there); it offers: {offered}{known}. Nothing was created",
+        spec.zone, spec.accelerator_type, spec.accelerator_type
+    ))
+}
+
 /// True only when the API says neither the node nor its queued resource exists.
 async fn nothing_exists(client: &TpuClient, spec: &crate::cloud::VmSpec) -> bool {
     let node_gone = matches!(client.get_node(&spec.node_name()).await, Err(e) if e.is_not_found());
@@ -374,34 +403,45 @@ async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -
         outln!("no TPU VMs recorded in {} (to look for leftovers in a zone: --project P --zone Z)", store.path().display())?;
         return Ok(());
     }
-    let client = client(common)?;
+    let client = client(common).await?;
     let mut rows = Vec::new();
     for record in &records {
         let spec = &record.spec;
-        let (state, up) = match client.get_node(&spec.node_name()).await {
-            Ok(node) => (node.state().to_string(), node.create_time.as_deref().and_then(age_of).map(human).unwrap_or_else(|| "-".into())),
+        let (state, up_secs) = match client.get_node(&spec.node_name()).await {
+            Ok(node) => (node.state().to_string(), node.created_unix().map(|t| (now_unix() - t as f64).max(0.0))),
             // A queued VM has no node until Google finds the capacity.
             Err(e) if e.is_not_found() && spec.queued => match client.get_queued_resource(&spec.queued_resource_name()).await {
-                Ok(resource) => (format!("QUEUED:{}", resource.state()), "-".to_string()),
-                Err(e) if e.is_not_found() => ("NOT_FOUND".to_string(), "-".to_string()),
+                Ok(resource) => (format!("QUEUED:{}", resource.state()), None),
+                Err(e) if e.is_not_found() => ("NOT_FOUND".to_string(), None),
                 Err(e) => return Err(e).with_context(|| format!("cannot ask Google Cloud about {}", spec.node_id)),
             },
-            Err(e) if e.is_not_found() => ("NOT_FOUND".to_string(), "-".to_string()),
+            Err(e) if e.is_not_found() => ("NOT_FOUND".to_string(), None),
             Err(e) => return Err(e).with_context(|| format!("cannot ask Google Cloud about {}", spec.node_id)),
         };
-        rows.push((record, state, up));
+        rows.push((record, state, up_secs));
     }
-    let row = |cells: [&str; 7]| format!("{:<24} {:<16} {:<8} {:<12} {:<28} {:<10} {}", cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]);
+    let row = |cells: [&str; 8]| {
+        format!("{:<24} {:<16} {:<8} {:<12} {:<28} {:<9} {:<16} {}", cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7])
+    };
     if !rows.is_empty() {
-        outln!("{}", row(["NAME", "ZONE", "TYPE", "CAPACITY", "STATE", "UP", "RECREATED"]))?;
+        outln!("{}", row(["NAME", "ZONE", "TYPE", "CAPACITY", "STATE", "HOURS UP", "COST SO FAR", "RECREATED"]))?;
     }
-    for (record, state, up) in rows {
+    for (record, state, up_secs) in &rows {
         let spec = &record.spec;
         let capacity = if spec.queued { format!("{} queued", spec.capacity) } else { spec.capacity.to_string() };
-        outln!("{}", row([&spec.node_id, &spec.zone, &spec.accelerator_type, &capacity, &state, &up, &record.recreations.to_string()]))?;
+        let hours = up_secs.map(|s| format!("{:.2}", s / 3600.0)).unwrap_or_else(|| "-".into());
+        let cost = up_secs.map(|s| cost::estimate(&spec.accelerator_type, &spec.zone, spec.capacity, s)).unwrap_or_else(|| "-".into());
+        outln!("{}", row([&spec.node_id, &spec.zone, &spec.accelerator_type, &capacity, state, &hours, &cost, &record.recreations.to_string()]))?;
         if state == "NOT_FOUND" {
             outln!("  (gone from Google Cloud; `emotionet cloud down --name {}` forgets it)", spec.node_id)?;
         }
+    }
+    if !rows.is_empty() {
+        outln!(
+            "costs are estimates: hours since the node's createTime (this node only; earlier recreations not counted) times the list price of {}; \
+             check https://cloud.google.com/tpu/pricing and your billing report",
+            cost::PRICE_SOURCE
+        )?;
     }
     if let (Some(project), Some(zone)) = (args.project, args.zone) {
         let location = crate::cloud::Location::new(&project, &zone)?;
@@ -409,11 +449,11 @@ async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -
         outln!("\nall TPU VMs in {zone} of {project}: {}", nodes.len())?;
         for node in &nodes {
             let ours = node.labels.get(MANAGED_LABEL.0).map(String::as_str) == Some(MANAGED_LABEL.1);
-            let up = node.create_time.as_deref().and_then(age_of).map(human).unwrap_or_else(|| "-".into());
+            let up = node.created_unix().map(|t| human(Duration::from_secs_f64((now_unix() - t as f64).max(0.0)))).unwrap_or_else(|| "-".into());
             outln!(
                 "  {:<24} {:<8} {:<12} up {:<10} {}",
                 node.node_id(),
-                node.accelerator_type.as_deref().unwrap_or("-"),
+                node.accelerator_type,
                 node.state().to_string(),
                 up,
                 if ours { "(emotionet)" } else { "" }
@@ -468,7 +508,7 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
     plan.step_timeout = Duration::from_secs(args.step_timeout);
     plan.validate().context("nothing was started")?;
 
-    let client = client(common)?;
+    let client = client(common).await?;
     let host = remote_host(common, &client, &record, &args.host).await?;
     let vms = VmManager::new(&client, WaitOptions { poll, timeout: plan.step_timeout });
     eprintln!(
@@ -507,8 +547,18 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
 }
 
 async fn cmd_fetch(common: &CommonArgs, store: &StateStore, _poll: Duration, args: FetchArgs) -> anyhow::Result<()> {
+    if let Some(from) = &args.from {
+        let crate::storage::Location::Gcs(path) = crate::storage::Location::parse(from)? else {
+            bail!("--from {from:?}: expected gs://BUCKET/PREFIX (a local folder needs no fetch)");
+        };
+        let out = args.host.out.clone().context("--from needs --out DIR: where to put the copy")?;
+        let started = Instant::now();
+        let count = super::output::download(&path, &out).await?;
+        outln!("fetched {count} new file(s) from {from} into {} ({})", out.display(), human(started.elapsed()))?;
+        return Ok(());
+    }
     let record = store.find(args.host.name.as_deref())?;
-    let client = client(common)?;
+    let client = client(common).await?;
     let host = remote_host(common, &client, &record, &args.host).await?;
     let mut plan = CampaignPlan::new(".", "", "", local_out(&args.host, &record));
     plan.workdir = args.host.workdir.clone();
@@ -526,7 +576,7 @@ async fn cmd_down(common: &CommonArgs, store: &StateStore, poll: Duration, args:
         outln!("no TPU VMs recorded in {}", store.path().display())?;
         return Ok(());
     }
-    let client = client(common)?;
+    let client = client(common).await?;
     let vms = VmManager::new(&client, WaitOptions { poll, timeout: Duration::from_secs(args.timeout) });
     for record in &records {
         let spec = &record.spec;

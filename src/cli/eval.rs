@@ -46,6 +46,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.images == Some(0) {
         anyhow::bail!("--images 0: ask for at least 1 image, or leave --images out to evaluate the whole eval split");
     }
+    // A bucket output: read the runs from, and write the evaluation to, its local staging folder.
+    let staged = super::output::Output::for_writing(&args.models.output()?)?;
+    let mut args = args;
+    args.models.out = Some(staged.local.clone());
+    let result = evaluate(&args);
+    let uploaded = staged.finish();
+    result.and(uploaded)
+}
+
+fn evaluate(args: &EvalArgs) -> anyhow::Result<()> {
     let TrainedModels { experiment, backend, trained_on, threshold, face_dir, emotion_dir } = args.models.resolve("the hierarchy")?;
 
     // Stage 2: data, devices, models.

@@ -23,6 +23,7 @@ mod data;
 mod devices;
 mod eval;
 mod hlo;
+mod output;
 mod predict;
 mod report;
 mod run;

@@ -11,10 +11,12 @@ use crate::report::{self, ReportOptions};
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     /// Directory searched recursively for run records (record.json,
-    /// metrics.jsonl) and hierarchy evaluations (hierarchy.json).
+    /// metrics.jsonl) and hierarchy evaluations (hierarchy.json); or
+    /// gs://BUCKET/PREFIX, downloaded first.
     pub runs_dir: PathBuf,
     /// Where to write report.md, report.json and the SVG charts. Replaced
-    /// as a whole, and only if it is empty or an earlier report.
+    /// as a whole, and only if it is empty or an earlier report; gs://...
+    /// uploads it there.
     #[arg(long, default_value = "reports/latest")]
     pub out: PathBuf,
     /// Report invalid record files as skipped (named in the report)
@@ -24,7 +26,13 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
-    let summary = report::write_report(&args.runs_dir, &args.out, ReportOptions { skip_invalid: args.skip_invalid }).with_context(|| {
+    let runs_dir = super::output::for_reading(&args.runs_dir)?;
+    let dest = crate::storage::Location::from_path(&args.out)?;
+    let out = match &dest {
+        crate::storage::Location::Gcs(path) => super::output::staging_dir(path),
+        crate::storage::Location::Local(dir) => dir.clone(),
+    };
+    let summary = report::write_report(&runs_dir, &out, ReportOptions { skip_invalid: args.skip_invalid }).with_context(|| {
         format!(
             "cannot build the report of {} (fix or remove the file named above, or pass --skip-invalid to list invalid files as skipped)",
             args.runs_dir.display()
@@ -40,5 +48,6 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         summary.out_dir.join(report::REPORT_MD).display(),
         summary.files.iter().filter(|f| f.ends_with(".svg")).count()
     )?;
+    super::output::publish(&summary.out_dir, &dest)?;
     Ok(())
 }

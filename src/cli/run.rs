@@ -15,7 +15,8 @@ pub struct RunArgs {
     /// A campaign file, or an experiment file (run as a campaign of itself).
     pub campaign: PathBuf,
     /// Where runs, state and the report go (default: the campaign's `output`,
-    /// else the first experiment's).
+    /// else the first experiment's): a folder, or gs://BUCKET/PREFIX (staged
+    /// locally, uploaded as written, restored from the bucket on a fresh machine).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Run everything on this backend instead of the campaign's backends.
@@ -33,14 +34,24 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let plan = Plan::load(&args.campaign, args.out.as_deref(), args.backend)?;
-    outln!("campaign {}: {} runs -> {}", plan.name, plan.runs.len(), plan.output.display())?;
+    let mut plan = Plan::load(&args.campaign, args.out.as_deref(), args.backend)?;
+    let target = crate::storage::Location::from_path(&plan.output)?;
+    outln!("campaign {}: {} runs -> {target}", plan.name, plan.runs.len())?;
     for key in &plan.runs {
         outln!("  {key}")?;
     }
     if args.dry_run {
         return Ok(());
     }
+    // A bucket output: the campaign runs in a local staging folder that is mirrored to it.
+    let staged = super::output::Output::for_writing(&plan.output)?;
+    plan.output = staged.local.clone();
+    let result = run_plan(plan, &args);
+    let uploaded = staged.finish();
+    result.and(uploaded)
+}
+
+fn run_plan(plan: Plan, args: &RunArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     super::train::install_stop_handler(stop.clone());
     let options = RunOptions {

@@ -25,7 +25,7 @@ pub struct TrainArgs {
     /// A PJRT plugin library to use.
     #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
     pub plugin: Option<PathBuf>,
-    /// Where runs go (default: the experiment's `output`).
+    /// Where runs go (default: the experiment's `output`): a folder, or gs://BUCKET/PREFIX.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue from the newest checkpoint of an unfinished run.
@@ -76,6 +76,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         experiment.output = out.clone();
     }
+    // A bucket output: train in a local staging folder that is mirrored to it
+    // (and restored from it first, so --resume finds the newest checkpoint there).
+    let staged = super::output::Output::for_writing(&experiment.output)?;
+    experiment.output = staged.local.clone();
+    let result = train_all(experiment, &args);
+    let uploaded = staged.finish();
+    result.and(uploaded)
+}
+
+fn train_all(experiment: Experiment, args: &TrainArgs) -> anyhow::Result<()> {
     let kinds: Vec<ModelKind> = match args.model {
         Some(kind) => {
             experiment.training(kind).with_context(|| format!("{} has no `models.{kind}` section", args.experiment.display()))?;

@@ -47,6 +47,14 @@ pub struct TrainedModels {
 }
 
 impl TrainedModelsArgs {
+    /// Where the runs are: `--out`, else the experiment's `output` (a folder or gs://...).
+    pub fn output(&self) -> anyhow::Result<PathBuf> {
+        match &self.out {
+            Some(out) => Ok(out.clone()),
+            None => Ok(Experiment::from_file(&self.experiment)?.output),
+        }
+    }
+
     /// Reads the experiment and finds both runs, before any data or device
     /// is touched; `purpose` names the command in errors.
     pub fn resolve(&self, purpose: &str) -> anyhow::Result<TrainedModels> {

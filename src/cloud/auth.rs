@@ -1,267 +1,253 @@
-//! Google Cloud access tokens: where they come from, and how they are kept
-//! out of logs.
+//! Google Cloud credentials: Application Default Credentials from Google's
+//! `google-cloud-auth`, with `gcloud auth print-access-token` as a fallback.
 //!
-//! Sources, tried in this order by [`AuthMode::Auto`]:
-//! 1. the environment variable `EMOTIONET_GCP_ACCESS_TOKEN`: explicit wins,
-//!    and it is how CI or a wrapper script hands over a token;
-//! 2. `gcloud auth print-access-token`: the usual workstation setup, and
-//!    gcloud refreshes its own credentials;
-//! 3. the GCE metadata server (`http://metadata.google.internal/computeMetadata/v1/
-//!    instance/service-accounts/default/token`, header `Metadata-Flavor: Google`):
-//!    on a Google Cloud VM without gcloud, the VM's service account.
+//! ADC, in its usual order (AIP-4110):
+//! 1. `GOOGLE_APPLICATION_CREDENTIALS`: a service-account key or an
+//!    authorized-user file;
+//! 2. the file `gcloud auth application-default login` writes
+//!    (`~/.config/gcloud/application_default_credentials.json`);
+//! 3. the metadata server of a Google Cloud VM (`GCE_METADATA_HOST` moves it).
 //!
-//! The first source that yields a token is kept for the rest of the process.
-//! A token is an [`AccessToken`], whose `Debug` prints `<redacted>` and which
-//! has no `Display`: the only way to the text is [`AccessToken::secret`], used
-//! once, to build the `Authorization` header (itself marked sensitive).
+//! [`AuthMode::Auto`] adds one step: when neither file exists and no metadata
+//! server answers, ask `gcloud auth print-access-token` (a workstation with
+//! `gcloud auth login` but no application-default login). A credentials file
+//! that is named but broken is an error, never a reason to try another source.
+//!
+//! The quota project goes out as `x-goog-user-project` when the credentials
+//! name one (`quota_project_id` in the file), or `--quota-project` /
+//! `GOOGLE_CLOUD_QUOTA_PROJECT` says so.
+//!
+//! Tokens never leave the `Authorization` header: nothing here prints, logs
+//! or stores one, the header is marked sensitive (redacted in `Debug`), and
+//! gcloud's output is read into that header and dropped.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use google_cloud_auth::credentials::{CacheableResource, Credentials, CredentialsProvider, EntityTag};
+use google_cloud_auth::errors::CredentialsError;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::{Extensions, HeaderMap};
 
 use super::error::{CloudError, Result};
 
-/// The environment variable read by [`AuthMode::Env`] and first by `Auto`.
-pub const TOKEN_ENV: &str = "EMOTIONET_GCP_ACCESS_TOKEN";
-/// The GCE metadata server's base URL (overridable for tests).
-pub const METADATA_URL: &str = "http://metadata.google.internal";
-const METADATA_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
+/// The scope every call needs: the TPU API and Cloud Storage both accept it.
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// Where ADC looks first.
+pub const CREDENTIALS_ENV: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+const QUOTA_PROJECT_HEADER: &str = "x-goog-user-project";
 
-/// An OAuth 2 access token. Never printed: `Debug` redacts it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(String);
-
-impl AccessToken {
-    /// Wraps a token; surrounding whitespace (gcloud's newline) is dropped.
-    pub fn new(text: impl Into<String>) -> Self {
-        AccessToken(text.into().trim().to_string())
-    }
-
-    /// The token text, for the `Authorization` header only.
-    pub fn secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AccessToken(<redacted>)")
-    }
-}
-
-/// Which source to use.
+/// Which sources to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuthMode {
-    /// Environment variable, then gcloud, then the metadata server.
+    /// Application Default Credentials, then `gcloud auth print-access-token`.
     Auto,
-    /// Only `EMOTIONET_GCP_ACCESS_TOKEN`.
-    Env,
+    /// Application Default Credentials only.
+    Adc,
     /// Only `gcloud auth print-access-token`.
     Gcloud,
-    /// Only the GCE metadata server.
-    Metadata,
-}
-
-/// A concrete source, once chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenSource {
-    Env,
-    Gcloud,
-    Metadata,
-}
-
-impl std::fmt::Display for TokenSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TokenSource::Env => "the environment variable EMOTIONET_GCP_ACCESS_TOKEN",
-            TokenSource::Gcloud => "`gcloud auth print-access-token`",
-            TokenSource::Metadata => "the GCE metadata server",
-        })
-    }
 }
 
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
     pub mode: AuthMode,
-    /// The variable holding a token for [`TokenSource::Env`].
-    pub env_var: String,
-    /// The gcloud executable.
+    /// The gcloud executable, for the fallback.
     pub gcloud: PathBuf,
-    /// Base URL of the metadata server.
-    pub metadata_url: String,
-    /// Limit for one token request (gcloud, or the metadata server).
+    /// Bill quota to this project (`x-goog-user-project`).
+    pub quota_project: Option<String>,
+    /// Limit for one `gcloud` call.
     pub timeout: Duration,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig {
-            mode: AuthMode::Auto,
-            env_var: TOKEN_ENV.to_string(),
-            gcloud: PathBuf::from("gcloud"),
-            metadata_url: METADATA_URL.to_string(),
-            timeout: Duration::from_secs(30),
+        AuthConfig { mode: AuthMode::Auto, gcloud: PathBuf::from("gcloud"), quota_project: None, timeout: Duration::from_secs(30) }
+    }
+}
+
+/// The ADC file in use, if any: the environment's, else gcloud's well-known one.
+pub fn adc_file() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(CREDENTIALS_ENV).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(".config/gcloud/application_default_credentials.json")).filter(|p| p.exists())
+}
+
+/// Application Default Credentials, with the cloud-platform scope.
+pub fn adc_credentials(config: &AuthConfig) -> Result<Credentials> {
+    super::tls::install_crypto_provider();
+    let mut builder = google_cloud_auth::credentials::Builder::default().with_scopes([CLOUD_PLATFORM_SCOPE]);
+    if let Some(project) = &config.quota_project {
+        builder = builder.with_quota_project_id(project);
+    }
+    builder.build().map_err(|e| CloudError::TokenSource {
+        source_name: match adc_file() {
+            Some(path) => format!("the credentials file {}", path.display()),
+            None => "Application Default Credentials".into(),
+        },
+        message: e.to_string(),
+    })
+}
+
+/// The credentials `config` asks for.
+pub fn credentials(config: &AuthConfig) -> Result<Credentials> {
+    super::tls::install_crypto_provider();
+    match config.mode {
+        AuthMode::Adc => adc_credentials(config),
+        AuthMode::Gcloud => Ok(Credentials::from(GcloudToken::new(config))),
+        // A named file is the user's choice: its errors are theirs to see.
+        AuthMode::Auto if adc_file().is_some() => adc_credentials(config),
+        AuthMode::Auto => {
+            Ok(Credentials::from(MetadataThenGcloud { metadata: adc_credentials(config)?, gcloud: GcloudToken::new(config), chosen: Mutex::new(None) }))
         }
     }
 }
 
-struct Cached {
-    token: AccessToken,
-    source: TokenSource,
-    /// When to ask the source again; `None` for a token that cannot be renewed.
-    refresh_at: Option<Instant>,
-}
-
-/// Hands out a token, asking its source again when it is about to expire or
-/// after the API refused it ([`TokenProvider::invalidate`]).
-pub struct TokenProvider {
-    config: AuthConfig,
-    http: reqwest::Client,
-    cached: tokio::sync::Mutex<Option<Cached>>,
-    /// Set once a source is chosen, so `Auto` does not wander between them.
-    chosen: std::sync::Mutex<Option<TokenSource>>,
-}
-
-impl std::fmt::Debug for TokenProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenProvider").field("mode", &self.config.mode).finish_non_exhaustive()
+/// Where `config`'s credentials will come from, in words (never the token).
+pub fn describe(config: &AuthConfig) -> String {
+    let file = |path: PathBuf| {
+        let kind = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_else(|| "unreadable".into());
+        format!("{} ({kind})", path.display())
+    };
+    match (config.mode, adc_file()) {
+        (AuthMode::Gcloud, _) => format!("`{} auth print-access-token`", config.gcloud.display()),
+        (_, Some(path)) => file(path),
+        (AuthMode::Adc, None) => "the metadata server".into(),
+        (AuthMode::Auto, None) => format!("the metadata server, else `{} auth print-access-token`", config.gcloud.display()),
     }
 }
 
-/// gcloud refreshes its own tokens; asking it every 10 minutes keeps ours fresh.
+fn bearer_headers(token: &str, quota_project: Option<&str>) -> std::result::Result<HeaderMap, CredentialsError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| CredentialsError::from_msg(false, "the token has characters an HTTP header cannot carry"))?;
+    // Keeps the token out of every Debug print of the headers.
+    value.set_sensitive(true);
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, value);
+    if let Some(project) = quota_project {
+        let project =
+            HeaderValue::from_str(project).map_err(|_| CredentialsError::from_msg(false, format!("quota project {project:?} is not a valid header value")))?;
+        headers.insert(HeaderName::from_static(QUOTA_PROJECT_HEADER), project);
+    }
+    Ok(headers)
+}
+
+/// `gcloud auth print-access-token`, asked again every 10 minutes (gcloud
+/// refreshes its own credentials; its tokens live about an hour).
+#[derive(Debug)]
+struct GcloudToken {
+    gcloud: PathBuf,
+    quota_project: Option<String>,
+    timeout: Duration,
+    cached: tokio::sync::Mutex<Option<(HeaderMap, Instant)>>,
+}
+
 const GCLOUD_REFRESH: Duration = Duration::from_secs(600);
-/// Renew a metadata-server token this long before it expires.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
-impl TokenProvider {
-    pub fn new(config: AuthConfig) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| CloudError::TokenSource { source_name: "the HTTP client".into(), message: e.to_string() })?;
-        Ok(TokenProvider { config, http, cached: tokio::sync::Mutex::new(None), chosen: std::sync::Mutex::new(None) })
+impl GcloudToken {
+    fn new(config: &AuthConfig) -> Self {
+        GcloudToken {
+            gcloud: config.gcloud.clone(),
+            quota_project: config.quota_project.clone(),
+            timeout: config.timeout,
+            cached: tokio::sync::Mutex::new(None),
+        }
     }
 
-    /// The source in use, once a token has been fetched.
-    pub fn source(&self) -> Option<TokenSource> {
-        self.chosen.lock().ok().and_then(|c| *c)
-    }
-
-    /// A valid token, from the cache when it is still fresh.
-    pub async fn token(&self) -> Result<AccessToken> {
+    async fn fetch(&self) -> std::result::Result<HeaderMap, CredentialsError> {
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref() {
-            if c.refresh_at.is_none_or(|at| Instant::now() < at) {
-                return Ok(c.token.clone());
+        if let Some((headers, at)) = cached.as_ref() {
+            if at.elapsed() < GCLOUD_REFRESH {
+                return Ok(headers.clone());
             }
         }
-        let fresh = self.fetch().await?;
-        let token = fresh.token.clone();
-        if let Ok(mut chosen) = self.chosen.lock() {
-            *chosen = Some(fresh.source);
+        let gcloud = self.gcloud.display().to_string();
+        let mut command = tokio::process::Command::new(&self.gcloud);
+        command.args(["auth", "print-access-token"]).stdin(std::process::Stdio::null()).kill_on_drop(true);
+        let output = tokio::time::timeout(self.timeout, command.output())
+            .await
+            .map_err(|_| CredentialsError::from_msg(true, format!("`{gcloud} auth print-access-token` gave no answer within {}s", self.timeout.as_secs())))?
+            .map_err(|e| CredentialsError::from_msg(false, format!("cannot run `{gcloud}`: {e}")))?;
+        if !output.status.success() {
+            // gcloud's stderr explains (e.g. "You do not currently have an active account"); it never holds a token.
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(CredentialsError::from_msg(
+                false,
+                format!("`{gcloud} auth print-access-token` failed ({}): {}", output.status, last_lines(&stderr, 3)),
+            ));
         }
-        *cached = Some(fresh);
-        Ok(token)
+        let text = String::from_utf8_lossy(&output.stdout);
+        let token = text.trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(CredentialsError::from_msg(false, format!("`{gcloud} auth print-access-token` printed no single token")));
+        }
+        let headers = bearer_headers(token, self.quota_project.as_deref())?;
+        *cached = Some((headers.clone(), Instant::now()));
+        Ok(headers)
+    }
+}
+
+impl CredentialsProvider for GcloudToken {
+    async fn headers(&self, _extensions: Extensions) -> std::result::Result<CacheableResource<HeaderMap>, CredentialsError> {
+        Ok(CacheableResource::New { entity_tag: EntityTag::new(), data: self.fetch().await? })
     }
 
-    /// Forgets the cached token; returns whether asking again can help
-    /// (false for an environment token, which only the user can renew).
-    pub async fn invalidate(&self) -> bool {
-        let mut cached = self.cached.lock().await;
-        let renewable = cached.as_ref().is_none_or(|c| c.source != TokenSource::Env);
-        *cached = None;
-        renewable
+    async fn universe_domain(&self) -> Option<String> {
+        Some("googleapis.com".into())
     }
+}
 
-    /// What to tell the user when the API refuses the token.
-    pub fn refusal_hint(&self) -> String {
-        match self.source() {
-            Some(TokenSource::Env) => format!(
-                "the token in {} was refused (tokens expire after about an hour): export a fresh one, or unset it to use gcloud; {}",
-                self.config.env_var,
-                super::error::AUTH_HELP
-            ),
-            Some(source) => format!("the token from {source} was refused; {}", super::error::AUTH_HELP),
-            None => super::error::AUTH_HELP.to_string(),
+/// The metadata server (ADC's last step); if it cannot be reached, gcloud.
+/// The first source that works is kept for the rest of the process.
+#[derive(Debug)]
+struct MetadataThenGcloud {
+    metadata: Credentials,
+    gcloud: GcloudToken,
+    chosen: Mutex<Option<bool>>,
+}
+
+impl CredentialsProvider for MetadataThenGcloud {
+    async fn headers(&self, extensions: Extensions) -> std::result::Result<CacheableResource<HeaderMap>, CredentialsError> {
+        let chosen = self.chosen.lock().ok().and_then(|c| *c);
+        if chosen == Some(false) {
+            return self.gcloud.headers(extensions).await;
+        }
+        match self.metadata.headers(extensions.clone()).await {
+            Ok(headers) => {
+                if let Ok(mut c) = self.chosen.lock() {
+                    *c = Some(true);
+                }
+                Ok(headers)
+            }
+            Err(e) if chosen == Some(true) => Err(e),
+            Err(metadata_error) => match self.gcloud.headers(extensions).await {
+                Ok(headers) => {
+                    tracing::debug!("no metadata server ({metadata_error}); using gcloud's token");
+                    if let Ok(mut c) = self.chosen.lock() {
+                        *c = Some(false);
+                    }
+                    Ok(headers)
+                }
+                Err(gcloud_error) => Err(CredentialsError::from_msg(
+                    false,
+                    format!(
+                        "no Application Default Credentials: {CREDENTIALS_ENV} is not set, there is no \
+                         `gcloud auth application-default login` file, the metadata server did not answer ({metadata_error}), \
+                         and the gcloud fallback failed ({gcloud_error})"
+                    ),
+                )),
+            },
         }
     }
 
-    async fn fetch(&self) -> Result<Cached> {
-        let fixed = self.chosen.lock().ok().and_then(|c| *c);
-        let order: &[TokenSource] = match (fixed, self.config.mode) {
-            (Some(TokenSource::Env), _) | (None, AuthMode::Env) => &[TokenSource::Env],
-            (Some(TokenSource::Gcloud), _) | (None, AuthMode::Gcloud) => &[TokenSource::Gcloud],
-            (Some(TokenSource::Metadata), _) | (None, AuthMode::Metadata) => &[TokenSource::Metadata],
-            (None, AuthMode::Auto) => &[TokenSource::Env, TokenSource::Gcloud, TokenSource::Metadata],
-        };
-        let mut tried = Vec::new();
-        for &source in order {
-            match self.fetch_from(source).await {
-                Ok(cached) => {
-                    tracing::debug!("access token from {source}");
-                    return Ok(cached);
-                }
-                Err(e) if order.len() == 1 => return Err(e),
-                Err(e) => tried.push(e.to_string()),
-            }
-        }
-        Err(CloudError::NoCredentials { tried: tried.join("; ") })
-    }
-
-    async fn fetch_from(&self, source: TokenSource) -> Result<Cached> {
-        let fail = |message: String| CloudError::TokenSource { source_name: source.to_string(), message };
-        match source {
-            TokenSource::Env => {
-                let text = std::env::var(&self.config.env_var).unwrap_or_default();
-                if text.trim().is_empty() {
-                    return Err(fail("not set".into()));
-                }
-                Ok(Cached { token: AccessToken::new(text), source, refresh_at: None })
-            }
-            TokenSource::Gcloud => {
-                let mut command = tokio::process::Command::new(&self.config.gcloud);
-                command.args(["auth", "print-access-token"]).stdin(std::process::Stdio::null()).kill_on_drop(true);
-                let output = tokio::time::timeout(self.config.timeout, command.output())
-                    .await
-                    .map_err(|_| fail(format!("no answer within {}s", self.config.timeout.as_secs())))?
-                    .map_err(|e| fail(format!("cannot run {}: {e}", self.config.gcloud.display())))?;
-                if !output.status.success() {
-                    // gcloud's stderr explains (e.g. "You do not currently have an active account");
-                    // it never contains a token.
-                    let stderr = String::from_utf8_lossy(&output.stderr);
-                    return Err(fail(format!("{}: {}", output.status, last_lines(&stderr, 3))));
-                }
-                let token = AccessToken::new(String::from_utf8_lossy(&output.stdout));
-                if token.secret().is_empty() || token.secret().contains(char::is_whitespace) {
-                    return Err(fail("printed no single token".into()));
-                }
-                Ok(Cached { token, source, refresh_at: Some(Instant::now() + GCLOUD_REFRESH) })
-            }
-            TokenSource::Metadata => {
-                #[derive(serde::Deserialize)]
-                struct MetadataToken {
-                    access_token: String,
-                    #[serde(default)]
-                    expires_in: u64,
-                }
-                let url = format!("{}{METADATA_TOKEN_PATH}", self.config.metadata_url.trim_end_matches('/'));
-                let response = self
-                    .http
-                    .get(&url)
-                    .header("Metadata-Flavor", "Google")
-                    .send()
-                    .await
-                    .map_err(|e| fail(format!("{url}: {e} (not on a Google Cloud VM?)")))?;
-                let status = response.status();
-                if !status.is_success() {
-                    return Err(fail(format!("{url} answered HTTP {status}")));
-                }
-                let body: MetadataToken = response.json().await.map_err(|e| fail(format!("{url}: unreadable answer: {e}")))?;
-                let lifetime = Duration::from_secs(body.expires_in.max(60));
-                let refresh_at = Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN).max(Duration::from_secs(30));
-                Ok(Cached { token: AccessToken::new(body.access_token), source, refresh_at: Some(refresh_at) })
-            }
-        }
+    async fn universe_domain(&self) -> Option<String> {
+        Some("googleapis.com".into())
     }
 }
 
@@ -275,10 +261,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn debug_never_shows_the_token() {
-        let token = AccessToken::new("ya29.secret-value\n");
-        assert_eq!(token.secret(), "ya29.secret-value");
-        assert_eq!(format!("{token:?}"), "AccessToken(<redacted>)");
-        assert!(!format!("{:?}", Some(&token)).contains("secret"));
+    fn bearer_headers_are_sensitive_and_carry_the_quota_project() {
+        let headers = bearer_headers("ya29.secret-value", Some("billing-project")).unwrap();
+        assert!(headers[AUTHORIZATION].is_sensitive());
+        assert!(!format!("{headers:?}").contains("secret-value"));
+        assert_eq!(headers[QUOTA_PROJECT_HEADER], "billing-project");
     }
 }

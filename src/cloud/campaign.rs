@@ -33,7 +33,7 @@ use super::error::{CloudError, Result};
 use super::events::{CloudEvent, Events};
 use super::remote::{self, RemoteHost, Worker, sh_quote};
 use super::state::VmRecord;
-use super::vm::VmManager;
+use super::vm::{Health, VmManager};
 
 /// The remote working folder, relative to the remote home.
 pub const DEFAULT_WORKDIR: &str = "emotionet-cloud";
@@ -225,12 +225,18 @@ pub async fn run_campaign(
 
     let vm = spec.node_id.clone();
     // A VM lost before we started is recreated like one lost while running.
-    let node = unless_interrupted(&mut interrupt, "looking at the VM", &vm, vms.get(&spec)).await?;
-    if node.state().is_lost() {
-        events(CloudEvent::Preempted { node: vm.clone(), state: node.state() });
-        unless_interrupted(&mut interrupt, "recreating the VM", &vm, recreate(vms, record, &mut report, plan, events)).await?;
-    } else if node.state() != NodeState::Ready {
-        unless_interrupted(&mut interrupt, "waiting for the VM", &vm, vms.wait_ready(&spec, events)).await?;
+    match unless_interrupted(&mut interrupt, "looking at the VM", &vm, vms.check(&spec, false)).await? {
+        Health::Ready => {}
+        Health::Lost(loss) => {
+            events(CloudEvent::Preempted { node: vm.clone(), state: loss.as_state() });
+            unless_interrupted(&mut interrupt, "recreating the VM", &vm, recreate(vms, record, &mut report, plan, events)).await?;
+        }
+        Health::Stopped(_) => {
+            unless_interrupted(&mut interrupt, "starting the VM", &vm, vms.start(&spec, events)).await?;
+        }
+        Health::Waiting(_) => {
+            unless_interrupted(&mut interrupt, "waiting for the VM", &vm, vms.wait_ready(&spec, events)).await?;
+        }
     }
 
     loop {
@@ -273,9 +279,14 @@ pub async fn run_campaign(
                 },
                 status = process.child.wait() => break Some(status),
                 _ = tick.tick() => {
-                    match vms.get(&spec).await {
-                        Ok(node) if node.state().is_lost() => {
-                            lost = Some(node.state());
+                    match vms.check(&spec, false).await {
+                        Ok(Health::Lost(loss)) => {
+                            lost = Some(loss.as_state());
+                            process.kill().await;
+                            break None;
+                        }
+                        Ok(Health::Stopped(state)) => {
+                            lost = Some(state);
                             process.kill().await;
                             break None;
                         }
@@ -408,18 +419,21 @@ async fn recreate(vms: &VmManager<'_>, record: &mut VmRecord, report: &mut Campa
     report.recreations += 1;
     record.recreations += 1;
     events(CloudEvent::Recreating { node: record.spec.node_id.clone(), recreation: report.recreations });
-    vms.recreate(&record.spec, events).await?;
+    // A stopped VM is started again (its disk kept); a lost one is created anew.
+    vms.revive(&record.spec, events).await?;
     Ok(())
 }
 
+/// After the ssh session died: is the VM lost (or stopped)? The rules are
+/// [`super::vm::classify`]'s, with `session_died` set.
 async fn confirm_lost(vms: &VmManager<'_>, spec: &super::spec::VmSpec, poll: Duration, checks: u32) -> Option<NodeState> {
     for check in 0..checks {
         if check > 0 {
             tokio::time::sleep(poll).await;
         }
-        match vms.get(spec).await {
-            Ok(node) if node.state().is_lost() => return Some(node.state()),
-            Ok(node) if node.state() == NodeState::Ready => {}
+        match vms.check(spec, true).await {
+            Ok(Health::Lost(loss)) => return Some(loss.as_state()),
+            Ok(Health::Stopped(state)) => return Some(state),
             _ => {}
         }
     }

@@ -1,21 +1,21 @@
-//! An async client for the Cloud TPU API v2: nodes, long-running operations
-//! and queued resources, one method per REST call.
+//! The Cloud TPU API v2 through Google's `google-cloud-tpu-v2` client:
+//! nodes, long-running operations, queued resources, accelerator types.
 //!
-//! Every call goes through [`TpuClient::request`], the one place that adds
-//! the token, applies the timeout, retries (see [`super::retry`]) and turns
-//! an error answer into a [`CloudError`] carrying the HTTP status, Google's
-//! status text, its message and the resource name.
+//! [`TpuClient`] adds what this project needs around the official client:
+//! the endpoint (tests point it at a local fake), the credentials of
+//! [`super::auth`], the retry policy of [`super::retry`], waiting on an
+//! operation with progress, and errors that name the call and the resource
+//! ([`CloudError`]). It holds no request or JSON code of its own.
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
-use serde::de::DeserializeOwned;
+use google_cloud_auth::credentials::Credentials;
+use google_cloud_gax::options::RequestOptionsBuilder;
+use google_cloud_tpu_v2::client::Tpu;
 
-use super::api::{ErrorBody, ListNodesResponse, ListQueuedResourcesResponse, Node, Operation, QueuedResource};
-use super::auth::TokenProvider;
+use super::api::{AcceleratorType, Node, Operation, QueuedResource};
 use super::error::{CloudError, Result};
-use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use super::retry::RetryPolicy;
 use super::spec::Location;
 
 /// The real endpoint.
@@ -23,22 +23,16 @@ pub const TPU_API_URL: &str = "https://tpu.googleapis.com";
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Scheme and host (and port); `/v2/...` is appended. Tests point it at a fake.
+    /// Scheme and host (and port). Tests point it at a fake.
     pub base_url: String,
     /// Limit for one HTTP exchange, body included.
     pub call_timeout: Duration,
-    pub connect_timeout: Duration,
     pub retry: RetryPolicy,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig {
-            base_url: TPU_API_URL.to_string(),
-            call_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
-        }
+        ClientConfig { base_url: TPU_API_URL.to_string(), call_timeout: Duration::from_secs(60), retry: RetryPolicy::default() }
     }
 }
 
@@ -55,72 +49,101 @@ impl Default for WaitOptions {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TpuClient {
-    http: reqwest::Client,
+    tpu: Tpu,
     base: String,
-    auth: TokenProvider,
-    retry: RetryPolicy,
 }
 
 impl TpuClient {
-    pub fn new(config: ClientConfig, auth: TokenProvider) -> Result<Self> {
+    pub async fn connect(config: ClientConfig, credentials: Credentials) -> Result<Self> {
+        super::tls::install_crypto_provider();
         let base = config.base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(CloudError::InvalidName { what: "API URL", value: base, rule: "must start with https:// (or http:// for a local fake)" });
         }
-        let http = reqwest::Client::builder()
-            .timeout(config.call_timeout)
-            .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("emotionet/", env!("CARGO_PKG_VERSION")))
+        let (retry, backoff) = config.retry.policies();
+        let tpu = Tpu::builder()
+            .with_endpoint(base.clone())
+            .with_credentials(credentials)
+            .with_retry_policy(retry)
+            .with_backoff_policy(backoff)
+            .with_attempt_timeout(config.call_timeout)
             .build()
-            .map_err(|e| CloudError::Transport { url: base.clone(), resource: "client setup".into(), message: e.to_string(), timed_out: false })?;
-        Ok(TpuClient { http, base, auth, retry: config.retry })
+            .await
+            .map_err(|e| CloudError::Transport { url: base.clone(), resource: "client setup".into(), message: error_chain(&e), timed_out: false })?;
+        Ok(TpuClient { tpu, base })
     }
 
-    pub fn auth(&self) -> &TokenProvider {
-        &self.auth
+    pub fn endpoint(&self) -> &str {
+        &self.base
     }
 
-    /// `POST v2/{parent}/nodes?nodeId=ID`: starts creating a node.
-    pub async fn create_node(&self, location: &Location, node_id: &str, node: &Node) -> Result<Operation> {
-        let body = serde_json::to_value(node).map_err(|e| decode_error(&location.node_name(node_id), e))?;
-        let path = format!("{}/nodes", location.parent());
-        self.request(Method::POST, &path, &[("nodeId", node_id.to_string())], Some(&body), &location.node_name(node_id)).await
+    fn fail(&self, method: &'static str, resource: &str) -> impl Fn(google_cloud_gax::error::Error) -> CloudError + '_ {
+        let resource = resource.to_string();
+        move |e| CloudError::from_api(method, &resource, &self.base, e)
     }
 
-    /// `GET v2/{name}` of a node.
+    /// Starts creating a node. Marked idempotent, so it is retried: a create
+    /// that did land answers 409 on the retry, and [`super::vm`] adopts it.
+    pub async fn create_node(&self, location: &Location, node_id: &str, node: Node) -> Result<Operation> {
+        self.tpu
+            .create_node()
+            .set_parent(location.parent())
+            .set_node_id(node_id)
+            .set_node(node)
+            .with_idempotency(true)
+            .send()
+            .await
+            .map_err(self.fail("POST", &location.node_name(node_id)))
+    }
+
     pub async fn get_node(&self, name: &str) -> Result<Node> {
-        self.request(Method::GET, name, &[], None, name).await
+        self.tpu.get_node().set_name(name).send().await.map_err(self.fail("GET", name))
     }
 
-    /// `GET v2/{parent}/nodes`, every page.
+    /// Every node in the zone, all pages.
     pub async fn list_nodes(&self, location: &Location) -> Result<Vec<Node>> {
-        let path = format!("{}/nodes", location.parent());
-        self.list_all(&path, |page: ListNodesResponse| (page.nodes, page.next_page_token)).await
+        let parent = location.parent();
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.tpu.list_nodes().set_parent(&parent).set_page_size(100).set_page_token(&token).send().await.map_err(self.fail("GET", &parent))?;
+            all.extend(page.nodes);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            token = page.next_page_token;
+        }
     }
 
-    /// `DELETE v2/{name}` of a node.
     pub async fn delete_node(&self, name: &str) -> Result<Operation> {
-        self.request(Method::DELETE, name, &[], None, name).await
+        self.tpu.delete_node().set_name(name).send().await.map_err(self.fail("DELETE", name))
     }
 
-    /// `GET v2/{name}` of an operation.
+    /// Starts a STOPPED node again.
+    pub async fn start_node(&self, name: &str) -> Result<Operation> {
+        self.tpu.start_node().set_name(name).with_idempotency(true).send().await.map_err(self.fail("POST", name))
+    }
+
     pub async fn get_operation(&self, name: &str) -> Result<Operation> {
-        self.request(Method::GET, name, &[], None, name).await
+        self.tpu.get_operation().set_name(name).send().await.map_err(self.fail("GET", name))
     }
 
     /// Polls `operation` until it is done; its error becomes [`CloudError::OperationFailed`].
     /// `on_poll` sees every state of the operation and the time waited so far.
     pub async fn wait_operation(&self, operation: Operation, wait: WaitOptions, on_poll: &mut (dyn FnMut(&Operation, Duration) + Send)) -> Result<Operation> {
+        use google_cloud_longrunning::model::operation::Result as OpResult;
         let started = Instant::now();
         let mut current = operation;
         loop {
             on_poll(&current, started.elapsed());
             if current.done {
-                return match current.error {
-                    Some(status) => Err(CloudError::OperationFailed { name: current.name, code: status.code, message: status.message }),
-                    None => Ok(current),
+                return match &current.result {
+                    Some(OpResult::Error(status)) => {
+                        Err(CloudError::OperationFailed { name: current.name.clone(), code: status.code, message: status.message.clone() })
+                    }
+                    _ => Ok(current),
                 };
             }
             if started.elapsed() >= wait.timeout {
@@ -134,162 +157,87 @@ impl TpuClient {
         }
     }
 
-    /// `POST v2/{parent}/queuedResources?queuedResourceId=ID`.
-    pub async fn create_queued_resource(&self, location: &Location, id: &str, resource: &QueuedResource) -> Result<Operation> {
-        let name = location.queued_resource_name(id);
-        let body = serde_json::to_value(resource).map_err(|e| decode_error(&name, e))?;
-        let path = format!("{}/queuedResources", location.parent());
-        self.request(Method::POST, &path, &[("queuedResourceId", id.to_string())], Some(&body), &name).await
+    pub async fn create_queued_resource(&self, location: &Location, id: &str, resource: QueuedResource) -> Result<Operation> {
+        self.tpu
+            .create_queued_resource()
+            .set_parent(location.parent())
+            .set_queued_resource_id(id)
+            .set_queued_resource(resource)
+            .with_idempotency(true)
+            .send()
+            .await
+            .map_err(self.fail("POST", &location.queued_resource_name(id)))
     }
 
-    /// `GET v2/{name}` of a queued resource.
     pub async fn get_queued_resource(&self, name: &str) -> Result<QueuedResource> {
-        self.request(Method::GET, name, &[], None, name).await
+        self.tpu.get_queued_resource().set_name(name).send().await.map_err(self.fail("GET", name))
     }
 
-    /// `GET v2/{parent}/queuedResources`, every page.
+    /// Every queued resource in the zone, all pages.
     pub async fn list_queued_resources(&self, location: &Location) -> Result<Vec<QueuedResource>> {
-        let path = format!("{}/queuedResources", location.parent());
-        self.list_all(&path, |page: ListQueuedResourcesResponse| (page.queued_resources, page.next_page_token)).await
-    }
-
-    /// Every page of the list call `GET v2/{path}`; `split` takes a page
-    /// apart into its items and the next page's token (none or empty: done).
-    async fn list_all<P: DeserializeOwned, T>(&self, path: &str, split: impl Fn(P) -> (Vec<T>, Option<String>)) -> Result<Vec<T>> {
+        let parent = location.parent();
         let mut all = Vec::new();
-        let mut token: Option<String> = None;
+        let mut token = String::new();
         loop {
-            let mut query = vec![("pageSize", "100".to_string())];
-            if let Some(t) = token.take() {
-                query.push(("pageToken", t));
+            let page = self
+                .tpu
+                .list_queued_resources()
+                .set_parent(&parent)
+                .set_page_size(100)
+                .set_page_token(&token)
+                .send()
+                .await
+                .map_err(self.fail("GET", &parent))?;
+            all.extend(page.queued_resources);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
             }
-            let (items, next) = split(self.request(Method::GET, path, &query, None, path).await?);
-            all.extend(items);
-            match next.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => return Ok(all),
-            }
+            token = page.next_page_token;
         }
     }
 
-    /// `DELETE v2/{name}?force=...`; `force` also deletes the node it created.
+    /// `force` also deletes the node it created.
     pub async fn delete_queued_resource(&self, name: &str, force: bool) -> Result<Operation> {
-        self.request(Method::DELETE, name, &[("force", force.to_string())], None, name).await
+        self.tpu.delete_queued_resource().set_name(name).set_force(force).send().await.map_err(self.fail("DELETE", name))
     }
 
-    /// The one door to the API: token, timeout, retries, error mapping.
-    async fn request<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&serde_json::Value>,
-        resource: &str,
-    ) -> Result<T> {
-        let url = format!("{}/v2/{}", self.base, path);
-        let mut attempt = 0u32;
-        let mut renewed_token = false;
+    /// The accelerator type as the zone offers it; 404 when the zone does not.
+    pub async fn get_accelerator_type(&self, location: &Location, accelerator_type: &str) -> Result<AcceleratorType> {
+        let name = format!("{}/acceleratorTypes/{accelerator_type}", location.parent());
+        self.tpu.get_accelerator_type().set_name(&name).send().await.map_err(self.fail("GET", &name))
+    }
+
+    /// The accelerator types the zone offers, by name (`v3-8`, ...).
+    pub async fn list_accelerator_types(&self, location: &Location) -> Result<Vec<String>> {
+        let parent = location.parent();
+        let mut all = Vec::new();
+        let mut token = String::new();
         loop {
-            attempt += 1;
-            let token = self.auth.token().await?;
-            let mut bearer = HeaderValue::from_str(&format!("Bearer {}", token.secret())).map_err(|_| CloudError::TokenSource {
-                source_name: self.auth.source().map(|s| s.to_string()).unwrap_or_else(|| "the token source".into()),
-                message: "the token has characters an HTTP header cannot carry".into(),
-            })?;
-            // Keeps the header out of reqwest's and hyper's Debug output.
-            bearer.set_sensitive(true);
-            let mut builder = self.http.request(method.clone(), &url).header(AUTHORIZATION, bearer).query(query);
-            if let Some(body) = body {
-                builder = builder.json(body);
+            let page = self
+                .tpu
+                .list_accelerator_types()
+                .set_parent(&parent)
+                .set_page_size(100)
+                .set_page_token(&token)
+                .send()
+                .await
+                .map_err(self.fail("GET", &parent))?;
+            all.extend(
+                page.accelerator_types
+                    .into_iter()
+                    .map(|t| if t.r#type.is_empty() { t.name.rsplit('/').next().unwrap_or_default().to_string() } else { t.r#type }),
+            );
+            if page.next_page_token.is_empty() {
+                all.sort();
+                return Ok(all);
             }
-            tracing::debug!("{method} {url} (attempt {attempt})");
-            let (failure, retry_after) = match builder.send().await {
-                Err(e) => {
-                    let failure =
-                        CloudError::Transport { url: url.clone(), resource: resource.to_string(), message: error_chain(&e), timed_out: e.is_timeout() };
-                    (failure, None)
-                }
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-                    let text = match response.text().await {
-                        Ok(text) => text,
-                        Err(e) => {
-                            let failure =
-                                CloudError::Transport { url: url.clone(), resource: resource.to_string(), message: error_chain(&e), timed_out: e.is_timeout() };
-                            self.pause_or_give_up(&method, resource, attempt, failure, None).await?;
-                            continue;
-                        }
-                    };
-                    if (200..300).contains(&status) {
-                        let text = if text.trim().is_empty() { "{}" } else { text.as_str() };
-                        return serde_json::from_str(text).map_err(|e| decode_error(resource, e));
-                    }
-                    let detail = serde_json::from_str::<ErrorBody>(&text).unwrap_or_default().error;
-                    let message = if detail.message.is_empty() { snippet(&text) } else { detail.message };
-                    let api_status = if detail.status.is_empty() { reason(status) } else { detail.status };
-                    match status {
-                        401 => {
-                            if !renewed_token && self.auth.invalidate().await {
-                                // An expired token from a renewable source: ask once more.
-                                renewed_token = true;
-                                attempt -= 1;
-                                continue;
-                            }
-                            return Err(CloudError::Unauthenticated { resource: resource.to_string(), api_status, message, hint: self.auth.refusal_hint() });
-                        }
-                        403 => {
-                            return Err(CloudError::PermissionDenied { method: method.to_string(), resource: resource.to_string(), api_status, message });
-                        }
-                        s if is_retryable_status(s) => {
-                            (CloudError::Api { method: method.to_string(), resource: resource.to_string(), status, api_status, message }, retry_after)
-                        }
-                        _ => return Err(CloudError::Api { method: method.to_string(), resource: resource.to_string(), status, api_status, message }),
-                    }
-                }
-            };
-            self.pause_or_give_up(&method, resource, attempt, failure, retry_after).await?;
+            token = page.next_page_token;
         }
     }
-
-    /// Sleeps before the next attempt, or returns the error when none is left.
-    async fn pause_or_give_up(&self, method: &Method, resource: &str, attempt: u32, failure: CloudError, retry_after: Option<Duration>) -> Result<()> {
-        if attempt >= self.retry.max_attempts {
-            if attempt == 1 {
-                return Err(failure);
-            }
-            return Err(CloudError::RetriesExhausted {
-                method: method.to_string(),
-                resource: resource.to_string(),
-                attempts: attempt,
-                last: Box::new(failure),
-            });
-        }
-        let wait = self.retry.delay(attempt, retry_after);
-        tracing::warn!("{failure}; attempt {attempt} of {}, next in {} ms", self.retry.max_attempts, wait.as_millis());
-        tokio::time::sleep(wait).await;
-        Ok(())
-    }
 }
 
-fn decode_error(resource: &str, e: serde_json::Error) -> CloudError {
-    CloudError::Decode { resource: resource.to_string(), message: e.to_string() }
-}
-
-fn snippet(text: &str) -> String {
-    let text = text.trim();
-    if text.is_empty() {
-        return "(empty body)".into();
-    }
-    text.chars().take(200).collect()
-}
-
-fn reason(status: u16) -> String {
-    reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("").to_uppercase().replace(' ', "_")
-}
-
-/// An error with its causes: reqwest's own message is terse ("error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes (the client's top-level messages are terse).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

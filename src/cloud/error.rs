@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// What to tell a user whose credentials were refused or missing.
-pub const AUTH_HELP: &str = "authenticate with `gcloud auth login` (emotionet then asks \
-`gcloud auth print-access-token`), or export EMOTIONET_GCP_ACCESS_TOKEN=\"$(gcloud auth print-access-token)\", \
-or run on a Google Cloud VM whose service account may use the Cloud TPU API (roles/tpu.admin)";
+pub const AUTH_HELP: &str = "set up Application Default Credentials: `gcloud auth application-default login`, \
+or GOOGLE_APPLICATION_CREDENTIALS=KEY.json (a service-account key or an authorized-user file), \
+or run on a Google Cloud VM whose service account may use the Cloud TPU API (roles/tpu.admin); \
+with only `gcloud auth login`, emotionet asks `gcloud auth print-access-token`";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -79,7 +80,7 @@ pub enum CloudError {
     NoCredentials { tried: String },
 
     /// One token source was asked for and failed.
-    #[error("could not get an access token from {source_name}: {message}")]
+    #[error("could not get an access token from {source_name}: {message}; {}", AUTH_HELP)]
     TokenSource { source_name: String, message: String },
 
     /// A step on the TPU VM (or the local stand-in) failed.
@@ -118,6 +119,23 @@ impl CloudError {
     /// True for a 404 from the API: the resource does not exist (any more).
     pub fn is_not_found(&self) -> bool {
         self.http_status() == Some(404)
+    }
+
+    /// The official client's error for `method resource`, as ours: the HTTP
+    /// status, Google's status name and message, and what to do about it.
+    pub fn from_api(method: &str, resource: &str, endpoint: &str, e: google_cloud_gax::error::Error) -> Self {
+        let message = e.status().map(|s| s.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| super::client::error_chain(&e));
+        let api_status = e.status().map(|s| s.code.name().to_string()).unwrap_or_default();
+        if e.is_authentication() {
+            return CloudError::TokenSource { source_name: "the credentials".into(), message };
+        }
+        match e.http_status_code() {
+            Some(401) => CloudError::Unauthenticated { resource: resource.to_string(), api_status, message, hint: AUTH_HELP.to_string() },
+            Some(403) => CloudError::PermissionDenied { method: method.to_string(), resource: resource.to_string(), api_status, message },
+            Some(status) => CloudError::Api { method: method.to_string(), resource: resource.to_string(), status, api_status, message },
+            None if e.is_deserialization() => CloudError::Decode { resource: resource.to_string(), message },
+            None => CloudError::Transport { url: endpoint.to_string(), resource: resource.to_string(), message, timed_out: e.is_timeout() },
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {

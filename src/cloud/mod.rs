@@ -1,11 +1,14 @@
 //! Cloud TPU VMs: create one, run a campaign on it, bring the results back,
 //! delete it, and survive its preemption along the way.
 //!
-//! - [`client`]: an async client for the Cloud TPU API v2 (nodes, operations,
-//!   queued resources) with timeouts and retries; wire types in [`api`];
-//! - [`auth`]: access tokens (environment, gcloud, metadata server), never logged;
+//! - [`client`]: the Cloud TPU API v2 (nodes, operations, queued resources,
+//!   accelerator types) through Google's `google-cloud-tpu-v2`, with our
+//!   timeouts and retries ([`retry`]); the types and what we read from them in [`api`];
+//! - [`auth`]: Application Default Credentials through `google-cloud-auth`,
+//!   `gcloud` as a fallback, never logged; [`tls`]: the crypto provider they need;
+//! - [`cost`]: the price table (an estimate, with date and source) and known zones;
 //! - [`spec`]: what to create, and the cost guard; [`vm`]: create, wait, delete,
-//!   recreate; [`state`]: the local record of the VMs we created;
+//!   start, recreate, and when a VM counts as lost; [`state`]: the local record of the VMs we created;
 //! - [`remote`]: running scripts and moving files on the VM (through gcloud ssh,
 //!   or a local folder standing in for it); [`campaign`]: the `run` steps.
 //!
@@ -17,6 +20,7 @@ pub mod api;
 pub mod auth;
 pub mod campaign;
 pub mod client;
+pub mod cost;
 pub mod error;
 pub mod events;
 pub mod remote;
@@ -24,10 +28,11 @@ pub mod retry;
 pub mod spec;
 pub mod state;
 pub mod timestamp;
+pub mod tls;
 pub mod vm;
 
-pub use api::{Node, NodeState, Operation, QueuedResource, QueuedState};
-pub use auth::{AccessToken, AuthConfig, AuthMode, TokenProvider, TokenSource};
+pub use api::{Node, NodeExt, NodeState, Operation, QueuedResource, QueuedResourceExt, QueuedState};
+pub use auth::{AuthConfig, AuthMode};
 pub use campaign::{CampaignPlan, CampaignReport, fetch, run_campaign};
 pub use client::{ClientConfig, TpuClient, WaitOptions};
 pub use error::{CloudError, Result};
@@ -36,4 +41,4 @@ pub use remote::{GcloudTpuHost, LocalHost, RemoteHost, Worker};
 pub use retry::RetryPolicy;
 pub use spec::{Capacity, Location, VmRequest, VmSpec};
 pub use state::{StateStore, VmRecord};
-pub use vm::VmManager;
+pub use vm::{Health, Loss, VmManager, classify};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{NetworkConfig, Node, QueuedNodeSpec, QueuedResource, QueuedTpu, QueueingPolicy, SchedulingConfig, ServiceAccount, Spot};
+use super::api::{NetworkConfig, Node, QueuedResource, SchedulingConfig, ServiceAccount, queued_resource};
 use super::error::{CloudError, Result};
 
 /// The label every VM we create carries, so leftovers can be found.
@@ -190,47 +190,49 @@ impl VmSpec {
 
     /// The `Node` body of a create call.
     pub fn to_node(&self) -> Node {
-        let mut metadata = BTreeMap::new();
+        let mut metadata = std::collections::HashMap::new();
         if let Some(script) = &self.startup_script {
             metadata.insert("startup-script".to_string(), script.clone());
         }
         // Inside a queued resource the tier says spot; the node must not repeat it.
         let scheduling = match (self.capacity, self.queued) {
-            (Capacity::Spot, false) => Some(SchedulingConfig { spot: true, ..Default::default() }),
-            (Capacity::Preemptible, _) => Some(SchedulingConfig { preemptible: true, ..Default::default() }),
+            (Capacity::Spot, false) => Some(SchedulingConfig::new().set_spot(true)),
+            (Capacity::Preemptible, _) => Some(SchedulingConfig::new().set_preemptible(true)),
             _ => None,
         };
-        Node {
-            description: Some("emotionet campaign VM".to_string()),
-            accelerator_type: Some(self.accelerator_type.clone()),
-            runtime_version: Some(self.runtime_version.clone()),
-            network_config: Some(NetworkConfig {
-                network: self.network.clone(),
-                subnetwork: self.subnetwork.clone(),
-                enable_external_ips: self.external_ips,
-                can_ip_forward: false,
-            }),
-            service_account: self
-                .service_account
-                .as_ref()
-                .map(|email| ServiceAccount { email: Some(email.clone()), scope: vec![CLOUD_PLATFORM_SCOPE.to_string()] }),
-            scheduling_config: scheduling,
-            labels: self.labels.clone(),
-            metadata,
-            ..Default::default()
+        let mut network = NetworkConfig::new().set_enable_external_ips(self.external_ips);
+        if let Some(n) = &self.network {
+            network = network.set_network(n);
         }
+        if let Some(n) = &self.subnetwork {
+            network = network.set_subnetwork(n);
+        }
+        let mut node = Node::new()
+            .set_description("emotionet campaign VM")
+            .set_accelerator_type(&self.accelerator_type)
+            .set_runtime_version(&self.runtime_version)
+            .set_network_config(network)
+            .set_labels(self.labels.clone())
+            .set_metadata(metadata)
+            .set_or_clear_scheduling_config(scheduling);
+        if let Some(email) = &self.service_account {
+            node = node.set_service_account(ServiceAccount::new().set_email(email).set_scope([CLOUD_PLATFORM_SCOPE]));
+        }
+        node
     }
 
     /// The `QueuedResource` body of a create call.
     pub fn to_queued_resource(&self) -> QueuedResource {
-        QueuedResource {
-            tpu: Some(QueuedTpu {
-                node_spec: vec![QueuedNodeSpec { parent: self.location().parent(), node_id: Some(self.node_id.clone()), node: self.to_node() }],
-            }),
-            spot: (self.capacity == Capacity::Spot).then_some(Spot {}),
-            queueing_policy: self.queued_valid_for_secs.map(|s| QueueingPolicy { valid_until_duration: Some(format!("{s}s")), ..Default::default() }),
-            ..Default::default()
+        let spec = queued_resource::tpu::NodeSpec::new().set_parent(self.location().parent()).set_node_id(&self.node_id).set_node(self.to_node());
+        let mut resource = QueuedResource::new().set_tpu(queued_resource::Tpu::new().set_node_spec([spec]));
+        if self.capacity == Capacity::Spot {
+            resource = resource.set_spot(queued_resource::Spot::new());
         }
+        if let Some(secs) = self.queued_valid_for_secs {
+            let valid = google_cloud_wkt::Duration::clamp(secs as i64, 0);
+            resource = resource.set_queueing_policy(queued_resource::QueueingPolicy::new().set_valid_until_duration(valid));
+        }
+        resource
     }
 }
 
@@ -344,12 +346,14 @@ mod tests {
     #[test]
     fn spot_goes_in_the_node_or_in_the_queued_tier() {
         let direct = VmRequest { capacity: Some(Capacity::Spot), ..request() }.validate().unwrap();
-        assert_eq!(direct.to_node().scheduling_config, Some(SchedulingConfig { spot: true, ..Default::default() }));
+        assert_eq!(direct.to_node().scheduling_config, Some(SchedulingConfig::new().set_spot(true)));
         assert_eq!(direct.to_node().labels.get("managed-by").map(String::as_str), Some("emotionet"));
         let queued = VmRequest { capacity: Some(Capacity::Spot), queued: true, ..request() }.validate().unwrap();
-        let qr = queued.to_queued_resource();
-        assert_eq!(qr.spot, Some(Spot {}));
-        assert_eq!(qr.tpu.as_ref().unwrap().node_spec[0].node.scheduling_config, None);
-        assert_eq!(qr.tpu.unwrap().node_spec[0].parent, "projects/my-proj/locations/europe-west4-a");
+        // On the wire, as the official client writes it.
+        let qr = serde_json::to_value(queued.to_queued_resource()).unwrap();
+        assert_eq!(qr["spot"], serde_json::json!({}));
+        assert!(qr["tpu"]["nodeSpec"][0]["node"].get("schedulingConfig").is_none(), "{qr}");
+        assert_eq!(qr["tpu"]["nodeSpec"][0]["parent"], "projects/my-proj/locations/europe-west4-a");
+        assert_eq!(qr["tpu"]["nodeSpec"][0]["nodeId"], "emotionet-tpu");
     }
 }

@@ -274,6 +274,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     }
     md.push_str(&t.render());
     md.push('\n');
+    tpu_costs(&mut md, runs);
 
     // 4. Accuracy.
     let _ = writeln!(md, "## 4. Accuracy next to the paper's\n");
@@ -511,4 +512,42 @@ fn run_colors(scan: &Scan) -> BTreeMap<usize, String> {
         *k += 1;
     }
     out
+}
+
+/// Each TPU run's estimated cost: its total wall time at the price table's
+/// on-demand and spot rates. Runs do not record their zone or capacity, so
+/// both rates are shown, for the cheapest region in the table.
+fn tpu_costs(md: &mut String, runs: &[super::model::RunEntry]) {
+    use crate::cloud::cost;
+    use crate::cloud::spec::Capacity;
+    let tpu_runs: Vec<_> = runs.iter().filter(|r| r.record.backend == Backend::Tpu).collect();
+    if tpu_runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "### Estimated cost of the TPU runs\n");
+    let mut t = Table::new(&["Run", "Device × count", ">Total time", ">On demand (est.)", ">Spot (est.)"]);
+    for run in tpu_runs {
+        let platform = &run.record.platform;
+        // Only a v3-8 has a price in the table; anything else is left blank, never guessed.
+        let accelerator = if platform.device_kind.to_ascii_lowercase().contains("v3") && platform.device_count <= 8 { "v3-8" } else { "" };
+        let wall = run.record.timing.as_ref().map(|t| t.total_wall_s);
+        let price = |capacity| match wall {
+            Some(s) => cost::estimate(accelerator, "us-central1-a", capacity, s),
+            None => NONE.to_string(),
+        };
+        t.row(vec![
+            run.record.run_id.clone(),
+            format!("{} × {}", platform.device_kind, platform.device_count),
+            wall.map(fmt_duration).unwrap_or_else(|| NONE.to_string()),
+            price(Capacity::OnDemand),
+            price(Capacity::Spot),
+        ]);
+    }
+    md.push_str(&t.render());
+    let _ = writeln!(
+        md,
+        "\nEstimates, not bills: each run's total wall time (compile and evaluation included, VM setup not) times the list price of a v3-8 in us-central1 \
+         from {}; europe-west4 is 10% dearer. The billing report is the authority.\n",
+        cost::PRICE_SOURCE
+    );
 }

@@ -1,17 +1,27 @@
 //! A fake Cloud TPU API v2 (and GCE metadata server) on 127.0.0.1, for tests.
 //!
 //! It speaks the real wire format, written here from the REST reference and
-//! independently of `emotionet::cloud::api`: nodes with their states
-//! (CREATING, READY, DELETING, PREEMPTED), long-running operations with
-//! `name`/`done`/`metadata`/`response`/`error`, queued resources, Google's
-//! error body `{"error": {"code", "message", "status"}}`, paging with
-//! `pageToken`, and `Retry-After`. It serves plain HTTP/1.1 (one request per
-//! connection, `Connection: close`) on its own thread and runtime, so sync
-//! tests that drive the real binary can use it as well as async ones.
+//! independently of the client (Google's `google-cloud-tpu-v2`): nodes with
+//! their states (CREATING, READY, STOPPED, DELETING, PREEMPTED, ...), `:start`,
+//! long-running operations with `name`/`done`/`metadata`/`response`/`error`,
+//! queued resources (ACCEPTED, PROVISIONING, ACTIVE, SUSPENDING, SUSPENDED,
+//! FAILED), accelerator types per zone, Google's error body
+//! `{"error": {"code", "message", "status"}}`, paging with `pageToken`, and
+//! enums as numbers when the request asks `$alt=json;enum-encoding=int` (as
+//! Google's clients do). It serves plain HTTP/1.1 (one request per
+//! connection, `Connection: close`) on its own thread, so sync tests that
+//! drive the real binary can use it as well as async ones.
+//!
+//! Credentials it accepts, as Google does: an OAuth access token it issued
+//! (from its metadata-server path, or from its OAuth token endpoint `/token`
+//! for an authorized-user refresh token), or a service account's
+//! self-signed JWT, whose RS256 signature it checks against the public key
+//! the test registered.
 //!
 //! Test controls: inject 429/5xx answers, fail the next operation, preempt a
-//! node, wipe a folder when a node is created (a new VM has a fresh disk),
-//! and read the log of every request with its body.
+//! node, put a node or a queued resource into any state, make a node vanish,
+//! wipe a folder when a node is created (a new VM has a fresh disk), and read
+//! the log of every request with its body and headers.
 
 #![allow(dead_code)]
 
@@ -25,6 +35,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 pub const GOOD_TOKEN: &str = "ya29.fake-good-token-0123456789";
+/// The refresh token an authorized-user file must carry for `/token` to answer.
+pub const REFRESH_TOKEN: &str = "1//fake-refresh-token";
 
 #[derive(Clone, Debug)]
 pub struct Logged {
@@ -33,6 +45,8 @@ pub struct Logged {
     pub query: String,
     pub status: u16,
     pub body: Value,
+    /// Request headers, lowercase names, `authorization` left out.
+    pub headers: BTreeMap<String, String>,
 }
 
 struct Fault {
@@ -67,6 +81,10 @@ struct World {
     op_polls: u32,
     page_size_max: usize,
     vm_disk: Option<PathBuf>,
+    /// (client email, key id, public key as DER RSAPublicKey) of service accounts whose JWTs are accepted.
+    service_accounts: Vec<(String, String, Vec<u8>)>,
+    /// Accelerator types per zone, as the API lists them.
+    zones: BTreeMap<String, Vec<String>>,
 }
 
 pub struct FakeTpu {
@@ -84,7 +102,15 @@ impl FakeTpu {
     pub fn start() -> FakeTpu {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let world = Arc::new(Mutex::new(World { op_polls: 1, page_size_max: 2, ..Default::default() }));
+        // The zones Google's TPU regions page lists for v3-8, and one more type elsewhere.
+        let zones = [("us-central1-a", "v3-8"), ("us-central1-b", "v3-8"), ("europe-west4-a", "v3-8"), ("us-east1-d", "v2-8")].into_iter().fold(
+            BTreeMap::<String, Vec<String>>::new(),
+            |mut m, (z, t)| {
+                m.entry(z.to_string()).or_default().push(t.to_string());
+                m
+            },
+        );
+        let world = Arc::new(Mutex::new(World { op_polls: 1, page_size_max: 2, zones, ..Default::default() }));
         let shared = Arc::clone(&world);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -130,6 +156,42 @@ impl FakeTpu {
             let node = new_node(w, parent, node_id, &body, "READY");
             w.nodes.insert(format!("{parent}/nodes/{node_id}"), node);
         })
+    }
+
+    /// Accept self-signed JWTs from this service account (public key: DER RSAPublicKey).
+    pub fn accept_service_account(&self, email: &str, key_id: &str, public_key_der: Vec<u8>) {
+        self.with(|w| w.service_accounts.push((email.to_string(), key_id.to_string(), public_key_der)))
+    }
+
+    /// Puts the node into `state` (e.g. STOPPED, HIDDEN, UNKNOWN, TERMINATED).
+    pub fn set_node_state(&self, node_id: &str, state: &str) {
+        self.with(|w| {
+            for (name, node) in w.nodes.iter_mut() {
+                if name.ends_with(&format!("/nodes/{node_id}")) {
+                    node["state"] = json!(state);
+                }
+            }
+        })
+    }
+
+    /// Puts the queued resource named `id` into `state` (SUSPENDING, SUSPENDED, FAILED, ...).
+    pub fn set_queued_state(&self, id: &str, state: &str) {
+        self.with(|w| {
+            for (name, qr) in w.queued.iter_mut() {
+                if name.ends_with(&format!("/queuedResources/{id}")) {
+                    qr["state"] = if state == "FAILED" {
+                        json!({"state": state, "stateInitiator": "SERVICE", "failedData": {"error": {"code": 8, "message": "capacity was reclaimed"}}})
+                    } else {
+                        json!({"state": state, "stateInitiator": "SERVICE"})
+                    };
+                }
+            }
+        })
+    }
+
+    /// The node disappears (answers 404), as when Google deletes the node of a suspended queued resource.
+    pub fn remove_node(&self, node_id: &str) {
+        self.with(|w| w.nodes.retain(|name, _| !name.ends_with(&format!("/nodes/{node_id}"))))
     }
 
     /// Google takes the VM back.
@@ -202,13 +264,25 @@ fn serve(mut stream: TcpStream, world: &Mutex<World>) {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (target.clone(), String::new()),
     };
-    let body_value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let answer = {
+    let body_value: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let mut answer = {
         let mut w = world.lock().expect("fake world");
         let answer = route(&mut w, &method, &path, &query, &headers, &body_value);
-        w.log.push(Logged { method: method.clone(), path: path.clone(), query: query.clone(), status: answer.status, body: body_value });
+        let logged_headers = headers.iter().filter(|(k, _)| *k != "authorization").map(|(k, v)| (k.clone(), v.clone())).collect();
+        w.log.push(Logged {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            status: answer.status,
+            body: body_value,
+            headers: logged_headers,
+        });
         answer
     };
+    // Google's clients ask for enums as numbers; the API then answers so.
+    if (query.contains("enum-encoding=int") || query.contains("enum-encoding%3Dint")) && answer.status == 200 {
+        intify(&mut answer.body, false);
+    }
     let text = answer.body.to_string();
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -264,6 +338,90 @@ fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
 }
 
+const NODE_STATES: &[&str] = &[
+    "STATE_UNSPECIFIED",
+    "CREATING",
+    "READY",
+    "RESTARTING",
+    "REIMAGING",
+    "DELETING",
+    "REPAIRING",
+    "",
+    "STOPPED",
+    "STOPPING",
+    "STARTING",
+    "PREEMPTED",
+    "TERMINATED",
+    "HIDING",
+    "HIDDEN",
+    "UNHIDING",
+    "UNKNOWN",
+];
+const QUEUED_STATES: &[&str] =
+    &["STATE_UNSPECIFIED", "CREATING", "ACCEPTED", "PROVISIONING", "FAILED", "DELETING", "ACTIVE", "SUSPENDING", "SUSPENDED", "WAITING_FOR_RESOURCES"];
+const HEALTH: &[&str] = &["HEALTH_UNSPECIFIED", "HEALTHY", "", "TIMEOUT", "UNHEALTHY_TENSORFLOW", "UNHEALTHY_MAINTENANCE"];
+const API_VERSIONS: &[&str] = &["API_VERSION_UNSPECIFIED", "V1_ALPHA1", "V1", "V2_ALPHA1", "V2"];
+const INITIATORS: &[&str] = &["STATE_INITIATOR_UNSPECIFIED", "USER", "SERVICE"];
+
+/// Enum names to their proto numbers (`$alt=json;enum-encoding=int`).
+fn intify(value: &mut Value, in_queued_state: bool) {
+    let number = |table: &[&str], v: &Value| v.as_str().and_then(|s| table.iter().position(|t| *t == s)).map(|i| json!(i));
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let table: Option<&[&str]> = match (key.as_str(), in_queued_state) {
+                    ("state", true) => Some(QUEUED_STATES),
+                    ("state", false) if v.is_string() => Some(NODE_STATES),
+                    ("health", _) => Some(HEALTH),
+                    ("apiVersion", _) if v.is_string() && v.as_str() != Some("v2") => Some(API_VERSIONS),
+                    ("stateInitiator", _) => Some(INITIATORS),
+                    _ => None,
+                };
+                match table.and_then(|t| number(t, v)) {
+                    Some(n) => *v = n,
+                    None => intify(v, key == "state" && v.is_object()),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| intify(v, in_queued_state)),
+        _ => {}
+    }
+}
+
+fn b64url(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()
+}
+
+/// A service account's self-signed JWT (AIP-4111): RS256, our key id, its
+/// email as issuer, the cloud-platform scope, not expired, and a signature
+/// that the registered public key verifies.
+fn valid_jwt(w: &World, token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
+    let [head, claims, signature] = parts.as_slice() else { return false };
+    let (Some(h), Some(c), Some(sig)) = (b64url(head), b64url(claims), b64url(signature)) else { return false };
+    let (Ok(h), Ok(c)) = (serde_json::from_slice::<Value>(&h), serde_json::from_slice::<Value>(&c)) else { return false };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    w.service_accounts.iter().any(|(email, kid, key)| {
+        h["alg"] == "RS256"
+            && h["kid"] == json!(kid)
+            && c["iss"] == json!(email)
+            && c["scope"].as_str().is_some_and(|s| s.split(' ').any(|s| s == "https://www.googleapis.com/auth/cloud-platform"))
+            && c["exp"].as_i64().is_some_and(|exp| exp > now)
+            && ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+                .verify(format!("{head}.{claims}").as_bytes(), &sig)
+                .is_ok()
+    })
+}
+
+/// A field of an OAuth token request: a JSON body or a form-encoded one (both are accepted by Google's endpoint).
+fn form_param(body: &Value, key: &str) -> Option<String> {
+    if let Some(v) = body.get(key) {
+        return v.as_str().map(str::to_string);
+    }
+    body.as_str()?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v.replace("%2F", "/").replace("%2f", "/"))
+}
+
 fn route(w: &mut World, method: &str, path: &str, query: &str, headers: &BTreeMap<String, String>, body: &Value) -> Answer {
     if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
         if headers.get("metadata-flavor").map(String::as_str) != Some("Google") {
@@ -271,10 +429,18 @@ fn route(w: &mut World, method: &str, path: &str, query: &str, headers: &BTreeMa
         }
         return ok(json!({"access_token": GOOD_TOKEN, "expires_in": 3599, "token_type": "Bearer"}));
     }
+    // Google's OAuth token endpoint, for an authorized user's refresh token.
+    if path == "/token" && method == "POST" {
+        if form_param(body, "grant_type").as_deref() != Some("refresh_token") || form_param(body, "refresh_token").as_deref() != Some(REFRESH_TOKEN) {
+            return Answer { status: 400, body: json!({"error": "invalid_grant", "error_description": "Bad Request"}), headers: vec![] };
+        }
+        return ok(json!({"access_token": GOOD_TOKEN, "expires_in": 3599, "token_type": "Bearer", "scope": "https://www.googleapis.com/auth/cloud-platform"}));
+    }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return google_error(404, "The requested URL was not found on this server.");
     };
-    if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {GOOD_TOKEN}")) {
+    let bearer = headers.get("authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or_default();
+    if bearer != GOOD_TOKEN && !valid_jwt(w, bearer) {
         return google_error(
             401,
             "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
@@ -293,7 +459,36 @@ fn route(w: &mut World, method: &str, path: &str, query: &str, headers: &BTreeMa
         return google_error(404, "unknown resource");
     }
     let parent = format!("projects/{}/locations/{}", parts[1], parts[3]);
+    let zone = parts[3].to_string();
     match (method, parts[4], parts.get(5)) {
+        ("GET", "acceleratorTypes", None) => {
+            let types: Vec<Value> = w
+                .zones
+                .get(&zone)
+                .into_iter()
+                .flatten()
+                .map(|t| json!({"name": format!("{parent}/acceleratorTypes/{t}"), "type": t, "acceleratorConfigs": [{"type": "V3", "topology": "2x2"}]}))
+                .collect();
+            ok(json!({"acceleratorTypes": types}))
+        }
+        ("GET", "acceleratorTypes", Some(t)) => match w.zones.get(&zone).is_some_and(|types| types.iter().any(|x| x == t)) {
+            true => ok(json!({"name": format!("{parent}/acceleratorTypes/{t}"), "type": t})),
+            false => google_error(404, &format!("Resource '{parent}/acceleratorTypes/{t}' was not found")),
+        },
+        ("POST", "nodes", Some(id)) if id.ends_with(":start") => {
+            let name = format!("{parent}/nodes/{}", id.trim_end_matches(":start"));
+            match w.nodes.get_mut(&name) {
+                Some(node) if node["state"] == "STOPPED" => {
+                    node["state"] = json!("STARTING");
+                    start_op(w, &parent, &name, "start", OnDone::NodeReady(name.clone()))
+                }
+                Some(node) => {
+                    let state = node["state"].as_str().unwrap_or_default().to_string();
+                    google_error(400, &format!("Node {name} is {state}; only a STOPPED node can be started"))
+                }
+                None => google_error(404, &format!("Resource '{name}' was not found")),
+            }
+        }
         ("POST", "nodes", None) => create_node(w, &parent, query, body),
         ("GET", "nodes", None) => list(&w.nodes, &parent, "nodes", query, w.page_size_max),
         ("GET", "nodes", Some(id)) => match w.nodes.get(&format!("{parent}/nodes/{id}")) {
@@ -506,6 +701,21 @@ fn get_queued(w: &mut World, name: &str) -> Answer {
         }
     }
     ok(w.queued.get(name).cloned().unwrap_or(Value::Null))
+}
+
+impl FakeTpu {
+    /// An authorized-user credentials file, as `gcloud auth application-default
+    /// login` writes it, whose token endpoint is this fake: with
+    /// [`REFRESH_TOKEN`] it yields [`GOOD_TOKEN`]; with anything else, 400.
+    pub fn authorized_user_file(&self, dir: &std::path::Path, refresh_token: &str) -> PathBuf {
+        let path = dir.join(format!("adc-{}.json", refresh_token.len()));
+        let body = json!({
+            "type": "authorized_user", "client_id": "fake-client.apps.googleusercontent.com", "client_secret": "fake-secret",
+            "refresh_token": refresh_token, "token_uri": format!("{}/token", self.url)
+        });
+        std::fs::write(&path, body.to_string()).expect("write the credentials file");
+        path
+    }
 }
 
 /// A temporary folder that is removed at the end of the test.

@@ -1,0 +1,193 @@
+//! `--out gs://BUCKET/PREFIX` (or `output: gs://...`) for the commands that
+//! write or read run folders: `run`, `train`, `eval`, `report`.
+//!
+//! A bucket output is a local staging folder mirrored to the bucket: the
+//! trainer and the orchestrator keep writing ordinary local files (each
+//! checkpoint and record whole, through a rename), and a background thread
+//! uploads every new or changed file as one object every `EMOTIONET_SYNC_SECS`
+//! seconds (default 30) and once more at the end. Before the command starts,
+//! whatever the bucket has that the staging folder lacks is downloaded, so a
+//! fresh VM after a preemption resumes from the newest checkpoint that
+//! reached the bucket. A lease object (`.emotionet-lock`, renewed with each
+//! sync) keeps two writers off one prefix. A local `--out` is used as is.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::storage::{Bucket, GcsPath, LOCK_KEY, Lease, Location, Mirror, StorageConfig};
+
+/// How long a lease lasts without renewal.
+const LEASE_TTL: Duration = Duration::from_secs(600);
+
+/// Where a command writes: the local folder to hand to the trainer, and the
+/// mirror that carries it to a bucket, if any.
+pub struct Output {
+    pub local: PathBuf,
+    pub location: Location,
+    sync: Option<SyncThread>,
+}
+
+struct SyncThread {
+    stop: mpsc::Sender<()>,
+    done: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+/// `EMOTIONET_STAGING`, else `$XDG_CACHE_HOME/emotionet/gs`, else `~/.cache/emotionet/gs`.
+fn staging_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EMOTIONET_STAGING").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("emotionet").join("gs")
+}
+
+/// The staging folder of a bucket prefix.
+pub fn staging_dir(path: &GcsPath) -> PathBuf {
+    let mut dir = staging_root().join(&path.bucket);
+    for part in path.prefix.split('/').filter(|p| !p.is_empty()) {
+        dir.push(part);
+    }
+    dir
+}
+
+fn sync_interval() -> anyhow::Result<Duration> {
+    match std::env::var("EMOTIONET_SYNC_SECS") {
+        Ok(text) => {
+            let secs: f64 = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                .with_context(|| format!("EMOTIONET_SYNC_SECS={text:?}: expected a positive number of seconds between uploads to the bucket"))?;
+            Ok(Duration::from_secs_f64(secs))
+        }
+        Err(_) => Ok(Duration::from_secs(30)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime for Cloud Storage")
+}
+
+async fn connect(path: &GcsPath) -> anyhow::Result<Bucket> {
+    let config = StorageConfig::from_env(|| {
+        crate::cloud::auth::credentials(&crate::cloud::AuthConfig::default()).map_err(|e| crate::storage::StorageError::Credentials { message: e.to_string() })
+    })?;
+    Ok(Bucket::connect(path, config).await?)
+}
+
+impl Output {
+    /// The output `out` for a command that writes runs there.
+    pub fn for_writing(out: &Path) -> anyhow::Result<Output> {
+        let location = Location::from_path(out)?;
+        let Location::Gcs(path) = &location else {
+            return Ok(Output { local: out.to_path_buf(), location, sync: None });
+        };
+        let local = staging_dir(path);
+        std::fs::create_dir_all(&local).with_context(|| format!("cannot create the staging folder {} for {location}", local.display()))?;
+        let interval = sync_interval()?;
+        let runtime = runtime()?;
+        let (mut mirror, lease) = runtime.block_on(async {
+            let bucket = connect(path).await?;
+            let holder = crate::storage::holder_id();
+            let lease = Lease::acquire(&bucket, LOCK_KEY, &holder, LEASE_TTL).await.with_context(|| format!("cannot take the lock of {location}"))?;
+            let mut mirror = Mirror::new(bucket, &local);
+            let restored = mirror.restore().await.with_context(|| format!("cannot download {location} into {}", local.display()))?;
+            if restored > 0 {
+                eprintln!("restored {restored} file(s) from {location} into {}", local.display());
+            }
+            anyhow::Ok((mirror, lease))
+        })?;
+        tracing::info!("{location}: staging in {}, uploading every {}s", local.display(), interval.as_secs_f64());
+        let (stop, stopped) = mpsc::channel::<()>();
+        let label = location.to_string();
+        let done = std::thread::Builder::new()
+            .name("gs-mirror".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let mut lease = lease;
+                loop {
+                    let last = !matches!(stopped.recv_timeout(interval), Err(mpsc::RecvTimeoutError::Timeout));
+                    let result = runtime.block_on(async {
+                        let report = mirror.sync().await?;
+                        if report.uploaded > 0 {
+                            tracing::info!("uploaded {} file(s), {} bytes, to {label}", report.uploaded, report.bytes);
+                        }
+                        lease.renew().await?;
+                        anyhow::Ok(())
+                    });
+                    match (result, last) {
+                        (Ok(()), false) => {}
+                        // A failed periodic sync is retried at the next one: the local files are all still there.
+                        (Err(e), false) => tracing::warn!("syncing {label} failed (trying again in {}s): {e:#}", interval.as_secs()),
+                        (result, true) => {
+                            result.with_context(|| format!("the last upload to {label} failed; the files are in {}", mirror.root().display()))?;
+                            return runtime.block_on(lease.release()).with_context(|| format!("cannot release the lock of {label}"));
+                        }
+                    }
+                }
+            })
+            .context("starting the upload thread")?;
+        Ok(Output { local, location, sync: Some(SyncThread { stop, done }) })
+    }
+
+    /// Uploads what is left and releases the lock. Call on every way out,
+    /// errors included: whatever was written locally then reaches the bucket.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.finish_sync()
+    }
+
+    fn finish_sync(&mut self) -> anyhow::Result<()> {
+        let Some(sync) = self.sync.take() else { return Ok(()) };
+        let _ = sync.stop.send(());
+        match sync.done.join() {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!("the upload thread for {} panicked; the files are in {}", self.location, self.local.display()),
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish_sync() {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+/// A folder to read runs from: a local one as is, a bucket prefix downloaded
+/// (what is missing) into its staging folder.
+pub fn for_reading(src: &Path) -> anyhow::Result<PathBuf> {
+    let location = Location::from_path(src)?;
+    let Location::Gcs(path) = &location else { return Ok(src.to_path_buf()) };
+    let local = staging_dir(path);
+    let count = runtime()?.block_on(async {
+        let mut mirror = Mirror::new(connect(path).await?, &local);
+        anyhow::Ok(mirror.restore().await?)
+    })?;
+    eprintln!("downloaded {count} new file(s) from {location} into {}", local.display());
+    Ok(local)
+}
+
+/// Downloads what `dest` lacks of a bucket prefix; returns how many files.
+pub async fn download(src: &GcsPath, dest: &Path) -> anyhow::Result<usize> {
+    let mut mirror = Mirror::new(connect(src).await?, dest);
+    mirror.restore().await.with_context(|| format!("cannot download {src} into {}", dest.display()))
+}
+
+/// Uploads a finished local folder (a report) to `dest`, if it is a bucket.
+pub fn publish(local: &Path, dest: &Location) -> anyhow::Result<()> {
+    let Location::Gcs(path) = dest else { return Ok(()) };
+    let report = runtime()?.block_on(async {
+        let mut mirror = Mirror::new(connect(path).await?, local);
+        anyhow::Ok(mirror.sync().await?)
+    })?;
+    eprintln!("uploaded {} file(s) to {dest}", report.uploaded);
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Output in a Cloud Storage bucket: `gs://BUCKET/PREFIX` next to the local
+//! folder that stays the default.
+//!
+//! - [`Location`]: a local folder or a bucket prefix, parsed from what the
+//!   user wrote;
+//! - [`Bucket`]: atomic put (an object appears whole or not at all: Cloud
+//!   Storage publishes an object only when its upload completes), get, list,
+//!   and a whole folder up or down;
+//! - [`Mirror`]: the "mirror after an atomic local write" design: training
+//!   keeps writing its local files (each written whole, then renamed), and
+//!   every finished file is uploaded as one object;
+//! - [`Lease`]: a lock object taken with a generation precondition, so two
+//!   writers never share one output prefix.
+//!
+//! Reads and writes go through Google's `google-cloud-storage` client (JSON
+//! API uploads and media downloads) with tokens from `google-cloud-auth`.
+//! Listing is the one hand-written call, see [`Bucket::list`] for why.
+//!
+//! This module moves bytes. It knows nothing of runs, checkpoints or
+//! campaigns: callers decide which files matter.
+
+mod bucket;
+mod lease;
+mod location;
+mod mirror;
+
+use std::path::PathBuf;
+
+pub use bucket::{Bucket, ObjectInfo, Precondition, StorageConfig};
+pub use lease::{Lease, LeaseHolder, holder_id};
+pub use location::{GcsPath, Location};
+pub use mirror::{Mirror, is_temporary};
+
+/// The environment variable Google's client libraries read for a Cloud
+/// Storage emulator (`host:port` or a URL); set, it also means anonymous access.
+pub const EMULATOR_ENV: &str = "STORAGE_EMULATOR_HOST";
+/// The lock object at the root of a bucket output; never mirrored to a local folder.
+pub const LOCK_KEY: &str = ".emotionet-lock";
+/// The real endpoint.
+pub const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid output location {text:?}: {rule}")]
+    InvalidLocation { text: String, rule: String },
+
+    #[error("cannot set up the Cloud Storage client for {endpoint}: {message}")]
+    Setup { endpoint: String, message: String },
+
+    #[error("no Google Cloud credentials for Cloud Storage: {message}; {}", crate::cloud::error::AUTH_HELP)]
+    Credentials { message: String },
+
+    #[error("Cloud Storage refused {action} {url}{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Service { action: &'static str, url: String, status: Option<u16>, message: String },
+
+    #[error("{url} was changed by someone else while we held it (precondition failed): {message}")]
+    PreconditionFailed { url: String, message: String },
+
+    #[error("{url} does not exist")]
+    NotFound { url: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{url} is locked by {holder} until {expires} (Unix seconds); {advice}")]
+    Locked { url: String, holder: String, expires: i64, advice: String },
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl StorageError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,151 @@
+//! The bucket layer against a real Cloud Storage emulator (fake-gcs-server):
+//! atomic puts with generation preconditions, listing under a prefix,
+//! a folder mirrored up and restored down, the lease lock, and an uploader
+//! killed with SIGKILL in the middle of a checkpoint upload leaving no
+//! object behind.
+
+mod gcs_emulator;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use emotionet::storage::{Bucket, Lease, Location, Mirror, Precondition, StorageConfig, StorageError};
+use gcs_emulator::{Emulator, SlowProxy};
+
+async fn bucket(host: &str, url: &str) -> Bucket {
+    let location = Location::parse(url).unwrap();
+    Bucket::connect(location.gcs().unwrap(), StorageConfig::emulator(host)).await.unwrap()
+}
+
+#[tokio::test]
+async fn puts_are_whole_and_obey_generation_preconditions() {
+    let emulator = Emulator::start(&["emotionet-runs"]);
+    let runs = bucket(&emulator.host, "gs://emotionet-runs/campaign/a").await;
+    let first = runs.put("state.json", Bytes::from_static(b"{\"v\":1}"), Precondition::DoesNotExist).await.unwrap();
+    let again = runs.put("state.json", Bytes::from_static(b"{\"v\":2}"), Precondition::DoesNotExist).await.unwrap_err();
+    assert!(matches!(again, StorageError::PreconditionFailed { .. }), "{again:?}");
+    assert!(again.to_string().contains("gs://emotionet-runs/campaign/a/state.json"), "{again}");
+    let second = runs.put("state.json", Bytes::from_static(b"{\"v\":2}"), Precondition::GenerationIs(first)).await.unwrap();
+    assert_ne!(first, second);
+    let stale = runs.put("state.json", Bytes::from_static(b"{\"v\":3}"), Precondition::GenerationIs(first)).await.unwrap_err();
+    assert!(matches!(stale, StorageError::PreconditionFailed { .. }), "{stale:?}");
+    let (bytes, generation) = runs.get("state.json").await.unwrap().unwrap();
+    assert_eq!((&bytes[..], generation), (&b"{\"v\":2}"[..], second));
+    assert!(runs.get("missing.json").await.unwrap().is_none());
+
+    // A neighbour whose name starts the same is not under this prefix.
+    let neighbour = bucket(&emulator.host, "gs://emotionet-runs/campaign/a2").await;
+    neighbour.put("other.json", Bytes::from_static(b"{}"), Precondition::None).await.unwrap();
+    let keys: Vec<String> = runs.list("").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(keys, ["state.json"]);
+}
+
+fn write(root: &Path, rel: &str, bytes: &[u8]) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_folder_is_mirrored_up_and_restored_on_a_fresh_machine() {
+    let emulator = Emulator::start(&["emotionet-runs"]);
+    let vm = tempfile::tempdir().unwrap();
+    write(vm.path(), "face/cpu-r0/record.json", b"{\"run\":1}");
+    write(vm.path(), "face/cpu-r0/checkpoint-000010.safetensors", &vec![7u8; 300_000]);
+    write(vm.path(), "face/cpu-r0/checkpoint-000020.safetensors.4242-0.tmp", b"half a checkpoint");
+    write(vm.path(), "campaign-state.json", b"{}");
+    let mut mirror = Mirror::new(bucket(&emulator.host, "gs://emotionet-runs/tpu").await, vm.path());
+    let first = mirror.sync().await.unwrap();
+    assert_eq!(first.uploaded, 3, "the temporary file stays local");
+    assert_eq!(mirror.sync().await.unwrap().uploaded, 0, "nothing changed");
+    std::thread::sleep(Duration::from_millis(20));
+    write(vm.path(), "campaign-state.json", b"{\"finished\":[\"face\"]}");
+    assert_eq!(mirror.sync().await.unwrap().uploaded, 1, "only the changed file");
+    let mut names = emulator.names("emotionet-runs", "tpu/");
+    names.sort();
+    assert_eq!(names, ["tpu/campaign-state.json", "tpu/face/cpu-r0/checkpoint-000010.safetensors", "tpu/face/cpu-r0/record.json"]);
+
+    // A new VM: an empty folder gets every object back, whole.
+    let fresh = tempfile::tempdir().unwrap();
+    let mut restore = Mirror::new(bucket(&emulator.host, "gs://emotionet-runs/tpu").await, fresh.path());
+    assert_eq!(restore.restore().await.unwrap(), 3);
+    assert_eq!(std::fs::read(fresh.path().join("face/cpu-r0/checkpoint-000010.safetensors")).unwrap(), vec![7u8; 300_000]);
+    assert_eq!(std::fs::read(fresh.path().join("campaign-state.json")).unwrap(), b"{\"finished\":[\"face\"]}");
+    assert_eq!(restore.sync().await.unwrap().uploaded, 0, "restored files are not sent back");
+}
+
+#[tokio::test]
+async fn the_lease_lets_one_writer_in_and_passes_on_when_it_expires() {
+    let emulator = Emulator::start(&["emotionet-runs"]);
+    let runs = bucket(&emulator.host, "gs://emotionet-runs/tpu").await;
+    let mut first = Lease::acquire(&runs, ".emotionet-lock", "vm-1", Duration::from_secs(60)).await.unwrap();
+    let refused = Lease::acquire(&runs, ".emotionet-lock", "vm-2", Duration::from_secs(60)).await.unwrap_err();
+    assert!(matches!(&refused, StorageError::Locked { holder, .. } if holder == "vm-1"), "{refused:?}");
+    first.renew().await.unwrap();
+    first.release().await.unwrap();
+    let second = Lease::acquire(&runs, ".emotionet-lock", "vm-2", Duration::from_secs(1)).await.unwrap();
+
+    // vm-2 dies without releasing; once its lease expires, vm-3 takes over and vm-2 cannot renew.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let third = Lease::acquire(&runs, ".emotionet-lock", "vm-3", Duration::from_secs(60)).await.unwrap();
+    let mut second = second;
+    let lost = second.renew().await.unwrap_err();
+    assert!(matches!(lost, StorageError::PreconditionFailed { .. }), "{lost:?}");
+    third.release().await.unwrap();
+}
+
+/// The uploader half of the kill test: runs in a child process (this test
+/// binary, started again with `EMOTIONET_TEST_UPLOAD` set) and uploads one
+/// file through the slow proxy until it is killed.
+#[tokio::test]
+async fn uploader_child() {
+    let Ok(spec) = std::env::var("EMOTIONET_TEST_UPLOAD") else { return };
+    let (host, url, key, file) = {
+        let parts: Vec<&str> = spec.split('|').collect();
+        (parts[0].to_string(), parts[1].to_string(), parts[2].to_string(), parts[3].to_string())
+    };
+    let bucket = bucket(&host, &url).await;
+    bucket.put_file(&key, Path::new(&file)).await.unwrap();
+    println!("UPLOADED");
+}
+
+#[tokio::test]
+async fn kill_9_during_a_checkpoint_upload_leaves_no_partial_object() {
+    let emulator = Emulator::start(&["emotionet-runs"]);
+    let dir = tempfile::tempdir().unwrap();
+    // 2 MiB goes up in one request, 20 MiB through a resumable session in chunks.
+    for (name, size) in [("small.safetensors", 2usize << 20), ("large.safetensors", 20 << 20)] {
+        let file = dir.path().join(name);
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&file, &data).unwrap();
+        let proxy = SlowProxy::start(&emulator.host, 64 << 10, Duration::from_millis(5));
+        let spec = format!("{}|gs://emotionet-runs/tpu|face/{name}|{}", proxy.host, file.display());
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "uploader_child", "--nocapture", "--test-threads=1"])
+            .env("EMOTIONET_TEST_UPLOAD", &spec)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Kill it once about half the file has gone through the proxy.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while proxy.forwarded.load(std::sync::atomic::Ordering::Relaxed) < (size / 2) as u64 {
+            assert!(std::time::Instant::now() < deadline, "the upload of {name} never got halfway");
+            assert!(child.try_wait().unwrap().is_none(), "the uploader of {name} ended before it was killed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SIGKILL: no cleanup, no last words.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(proxy);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(emulator.names("emotionet-runs", "tpu/").iter().all(|n| !n.ends_with(name)), "a killed upload of {name} left an object");
+
+        // The same upload, left alone, lands whole.
+        let runs = bucket(&emulator.host, "gs://emotionet-runs/tpu").await;
+        runs.put_file(&format!("face/{name}"), &file).await.unwrap();
+        let (bytes, _) = runs.get(&format!("face/{name}")).await.unwrap().unwrap();
+        assert_eq!(bytes.len(), data.len());
+        assert!(bytes[..] == data[..], "{name} differs after upload");
+    }
+}
