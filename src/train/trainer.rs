@@ -176,8 +176,9 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
 
     let (mut session, mut step_times, earlier_compile_s, earlier_wall_s, mut record) = match &resume_from {
         Some(ck) => {
-            let params = take_tensors(ck, &arch.params().iter().map(|p| p.name.clone()).collect::<Vec<_>>())?;
-            let state_names: Vec<String> = arch.params().iter().flat_map(|p| training.optimizer.state_names(&p.name)).collect();
+            let specs = arch.params().map_err(anyhow::Error::msg)?;
+            let params = take_tensors(ck, &specs.iter().map(|p| p.name.clone()).collect::<Vec<_>>())?;
+            let state_names: Vec<String> = specs.iter().flat_map(|p| training.optimizer.state_names(&p.name)).collect();
             let state = take_tensors(ck, &state_names)?;
             let pipeline_state: PipelineState = serde_json::from_str(ck.metadata.get(META_INPUT_PIPELINE).map(String::as_str).unwrap_or("null"))
                 .context("the checkpoint's input-pipeline state is unreadable")?;

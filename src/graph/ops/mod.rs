@@ -62,6 +62,15 @@ pub(crate) trait Primitive: std::fmt::Debug {
         Err(GraphError::BackwardNotSupported { op: self.name() })
     }
 
+    /// Floating-point operations (multiply-adds x 2) of the op on these
+    /// shapes. Only contractions (dot, convolution) count: a model's FLOPs
+    /// are, by convention, its matrix work; elementwise ops are left out.
+    /// A cost, not a rule, so it has a default (zero).
+    fn flops(&self, inputs: &[&Shape], out: &Shape) -> f64 {
+        let _ = (inputs, out);
+        0.0
+    }
+
     /// StableHLO text defining `result` (one op, possibly preceded by helper
     /// constants named `{result}_...`). `loc` is appended to each top-level op.
     fn emit(&self, result: &str, args: &[Operand], out: &Shape, loc: &str) -> String;
