@@ -94,9 +94,9 @@ impl ProgramSpec {
         let mut g = Graph::new(self.name("train_step"));
         let (specs, params) = self.parameters(&mut g)?;
         let mut state = Vec::new();
-        for (p, spec) in params.iter().zip(&specs) {
+        for spec in &specs {
             for name in self.optimizer.state_names(&spec.name) {
-                state.push(g.parameter(&name, DType::F32, &g.dims(*p).to_vec())?);
+                state.push(g.parameter(&name, DType::F32, &spec.dims)?);
             }
         }
         let images = self.images(&mut g)?;
