@@ -14,9 +14,10 @@ use crate::graph::optim::Optimizer;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError, ReadyEvent};
 use crate::tensor::{DType, HostTensor};
 
-use super::architecture::{Architecture, ModelKind, ParamSpec};
+use super::architecture::{Architecture, ModelKind};
 use super::init::init_params;
 use super::programs::{BuiltProgram, ProgramSpec};
+use crate::graph::ParamSpec;
 
 /// Errors of a model session, naming what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -144,15 +145,14 @@ impl TrainSession {
     /// Compiles the programs and uploads freshly initialized parameters.
     pub fn new(client: &Client, config: SessionConfig, seed: u64) -> Result<Self> {
         config.validate()?;
-        let values = init_params(&config.arch.params(), seed);
-        let state = Self::zero_state(&config);
+        let specs = config.arch.params().map_err(SessionError::Architecture)?;
+        let values = init_params(&specs, seed);
+        let state = Self::zero_state(&config, &specs);
         Self::with_values(client, config, seed, values, state, 0)
     }
 
-    fn zero_state(config: &SessionConfig) -> Vec<HostTensor> {
-        config
-            .arch
-            .params()
+    fn zero_state(config: &SessionConfig, specs: &[ParamSpec]) -> Vec<HostTensor> {
+        specs
             .iter()
             .flat_map(|p| config.optimizer.state_names(&p.name).into_iter().map(move |_| HostTensor::zeros(DType::F32, &p.dims).expect("valid dims")))
             .collect()
@@ -162,7 +162,7 @@ impl TrainSession {
     /// state (e.g. from a checkpoint), continuing at `step`.
     pub fn with_values(client: &Client, config: SessionConfig, seed: u64, params: Vec<HostTensor>, state: Vec<HostTensor>, step: u64) -> Result<Self> {
         config.validate()?;
-        let specs = config.arch.params();
+        let specs = config.arch.params().map_err(SessionError::Architecture)?;
         let state_names: Vec<String> = specs.iter().flat_map(|p| config.optimizer.state_names(&p.name)).collect();
         check_values("parameters", &specs.iter().map(|s| (s.name.clone(), s.dims.clone())).collect::<Vec<_>>(), &params)?;
         let state_dims: Vec<(String, Vec<i64>)> =
