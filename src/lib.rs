@@ -14,7 +14,7 @@
 //! - [`records`]: run records, training curves, hierarchy evaluations;
 //! - [`report`]: the Markdown + SVG report built from records;
 //! - [`bench`]: the training-step benchmark;
-//! - [`fsutil`], [`rng`]: crash-safe file replacement, our deterministic RNG;
+//! - [`fsutil`], [`lock`], [`rng`]: crash-safe file replacement, one writer per output folder, our deterministic RNG;
 //! - [`cloud`]: Cloud TPU VMs (create, run a campaign, fetch, delete, preemption);
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
@@ -31,6 +31,7 @@ pub mod experiment;
 pub mod fsutil;
 pub mod graph;
 pub mod hierarchy;
+pub mod lock;
 pub mod models;
 pub mod orchestrator;
 pub mod records;
