@@ -29,7 +29,6 @@ pub fn chain_text(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context;
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot write {path}: {source}")]

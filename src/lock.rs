@@ -106,7 +106,7 @@ pub enum LockError {
     #[error(
         "{dir} is in use by {holder}; only one emotionet command may write it at a time. Wait for that one to end (or stop it), or pass --wait to start when it does"
     )]
-    Held { dir: PathBuf, holder: HolderInfo },
+    Held { dir: PathBuf, holder: Box<HolderInfo> },
     #[error("cannot lock {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("cannot lock {path}: its file system does not support file locks ({source}); write to a local disk instead")]
@@ -183,7 +183,7 @@ impl OutputLock {
                 Err(Errno::WOULDBLOCK) => {
                     let holder = read_holder(&holder_path);
                     match wait {
-                        Wait::No => return Err(LockError::Held { dir: dir.to_path_buf(), holder }),
+                        Wait::No => return Err(LockError::Held { dir: dir.to_path_buf(), holder: Box::new(holder) }),
                         Wait::Yes if !told => {
                             tracing::warn!("waiting for {}: it is in use by {holder}", dir.display());
                             told = true;
@@ -252,7 +252,8 @@ mod tests {
         // flock locks belong to an open file, so a second open in the same
         // process conflicts just as another process would.
         let err = OutputLock::acquire(&dir, "training again", Wait::No).unwrap_err();
-        let LockError::Held { holder: HolderInfo::Known(holder), .. } = &err else { panic!("{err}") };
+        let LockError::Held { holder, .. } = &err else { panic!("{err}") };
+        let HolderInfo::Known(holder) = holder.as_ref() else { panic!("{err}") };
         assert_eq!(holder.pid, std::process::id());
         assert_eq!(holder.purpose, "training the face model");
         let text = err.to_string();
