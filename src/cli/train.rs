@@ -88,7 +88,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let _locks = kinds
         .iter()
         .map(|&kind| {
-            let run_dir = default_run_dir(&experiment, kind, args.backend.unwrap_or(experiment.backend.kind), args.repeat);
+            let run_dir = experiment.run_paths(kind, args.backend.resolve(&experiment.backend).kind, args.repeat).dir;
             OutputLock::acquire(&run_dir, &format!("training the {kind} model"), args.wait.into())
         })
         .collect::<Result<Vec<_>, _>>()?;
