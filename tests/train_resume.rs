@@ -13,6 +13,7 @@ use cli_support::{command, emotionet};
 use emotionet::train::CheckpointDir;
 
 /// A small experiment: the face model at 24x24 on a tiny synthetic set.
+#[allow(clippy::too_many_arguments)] // a fixture's knobs, each named at its call
 fn experiment(dir: &Path, name: &str, size: u32, batch: u32, steps_per_epoch: u32, epochs: u32, checkpoint_every: u32, dense: u32) -> PathBuf {
     let path = dir.join(format!("{name}.yaml"));
     let text = format!(

@@ -118,7 +118,7 @@ pub struct RunStart {
 /// What opening a run folder found.
 pub enum Opened {
     /// Train, from `checkpoint` if there is one.
-    Train { writer: RunWriter, checkpoint: Option<Box<Checkpoint>> },
+    Train { writer: Box<RunWriter>, checkpoint: Option<Box<Checkpoint>> },
     /// The folder holds a finished run of this experiment: nothing to do.
     Finished(Box<RunRecord>),
 }
@@ -210,7 +210,7 @@ impl RunWriter {
         writer.record.notes.extend(start.fresh.notes);
         writer.record.notes.insert(META_EXPERIMENT_HASH.into(), writer.hash.clone());
         writer.save_record()?;
-        Ok(Opened::Train { writer, checkpoint: checkpoint.map(Box::new) })
+        Ok(Opened::Train { writer: Box::new(writer), checkpoint: checkpoint.map(Box::new) })
     }
 
     pub fn paths(&self) -> &RunPaths {
