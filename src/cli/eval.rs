@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::data::{PrepOptions, prepare};
 use crate::experiment::Experiment;
 use crate::hierarchy::{self, Hierarchy, HierarchyOutcome, PREDICTIONS_FILE, Predictions};
+use crate::lock::OutputLock;
 use crate::models::ModelKind;
 use crate::records::{Confusion, HIERARCHY_FILE, HierarchyEval, RECORD_FILE, RunRecord, RunStatus};
 use crate::report::paper::PAPER_TABLE_I;
@@ -38,6 +39,10 @@ pub struct EvalArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// If another emotionet command is writing the same folder, wait for
+    /// it to end instead of stopping with an error.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -46,6 +51,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         anyhow::bail!("--images 0: ask for at least 1 image, or leave --images out to evaluate the whole eval split");
     }
     let TrainedModels { experiment, backend, trained_on, threshold, face_dir, emotion_dir } = args.models.resolve("the hierarchy")?;
+    let dir = hierarchy::eval_dir(&experiment, trained_on, args.models.repeat, args.images);
+    let _lock = OutputLock::acquire(&dir, "evaluating the hierarchy", args.wait.into())?;
 
     // Stage 2: data, devices, models.
     let prep = PrepOptions { task: hierarchy::task(&experiment), strict: false, progress: !args.quiet };
@@ -59,7 +66,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     warn_if_stale(&experiment, &hierarchy, &face_dir, &emotion_dir);
 
     let outcome = hierarchy.evaluate(&evaluated, &set.class_names, experiment.data.normalize)?;
-    let dir = hierarchy::eval_dir(&experiment, trained_on, args.models.repeat, args.images);
     let eval_id = format!("{}/{}", experiment.name, dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     let record = outcome.to_record(
         &eval_id,

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::Args;
 
+use crate::lock::OutputLock;
 use crate::orchestrator::{Plan, RunOptions, run_campaign};
 use crate::pjrt::Backend;
 
@@ -30,6 +31,10 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// If another emotionet command is writing the same folder, wait for
+    /// it to end instead of stopping with an error.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -41,6 +46,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return Ok(());
     }
+    // One campaign per output folder. Its `train` and `eval` children lock
+    // their own folders inside it, so this does not block them.
+    let _lock = OutputLock::acquire(&plan.output, &format!("running the campaign {}", plan.name), args.wait.into())?;
     let stop = Arc::new(AtomicBool::new(false));
     super::train::install_stop_handler(stop.clone());
     let options = RunOptions {

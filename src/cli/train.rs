@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::BackendArgs;
 use crate::experiment::Experiment;
+use crate::lock::OutputLock;
 use crate::models::ModelKind;
 use crate::train::{TrainOptions, train};
 
@@ -33,6 +34,10 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// If another emotionet command is writing the same folder, wait for
+    /// it to end instead of stopping with an error.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Sets `stop` on the first SIGINT or SIGTERM; exits on the second.
@@ -79,6 +84,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         None => experiment.trainings().into_iter().map(|(k, _)| k).collect(),
     };
+    // One writer per run folder, held until every model here is trained.
+    let _locks = kinds
+        .iter()
+        .map(|&kind| {
+            let run_dir = experiment.run_paths(kind, args.backend.resolve(&experiment.backend).kind, args.repeat).dir;
+            OutputLock::acquire(&run_dir, &format!("training the {kind} model"), args.wait.into())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone());
     let mut options = TrainOptions::new(&experiment);

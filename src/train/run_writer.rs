@@ -266,10 +266,10 @@ impl RunWriter {
     /// why, so that whoever started the run reads the reason from the record
     /// rather than from a log. Returns `error` for the caller to pass on.
     pub fn fail(mut self, error: anyhow::Error) -> anyhow::Error {
-        self.record.status = RunStatus::Failed { error: format!("{error:#}") };
+        self.record.status = RunStatus::Failed { error: crate::errors::chain_text(&error) };
         match self.flush() {
             Ok(()) => error,
-            Err(e) => error.context(format!("the record could not say so either: {e:#}")),
+            Err(e) => error.context(format!("the record could not say so either: {}", crate::errors::chain_text(&e))),
         }
     }
 
