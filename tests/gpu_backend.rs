@@ -50,12 +50,11 @@ fn the_library_reports_a_typed_gpu_problem() {
     if host_has_libcuda() {
         return;
     }
-    let err = pjrt::connect(Backend::Gpu, Some(&plugin), &ClientOptions::new()).err().expect("no GPU here");
-    match err {
-        PjrtError::Gpu { plugin: p, problem: GpuProblem::DriverMissing { reason, .. } } => {
-            assert_eq!(p, std::fs::canonicalize(&plugin).unwrap());
-            assert!(reason.contains("libcuda.so.1"), "the loader's own reason is kept: {reason}");
-        }
+    let err = pjrt::connect(Backend::Gpu, Some(&plugin), &ClientOptions::new()).expect_err("no GPU here");
+    let PjrtError::Gpu { plugin: p, problem } = err else { panic!("expected a GPU problem, got: {err}") };
+    assert_eq!(p, std::fs::canonicalize(&plugin).unwrap());
+    match *problem {
+        GpuProblem::DriverMissing { reason, .. } => assert!(reason.contains("libcuda.so.1"), "the loader's own reason is kept: {reason}"),
         other => panic!("expected a missing driver, got: {other}"),
     }
     // The plugin itself loaded and speaks a newer C API than our header.
@@ -96,8 +95,8 @@ fn a_full_gpu_plugin_install_loads_all_its_cuda_libraries() {
         assert_eq!(report.from_wheels.len(), 12, "{report:?}");
         // With every library in place, what stops it here is the driver.
         if !host_has_libcuda() {
-            let err = pjrt::connect(Backend::Gpu, Some(&plugin), &ClientOptions::new()).err().unwrap();
-            assert!(matches!(err, PjrtError::Gpu { problem: GpuProblem::DriverMissing { .. }, .. }), "{err}");
+            let err = pjrt::connect(Backend::Gpu, Some(&plugin), &ClientOptions::new()).expect_err("no driver here");
+            assert!(matches!(&err, PjrtError::Gpu { problem, .. } if matches!(**problem, GpuProblem::DriverMissing { .. })), "{err}");
         }
     }
 }

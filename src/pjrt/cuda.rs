@@ -35,14 +35,14 @@ pub(crate) fn connect(api: Api, options: &ClientOptions) -> Result<Client> {
     let preloaded = cuda.as_ref().map(preload);
     let client = Client::new(api, options).map_err(|e| match e {
         PjrtError::Plugin { op: "PJRT_Client_Create", .. } => match diagnose(cuda.as_ref().map(|c| c.cuda_major)) {
-            Some(problem) => PjrtError::Gpu { plugin: path.to_path_buf(), problem },
+            Some(problem) => PjrtError::Gpu { plugin: path.to_path_buf(), problem: Box::new(problem) },
             None => e,
         },
         other => other,
     })?;
     // Checked after the driver: without a GPU the libraries do not matter.
     if let Some(missing) = preloaded.map(|p| p.missing).filter(|m| !m.is_empty()) {
-        return Err(PjrtError::Gpu { plugin: path.to_path_buf(), problem: GpuProblem::LibrariesMissing { missing } });
+        return Err(PjrtError::Gpu { plugin: path.to_path_buf(), problem: Box::new(GpuProblem::LibrariesMissing { missing }) });
     }
     Ok(client)
 }

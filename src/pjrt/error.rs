@@ -84,7 +84,7 @@ pub enum PjrtError {
     UnsupportedType { op: &'static str, raw: u32 },
 
     #[error("CUDA plugin {plugin}: {problem}")]
-    Gpu { plugin: PathBuf, problem: super::cuda::GpuProblem },
+    Gpu { plugin: PathBuf, problem: Box<super::cuda::GpuProblem> },
 
     #[error(transparent)]
     Tensor(#[from] TensorError),
