@@ -30,7 +30,7 @@ TB_READER      := $(DEPS)/py/tensorboard/__init__.py
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test demo bench ffi clean system-packages
+.PHONY: setup build test lint demo bench ffi clean system-packages
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
@@ -65,8 +65,8 @@ tpu-plugin:
 # their newest on PyPI, 2026-12-01), each version pinned, closed under the
 # wheels' own requirements (cccl, crt: headers the metadata asks for), and
 # installed with --no-deps so nothing unpinned comes in. CUDA 12 needs
-# NVIDIA driver >= 525.60.13, CUDA 13 >= 580. Download: ~3.2 GB (12) /
-# ~2.3 GB (13); on disk 4.9 / 3.8 GB.
+# NVIDIA driver >= 525.60.13, CUDA 13 >= 580. CUDA 12: 3.2 GB of wheels,
+# 4.9 GB on disk; CUDA 13: 3.8 GB on disk.
 CUDA ?= 12
 GPU_PKGS_12 := jax-cuda12-pjrt==0.11.2 \
     nvidia-cublas-cu12==12.9.3.13 nvidia-cuda-cupti-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86 \
@@ -130,6 +130,11 @@ build: setup
 
 test: build $(GPU_LOADER)
 	$(CARGO) test --release --locked -- --test-threads=2
+
+## lint: formatting (rustfmt.toml) and clippy with warnings as errors, as CI runs them after `make test`
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 ## demo: the smoke campaign on the synthetic set (CPU): both models, the hierarchy eval, the report
 demo: build

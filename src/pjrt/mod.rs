@@ -38,7 +38,7 @@ mod ffi;
 
 pub use api::{Api, HEADER_VERSION, NamedValue};
 pub use backend::{Backend, deps_dir, resolve_plugin};
-pub use buffer::Buffer;
+pub use buffer::{Buffer, ReadyEvent};
 pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
 pub use cuda::{CudaPlugin, GpuProblem, Preloaded, minimum_driver, preload};
