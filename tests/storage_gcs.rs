@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use emotionet::lock::{Holder, HolderInfo, Wait};
 use emotionet::storage::{Bucket, Lease, Location, Mirror, Precondition, StorageConfig, StorageError};
 use gcs_emulator::{Emulator, SlowProxy};
 
@@ -75,24 +76,56 @@ async fn a_folder_is_mirrored_up_and_restored_on_a_fresh_machine() {
     assert_eq!(restore.sync().await.unwrap().uploaded, 0, "restored files are not sent back");
 }
 
+fn vm(name: &str, pid: u32) -> Holder {
+    Holder {
+        pid,
+        host: name.into(),
+        started_at: "2026-12-01T10:00:00Z".into(),
+        command: "emotionet run tpu.yaml --out gs://emotionet-runs/tpu".into(),
+        purpose: "running the campaign tpu".into(),
+    }
+}
+
 #[tokio::test]
 async fn the_lease_lets_one_writer_in_and_passes_on_when_it_expires() {
     let emulator = Emulator::start(&["emotionet-runs"]);
     let runs = bucket(&emulator.host, "gs://emotionet-runs/tpu").await;
-    let mut first = Lease::acquire(&runs, ".emotionet-lock", "vm-1", Duration::from_secs(60)).await.unwrap();
-    let refused = Lease::acquire(&runs, ".emotionet-lock", "vm-2", Duration::from_secs(60)).await.unwrap_err();
-    assert!(matches!(&refused, StorageError::Locked { holder, .. } if holder == "vm-1"), "{refused:?}");
+    let mut first = Lease::acquire(&runs, ".emotionet-lock", vm("vm-1", 11), Duration::from_secs(60), Wait::No).await.unwrap();
+    let refused = Lease::acquire(&runs, ".emotionet-lock", vm("vm-2", 22), Duration::from_secs(60), Wait::No).await.unwrap_err();
+    let StorageError::Locked { holder, .. } = &refused else { panic!("{refused:?}") };
+    assert_eq!(**holder, HolderInfo::Known(vm("vm-1", 11)));
+    // Worded as the local lock's refusal: who, and the way out.
+    let text = refused.to_string();
+    assert!(text.contains("gs://emotionet-runs/tpu/.emotionet-lock is in use by `emotionet run tpu.yaml") && text.contains("pid 11 on vm-1"), "{text}");
+    assert!(text.contains("--wait"), "{text}");
     first.renew().await.unwrap();
     first.release().await.unwrap();
-    let second = Lease::acquire(&runs, ".emotionet-lock", "vm-2", Duration::from_secs(1)).await.unwrap();
+    let second = Lease::acquire(&runs, ".emotionet-lock", vm("vm-2", 22), Duration::from_secs(1), Wait::No).await.unwrap();
 
     // vm-2 dies without releasing; once its lease expires, vm-3 takes over and vm-2 cannot renew.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let third = Lease::acquire(&runs, ".emotionet-lock", "vm-3", Duration::from_secs(60)).await.unwrap();
+    let third = Lease::acquire(&runs, ".emotionet-lock", vm("vm-3", 33), Duration::from_secs(60), Wait::No).await.unwrap();
     let mut second = second;
     let lost = second.renew().await.unwrap_err();
     assert!(matches!(lost, StorageError::PreconditionFailed { .. }), "{lost:?}");
     third.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lease_left_by_a_dead_process_of_this_host_is_taken_over_at_once() {
+    let emulator = Emulator::start(&["emotionet-runs"]);
+    let runs = bucket(&emulator.host, "gs://emotionet-runs/tpu").await;
+    // A process of this host that has ended (it ran and was reaped).
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let here = |pid| Holder { host: emotionet::records::host_name(), ..vm("", pid) };
+    let _dead = Lease::acquire(&runs, ".emotionet-lock", here(dead_pid), Duration::from_secs(600), Wait::No).await.unwrap();
+    let taken = Lease::acquire(&runs, ".emotionet-lock", here(std::process::id()), Duration::from_secs(600), Wait::No).await.unwrap();
+    // A live process of this host keeps its lease.
+    let refused = Lease::acquire(&runs, ".emotionet-lock", here(1), Duration::from_secs(600), Wait::No).await.unwrap_err();
+    assert!(matches!(refused, StorageError::Locked { .. }), "{refused:?}");
+    taken.release().await.unwrap();
 }
 
 /// The uploader half of the kill test: runs in a child process (this test

@@ -1,38 +1,38 @@
 //! `--out gs://BUCKET/PREFIX` (or `output: gs://...`) for the commands that
-//! write or read run folders: `run`, `train`, `eval`, `report`.
+//! write or read run folders: `run`, `train`, `eval`, `report`, and
+//! `cloud fetch`.
 //!
 //! A bucket output is a local staging folder mirrored to the bucket: the
 //! trainer and the orchestrator keep writing ordinary local files (each
-//! checkpoint and record whole, through a rename), and a background thread
-//! uploads every new or changed file as one object every `EMOTIONET_SYNC_SECS`
-//! seconds (default 30) and once more at the end. Before the command starts,
-//! whatever the bucket has that the staging folder lacks is downloaded, so a
-//! fresh VM after a preemption resumes from the newest checkpoint that
-//! reached the bucket. A lease object (`.emotionet-lock`, renewed with each
-//! sync) keeps two writers off one prefix. A local `--out` is used as is.
+//! checkpoint and record whole, through a rename) and a [`Uploader`] thread
+//! uploads each new or changed file as one object: as soon as the run writer
+//! has finished it (it calls the [`SyncHandle`] after every checkpoint and
+//! flush), and otherwise every `EMOTIONET_SYNC_SECS` seconds (default 2:
+//! the files a campaign's children, logs and state write), and once more at
+//! the end. Before the command starts, whatever the bucket has that the
+//! staging folder lacks is downloaded, so a fresh VM after a preemption
+//! resumes from the newest checkpoint that reached the bucket. The bucket's
+//! lease (`.emotionet-lock`, see [`crate::storage::Lease`]) keeps two
+//! writers off one prefix, as [`crate::lock`] does for a local folder. A
+//! local `--out` is used as is.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::storage::{Bucket, GcsPath, LOCK_KEY, Lease, Location, Mirror, StorageConfig};
+use crate::lock::{Holder, Wait};
+use crate::storage::{Bucket, GcsPath, LOCK_KEY, Lease, Location, Mirror, StorageConfig, SyncHandle, Uploader};
 
-/// How long a lease lasts without renewal.
-const LEASE_TTL: Duration = Duration::from_secs(600);
+/// How long a lease lasts without renewal (renewed every third of it).
+const LEASE_TTL: Duration = Duration::from_secs(300);
 
 /// Where a command writes: the local folder to hand to the trainer, and the
-/// mirror that carries it to a bucket, if any.
+/// uploader that carries it to a bucket, if any.
 pub struct Output {
     pub local: PathBuf,
     pub location: Location,
-    sync: Option<SyncThread>,
-}
-
-struct SyncThread {
-    stop: mpsc::Sender<()>,
-    done: std::thread::JoinHandle<anyhow::Result<()>>,
+    uploader: Option<Uploader>,
 }
 
 /// `EMOTIONET_STAGING`, else `$XDG_CACHE_HOME/emotionet/gs`, else `~/.cache/emotionet/gs`.
@@ -65,10 +65,10 @@ fn sync_interval() -> anyhow::Result<Duration> {
                 .parse()
                 .ok()
                 .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                .with_context(|| format!("EMOTIONET_SYNC_SECS={text:?}: expected a positive number of seconds between uploads to the bucket"))?;
+                .with_context(|| format!("EMOTIONET_SYNC_SECS={text:?}: expected a positive number of seconds between looks for changed files"))?;
             Ok(Duration::from_secs_f64(secs))
         }
-        Err(_) => Ok(Duration::from_secs(30)),
+        Err(_) => Ok(Duration::from_secs(2)),
     }
 }
 
@@ -84,20 +84,20 @@ async fn connect(path: &GcsPath) -> anyhow::Result<Bucket> {
 }
 
 impl Output {
-    /// The output `out` for a command that writes runs there.
-    pub fn for_writing(out: &Path) -> anyhow::Result<Output> {
+    /// The output `out` for a command that writes there for `purpose`
+    /// ("training"): a bucket's lease is taken (or waited for, with
+    /// [`Wait::Yes`]) and what it holds is downloaded first.
+    pub fn for_writing(out: &Path, purpose: &str, wait: Wait) -> anyhow::Result<Output> {
         let location = Location::from_path(out)?;
         let Location::Gcs(path) = &location else {
-            return Ok(Output { local: out.to_path_buf(), location, sync: None });
+            return Ok(Output { local: out.to_path_buf(), location, uploader: None });
         };
         let local = staging_dir(path);
         std::fs::create_dir_all(&local).with_context(|| format!("cannot create the staging folder {} for {location}", local.display()))?;
         let interval = sync_interval()?;
-        let runtime = runtime()?;
-        let (mut mirror, lease) = runtime.block_on(async {
+        let (mirror, lease) = runtime()?.block_on(async {
             let bucket = connect(path).await?;
-            let holder = crate::storage::holder_id();
-            let lease = Lease::acquire(&bucket, LOCK_KEY, &holder, LEASE_TTL).await.with_context(|| format!("cannot take the lock of {location}"))?;
+            let lease = Lease::acquire(&bucket, LOCK_KEY, Holder::this_process(purpose), LEASE_TTL, wait).await?;
             let mut mirror = Mirror::new(bucket, &local);
             let restored = mirror.restore().await.with_context(|| format!("cannot download {location} into {}", local.display()))?;
             if restored > 0 {
@@ -105,57 +105,31 @@ impl Output {
             }
             anyhow::Ok((mirror, lease))
         })?;
-        tracing::info!("{location}: staging in {}, uploading every {}s", local.display(), interval.as_secs_f64());
-        let (stop, stopped) = mpsc::channel::<()>();
-        let label = location.to_string();
-        let done = std::thread::Builder::new()
-            .name("gs-mirror".into())
-            .spawn(move || -> anyhow::Result<()> {
-                let mut lease = lease;
-                loop {
-                    let last = !matches!(stopped.recv_timeout(interval), Err(mpsc::RecvTimeoutError::Timeout));
-                    let result = runtime.block_on(async {
-                        let report = mirror.sync().await?;
-                        if report.uploaded > 0 {
-                            tracing::info!("uploaded {} file(s), {} bytes, to {label}", report.uploaded, report.bytes);
-                        }
-                        lease.renew().await?;
-                        anyhow::Ok(())
-                    });
-                    match (result, last) {
-                        (Ok(()), false) => {}
-                        // A failed periodic sync is retried at the next one: the local files are all still there.
-                        (Err(e), false) => tracing::warn!("syncing {label} failed (trying again in {}s): {e:#}", interval.as_secs()),
-                        (result, true) => {
-                            result.with_context(|| format!("the last upload to {label} failed; the files are in {}", mirror.root().display()))?;
-                            return runtime.block_on(lease.release()).with_context(|| format!("cannot release the lock of {label}"));
-                        }
-                    }
-                }
-            })
-            .context("starting the upload thread")?;
-        Ok(Output { local, location, sync: Some(SyncThread { stop, done }) })
+        tracing::info!("{location}: staging in {}, uploading as files are written (and every {}s)", local.display(), interval.as_secs_f64());
+        let uploader = Uploader::start(mirror, Some(lease), interval).context("starting the upload thread")?;
+        Ok(Output { local, location, uploader: Some(uploader) })
     }
 
-    /// Uploads what is left and releases the lock. Call on every way out,
+    /// Asks for an upload now (the run writer's hook); a no-op for a local output.
+    pub fn sync_handle(&self) -> SyncHandle {
+        self.uploader.as_ref().map(Uploader::handle).unwrap_or_default()
+    }
+
+    /// Uploads what is left and releases the lease. Call on every way out,
     /// errors included: whatever was written locally then reaches the bucket.
     pub fn finish(mut self) -> anyhow::Result<()> {
-        self.finish_sync()
+        self.finish_upload()
     }
 
-    fn finish_sync(&mut self) -> anyhow::Result<()> {
-        let Some(sync) = self.sync.take() else { return Ok(()) };
-        let _ = sync.stop.send(());
-        match sync.done.join() {
-            Ok(result) => result,
-            Err(_) => anyhow::bail!("the upload thread for {} panicked; the files are in {}", self.location, self.local.display()),
-        }
+    fn finish_upload(&mut self) -> anyhow::Result<()> {
+        let Some(uploader) = self.uploader.take() else { return Ok(()) };
+        uploader.finish().with_context(|| format!("the last upload to {} failed; the files are in {}", self.location, self.local.display()))
     }
 }
 
 impl Drop for Output {
     fn drop(&mut self) {
-        if let Err(e) = self.finish_sync() {
+        if let Err(e) = self.finish_upload() {
             eprintln!("warning: {e:#}");
         }
     }

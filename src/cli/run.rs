@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::Args;
 
+use crate::lock::OutputLock;
 use crate::orchestrator::{Plan, RunOptions, run_campaign};
 use crate::pjrt::Backend;
 
@@ -31,6 +32,10 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// If another emotionet command is writing the same folder, wait for
+    /// it to end instead of stopping with an error.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -43,10 +48,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    // A bucket output: the campaign runs in a local staging folder that is mirrored to it.
-    let staged = super::output::Output::for_writing(&plan.output)?;
+    // A bucket output: the campaign runs in a local staging folder, uploaded
+    // to the bucket as it is written, under the bucket's lease.
+    let purpose = format!("running the campaign {}", plan.name);
+    let staged = super::output::Output::for_writing(&plan.output, &purpose, args.wait.into())?;
     plan.output = staged.local.clone();
-    let result = run_plan(plan, &args);
+    // One campaign per output folder. Its `train` and `eval` children lock
+    // their own folders inside it, so this does not block them.
+    let lock = OutputLock::acquire(&plan.output, &purpose, args.wait.into());
+    let result = lock.map_err(anyhow::Error::from).and_then(|_lock| run_plan(plan, &args));
     let uploaded = staged.finish();
     result.and(uploaded)
 }
@@ -70,11 +80,17 @@ fn run_plan(plan: Plan, args: &RunArgs) -> anyhow::Result<()> {
     if let Some(report) = &summary.report {
         outln!("report: {}", report.display())?;
     }
+    if let Some(error) = &summary.report_error {
+        outln!("REPORT FAILED: {error}")?;
+    }
     if summary.interrupted {
         return Err(crate::train::Interrupted::Campaign { state: output.join(crate::orchestrator::STATE_FILE) }.into());
     }
     if !summary.failed.is_empty() {
         anyhow::bail!("{} run(s) failed; see their train.log (the campaign state is in campaign-state.json)", summary.failed.len());
+    }
+    if let Some(error) = summary.report_error {
+        anyhow::bail!("the campaign's runs are done, but its report could not be written: {error}; fix that and run `emotionet report {}`", output.display());
     }
     Ok(())
 }

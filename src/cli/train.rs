@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Args;
 
+use super::BackendArgs;
 use crate::experiment::Experiment;
+use crate::lock::OutputLock;
 use crate::models::ModelKind;
-use crate::pjrt::Backend;
-use crate::train::{TrainOptions, default_run_dir, train};
+use crate::train::{TrainOptions, train};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -19,13 +20,11 @@ pub struct TrainArgs {
     /// Train only this model (default: every model in the file, face first).
     #[arg(long, value_enum)]
     pub model: Option<ModelKind>,
-    /// Overrides the experiment's backend.
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
-    /// A PJRT plugin library to use.
-    #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
-    pub plugin: Option<PathBuf>,
-    /// Where runs go (default: the experiment's `output`): a folder, or gs://BUCKET/PREFIX.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Where runs go (default: the experiment's `output`): a folder, or
+    /// gs://BUCKET/PREFIX (staged locally, each file uploaded as soon as it
+    /// is written, the newest checkpoint restored from the bucket on --resume).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue from the newest checkpoint of an unfinished run.
@@ -37,6 +36,10 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// If another emotionet command is writing the same folder, wait for
+    /// it to end instead of stopping with an error.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Sets `stop` on the first SIGINT or SIGTERM; exits on the second.
@@ -76,16 +79,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         experiment.output = out.clone();
     }
-    // A bucket output: train in a local staging folder that is mirrored to it
-    // (and restored from it first, so --resume finds the newest checkpoint there).
-    let staged = super::output::Output::for_writing(&experiment.output)?;
+    // A bucket output: train in a local staging folder, restored from the
+    // bucket first (so --resume finds the newest checkpoint there) and
+    // uploaded file by file as the run writer finishes each one.
+    let target = experiment.output.clone();
+    let staged = super::output::Output::for_writing(&target, "training", args.wait.into())?;
     experiment.output = staged.local.clone();
-    let result = train_all(experiment, &args);
+    let result = train_all(experiment, &args, &target, staged.sync_handle());
     let uploaded = staged.finish();
     result.and(uploaded)
 }
 
-fn train_all(experiment: Experiment, args: &TrainArgs) -> anyhow::Result<()> {
+fn train_all(experiment: Experiment, args: &TrainArgs, target: &std::path::Path, sync: crate::storage::SyncHandle) -> anyhow::Result<()> {
     let kinds: Vec<ModelKind> = match args.model {
         Some(kind) => {
             experiment.training(kind).with_context(|| format!("{} has no `models.{kind}` section", args.experiment.display()))?;
@@ -93,29 +98,41 @@ fn train_all(experiment: Experiment, args: &TrainArgs) -> anyhow::Result<()> {
         }
         None => experiment.trainings().into_iter().map(|(k, _)| k).collect(),
     };
+    // One writer per run folder, held until every model here is trained.
+    let _locks = kinds
+        .iter()
+        .map(|&kind| {
+            let run_dir = experiment.run_paths(kind, args.backend.resolve(&experiment.backend).kind, args.repeat).dir;
+            OutputLock::acquire(&run_dir, &format!("training the {kind} model"), args.wait.into())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone());
-    let backend = args.backend.unwrap_or(experiment.backend.kind);
+    let mut options = TrainOptions::new(&experiment);
+    options.backend = args.backend.resolve(&experiment.backend);
+    options.resume = args.resume;
+    options.repeat = args.repeat;
+    options.progress = !args.quiet;
+    options.stop = stop;
+    options.experiment_file = Some(args.experiment.clone());
+    options.out_label = Some(target.display().to_string());
+    options.after_flush = sync.hook().map(crate::train::run_writer::AfterFlush);
     for kind in kinds {
-        let run_dir = default_run_dir(&experiment, kind, backend, args.repeat);
-        let mut options = TrainOptions::new(&run_dir);
-        options.backend = Some(backend);
-        options.plugin = args.plugin.clone();
-        options.resume = args.resume;
-        options.repeat = args.repeat;
-        options.progress = !args.quiet;
-        options.stop = stop.clone();
-        options.notes.insert("experiment_file".into(), args.experiment.display().to_string());
         let record = train(&experiment, kind, &options)?;
         let timing = record.timing.as_ref();
+        let seconds = |v: Option<f64>, unit: &str| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.3} {unit}"));
+        let input = match timing {
+            Some(t) if t.input_bound() => format!(", input-bound: {:.0}% of the loop waiting for batches", t.input_share().unwrap_or(0.0) * 100.0),
+            _ => String::new(),
+        };
         outln!(
-            "{kind}: {} steps, eval accuracy {:.3}, steady step {:.3} s ({:.1} images/s), total {:.1} s -> {}",
+            "{kind}: {} steps, eval accuracy {}, steady step {} ({} images/s){input}, total {} -> {}",
             record.steps_done,
-            record.final_eval.as_ref().map_or(f64::NAN, |e| e.accuracy),
-            timing.and_then(|t| t.steady_step_s).unwrap_or(f64::NAN),
-            timing.and_then(|t| t.images_per_s).unwrap_or(f64::NAN),
-            timing.map_or(f64::NAN, |t| t.total_wall_s),
-            run_dir.display()
+            record.final_eval.as_ref().map_or_else(|| "n/a".to_string(), |e| format!("{:.3}", e.accuracy)),
+            seconds(timing.and_then(|t| t.steady_step_s), "s"),
+            timing.and_then(|t| t.images_per_s).map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}")),
+            seconds(timing.map(|t| t.total_wall_s), "s"),
+            experiment.run_paths(kind, options.backend.kind, args.repeat).dir.display()
         )?;
     }
     Ok(())

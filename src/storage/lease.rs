@@ -1,7 +1,19 @@
-//! A lock for a bucket prefix: one small object, taken and renewed with
-//! generation preconditions (compare and swap), so two writers never share
-//! one output prefix. A holder that dies stops renewing; once its lease has
-//! expired, the next writer takes it over.
+//! One writer per bucket output: the `gs://` side of [`crate::lock`].
+//!
+//! A local output folder is locked with `flock`, which the kernel drops when
+//! its holder dies. A bucket prefix has no such thing, so its lock is a small
+//! object (the lease) that names its holder the way the local lock's holder
+//! file does ([`Holder`]: PID, host, start time, command line, purpose) and
+//! says until when it holds. It is taken and renewed only with generation
+//! preconditions (compare and swap): of two writers racing for it, exactly
+//! one wins. A holder renews it while it works and marks it expired when it
+//! ends.
+//!
+//! A holder that dies stops renewing; the next writer takes the lease over
+//! once it has expired, or at once when the holder was a process on this
+//! same host that no longer exists (a `kill -9` followed by a resume on the
+//! same machine need not wait out the lease). A reused PID only makes us
+//! wait, never take over a live holder's lease.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,14 +22,17 @@ use serde::{Deserialize, Serialize};
 
 use super::bucket::{Bucket, Precondition};
 use super::{Result, StorageError};
+use crate::lock::{Holder, HolderInfo, Wait};
 
-/// What the lease object says.
+/// What the lease object holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseHolder {
-    /// Who holds it: host, process and a random tag, for messages and for
-    /// telling our own lease from another's.
-    pub holder: String,
-    /// Until when (Unix seconds); 0 once released.
+pub struct LeaseBody {
+    #[serde(flatten)]
+    pub holder: Holder,
+    /// A random tag, so that two holders with equal details (a PID reused
+    /// on another machine of the same name) are still told apart.
+    pub tag: String,
+    /// Until when the lease holds (Unix seconds); 0 once released.
     pub expires_unix: i64,
 }
 
@@ -25,81 +40,127 @@ pub struct LeaseHolder {
 pub struct Lease {
     bucket: Bucket,
     key: String,
-    holder: String,
+    body: LeaseBody,
     ttl: Duration,
     generation: i64,
 }
+
+/// How often a waiting writer looks at the lease again.
+const WAIT_POLL: Duration = Duration::from_secs(2);
 
 fn now_unix() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// `host:pid:random`, unique enough to tell two writers apart.
-pub fn holder_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown-host".into());
-    format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
+fn rfc3339(unix: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64)).to_string()
+}
+
+/// Whether `holder` is a process of this host that has ended.
+fn dead_here(holder: &Holder) -> bool {
+    holder.host == crate::records::host_name() && holder.pid != std::process::id() && !std::path::Path::new(&format!("/proc/{}", holder.pid)).exists()
 }
 
 impl Lease {
-    /// Takes the lease `key`, free or expired; fails with [`StorageError::Locked`] when another holds it.
-    pub async fn acquire(bucket: &Bucket, key: &str, holder: &str, ttl: Duration) -> Result<Lease> {
-        let body = |expires: i64| Bytes::from(serde_json::to_vec(&LeaseHolder { holder: holder.to_string(), expires_unix: expires }).unwrap_or_default());
-        // Two rounds: a lease that changes hands between our read and our write is someone else's now.
+    /// Takes the lease `key` for `holder` when it is free, expired or left
+    /// by a dead process of this host; otherwise [`StorageError::Locked`]
+    /// (with [`Wait::Yes`]: waits until it can take it).
+    pub async fn acquire(bucket: &Bucket, key: &str, holder: Holder, ttl: Duration, wait: Wait) -> Result<Lease> {
+        let mut told = false;
+        loop {
+            match Self::try_acquire(bucket, key, &holder, ttl).await {
+                Err(StorageError::Locked { url, holder: current, until }) if wait == Wait::Yes => {
+                    if !told {
+                        tracing::warn!("waiting for {url}: it is in use by {current} (its lease runs to {until} unless renewed)");
+                        told = true;
+                    }
+                    tokio::time::sleep(WAIT_POLL).await;
+                }
+                Ok(lease) => {
+                    if told {
+                        tracing::warn!("{} is free now; going on", lease.url());
+                    }
+                    return Ok(lease);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_acquire(bucket: &Bucket, key: &str, holder: &Holder, ttl: Duration) -> Result<Lease> {
+        let tag = format!("{:016x}", fastrand::u64(..));
+        let body = |expires_unix: i64| LeaseBody { holder: holder.clone(), tag: tag.clone(), expires_unix };
+        let taken = |body: LeaseBody, generation: i64| Lease { bucket: bucket.clone(), key: key.to_string(), body, ttl, generation };
+        // Two rounds: a lease that changes hands between our read and our
+        // write is someone else's now, and gets one more look.
         for _ in 0..2 {
-            let expires = now_unix() + ttl.as_secs() as i64;
-            match bucket.put(key, body(expires), Precondition::DoesNotExist).await {
-                Ok(generation) => return Ok(Lease { bucket: bucket.clone(), key: key.to_string(), holder: holder.to_string(), ttl, generation }),
+            let mine = body(now_unix() + ttl.as_secs() as i64);
+            match bucket.put(key, encode(&mine), Precondition::DoesNotExist).await {
+                Ok(generation) => return Ok(taken(mine, generation)),
                 Err(StorageError::PreconditionFailed { .. }) => {}
                 Err(e) => return Err(e),
             }
             let Some((bytes, generation)) = bucket.get(key).await? else { continue };
-            // An unreadable lease object is treated as expired: it protects nothing.
-            let current: Option<LeaseHolder> = serde_json::from_slice(&bytes).ok();
-            if let Some(current) = &current {
-                if current.expires_unix > now_unix() && current.holder != holder {
+            // An unreadable lease object protects nothing: it is taken over.
+            if let Ok(current) = serde_json::from_slice::<LeaseBody>(&bytes) {
+                if current.expires_unix > now_unix() && !dead_here(&current.holder) {
                     return Err(StorageError::Locked {
                         url: bucket.url(key),
-                        holder: current.holder.clone(),
-                        expires: current.expires_unix,
-                        advice: "another run writes to this output; wait for it, or use another --out".into(),
+                        holder: Box::new(HolderInfo::Known(current.holder)),
+                        until: rfc3339(current.expires_unix),
                     });
                 }
+                if current.expires_unix > 0 {
+                    tracing::warn!("taking over {} from {} (its lease ran out or its process is gone)", bucket.url(key), current.holder);
+                }
             }
-            match bucket.put(key, body(expires), Precondition::GenerationIs(generation)).await {
-                Ok(generation) => return Ok(Lease { bucket: bucket.clone(), key: key.to_string(), holder: holder.to_string(), ttl, generation }),
+            let mine = body(now_unix() + ttl.as_secs() as i64);
+            match bucket.put(key, encode(&mine), Precondition::GenerationIs(generation)).await {
+                Ok(generation) => return Ok(taken(mine, generation)),
                 Err(StorageError::PreconditionFailed { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }
-        let current = bucket.get(key).await?.and_then(|(b, _)| serde_json::from_slice::<LeaseHolder>(&b).ok());
+        let current = bucket.get(key).await?.and_then(|(b, _)| serde_json::from_slice::<LeaseBody>(&b).ok());
         Err(StorageError::Locked {
             url: bucket.url(key),
-            holder: current.as_ref().map(|c| c.holder.clone()).unwrap_or_else(|| "another writer".into()),
-            expires: current.map(|c| c.expires_unix).unwrap_or(0),
-            advice: "it changed hands while we tried to take it; try again".into(),
+            until: current.as_ref().map(|c| rfc3339(c.expires_unix)).unwrap_or_else(|| "unknown".into()),
+            holder: Box::new(match current {
+                Some(c) => HolderInfo::Known(c.holder),
+                None => HolderInfo::Unknown { holder_file: bucket.url(key).into() },
+            }),
         })
     }
 
-    /// Extends the lease; fails with [`StorageError::PreconditionFailed`] if it was taken over.
+    /// Extends the lease by its time to live; [`StorageError::PreconditionFailed`]
+    /// if someone else has taken it since.
     pub async fn renew(&mut self) -> Result<()> {
-        let body = LeaseHolder { holder: self.holder.clone(), expires_unix: now_unix() + self.ttl.as_secs() as i64 };
-        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        self.generation = self.bucket.put(&self.key, bytes, Precondition::GenerationIs(self.generation)).await?;
+        let mut body = self.body.clone();
+        body.expires_unix = now_unix() + self.ttl.as_secs() as i64;
+        self.generation = self.bucket.put(&self.key, encode(&body), Precondition::GenerationIs(self.generation)).await?;
+        self.body = body;
         Ok(())
     }
 
-    /// Gives the lease up (marks it expired, only if it is still ours).
+    /// Gives the lease up (marks it expired), only if it is still ours.
     pub async fn release(self) -> Result<()> {
-        let body = LeaseHolder { holder: self.holder.clone(), expires_unix: 0 };
-        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        self.bucket.put(&self.key, bytes, Precondition::GenerationIs(self.generation)).await.map(|_| ())
+        let body = LeaseBody { expires_unix: 0, ..self.body.clone() };
+        self.bucket.put(&self.key, encode(&body), Precondition::GenerationIs(self.generation)).await.map(|_| ())
     }
 
     pub fn generation(&self) -> i64 {
         self.generation
     }
 
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn url(&self) -> String {
         self.bucket.url(&self.key)
     }
+}
+
+fn encode(body: &LeaseBody) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(body).expect("a lease body is plain data"))
 }

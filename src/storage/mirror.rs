@@ -4,7 +4,11 @@
 //! temporary file and a rename; logs by appending). [`Mirror::sync`] uploads
 //! each file that is new or changed since the last sync as one object, so the
 //! bucket only ever holds whole files: a checkpoint object is a checkpoint
-//! that was complete on disk. Temporary files are never uploaded.
+//! that was complete on disk. Temporary files are never uploaded. Deeper
+//! files go first: a folder's files before the files beside it that
+//! describe them (a run's checkpoints before its `record.json`, the runs
+//! before the campaign's state file), so a bucket caught halfway through a
+//! round never has a record that names a checkpoint it lacks, from that round.
 //! [`Mirror::restore`] is the other direction, for a fresh machine: every
 //! object the local folder lacks is downloaded (whole, through a rename).
 
@@ -129,7 +133,8 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>> {
             }
         }
     }
-    files.sort();
+    // Deepest first, then by name (see the module docs).
+    files.sort_by(|a, b| b.components().count().cmp(&a.components().count()).then_with(|| a.cmp(b)));
     Ok(files)
 }
 

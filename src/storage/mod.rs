@@ -9,8 +9,12 @@
 //! - [`Mirror`]: the "mirror after an atomic local write" design: training
 //!   keeps writing its local files (each written whole, then renamed), and
 //!   every finished file is uploaded as one object;
+//! - [`Uploader`]: a thread that runs the mirror while a command writes,
+//!   when asked ([`SyncHandle`], after each file the run writer finishes) and
+//!   on a short poll, and holds the lease;
 //! - [`Lease`]: a lock object taken with a generation precondition, so two
-//!   writers never share one output prefix.
+//!   writers never share one output prefix (the bucket side of
+//!   [`crate::lock`], naming its holder the same way).
 //!
 //! Reads and writes go through Google's `google-cloud-storage` client (JSON
 //! API uploads and media downloads) with tokens from `google-cloud-auth`.
@@ -23,13 +27,15 @@ mod bucket;
 mod lease;
 mod location;
 mod mirror;
+mod uploader;
 
 use std::path::PathBuf;
 
 pub use bucket::{Bucket, ObjectInfo, Precondition, StorageConfig};
-pub use lease::{Lease, LeaseHolder, holder_id};
+pub use lease::{Lease, LeaseBody};
 pub use location::{GcsPath, Location};
-pub use mirror::{Mirror, is_temporary};
+pub use mirror::{Mirror, SyncReport, is_temporary};
+pub use uploader::{SyncHandle, Uploader};
 
 /// The environment variable Google's client libraries read for a Cloud
 /// Storage emulator (`host:port` or a URL); set, it also means anonymous access.
@@ -66,8 +72,12 @@ pub enum StorageError {
         source: std::io::Error,
     },
 
-    #[error("{url} is locked by {holder} until {expires} (Unix seconds); {advice}")]
-    Locked { url: String, holder: String, expires: i64, advice: String },
+    /// Worded as [`crate::lock::LockError::Held`]: one story for local and bucket outputs.
+    #[error(
+        "{url} is in use by {holder} (its lease runs to {until} unless renewed); only one emotionet command may write it at a time. \
+         Wait for that one to end (or stop it), or pass --wait to start when it does"
+    )]
+    Locked { url: String, holder: Box<crate::lock::HolderInfo>, until: String },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

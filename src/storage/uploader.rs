@@ -1,0 +1,132 @@
+//! A background thread that keeps a bucket prefix in step with a local
+//! folder while a command writes it, and holds the prefix's lease meanwhile.
+//!
+//! It uploads ([`Mirror::sync`]) whenever it is asked to through a
+//! [`SyncHandle`] (the run writer asks after every checkpoint and every
+//! flush of its record, metrics and events, so those files go up as soon as
+//! they are whole on disk), and otherwise every `poll` (for files other
+//! processes write: a campaign's children, its state file, logs). Requests
+//! that arrive during an upload are merged into the next round. Requests
+//! never wait for the upload: training goes on while its checkpoint travels.
+//! What a `kill -9` (or a lost VM) can therefore lose from the bucket is the
+//! files written since the last round that completed; the local files are
+//! whole, and a resume on the same machine uploads them.
+//!
+//! The lease is renewed every third of its time to live. A lease taken over
+//! by someone else (ours expired while we could not reach the bucket) stops
+//! the uploads at once: two writers must never mix their files.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::lease::Lease;
+use super::mirror::Mirror;
+use super::{Result, StorageError};
+
+enum Msg {
+    Sync,
+    Stop,
+}
+
+/// Asks the uploader for a round now. Cheap, never blocks; does nothing when
+/// the output is a local folder.
+#[derive(Clone, Debug, Default)]
+pub struct SyncHandle {
+    tx: Option<mpsc::Sender<Msg>>,
+}
+
+impl SyncHandle {
+    /// A handle for a local output: requests go nowhere.
+    pub fn none() -> Self {
+        SyncHandle { tx: None }
+    }
+
+    pub fn request(&self) {
+        if let Some(tx) = &self.tx {
+            // The uploader has ended: its final round has the file anyway.
+            let _ = tx.send(Msg::Sync);
+        }
+    }
+
+    /// The request as a callback for the run writer; `None` for a local output.
+    pub fn hook(&self) -> Option<Arc<dyn Fn() + Send + Sync>> {
+        let tx = self.tx.clone()?;
+        Some(Arc::new(move || {
+            let _ = tx.send(Msg::Sync);
+        }))
+    }
+}
+
+/// The running uploader; [`Uploader::finish`] makes the last round.
+pub struct Uploader {
+    tx: mpsc::Sender<Msg>,
+    done: std::thread::JoinHandle<Result<()>>,
+}
+
+impl Uploader {
+    /// Starts the thread. `mirror` says what goes where, `lease` is held
+    /// (renewed, then released at the end), `poll` is the longest wait
+    /// between rounds.
+    pub fn start(mirror: Mirror, lease: Option<Lease>, poll: Duration) -> std::io::Result<Uploader> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (tx, rx) = mpsc::channel();
+        let done = std::thread::Builder::new().name("gs-upload".into()).spawn(move || run(runtime, mirror, lease, poll, rx))?;
+        Ok(Uploader { tx, done })
+    }
+
+    pub fn handle(&self) -> SyncHandle {
+        SyncHandle { tx: Some(self.tx.clone()) }
+    }
+
+    /// Uploads whatever is left, releases the lease and ends the thread.
+    pub fn finish(self) -> Result<()> {
+        let _ = self.tx.send(Msg::Stop);
+        match self.done.join() {
+            Ok(result) => result,
+            Err(_) => Err(StorageError::io("gs-upload", std::io::Error::other("the upload thread panicked"))),
+        }
+    }
+}
+
+fn run(runtime: tokio::runtime::Runtime, mut mirror: Mirror, mut lease: Option<Lease>, poll: Duration, rx: mpsc::Receiver<Msg>) -> Result<()> {
+    let label = mirror.bucket().url("");
+    let mut renewed = Instant::now();
+    loop {
+        let mut last = match rx.recv_timeout(poll) {
+            Ok(Msg::Sync) | Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
+        };
+        // Requests queued meanwhile are served by this one round.
+        while let Ok(msg) = rx.try_recv() {
+            last |= matches!(msg, Msg::Stop);
+        }
+        let round = runtime.block_on(async {
+            let report = mirror.sync().await?;
+            if report.uploaded > 0 {
+                tracing::info!("uploaded {} file(s), {} bytes, to {label}", report.uploaded, report.bytes);
+            }
+            if let Some(lease) = lease.as_mut().filter(|l| renewed.elapsed() >= l.ttl() / 3) {
+                lease.renew().await?;
+                renewed = Instant::now();
+            }
+            Ok::<_, StorageError>(())
+        });
+        match round {
+            Ok(()) if !last => {}
+            Err(e @ StorageError::PreconditionFailed { .. }) => {
+                tracing::error!("lost the lease of {label} to another writer; uploads stop: {e}");
+                return Err(e);
+            }
+            // A failed round is tried again at the next one: the local files are all still there.
+            Err(e) if !last => tracing::warn!("uploading to {label} failed (trying again within {}s): {e}", poll.as_secs_f64()),
+            result => {
+                result?;
+                if let Some(lease) = lease.take() {
+                    runtime.block_on(lease.release())?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
