@@ -167,9 +167,13 @@ async fn kill_9_during_a_checkpoint_upload_leaves_no_partial_object() {
             assert!(child.try_wait().unwrap().is_none(), "the uploader of {name} ended before it was killed");
             std::thread::sleep(Duration::from_millis(10));
         }
-        // SIGKILL: no cleanup, no last words.
+        // SIGKILL: no cleanup, no last words; and the line goes down with it,
+        // so what the client had already handed to the kernel is lost too.
         child.kill().unwrap();
+        proxy.cut();
         child.wait().unwrap();
+        let sent = proxy.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sent < size as u64, "the whole of {name} reached the emulator ({sent} bytes) before the kill");
         drop(proxy);
         std::thread::sleep(Duration::from_millis(300));
         assert!(emulator.names("emotionet-runs", "tpu/").iter().all(|n| !n.ends_with(name)), "a killed upload of {name} left an object");

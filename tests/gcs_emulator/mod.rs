@@ -90,12 +90,13 @@ impl Emulator {
         panic!("fake-gcs-server did not start");
     }
 
-    /// One plain HTTP/1.1 exchange with the emulator: (status, body).
+    /// One plain HTTP exchange with the emulator: (status, body). HTTP/1.0,
+    /// so the answer is never chunked and ends when the connection closes.
     pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         let Ok(mut stream) = TcpStream::connect((self.host.as_str(), 80)) else { return (0, String::new()) };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.host,
             body.len()
         );
@@ -132,6 +133,7 @@ pub struct SlowProxy {
     pub host: String,
     pub forwarded: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
 }
 
 impl SlowProxy {
@@ -140,7 +142,8 @@ impl SlowProxy {
         let host = listener.local_addr().expect("proxy addr").ip().to_string();
         let forwarded = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (count, stopping, upstream) = (forwarded.clone(), stop.clone(), upstream.to_string());
+        let cut = Arc::new(AtomicBool::new(false));
+        let (count, stopping, cutting, upstream) = (forwarded.clone(), stop.clone(), cut.clone(), upstream.to_string());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if stopping.load(Ordering::Relaxed) {
@@ -149,10 +152,15 @@ impl SlowProxy {
                 let Ok(server) = TcpStream::connect((upstream.as_str(), 80)) else { continue };
                 let (mut c_read, mut s_write) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
                 let (mut s_read, mut c_write) = (server, client);
-                let count = count.clone();
+                let (count, cutting) = (count.clone(), cutting.clone());
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; chunk];
                     while let Ok(n) = c_read.read(&mut buf) {
+                        if cutting.load(Ordering::Relaxed) {
+                            // The line is cut: what the client had sent but we had not passed on is lost.
+                            let _ = s_write.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
                         if n == 0 || s_write.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -167,7 +175,14 @@ impl SlowProxy {
                 });
             }
         });
-        SlowProxy { host, forwarded, stop }
+        SlowProxy { host, forwarded, stop, cut }
+    }
+
+    /// Breaks every connection now: bytes a killed client left in the
+    /// proxy's socket buffers never reach the server, as when the machine
+    /// itself goes away (a preempted VM takes its kernel buffers with it).
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
     }
 }
 
