@@ -76,6 +76,24 @@ fn up_refuses_without_an_explicit_project_zone_and_accelerator_type() {
     assert!(!dir.path().join("state.json").exists());
 }
 
+/// us-east1-d was listed for v3-8 in this guide before; Google's regions page
+/// (and the API) offer only v2-8 there.
+#[test]
+fn up_refuses_a_zone_that_does_not_offer_the_type_and_says_which_do() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("zone");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: REFRESH_TOKEN };
+    let args: Vec<&str> = UP.iter().map(|a| if *a == "europe-west4-a" { "us-east1-d" } else { a }).collect();
+    let out = env.emotionet(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("zone us-east1-d does not offer TPU type v3-8") && stderr.contains("it offers: v2-8"), "{stderr}");
+    assert!(stderr.contains("us-central1-a, us-central1-b, europe-west4-a") && stderr.contains("Nothing was created"), "{stderr}");
+    assert_eq!(fake.count("POST", "/nodes"), 0, "nothing was created");
+    assert!(!std::fs::read_to_string(dir.path().join("state.json")).unwrap_or_default().contains("emotionet-tpu"));
+}
+
 #[test]
 fn a_failed_up_leaves_no_record_and_never_claims_someone_elses_vm() {
     let fake = FakeTpu::start();
@@ -113,13 +131,18 @@ fn up_status_run_fetch_down_with_a_local_stand_in_vm() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("emotionet-tpu is READY"));
     assert!(text(&out.stderr).contains("bills until `emotionet cloud down --name emotionet-tpu`"));
-    let create = fake.requests().into_iter().find(|r| r.method == "POST").unwrap();
+    let create = fake.requests().into_iter().find(|r| r.method == "POST" && r.path.ends_with("/nodes")).unwrap();
     assert_eq!(create.body["schedulingConfig"]["spot"], true);
     assert_eq!(create.body["labels"], serde_json::json!({"managed-by": "emotionet", "team": "faces"}));
 
     let status = text(&env.emotionet(&["cloud", "status"]).stdout);
     assert!(status.contains("emotionet-tpu") && status.contains("READY") && status.contains("spot"), "{status}");
     assert!(status.lines().nth(1).is_some_and(|l| l.contains('s')), "uptime from createTime: {status}");
+    // Hours up and the cost so far, from the price table, marked as an estimate with its date and source.
+    assert!(status.contains("HOURS UP") && status.contains("COST SO FAR"), "{status}");
+    let row = status.lines().find(|l| l.starts_with("emotionet-tpu")).unwrap();
+    assert!(row.contains("0.00") && row.contains("$0.00 (est.)"), "a VM up for seconds: {row}");
+    assert!(status.contains("costs are estimates") && status.contains(emotionet::cloud::cost::PRICE_DATE), "{status}");
 
     let vm = dir.path().join("vm");
     let run = env.emotionet(&[
@@ -316,6 +339,13 @@ fn credentials_are_found_in_the_adc_order() {
     let out = status(&[metadata.clone()], &["GOOGLE_APPLICATION_CREDENTIALS"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!((token_calls(), metadata_calls()), (2, 1));
+
+    // The quota project: none with the metadata server's token, unless the user names one.
+    let last_list = || fake.requests().into_iter().rev().find(|r| r.method == "GET" && r.path.ends_with("/nodes")).unwrap();
+    assert_eq!(last_list().headers.get("x-goog-user-project"), None);
+    let out = status(&[metadata.clone(), ("GOOGLE_CLOUD_QUOTA_PROJECT", "billing-project".into())], &["GOOGLE_APPLICATION_CREDENTIALS"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(last_list().headers.get("x-goog-user-project").map(String::as_str), Some("billing-project"));
 
     // 4. No ADC at all, and no gcloud either: one error that says what to set up.
     let nothing = ("GCE_METADATA_HOST", "127.0.0.1:9".to_string());

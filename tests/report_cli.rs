@@ -253,6 +253,19 @@ fn report_of_cpu_gpu_tpu_runs_and_a_hierarchy() {
     // TPU: 8 devices of kind "TPU v3" at 256x256.
     assert!(md.contains("TPU v3 ×8"));
     assert!(md.contains("256x256"));
+    // Each TPU run's estimated cost: its total wall time at the table's v3-8
+    // list prices ($8.00/h on demand, $2.04/h spot), labelled as estimates with their source.
+    assert!(md.contains("### Estimated cost of the TPU runs"), "{md}");
+    for model in ["face", "emotion"] {
+        let record: serde_json::Value = serde_json::from_slice(&fs::read(runs.join(format!("paper-tpu/{model}/tpu/r0/record.json"))).unwrap()).unwrap();
+        let wall = record["timing"]["total_wall_s"].as_f64().unwrap();
+        let row = md
+            .lines()
+            .find(|l| l.contains(&format!("paper-tpu/{model}/tpu/r0")) && l.contains("(est.)"))
+            .unwrap_or_else(|| panic!("no cost row for {model}: {md}"));
+        assert!(row.contains(&format!("${:.2} (est.)", wall * 8.00 / 3600.0)) && row.contains(&format!("${:.2} (est.)", wall * 2.04 / 3600.0)), "{row}");
+    }
+    assert!(md.contains("Estimates, not bills") && md.contains(emotionet::cloud::cost::PRICE_DATE), "the estimate names its date and source");
     // Accuracy from the records, beside the paper's.
     assert!(md.contains("| 98.0% | 94.0% |"), "face accuracy");
     assert!(md.contains("| 99% | 94% |"), "paper TPU face accuracy");

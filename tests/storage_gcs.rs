@@ -1,6 +1,6 @@
 //! The bucket layer against a real Cloud Storage emulator (fake-gcs-server):
 //! atomic puts with generation preconditions, listing under a prefix,
-//! a folder mirrored up and restored down, the lease lock, and an uploader
+//! a folder mirrored up and restored down (local removals mirrored too), the lease lock, and an uploader
 //! killed with SIGKILL in the middle of a checkpoint upload leaving no
 //! object behind.
 
@@ -74,6 +74,22 @@ async fn a_folder_is_mirrored_up_and_restored_on_a_fresh_machine() {
     assert_eq!(std::fs::read(fresh.path().join("face/cpu-r0/checkpoint-000010.safetensors")).unwrap(), vec![7u8; 300_000]);
     assert_eq!(std::fs::read(fresh.path().join("campaign-state.json")).unwrap(), b"{\"finished\":[\"face\"]}");
     assert_eq!(restore.sync().await.unwrap().uploaded, 0, "restored files are not sent back");
+
+    // Retention on the new machine: a newer checkpoint, the old one removed.
+    // The bucket gets the new one and drops the old one.
+    write(fresh.path(), "face/cpu-r0/checkpoint-000030.safetensors", &vec![9u8; 1000]);
+    std::fs::remove_file(fresh.path().join("face/cpu-r0/checkpoint-000010.safetensors")).unwrap();
+    let round = restore.sync().await.unwrap();
+    assert_eq!((round.uploaded, round.deleted), (1, 1), "{round:?}");
+    let mut names = emulator.names("emotionet-runs", "tpu/");
+    names.sort();
+    assert_eq!(names, ["tpu/campaign-state.json", "tpu/face/cpu-r0/checkpoint-000030.safetensors", "tpu/face/cpu-r0/record.json"]);
+    // An object someone else has replaced since is theirs: a local removal does not delete it.
+    let runs = bucket(&emulator.host, "gs://emotionet-runs/tpu").await;
+    runs.put("face/cpu-r0/record.json", Bytes::from_static(b"{\"run\":2}"), Precondition::None).await.unwrap();
+    std::fs::remove_file(fresh.path().join("face/cpu-r0/record.json")).unwrap();
+    assert_eq!(restore.sync().await.unwrap().deleted, 0);
+    assert_eq!(&runs.get("face/cpu-r0/record.json").await.unwrap().unwrap().0[..], b"{\"run\":2}");
 }
 
 fn vm(name: &str, pid: u32) -> Holder {

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 pub use bucket::{Bucket, ObjectInfo, Precondition, StorageConfig};
 pub use lease::{Lease, LeaseBody};
 pub use location::{GcsPath, Location};
-pub use mirror::{Mirror, SyncReport, is_temporary};
+pub use mirror::{Mirror, SyncReport, is_local_only, is_temporary};
 pub use uploader::{SyncHandle, Uploader};
 
 /// The environment variable Google's client libraries read for a Cloud

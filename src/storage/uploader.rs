@@ -103,8 +103,8 @@ fn run(runtime: tokio::runtime::Runtime, mut mirror: Mirror, mut lease: Option<L
         }
         let round = runtime.block_on(async {
             let report = mirror.sync().await?;
-            if report.uploaded > 0 {
-                tracing::info!("uploaded {} file(s), {} bytes, to {label}", report.uploaded, report.bytes);
+            if report.uploaded > 0 || report.deleted > 0 {
+                tracing::info!("uploaded {} file(s), {} bytes, to {label}; deleted {} removed here", report.uploaded, report.bytes, report.deleted);
             }
             if let Some(lease) = lease.as_mut().filter(|l| renewed.elapsed() >= l.ttl() / 3) {
                 lease.renew().await?;

@@ -110,6 +110,14 @@ impl Emulator {
         (status, body)
     }
 
+    /// The bytes of one object, read straight from the emulator; `None` if it is missing.
+    pub fn object(&self, bucket: &str, name: &str) -> Option<Vec<u8>> {
+        let escaped: String =
+            name.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        let (status, body) = self.request("GET", &format!("/storage/v1/b/{bucket}/o/{escaped}?alt=media"), "");
+        (status == 200).then(|| body.into_bytes())
+    }
+
     /// Object names in `bucket` under `prefix`, read straight from the emulator.
     pub fn names(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let (status, body) = self.request("GET", &format!("/storage/v1/b/{bucket}/o?prefix={prefix}"), "");
