@@ -7,8 +7,9 @@ use clap::Args;
 use super::BackendArgs;
 use crate::bench::{self, BenchCase};
 use crate::graph::optim::Optimizer;
-use crate::models::ModelKind;
+use crate::models::{ConvChoice, ModelKind, Precision};
 use crate::pjrt::OptionOverride;
+use crate::tensor::DType;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -38,6 +39,20 @@ pub struct BenchArgs {
     /// XLA debug option NAME=VALUE for every compilation; repeatable.
     #[arg(long = "xla-option", value_name = "NAME=VALUE")]
     pub xla_options: Vec<String>,
+    /// What the network computes in: f32, or bf16 (mixed precision).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    /// How the conv layers are computed: convolution ops, or patches
+    /// (im2col + dot) where a layer has one input channel.
+    #[arg(long, value_enum, default_value_t = ConvChoice::Convolution)]
+    pub conv: ConvChoice,
+    /// Side of the square f32 matmul timed as this machine's peak (0: skip).
+    #[arg(long, default_value_t = 2048)]
+    pub peak_size: i64,
+    /// Instead of the step alone, time each layer's forward, input gradient
+    /// and weight gradient as programs of their own, next to the step.
+    #[arg(long)]
+    pub profile: bool,
     /// Also append each result as a JSON line to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -89,6 +104,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 devices: devices.unwrap_or(1),
                 steps: args.steps,
                 warmup: 1,
+                precision: args.precision,
+                conv: args.conv,
                 optimizer: Optimizer::Sgd,
                 xla_options: vec![],
             });
@@ -105,11 +122,39 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             anyhow::bail!("batch {} does not split across {} devices; pass --batch with a multiple of {}", c.batch, c.devices, c.devices);
         }
         c.warmup = args.warmup;
+        c.precision = args.precision;
+        c.conv = args.conv;
         c.optimizer = optimizer.clone();
         c.xla_options = xla_options.clone();
     }
     let mut results = Vec::new();
     let mut stdout = std::io::stdout().lock();
+    let machine = bench::Machine::detect();
+    writeln!(stdout, "machine: {}", machine.summary())?;
+    writeln!(stdout, "plugin: {} {}", client.platform_name(), client.platform_version())?;
+    let peak = if args.peak_size > 0 {
+        let p = bench::matmul_peak(&client, args.peak_size, DType::F32, 3)?;
+        writeln!(stdout, "peak: {n}x{n} f32 matmul {:.1} ms, {:.1} GFLOP/s (best of 3)", p.best_ms, p.gflops_per_s, n = p.n)?;
+        writeln!(stdout, "{}", serde_json::to_string(&serde_json::json!({"machine": machine, "matmul_peak": p}))?)?;
+        Some(p.gflops_per_s)
+    } else {
+        None
+    };
+    if args.profile {
+        // One device: the profile's parts run alone on the first.
+        cases.retain(|c| c.devices == 1);
+        for case in &cases {
+            tracing::info!("profile {} {}x{} batch {} ({})", case.model, case.size, case.size, case.batch, case.precision);
+            let rows = bench::profile(&client, case)?;
+            writeln!(stdout, "\n{} {}x{} batch {} {}, {} rounds:", case.model, case.size, case.size, case.batch, case.precision, case.steps)?;
+            write!(stdout, "{}", bench::profile_table(&rows, peak))?;
+            if let Some(path) = &args.json {
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                writeln!(f, "{}", serde_json::to_string(&serde_json::json!({"case": case, "profile": rows}))?)?;
+            }
+        }
+        return Ok(());
+    }
     for case in &cases {
         tracing::info!("bench {} {}x{} batch {} on {} device(s)", case.model, case.size, case.size, case.batch, case.devices);
         let result = bench::run_case(&client, case)?;
@@ -121,6 +166,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         results.push(result);
     }
-    write!(stdout, "\n{}", bench::table(&results))?;
+    write!(stdout, "\n{}", bench::table(&results, peak))?;
     Ok(())
 }

@@ -153,6 +153,8 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         global_batch: training.batch,
         devices: client.device_ids()[..devices].to_vec(),
         xla_options: experiment.xla_options(),
+        precision: training.precision,
+        conv: Default::default(),
     };
 
     let checkpoints = CheckpointDir::new(paths.checkpoints(), experiment.logging.keep_checkpoints.max(1))?;
