@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// and weight gradient as programs of their own, next to the step.
     #[arg(long)]
     pub profile: bool,
+    /// Instead of timing, run the oneDNN reproduction: one small SGD step
+    /// with and without `xla_cpu_use_onednn`, each against f64.
+    #[arg(long)]
+    pub onednn_repro: bool,
     /// Also append each result as a JSON line to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -129,6 +133,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut results = Vec::new();
     let mut stdout = std::io::stdout().lock();
+    if args.onednn_repro {
+        let r = bench::onednn_repro(&client)?;
+        writeln!(stdout, "{}", serde_json::to_string(&r)?)?;
+        writeln!(stdout, "updated weights w1[0, :8] after one SGD step (largest update {:.3e}):", r.update_scale)?;
+        writeln!(stdout, "  expected (f64)  {:?}", r.expected.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>())?;
+        writeln!(stdout, "  f32             {:?}  max error {:.3e}", r.got_default.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>(), r.default_max_error)?;
+        writeln!(stdout, "  f32 + oneDNN    {:?}  max error {:.3e}", r.got_onednn.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>(), r.onednn_max_error)?;
+        return Ok(());
+    }
     let machine = bench::Machine::detect();
     writeln!(stdout, "machine: {}", machine.summary())?;
     writeln!(stdout, "plugin: {} {}", client.platform_name(), client.platform_version())?;
