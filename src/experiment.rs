@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{DataConfig, Task};
 use crate::graph::optim::Optimizer;
-use crate::models::{Architecture, ModelKind};
+use crate::models::{Architecture, ModelKind, Precision};
 use crate::pjrt::{Backend, Client, ClientOptions, OptionOverride};
 
 /// A bad experiment file: which file, which key, what is allowed.
@@ -248,6 +248,11 @@ pub struct ModelTraining {
     pub learning_rate: LearningRate,
     #[serde(default)]
     pub architecture: ArchitectureOverrides,
+    /// What the network computes in: `f32` (default) or `bf16` (mixed
+    /// precision; weights, optimizer state and loss stay f32). Left out of
+    /// the serialized form when f32, so existing experiments keep their hash.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 fn default_batch() -> i64 {
@@ -508,6 +513,20 @@ mod tests {
         assert_eq!((p.at(9, 0), p.at(10, 0), p.at(25, 0)), (0.1, 0.01, 0.001));
         let e = LearningRate::ExponentialDecay { initial: 1.0, decay_rate: 0.5, decay_steps: 10 };
         assert!((e.at(20, 0) - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn precision_is_f32_or_bf16_and_f32_keeps_the_serialized_form() {
+        let e = parse("name: t\nmodels:\n  face: {epochs: 2, precision: bf16}\n").unwrap();
+        assert_eq!(e.models.face.as_ref().unwrap().precision, Precision::Bf16);
+        assert!(serde_json::to_string(&e).unwrap().contains("\"precision\":\"bf16\""));
+        // f32, the default, is left out, so experiments written before the
+        // key existed keep their content hash (and their checkpoints resume).
+        let f = parse(MINIMAL).unwrap();
+        assert_eq!(f.models.face.as_ref().unwrap().precision, Precision::F32);
+        assert!(!serde_json::to_string(&f).unwrap().contains("precision"));
+        let err = parse("name: t\nmodels:\n  face: {epochs: 2, precision: fp16}\n").unwrap_err().to_string();
+        assert!(err.contains("exp.yaml") && err.contains("fp16") && err.contains("`f32`") && err.contains("`bf16`"), "{err}");
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         global_batch: training.batch,
         devices,
         xla_options: options.backend.xla_options(),
+        precision: training.precision,
+        conv: Default::default(),
     };
     match run(experiment, kind, &training, options, &client, config, checkpoint.as_deref(), &mut writer) {
         Ok(Outcome::Finished { eval, confusion }) => writer.finish(eval, confusion),
