@@ -397,6 +397,12 @@ pub fn describe_set(set: &PreparedSet, evaluated: &PreparedSplit, data: &DataCon
             let names: Vec<String> = set.report.datasets.iter().filter(|(_, [_, eval])| *eval > 0).map(|(name, [_, eval])| format!("{name} {eval}")).collect();
             format!("real data ({})", names.join(", "))
         }
+        SourceConfig::Mixed(_) => {
+            let counts = evaluated.source_counts();
+            let names: Vec<String> =
+                set.sources.iter().map(|s| format!("{} ({}) {}", s.name, s.kind, counts.get(s.name.as_str()).copied().unwrap_or(0))).collect();
+            format!("mixed sources: {}", names.join(", "))
+        }
     };
     let counts = evaluated.class_counts(set.class_names.len());
     let per_class: Vec<String> = set.class_names.iter().zip(&counts).map(|(name, n)| format!("{n} {name}")).collect();

@@ -11,6 +11,7 @@
 //!
 //! [`HostTensor`]: crate::tensor::HostTensor
 
+pub mod augment;
 pub mod cache;
 pub mod config;
 pub mod decode;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod fetch;
 pub mod kdef;
 pub mod loaders;
+pub mod mix;
 pub mod pipeline;
 pub mod prep;
 
@@ -26,12 +28,14 @@ pub mod split;
 pub mod synth;
 pub mod task;
 
-pub use config::{Augmentation, DataConfig, DecodeLimits, Normalization, NpySource, RealSources, ResizeMode, SourceConfig, SyntheticSource};
+pub use config::{
+    Augmentation, DataConfig, DecodeLimits, Normalization, NpySource, RealSources, ResizeMode, SourceConfig, SourceKind, SourceMix, SourcePart, SyntheticSource,
+};
 pub use error::DataError;
 pub use kdef::{AkdefCode, Angle, Expression, KdefCode, Session, Sex};
 pub use pipeline::{Batch, EvalBatches, PipelineConfig, PipelineState, TrainPipeline};
 pub use prep::{PrepOptions, PrepOutcome, PrepReport, PreparedSet, PreparedSplit, SampleInfo, load_catalog, prepare};
-pub use sample::{Catalog, DatasetTag, Sample, SampleSource, Skipped};
+pub use sample::{Catalog, DatasetTag, Sample, SampleSource, Skipped, SourceSummary};
 pub use split::{Split, split_by_identity};
 pub use synth::{SynthConfig, SynthManifest, generate_dataset};
 pub use task::{EmotionGrouping, Task};
