@@ -23,7 +23,8 @@ use crate::experiment::{Experiment, ModelTraining};
 use crate::models::{BatchUploader, DeviceBatch, ModelKind, SessionConfig, StepMetrics, TrainSession};
 use crate::pjrt::{self, Backend, Client, ClientOptions};
 use crate::records::{
-    Confusion, ImageSize, MetricPoint, MetricsLog, Platform, RunConfig, RunPaths, RunRecord, RunStatus, Split, SplitMetrics, Timing, now_rfc3339,
+    self, Confusion, ImageSize, MetricPoint, MetricsLog, Platform, RunConfig, RunPaths, RunRecord, RunStatus, SourceEval, Split, SplitMetrics, Timing,
+    now_rfc3339,
 };
 use crate::tensor::HostTensor;
 
@@ -273,7 +274,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         }
         let eval_due = (logging.eval_every_steps > 0 && step % logging.eval_every_steps == 0) || (logging.eval_every_epoch && epoch_end);
         if eval_due && step < total {
-            let (loss, accuracy, _) = evaluate(&session, &data, training.batch as usize, experiment, false)?;
+            let (loss, accuracy, _, _) = evaluate(&session, &data, training.batch as usize, experiment, false)?;
             let point = MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: wall(&started), split: Split::Eval, loss, accuracy };
             metrics_log.append(&point)?;
             events.add_metric_point(&point, &[])?;
@@ -290,7 +291,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
     }
 
     // The final evaluation, with the confusion matrix of the eval split.
-    let (loss, accuracy, confusion) = evaluate(&session, &data, training.batch as usize, experiment, true)?;
+    let (loss, accuracy, confusion, per_source) = evaluate(&session, &data, training.batch as usize, experiment, true)?;
     let step = session.step();
     let point = MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: wall(&started), split: Split::Eval, loss, accuracy };
     metrics_log.append(&point)?;
@@ -300,6 +301,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
 
     record.final_eval = Some(SplitMetrics { step, loss, accuracy });
     record.confusion = confusion;
+    record.per_source = per_source;
     record.steps_done = step;
     record.timing = Some(Timing::from_step_times(compile_s, &step_times, training.batch as u32, wall(&started)));
     record.finished_at = Some(now_rfc3339());
@@ -350,6 +352,7 @@ fn new_record(
         final_eval: None,
         class_names: data.class_names.clone(),
         confusion: None,
+        per_source: Vec::new(),
         notes: BTreeMap::new(),
     }
 }
@@ -366,25 +369,29 @@ fn train_point(window: &[StepMetrics], step: u64, per_epoch: u64, wall_s: f64) -
     Some(MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s, split: Split::Train, loss, accuracy })
 }
 
-/// Loss, accuracy and (if asked) the confusion matrix over the eval split.
+/// Loss, accuracy and (if asked) the confusion matrix over the eval split,
+/// overall and per data source (when the split mixes several).
 fn evaluate(
     session: &TrainSession,
     data: &PreparedSet,
     batch: usize,
     experiment: &Experiment,
     confusion: bool,
-) -> anyhow::Result<(f64, f64, Option<Confusion>)> {
+) -> anyhow::Result<(f64, f64, Option<Confusion>, Vec<SourceEval>)> {
     let batches: Vec<_> = EvalBatches::new(&data.eval, batch, experiment.data.normalize)?.collect::<Result<_, _>>()?;
     let totals = session.evaluate(batches.iter().map(|b| (&b.images, &b.labels, b.valid)), confusion)?;
-    let matrix = if confusion {
+    let (matrix, per_source) = if confusion {
         let k = data.class_names.len();
-        let predicted = totals.logits.chunks(k).map(|row| row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best }));
-        let pairs = data.eval.labels.iter().zip(predicted).map(|(&t, p)| (t as usize, p));
-        Some(Confusion::from_pairs(data.class_names.clone(), pairs)?)
+        let predicted: Vec<usize> =
+            totals.logits.chunks(k).map(|row| row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })).collect();
+        let pairs = data.eval.labels.iter().zip(predicted.iter().copied()).map(|(&t, p)| (t as usize, p));
+        let kind = |name: &str| data.source_kind(name).map_or_else(String::new, |k| k.to_string());
+        let per_source = records::per_source(&data.class_names, &data.eval.labels, &predicted, &data.eval.source_names(), kind)?;
+        (Some(Confusion::from_pairs(data.class_names.clone(), pairs)?), per_source)
     } else {
-        None
+        (None, Vec::new())
     };
-    Ok((totals.loss(), totals.accuracy(), matrix))
+    Ok((totals.loss(), totals.accuracy(), matrix, per_source))
 }
 
 #[allow(clippy::too_many_arguments)]
