@@ -123,3 +123,14 @@ fn a_share_of_every_batch_and_an_exact_resume_with_augmentation() {
     let err = elsewhere.restore(serde_json::from_str(&state).unwrap()).unwrap_err().to_string();
     assert!(err.contains("mix") && err.contains("lfw_subset:s0.25") && err.contains("lfw_subset:s0.5"), "{err}");
 }
+
+#[test]
+fn the_shipped_experiments_parse_and_the_cpu_ones_learn_from_real_faces() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    for name in ["smoke.yaml", "paper-cpu.yaml", "paper-tpu.yaml"] {
+        let e = emotionet::experiment::Experiment::from_file(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let sources: Vec<String> = e.data.source.summaries().into_iter().map(|(n, _)| n).collect();
+        let expected: &[&str] = if name == "paper-tpu.yaml" { &["synthetic"] } else { &["synthetic", "lfw_subset"] };
+        assert_eq!(sources, expected, "{name}");
+    }
+}

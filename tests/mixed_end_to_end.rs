@@ -84,7 +84,9 @@ fn a_tiny_mixed_experiment_reports_accuracy_per_source() {
     assert_eq!(real.table[0].correct, 32, "the emotion model alone calls every image a face");
 
     let report = std::fs::read_to_string(out.join("report/report.md")).unwrap();
-    for needle in ["only `lfw_subset` (real, 60 eval images)", "The same evaluation per data source", "Table I per source", "Face filter against no filter, per source"] {
+    for needle in
+        ["only `lfw_subset` (real, 60 eval images)", "The same evaluation per data source", "Table I per source", "Face filter against no filter, per source"]
+    {
         assert!(report.contains(needle), "the report lacks {needle:?}");
     }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report/report.json")).unwrap()).unwrap();

@@ -1,8 +1,10 @@
 //! Data: everything between image files on disk and the batches a trainer
 //! feeds the device. It owns the loaders for the paper's datasets (LFW,
 //! SUN397, KDEF, AKDEF), folder-per-class sets and `.npy` arrays; the
-//! synthetic face set; the tasks and their labels; decoding, splitting by
-//! identity and the prepared-set cache; the input pipeline; and downloads.
+//! synthetic face set; mixing several sources in one data set; the tasks
+//! and their labels; decoding, splitting by identity and the prepared-set
+//! cache; the input pipeline (epoch order in `mix`, augmentation in
+//! `augment`); and downloads.
 //! It knows nothing of PJRT, graphs or models: its output is [`HostTensor`]s.
 //!
 //! The flow: [`DataConfig`] -> [`prepare`] (loaders -> [`Task`] labels ->
