@@ -30,7 +30,7 @@ TB_READER      := $(DEPS)/py/tensorboard/__init__.py
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test demo bench ffi clean system-packages
+.PHONY: setup build test lint demo bench ffi clean system-packages
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
@@ -65,6 +65,11 @@ build: setup
 
 test: build
 	$(CARGO) test --release --locked -- --test-threads=2
+
+## lint: formatting (rustfmt.toml) and clippy with warnings as errors, as CI runs them after `make test`
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 ## demo: the smoke campaign on the synthetic set (CPU): both models, the hierarchy eval, the report
 demo: build

@@ -22,7 +22,7 @@ use emotionet::pjrt::{self, Backend, Client, ClientOptions};
 use emotionet::records::HierarchyEval;
 use emotionet::tensor::HostTensor;
 use emotionet::train::checkpoint::{Checkpoint, CheckpointDir};
-use emotionet::train::{TrainOptions, default_run_dir, train};
+use emotionet::train::{TrainOptions, train};
 
 struct Fixture {
     root: PathBuf,
@@ -71,7 +71,7 @@ fn fixture() -> &'static Fixture {
         fs::write(&experiment_file, experiment_yaml(&root, "evaltest")).unwrap();
         let experiment = Experiment::from_file(&experiment_file).unwrap();
         for kind in ModelKind::ALL {
-            let options = TrainOptions::new(default_run_dir(&experiment, kind, Backend::Cpu, 0));
+            let options = TrainOptions::new(&experiment);
             train(&experiment, kind, &options).unwrap_or_else(|e| panic!("training the {kind} model: {e:#}"));
         }
         let set = prepare(&experiment.data, &PrepOptions::new(hierarchy::task(&experiment))).unwrap().set;
@@ -200,7 +200,7 @@ fn predict_answers_each_image_like_eval_and_reports_a_corrupt_one() {
         &client(),
         ModelKind::Face,
         f.experiment.architecture(ModelKind::Face),
-        &default_run_dir(&f.experiment, ModelKind::Face, Backend::Cpu, 0),
+        &f.experiment.run_paths(ModelKind::Face, Backend::Cpu, 0).dir,
         &InferenceOptions::new(4),
     )
     .unwrap();
@@ -243,7 +243,7 @@ fn inference_batches_any_number_of_images_and_checks_checkpoints() {
     let f = fixture();
     let client = client();
     let arch = f.experiment.architecture(ModelKind::Emotion);
-    let run_dir = default_run_dir(&f.experiment, ModelKind::Emotion, Backend::Cpu, 0);
+    let run_dir = f.experiment.run_paths(ModelKind::Emotion, Backend::Cpu, 0).dir;
     let model = InferenceModel::from_run_dir(&client, ModelKind::Emotion, arch.clone(), &run_dir, &InferenceOptions::new(4)).unwrap();
     assert_eq!(model.source().unwrap().step, 40);
 

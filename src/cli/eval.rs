@@ -17,7 +17,6 @@ use crate::models::ModelKind;
 use crate::records::{Confusion, HIERARCHY_FILE, HierarchyEval, RECORD_FILE, RunRecord, RunStatus, SourceTable};
 use crate::report::paper::PAPER_TABLE_I;
 use crate::train::checkpoint::META_EXPERIMENT_HASH;
-use crate::train::trainer;
 
 use super::trained::{TrainedModels, TrainedModelsArgs};
 
@@ -55,7 +54,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         Some(n) => hierarchy::subset(&set.eval, &hierarchy::select_subset(&set.eval.labels, n, args.seed.unwrap_or(experiment.seed))?),
         None => set.eval.clone(),
     };
-    let client = trainer::connect(&experiment, backend, args.models.plugin.as_deref())?;
+    let client = backend.connect()?;
     let hierarchy = Hierarchy::load(&client, &experiment, &face_dir, &emotion_dir, evaluated.len(), threshold).context("loading the trained models")?;
     warn_if_stale(&experiment, &hierarchy, &face_dir, &emotion_dir);
 
@@ -123,7 +122,7 @@ fn run_label(dir: &Path, hierarchy: &Hierarchy, kind: ModelKind) -> String {
 fn warn_if_stale(experiment: &Experiment, hierarchy: &Hierarchy, face_dir: &Path, emotion_dir: &Path) {
     for (kind, dir, model) in [(ModelKind::Face, face_dir, hierarchy.face()), (ModelKind::Emotion, emotion_dir, hierarchy.emotion())] {
         if let Some(source) = model.source() {
-            let now = trainer::experiment_hash(experiment, kind);
+            let Ok(now) = experiment.content_hash(kind) else { continue };
             if source.metadata.get(META_EXPERIMENT_HASH).is_some_and(|h| *h != now) {
                 eprintln!("warning: {} was written under a different version of the experiment file; evaluating it anyway", source.path.display());
             }

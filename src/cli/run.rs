@@ -59,11 +59,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(report) = &summary.report {
         outln!("report: {}", report.display())?;
     }
+    if let Some(error) = &summary.report_error {
+        outln!("REPORT FAILED: {error}")?;
+    }
     if summary.interrupted {
         return Err(crate::train::Interrupted::Campaign { state: output.join(crate::orchestrator::STATE_FILE) }.into());
     }
     if !summary.failed.is_empty() {
         anyhow::bail!("{} run(s) failed; see their train.log (the campaign state is in campaign-state.json)", summary.failed.len());
+    }
+    if let Some(error) = summary.report_error {
+        anyhow::bail!("the campaign's runs are done, but its report could not be written: {error}; fix that and run `emotionet report {}`", output.display());
     }
     Ok(())
 }

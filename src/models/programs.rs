@@ -104,7 +104,8 @@ impl ProgramSpec {
         let mut state = Vec::new();
         for (p, spec) in params.iter().zip(&specs) {
             for name in self.optimizer.state_names(&spec.name) {
-                state.push(g.parameter(&name, DType::F32, &g.dims(*p).to_vec())?);
+                let dims = g.dims(*p).to_vec();
+                state.push(g.parameter(&name, DType::F32, &dims)?);
             }
         }
         let images = self.images(&mut g)?;

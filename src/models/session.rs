@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use crate::graph::optim::Optimizer;
-use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError};
+use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError, ReadyEvent};
 use crate::tensor::{DType, HostTensor};
 
 use super::architecture::{Architecture, ModelKind, ParamSpec};
@@ -304,12 +304,21 @@ impl TrainSession {
             .map_err(SessionError::from)
     }
 
-    /// Blocks until every enqueued step has finished.
+    /// Blocks until every enqueued step has finished on every replica.
     pub fn wait(&self) -> Result<()> {
-        if let Some(last) = self.params.first().and_then(|p| p.first()) {
-            last.wait_ready()?;
+        for event in self.step_ready_events()? {
+            event.wait()?;
         }
         Ok(())
+    }
+
+    /// One event per output of the last step on every replica (parameters,
+    /// optimizer state, and the step's loss and count): the step is done
+    /// when all have fired. Taken right after [`Self::train_step_on`].
+    pub fn step_ready_events(&self) -> Result<Vec<ReadyEvent>> {
+        let metrics = self.pending.last().into_iter().flat_map(|(_, loss, correct)| [loss, correct]);
+        let outputs = self.params.iter().chain(&self.state).flatten().chain(metrics);
+        Ok(outputs.map(Buffer::ready_event).collect::<Result<_, _>>()?)
     }
 
     /// Loss, accuracy (and optionally logits) of the current parameters

@@ -192,8 +192,9 @@ impl Primitive for Convolution {
         // for an undilated input; with input dilation (a transposed
         // convolution, differentiated again) the strided division can leave
         // trailing positions that never reached the output: they get zeros.
-        let dx = fit_to(g, dx, &g.dims(x).to_vec())?;
-        let dw = fit_to(g, dw, &g.dims(w).to_vec())?;
+        let (x_dims, w_dims) = (g.dims(x).to_vec(), g.dims(w).to_vec());
+        let dx = fit_to(g, dx, &x_dims)?;
+        let dw = fit_to(g, dw, &w_dims)?;
         Ok(vec![Some(dx), Some(dw)])
     }
 
