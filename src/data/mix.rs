@@ -21,7 +21,8 @@
 //!   1) it lasts until the source needing most batches has shown every image.
 //! - A source without training images for the task (the LFW subset, which
 //!   has no expression labels, in the emotion task) is left out, and the
-//!   remaining shares are scaled up if nothing else could fill the batch.
+//!   remaining shares are scaled up if nothing else could fill the batch;
+//!   when a single plain source is left, its epochs are the plain order.
 
 use std::collections::BTreeMap;
 
@@ -117,6 +118,12 @@ impl EpochPlan {
             }
             parts.push(unnamed);
             parts.retain(|p| !p.members.is_empty());
+            // What is left may be one plain stream after all (the emotion
+            // task of a mix whose real source has no expressions): then
+            // the batches are exactly those of that source alone.
+            if parts.iter().all(|p| p.weight == 1.0 && p.share.is_none()) {
+                parts.clear();
+            }
             // Without a pool, the shares of the sources present must fill the batch.
             if parts.iter().all(|p| p.share.is_some()) {
                 let total: f64 = parts.iter().filter_map(|p| p.share).sum();
@@ -328,6 +335,8 @@ mod tests {
         let sources = vec!["synthetic"; 40];
         let plan = EpochPlan::new(&labels, &sources, &mix(&[("synthetic", 1.0, None), ("lfw_subset", 1.0, Some(0.25))]), 1, 8, false).unwrap();
         assert_eq!(plan.batches_per_epoch(), 5);
+        assert_eq!(plan.fingerprint(), "", "what is left is one plain source");
+        assert_eq!(plan.order(3), epoch_order(&labels, 1, 3, false), "with the batches of that source alone");
         let only = EpochPlan::new(&labels, &sources, &mix(&[("synthetic", 1.0, Some(0.5)), ("lfw_subset", 1.0, Some(0.5))]), 1, 8, false).unwrap();
         assert_eq!(only.fingerprint(), "synthetic:s1");
         assert_eq!(only.batches_per_epoch(), 5);
