@@ -1,7 +1,8 @@
 //! End to end: the shipped smoke campaign (`experiments/smoke.yaml`, what
 //! `make demo` runs) on the CPU plugin, from an empty data cache to the
-//! report: both models train past a stated accuracy on the synthetic set and
-//! leave event files, checkpoints, the hierarchy evaluation and the report.
+//! report: both models train past a stated accuracy (the face model also on
+//! the real LFW subset's held-out images, reported on their own) and leave
+//! event files, checkpoints, the hierarchy evaluation and the report.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +11,9 @@ use std::process::Command;
 /// face 93.7%, emotion 90.4% (trivial baselines: 60% and 71%).
 const FACE_MIN: f64 = 0.85;
 const EMOTION_MIN: f64 = 0.80;
+/// The face model on the 60 held-out real LFW subset images (README target
+/// 95%; seen here: 100%), with room for another CPU's rounding.
+const REAL_FACE_MIN: f64 = 0.9;
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
@@ -44,6 +48,12 @@ fn the_smoke_campaign_trains_both_models_and_writes_everything() {
             .filter(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents."))
             .count();
         assert!(events >= 1, "{model}: no TensorBoard event file");
+        if model == "face" {
+            let real = record["per_source"].as_array().unwrap().iter().find(|s| s["source"] == "lfw_subset").expect("the LFW subset's own figure");
+            assert_eq!(real["kind"], "real");
+            let accuracy = real["accuracy"].as_f64().unwrap();
+            assert!(accuracy >= REAL_FACE_MIN, "face model on the real LFW subset: {accuracy} < {REAL_FACE_MIN}");
+        }
         let checkpoints = emotionet::train::CheckpointDir::new(dir.join("checkpoints"), 1).unwrap();
         assert_eq!(checkpoints.latest().unwrap().expect("a checkpoint").step, record["steps_done"].as_u64().unwrap());
     }
@@ -51,8 +61,10 @@ fn the_smoke_campaign_trains_both_models_and_writes_everything() {
     let table = hierarchy["table"].as_array().unwrap();
     let accuracy = |i: usize| table[i]["accuracy"].as_f64().unwrap();
     assert!(accuracy(1) > accuracy(0), "the face filter must help on mixed input, as in the paper's Table I");
+    let real = hierarchy["face_level"].as_array().unwrap().iter().find(|t| t["source"] == "lfw_subset").expect("face filter vs none on the real images");
+    assert!(real["table"][1]["accuracy"].as_f64().unwrap() > real["table"][0]["accuracy"].as_f64().unwrap());
     let report = std::fs::read_to_string(out.join("report/report.md")).unwrap();
-    for needle in ["Training time", "Table I", "face filter + emotion model", "training-time.svg"] {
+    for needle in ["Training time", "Table I", "face filter + emotion model", "training-time.svg", "only `lfw_subset` (real"] {
         assert!(report.contains(needle), "report lacks {needle:?}");
     }
     assert!(out.join("report/training-time.svg").exists());

@@ -9,6 +9,9 @@ pub enum DataError {
     #[error("{what} folder {path} does not exist")]
     MissingFolder { what: &'static str, path: PathBuf },
 
+    #[error("{what} {path} does not exist{hint}")]
+    MissingFile { what: &'static str, path: PathBuf, hint: String },
+
     #[error("{what} folder {path} holds no images")]
     NoImages { what: &'static str, path: PathBuf },
 
