@@ -40,7 +40,7 @@ pub const FACE_CLASS: usize = 1;
 /// The hierarchy task's label of a non-face; emotion class `c` is `c + 1`.
 pub const NOT_A_FACE: usize = 0;
 /// Per-image answers of an evaluation, written next to `hierarchy.json`.
-pub const PREDICTIONS_FILE: &str = "predictions.json";
+pub use crate::records::PREDICTIONS_FILE;
 
 /// Keys the subset's RNG stream apart from every other use of the seed.
 const SUBSET_STREAM: u64 = 0x5355_4253;
@@ -440,10 +440,8 @@ pub fn images_tensor(images: &[Vec<f32>], size: u32) -> Result<HostTensor> {
 /// `<output>/<name>/hierarchy/<trained_on>-r<repeat>[-n<images>]`, beside
 /// the model runs, so `emotionet report <output>` finds it.
 pub fn eval_dir(experiment: &Experiment, trained_on: Backend, repeat: u32, images: Option<usize>) -> PathBuf {
-    let mut leaf = format!("{trained_on}-r{repeat}");
-    if let Some(n) = images {
-        leaf.push_str(&format!("-n{n}"));
-    }
+    experiment.layout().hierarchy(&experiment.name, trained_on, repeat, images)
+}
     experiment.output.join(&experiment.name).join("hierarchy").join(leaf)
 }
 

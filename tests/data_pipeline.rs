@@ -139,3 +139,17 @@ fn class_balancing_oversamples_small_classes_and_resumes_exactly() {
     resumed.restore(state).unwrap();
     assert!(take(&mut resumed, 6) == batches[4..]);
 }
+
+#[test]
+fn a_batch_the_producer_cannot_make_is_an_error_with_its_cause() {
+    // Labels for 20 images but pixels for 10: the background producer fails
+    // on the first batch that reaches past them, and the trainer must hear why.
+    let mut data = split(20, 4);
+    data.pixels.truncate(10 * 16);
+    let mut pipeline = TrainPipeline::new(Arc::new(data), PipelineConfig::new(20, 1)).unwrap();
+    let err = pipeline.next_batch().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("training batch 1 could not be made") && text.contains("panicked"), "{text}");
+    // After that, the stream says it has stopped rather than hang.
+    assert!(pipeline.next_batch().is_err());
+}

@@ -52,6 +52,15 @@ pub enum DataError {
     #[error("the pipeline's batch producer stopped unexpectedly")]
     ProducerStopped,
 
+    #[error("training batch {batch} could not be made: {source}")]
+    BatchFailed { batch: u64, source: Box<DataError> },
+
+    #[error("the batch producer panicked: {message}")]
+    ProducerPanicked { message: String },
+
+    #[error("cannot start the batch producer thread: {0}")]
+    ProducerSpawn(std::io::Error),
+
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
 

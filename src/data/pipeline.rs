@@ -129,7 +129,7 @@ pub struct TrainPipeline {
     plan: Arc<EpochPlan>,
     /// Samples per epoch used (whole batches).
     epoch_len: usize,
-    receiver: Option<Receiver<(Batch, PipelineState)>>,
+    receiver: Option<Receiver<Produced>>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -152,7 +152,7 @@ impl TrainPipeline {
             mix: plan.fingerprint(),
         };
         let mut pipeline = TrainPipeline { split, config, state, plan, epoch_len, receiver: None, worker: None };
-        pipeline.start();
+        pipeline.start()?;
         Ok(pipeline)
     }
 
@@ -192,26 +192,36 @@ impl TrainPipeline {
         }
         self.stop();
         self.state = state;
-        self.start();
-        Ok(())
+        self.start()
     }
 
     /// The next training batch (blocks until the producer has it ready).
+    /// A batch the producer could not make is an error carrying its cause.
     pub fn next_batch(&mut self) -> Result<Batch> {
         let receiver = self.receiver.as_ref().ok_or(DataError::ProducerStopped)?;
-        let (batch, state) = receiver.recv().map_err(|_| DataError::ProducerStopped)?;
-        self.state = state;
-        Ok(batch)
+        match receiver.recv() {
+            Ok(Ok((batch, state))) => {
+                self.state = state;
+                Ok(batch)
+            }
+            Ok(Err(cause)) => Err(DataError::BatchFailed { batch: self.state.batches + 1, source: Box::new(cause) }),
+            Err(_) => Err(DataError::ProducerStopped),
+        }
     }
 
-    fn start(&mut self) {
+    fn start(&mut self) -> Result<()> {
         let (tx, rx) = sync_channel(self.config.prefetch.max(1));
         let split = Arc::clone(&self.split);
         let plan = Arc::clone(&self.plan);
         let config = self.config.clone();
         let state = self.state.clone();
-        self.worker = Some(std::thread::Builder::new().name("emotionet-batches".into()).spawn(move || produce(split, plan, config, state, tx)).ok()).flatten();
+        let worker = std::thread::Builder::new()
+            .name("emotionet-batches".into())
+            .spawn(move || produce_guarded(split, plan, config, state, tx))
+            .map_err(DataError::ProducerSpawn)?;
+        self.worker = Some(worker);
         self.receiver = Some(rx);
+        Ok(())
     }
 
     fn stop(&mut self) {
@@ -230,7 +240,22 @@ impl Drop for TrainPipeline {
 }
 
 /// The producer thread: computes batches from `state` until the consumer goes away.
-fn produce(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConfig, mut state: PipelineState, tx: SyncSender<(Batch, PipelineState)>) {
+/// What the producer hands over: a batch and the state after it, or why it
+/// could not make the next one (after which it stops).
+type Produced = Result<(Batch, PipelineState)>;
+
+/// Runs [`produce`], turning a panic into an error the consumer receives,
+/// so that a failure in the background thread reaches the trainer with its cause.
+fn produce_guarded(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConfig, state: PipelineState, tx: SyncSender<Produced>) {
+    let errors = tx.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(split, plan, config, state, tx)));
+    if let Err(panic) = outcome {
+        let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        let _ = errors.send(Err(DataError::ProducerPanicked { message }));
+    }
+}
+
+fn produce(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConfig, mut state: PipelineState, tx: SyncSender<Produced>) {
     let table = config.normalize.table();
     let epoch_len = plan.epoch_len();
     let mut order = plan.order(state.epoch);
@@ -240,7 +265,7 @@ fn produce(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConf
         let batch = match assemble(&split, indices, config.batch_size, &table, config.normalize, Some((&config.augment, &mut rng))) {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!("batch producer: {e}");
+                let _ = tx.send(Err(e));
                 return;
             }
         };
@@ -252,7 +277,7 @@ fn produce(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConf
             order = plan.order(state.epoch);
         }
         state.rng = rng.state();
-        if tx.send((batch, state.clone())).is_err() {
+        if tx.send(Ok((batch, state.clone()))).is_err() {
             return;
         }
     }
