@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use super::checkpoint::{Checkpoint, META_INPUT_PIPELINE};
 use super::run_writer::{Opened, RunStart, RunWriter};
 use super::step_clock::{Fetch, PendingStep, StepClock};
-use crate::data::{EvalBatches, PipelineConfig, PipelineState, PrepOptions, PreparedSet, TrainPipeline, prepare};
+use crate::data::{EvalBatches, PipelineState, PrepOptions, PreparedSet, TrainPipeline, prepare};
 use crate::experiment::{BackendConfig, Experiment, ModelTraining};
 use crate::models::{BatchUploader, DeviceBatch, ModelKind, SessionConfig, StepMetrics, TrainSession};
 use crate::pjrt::Client;
@@ -162,7 +162,7 @@ fn run(
     writer: &mut RunWriter,
 ) -> anyhow::Result<Outcome> {
     let data = prepare_data(experiment, kind, options.progress)?;
-    let pipeline_config = PipelineConfig::from_data_config(&experiment.data, training.batch as usize, experiment.seed);
+    let pipeline_config = experiment.pipeline_config(training);
     let mut pipeline = TrainPipeline::new(Arc::new(data.train.clone()), pipeline_config).context("starting the input pipeline")?;
     let mut session = match checkpoint {
         Some(ck) => {
