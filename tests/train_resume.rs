@@ -91,7 +91,7 @@ fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
     let record = read_record(&dir);
     assert_eq!(record["status"]["state"], "stopped", "{record}");
     let stopped_at = record["status"]["step"].as_u64().unwrap();
-    assert!(stopped_at > 12 && stopped_at < 400, "{record}");
+    assert!((12..400).contains(&stopped_at), "{record}");
     assert_eq!(record["steps_done"], stopped_at);
     assert!(record["status"]["resume"].as_str().unwrap().contains("--resume"), "{record}");
 

@@ -142,7 +142,7 @@ impl InferenceModel {
         options: &InferenceOptions,
     ) -> Result<Self> {
         let mut params = Vec::new();
-        for spec in arch.params() {
+        for spec in arch.params().map_err(|reason| InferenceError::Architecture { kind, reason })? {
             let tensor = checkpoint.tensor(&spec.name).ok_or_else(|| InferenceError::MissingTensor {
                 kind,
                 path: path.to_path_buf(),
@@ -172,7 +172,7 @@ impl InferenceModel {
         if options.batch < 1 {
             return Err(InferenceError::Batch(options.batch));
         }
-        let specs = arch.params();
+        let specs = arch.params().map_err(|reason| InferenceError::Architecture { kind, reason })?;
         if specs.len() != params.len() {
             return Err(InferenceError::Architecture { kind, reason: format!("{} parameters given, the architecture has {}", params.len(), specs.len()) });
         }

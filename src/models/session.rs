@@ -14,9 +14,10 @@ use crate::graph::optim::Optimizer;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError, ReadyEvent};
 use crate::tensor::{DType, HostTensor};
 
-use super::architecture::{Architecture, ModelKind, ParamSpec};
+use super::architecture::{Architecture, ModelKind};
 use super::init::init_params;
 use super::programs::{BuiltProgram, ProgramSpec};
+use crate::graph::ParamSpec;
 
 /// Errors of a model session, naming what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,11 @@ pub struct TrainSession {
     seeds: Vec<Buffer>,
     offsets: Vec<Buffer>,
     pending: Vec<(u64, Buffer, Buffer)>,
+    /// Inputs of the training program that it aliases to outputs (params
+    /// and optimizer state): exactly these are donated at each step. On
+    /// XLA:GPU an aliased input that is not donated costs a copy, and a
+    /// donated one that is not aliased is freed without reuse.
+    donated: Vec<usize>,
     step: u64,
     pub compile_times: CompileTimes,
 }
@@ -144,15 +150,14 @@ impl TrainSession {
     /// Compiles the programs and uploads freshly initialized parameters.
     pub fn new(client: &Client, config: SessionConfig, seed: u64) -> Result<Self> {
         config.validate()?;
-        let values = init_params(&config.arch.params(), seed);
-        let state = Self::zero_state(&config);
+        let specs = config.arch.params().map_err(SessionError::Architecture)?;
+        let values = init_params(&specs, seed);
+        let state = Self::zero_state(&config, &specs);
         Self::with_values(client, config, seed, values, state, 0)
     }
 
-    fn zero_state(config: &SessionConfig) -> Vec<HostTensor> {
-        config
-            .arch
-            .params()
+    fn zero_state(config: &SessionConfig, specs: &[ParamSpec]) -> Vec<HostTensor> {
+        specs
             .iter()
             .flat_map(|p| config.optimizer.state_names(&p.name).into_iter().map(move |_| HostTensor::zeros(DType::F32, &p.dims).expect("valid dims")))
             .collect()
@@ -162,7 +167,7 @@ impl TrainSession {
     /// state (e.g. from a checkpoint), continuing at `step`.
     pub fn with_values(client: &Client, config: SessionConfig, seed: u64, params: Vec<HostTensor>, state: Vec<HostTensor>, step: u64) -> Result<Self> {
         config.validate()?;
-        let specs = config.arch.params();
+        let specs = config.arch.params().map_err(SessionError::Architecture)?;
         let state_names: Vec<String> = specs.iter().flat_map(|p| config.optimizer.state_names(&p.name)).collect();
         check_values("parameters", &specs.iter().map(|s| (s.name.clone(), s.dims.clone())).collect::<Vec<_>>(), &params)?;
         let state_dims: Vec<(String, Vec<i64>)> =
@@ -196,6 +201,7 @@ impl TrainSession {
             seeds: vec![],
             offsets: vec![],
             pending: vec![],
+            donated: train_program.aliases.iter().map(|&(input, _)| input).collect(),
             step,
             compile_times: CompileTimes { build_s, train_s, eval_s },
             config,
@@ -249,9 +255,10 @@ impl TrainSession {
         self.train_step_on(&batch, lr)
     }
 
-    /// Runs one training step on a batch already on the devices. On an
-    /// asynchronous plugin (GPU, TPU) this returns once the step is enqueued;
-    /// the CPU plugin runs it before returning.
+    /// Runs one training step on a batch already on the devices. It returns
+    /// once the step is enqueued: every plugin we use is asynchronous (the
+    /// CPU one too: its `execute` returns in microseconds and the outputs
+    /// become ready later), so the caller can upload the next batch meanwhile.
     pub fn train_step_on(&mut self, batch: &DeviceBatch, lr: f32) -> Result<()> {
         let replicas = self.config.devices.len();
         if batch.shards.len() != replicas {
@@ -271,8 +278,7 @@ impl TrainSession {
                 a
             })
             .collect();
-        let donated: Vec<usize> = (0..self.specs.len() + self.state_names.len()).collect();
-        let outputs = self.train.execute_replicated(&args, &donated)?;
+        let outputs = self.train.execute_replicated(&args, &self.donated)?;
         let np = self.specs.len();
         let ns = self.state_names.len();
         let mut metrics = None;

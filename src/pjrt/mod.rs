@@ -30,6 +30,7 @@ mod backend;
 mod buffer;
 mod client;
 mod compile;
+mod cuda;
 mod error;
 mod executable;
 #[allow(unsafe_op_in_unsafe_fn)]
@@ -40,11 +41,18 @@ pub use backend::{Backend, deps_dir, resolve_plugin};
 pub use buffer::{Buffer, ReadyEvent};
 pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
+pub use cuda::{CudaPlugin, GpuProblem, Preloaded, minimum_driver, preload};
 pub use error::{ErrorCode, PjrtError, Result};
 pub use executable::{LoadedExecutable, Program, TensorSpec};
 
-/// Loads the plugin for `backend` (or `plugin`, if given) and creates a client.
+/// Loads the plugin for `backend` (or `plugin`, if given) and creates a
+/// client. A GPU plugin first gets its CUDA libraries preloaded, and a
+/// failure to start names what the host lacks (see `cuda`).
 pub fn connect(backend: Backend, plugin: Option<&std::path::Path>, options: &ClientOptions) -> Result<Client> {
     let path = resolve_plugin(backend, plugin)?;
-    Client::new(Api::load(&path)?, options)
+    let api = Api::load(&path)?;
+    match backend {
+        Backend::Gpu => cuda::connect(api, options),
+        Backend::Cpu | Backend::Tpu => Client::new(api, options),
+    }
 }

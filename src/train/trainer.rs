@@ -162,7 +162,7 @@ fn run(
     let mut pipeline = TrainPipeline::new(Arc::new(data.train.clone()), pipeline_config).context("starting the input pipeline")?;
     let mut session = match checkpoint {
         Some(ck) => {
-            let (param_names, state_names) = session_tensor_names(&config);
+            let (param_names, state_names) = session_tensor_names(&config)?;
             let params = take_tensors(ck, &param_names)?;
             let state = take_tensors(ck, &state_names)?;
             let text = ck.metadata.get(META_INPUT_PIPELINE).with_context(|| format!("the checkpoint at step {} has no input-pipeline state", ck.step))?;
@@ -178,10 +178,10 @@ fn run(
 
 /// The parameter names and the optimizer-state names of a session, in the
 /// order the session takes them.
-fn session_tensor_names(config: &SessionConfig) -> (Vec<String>, Vec<String>) {
-    let params: Vec<String> = config.arch.params().into_iter().map(|p| p.name).collect();
+fn session_tensor_names(config: &SessionConfig) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let params: Vec<String> = config.arch.params().map_err(anyhow::Error::msg)?.into_iter().map(|p| p.name).collect();
     let state = params.iter().flat_map(|p| config.optimizer.state_names(p)).collect();
-    (params, state)
+    Ok((params, state))
 }
 
 #[allow(clippy::too_many_arguments)]

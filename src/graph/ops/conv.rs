@@ -198,6 +198,15 @@ impl Primitive for Convolution {
         Ok(vec![Some(dx), Some(dw)])
     }
 
+    /// Two per multiply-add: every output element sums over the kernel's
+    /// window and input features (padding positions included, as
+    /// frameworks count them).
+    fn flops(&self, inputs: &[&Shape], out: &Shape) -> f64 {
+        let kernel = inputs[1];
+        let per_output = kernel.element_count() / kernel.dims[self.spec.dims.rhs[0] as usize].max(1);
+        2.0 * out.element_count() as f64 * per_output as f64
+    }
+
     fn emit(&self, result: &str, args: &[Operand], out: &Shape, loc: &str) -> String {
         let s = &self.spec;
         let list = |v: &[i64]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
