@@ -442,8 +442,6 @@ pub fn images_tensor(images: &[Vec<f32>], size: u32) -> Result<HostTensor> {
 pub fn eval_dir(experiment: &Experiment, trained_on: Backend, repeat: u32, images: Option<usize>) -> PathBuf {
     experiment.layout().hierarchy(&experiment.name, trained_on, repeat, images)
 }
-    experiment.output.join(&experiment.name).join("hierarchy").join(leaf)
-}
 
 /// A one-line description of the evaluated set for `hierarchy.json`, e.g.
 /// "synthetic (seed 0, difficulty 0.5): 100 of the 412 images of the
