@@ -331,12 +331,12 @@ fn credentials_are_found_in_the_adc_order() {
     let well_known = dir.path().join("home/.config/gcloud");
     std::fs::create_dir_all(&well_known).unwrap();
     std::fs::copy(&good, well_known.join("application_default_credentials.json")).unwrap();
-    assert!(status(&[metadata.clone()], &["GOOGLE_APPLICATION_CREDENTIALS"]).status.success());
+    assert!(status(std::slice::from_ref(&metadata), &["GOOGLE_APPLICATION_CREDENTIALS"]).status.success());
     assert_eq!((token_calls(), metadata_calls()), (2, 0));
 
     // 3. The metadata server, with neither file.
     std::fs::remove_file(well_known.join("application_default_credentials.json")).unwrap();
-    let out = status(&[metadata.clone()], &["GOOGLE_APPLICATION_CREDENTIALS"]);
+    let out = status(std::slice::from_ref(&metadata), &["GOOGLE_APPLICATION_CREDENTIALS"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!((token_calls(), metadata_calls()), (2, 1));
 
@@ -349,7 +349,7 @@ fn credentials_are_found_in_the_adc_order() {
 
     // 4. No ADC at all, and no gcloud either: one error that says what to set up.
     let nothing = ("GCE_METADATA_HOST", "127.0.0.1:9".to_string());
-    let out = status(&[nothing.clone()], &["GOOGLE_APPLICATION_CREDENTIALS"]);
+    let out = status(std::slice::from_ref(&nothing), &["GOOGLE_APPLICATION_CREDENTIALS"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("GOOGLE_APPLICATION_CREDENTIALS") && stderr.contains("gcloud auth application-default login"), "{stderr}");

@@ -162,10 +162,10 @@ impl GcloudToken {
 
     async fn fetch(&self) -> std::result::Result<HeaderMap, CredentialsError> {
         let mut cached = self.cached.lock().await;
-        if let Some((headers, at)) = cached.as_ref() {
-            if at.elapsed() < GCLOUD_REFRESH {
-                return Ok(headers.clone());
-            }
+        if let Some((headers, at)) = cached.as_ref()
+            && at.elapsed() < GCLOUD_REFRESH
+        {
+            return Ok(headers.clone());
         }
         let gcloud = self.gcloud.display().to_string();
         let mut command = tokio::process::Command::new(&self.gcloud);

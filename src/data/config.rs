@@ -422,10 +422,10 @@ fn validate_real(r: &RealSources, key: &str) -> Result<()> {
     }
     for (i, n) in r.npy.iter().enumerate() {
         for (k, range) in [("faces", n.faces), ("non_faces", n.non_faces)] {
-            if let Some([a, b]) = range {
-                if a >= b {
-                    return Err(DataError::config(format!("{key}.npy[{i}].{k}"), format!("[{a}, {b}]"), "a half-open range [start, end) with start < end"));
-                }
+            if let Some([a, b]) = range
+                && a >= b
+            {
+                return Err(DataError::config(format!("{key}.npy[{i}].{k}"), format!("[{a}, {b}]"), "a half-open range [start, end) with start < end"));
             }
         }
         if n.faces.is_none() && n.non_faces.is_none() {
@@ -473,10 +473,10 @@ fn validate_mix(parts: &[SourcePart]) -> Result<()> {
         if p.weight.is_some() && p.share.is_some() {
             return Err(DataError::config(&key, "both weight and share", "at most one of `weight` (relative, per epoch) and `share` (of each batch)"));
         }
-        if let Some(w) = p.weight {
-            if !(w.is_finite() && w > 0.0 && w <= 1000.0) {
-                return Err(DataError::config(format!("{key}.weight"), w, "a number above 0 and at most 1000 (1 = each image once an epoch)"));
-            }
+        if let Some(w) = p.weight
+            && !(w.is_finite() && w > 0.0 && w <= 1000.0)
+        {
+            return Err(DataError::config(format!("{key}.weight"), w, "a number above 0 and at most 1000 (1 = each image once an epoch)"));
         }
         if let Some(s) = p.share {
             if !(s.is_finite() && s > 0.0 && s <= 1.0) {

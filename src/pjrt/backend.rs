@@ -113,10 +113,10 @@ pub fn resolve_plugin(backend: Backend, explicit: Option<&Path>) -> Result<PathB
     if let Some(path) = std::env::var_os("EMOTIONET_PJRT_PLUGIN") {
         return existing(Path::new(&path), backend);
     }
-    if backend == Backend::Tpu {
-        if let Some(path) = std::env::var_os("TPU_LIBRARY_PATH") {
-            return existing(Path::new(&path), backend);
-        }
+    if backend == Backend::Tpu
+        && let Some(path) = std::env::var_os("TPU_LIBRARY_PATH")
+    {
+        return existing(Path::new(&path), backend);
     }
     let mut searched = Vec::new();
     let roots = local_roots(backend).into_iter().chain(python_site_dirs());

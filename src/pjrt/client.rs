@@ -79,13 +79,13 @@ impl ClientOptions {
 
     fn validate(&self) -> Result<()> {
         for (name, value) in &self.values {
-            if let Some((_, expected)) = KNOWN_OPTIONS.iter().find(|(n, _)| n == name) {
-                if type_name(value) != *expected {
-                    return Err(PjrtError::InvalidArgument {
-                        op: "client option",
-                        message: format!("{name} must be of type {expected}, got {} ({value})", type_name(value)),
-                    });
-                }
+            if let Some((_, expected)) = KNOWN_OPTIONS.iter().find(|(n, _)| n == name)
+                && type_name(value) != *expected
+            {
+                return Err(PjrtError::InvalidArgument {
+                    op: "client option",
+                    message: format!("{name} must be of type {expected}, got {} ({value})", type_name(value)),
+                });
             }
             if name == "cpu_device_count" && !matches!(value, NamedValue::Int64(1..=2048)) {
                 return Err(PjrtError::InvalidArgument { op: "client option", message: format!("cpu_device_count must be between 1 and 2048, got {value}") });

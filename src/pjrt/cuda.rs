@@ -256,15 +256,15 @@ pub fn diagnose(cuda_major: Option<u32>) -> Option<GpuProblem> {
     };
     let version = driver.version();
     let driver_cuda = version.clone().map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10)).unwrap_or_else(|e| format!("unknown ({e})"));
-    if let (Some(major), Ok(v)) = (cuda_major, version) {
-        if (v / 1000) < major as i32 {
-            let advice = if major > 12 {
-                format!("update the driver, or use the CUDA 12 plugin (`make gpu-plugin`, driver >= {})", minimum_driver(12))
-            } else {
-                "update the driver".to_string()
-            };
-            return Some(GpuProblem::DriverTooOld { driver_cuda, plugin_cuda: major, minimum: minimum_driver(major), kernel: kernel_note, advice });
-        }
+    if let (Some(major), Ok(v)) = (cuda_major, version)
+        && (v / 1000) < major as i32
+    {
+        let advice = if major > 12 {
+            format!("update the driver, or use the CUDA 12 plugin (`make gpu-plugin`, driver >= {})", minimum_driver(12))
+        } else {
+            "update the driver".to_string()
+        };
+        return Some(GpuProblem::DriverTooOld { driver_cuda, plugin_cuda: major, minimum: minimum_driver(major), kernel: kernel_note, advice });
     }
     let visible = match std::env::var("CUDA_VISIBLE_DEVICES") {
         Ok(v) => format!(" (CUDA_VISIBLE_DEVICES={v:?} limits what it may see)"),

@@ -279,10 +279,10 @@ impl LoadedExecutable {
             return bad(format!("{} runs on {} devices {:?}, got {} argument lists", self.name, self.device_ids.len(), self.device_ids, args.len()));
         }
         let num_args = args.first().map_or(0, |a| a.len());
-        if let Some(inputs) = &self.inputs {
-            if num_args != inputs.len() {
-                return bad(format!("{} takes {} arguments, got {num_args}", self.name, inputs.len()));
-            }
+        if let Some(inputs) = &self.inputs
+            && num_args != inputs.len()
+        {
+            return bad(format!("{} takes {} arguments, got {num_args}", self.name, inputs.len()));
         }
         for &d in donate {
             if d >= num_args {

@@ -447,18 +447,18 @@ impl RunRecord {
         }
         if let Some(timing) = &self.timing {
             for (name, value) in timing.fields() {
-                if let Some(v) = value {
-                    if !v.is_finite() || v < 0.0 {
-                        return Err(invalid(&format!("timing.{name}"), format!("{v} is not a non-negative number of seconds")));
-                    }
+                if let Some(v) = value
+                    && (!v.is_finite() || v < 0.0)
+                {
+                    return Err(invalid(&format!("timing.{name}"), format!("{v} is not a non-negative number of seconds")));
                 }
             }
         }
         for (name, m) in [("final_train", &self.final_train), ("final_eval", &self.final_eval)] {
-            if let Some(m) = m {
-                if !(0.0..=1.0).contains(&m.accuracy) {
-                    return Err(invalid(&format!("{name}.accuracy"), format!("{} is not in [0, 1]", m.accuracy)));
-                }
+            if let Some(m) = m
+                && !(0.0..=1.0).contains(&m.accuracy)
+            {
+                return Err(invalid(&format!("{name}.accuracy"), format!("{} is not in [0, 1]", m.accuracy)));
             }
         }
         if let Some(conf) = &self.confusion {

@@ -137,10 +137,10 @@ pub fn write_report(runs_dir: &Path, out_dir: &Path, options: ReportOptions) -> 
 /// swallow the runs directory.
 fn check_out_dir(runs_dir: &Path, out_dir: &Path) -> Result<(), ReportError> {
     let absolute = |p: &Path| fs::canonicalize(p).ok();
-    if let (Some(out), Some(runs)) = (absolute(out_dir), absolute(runs_dir)) {
-        if runs.starts_with(&out) {
-            return Err(ReportError::OutContainsRuns { out: out_dir.to_path_buf(), runs: runs_dir.to_path_buf() });
-        }
+    if let (Some(out), Some(runs)) = (absolute(out_dir), absolute(runs_dir))
+        && runs.starts_with(&out)
+    {
+        return Err(ReportError::OutContainsRuns { out: out_dir.to_path_buf(), runs: runs_dir.to_path_buf() });
     }
     let entries = match fs::read_dir(out_dir) {
         Ok(entries) => entries,

@@ -252,8 +252,8 @@ fn train_loop(
         let step = session.step();
         bar.set_position(step);
 
-        let epoch_end = step % per_epoch == 0;
-        if step % logging.every_steps.max(1) == 0 || epoch_end || step == total {
+        let epoch_end = step.is_multiple_of(per_epoch);
+        if step.is_multiple_of(logging.every_steps.max(1)) || epoch_end || step == total {
             window.extend(session.drain_metrics()?);
             if let Some(point) = train_point(&window, step, per_epoch, writer.clock.wall_s()) {
                 if !point.loss.is_finite() {
@@ -264,12 +264,12 @@ fn train_loop(
                 window.clear();
             }
         }
-        let eval_due = (logging.eval_every_steps > 0 && step % logging.eval_every_steps == 0) || (logging.eval_every_epoch && epoch_end);
+        let eval_due = (logging.eval_every_steps > 0 && step.is_multiple_of(logging.eval_every_steps)) || (logging.eval_every_epoch && epoch_end);
         if eval_due && step < total {
             let (loss, accuracy, _, _) = evaluate(session, data, training.batch as usize, experiment, false)?;
             writer.log_eval(&MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: writer.clock.wall_s(), split: Split::Eval, loss, accuracy })?;
         }
-        let checkpoint_due = if logging.checkpoint_every_steps > 0 { step % logging.checkpoint_every_steps == 0 } else { epoch_end };
+        let checkpoint_due = if logging.checkpoint_every_steps > 0 { step.is_multiple_of(logging.checkpoint_every_steps) } else { epoch_end };
         if checkpoint_due && step < total {
             checkpoint(writer, session, &trained_state)?;
         }

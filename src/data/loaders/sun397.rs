@@ -82,10 +82,8 @@ fn walk_categories(root: &Path, dir: &Path, depth: usize, found: &mut Vec<String
             EntryKind::File(_) => catalog.skipped.push(Skipped::new(entry.path.display(), "file outside a SUN397 category folder (<letter>/<category>/)")),
         }
     }
-    if holds_files {
-        if let Ok(rel) = dir.strip_prefix(root) {
-            let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-            found.push(format!("/{}", parts.join("/")));
-        }
+    if holds_files && let Ok(rel) = dir.strip_prefix(root) {
+        let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        found.push(format!("/{}", parts.join("/")));
     }
 }

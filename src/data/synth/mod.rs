@@ -471,10 +471,11 @@ pub fn generate_dataset(config: &SynthConfig, out: &Path, progress: bool) -> Res
 /// Reuses the set in `out` when its manifest has the same settings;
 /// otherwise generates it.
 pub fn ensure_dataset(config: &SynthConfig, out: &Path, progress: bool) -> Result<SynthManifest> {
-    if let Some(m) = read_manifest(out) {
-        if m.config == *config && !out.join(IN_PROGRESS).exists() {
-            return Ok(m);
-        }
+    if let Some(m) = read_manifest(out)
+        && m.config == *config
+        && !out.join(IN_PROGRESS).exists()
+    {
+        return Ok(m);
     }
     generate_dataset(config, out, progress)
 }
