@@ -66,6 +66,21 @@ fn up_refuses_without_an_explicit_project_zone_and_accelerator_type() {
 }
 
 #[test]
+fn up_refuses_a_multi_host_slice_before_any_request() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("multi-host");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    let out = env.emotionet(&["cloud", "up", "--project", "p-1", "--zone", "europe-west4-a", "--accelerator-type", "v3-32"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("\"v3-32\"") && stderr.contains("multi-host") && stderr.contains("v3-8"), "{stderr}");
+    assert!(stderr.contains("nothing was created"), "{stderr}");
+    assert!(fake.requests().is_empty(), "refused before any request");
+    assert!(!dir.path().join("state.json").exists());
+}
+
+#[test]
 fn a_failed_up_leaves_no_record_and_never_claims_someone_elses_vm() {
     let fake = FakeTpu::start();
     let dir = temp_dir("failed-up");
