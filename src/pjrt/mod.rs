@@ -36,15 +36,19 @@ mod executable;
 mod ffi;
 
 pub use api::{Api, HEADER_VERSION, NamedValue};
-pub use backend::{Backend, deps_dir, resolve_plugin};
+pub use backend::{Backend, StandIn, check_platform, deps_dir, plugin_library, resolve_plugin};
 pub use buffer::Buffer;
 pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
 pub use error::{ErrorCode, PjrtError, Result};
 pub use executable::{LoadedExecutable, Program, TensorSpec};
 
-/// Loads the plugin for `backend` (or `plugin`, if given) and creates a client.
+/// Loads the plugin for `backend` (or `plugin`, if given), creates a client
+/// and checks that it runs the platform `backend` means ([`check_platform`]).
 pub fn connect(backend: Backend, plugin: Option<&std::path::Path>, options: &ClientOptions) -> Result<Client> {
     let path = resolve_plugin(backend, plugin)?;
-    Client::new(Api::load(&path)?, options)
+    let (library, stand_in) = plugin_library(&path)?;
+    let client = Client::new(Api::load(&library)?, options)?;
+    check_platform(backend, client.platform_name(), &path, stand_in.as_ref())?;
+    Ok(client)
 }
