@@ -12,10 +12,13 @@ DEPS   := $(CURDIR)/.deps
 
 # Pinned PJRT plugins (all speak PJRT C API 0.81, the header we build on).
 CPU_PLUGIN_PKG := xla-cpu-pjrt==0.0.1
-TPU_PLUGIN_PKG := libtpu==0.0.30
 GPU_PLUGIN_PKG := xla-cuda12-pjrt==0.0.1
 CPU_PLUGIN     := $(DEPS)/pjrt/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so
 PJRT_HEADER    := $(DEPS)/pjrt/xla_plugins/xla_cpu_pjrt/include/pjrt_c_api.h
+# libtpu 0.0.30 (deploy/libtpu.env pins its wheel by name and SHA-256). It is
+# kept out of .deps/pjrt on purpose: there it would make this machine look
+# like a TPU host to plugin discovery. On a TPU VM: TPU_LIBRARY_PATH=$(LIBTPU).
+LIBTPU         := $(DEPS)/libtpu/libtpu.so
 
 # The one real face set we can get: scikit-image's LFW subset (100 faces,
 # 100 non-faces, 25x25), carried inside its wheel.
@@ -30,7 +33,7 @@ TB_READER      := $(DEPS)/py/tensorboard/__init__.py
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test demo bench ffi clean system-packages
+.PHONY: setup build test demo bench ffi clean system-packages tpu-plugin gpu-plugin
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
@@ -54,16 +57,23 @@ $(TB_READER):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(DEPS)/py $(TB_READER_PKGS)
 	@test -f $@ && touch $@
 
-## tpu-plugin / gpu-plugin: optional plugins, for Cloud TPU VMs and CUDA hosts
-tpu-plugin:
-	$(PYTHON) -m pip install --quiet --no-deps --target $(DEPS)/pjrt $(TPU_PLUGIN_PKG)
+## tpu-plugin: libtpu.so from the pinned wheel (cp312, manylinux_2_31; ~190 MB download, ~640 MB
+## unpacked), the same script `emotionet cloud run` runs on the VM; the tests load it (no TPU needed)
+tpu-plugin: $(LIBTPU)
+
+$(LIBTPU): deploy/libtpu.env deploy/fetch-libtpu.sh
+	bash deploy/fetch-libtpu.sh $(DEPS)/wheels $@
+	@touch $@
+	@echo "libtpu: $@ (on a TPU VM: export TPU_LIBRARY_PATH=$@, or pass --plugin $@)"
+
+## gpu-plugin: optional, for CUDA hosts
 gpu-plugin:
 	$(PYTHON) -m pip install --quiet --no-deps --target $(DEPS)/pjrt $(GPU_PLUGIN_PKG)
 
 build: setup
 	$(CARGO) build --release --locked
 
-test: build
+test: build $(LIBTPU)
 	$(CARGO) test --release --locked -- --test-threads=2
 
 ## demo: the smoke campaign on the synthetic set (CPU): both models, the hierarchy eval, the report
