@@ -33,7 +33,7 @@ TB_READER      := $(DEPS)/py/tensorboard/__init__.py
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test demo bench ffi clean system-packages tpu-plugin gpu-plugin
+.PHONY: setup build test demo bench ffi clean system-packages tpu-plugin gpu-plugin test-tpu-programs test-old-userland
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
@@ -75,6 +75,25 @@ build: setup
 
 test: build $(LIBTPU)
 	$(CARGO) test --release --locked -- --test-threads=2
+
+## test-tpu-programs: the 256x256 emotion training step of a TPU v3-8 (8 replicas) compiled and run
+## once on 8 CPU devices (heavy: not part of `make test`)
+test-tpu-programs: build
+	$(CARGO) test --release --locked --test replicas8 -- --ignored --test-threads=1 --nocapture
+
+## test-old-userland: the VM side on Debian 11 (glibc 2.31, Python 3.9) in a debootstrap chroot:
+## the binary built here refused, --build-on-vm building inside it (slow: a full build), the real setup
+OLD_USERLAND := $(CURDIR)/target/chroots/bullseye
+LIBTPU_WHEEL := $(shell sed -n 's/^LIBTPU_WHEEL=//p' deploy/libtpu.env)
+test-old-userland: build $(LIBTPU)
+	@command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+	test -x $(OLD_USERLAND)/usr/bin/gcc || debootstrap --variant=minbase --include=python3,curl,ca-certificates,util-linux,procps,gcc,libc6-dev \
+	    bullseye $(OLD_USERLAND) http://deb.debian.org/debian
+	mkdir -p $(OLD_USERLAND)/root/.cargo $(OLD_USERLAND)/root/.rustup $(OLD_USERLAND)/mirror
+	cp -l $(DEPS)/wheels/$(LIBTPU_WHEEL) $(OLD_USERLAND)/mirror/ 2>/dev/null || cp $(DEPS)/wheels/$(LIBTPU_WHEEL) $(OLD_USERLAND)/mirror/
+	trap 'umount $(OLD_USERLAND)/proc $(OLD_USERLAND)/root/.cargo $(OLD_USERLAND)/root/.rustup 2>/dev/null || true' EXIT; \
+	  mount -t proc proc $(OLD_USERLAND)/proc && mount --bind $(HOME)/.cargo $(OLD_USERLAND)/root/.cargo && mount --bind $(HOME)/.rustup $(OLD_USERLAND)/root/.rustup && \
+	  $(CARGO) test --release --locked --test cloud_old_userland -- --ignored --nocapture
 
 ## demo: the smoke campaign on the synthetic set (CPU): both models, the hierarchy eval, the report
 demo: build

@@ -262,7 +262,8 @@ pub async fn upload(host: &dyn RemoteHost, local_root: &Path, entries: &[PathBuf
     let step = format!("upload to ~/{remote_dir}");
     for worker in 0..host.worker_count() {
         let mut pack = Command::new("tar");
-        pack.arg("-C").arg(local_root).arg("-cf").arg("-").args(entries);
+        // --dereference: a symlink is shipped as what it points to, which the VM cannot follow.
+        pack.arg("-C").arg(local_root).args(["--dereference", "-cf", "-"]).args(entries);
         pack.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut unpack = host.command(Worker::One(worker), &unpack_script(remote_dir));
         unpack.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
