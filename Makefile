@@ -33,7 +33,7 @@ TB_READER      := $(DEPS)/py/tensorboard/__init__.py
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test demo bench ffi clean system-packages tpu-plugin gpu-plugin test-tpu-programs test-old-userland
+.PHONY: setup build test lint demo bench ffi clean system-packages tpu-plugin gpu-plugin test-tpu-programs test-old-userland
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
@@ -75,6 +75,11 @@ build: setup
 
 test: build $(LIBTPU)
 	$(CARGO) test --release --locked -- --test-threads=2
+
+## lint: formatting (rustfmt.toml) and clippy with warnings as errors, as CI runs them after `make test`
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 ## test-tpu-programs: the 256x256 emotion training step of a TPU v3-8 (8 replicas) compiled and run
 ## once on 8 CPU devices (heavy: not part of `make test`)

@@ -4,7 +4,7 @@
 //! steps, then time steady-state steps (each waited for) on a batch already
 //! on the devices, so the figure is the device's step time. Reported:
 //! compile seconds, first-step seconds, median step, images/s, achieved
-//! GFLOP/s (model FLOPs, `Architecture::train_flops`, per second) and the
+//! GFLOP/s (model FLOPs, `Network::train_flops`, per second) and the
 //! process's peak resident memory.
 
 use std::time::Instant;
@@ -92,6 +92,7 @@ pub fn run_case(client: &Client, case: &BenchCase) -> anyhow::Result<BenchResult
     let ids = client.device_ids();
     anyhow::ensure!(case.devices >= 1 && case.devices <= ids.len(), "the case wants {} devices, the client has {}", case.devices, ids.len());
     let arch = Architecture::for_kind(case.model, case.size);
+    let network = arch.network().map_err(anyhow::Error::msg)?;
     let config = SessionConfig {
         kind: case.model,
         arch: arch.clone(),
@@ -137,9 +138,9 @@ pub fn run_case(client: &Client, case: &BenchCase) -> anyhow::Result<BenchResult
         step_ms_min: times.first().copied().unwrap_or(median) * 1e3,
         step_ms_max: times.last().copied().unwrap_or(median) * 1e3,
         images_per_s: case.batch as f64 / median,
-        gflops_per_s: arch.train_flops() * case.batch as f64 / median / 1e9,
-        train_gflop_per_image: arch.train_flops() / 1e9,
-        params_millions: arch.parameter_count() as f64 / 1e6,
+        gflops_per_s: network.train_flops() * case.batch as f64 / median / 1e9,
+        train_gflop_per_image: network.train_flops() / 1e9,
+        params_millions: network.parameter_count() as f64 / 1e6,
         peak_rss_mib: peak_rss_mib(),
         steps_timed: times.len(),
     })

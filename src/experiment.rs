@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{DataConfig, Task};
 use crate::graph::optim::Optimizer;
 use crate::models::{Architecture, ModelKind};
-use crate::pjrt::{Backend, OptionOverride};
+use crate::pjrt::{Backend, Client, ClientOptions, OptionOverride};
 
 /// A bad experiment file: which file, which key, what is allowed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,8 @@ pub enum ExperimentError {
     Syntax { path: PathBuf, message: String },
     #[error("{path}: `{key}` = {value}: {allowed}")]
     Invalid { path: PathBuf, key: String, value: String, allowed: String },
+    #[error("cannot serialise the experiment {name} to hash it")]
+    Hash { name: String, source: serde_json::Error },
 }
 
 /// Devices to use: a count, or every device the plugin offers.
@@ -99,6 +101,53 @@ fn default_devices() -> Devices {
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig { kind: Backend::Cpu, plugin: None, client_options: vec![], devices: Devices::Count(1), xla_options: BTreeMap::new() }
+    }
+}
+
+/// What a command line may change about where programs run (`--backend`,
+/// `--plugin` / `EMOTIONET_PJRT_PLUGIN`, `--client-option`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackendOverrides {
+    pub kind: Option<Backend>,
+    pub plugin: Option<PathBuf>,
+    pub client_options: Vec<String>,
+}
+
+impl BackendConfig {
+    /// This section with a command line's overrides applied: the one place
+    /// where an experiment's backend and the command line meet. Moving to
+    /// another kind of backend drops the section's plugin and client options,
+    /// which were meant for its own kind; `--client-option`s add to the rest.
+    pub fn with_overrides(&self, overrides: &BackendOverrides) -> BackendConfig {
+        let mut resolved = self.clone();
+        if let Some(kind) = overrides.kind.filter(|k| *k != self.kind) {
+            resolved.kind = kind;
+            resolved.plugin = None;
+            resolved.client_options.clear();
+        }
+        if let Some(plugin) = &overrides.plugin {
+            resolved.plugin = Some(plugin.clone());
+        }
+        resolved.client_options.extend(overrides.client_options.iter().cloned());
+        resolved
+    }
+
+    /// Loads the plugin and creates a client: every command that runs
+    /// programs connects through here.
+    pub fn connect(&self) -> anyhow::Result<Client> {
+        use anyhow::Context;
+        let mut options = ClientOptions::new();
+        for text in &self.client_options {
+            options = options.parse_assignment(text)?;
+        }
+        let client = crate::pjrt::connect(self.kind, self.plugin.as_deref(), &options).with_context(|| format!("cannot open the {} backend", self.kind))?;
+        tracing::info!("connected to {} ({}) with {} devices", client.platform_name(), client.platform_version(), client.devices().len());
+        Ok(client)
+    }
+
+    /// XLA options as the PJRT layer takes them.
+    pub fn xla_options(&self) -> Vec<(String, OptionOverride)> {
+        self.xla_options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 
@@ -386,9 +435,28 @@ impl Experiment {
         arch
     }
 
-    /// XLA options as the PJRT layer takes them.
-    pub fn xla_options(&self) -> Vec<(String, OptionOverride)> {
-        self.backend.xla_options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    /// The output folder's layout (where every run of this experiment goes).
+    pub fn layout(&self) -> crate::records::RunLayout {
+        crate::records::RunLayout::new(&self.output)
+    }
+
+    /// The folder of one training run of this experiment.
+    pub fn run_paths(&self, kind: ModelKind, backend: Backend, repeat: u32) -> crate::records::RunPaths {
+        self.layout().run(&self.name, kind, backend, repeat)
+    }
+
+    /// A short hash of what `kind` is trained from, so that a checkpoint is
+    /// never resumed, nor a finished run reused, under a different
+    /// experiment. Where runs are written (`output`, `--out`) and the
+    /// description are not part of what is trained, so they do not enter it.
+    pub fn content_hash(&self, kind: ModelKind) -> Result<String, ExperimentError> {
+        use sha2::{Digest, Sha256};
+        let mut what = self.clone();
+        what.output = PathBuf::new();
+        what.description.clear();
+        let text = serde_json::to_string(&(what, kind)).map_err(|source| ExperimentError::Hash { name: self.name.clone(), source })?;
+        let digest = Sha256::digest(text.as_bytes());
+        Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
     }
 }
 

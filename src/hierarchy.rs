@@ -186,7 +186,7 @@ impl Hierarchy {
         let device = client.device_ids().first().copied().unwrap_or(0);
         let options = |kind: ModelKind| {
             let trained = experiment.training(kind).map_or(1, |t| t.batch);
-            InferenceOptions { batch: trained.min(max_batch.max(1) as i64).max(1), device, xla_options: experiment.xla_options() }
+            InferenceOptions { batch: trained.min(max_batch.max(1) as i64).max(1), device, xla_options: experiment.backend.xla_options() }
         };
         let face = InferenceModel::from_run_dir(client, ModelKind::Face, experiment.architecture(ModelKind::Face), face_dir, &options(ModelKind::Face))?;
         let emotion =

@@ -14,7 +14,8 @@
 //! - [`records`]: run records, training curves, hierarchy evaluations;
 //! - [`report`]: the Markdown + SVG report built from records;
 //! - [`bench`]: the training-step benchmark;
-//! - [`fsutil`], [`rng`]: crash-safe file replacement, our deterministic RNG;
+//! - [`errors`]: an error chain as a person reads it (each cause once);
+//! - [`fsutil`], [`lock`], [`rng`]: crash-safe file replacement, one writer per output folder, our deterministic RNG;
 //! - [`cloud`]: Cloud TPU VMs (create, run a campaign, fetch, delete, preemption);
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
 
@@ -27,10 +28,12 @@ pub mod bench;
 pub mod cli;
 pub mod cloud;
 pub mod data;
+pub mod errors;
 pub mod experiment;
 pub mod fsutil;
 pub mod graph;
 pub mod hierarchy;
+pub mod lock;
 pub mod models;
 pub mod orchestrator;
 pub mod records;

@@ -22,7 +22,7 @@ use emotionet::pjrt::{self, Backend, Client, ClientOptions};
 use emotionet::records::HierarchyEval;
 use emotionet::tensor::HostTensor;
 use emotionet::train::checkpoint::{Checkpoint, CheckpointDir};
-use emotionet::train::{TrainOptions, default_run_dir, train};
+use emotionet::train::{TrainOptions, train};
 
 struct Fixture {
     root: PathBuf,
@@ -71,7 +71,7 @@ fn fixture() -> &'static Fixture {
         fs::write(&experiment_file, experiment_yaml(&root, "evaltest")).unwrap();
         let experiment = Experiment::from_file(&experiment_file).unwrap();
         for kind in ModelKind::ALL {
-            let options = TrainOptions::new(default_run_dir(&experiment, kind, Backend::Cpu, 0));
+            let options = TrainOptions::new(&experiment);
             train(&experiment, kind, &options).unwrap_or_else(|e| panic!("training the {kind} model: {e:#}"));
         }
         let set = prepare(&experiment.data, &PrepOptions::new(hierarchy::task(&experiment))).unwrap().set;
@@ -200,7 +200,7 @@ fn predict_answers_each_image_like_eval_and_reports_a_corrupt_one() {
         &client(),
         ModelKind::Face,
         f.experiment.architecture(ModelKind::Face),
-        &default_run_dir(&f.experiment, ModelKind::Face, Backend::Cpu, 0),
+        &f.experiment.run_paths(ModelKind::Face, Backend::Cpu, 0).dir,
         &InferenceOptions::new(4),
     )
     .unwrap();
@@ -243,7 +243,7 @@ fn inference_batches_any_number_of_images_and_checks_checkpoints() {
     let f = fixture();
     let client = client();
     let arch = f.experiment.architecture(ModelKind::Emotion);
-    let run_dir = default_run_dir(&f.experiment, ModelKind::Emotion, Backend::Cpu, 0);
+    let run_dir = f.experiment.run_paths(ModelKind::Emotion, Backend::Cpu, 0).dir;
     let model = InferenceModel::from_run_dir(&client, ModelKind::Emotion, arch.clone(), &run_dir, &InferenceOptions::new(4)).unwrap();
     assert_eq!(model.source().unwrap().step, 40);
 
@@ -304,4 +304,69 @@ fn eval_and_predict_without_trained_runs_name_the_missing_folder() {
     let out = emotionet(&["eval", file.to_str().unwrap(), "--threshold", "1.5"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("threshold 1.5"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn predict_and_eval_check_the_checkpoints_they_load() {
+    let f = fixture();
+    let exp = f.experiment_file.to_str().unwrap();
+    // A copy of the trained runs, damaged: the fixture stays whole for the
+    // other tests.
+    let root = f.root.join("damaged");
+    let _ = fs::remove_dir_all(&root);
+    copy_dir(&f.root.join("runs/evaltest"), &root.join("runs/evaltest"));
+    let out_dir = root.join("runs");
+    let out_arg = out_dir.to_str().unwrap();
+    let checkpoints = CheckpointDir::new(out_dir.join("evaltest/emotion/cpu-r0/checkpoints"), 1).unwrap();
+    let steps = checkpoints.steps().unwrap();
+    assert!(steps.len() >= 2, "{steps:?}");
+    let newest = checkpoints.path_for(*steps.last().unwrap());
+    let previous = checkpoints.path_for(steps[steps.len() - 2]);
+    let mut bytes = fs::read(&newest).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    bytes[8 + n + header["block1.conv.weight"]["data_offsets"][0].as_u64().unwrap() as usize] ^= 1;
+    fs::write(&newest, bytes).unwrap();
+    let face = f.set.eval.labels.iter().position(|&l| l > 0).unwrap();
+    let face_file = f.set.eval.info[face].source.clone();
+
+    // predict: the damaged newest is skipped, named with its tensor, and the
+    // one before answers.
+    let out = emotionet(&["predict", exp, &face_file, "--out", out_arg, "--json"]);
+    assert!(out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(newest.to_str().unwrap()) && stderr.contains("`block1.conv.weight` fails its checksum"), "{stderr}");
+    assert!(stderr.contains(&format!("using {}", previous.display())), "{stderr}");
+
+    // eval likewise, and its record names the checkpoint it used.
+    let out = emotionet(&["eval", exp, "--out", out_arg, "--images", "20", "--json", "--quiet"]);
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("`block1.conv.weight` fails its checksum"), "{}", text(&out.stderr));
+    let predictions = fs::read_to_string(out_dir.join("evaltest/hierarchy/cpu-r0-n20").join(hierarchy::PREDICTIONS_FILE)).unwrap();
+    assert!(predictions.contains(previous.to_str().unwrap()), "the predictions name the checkpoint used");
+
+    // With no intact checkpoint left, both stop and say so.
+    for step in steps {
+        let path = checkpoints.path_for(step);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+    }
+    for args in [vec!["predict", exp, &face_file, "--out", out_arg], vec!["eval", exp, "--out", out_arg, "--quiet"]] {
+        let out = emotionet(&args);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("checkpoint(s) in") && stderr.contains("is intact") && stderr.contains("cut short"), "{stderr}");
+    }
 }

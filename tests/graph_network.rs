@@ -6,7 +6,7 @@ mod common;
 
 use common::{Rng, assert_close, check_vjp, run};
 use emotionet::graph::optim::Optimizer;
-use emotionet::graph::{EmitOptions, Graph, Tensor};
+use emotionet::graph::{BoundParams, EmitOptions, Graph, ParamSpec, Tensor};
 use emotionet::tensor::{DType, HostTensor};
 
 #[test]
@@ -15,11 +15,18 @@ fn two_conv_blocks_dense_and_cross_entropy_match_finite_differences() {
     let shapes: [&[i64]; 7] = [&[2, 8, 8, 1], &[3, 3, 1, 2], &[2], &[3, 3, 2, 3], &[3], &[4, 12], &[4]];
     let mut inputs: Vec<HostTensor> = shapes.iter().map(|d| rng.tensor(d)).collect();
     inputs.push(HostTensor::from_i32(&[2], &[3, 1]).unwrap());
+    // The layers ask for their parameters by name; here they are bound to
+    // the f64 inputs of the check.
+    let names = ["block1.conv.weight", "block1.conv.bias", "block2.conv.weight", "block2.conv.bias", "logits.weight", "logits.bias"];
+    let specs: Vec<ParamSpec> =
+        names.iter().zip(&shapes[1..]).map(|(n, d)| ParamSpec { name: n.to_string(), dims: d.to_vec(), init: emotionet::graph::Init::Zeros }).collect();
     let grads = check_vjp("cnn", &inputs, 78, |g, p| {
-        let h = g.scoped("block1", |g| g.conv_block(p[0], p[1], p[2], 2)).unwrap();
-        let h = g.scoped("block2", |g| g.conv_block(h, p[3], p[4], 2)).unwrap();
+        let mut params = BoundParams::new(&specs, &p[1..7]).unwrap();
+        let h = g.scoped("block1", |g| g.conv_block(&mut params, p[0], 2, 3, 2)).unwrap();
+        let h = g.scoped("block2", |g| g.conv_block(&mut params, h, 3, 3, 2)).unwrap();
         let h = g.flatten(h).unwrap();
-        let logits = g.scoped("logits", |g| g.dense(h, p[5], p[6])).unwrap();
+        let logits = g.scoped("logits", |g| g.linear(&mut params, h, 4)).unwrap();
+        params.finish().unwrap();
         g.softmax_cross_entropy(logits, p[7]).unwrap().mean
     });
     // Every parameter (and the input) gets a non-trivial gradient.

@@ -18,8 +18,8 @@ fn check_model(kind: ModelKind, size: i64) {
     arch.dense_units = 16;
     let spec = ProgramSpec { kind, arch: arch.clone(), optimizer: Optimizer::Sgd, replica_batch: 3, replicas: 1 };
     let mut rng = Rng::new(kind as u64 + 100);
-    let mut inputs: Vec<HostTensor> = arch
-        .params()
+    let specs = arch.params().unwrap();
+    let mut inputs: Vec<HostTensor> = specs
         .iter()
         .map(|p| {
             let scale = match p.init {
@@ -36,14 +36,14 @@ fn check_model(kind: ModelKind, size: i64) {
     inputs.push(HostTensor::scalar_u32(42));
     inputs.push(HostTensor::scalar_i32(7));
     inputs.push(HostTensor::scalar_u32(0));
-    let np = arch.params().len();
+    let np = specs.len();
     let grads = check_vjp(&format!("{kind} model"), &inputs, 200, |g, p| {
         let key = DropoutKey { seed: p[np + 2], step: p[np + 3], example_offset: p[np + 4], salt: 1 };
         let params: Vec<Tensor> = p[..np].to_vec();
-        let logits = spec.forward(g, &params, p[np], Some(&key)).unwrap();
+        let logits = spec.forward(g, &specs, &params, p[np], Some(&key)).unwrap();
         g.softmax_cross_entropy(logits, p[np + 1]).unwrap().mean
     });
-    for (spec, grad) in arch.params().iter().zip(&grads) {
+    for (spec, grad) in specs.iter().zip(&grads) {
         assert!(grad.iter().any(|v| v.abs() > 1e-10), "{}: gradient is all zeros", spec.name);
     }
 }
@@ -175,4 +175,38 @@ fn bad_session_configs_are_clear_errors() {
     let labels = HostTensor::zeros(DType::I32, &[4]).unwrap();
     let err = session.train_step(&wrong, &labels, 0.1).unwrap_err();
     assert!(err.to_string().contains("images: expected f32[4, 16, 16, 1]"), "{err}");
+}
+
+/// Regression: parameter names are declared by the layers now, no longer
+/// listed by hand. A checkpoint written by the code before that change
+/// (`emotionet train`, emotion model at 16x16 with conv_filters [2, 3, 4],
+/// dense 4, Adam, 2 steps) must still load by name, parameters and
+/// optimizer state alike, and train on.
+#[test]
+fn a_checkpoint_from_before_declared_parameters_still_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/emotion_checkpoint_before_declared_params.safetensors");
+    let ck = emotionet::train::checkpoint::Checkpoint::read(&path).unwrap();
+    let mut arch = Architecture::emotion(16);
+    arch.conv_filters = vec![2, 3, 4];
+    arch.dense_units = 4;
+    let optimizer = Optimizer::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 };
+    let specs = arch.params().unwrap();
+    let take = |name: &str| ck.tensor(name).unwrap_or_else(|| panic!("{name} is not in {}", path.display())).clone();
+    let params: Vec<HostTensor> = specs.iter().map(|s| take(&s.name)).collect();
+    let state: Vec<HostTensor> = specs.iter().flat_map(|s| optimizer.state_names(&s.name)).map(|n| take(&n)).collect();
+    assert_eq!(params.len() + state.len(), 30, "every tensor of the old checkpoint is used");
+    let client = common::client();
+    let config = SessionConfig { kind: ModelKind::Emotion, arch, optimizer, global_batch: 4, devices: vec![client.device_ids()[0]], xla_options: vec![] };
+    let mut session = TrainSession::with_values(client, config, 3, params.clone(), state, ck.step).unwrap();
+    // The loaded values are the checkpoint's, and a step moves them.
+    for ((name, now), before) in session.params_to_host().unwrap().iter().zip(&params) {
+        assert_eq!(now.to_f32().unwrap(), before.to_f32().unwrap(), "{name}");
+    }
+    let x = HostTensor::from_f32(&[4, 16, 16, 1], &(0..4 * 256).map(|i| (i % 17) as f32 / 17.0).collect::<Vec<_>>()).unwrap();
+    let y = HostTensor::from_i32(&[4], &[0, 1, 2, 0]).unwrap();
+    session.train_step(&x, &y, 0.001).unwrap();
+    let m = session.drain_metrics().unwrap();
+    assert!(m[0].loss.is_finite() && m[0].step == 2, "{m:?}");
+    let moved = session.params_to_host().unwrap();
+    assert_ne!(moved[0].1.to_f32().unwrap(), params[0].to_f32().unwrap(), "block1.conv.weight did not change");
 }

@@ -65,13 +65,20 @@ fn a_campaign_runs_everything_then_skips_what_finished() {
     std::fs::write(tmp.path().join("two.yaml"), std::fs::read_to_string(tmp.path().join("two.yaml")).unwrap().replace("seed: 4", "seed: 3")).unwrap();
 
     // Again: nothing to do, nothing retrained.
-    let started = Instant::now();
     let o = emotionet(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success());
     for (_, run) in state(&out)["runs"].as_object().unwrap() {
         assert_eq!(run["attempts"], 1);
     }
-    assert!(started.elapsed() < Duration::from_secs(60));
+
+    // A report that cannot be written fails the command, after saying why.
+    std::fs::remove_dir_all(out.join("report")).unwrap();
+    std::fs::write(out.join("report"), "a file where the report folder goes").unwrap();
+    let o = emotionet(&["run", campaign.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(1));
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("REPORT FAILED"), "{stdout}");
+    assert!(stderr.contains("its report could not be written") && stderr.contains("emotionet report"), "{stderr}");
 }
 
 #[test]

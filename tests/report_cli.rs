@@ -13,8 +13,8 @@ use std::process::Output;
 
 use cli_support::emotionet;
 use emotionet::records::{
-    Backend, Confusion, HierarchyEval, ImageSize, MetricPoint, MetricsLog, ModelKind, Platform, RunConfig, RunPaths, RunRecord, RunStatus, SCHEMA_VERSION,
-    Split, SplitMetrics, Timing,
+    Backend, Confusion, HierarchyEval, ImageSize, MetricPoint, MetricsLog, ModelKind, Platform, RunConfig, RunPaths, RunProcess, RunRecord, RunStatus,
+    SCHEMA_VERSION, Split, SplitMetrics, Timing,
 };
 
 fn report(runs: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -61,7 +61,8 @@ fn write_run(runs: &Path, s: &Spec) {
     let step_times: Vec<f64> = (0..steps_done).map(|i| if i == 0 { s.first_s } else { s.steady_s * (1.0 + 0.02 * ((i % 5) as f64 - 2.0)) }).collect();
     let train_wall: f64 = step_times.iter().sum();
     let total = s.compile_s + train_wall + 0.04 * train_wall + 1.5;
-    let timing = Timing::from_step_times(s.compile_s, &step_times, batch, total);
+    let input_times: Vec<f64> = step_times.iter().map(|t| t * 0.04).collect();
+    let timing = Timing::from_steps(s.compile_s, &step_times, &input_times, batch, total);
 
     // Slightly different curves per platform and repeat, as real runs have.
     let variant = 1.0 + 0.15 * (s.repeat as f64 + s.devices.min(3) as f64 + if s.backend == Backend::Gpu { 1.0 } else { 0.0 });
@@ -365,7 +366,8 @@ fn a_curve_cut_off_by_a_crash_is_reported_not_fatal() {
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().join("runs");
     let mut running = spec("smoke", ModelKind::Face, Backend::Cpu, 0);
-    running.status = RunStatus::Running;
+    // Written as running by this (living) test process.
+    running.status = RunStatus::running_here();
     write_run(&runs, &running);
     let metrics = runs.join("smoke/face/cpu/r0/metrics.jsonl");
     let mut text = fs::read_to_string(&metrics).unwrap();
@@ -379,6 +381,34 @@ fn a_curve_cut_off_by_a_crash_is_reported_not_fatal() {
     assert!(md.contains("No finished runs of the face model."));
     // Its curve is still drawn, labelled as running.
     assert!(fs::read_to_string(out_dir.join("curves-face-loss.svg")).unwrap().contains("CPU · smoke · r0 (running)"));
+}
+
+#[test]
+fn runs_are_shown_as_they_are_interrupted_stopped_or_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    // A trainer killed without a word: its record still says running, but
+    // its process (a `true` that has exited) is gone.
+    let child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait_with_output().unwrap();
+    let mut killed = spec("smoke", ModelKind::Face, Backend::Cpu, 0);
+    killed.status = RunStatus::Running { process: Some(RunProcess { pid, host: emotionet::records::host_name(), start_ticks: Some(1) }) };
+    write_run(&runs, &killed);
+    let mut stopped = spec("smoke", ModelKind::Face, Backend::Cpu, 1);
+    stopped.status = RunStatus::Stopped { step: 120, resume: "emotionet train smoke.yaml --model face --resume --out runs --repeat 1".into() };
+    write_run(&runs, &stopped);
+    let mut failed = spec("smoke", ModelKind::Emotion, Backend::Cpu, 0);
+    failed.status = RunStatus::Failed { error: "the emotion model's training loss diverged at step 120".into() };
+    write_run(&runs, &failed);
+    let out_dir = tmp.path().join("out");
+    assert!(report(&runs, &out_dir, &[]).status.success());
+    let md = fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("3 runs (1 interrupted, 1 failed, 1 stopped)"), "{md}");
+    assert!(md.contains("Run `smoke/face/cpu/r0` was interrupted (its process died without recording an end"), "{md}");
+    assert!(md.contains("Run `smoke/face/cpu/r1` was stopped on request at step 120 of 450; left out of timing and accuracy. Resume it with `emotionet train smoke.yaml --model face --resume --out runs --repeat 1`."), "{md}");
+    assert!(md.contains("Run `smoke/emotion/cpu/r0` failed after 120 of 600 steps: the emotion model's training loss diverged at step 120"), "{md}");
+    assert!(!md.contains("| running |"), "{md}");
 }
 
 #[test]

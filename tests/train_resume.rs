@@ -13,6 +13,7 @@ use cli_support::{command, emotionet};
 use emotionet::train::CheckpointDir;
 
 /// A small experiment: the face model at 24x24 on a tiny synthetic set.
+#[allow(clippy::too_many_arguments)] // a fixture's knobs, each named at its call
 fn experiment(dir: &Path, name: &str, size: u32, batch: u32, steps_per_epoch: u32, epochs: u32, checkpoint_every: u32, dense: u32) -> PathBuf {
     let path = dir.join(format!("{name}.yaml"));
     let text = format!(
@@ -48,9 +49,17 @@ fn final_params(run_dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let reference = experiment(tmp.path(), "reference", 24, 8, 4, 5, 3, 32);
+    // 400 small steps: long enough that the run cannot end between the test
+    // seeing the step-12 checkpoint and freezing the trainer (asserted below).
+    let reference = experiment(tmp.path(), "reference", 24, 8, 4, 100, 3, 32);
     assert!(emotionet(&["train", reference.to_str().unwrap(), "--quiet"]).status.success());
     let ref_dir = tmp.path().join("runs/reference/face/cpu-r0");
+
+    // A finished run resumed again changes nothing: no second final eval point.
+    let curve_before = std::fs::read(ref_dir.join("metrics.jsonl")).unwrap();
+    let out = emotionet(&["train", reference.to_str().unwrap(), "--quiet", "--resume"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(ref_dir.join("metrics.jsonl")).unwrap(), curve_before, "resuming a finished run appended to its curve");
 
     // Same experiment under another name: SIGKILL after the checkpoint of
     // step 6, then SIGINT (a clean stop) later, then resume to the end.
@@ -64,14 +73,27 @@ fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
     wait_for("the step-6 checkpoint", Duration::from_secs(120), || checkpoints.steps().unwrap().contains(&6));
     kill(&child, "KILL");
     assert!(!child.wait().unwrap().success());
+    let record = read_record(&dir);
+    assert_eq!(record["status"]["state"], "running", "a killed trainer cannot say so: {record}");
 
     let child = command().args(["train", killed.to_str().unwrap(), "--quiet", "--resume"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for("the step-12 checkpoint", Duration::from_secs(120), || checkpoints.steps().unwrap().contains(&12));
+    // Freeze it, make sure it has not reached the end, then ask it to stop:
+    // the stop request is certain to find it training.
+    kill(&child, "STOP");
+    assert!(!checkpoints.steps().unwrap().contains(&400), "the run ended before the test could stop it; make it longer");
     kill(&child, "INT");
+    kill(&child, "CONT");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "a clean stop exits 130: {stderr}");
     assert!(stderr.contains("--resume"), "the message says how to continue: {stderr}");
+    let record = read_record(&dir);
+    assert_eq!(record["status"]["state"], "stopped", "{record}");
+    let stopped_at = record["status"]["step"].as_u64().unwrap();
+    assert!((12..400).contains(&stopped_at), "{record}");
+    assert_eq!(record["steps_done"], stopped_at);
+    assert!(record["status"]["resume"].as_str().unwrap().contains("--resume"), "{record}");
 
     let out = emotionet(&["train", killed.to_str().unwrap(), "--quiet", "--resume"]);
     assert!(out.status.success());
@@ -80,10 +102,13 @@ fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         assert!(x == y, "{name} differs between the uninterrupted and the resumed run");
     }
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("record.json")).unwrap()).unwrap();
+    let record = read_record(&dir);
     assert_eq!(record["status"]["state"], "finished");
-    assert_eq!(record["steps_done"], 20);
+    assert_eq!(record["steps_done"], 400);
     assert!(record["resumes"].as_u64().unwrap() >= 2);
+    // Every step's device and input time survived the two interruptions.
+    let timing = &record["timing"];
+    assert!(timing["steady_step_s"].as_f64().unwrap() > 0.0 && timing["input_wait_s"].as_f64().unwrap() > 0.0, "{timing}");
     // The curve holds each step once, despite the repeats after each kill.
     let steps: Vec<(u64, String)> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
@@ -97,6 +122,40 @@ fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
     unique.dedup();
     assert_eq!(steps, unique, "no duplicated points in metrics.jsonl");
     assert!(std::fs::read_dir(dir.join("tensorboard")).unwrap().count() >= 1);
+}
+
+fn read_record(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("record.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn an_unreadable_record_stops_a_resume_and_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = experiment(tmp.path(), "torn", 24, 8, 2, 2, 2, 16);
+    assert!(emotionet(&["train", exp.to_str().unwrap(), "--quiet"]).status.success());
+    let record = tmp.path().join("runs/torn/face/cpu-r0/record.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(&record, &text[..text.len() / 2]).unwrap();
+    let out = emotionet(&["train", exp.to_str().unwrap(), "--quiet", "--resume"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&record.display().to_string()) && stderr.contains("not a valid record"), "{stderr}");
+    // Nothing replaced it with a fresh record.
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), text[..text.len() / 2]);
+}
+
+#[test]
+fn a_failing_run_says_why_in_its_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = experiment(tmp.path(), "nodata", 24, 8, 2, 3, 2, 16);
+    // The run folder opens, then preparing the data fails.
+    std::fs::write(&exp, std::fs::read_to_string(&exp).unwrap().replace("synthetic: {faces: 120, non_faces: 80, size: 48}", "real: {lfw: /no/such/lfw}"))
+        .unwrap();
+    let out = emotionet(&["train", exp.to_str().unwrap(), "--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    let record = read_record(&tmp.path().join("runs/nodata/face/cpu-r0"));
+    assert_eq!(record["status"]["state"], "failed", "{record}");
+    assert!(record["status"]["error"].as_str().unwrap().contains("/no/such/lfw"), "{record}");
 }
 
 #[test]

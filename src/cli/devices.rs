@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use anyhow::Context;
 use clap::Args;
 
 use super::BackendArgs;
@@ -17,7 +16,7 @@ pub struct DevicesArgs {
 }
 
 pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
-    let client = args.backend.connect().with_context(|| format!("cannot open the {} backend", args.backend.backend))?;
+    let client = args.backend.connect()?;
     let api = client.api();
     let (major, minor) = api.version();
     let attributes = api.attributes().unwrap_or_default();

@@ -13,11 +13,11 @@ use serde_json::json;
 use crate::data::{PrepOptions, prepare};
 use crate::experiment::Experiment;
 use crate::hierarchy::{self, Hierarchy, HierarchyOutcome, PREDICTIONS_FILE, Predictions};
+use crate::lock::OutputLock;
 use crate::models::ModelKind;
 use crate::records::{Confusion, HIERARCHY_FILE, HierarchyEval, RECORD_FILE, RunRecord, RunStatus};
 use crate::report::paper::PAPER_TABLE_I;
 use crate::train::checkpoint::META_EXPERIMENT_HASH;
-use crate::train::trainer;
 
 use super::trained::{TrainedModels, TrainedModelsArgs};
 
@@ -39,6 +39,10 @@ pub struct EvalArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// If another emotionet command is writing the same folder, wait for
+    /// it to end instead of stopping with an error.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -47,6 +51,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         anyhow::bail!("--images 0: ask for at least 1 image, or leave --images out to evaluate the whole eval split");
     }
     let TrainedModels { experiment, backend, trained_on, threshold, face_dir, emotion_dir } = args.models.resolve("the hierarchy")?;
+    let dir = hierarchy::eval_dir(&experiment, trained_on, args.models.repeat, args.images);
+    let _lock = OutputLock::acquire(&dir, "evaluating the hierarchy", args.wait.into())?;
 
     // Stage 2: data, devices, models.
     let prep = PrepOptions { task: hierarchy::task(&experiment), strict: false, progress: !args.quiet };
@@ -55,12 +61,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         Some(n) => hierarchy::subset(&set.eval, &hierarchy::select_subset(&set.eval.labels, n, args.seed.unwrap_or(experiment.seed))?),
         None => set.eval.clone(),
     };
-    let client = trainer::connect(&experiment, backend, args.models.plugin.as_deref())?;
+    let client = backend.connect()?;
     let hierarchy = Hierarchy::load(&client, &experiment, &face_dir, &emotion_dir, evaluated.len(), threshold).context("loading the trained models")?;
     warn_if_stale(&experiment, &hierarchy, &face_dir, &emotion_dir);
 
     let outcome = hierarchy.evaluate(&evaluated, &set.class_names, experiment.data.normalize)?;
-    let dir = hierarchy::eval_dir(&experiment, trained_on, args.models.repeat, args.images);
     let eval_id = format!("{}/{}", experiment.name, dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     let record = outcome.to_record(
         &eval_id,
@@ -111,7 +116,7 @@ fn run_label(dir: &Path, hierarchy: &Hierarchy, kind: ModelKind) -> String {
 fn warn_if_stale(experiment: &Experiment, hierarchy: &Hierarchy, face_dir: &Path, emotion_dir: &Path) {
     for (kind, dir, model) in [(ModelKind::Face, face_dir, hierarchy.face()), (ModelKind::Emotion, emotion_dir, hierarchy.emotion())] {
         if let Some(source) = model.source() {
-            let now = trainer::experiment_hash(experiment, kind);
+            let Ok(now) = experiment.content_hash(kind) else { continue };
             if source.metadata.get(META_EXPERIMENT_HASH).is_some_and(|h| *h != now) {
                 eprintln!("warning: {} was written under a different version of the experiment file; evaluating it anyway", source.path.display());
             }

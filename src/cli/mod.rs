@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::pjrt::{self, Backend, ClientOptions};
+use crate::experiment::{BackendConfig, BackendOverrides};
+use crate::pjrt::{self, Backend};
 
 /// `println!` that returns an `io::Error` instead of panicking, so that a
 /// closed pipe (`emotionet ... | head`) ends the command quietly.
@@ -64,13 +65,16 @@ enum Command {
     Cloud(Box<cloud::CloudArgs>),
 }
 
-/// How to reach XLA: shared by every subcommand that runs programs.
-#[derive(Args, Debug, Clone)]
+/// How to reach XLA: shared by every subcommand that runs programs. Each is
+/// an override of an experiment's `backend:` section (or of the default
+/// section, cpu, for commands without an experiment); the two meet in
+/// [`BackendConfig::with_overrides`] and nowhere else.
+#[derive(Args, Debug, Clone, Default)]
 pub struct BackendArgs {
-    /// Accelerator family; picks the pinned plugin for it.
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-    pub backend: Backend,
-    /// Path to a PJRT plugin library; overrides --backend's default plugin.
+    /// Accelerator family (default: the experiment's, else cpu); picks the pinned plugin for it.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Path to a PJRT plugin library; overrides the backend's default plugin.
     #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
     pub plugin: Option<PathBuf>,
     /// Client create option NAME=VALUE (e.g. cpu_device_count=8); repeatable.
@@ -79,14 +83,14 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
+    /// `section` (an experiment's `backend:`) with these overrides applied.
+    pub fn resolve(&self, section: &BackendConfig) -> BackendConfig {
+        section.with_overrides(&BackendOverrides { kind: self.backend, plugin: self.plugin.clone(), client_options: self.client_options.clone() })
+    }
+
+    /// Connects where these arguments say, for commands without an experiment.
     pub fn connect(&self) -> anyhow::Result<pjrt::Client> {
-        let mut options = ClientOptions::new();
-        for text in &self.client_options {
-            options = options.parse_assignment(text)?;
-        }
-        let client = pjrt::connect(self.backend, self.plugin.as_deref(), &options)?;
-        tracing::info!("connected to {} ({}) with {} devices", client.platform_name(), client.platform_version(), client.devices().len());
-        Ok(client)
+        self.resolve(&BackendConfig::default()).connect()
     }
 }
 
@@ -129,10 +133,10 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             if e.chain().any(|c| c.downcast_ref::<crate::train::Interrupted>().is_some()) {
-                eprintln!("{e:#}");
+                eprintln!("{}", crate::errors::chain_text(&e));
                 return ExitCode::from(130);
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::errors::chain_text(&e));
             ExitCode::from(1)
         }
     }

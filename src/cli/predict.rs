@@ -13,7 +13,6 @@ use serde_json::json;
 
 use crate::hierarchy::{self, Answer, Hierarchy};
 use crate::models::ModelKind;
-use crate::train::trainer;
 
 use super::trained::{TrainedModels, TrainedModelsArgs};
 
@@ -38,7 +37,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let mut answers = if good.is_empty() {
         Vec::new().into_iter()
     } else {
-        let client = trainer::connect(&experiment, backend, args.models.plugin.as_deref())?;
+        let client = backend.connect()?;
         let hierarchy = Hierarchy::load(&client, &experiment, &face_dir, &emotion_dir, good.len(), threshold).context("loading the trained models")?;
         let images = hierarchy::images_tensor(&good, experiment.data.image_size)?;
         hierarchy.answer(&images)?.into_iter()

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use crate::lock::OutputLock;
 use crate::report::{self, ReportOptions};
 
 #[derive(Args, Debug)]
@@ -21,9 +22,15 @@ pub struct ReportArgs {
     /// instead of stopping with an error.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// If another emotionet command is writing the same folder, wait for
+    /// it to end instead of stopping with an error.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    // The report folder is replaced as a whole, so its lock lives beside it.
+    let _lock = OutputLock::acquire_beside(&args.out, "writing the report", args.wait.into())?;
     let summary = report::write_report(&args.runs_dir, &args.out, ReportOptions { skip_invalid: args.skip_invalid }).with_context(|| {
         format!(
             "cannot build the report of {} (fix or remove the file named above, or pass --skip-invalid to list invalid files as skipped)",

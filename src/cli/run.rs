@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::Args;
 
+use crate::lock::OutputLock;
 use crate::orchestrator::{Plan, RunOptions, run_campaign};
 use crate::pjrt::Backend;
 
@@ -21,7 +22,7 @@ pub struct RunArgs {
     /// Run everything on this backend instead of the campaign's backends.
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
-    /// A PJRT plugin library for every run.
+    /// A PJRT plugin library for the one backend this campaign runs here (two local backends and one plugin is an error).
     #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
     pub plugin: Option<PathBuf>,
     /// Plan only: print the runs and exit.
@@ -30,6 +31,10 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// If another emotionet command is writing the same folder, wait for
+    /// it to end instead of stopping with an error.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -41,6 +46,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return Ok(());
     }
+    // One campaign per output folder. Its `train` and `eval` children lock
+    // their own folders inside it, so this does not block them.
+    let _lock = OutputLock::acquire(&plan.output, &format!("running the campaign {}", plan.name), args.wait.into())?;
     let stop = Arc::new(AtomicBool::new(false));
     super::train::install_stop_handler(stop.clone());
     let options = RunOptions {
@@ -59,11 +67,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(report) = &summary.report {
         outln!("report: {}", report.display())?;
     }
+    if let Some(error) = &summary.report_error {
+        outln!("REPORT FAILED: {error}")?;
+    }
     if summary.interrupted {
         return Err(crate::train::Interrupted::Campaign { state: output.join(crate::orchestrator::STATE_FILE) }.into());
     }
     if !summary.failed.is_empty() {
         anyhow::bail!("{} run(s) failed; see their train.log (the campaign state is in campaign-state.json)", summary.failed.len());
+    }
+    if let Some(error) = summary.report_error {
+        anyhow::bail!("the campaign's runs are done, but its report could not be written: {error}; fix that and run `emotionet report {}`", output.display());
     }
     Ok(())
 }

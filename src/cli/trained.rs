@@ -6,22 +6,20 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use super::BackendArgs;
+use crate::experiment::BackendConfig;
 use crate::experiment::Experiment;
 use crate::hierarchy::{self, DEFAULT_THRESHOLD};
 use crate::models::{InferenceError, ModelKind};
 use crate::pjrt::Backend;
-use crate::train::default_run_dir;
 
 #[derive(Args, Debug)]
 pub struct TrainedModelsArgs {
     /// The experiment file (YAML) whose trained face and emotion models to use.
     pub experiment: PathBuf,
     /// Where to run the models (default: the experiment's backend).
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
-    /// A PJRT plugin library to use.
-    #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
-    pub plugin: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Use the runs trained on this backend (default: --backend).
     #[arg(long, value_enum)]
     pub trained_on: Option<Backend>,
@@ -39,7 +37,8 @@ pub struct TrainedModelsArgs {
 /// The checked arguments: the experiment and both run folders, which exist.
 pub struct TrainedModels {
     pub experiment: Experiment,
-    pub backend: Backend,
+    /// Where the models run: the experiment's `backend:` with the overrides.
+    pub backend: BackendConfig,
     pub trained_on: Backend,
     pub threshold: f32,
     pub face_dir: PathBuf,
@@ -60,10 +59,10 @@ impl TrainedModelsArgs {
                 .training(kind)
                 .with_context(|| format!("{} has no `models.{kind}` section: {purpose} needs both a face and an emotion model", self.experiment.display()))?;
         }
-        let backend = self.backend.unwrap_or(experiment.backend.kind);
-        let trained_on = self.trained_on.unwrap_or(backend);
-        let face_dir = default_run_dir(&experiment, ModelKind::Face, trained_on, self.repeat);
-        let emotion_dir = default_run_dir(&experiment, ModelKind::Emotion, trained_on, self.repeat);
+        let backend = self.backend.resolve(&experiment.backend);
+        let trained_on = self.trained_on.unwrap_or(backend.kind);
+        let face_dir = experiment.run_paths(ModelKind::Face, trained_on, self.repeat).dir;
+        let emotion_dir = experiment.run_paths(ModelKind::Emotion, trained_on, self.repeat).dir;
         for (kind, dir) in [(ModelKind::Face, &face_dir), (ModelKind::Emotion, &emotion_dir)] {
             if !dir.is_dir() {
                 return Err(InferenceError::NoRunDir { kind, dir: dir.clone() }.into());

@@ -14,7 +14,6 @@
 //! leaves either the old state or a complete file, never a torn one that
 //! looks valid; the checksum catches what the file system does not.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -72,31 +71,10 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((bytes[HEADER_LEN..HEADER_LEN + meta_len].to_vec(), bytes[HEADER_LEN + meta_len..body_end].to_vec()))
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same folder, fsync,
-/// rename over the target, fsync the folder.
+/// Writes `bytes` to `path` atomically (the crate's one recipe:
+/// [`crate::fsutil::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let tmp = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable only once the folder entry is on disk.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::io(path, e));
-    }
-    Ok(())
+    Ok(crate::fsutil::write_atomic(path, bytes)?)
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@ pub enum DataError {
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 
+    /// Writing a file (crash-safe replacement) failed.
+    #[error(transparent)]
+    Write(#[from] crate::fsutil::FsError),
+
     #[error("invalid data config: `{key}` = {value}: {allowed}")]
     InvalidConfig { key: String, value: String, allowed: String },
 

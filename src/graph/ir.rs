@@ -123,6 +123,20 @@ impl Graph {
         Tensor { graph: self.uid, id }
     }
 
+    /// The FLOPs of every contraction in the graph (see
+    /// `Primitive::flops`), in node order, each with the scope of the layer
+    /// that made it: a network's cost, read off the network itself.
+    pub fn flops_by_scope(&self) -> Vec<(String, f64)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let inputs: Vec<&Shape> = n.inputs.iter().map(|t| self.shape(*t)).collect();
+                let flops = n.op.prim().flops(&inputs, &n.shape);
+                (flops > 0.0).then(|| (n.scope.clone(), flops))
+            })
+            .collect()
+    }
+
     pub(crate) fn node(&self, t: Tensor) -> &Node {
         &self.nodes[t.index()]
     }

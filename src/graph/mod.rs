@@ -7,7 +7,9 @@
 //! - [`emit`]: the deterministic StableHLO writer;
 //! - [`nn`]: compositions with no gradient code of their own (ReLU,
 //!   softmax cross-entropy, dense and conv blocks, dropout, accuracy);
-//! - [`optim`]: SGD, momentum and Adam as graph functions.
+//! - [`optim`]: SGD, momentum and Adam as graph functions;
+//! - `params`: where layers get their parameters ([`Params`]): declared
+//!   once to list them, then bound to program inputs by name.
 //!
 //! This module knows nothing about PJRT beyond producing a `Program`, and
 //! nothing about models, data or training.
@@ -18,9 +20,11 @@ mod ir;
 pub mod nn;
 mod ops;
 pub mod optim;
+mod params;
 mod shape;
 
 pub use emit::EmitOptions;
 pub use ir::{Graph, Tensor};
 pub use ops::{BinaryKind, ConvDims, ConvSpec, Direction, DotDims, Literal, PoolKind, ReduceKind, UnaryKind, WindowSpec};
+pub use params::{BoundParams, DeclareParams, Init, ParamSpec, Params};
 pub use shape::{GraphError, Result, Shape};

@@ -13,6 +13,7 @@
 
 use super::ir::{Graph, Tensor};
 use super::ops::{ConvSpec, Direction, DotDims, ReduceKind};
+use super::params::{Init, Params};
 use super::shape::{Result, attr_err, shape_err};
 use crate::tensor::DType;
 
@@ -68,12 +69,38 @@ impl Graph {
         self.conv(x, w, spec)
     }
 
-    /// conv (SAME) + bias + ReLU + max-pool `pool x pool` with stride `pool`.
-    pub fn conv_block(&mut self, x: Tensor, w: Tensor, b: Tensor, pool: i64) -> Result<Tensor> {
-        let y = self.scoped("conv", |g| {
-            let y = g.conv2d_same(x, w, 1)?;
-            g.add_bias(y, b)
-        })?;
+    /// A dense layer of `units` outputs on `x: [batch, in]`: asks `params`
+    /// for `weight: [units, in]` (He-normal) and `bias: [units]` (zeros)
+    /// under the current scope, and applies [`Graph::dense`].
+    pub fn linear(&mut self, params: &mut dyn Params, x: Tensor, units: i64) -> Result<Tensor> {
+        let dims = self.dims(x).to_vec();
+        if dims.len() != 2 {
+            return shape_err("linear", &[self.shape(x)], "expects [batch, features]");
+        }
+        let w = params.get(self, "weight", &[units, dims[1]], Init::HeNormal { fan_in: dims[1] })?;
+        let b = params.get(self, "bias", &[units], Init::Zeros)?;
+        self.dense(x, w, b)
+    }
+
+    /// A SAME convolution of `filters` `kernel x kernel` filters plus bias on
+    /// NHWC `x`: asks `params` for `weight: [k, k, in, filters]` (HWIO,
+    /// He-normal) and `bias: [filters]` (zeros) under the current scope.
+    pub fn conv2d(&mut self, params: &mut dyn Params, x: Tensor, filters: i64, kernel: i64) -> Result<Tensor> {
+        let dims = self.dims(x).to_vec();
+        if dims.len() != 4 {
+            return shape_err("conv2d", &[self.shape(x)], "expects an NHWC input");
+        }
+        let cin = dims[3];
+        let w = params.get(self, "weight", &[kernel, kernel, cin, filters], Init::HeNormal { fan_in: kernel * kernel * cin })?;
+        let b = params.get(self, "bias", &[filters], Init::Zeros)?;
+        let y = self.conv2d_same(x, w, 1)?;
+        self.add_bias(y, b)
+    }
+
+    /// conv (SAME, scope `conv`) + bias + ReLU + max-pool `pool x pool` with
+    /// stride `pool`.
+    pub fn conv_block(&mut self, params: &mut dyn Params, x: Tensor, filters: i64, kernel: i64, pool: i64) -> Result<Tensor> {
+        let y = self.scoped("conv", |g| g.conv2d(params, x, filters, kernel))?;
         let y = self.scoped("relu", |g| g.relu(y))?;
         self.scoped("pool", |g| g.max_pool_tiled(y, pool))
     }
@@ -95,7 +122,7 @@ impl Graph {
         }
         let (h, w) = (d[1] / k * k, d[2] / k * k);
         if h == 0 || w == 0 {
-            return shape_err("max_pool_tiled", &[self.shape(x)], format!("image smaller than the {k}x{k} tile"));
+            return shape_err("max_pool_tiled", &[self.shape(x)], format!("a {}x{} image is smaller than the {k}x{k} tile", d[1], d[2]));
         }
         let cropped = if (h, w) == (d[1], d[2]) { x } else { self.slice(x, &[0, 0, 0, 0], &[d[0], h, w, d[3]], &[1, 1, 1, 1])? };
         let tiles = self.reshape(cropped, &[d[0], h / k, k, w / k, k, d[3]])?;

@@ -8,6 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::graph::nn::DropoutKey;
+use crate::graph::{DeclareParams, Graph, GraphError, ParamSpec, Params, Tensor};
+use crate::tensor::DType;
+
 /// Which of the hierarchy's two models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -73,30 +77,6 @@ fn default_dropout() -> f64 {
     0.4
 }
 
-/// How a parameter is initialized.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Init {
-    /// Normal with standard deviation `sqrt(2 / fan_in)` (He et al.).
-    HeNormal {
-        fan_in: i64,
-    },
-    Zeros,
-}
-
-/// One trainable tensor: its stable dotted name, shape and initializer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ParamSpec {
-    pub name: String,
-    pub dims: Vec<i64>,
-    pub init: Init,
-}
-
-impl ParamSpec {
-    pub fn element_count(&self) -> i64 {
-        self.dims.iter().product()
-    }
-}
-
 impl Architecture {
     /// The paper's face model (reconstruction) at `size x size`.
     pub fn face(size: i64) -> Self {
@@ -115,27 +95,49 @@ impl Architecture {
         }
     }
 
-    /// Spatial size after each block (max-pool with floor, as VALID pooling).
-    pub fn feature_sizes(&self) -> Vec<i64> {
-        let mut s = self.input_size;
-        self.conv_filters
-            .iter()
-            .map(|_| {
-                s /= self.pool.max(1);
-                s
-            })
-            .collect()
-    }
-
-    /// Size of the flattened features entering the dense layer.
-    pub fn flat_features(&self) -> i64 {
-        let s = self.feature_sizes().last().copied().unwrap_or(self.input_size);
-        s * s * self.conv_filters.last().copied().unwrap_or(1)
+    /// The network, built once on a scratch graph: its parameters (names,
+    /// shapes, initializers, in the order the layers declare them) and each
+    /// layer's FLOPs, read off the graph. An error names the offending key
+    /// and what is allowed.
+    pub fn network(&self) -> Result<Network, String> {
+        self.check_values()?;
+        let mut g = Graph::new("declare");
+        let mut params = DeclareParams::new(DType::F32);
+        let n = self.input_size;
+        let built = g.parameter("images", DType::F32, &[1, n, n, 1]).and_then(|images| self.forward(&mut g, &mut params, images, None));
+        if let Err(e) = built {
+            return Err(format!(
+                "input_size {} cannot be pooled down {} times by {}: {e}; use a larger input_size or fewer conv_filters",
+                self.input_size,
+                self.conv_filters.len(),
+                self.pool
+            ));
+        }
+        let mut layer_flops: Vec<(String, f64)> = Vec::new();
+        for (scope, flops) in g.flops_by_scope() {
+            let layer = scope.split('.').next().unwrap_or_default().to_string();
+            match layer_flops.last_mut() {
+                Some((last, total)) if *last == layer => *total += flops,
+                _ => layer_flops.push((layer, flops)),
+            }
+        }
+        Ok(Network { params: params.specs(), layer_flops })
     }
 
     /// Checks the values make a buildable network; the message names the
     /// offending key and what is allowed.
     pub fn validate(&self) -> Result<(), String> {
+        self.network().map(drop)
+    }
+
+    /// The trainable parameters in the order the layers declare them.
+    pub fn params(&self) -> Result<Vec<ParamSpec>, String> {
+        Ok(self.network()?.params)
+    }
+
+    /// The values each key allows, on their own (whether they fit together
+    /// is found by building the network).
+    fn check_values(&self) -> Result<(), String> {
         if self.input_size < 1 {
             return Err(format!("input_size {} must be at least 1", self.input_size));
         }
@@ -157,72 +159,56 @@ impl Architecture {
         if self.classes < 2 {
             return Err(format!("classes {} must be at least 2", self.classes));
         }
-        let mut s = self.input_size;
-        for (i, _) in self.conv_filters.iter().enumerate() {
-            if s < self.pool {
-                return Err(format!(
-                    "input_size {} cannot be pooled down {} times by {}: block {} gets {s}x{s}; use a larger input_size or fewer conv_filters",
-                    self.input_size,
-                    self.conv_filters.len(),
-                    self.pool,
-                    i + 1
-                ));
-            }
-            s /= self.pool;
-        }
         Ok(())
     }
 
-    /// The trainable parameters in their fixed order.
-    pub fn params(&self) -> Vec<ParamSpec> {
-        let k = self.kernel_size;
-        let mut specs = Vec::new();
-        let mut cin = 1;
-        for (i, &f) in self.conv_filters.iter().enumerate() {
-            let block = format!("block{}.conv", i + 1);
-            specs.push(ParamSpec { name: format!("{block}.weight"), dims: vec![k, k, cin, f], init: Init::HeNormal { fan_in: k * k * cin } });
-            specs.push(ParamSpec { name: format!("{block}.bias"), dims: vec![f], init: Init::Zeros });
-            cin = f;
+    /// The network on NHWC `images`: conv blocks (`block1`, ...), flatten,
+    /// dense + ReLU (`dense`), dropout when a key is given (training),
+    /// logits (`logits`). Each layer takes its parameters from `params`
+    /// under its scope, which is where the parameter names come from.
+    pub fn forward(&self, g: &mut Graph, params: &mut dyn Params, images: Tensor, dropout: Option<&DropoutKey>) -> Result<Tensor, GraphError> {
+        let mut h = images;
+        for (i, &filters) in self.conv_filters.iter().enumerate() {
+            h = g.scoped(&format!("block{}", i + 1), |g| g.conv_block(params, h, filters, self.kernel_size, self.pool))?;
         }
-        let flat = self.flat_features();
-        specs.push(ParamSpec { name: "dense.weight".into(), dims: vec![self.dense_units, flat], init: Init::HeNormal { fan_in: flat } });
-        specs.push(ParamSpec { name: "dense.bias".into(), dims: vec![self.dense_units], init: Init::Zeros });
-        specs.push(ParamSpec { name: "logits.weight".into(), dims: vec![self.classes, self.dense_units], init: Init::HeNormal { fan_in: self.dense_units } });
-        specs.push(ParamSpec { name: "logits.bias".into(), dims: vec![self.classes], init: Init::Zeros });
-        specs
+        let flat = g.scoped("flatten", |g| g.flatten(h))?;
+        let hidden = g.scoped("dense", |g| {
+            let y = g.linear(params, flat, self.dense_units)?;
+            g.relu(y)
+        })?;
+        let hidden = match dropout {
+            Some(key) => g.scoped("dropout", |g| g.dropout(hidden, self.dropout, key))?,
+            None => hidden,
+        };
+        g.scoped("logits", |g| g.linear(params, hidden, self.classes))
     }
+}
 
+/// A built network's parameters and costs (see [`Architecture::network`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Network {
+    pub params: Vec<ParamSpec>,
+    /// FLOPs of one image's forward pass per layer (`block1`, ..., `dense`,
+    /// `logits`), in order.
+    pub layer_flops: Vec<(String, f64)>,
+}
+
+impl Network {
     pub fn parameter_count(&self) -> i64 {
-        self.params().iter().map(|p| p.element_count()).sum()
+        self.params.iter().map(|p| p.element_count()).sum()
     }
 
     /// Multiply-adds x 2 of one image's forward pass (convolutions and dense
     /// layers; elementwise work is not counted).
     pub fn forward_flops(&self) -> f64 {
-        self.layer_flops().iter().sum()
+        self.layer_flops.iter().map(|(_, f)| f).sum()
     }
 
     /// Forward + backward of one image: every layer's weight gradient costs
     /// its forward again, and every layer but the first also propagates a
     /// gradient to its input (the images need none).
     pub fn train_flops(&self) -> f64 {
-        let layers = self.layer_flops();
-        3.0 * layers.iter().sum::<f64>() - layers[0]
-    }
-
-    fn layer_flops(&self) -> Vec<f64> {
-        let k = self.kernel_size as f64;
-        let mut s = self.input_size as f64;
-        let mut cin = 1.0;
-        let mut out = Vec::new();
-        for &f in &self.conv_filters {
-            out.push(2.0 * s * s * k * k * cin * f as f64);
-            cin = f as f64;
-            s = (s / self.pool as f64).floor();
-        }
-        out.push(2.0 * self.flat_features() as f64 * self.dense_units as f64);
-        out.push(2.0 * self.dense_units as f64 * self.classes as f64);
-        out
+        3.0 * self.forward_flops() - self.layer_flops.first().map_or(0.0, |(_, f)| *f)
     }
 }
 
@@ -241,10 +227,11 @@ mod tests {
             (Architecture::emotion(256), 3.18, 96.7),
         ];
         for (arch, gflop, mparams) in cases {
-            assert!((arch.forward_flops() / 1e9 - gflop).abs() < 0.01, "{arch:?}: {}", arch.forward_flops());
-            assert!((arch.parameter_count() as f64 / 1e6 - mparams).abs() < 0.1, "{arch:?}: {}", arch.parameter_count());
+            let net = arch.network().unwrap();
+            assert!((net.forward_flops() / 1e9 - gflop).abs() < 0.01, "{arch:?}: {}", net.forward_flops());
+            assert!((net.parameter_count() as f64 / 1e6 - mparams).abs() < 0.1, "{arch:?}: {}", net.parameter_count());
         }
-        assert!((Architecture::face(100).train_flops() / 1e9 - 1.04).abs() < 0.03);
+        assert!((Architecture::face(100).network().unwrap().train_flops() / 1e9 - 1.04).abs() < 0.03);
     }
 
     #[test]
@@ -265,7 +252,7 @@ mod tests {
 
     #[test]
     fn parameter_names_are_stable() {
-        let names: Vec<String> = Architecture::emotion(100).params().into_iter().map(|p| p.name).collect();
+        let names: Vec<String> = Architecture::emotion(100).params().unwrap().into_iter().map(|p| p.name).collect();
         assert_eq!(
             names,
             [

@@ -4,7 +4,7 @@
 //!
 //! This module owns inference only: it reads checkpoints (through
 //! [`crate::train::checkpoint`], which owns their format) but never writes
-//! them, and it takes images as the f32 `[n, H, W, 1]` tensors the input
+//! them (a load checks every tensor against its checksum), and it takes images as the f32 `[n, H, W, 1]` tensors the input
 //! pipeline makes; decoding and normalization stay in [`crate::data`].
 //!
 //! The compiled program has a fixed batch; [`InferenceModel::probabilities`]
@@ -31,7 +31,7 @@ use super::programs::ProgramSpec;
 pub enum InferenceError {
     #[error("no run folder {dir} for the {kind} model: train it first (`emotionet train EXPERIMENT --model {kind}`), or check --backend/--repeat/--out")]
     NoRunDir { kind: ModelKind, dir: PathBuf },
-    #[error("no readable checkpoint (checkpoints/ckpt-*.safetensors) in {dir} for the {kind} model: its training never saved one; train it (again)")]
+    #[error("no checkpoint (checkpoints/ckpt-*.safetensors) in {dir} for the {kind} model: its training never saved one; train it (again)")]
     NoCheckpoint { kind: ModelKind, dir: PathBuf },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -116,17 +116,18 @@ impl std::fmt::Debug for InferenceModel {
 }
 
 impl InferenceModel {
-    /// Loads the newest readable checkpoint of the run folder `run_dir`
+    /// Loads the newest intact checkpoint of the run folder `run_dir`
     /// (`run_dir/checkpoints/ckpt-*.safetensors`) for a model of
     /// architecture `arch`.
     pub fn from_run_dir(client: &Client, kind: ModelKind, arch: Architecture, run_dir: &Path, options: &InferenceOptions) -> Result<Self> {
         if !run_dir.is_dir() {
             return Err(InferenceError::NoRunDir { kind, dir: run_dir.to_path_buf() });
         }
+        // Checked like a resume: damaged newer files are skipped with a
+        // warning, and if none is intact that is the error.
         let checkpoints = CheckpointDir::new(run_dir.join(CHECKPOINT_DIR), 1)?;
-        let checkpoint = checkpoints.latest()?.ok_or_else(|| InferenceError::NoCheckpoint { kind, dir: run_dir.to_path_buf() })?;
-        let path = checkpoints.path_for(checkpoint.step);
-        Self::from_checkpoint(client, kind, arch, &checkpoint, &path, options)
+        let found = checkpoints.latest_checked()?.ok_or_else(|| InferenceError::NoCheckpoint { kind, dir: run_dir.to_path_buf() })?;
+        Self::from_checkpoint(client, kind, arch, &found.checkpoint, &found.path, options)
     }
 
     /// Takes the parameters of `arch` from `checkpoint` (read from `path`,
@@ -141,7 +142,7 @@ impl InferenceModel {
         options: &InferenceOptions,
     ) -> Result<Self> {
         let mut params = Vec::new();
-        for spec in arch.params() {
+        for spec in arch.params().map_err(|reason| InferenceError::Architecture { kind, reason })? {
             let tensor = checkpoint.tensor(&spec.name).ok_or_else(|| InferenceError::MissingTensor {
                 kind,
                 path: path.to_path_buf(),
@@ -171,7 +172,7 @@ impl InferenceModel {
         if options.batch < 1 {
             return Err(InferenceError::Batch(options.batch));
         }
-        let specs = arch.params();
+        let specs = arch.params().map_err(|reason| InferenceError::Architecture { kind, reason })?;
         if specs.len() != params.len() {
             return Err(InferenceError::Architecture { kind, reason: format!("{} parameters given, the architecture has {}", params.len(), specs.len()) });
         }

@@ -1,6 +1,6 @@
 //! Parameter initialization from a seed.
 
-use super::architecture::{Init, ParamSpec};
+use crate::graph::{Init, ParamSpec};
 use crate::rng::{Rng, hash_str};
 use crate::tensor::HostTensor;
 

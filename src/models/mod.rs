@@ -9,7 +9,8 @@ mod init;
 mod programs;
 mod session;
 
-pub use architecture::{Architecture, Init, ModelKind, ParamSpec};
+pub use crate::graph::{Init, ParamSpec};
+pub use architecture::{Architecture, ModelKind, Network};
 pub use inference::{CheckpointSource, InferenceError, InferenceModel, InferenceOptions};
 pub use init::init_params;
 pub use programs::{BuiltProgram, ProgramSpec};

@@ -2,8 +2,9 @@
 //! dropout, gradient averaging across replicas, optimizer update), an
 //! evaluation step and a prediction program.
 //!
-//! Calling conventions (per replica; `P` = parameters in `Architecture::params`
-//! order, `S` = optimizer state in `Optimizer::state_names` order per param):
+//! Calling conventions (per replica; `P` = parameters in the order the
+//! layers declare them, `Architecture::params`; `S` = optimizer state in
+//! `Optimizer::state_names` order per param):
 //!
 //! - `train_step(P.., S.., images f32[b,H,W,1], labels i32[b], lr f32, step i32,
 //!   seed u32, example_offset u32) -> (P'.., S'.., loss f32, correct f32)`;
@@ -17,7 +18,7 @@
 
 use crate::graph::nn::DropoutKey;
 use crate::graph::optim::Optimizer;
-use crate::graph::{EmitOptions, Graph, GraphError, Tensor};
+use crate::graph::{BoundParams, EmitOptions, Graph, GraphError, ParamSpec, Tensor};
 use crate::pjrt::Program;
 use crate::tensor::DType;
 
@@ -58,8 +59,12 @@ impl ProgramSpec {
         name
     }
 
-    fn parameters(&self, g: &mut Graph) -> Result<Vec<Tensor>, GraphError> {
-        self.arch.params().iter().map(|p| g.parameter(&p.name, DType::F32, &p.dims)).collect()
+    /// The parameters as program inputs, in the order the layers declare
+    /// them, with their specs.
+    fn parameters(&self, g: &mut Graph) -> Result<(Vec<ParamSpec>, Vec<Tensor>), GraphError> {
+        let specs = self.arch.params().map_err(|detail| GraphError::Attribute { op: "architecture", detail })?;
+        let tensors = specs.iter().map(|p| g.parameter(&p.name, DType::F32, &p.dims)).collect::<Result<_, _>>()?;
+        Ok((specs, tensors))
     }
 
     fn images(&self, g: &mut Graph) -> Result<Tensor, GraphError> {
@@ -67,25 +72,13 @@ impl ProgramSpec {
         g.parameter("images", DType::F32, &[self.replica_batch, n, n, 1])
     }
 
-    /// The network: conv blocks, dense + ReLU, dropout when training, logits.
-    pub fn forward(&self, g: &mut Graph, params: &[Tensor], images: Tensor, dropout: Option<&DropoutKey>) -> Result<Tensor, GraphError> {
-        let a = &self.arch;
-        let mut h = images;
-        for i in 0..a.conv_filters.len() {
-            let (w, b) = (params[2 * i], params[2 * i + 1]);
-            h = g.scoped(&format!("block{}", i + 1), |g| g.conv_block(h, w, b, a.pool))?;
-        }
-        let k = 2 * a.conv_filters.len();
-        let flat = g.scoped("flatten", |g| g.flatten(h))?;
-        let hidden = g.scoped("dense", |g| {
-            let y = g.dense(flat, params[k], params[k + 1])?;
-            g.relu(y)
-        })?;
-        let hidden = match dropout {
-            Some(key) => g.scoped("dropout", |g| g.dropout(hidden, a.dropout, key))?,
-            None => hidden,
-        };
-        g.scoped("logits", |g| g.dense(hidden, params[k + 2], params[k + 3]))
+    /// The network on `images` with the parameters `params` (made from
+    /// `specs`, e.g. by `parameters`), dropout when training.
+    pub fn forward(&self, g: &mut Graph, specs: &[ParamSpec], params: &[Tensor], images: Tensor, dropout: Option<&DropoutKey>) -> Result<Tensor, GraphError> {
+        let mut bound = BoundParams::new(specs, params)?;
+        let logits = self.arch.forward(g, &mut bound, images, dropout)?;
+        bound.finish()?;
+        Ok(logits)
     }
 
     fn all_replicas(&self) -> Vec<Vec<i64>> {
@@ -99,12 +92,11 @@ impl ProgramSpec {
 
     pub fn train_step(&self) -> Result<BuiltProgram, GraphError> {
         let mut g = Graph::new(self.name("train_step"));
-        let params = self.parameters(&mut g)?;
-        let specs = self.arch.params();
+        let (specs, params) = self.parameters(&mut g)?;
         let mut state = Vec::new();
-        for (p, spec) in params.iter().zip(&specs) {
+        for spec in &specs {
             for name in self.optimizer.state_names(&spec.name) {
-                state.push(g.parameter(&name, DType::F32, &g.dims(*p).to_vec())?);
+                state.push(g.parameter(&name, DType::F32, &spec.dims)?);
             }
         }
         let images = self.images(&mut g)?;
@@ -115,7 +107,7 @@ impl ProgramSpec {
         let offset = g.parameter("example_offset", DType::U32, &[])?;
         let key = DropoutKey { seed, step, example_offset: offset, salt: 1 };
 
-        let logits = self.forward(&mut g, &params, images, Some(&key))?;
+        let logits = self.forward(&mut g, &specs, &params, images, Some(&key))?;
         let ce = g.scoped("loss", |g| g.softmax_cross_entropy(logits, labels))?;
         let correct = g.scoped("metrics", |g| g.correct_count(logits, labels))?;
         let grads = g.grad(ce.mean, &params)?;
@@ -147,11 +139,11 @@ impl ProgramSpec {
 
     pub fn eval_step(&self) -> Result<BuiltProgram, GraphError> {
         let mut g = Graph::new(self.name("eval_step"));
-        let params = self.parameters(&mut g)?;
+        let (specs, params) = self.parameters(&mut g)?;
         let images = self.images(&mut g)?;
         let labels = g.parameter("labels", DType::I32, &[self.replica_batch])?;
         let weights = g.parameter("weights", DType::F32, &[self.replica_batch])?;
-        let logits = self.forward(&mut g, &params, images, None)?;
+        let logits = self.forward(&mut g, &specs, &params, images, None)?;
         let (loss_sum, correct) = g.scoped("metrics", |g| -> Result<_, GraphError> {
             let logp = g.log_softmax(logits)?;
             let target = g.one_hot(labels, self.arch.classes, DType::F32)?;
@@ -171,9 +163,9 @@ impl ProgramSpec {
 
     pub fn predict(&self) -> Result<BuiltProgram, GraphError> {
         let mut g = Graph::new(self.name("predict"));
-        let params = self.parameters(&mut g)?;
+        let (specs, params) = self.parameters(&mut g)?;
         let images = self.images(&mut g)?;
-        let logits = self.forward(&mut g, &params, images, None)?;
+        let logits = self.forward(&mut g, &specs, &params, images, None)?;
         let probs = g.scoped("softmax", |g| g.softmax(logits))?;
         self.finish(&g, &[probs], vec![])
     }

@@ -11,12 +11,13 @@
 use std::time::Instant;
 
 use crate::graph::optim::Optimizer;
-use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError};
+use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError, ReadyEvent};
 use crate::tensor::{DType, HostTensor};
 
-use super::architecture::{Architecture, ModelKind, ParamSpec};
+use super::architecture::{Architecture, ModelKind};
 use super::init::init_params;
 use super::programs::{BuiltProgram, ProgramSpec};
+use crate::graph::ParamSpec;
 
 /// Errors of a model session, naming what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -144,15 +145,14 @@ impl TrainSession {
     /// Compiles the programs and uploads freshly initialized parameters.
     pub fn new(client: &Client, config: SessionConfig, seed: u64) -> Result<Self> {
         config.validate()?;
-        let values = init_params(&config.arch.params(), seed);
-        let state = Self::zero_state(&config);
+        let specs = config.arch.params().map_err(SessionError::Architecture)?;
+        let values = init_params(&specs, seed);
+        let state = Self::zero_state(&config, &specs);
         Self::with_values(client, config, seed, values, state, 0)
     }
 
-    fn zero_state(config: &SessionConfig) -> Vec<HostTensor> {
-        config
-            .arch
-            .params()
+    fn zero_state(config: &SessionConfig, specs: &[ParamSpec]) -> Vec<HostTensor> {
+        specs
             .iter()
             .flat_map(|p| config.optimizer.state_names(&p.name).into_iter().map(move |_| HostTensor::zeros(DType::F32, &p.dims).expect("valid dims")))
             .collect()
@@ -162,7 +162,7 @@ impl TrainSession {
     /// state (e.g. from a checkpoint), continuing at `step`.
     pub fn with_values(client: &Client, config: SessionConfig, seed: u64, params: Vec<HostTensor>, state: Vec<HostTensor>, step: u64) -> Result<Self> {
         config.validate()?;
-        let specs = config.arch.params();
+        let specs = config.arch.params().map_err(SessionError::Architecture)?;
         let state_names: Vec<String> = specs.iter().flat_map(|p| config.optimizer.state_names(&p.name)).collect();
         check_values("parameters", &specs.iter().map(|s| (s.name.clone(), s.dims.clone())).collect::<Vec<_>>(), &params)?;
         let state_dims: Vec<(String, Vec<i64>)> =
@@ -304,12 +304,21 @@ impl TrainSession {
             .map_err(SessionError::from)
     }
 
-    /// Blocks until every enqueued step has finished.
+    /// Blocks until every enqueued step has finished on every replica.
     pub fn wait(&self) -> Result<()> {
-        if let Some(last) = self.params.first().and_then(|p| p.first()) {
-            last.wait_ready()?;
+        for event in self.step_ready_events()? {
+            event.wait()?;
         }
         Ok(())
+    }
+
+    /// One event per output of the last step on every replica (parameters,
+    /// optimizer state, and the step's loss and count): the step is done
+    /// when all have fired. Taken right after [`Self::train_step_on`].
+    pub fn step_ready_events(&self) -> Result<Vec<ReadyEvent>> {
+        let metrics = self.pending.last().into_iter().flat_map(|(_, loss, correct)| [loss, correct]);
+        let outputs = self.params.iter().chain(&self.state).flatten().chain(metrics);
+        Ok(outputs.map(Buffer::ready_event).collect::<Result<_, _>>()?)
     }
 
     /// Loss, accuracy (and optionally logits) of the current parameters

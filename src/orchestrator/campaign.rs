@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::experiment::{Experiment, ExperimentError};
 use crate::models::ModelKind;
 use crate::pjrt::Backend;
+use crate::records::{RunLayout, RunPaths};
 
 /// How runs on a backend with no local plugin reach a Cloud TPU VM: the
 /// arguments of `emotionet cloud run` (the VM must be up: `emotionet cloud up`).
@@ -181,9 +182,14 @@ impl Plan {
         self.experiments.iter().find(|(_, e)| e.name == name)
     }
 
-    /// The run's folder: `<output>/<experiment>/<model>/<backend>-r<repeat>`.
-    pub fn run_dir(&self, key: &RunKey) -> PathBuf {
-        self.output.join(&key.experiment).join(key.model.as_str()).join(format!("{}-r{}", key.backend, key.repeat))
+    /// The output folder's layout.
+    pub fn layout(&self) -> RunLayout {
+        RunLayout::new(&self.output)
+    }
+
+    /// The run's folder.
+    pub fn run_paths(&self, key: &RunKey) -> RunPaths {
+        self.layout().run(&key.experiment, key.model, key.backend, key.repeat)
     }
 }
 
@@ -208,7 +214,7 @@ mod tests {
         assert_eq!(plan.runs.len(), (2 + 1) * 2 * 2);
         let only_tpu = Plan::load(&c, Some(Path::new("/tmp/o")), Some(Backend::Tpu)).unwrap();
         assert!(only_tpu.runs.iter().all(|r| r.backend == Backend::Tpu));
-        assert_eq!(only_tpu.run_dir(&only_tpu.runs[0]), PathBuf::from("/tmp/o/a/face/tpu-r0"));
+        assert_eq!(only_tpu.run_paths(&only_tpu.runs[0]).dir, PathBuf::from("/tmp/o/a/face/tpu-r0"));
         // An experiment file is a campaign of itself.
         let single = Plan::load(&dir.path().join("b.yaml"), None, None).unwrap();
         assert_eq!(single.runs, vec![RunKey { experiment: "b".into(), model: ModelKind::Face, backend: Backend::Tpu, repeat: 0 }]);

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use super::campaign::{Plan, RunKey};
 use crate::pjrt::{self, Backend};
-use crate::records::{RunRecord, RunStatus, now_rfc3339};
+use crate::records::{RunLayout, RunPaths, RunRecord, RunStatus, now_rfc3339};
 
 /// The exit code of a trainer that stopped on request (after checkpointing).
 const EXIT_INTERRUPTED: i32 = 130;
@@ -58,7 +58,7 @@ pub struct CampaignState {
     pub evals: BTreeMap<String, TaskState>,
 }
 
-pub const STATE_FILE: &str = "campaign-state.json";
+pub use crate::records::CAMPAIGN_STATE_FILE as STATE_FILE;
 
 impl CampaignState {
     fn load(path: &Path) -> anyhow::Result<Option<CampaignState>> {
@@ -96,6 +96,8 @@ pub struct Summary {
     pub failed: Vec<(String, String)>,
     pub interrupted: bool,
     pub report: Option<PathBuf>,
+    /// Why the report could not be written, when it was due.
+    pub report_error: Option<String>,
 }
 
 /// How a backend's runs are carried out.
@@ -122,14 +124,25 @@ impl Shared {
 }
 
 /// Whether a run's record says it finished.
-fn finished_on_disk(dir: &Path) -> bool {
-    RunRecord::load(&dir.join(crate::records::RECORD_FILE)).is_ok_and(|r| r.status == RunStatus::Finished)
+fn finished_on_disk(run: &RunPaths) -> bool {
+    RunRecord::load(&run.record()).is_ok_and(|r| r.status == RunStatus::Finished)
+}
+
+/// Why a trainer that ended without finishing failed: the error its record
+/// holds, or, when it died before it could write one, its exit and where
+/// its output is.
+fn run_failure(run: &RunPaths, exit: std::process::ExitStatus) -> String {
+    match RunRecord::load(&run.record()) {
+        Ok(RunRecord { status: RunStatus::Failed { error }, .. }) => error,
+        Ok(record) => format!("the trainer {exit} and left its run {}; its output is in {}", record.status.observed().label(), run.train_log().display()),
+        Err(_) => format!("the trainer {exit} before recording the run; its output is in {}", run.train_log().display()),
+    }
 }
 
 /// Runs the whole campaign.
 pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&plan.output).with_context(|| format!("creating {}", plan.output.display()))?;
-    let state_path = plan.output.join(STATE_FILE);
+    let state_path = plan.layout().campaign_state();
     let mut state = CampaignState::load(&state_path)?.unwrap_or_default();
     state.schema = 1;
     state.campaign = plan.name.clone();
@@ -167,12 +180,13 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
     }
 
     for key in &plan.runs {
-        let dir = plan.run_dir(key);
+        let run = plan.run_paths(key);
+        let dir = run.dir.clone();
         // A run folder written under another version of the experiment file
         // is not this campaign's: say so rather than skip or mix it.
-        if let Ok(record) = RunRecord::load(&dir.join(crate::records::RECORD_FILE)) {
+        if let Ok(record) = RunRecord::load(&run.record()) {
             let experiment = &plan.experiment(&key.experiment).expect("planned from its experiments").1;
-            let now = crate::train::trainer::experiment_hash(experiment, key.model);
+            let now = experiment.content_hash(key.model)?;
             if record.notes.get("experiment_hash").is_some_and(|then| *then != now) {
                 bail!(
                     "{} was trained from a different version of the experiment {} (hash {} there, {now} now); use another --out, or move that run away to retrain it",
@@ -192,7 +206,7 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
             dir: dir.clone(),
         });
         entry.dir = dir.clone();
-        if finished_on_disk(&dir) {
+        if finished_on_disk(&run) {
             entry.status = Status::Finished;
         } else if entry.status != Status::Failed || entry.attempts <= plan.campaign.retries {
             // Unfinished (or failed with attempts left, or a new invocation):
@@ -260,15 +274,15 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
         .map(|(k, s)| (k.clone(), s.error.clone().unwrap_or_default()))
         .collect();
     let interrupted = options.stop.load(Ordering::SeqCst);
-    let mut report = None;
+    let (mut report, mut report_error) = (None, None);
     if plan.campaign.report && !interrupted && !finished.is_empty() {
-        let out = plan.output.join("report");
+        let out = plan.layout().report_dir();
         match crate::report::write_report(&plan.output, &out, crate::report::ReportOptions { skip_invalid: true }) {
             Ok(_) => report = Some(out.join("report.md")),
-            Err(e) => tracing::warn!("the report could not be written: {e:#}"),
+            Err(e) => report_error = Some(format!("{e:#}")),
         }
     }
-    Ok(Summary { finished, failed, interrupted, report })
+    Ok(Summary { finished, failed, interrupted, report, report_error })
 }
 
 /// The runs of one local backend, one after the other.
@@ -279,11 +293,13 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
             if options.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            let (status, attempts, dir) = {
+            let (status, attempts) = {
                 let s = shared.state.lock().await;
                 let t = &s.runs[&name];
-                (t.status.clone(), t.attempts, t.dir.clone())
+                (t.status.clone(), t.attempts)
             };
+            let run = plan.run_paths(&key);
+            let dir = run.dir.clone();
             if status == Status::Finished || status == Status::Failed {
                 break;
             }
@@ -301,8 +317,8 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join("train.log"))
-                .with_context(|| format!("opening {}/train.log", dir.display()))?;
+                .open(run.train_log())
+                .with_context(|| format!("opening {}", run.train_log().display()))?;
             let mut command = tokio::process::Command::new(&options.exe);
             command
                 .arg("train")
@@ -343,7 +359,7 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
                 tokio::select! {
                     status = child.wait() => break status?,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                        if let Some((step, msg)) = latest_point(&dir) {
+                        if let Some((step, msg)) = latest_point(&run) {
                             bar.set_position(step);
                             bar.set_message(msg);
                         }
@@ -354,7 +370,7 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
             bar.finish_and_clear();
             let wall = started.elapsed().as_secs_f64();
             let code = exit.code();
-            let finished = finished_on_disk(&dir);
+            let finished = finished_on_disk(&run);
             let retries = plan.campaign.retries;
             shared
                 .update(|s| {
@@ -368,8 +384,7 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
                         t.status = Status::Pending;
                         t.attempts -= 1; // a requested stop is not a failed attempt
                     } else {
-                        let why = last_error(&dir.join("train.log")).unwrap_or_else(|| format!("exited with {exit}"));
-                        t.error = Some(why);
+                        t.error = Some(run_failure(&run, exit));
                         t.status = if t.attempts > retries { Status::Failed } else { Status::Pending };
                     }
                 })
@@ -398,26 +413,12 @@ fn lane_plugin(command: &mut tokio::process::Command, options: &RunOptions) {
     }
 }
 
-/// The newest step and a short message from a run's training curve.
-fn latest_point(dir: &Path) -> Option<(u64, String)> {
-    let text = std::fs::read_to_string(dir.join(crate::records::METRICS_FILE)).ok()?;
-    let line = text.lines().rev().find(|l| l.ends_with('}'))?;
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    Some((
-        v["step"].as_u64()?,
-        format!(
-            "{} loss {:.3} acc {:.3}",
-            v["split"].as_str().unwrap_or(""),
-            v["loss"].as_f64().unwrap_or(f64::NAN),
-            v["accuracy"].as_f64().unwrap_or(f64::NAN)
-        ),
-    ))
-}
-
-/// The last `error:` line of a log, for the state file and the summary.
-fn last_error(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines().rev().find(|l| l.starts_with("error:")).map(|l| l.trim_start_matches("error:").trim().to_string())
+/// The newest step and a short message from a run's training curve (a
+/// curve being written may end in a cut line; the reader drops it).
+fn latest_point(run: &RunPaths) -> Option<(u64, String)> {
+    let curve = crate::records::read_metrics(&run.metrics()).ok()?;
+    let p = curve.points.last()?;
+    Some((p.step, format!("{} loss {:.3} acc {:.3}", p.split, p.loss, p.accuracy)))
 }
 
 /// The TPU runs, delegated to a Cloud TPU VM through `emotionet cloud run`.
@@ -503,15 +504,16 @@ async fn run_cloud(plan: &Plan, options: &RunOptions, shared: &Shared, keys: Vec
     let exit = child.wait().await?;
     shared.children.lock().await.remove("cloud");
     let wall = started.elapsed().as_secs_f64();
-    let error = last_error(&local_out.join("cloud.log")).unwrap_or_else(|| format!("`emotionet cloud run` exited with {exit}"));
+    let error = format!("`emotionet cloud run` {exit}; its output is in {}", local_out.join("cloud.log").display());
     shared
         .update(|s| {
             for key in &keys {
-                let dir = local_out.join(&key.experiment).join(key.model.as_str()).join(format!("{}-r{}", key.backend, key.repeat));
+                let run = RunLayout::new(&local_out).run(&key.experiment, key.model, key.backend, key.repeat);
+                let dir = run.dir.clone();
                 let t = s.runs.get_mut(&key.to_string()).expect("present");
-                t.dir = dir.clone();
+                t.dir = dir;
                 t.wall_s += wall;
-                if finished_on_disk(&dir) {
+                if finished_on_disk(&run) {
                     t.status = Status::Finished;
                     t.finished_at = Some(now_rfc3339());
                     t.error = None;
@@ -548,7 +550,7 @@ async fn run_evals(plan: &Plan, options: &RunOptions, shared: &Shared, routes: &
             continue;
         }
         let name = format!("{experiment}/hierarchy/{backend}/r{repeat}");
-        let dir = plan.output.join(&experiment).join("hierarchy").join(format!("{backend}-r{repeat}"));
+        let dir = plan.layout().hierarchy(&experiment, backend, repeat, None);
         if dir.join(crate::records::HIERARCHY_FILE).exists() {
             shared
                 .update(|s| {
@@ -562,14 +564,15 @@ async fn run_evals(plan: &Plan, options: &RunOptions, shared: &Shared, routes: &
         }
         std::fs::create_dir_all(&dir)?;
         let (path, _) = plan.experiment(&experiment).expect("planned");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("eval.log"))?;
+        let log_path = dir.join(crate::records::EVAL_LOG);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
         let started = Instant::now();
         let mut command = tokio::process::Command::new(&options.exe);
         command.arg("eval").arg(path).args(["--backend", &backend.to_string(), "--repeat", &repeat.to_string(), "--out"]).arg(&plan.output);
         lane_plugin(&mut command, options);
         let exit = command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).status().await.context("starting `emotionet eval`")?;
         let ok = exit.success();
-        let error = if ok { None } else { Some(last_error(&dir.join("eval.log")).unwrap_or_else(|| format!("exited with {exit}"))) };
+        let error = if ok { None } else { Some(format!("`emotionet eval` {exit}; its output is in {}", log_path.display())) };
         shared
             .update(|s| {
                 s.evals.insert(

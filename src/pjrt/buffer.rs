@@ -183,3 +183,49 @@ impl Buffer {
         Ok(args.on_device_size_in_bytes)
     }
 }
+
+/// The moment a buffer's data becomes ready, as a handle that can be polled
+/// or waited on from any thread. Timing uses it: a step's device time ends
+/// when every output of every replica is ready, whatever the host is doing
+/// meanwhile (an asynchronous plugin returns from execute long before).
+pub struct ReadyEvent {
+    /// `None` when the plugin gave no event: the data is ready already.
+    event: Option<Event>,
+    /// The event keeps pointing into plugin state owned by the client.
+    _client: Arc<ClientInner>,
+}
+
+// SAFETY: PJRT events may be queried and awaited from any thread (PJRT C
+// API contract); we own the handle and destroy it once, on drop.
+unsafe impl Send for ReadyEvent {}
+
+impl ReadyEvent {
+    /// Whether the data is ready now (never blocks).
+    pub fn is_ready(&self) -> Result<bool> {
+        let Some(event) = &self.event else { return Ok(true) };
+        let mut args = ffi::PJRT_Event_IsReady_Args { event: event.raw, ..ffi::PJRT_Event_IsReady_Args::sized() };
+        // SAFETY: `raw` is a live event we own.
+        unsafe { call!(event.api, PJRT_Event_IsReady, &mut args) }?;
+        Ok(args.is_ready)
+    }
+
+    /// Blocks until the data is ready; the producing computation's error, if any.
+    pub fn wait(self) -> Result<()> {
+        match self.event {
+            Some(event) => event.wait("ready_event"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Buffer {
+    /// An event that fires when this buffer's data is ready.
+    pub fn ready_event(&self) -> Result<ReadyEvent> {
+        let raw = self.live_handle("ready_event", || format!("{self:?}"))?;
+        let mut args = ffi::PJRT_Buffer_ReadyEvent_Args { buffer: raw, ..ffi::PJRT_Buffer_ReadyEvent_Args::sized() };
+        // SAFETY: `raw` is a live buffer.
+        unsafe { call!(self.client.api, PJRT_Buffer_ReadyEvent, &mut args) }?;
+        let event = (!args.event.is_null()).then(|| Event::new(self.client.api, args.event));
+        Ok(ReadyEvent { event, _client: self.client.clone() })
+    }
+}

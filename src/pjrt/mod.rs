@@ -37,7 +37,7 @@ mod ffi;
 
 pub use api::{Api, HEADER_VERSION, NamedValue};
 pub use backend::{Backend, StandIn, check_platform, deps_dir, plugin_library, resolve_plugin};
-pub use buffer::Buffer;
+pub use buffer::{Buffer, ReadyEvent};
 pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
 pub use error::{ErrorCode, PjrtError, Result};

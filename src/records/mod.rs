@@ -1,7 +1,8 @@
 //! Run records: the files that trainer, orchestrator, evaluator and report
 //! agree on. Every number in a report is read from one of these.
 //!
-//! A run directory holds (see [`RunPaths`]):
+//! Where each file lives is [`RunLayout`]'s business (`layout.rs`). A run
+//! directory holds (see [`RunPaths`]):
 //! - `record.json`: one [`RunRecord`], rewritten atomically as the run goes
 //!   (`running`, then `finished` or `failed`);
 //! - `metrics.jsonl`: the training curve, one [`MetricPoint`] per line;
@@ -26,20 +27,19 @@ pub use crate::pjrt::Backend;
 
 mod confusion;
 mod hierarchy;
+mod layout;
 mod metrics;
 
 pub use confusion::Confusion;
 pub use hierarchy::{EMOTION_ALONE, FACE_FILTER_AND_EMOTION, HierarchyEval, TableRow};
+pub use layout::{
+    CAMPAIGN_STATE_FILE, CHECKPOINT_DIR, EVAL_LOG, HIERARCHY_FILE, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, REPORT_DIR, RunLayout, RunPaths,
+    TENSORBOARD_DIR, TRAIN_LOG,
+};
 pub use metrics::{MetricPoint, MetricsFile, MetricsLog, Split, read_metrics};
 
 /// The version of every record format in this module.
 pub const SCHEMA_VERSION: u32 = 1;
-/// File names inside a run or evaluation directory.
-pub const RECORD_FILE: &str = "record.json";
-pub const METRICS_FILE: &str = "metrics.jsonl";
-pub const HIERARCHY_FILE: &str = "hierarchy.json";
-pub const CHECKPOINT_DIR: &str = "checkpoints";
-pub const TENSORBOARD_DIR: &str = "tensorboard";
 
 /// Why a record could not be read, validated or written. Every variant names
 /// the file (or the matrix) at fault.
@@ -71,23 +71,128 @@ pub enum RecordError {
 
 pub use crate::models::ModelKind;
 
-/// Where a run is in its life.
+/// Where a run is in its life, as its trainer last wrote it. A reader that
+/// wants to know whether a `running` run is really still running asks
+/// [`RunStatus::observed`], which looks at the writing process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RunStatus {
-    Running,
+    /// A trainer is training it; `process` says which (absent in records
+    /// written before it was kept).
+    Running {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        process: Option<RunProcess>,
+    },
     Finished,
-    Failed { error: String },
+    /// The trainer stopped with this error.
+    Failed {
+        error: String,
+    },
+    /// Stopped on request (Ctrl-C, SIGTERM) after a checkpoint at `step`;
+    /// `resume` is the command line that continues it.
+    Stopped {
+        step: u64,
+        resume: String,
+    },
 }
 
 impl RunStatus {
+    /// `running` for this process.
+    pub fn running_here() -> Self {
+        RunStatus::Running { process: Some(RunProcess::current()) }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
-            RunStatus::Running => "running",
+            RunStatus::Running { .. } => "running",
             RunStatus::Finished => "finished",
             RunStatus::Failed { .. } => "failed",
+            RunStatus::Stopped { .. } => "stopped",
         }
     }
+
+    /// What the status means now: a `running` record whose process is gone
+    /// (killed, crashed, machine rebooted) is [`Observed::Interrupted`].
+    pub fn observed(&self) -> Observed {
+        match self {
+            RunStatus::Running { process: Some(p) } => match p.is_alive() {
+                Some(false) => Observed::Interrupted,
+                Some(true) => Observed::Running,
+                None => Observed::RunningElsewhere,
+            },
+            RunStatus::Running { process: None } => Observed::RunningElsewhere,
+            RunStatus::Finished => Observed::Finished,
+            RunStatus::Failed { .. } => Observed::Failed,
+            RunStatus::Stopped { .. } => Observed::Stopped,
+        }
+    }
+}
+
+/// A run's state as seen by a reader now (see [`RunStatus::observed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Observed {
+    /// Its process is alive on this machine.
+    Running,
+    /// Written as running by a process we cannot check (another machine,
+    /// or a record that names none).
+    RunningElsewhere,
+    /// Written as running by a process that is gone: it died without a word.
+    Interrupted,
+    Finished,
+    Failed,
+    Stopped,
+}
+
+impl Observed {
+    pub fn label(self) -> &'static str {
+        match self {
+            Observed::Running => "running",
+            Observed::RunningElsewhere => "running (elsewhere)",
+            Observed::Interrupted => "interrupted",
+            Observed::Finished => "finished",
+            Observed::Failed => "failed",
+            Observed::Stopped => "stopped",
+        }
+    }
+}
+
+/// The process writing a run: enough to tell later whether it still lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunProcess {
+    pub pid: u32,
+    pub host: String,
+    /// The process's start time in clock ticks since boot (Linux
+    /// `/proc/<pid>/stat` field 22), so a reused PID is not taken for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+}
+
+impl RunProcess {
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        RunProcess { pid, host: host_name(), start_ticks: process_start_ticks(pid) }
+    }
+
+    /// `Some(alive)` when the process ran on this machine and we can look;
+    /// `None` for another host, or a system without `/proc`.
+    pub fn is_alive(&self) -> Option<bool> {
+        if self.host != host_name() || !Path::new("/proc/self/stat").exists() {
+            return None;
+        }
+        match process_start_ticks(self.pid) {
+            None => Some(false),
+            Some(now) => Some(self.start_ticks.is_none_or(|then| then == now)),
+        }
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`; `None` when there is no such process.
+fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// What ran the program: filled from the PJRT client.
@@ -164,11 +269,19 @@ pub struct RunConfig {
 /// Where the time went, in seconds. Definitions (used identically by every
 /// trainer so runs compare):
 /// - `compile_s`: compiling every program (train and eval step) before step 1;
-/// - `first_step_s`: wall time of step 1 (one-time transfers, autotuning);
-/// - `steady_step_s`: median wall time of steps 2..N;
-/// - `train_wall_s`: sum of all training step times, step 1 included;
-/// - `total_wall_s`: start to end of the run: compile, steps, evals,
-///   checkpoints and input pipeline;
+/// - a step's *device time* runs from launching the training step to its
+///   outputs being ready on every replica; uploading the next batch is not
+///   part of it, on a synchronous plugin (CPU) or an asynchronous one;
+/// - a step's *input time* is what the host spent getting the batch of that
+///   step onto the devices while no step was running (the input pipeline
+///   and the upload, minus whatever overlapped the previous step);
+/// - `first_step_s`: device time of step 1 (one-time transfers, autotuning);
+/// - `steady_step_s`: median device time of steps 2..N;
+/// - `train_wall_s`: sum of every step's device time, step 1 included;
+/// - `input_wait_s`: sum of every step's input time;
+/// - `input_step_s`: median input time of steps 2..N;
+/// - `total_wall_s`: start to end of the run: compile, steps, input, evals
+///   and checkpoints;
 /// - `images_per_s`: global batch / `steady_step_s`.
 ///
 /// For a resumed run, each figure covers every attempt (compile time adds up).
@@ -181,38 +294,64 @@ pub struct Timing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steady_step_s: Option<f64>,
     pub train_wall_s: f64,
+    /// Absent in records written before input time was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_wait_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_step_s: Option<f64>,
     pub total_wall_s: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images_per_s: Option<f64>,
 }
 
+/// A run is input-bound when its devices waited for input at least this
+/// share of the training loop (device time + input time).
+pub const INPUT_BOUND_SHARE: f64 = 0.2;
+
 impl Timing {
-    /// Derives the step figures from each step's wall time, in order, so that
-    /// every trainer computes them the same way.
-    pub fn from_step_times(compile_s: f64, step_s: &[f64], batch: u32, total_wall_s: f64) -> Timing {
-        let steady_step_s = median(step_s.get(1..).unwrap_or(&[]));
+    /// Derives the step figures from each step's device and input time, in
+    /// step order, so that every trainer computes them the same way.
+    pub fn from_steps(compile_s: f64, device_s: &[f64], input_s: &[f64], batch: u32, total_wall_s: f64) -> Timing {
+        let steady_step_s = median(device_s.get(1..).unwrap_or(&[]));
         Timing {
             compile_s,
-            first_step_s: step_s.first().copied(),
+            first_step_s: device_s.first().copied(),
             steady_step_s,
-            train_wall_s: step_s.iter().sum(),
+            train_wall_s: device_s.iter().sum(),
+            input_wait_s: Some(input_s.iter().sum()),
+            input_step_s: median(input_s.get(1..).unwrap_or(&[])),
             total_wall_s,
             images_per_s: steady_step_s.filter(|&s| s > 0.0).map(|s| f64::from(batch) / s),
         }
     }
 
-    /// Time outside compilation and training steps (evals, checkpoints,
-    /// input pipeline); never negative.
+    /// Time outside compilation, training steps and input (evals,
+    /// checkpoints); never negative.
     pub fn other_s(&self) -> f64 {
-        (self.total_wall_s - self.compile_s - self.train_wall_s).max(0.0)
+        (self.total_wall_s - self.compile_s - self.train_wall_s - self.input_wait_s.unwrap_or(0.0)).max(0.0)
     }
 
-    fn fields(&self) -> [(&'static str, Option<f64>); 6] {
+    /// The share of the training loop the devices spent waiting for input;
+    /// `None` when it was not measured or nothing ran.
+    pub fn input_share(&self) -> Option<f64> {
+        let input = self.input_wait_s?;
+        let looped = input + self.train_wall_s;
+        (looped > 0.0).then(|| input / looped)
+    }
+
+    /// Whether the devices waited for input at least [`INPUT_BOUND_SHARE`] of the time.
+    pub fn input_bound(&self) -> bool {
+        self.input_share().is_some_and(|s| s >= INPUT_BOUND_SHARE)
+    }
+
+    fn fields(&self) -> [(&'static str, Option<f64>); 8] {
         [
             ("compile_s", Some(self.compile_s)),
             ("first_step_s", self.first_step_s),
             ("steady_step_s", self.steady_step_s),
             ("train_wall_s", Some(self.train_wall_s)),
+            ("input_wait_s", self.input_wait_s),
+            ("input_step_s", self.input_step_s),
             ("total_wall_s", Some(self.total_wall_s)),
             ("images_per_s", self.images_per_s),
         ]
@@ -348,30 +487,6 @@ impl RunRecord {
     }
 }
 
-/// The files of one run directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunPaths {
-    pub dir: PathBuf,
-}
-
-impl RunPaths {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        RunPaths { dir: dir.into() }
-    }
-    pub fn record(&self) -> PathBuf {
-        self.dir.join(RECORD_FILE)
-    }
-    pub fn metrics(&self) -> PathBuf {
-        self.dir.join(METRICS_FILE)
-    }
-    pub fn checkpoints(&self) -> PathBuf {
-        self.dir.join(CHECKPOINT_DIR)
-    }
-    pub fn tensorboard(&self) -> PathBuf {
-        self.dir.join(TENSORBOARD_DIR)
-    }
-}
-
 /// The current time as RFC 3339 UTC with milliseconds, e.g.
 /// `2025-01-31T12:00:00.123Z`: the form every record timestamp uses.
 pub fn now_rfc3339() -> String {
@@ -465,7 +580,7 @@ mod tests {
             },
             steps_done: 20,
             resumes: 0,
-            timing: Some(Timing::from_step_times(2.5, &[1.0, 0.1, 0.3, 0.2], 20, 5.0)),
+            timing: Some(Timing::from_steps(2.5, &[1.0, 0.1, 0.3, 0.2], &[0.05, 0.01, 0.01, 0.02], 20, 5.0)),
             final_train: Some(SplitMetrics { step: 20, loss: 0.2, accuracy: 0.95 }),
             final_eval: Some(SplitMetrics { step: 20, loss: f64::NAN, accuracy: 0.9 }),
             class_names: vec!["not a face".into(), "face".into()],
@@ -475,14 +590,48 @@ mod tests {
     }
 
     #[test]
-    fn timing_from_step_times() {
-        let t = Timing::from_step_times(2.5, &[1.0, 0.1, 0.3, 0.2], 20, 5.0);
+    fn timing_from_steps() {
+        let t = Timing::from_steps(2.5, &[1.0, 0.1, 0.3, 0.2], &[0.05, 0.01, 0.01, 0.03], 20, 5.0);
         assert_eq!(t.first_step_s, Some(1.0));
         assert_eq!(t.steady_step_s, Some(0.2));
         assert!((t.train_wall_s - 1.6).abs() < 1e-12);
+        assert!((t.input_wait_s.unwrap() - 0.1).abs() < 1e-12);
+        assert_eq!(t.input_step_s, Some(0.01));
         assert!((t.images_per_s.unwrap() - 100.0).abs() < 1e-9);
-        assert!((t.other_s() - 0.9).abs() < 1e-12);
-        assert_eq!(Timing::from_step_times(1.0, &[2.0], 4, 3.0).steady_step_s, None);
+        assert!((t.other_s() - 0.8).abs() < 1e-12);
+        assert!(!t.input_bound());
+        // One step: no steady figures, not NaN.
+        let one = Timing::from_steps(1.0, &[2.0], &[0.1], 4, 3.0);
+        assert_eq!((one.steady_step_s, one.images_per_s, one.input_step_s), (None, None, None));
+    }
+
+    #[test]
+    fn a_run_that_waits_for_input_is_input_bound() {
+        let t = Timing::from_steps(0.0, &[0.1; 10], &[0.05; 10], 8, 2.0);
+        assert!((t.input_share().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+        assert!(t.input_bound());
+        let old = Timing { input_wait_s: None, ..t };
+        assert!(!old.input_bound() && old.input_share().is_none());
+    }
+
+    #[test]
+    fn a_dead_writer_reads_as_interrupted() {
+        let alive = RunStatus::running_here();
+        assert_eq!(alive.observed(), Observed::Running);
+        // A process that has exited: run `true` and keep its pid.
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let _ = child.wait_with_output();
+        let dead = RunStatus::Running { process: Some(RunProcess { pid, host: host_name(), start_ticks: Some(1) }) };
+        assert_eq!(dead.observed(), Observed::Interrupted);
+        let elsewhere = RunStatus::Running { process: Some(RunProcess { pid: 1, host: "another-host".into(), start_ticks: None }) };
+        assert_eq!(elsewhere.observed(), Observed::RunningElsewhere);
+        let old = RunStatus::Running { process: None };
+        assert_eq!(old.observed(), Observed::RunningElsewhere);
+        let text = serde_json::to_string(&RunStatus::Stopped { step: 30, resume: "emotionet train x.yaml --resume".into() }).unwrap();
+        assert_eq!(text, r#"{"state":"stopped","step":30,"resume":"emotionet train x.yaml --resume"}"#);
+        let legacy: RunStatus = serde_json::from_str(r#"{"state":"running"}"#).unwrap();
+        assert_eq!(legacy, RunStatus::Running { process: None });
     }
 
     #[test]

@@ -97,14 +97,17 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     let mut charts: Vec<(String, String)> = Vec::new();
     let mut taken = BTreeSet::new();
     let runs = &scan.runs;
-    let finished = runs.iter().filter(|r| r.record.status.label() == "finished").count();
-    let running = runs.iter().filter(|r| r.record.status.label() == "running").count();
-    let failed = runs.len() - finished - running;
+    // Each run as it is now: a `running` record whose process died is "interrupted".
+    let mut by_state: std::collections::BTreeMap<crate::records::Observed, usize> = std::collections::BTreeMap::new();
+    for r in runs {
+        *by_state.entry(r.record.status.observed()).or_default() += 1;
+    }
+    let states = by_state.iter().map(|(state, n)| format!("{n} {}", state.label())).collect::<Vec<_>>().join(", ");
 
     let _ = writeln!(md, "# EMOTIONET training report\n");
     let _ = writeln!(
         md,
-        "Generated {generated_at} by `emotionet report` from `{}`: {} runs ({finished} finished, {running} running, {failed} failed) in {} groups, and {} hierarchy evaluation{}.\n",
+        "Generated {generated_at} by `emotionet report` from `{}`: {} runs ({states}) in {} groups, and {} hierarchy evaluation{}.\n",
         scan.runs_dir.display(),
         runs.len(),
         analysis.groups.len(),
@@ -145,9 +148,10 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     let _ = writeln!(md, "![Training time per model and platform, with the paper's times]({time_chart})\n");
     let _ = writeln!(
         md,
-        "Each of our bars is the median total wall time of a group's finished runs, stacked as compile time, time in training steps, and the rest (evaluation, checkpoints, input pipeline). Hatched bars are the paper's reported training times; the paper does not split them. The paper trained at 100x100 on its CPU cluster and at 256x256 on the TPU.\n"
+        "Each of our bars is the median total wall time of a group's finished runs, stacked as compile time, time in training steps (device time), and the rest (waiting for input, evaluation, checkpoints). Hatched bars are the paper's reported training times; the paper does not split them. The paper trained at 100x100 on its CPU cluster and at 256x256 on the TPU.\n"
     );
-    let mut t = Table::new(&["Model", "Platform", "Experiment", "Image", ">Steps", ">Compile", ">Training steps", ">Other", ">Total", ">Finished runs"]);
+    let mut t =
+        Table::new(&["Model", "Platform", "Experiment", "Image", ">Steps", ">Compile", ">Training steps", ">Input wait", ">Other", ">Total", ">Finished runs"]);
     for g in &analysis.groups {
         t.row(vec![
             g.model.to_string(),
@@ -157,6 +161,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
             g.total_steps.clone(),
             stat(g.compile_s, fmt_duration),
             stat(g.train_wall_s, fmt_duration),
+            stat(g.input_wait_s, fmt_duration),
             stat(g.other_s, fmt_duration),
             stat(g.total_wall_s, fmt_duration),
             format!("{} of {}", g.finished_ids.len(), g.run_ids.len()),
@@ -170,6 +175,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
                 NONE.into(),
                 format!("{0}x{0}", setup.image_size),
                 paper::paper_total_steps(model).to_string(),
+                NONE.into(),
                 NONE.into(),
                 NONE.into(),
                 NONE.into(),
@@ -234,7 +240,8 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     let _ = writeln!(md, "## 3. Runs\n");
     let _ = writeln!(
         md,
-        "One row per experiment, model and platform; timing and accuracy over its finished runs. Steady step is the median step time after the first; images/s is the global batch over it.\n"
+        "One row per experiment, model and platform; timing and accuracy over its finished runs. Steady step is the median device time of a step after the first (from launching it to its outputs being ready on every replica); images/s is the global batch over it. Input wait is the median time a step waited for its batch (input pipeline and upload not hidden behind the previous step); a group whose devices waited for input {:.0}% of the training loop or more is marked **input-bound**.\n",
+        crate::records::INPUT_BOUND_SHARE * 100.0
     );
     let mut t = Table::new(&[
         "Model",
@@ -247,6 +254,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         ">Compile (s)",
         ">First step (s)",
         ">Steady step (ms)",
+        ">Input wait (ms)",
         ">Images/s",
         ">Total time",
         ">Train acc.",
@@ -265,6 +273,12 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
             stat(g.compile_s, |v| fmt_sig(v, 3)),
             stat(g.first_step_s, |v| fmt_sig(v, 3)),
             stat(g.steady_step_s, |v| fmt_sig(v * 1000.0, 3)),
+            match g.input_share {
+                Some(share) if share.median >= crate::records::INPUT_BOUND_SHARE => {
+                    format!("{} **input-bound** ({:.0}%)", stat(g.input_step_s, |v| fmt_sig(v * 1000.0, 3)), share.median * 100.0)
+                }
+                _ => stat(g.input_step_s, |v| fmt_sig(v * 1000.0, 3)),
+            },
             stat(g.images_per_s, |v| fmt_sig(v, 3)),
             stat(g.total_wall_s, fmt_duration),
             stat(g.train_accuracy, fmt_pct),
@@ -324,7 +338,9 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
                     CurveSeries {
                         label: match &r.record.status {
                             RunStatus::Finished => format!("{} · {} · r{}", backend_name(r.record.backend), r.record.experiment, r.record.repeat),
-                            other => format!("{} · {} · r{} ({})", backend_name(r.record.backend), r.record.experiment, r.record.repeat, other.label()),
+                            other => {
+                                format!("{} · {} · r{} ({})", backend_name(r.record.backend), r.record.experiment, r.record.repeat, other.observed().label())
+                            }
                         },
                         color: colors.get(&i).cloned().unwrap_or_else(|| "#444444".into()),
                         train: pick(Split::Train),
@@ -435,7 +451,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         t.row(vec![
             format!("`{}`", rec.run_id),
             format!("`{}`", r.dir.display()),
-            rec.status.label().to_string(),
+            rec.status.observed().label().to_string(),
             format!("{} of {}", rec.steps_done, rec.config.total_steps),
             rec.started_at.clone(),
             rec.finished_at.clone().unwrap_or_else(|| NONE.into()),
@@ -458,7 +474,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
             "experiment": r.record.experiment,
             "model": r.record.model,
             "backend": r.record.backend,
-            "status": r.record.status.label(),
+            "status": r.record.status.observed().label(),
         })).collect::<Vec<_>>(),
         "groups": analysis.groups,
         "speedups": analysis.speedups,

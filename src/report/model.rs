@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::ReportError;
 use super::paper::{self, PAPER_SETUPS};
-use crate::records::{self, Backend, HierarchyEval, MetricPoint, ModelKind, RunRecord, RunStatus};
+use crate::records::{self, Backend, HierarchyEval, MetricPoint, ModelKind, Observed, RunRecord, RunStatus};
 
 /// One run directory found by the scan.
 #[derive(Clone, Debug)]
@@ -174,6 +174,12 @@ pub struct Group {
     pub steady_step_s: Option<Stat>,
     pub images_per_s: Option<Stat>,
     pub train_wall_s: Option<Stat>,
+    /// Total input wait of a run.
+    pub input_wait_s: Option<Stat>,
+    /// Median input wait per step (host time the devices waited for a batch).
+    pub input_step_s: Option<Stat>,
+    /// Share of the training loop spent waiting for input (see `Timing::input_share`).
+    pub input_share: Option<Stat>,
     pub other_s: Option<Stat>,
     pub total_wall_s: Option<Stat>,
     pub train_accuracy: Option<Stat>,
@@ -319,9 +325,17 @@ pub fn analyse(scan: &Scan) -> Analysis {
     for run in &scan.runs {
         let r = &run.record;
         match &r.status {
-            RunStatus::Running => missing.push(format!(
-                "Run `{}` is still running (or was killed before it could record an end): {} of {} steps; left out of timing and accuracy.",
-                r.run_id, r.steps_done, r.config.total_steps
+            RunStatus::Running { .. } => {
+                let (what, why) = match r.status.observed() {
+                    Observed::Interrupted => ("was interrupted", "its process died without recording an end; `--resume` continues it"),
+                    Observed::Running => ("is still running", "on this machine"),
+                    _ => ("is running elsewhere, or was", "its process cannot be checked from here"),
+                };
+                missing.push(format!("Run `{}` {what} ({why}): {} of {} steps; left out of timing and accuracy.", r.run_id, r.steps_done, r.config.total_steps))
+            }
+            RunStatus::Stopped { step, resume } => missing.push(format!(
+                "Run `{}` was stopped on request at step {step} of {}; left out of timing and accuracy. Resume it with `{resume}`.",
+                r.run_id, r.config.total_steps
             )),
             RunStatus::Failed { error } => {
                 missing.push(format!("Run `{}` failed after {} of {} steps: {}", r.run_id, r.steps_done, r.config.total_steps, error.trim()))
@@ -386,6 +400,9 @@ fn build_group(scan: &Scan, idx: Vec<usize>) -> Group {
         steady_step_s: timing(|t| t.steady_step_s),
         images_per_s: timing(|t| t.images_per_s),
         train_wall_s: timing(|t| Some(t.train_wall_s)),
+        input_wait_s: timing(|t| t.input_wait_s),
+        input_step_s: timing(|t| t.input_step_s),
+        input_share: timing(|t| t.input_share()),
         other_s: timing(|t| Some(t.other_s())),
         total_wall_s: timing(|t| Some(t.total_wall_s)),
         train_accuracy: Stat::of(finished.iter().filter_map(|(_, r)| r.final_train.as_ref().map(|m| m.accuracy))),

@@ -2,49 +2,37 @@
 //!
 //! The loop: prepared data -> background batch pipeline -> upload ->
 //! fused train step (params stay on the devices) -> every `every_steps` the
-//! metrics are read back and logged (TensorBoard + metrics.jsonl), the eval
-//! split is run at the configured cadence, and checkpoints are written
-//! atomically with everything a resumed run needs (parameters, optimizer
-//! state, step, input-pipeline position, the step times so far). A stop
-//! request (Ctrl-C, SIGTERM) checkpoints and returns; a killed process
-//! resumes from its last checkpoint and reaches the same parameters as an
-//! uninterrupted run.
+//! metrics are read back and logged, the eval split is run at the
+//! configured cadence, and checkpoints are written with everything a resumed
+//! run needs. What is written, and how, is the [`RunWriter`]'s business; this
+//! file only decides when. A stop request (Ctrl-C, SIGTERM) checkpoints and
+//! returns; a killed process resumes from its last checkpoint and reaches
+//! the same parameters as an uninterrupted run.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 
+use super::checkpoint::{Checkpoint, META_INPUT_PIPELINE};
+use super::run_writer::{Opened, RunStart, RunWriter};
+use super::step_clock::{Fetch, PendingStep, StepClock};
 use crate::data::{EvalBatches, PipelineConfig, PipelineState, PrepOptions, PreparedSet, TrainPipeline, prepare};
-use crate::experiment::{Experiment, ModelTraining};
+use crate::experiment::{BackendConfig, Experiment, ModelTraining};
 use crate::models::{BatchUploader, DeviceBatch, ModelKind, SessionConfig, StepMetrics, TrainSession};
-use crate::pjrt::{self, Backend, Client, ClientOptions};
-use crate::records::{
-    Confusion, ImageSize, MetricPoint, MetricsLog, Platform, RunConfig, RunPaths, RunRecord, RunStatus, Split, SplitMetrics, Timing, now_rfc3339,
-};
+use crate::pjrt::Client;
+use crate::records::{Confusion, ImageSize, MetricPoint, Platform, RunConfig, RunRecord, RunStatus, SCHEMA_VERSION, Split, SplitMetrics, now_rfc3339};
 use crate::tensor::HostTensor;
-
-use super::checkpoint::{Checkpoint, CheckpointDir, META_EPOCH, META_EXPERIMENT_HASH, META_INPUT_PIPELINE};
-use super::tensorboard::EventWriter;
-
-/// Checkpoint metadata: step times of the attempts so far (JSON array).
-const META_STEP_TIMES: &str = "step_times";
-/// Checkpoint metadata: compile seconds and wall seconds of earlier attempts.
-const META_COMPILE_S: &str = "compile_s";
-const META_WALL_S: &str = "wall_s";
 
 /// How a run is launched (what the experiment file does not say).
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
-    /// The run's folder (record, curve, event files, checkpoints).
-    pub run_dir: PathBuf,
-    /// Overrides the experiment's backend.
-    pub backend: Option<Backend>,
-    pub plugin: Option<PathBuf>,
-    /// Continue from the newest checkpoint in `run_dir`, if any.
+    /// Where the programs run: the experiment's `backend:` section with the
+    /// command line's overrides ([`BackendConfig::with_overrides`]).
+    pub backend: BackendConfig,
+    /// Continue from the newest checkpoint of the run folder, if any.
     pub resume: bool,
     /// Repeat index within a campaign.
     pub repeat: u32,
@@ -52,20 +40,22 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Set to request a clean stop (checkpoint, then return).
     pub stop: Arc<AtomicBool>,
+    /// The experiment file, for the record and for the resume command line.
+    pub experiment_file: Option<PathBuf>,
     /// Free-form notes copied into the record.
     pub notes: BTreeMap<String, String>,
 }
 
 impl TrainOptions {
-    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+    /// Runs `experiment` where its own `backend:` section says.
+    pub fn new(experiment: &Experiment) -> Self {
         TrainOptions {
-            run_dir: run_dir.into(),
-            backend: None,
-            plugin: None,
+            backend: experiment.backend.clone(),
             resume: false,
             repeat: 0,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
+            experiment_file: None,
             notes: BTreeMap::new(),
         }
     }
@@ -79,35 +69,6 @@ pub enum Interrupted {
     Run { step: u64, total: u64, dir: PathBuf },
     #[error("the campaign stopped on request; its state is in {state}: run the same command again to resume it")]
     Campaign { state: PathBuf },
-}
-
-/// The folder of a run: `<output>/<experiment>/<model>/<backend>-r<repeat>`.
-pub fn default_run_dir(experiment: &Experiment, kind: ModelKind, backend: Backend, repeat: u32) -> PathBuf {
-    experiment.output.join(&experiment.name).join(kind.as_str()).join(format!("{backend}-r{repeat}"))
-}
-
-/// A short hash of the experiment's content, so that a checkpoint is never
-/// resumed under a different experiment. Where runs are written (`output`,
-/// `--out`) and the description are not part of what is trained, so they do
-/// not enter the hash.
-pub fn experiment_hash(experiment: &Experiment, kind: ModelKind) -> String {
-    use sha2::{Digest, Sha256};
-    let mut what = experiment.clone();
-    what.output = PathBuf::new();
-    what.description.clear();
-    let text = serde_json::to_string(&(what, kind)).unwrap_or_default();
-    let digest = Sha256::digest(text.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Connects to the backend an experiment (or its override) asks for.
-pub fn connect(experiment: &Experiment, backend: Backend, plugin: Option<&Path>) -> anyhow::Result<Client> {
-    let mut options = ClientOptions::new();
-    for text in &experiment.backend.client_options {
-        options = options.parse_assignment(text)?;
-    }
-    let plugin = plugin.or(experiment.backend.plugin.as_deref());
-    pjrt::connect(backend, plugin, &options).with_context(|| format!("cannot open the {backend} backend"))
 }
 
 /// Prepares the data of a task (from the cache when it is there).
@@ -125,205 +86,218 @@ pub fn prepare_data(experiment: &Experiment, kind: ModelKind, progress: bool) ->
     Ok(outcome.set)
 }
 
-/// Trains `kind` as `experiment` says. Returns the finished record, or an
-/// [`Interrupted`] error after a clean stop.
+/// Trains `kind` as `experiment` says. Returns the finished record (also
+/// when the run had finished before), or an [`Interrupted`] error after a
+/// clean stop. A run that fails after its folder was opened says so in its
+/// record.
 pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -> anyhow::Result<RunRecord> {
-    let started = Instant::now();
     let training = experiment.training(kind).with_context(|| format!("the experiment {} has no `models.{kind}` section", experiment.name))?.clone();
-    let backend = options.backend.unwrap_or(experiment.backend.kind);
-    let paths = RunPaths::new(&options.run_dir);
-    std::fs::create_dir_all(&options.run_dir).with_context(|| format!("creating {}", options.run_dir.display()))?;
-    let hash = experiment_hash(experiment, kind);
+    let client = options.backend.connect()?;
+    let devices = device_ids(&options.backend, &client, &training, kind)?;
+    let start = RunStart {
+        fresh: new_record(experiment, kind, options, &client, devices.len(), &training),
+        hash: experiment.content_hash(kind)?,
+        keep_checkpoints: experiment.logging.keep_checkpoints,
+        resume: options.resume,
+        steps_per_epoch: training.steps_per_epoch,
+        resume_command: resume_command(experiment, kind, options),
+    };
+    let paths = experiment.run_paths(kind, options.backend.kind, options.repeat);
+    let (mut writer, checkpoint) = match RunWriter::open(paths, start)? {
+        Opened::Finished(record) => {
+            tracing::info!("{kind}: the run in {} has finished already", experiment.run_paths(kind, options.backend.kind, options.repeat).dir.display());
+            return Ok(*record);
+        }
+        Opened::Train { writer, checkpoint } => (writer, checkpoint),
+    };
+    let config = SessionConfig {
+        kind,
+        arch: experiment.architecture(kind),
+        optimizer: training.optimizer.clone(),
+        global_batch: training.batch,
+        devices,
+        xla_options: options.backend.xla_options(),
+    };
+    match run(experiment, kind, &training, options, &client, config, checkpoint.as_deref(), &mut writer) {
+        Ok(Outcome::Finished { eval, confusion }) => writer.finish(eval, confusion),
+        Ok(Outcome::Stopped { step }) => Err(writer.stop(step)),
+        Err(error) => Err(writer.fail(error)),
+    }
+}
 
-    let data = prepare_data(experiment, kind, options.progress)?;
-    let client = connect(experiment, backend, options.plugin.as_deref())?;
-    let available = client.device_ids().len();
-    let devices = experiment.backend.devices.resolve(available);
-    if devices > available {
-        bail!("the experiment asks for {devices} devices; the {backend} plugin offers {available}");
+/// How the training loop ended.
+enum Outcome {
+    Finished { eval: SplitMetrics, confusion: Option<Confusion> },
+    Stopped { step: u64 },
+}
+
+/// The devices a run trains on: the experiment's count of the client's devices.
+fn device_ids(backend: &BackendConfig, client: &Client, training: &ModelTraining, kind: ModelKind) -> anyhow::Result<Vec<i32>> {
+    let available = client.device_ids();
+    let devices = backend.devices.resolve(available.len());
+    if devices > available.len() {
+        bail!("the experiment asks for {devices} devices; the {} plugin offers {}", backend.kind, available.len());
     }
     if training.batch % devices as i64 != 0 {
         bail!("models.{kind}.batch {} does not split over {devices} devices; use a multiple of {devices}", training.batch);
     }
-    let arch = experiment.architecture(kind);
-    let config = SessionConfig {
-        kind,
-        arch: arch.clone(),
-        optimizer: training.optimizer.clone(),
-        global_batch: training.batch,
-        devices: client.device_ids()[..devices].to_vec(),
-        xla_options: experiment.xla_options(),
-    };
+    Ok(available[..devices].to_vec())
+}
 
-    let checkpoints = CheckpointDir::new(paths.checkpoints(), experiment.logging.keep_checkpoints.max(1))?;
-    let resume_from = if options.resume { checkpoints.latest()? } else { None };
-    if let Some(ck) = &resume_from {
-        let theirs = ck.metadata.get(META_EXPERIMENT_HASH).map(String::as_str).unwrap_or("");
-        if theirs != hash {
-            bail!(
-                "the checkpoint at step {} in {} belongs to a different experiment (hash {theirs}, now {hash}); move it away or train into a new folder",
-                ck.step,
-                checkpoints.dir().display()
-            );
-        }
-    } else if !options.resume && paths.record().exists() {
-        bail!("{} already holds a run; pass --resume to continue it or choose another --out", options.run_dir.display());
-    }
-
+/// Prepares the data, puts the model on its devices (from `checkpoint` if
+/// given) and trains it to the end or to a stop request.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    experiment: &Experiment,
+    kind: ModelKind,
+    training: &ModelTraining,
+    options: &TrainOptions,
+    client: &Client,
+    config: SessionConfig,
+    checkpoint: Option<&Checkpoint>,
+    writer: &mut RunWriter,
+) -> anyhow::Result<Outcome> {
+    let data = prepare_data(experiment, kind, options.progress)?;
     let pipeline_config = PipelineConfig::from_data_config(&experiment.data, training.batch as usize, experiment.seed);
-    let train_split = Arc::new(data.train.clone());
-    let mut pipeline = TrainPipeline::new(train_split, pipeline_config).context("starting the input pipeline")?;
-
-    let (mut session, mut step_times, earlier_compile_s, earlier_wall_s, mut record) = match &resume_from {
+    let mut pipeline = TrainPipeline::new(Arc::new(data.train.clone()), pipeline_config).context("starting the input pipeline")?;
+    let mut session = match checkpoint {
         Some(ck) => {
-            let params = take_tensors(ck, &arch.params().iter().map(|p| p.name.clone()).collect::<Vec<_>>())?;
-            let state_names: Vec<String> = arch.params().iter().flat_map(|p| training.optimizer.state_names(&p.name)).collect();
+            let (param_names, state_names) = session_tensor_names(&config)?;
+            let params = take_tensors(ck, &param_names)?;
             let state = take_tensors(ck, &state_names)?;
-            let pipeline_state: PipelineState = serde_json::from_str(ck.metadata.get(META_INPUT_PIPELINE).map(String::as_str).unwrap_or("null"))
-                .context("the checkpoint's input-pipeline state is unreadable")?;
-            pipeline.restore(pipeline_state).context("restoring the input pipeline")?;
-            let session = TrainSession::with_values(&client, config, experiment.seed, params, state, ck.step)?;
-            let times: Vec<f64> = serde_json::from_str(ck.metadata.get(META_STEP_TIMES).map(String::as_str).unwrap_or("[]")).unwrap_or_default();
-            let compile_s = ck.metadata.get(META_COMPILE_S).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let wall_s = ck.metadata.get(META_WALL_S).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let mut record =
-                RunRecord::load(&paths.record()).unwrap_or_else(|_| new_record(experiment, kind, backend, options, &client, devices, &training, &data));
-            record.resumes += 1;
-            record.status = RunStatus::Running;
-            tracing::info!("resuming {kind} at step {} of {}", ck.step, training.total_steps());
-            (session, times, compile_s, wall_s, record)
+            let text = ck.metadata.get(META_INPUT_PIPELINE).with_context(|| format!("the checkpoint at step {} has no input-pipeline state", ck.step))?;
+            let position: PipelineState = serde_json::from_str(text).context("the checkpoint's input-pipeline state is unreadable")?;
+            pipeline.restore(position).context("restoring the input pipeline")?;
+            TrainSession::with_values(client, config, experiment.seed, params, state, ck.step)?
         }
-        None => {
-            let session = TrainSession::new(&client, config, experiment.seed)?;
-            (session, Vec::new(), 0.0, 0.0, new_record(experiment, kind, backend, options, &client, devices, &training, &data))
-        }
+        None => TrainSession::new(client, config, experiment.seed)?,
     };
-    record.platform = Platform::from_client(&client, devices as u32);
-    record.notes.extend(options.notes.clone());
-    record.notes.insert("experiment_hash".into(), hash.clone());
-    record.save(&paths.record())?;
+    writer.clock.compile_s += session.compile_times.train_s + session.compile_times.eval_s;
+    train_loop(experiment, kind, training, options, &mut session, &mut pipeline, &data, writer)
+}
 
-    let compile_s = earlier_compile_s + session.compile_times.train_s + session.compile_times.eval_s;
-    let mut metrics_log = match &resume_from {
-        Some(ck) => MetricsLog::open_resumed(&paths.metrics(), ck.step)?,
-        None => MetricsLog::open(&paths.metrics())?,
-    };
-    let mut events = EventWriter::create(&paths.tensorboard())?;
-    if let Some(ck) = &resume_from {
-        events.mark_restart(ck.step)?;
-    }
+/// The parameter names and the optimizer-state names of a session, in the
+/// order the session takes them.
+fn session_tensor_names(config: &SessionConfig) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let params: Vec<String> = config.arch.params().map_err(anyhow::Error::msg)?.into_iter().map(|p| p.name).collect();
+    let state = params.iter().flat_map(|p| config.optimizer.state_names(p)).collect();
+    Ok((params, state))
+}
 
-    let total = training.total_steps();
-    let per_epoch = training.steps_per_epoch;
-    let logging = &experiment.logging;
+#[allow(clippy::too_many_arguments)]
+fn train_loop(
+    experiment: &Experiment,
+    kind: ModelKind,
+    training: &ModelTraining,
+    options: &TrainOptions,
+    session: &mut TrainSession,
+    pipeline: &mut TrainPipeline,
+    data: &PreparedSet,
+    writer: &mut RunWriter,
+) -> anyhow::Result<Outcome> {
+    let (total, per_epoch, logging) = (training.total_steps(), training.steps_per_epoch, &experiment.logging);
     let bar = progress_bar(options.progress, total, session.step(), kind);
     let uploader = session.uploader();
     let mut window: Vec<StepMetrics> = Vec::new();
-    let mut prefetched: Option<(DeviceBatch, PipelineState)> = None;
+    let mut clock = StepClock::default();
+    let mut prefetched: Option<Prefetched> = None;
     let mut trained_state = pipeline.state();
-    let wall = |started: &Instant| earlier_wall_s + started.elapsed().as_secs_f64();
+    let checkpoint = |writer: &mut RunWriter, session: &TrainSession, state: &PipelineState| -> anyhow::Result<()> {
+        let mut tensors = session.params_to_host()?;
+        tensors.extend(session.state_to_host()?);
+        writer.checkpoint(session.step(), tensors, state)
+    };
 
     while session.step() < total {
         if options.stop.load(Ordering::SeqCst) {
-            save_checkpoint(&checkpoints, &session, &trained_state, &hash, &step_times, compile_s, wall(&started), per_epoch)?;
-            record.steps_done = session.step();
-            record.timing = Some(Timing::from_step_times(compile_s, &step_times, training.batch as u32, wall(&started)));
-            record.save(&paths.record())?;
-            events.flush()?;
-            metrics_log.sync()?;
+            checkpoint(writer, session, &trained_state)?;
             bar.abandon_with_message("stopped");
-            return Err(Interrupted::Run { step: session.step(), total, dir: checkpoints.dir().to_path_buf() }.into());
+            return Ok(Outcome::Stopped { step: session.step() });
         }
-        let (device_batch, state_after) = match prefetched.take() {
-            Some(b) => b,
-            None => upload_next(&mut pipeline, &uploader)?,
+        let next = match prefetched.take() {
+            Some(p) => p,
+            None => Prefetched::fetch(pipeline, &uploader, None)?,
         };
         // Checkpoints record the pipeline as of the batches trained on, not
         // of the one prefetched beyond them.
-        trained_state = state_after;
+        trained_state = next.state_after;
         let lr = training.learning_rate.at(session.step(), total) as f32;
-        let t = Instant::now();
-        session.train_step_on(&device_batch, lr)?;
+        let launched = clock.launch();
+        session.train_step_on(&next.batch, lr)?;
+        let pending = PendingStep::watch(launched, session.step_ready_events()?)?;
         // On an asynchronous plugin the step is only enqueued: upload the
-        // next batch while the devices compute, then wait for the step.
+        // next batch while the devices compute; the clock counts only the
+        // part of that upload that outlasts the step as input time.
         if session.step() < total {
-            prefetched = Some(upload_next(&mut pipeline, &uploader)?);
+            prefetched = Some(Prefetched::fetch(pipeline, &uploader, Some(&pending))?);
         }
-        session.wait()?;
-        step_times.push(t.elapsed().as_secs_f64());
+        let ready = pending.ready_at()?;
+        let (device_s, input_s) = clock.finish(next.fetch, ready);
+        writer.clock.device_s.push(device_s);
+        writer.clock.input_s.push(input_s);
         let step = session.step();
         bar.set_position(step);
 
         let epoch_end = step % per_epoch == 0;
         if step % logging.every_steps.max(1) == 0 || epoch_end || step == total {
             window.extend(session.drain_metrics()?);
-            if let Some(point) = train_point(&window, step, per_epoch, wall(&started)) {
+            if let Some(point) = train_point(&window, step, per_epoch, writer.clock.wall_s()) {
                 if !point.loss.is_finite() {
-                    record.status = RunStatus::Failed { error: format!("the training loss diverged at step {step} (lower the learning rate)") };
-                    record.steps_done = step;
-                    record.save(&paths.record())?;
                     bail!("the {kind} model's training loss diverged at step {step}; lower models.{kind}.learning_rate");
                 }
                 bar.set_message(format!("loss {:.3} acc {:.3}", point.loss, point.accuracy));
-                metrics_log.append(&point)?;
-                events.add_metric_point(&point, &[("train/learning_rate", lr)])?;
-                record.final_train = Some(SplitMetrics { step, loss: point.loss, accuracy: point.accuracy });
+                writer.log_train(&point, lr)?;
                 window.clear();
             }
         }
         let eval_due = (logging.eval_every_steps > 0 && step % logging.eval_every_steps == 0) || (logging.eval_every_epoch && epoch_end);
         if eval_due && step < total {
-            let (loss, accuracy, _) = evaluate(&session, &data, training.batch as usize, experiment, false)?;
-            let point = MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: wall(&started), split: Split::Eval, loss, accuracy };
-            metrics_log.append(&point)?;
-            events.add_metric_point(&point, &[])?;
+            let (loss, accuracy, _) = evaluate(session, data, training.batch as usize, experiment, false)?;
+            writer.log_eval(&MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: writer.clock.wall_s(), split: Split::Eval, loss, accuracy })?;
         }
         let checkpoint_due = if logging.checkpoint_every_steps > 0 { step % logging.checkpoint_every_steps == 0 } else { epoch_end };
         if checkpoint_due && step < total {
-            save_checkpoint(&checkpoints, &session, &trained_state, &hash, &step_times, compile_s, wall(&started), per_epoch)?;
-            record.steps_done = step;
-            record.timing = Some(Timing::from_step_times(compile_s, &step_times, training.batch as u32, wall(&started)));
-            record.save(&paths.record())?;
-            events.flush()?;
-            metrics_log.sync()?;
+            checkpoint(writer, session, &trained_state)?;
         }
     }
 
     // The final evaluation, with the confusion matrix of the eval split.
-    let (loss, accuracy, confusion) = evaluate(&session, &data, training.batch as usize, experiment, true)?;
+    let (loss, accuracy, confusion) = evaluate(session, data, training.batch as usize, experiment, true)?;
     let step = session.step();
-    let point = MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: wall(&started), split: Split::Eval, loss, accuracy };
-    metrics_log.append(&point)?;
-    events.add_metric_point(&point, &[])?;
-    save_checkpoint(&checkpoints, &session, &trained_state, &hash, &step_times, compile_s, wall(&started), per_epoch)?;
+    writer.log_eval(&MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: writer.clock.wall_s(), split: Split::Eval, loss, accuracy })?;
+    checkpoint(writer, session, &trained_state)?;
     bar.finish_with_message(format!("eval acc {accuracy:.3}"));
-
-    record.final_eval = Some(SplitMetrics { step, loss, accuracy });
-    record.confusion = confusion;
-    record.steps_done = step;
-    record.timing = Some(Timing::from_step_times(compile_s, &step_times, training.batch as u32, wall(&started)));
-    record.finished_at = Some(now_rfc3339());
-    record.status = RunStatus::Finished;
-    record.save(&paths.record())?;
-    events.flush()?;
-    metrics_log.sync()?;
-    Ok(record)
+    Ok(Outcome::Finished { eval: SplitMetrics { step, loss, accuracy }, confusion })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn new_record(
-    experiment: &Experiment,
-    kind: ModelKind,
-    backend: Backend,
-    options: &TrainOptions,
-    client: &Client,
-    devices: usize,
-    training: &ModelTraining,
-    data: &PreparedSet,
-) -> RunRecord {
+/// A batch on the devices, with the pipeline's state after it and how long
+/// the host took to get it there.
+struct Prefetched {
+    batch: DeviceBatch,
+    state_after: PipelineState,
+    fetch: Fetch,
+}
+
+impl Prefetched {
+    /// Takes the next batch from the pipeline and uploads it, while the
+    /// step `during` (if any) may still be running.
+    fn fetch(pipeline: &mut TrainPipeline, uploader: &BatchUploader, during: Option<&PendingStep>) -> anyhow::Result<Self> {
+        let fetch = Fetch::begin(during);
+        let host = pipeline.next_batch().context("reading the next training batch")?;
+        let batch = uploader.upload(&host.images, &host.labels)?;
+        Ok(Prefetched { batch, state_after: pipeline.state(), fetch: fetch.end() })
+    }
+}
+
+fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, client: &Client, devices: usize, training: &ModelTraining) -> RunRecord {
     let size = experiment.data.image_size;
+    let backend = options.backend.kind;
+    let mut notes = options.notes.clone();
+    if let Some(file) = &options.experiment_file {
+        notes.insert("experiment_file".into(), file.display().to_string());
+    }
     RunRecord {
-        schema: crate::records::SCHEMA_VERSION,
+        schema: SCHEMA_VERSION,
         run_id: format!("{}/{kind}/{backend}/r{}", experiment.name, options.repeat),
         experiment: experiment.name.clone(),
         model: kind,
@@ -332,7 +306,7 @@ fn new_record(
         platform: Platform::from_client(client, devices as u32),
         started_at: now_rfc3339(),
         finished_at: None,
-        status: RunStatus::Running,
+        status: RunStatus::running_here(),
         config: RunConfig {
             image_size: ImageSize { height: size, width: size },
             batch: training.batch as u32,
@@ -348,10 +322,23 @@ fn new_record(
         timing: None,
         final_train: None,
         final_eval: None,
-        class_names: data.class_names.clone(),
+        class_names: experiment.task(kind).class_names().into_iter().map(String::from).collect(),
         confusion: None,
-        notes: BTreeMap::new(),
+        notes,
     }
+}
+
+/// The command line that continues a stopped run.
+fn resume_command(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -> String {
+    let file = options.experiment_file.as_ref().map_or_else(|| "EXPERIMENT.yaml".to_string(), |p| p.display().to_string());
+    let mut command = format!("emotionet train {file} --model {kind} --resume --out {}", experiment.output.display());
+    if options.backend.kind != experiment.backend.kind {
+        command.push_str(&format!(" --backend {}", options.backend.kind));
+    }
+    if options.repeat != 0 {
+        command.push_str(&format!(" --repeat {}", options.repeat));
+    }
+    command
 }
 
 /// The mean loss and accuracy over a window of steps.
@@ -385,39 +372,6 @@ fn evaluate(
         None
     };
     Ok((totals.loss(), totals.accuracy(), matrix))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn save_checkpoint(
-    dir: &CheckpointDir,
-    session: &TrainSession,
-    pipeline: &PipelineState,
-    hash: &str,
-    step_times: &[f64],
-    compile_s: f64,
-    wall_s: f64,
-    per_epoch: u64,
-) -> anyhow::Result<()> {
-    let mut tensors = session.params_to_host()?;
-    tensors.extend(session.state_to_host()?);
-    let step = session.step();
-    let mut metadata = BTreeMap::new();
-    metadata.insert(META_EPOCH.to_string(), step.div_ceil(per_epoch).to_string());
-    metadata.insert(META_INPUT_PIPELINE.to_string(), serde_json::to_string(pipeline)?);
-    metadata.insert(META_EXPERIMENT_HASH.to_string(), hash.to_string());
-    metadata.insert(META_STEP_TIMES.to_string(), serde_json::to_string(step_times)?);
-    metadata.insert(META_COMPILE_S.to_string(), compile_s.to_string());
-    metadata.insert(META_WALL_S.to_string(), wall_s.to_string());
-    let path = dir.save(&Checkpoint { step, tensors, metadata })?;
-    tracing::debug!("checkpoint {}", path.display());
-    Ok(())
-}
-
-/// Takes the next batch from the pipeline and uploads it; returns it with
-/// the pipeline's state after it.
-fn upload_next(pipeline: &mut TrainPipeline, uploader: &BatchUploader) -> anyhow::Result<(DeviceBatch, PipelineState)> {
-    let batch = pipeline.next_batch().context("reading the next training batch")?;
-    Ok((uploader.upload(&batch.images, &batch.labels)?, pipeline.state()))
 }
 
 /// The named tensors of a checkpoint, in `names` order.

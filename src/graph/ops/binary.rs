@@ -140,13 +140,15 @@ impl Graph {
 
     /// `x * s` for a scalar `s` known when the graph is built.
     pub fn mul_scalar(&mut self, x: Tensor, s: f64) -> Result<Tensor> {
-        let c = self.full(s, self.dtype(x), &self.dims(x).to_vec())?;
+        let dims = self.dims(x).to_vec();
+        let c = self.full(s, self.dtype(x), &dims)?;
         self.mul(x, c)
     }
 
     /// `x + s` for a scalar `s` known when the graph is built.
     pub fn add_scalar(&mut self, x: Tensor, s: f64) -> Result<Tensor> {
-        let c = self.full(s, self.dtype(x), &self.dims(x).to_vec())?;
+        let dims = self.dims(x).to_vec();
+        let c = self.full(s, self.dtype(x), &dims)?;
         self.add(x, c)
     }
 }

@@ -192,9 +192,19 @@ impl Primitive for Convolution {
         // for an undilated input; with input dilation (a transposed
         // convolution, differentiated again) the strided division can leave
         // trailing positions that never reached the output: they get zeros.
-        let dx = fit_to(g, dx, &g.dims(x).to_vec())?;
-        let dw = fit_to(g, dw, &g.dims(w).to_vec())?;
+        let (x_dims, w_dims) = (g.dims(x).to_vec(), g.dims(w).to_vec());
+        let dx = fit_to(g, dx, &x_dims)?;
+        let dw = fit_to(g, dw, &w_dims)?;
         Ok(vec![Some(dx), Some(dw)])
+    }
+
+    /// Two per multiply-add: every output element sums over the kernel's
+    /// window and input features (padding positions included, as
+    /// frameworks count them).
+    fn flops(&self, inputs: &[&Shape], out: &Shape) -> f64 {
+        let kernel = inputs[1];
+        let per_output = kernel.element_count() / kernel.dims[self.spec.dims.rhs[0] as usize].max(1);
+        2.0 * out.element_count() as f64 * per_output as f64
     }
 
     fn emit(&self, result: &str, args: &[Operand], out: &Shape, loc: &str) -> String {

@@ -117,6 +117,13 @@ impl Primitive for DotGeneral {
         Ok(vec![Some(dx), Some(dy)])
     }
 
+    /// Two per multiply-add: every output element sums over the contracted
+    /// dimensions.
+    fn flops(&self, inputs: &[&Shape], out: &Shape) -> f64 {
+        let contracted: i64 = self.dims.lhs_contract.iter().map(|&d| inputs[0].dims[d as usize]).product();
+        2.0 * out.element_count() as f64 * contracted as f64
+    }
+
     fn emit(&self, result: &str, args: &[Operand], out: &Shape, loc: &str) -> String {
         let list = |v: &[i64]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
         let d = &self.dims;

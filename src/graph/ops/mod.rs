@@ -2,7 +2,8 @@
 //! rule (VJP) and StableHLO emission side by side, plus the typed builder
 //! method(s) on [`Graph`] that create it. Adding a primitive means adding a
 //! file and one line to the `primitives!` list below; the trait makes a
-//! missing rule a compile error.
+//! missing rule a compile error (`shape`, `vjp` and `emit` have no default
+//! bodies; an op without a derivative says so with `non_differentiable`).
 //!
 //! Derivative rules build more graph out of primitives (a convolution's
 //! gradients are convolutions), so backward passes are StableHLO as well.
@@ -56,10 +57,18 @@ pub(crate) trait Primitive: std::fmt::Debug {
     fn shape(&self, inputs: &[&Shape]) -> Result<Shape>;
 
     /// Cotangents of the inputs, given the output's cotangent `cot`. `None`
-    /// means "zero" (or an input that is not differentiable).
-    fn vjp(&self, g: &mut Graph, inputs: &[Tensor], output: Tensor, cot: Tensor) -> Result<Vec<Option<Tensor>>> {
-        let _ = (g, inputs, output, cot);
-        Err(GraphError::BackwardNotSupported { op: self.name() })
+    /// means "zero" (or an input that is not differentiable). Required, with
+    /// no default: an op without a rule says so with
+    /// [`non_differentiable`].
+    fn vjp(&self, g: &mut Graph, inputs: &[Tensor], output: Tensor, cot: Tensor) -> Result<Vec<Option<Tensor>>>;
+
+    /// Floating-point operations (multiply-adds x 2) of the op on these
+    /// shapes. Only contractions (dot, convolution) count: a model's FLOPs
+    /// are, by convention, its matrix work; elementwise ops are left out.
+    /// A cost, not a rule, so it has a default (zero).
+    fn flops(&self, inputs: &[&Shape], out: &Shape) -> f64 {
+        let _ = (inputs, out);
+        0.0
     }
 
     /// StableHLO text defining `result` (one op, possibly preceded by helper
@@ -103,6 +112,13 @@ primitives! {
     ReduceWindow(reduce_window::ReduceWindow),
     SelectAndScatter(select_and_scatter::SelectAndScatter),
     AllReduce(all_reduce::AllReduce),
+}
+
+/// The VJP of an op that has no derivative rule, stated explicitly in its
+/// file: `Graph::grad` fails with an error naming the op if it lies on the
+/// path from the loss to a differentiated input.
+pub(crate) fn non_differentiable(op: &'static str) -> Result<Vec<Option<Tensor>>> {
+    Err(GraphError::BackwardNotSupported { op })
 }
 
 /// `array<i64: 1, 2>` (the StableHLO spelling of an i64 list attribute).

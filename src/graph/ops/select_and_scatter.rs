@@ -2,7 +2,7 @@
 //! element of `source` to the position of the window's maximum (the first
 //! one, in row-major order, when tied). It is max-pooling's gradient.
 
-use super::{Op, Operand, Primitive, WindowSpec, compare::compare_type, signature};
+use super::{Op, Operand, Primitive, WindowSpec, compare::compare_type, non_differentiable, signature};
 use crate::graph::ir::{Graph, Tensor};
 use crate::graph::shape::{Result, Shape, shape_err};
 
@@ -25,8 +25,12 @@ impl Primitive for SelectAndScatter {
         Ok(x.clone())
     }
 
-    // No `vjp`: differentiating max-pooling twice is not needed by any model
-    // here, and `Graph::grad` reports it as BackwardNotSupported.
+    /// Not differentiable here: it only appears as max-pooling's gradient,
+    /// and no model differentiates twice. (Its rule would be linear in
+    /// `source`: gather the cotangent at each window's selected position.)
+    fn vjp(&self, _g: &mut Graph, _inputs: &[Tensor], _output: Tensor, _cot: Tensor) -> Result<Vec<Option<Tensor>>> {
+        non_differentiable(self.name())
+    }
 
     fn emit(&self, result: &str, args: &[Operand], out: &Shape, loc: &str) -> String {
         let dtype = args[0].shape.dtype;

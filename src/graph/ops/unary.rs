@@ -66,7 +66,8 @@ impl Primitive for Unary {
             }
             UnaryKind::Tanh => {
                 let y2 = g.mul(y, y)?;
-                let one = g.full(1.0, g.dtype(y), &g.dims(y).to_vec())?;
+                let dims = g.dims(y).to_vec();
+                let one = g.full(1.0, g.dtype(y), &dims)?;
                 let d = g.sub(one, y2)?;
                 g.mul(cot, d)?
             }
