@@ -10,9 +10,9 @@ PYTHON ?= python3
 CARGO  ?= cargo
 DEPS   := $(CURDIR)/.deps
 
-# Pinned PJRT plugins (all speak PJRT C API 0.81, the header we build on).
+# Pinned PJRT plugins. CPU and TPU speak PJRT C API 0.81, the header we
+# build on; JAX 0.11.2's CUDA plugins speak 0.115 (newer minors accept us).
 CPU_PLUGIN_PKG := xla-cpu-pjrt==0.0.1
-GPU_PLUGIN_PKG := xla-cuda12-pjrt==0.0.1
 CPU_PLUGIN     := $(DEPS)/pjrt/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so
 PJRT_HEADER    := $(DEPS)/pjrt/xla_plugins/xla_cpu_pjrt/include/pjrt_c_api.h
 # libtpu 0.0.30 (deploy/libtpu.env pins its wheel by name and SHA-256). It is
@@ -33,7 +33,7 @@ TB_READER      := $(DEPS)/py/tensorboard/__init__.py
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test lint demo bench ffi clean system-packages tpu-plugin gpu-plugin test-tpu-programs test-old-userland
+.PHONY: setup build test lint demo bench bench-peers ffi clean system-packages test-tpu-programs test-old-userland
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
@@ -66,14 +66,77 @@ $(LIBTPU): deploy/libtpu.env deploy/fetch-libtpu.sh
 	@touch $@
 	@echo "libtpu: $@ (on a TPU VM: export TPU_LIBRARY_PATH=$@, or pass --plugin $@)"
 
-## gpu-plugin: optional, for CUDA hosts
+# GPU: JAX's CUDA PJRT plugin links no CUDA library; it loads them at run
+# time from the nvidia-* wheels beside it ($$ORIGIN/../../nvidia), and finds
+# ptxas and libdevice there too. The sets below are what
+# `jax-cuda1X-plugin[with-cuda]==0.11.2` resolves to (its lower bounds, at
+# their newest on PyPI, 2026-12-01), each version pinned, closed under the
+# wheels' own requirements (cccl, crt: headers the metadata asks for), and
+# installed with --no-deps so nothing unpinned comes in. CUDA 12 needs
+# NVIDIA driver >= 525.60.13, CUDA 13 >= 580. CUDA 12: 3.2 GB of wheels,
+# 4.9 GB on disk; CUDA 13: 3.8 GB on disk.
+CUDA ?= 12
+GPU_PKGS_12 := jax-cuda12-pjrt==0.11.2 \
+    nvidia-cublas-cu12==12.9.3.13 nvidia-cuda-cupti-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86 \
+    nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 nvidia-cudnn-cu12==9.28.0.42 \
+    nvidia-cufft-cu12==11.4.1.4 nvidia-cusolver-cu12==11.7.5.82 nvidia-cusparse-cu12==12.5.10.65 \
+    nvidia-nccl-cu12==2.32.3 nvidia-nvjitlink-cu12==12.9.86 nvidia-nvshmem-cu12==3.8.0 \
+    nvidia-cuda-cccl-cu12==12.9.27
+GPU_PKGS_13 := jax-cuda13-pjrt==0.11.2 \
+    nvidia-cublas==13.10.0.20 nvidia-cuda-cupti==13.5.25 nvidia-cuda-nvcc==13.5.37 \
+    nvidia-cuda-nvrtc==13.5.37 nvidia-cuda-runtime==13.5.37 nvidia-cudnn-cu13==9.28.1.4 \
+    nvidia-cufft==12.5.0.14 nvidia-cusolver==12.4.1.2 nvidia-cusparse==12.9.4.2 \
+    nvidia-nccl-cu13==2.32.3 nvidia-nvjitlink==13.5.37 nvidia-nvshmem-cu13==3.8.0 \
+    nvidia-nvvm==13.5.37 nvidia-cuda-cccl==13.3.5.0.6 nvidia-cuda-crt==13.5.37
+GPU_PKGS := $(GPU_PKGS_$(CUDA))
+# One folder per CUDA major: pip --target replaces a top-level folder
+# (nvidia/) instead of merging two sets into it.
+GPU_DIR  := $(DEPS)/cuda$(CUDA)
+# The plugin wheel alone (188 MB download, 6 s here; 497 MB on disk): enough
+# to load the plugin and reach the driver check on a host without a GPU,
+# which tests/gpu_backend.rs does in `make test`.
+GPU_LOADER_PKG := jax-cuda12-pjrt==0.11.2
+GPU_LOADER     := $(DEPS)/gpu-loader/jax_plugins/xla_cuda12/xla_cuda_plugin.so
+
+.PHONY: tpu-plugin gpu-plugin gpu-loader
+
+# Fails if a wheel in the folder requires a package that is not there (so
+# the pinned list is complete and --no-deps left nothing out).
+define CHECK_CLOSED
+import importlib.metadata as md, re, sys
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+dists = list(md.distributions(path=[sys.argv[1]]))
+have = {norm(d.metadata["Name"]) for d in dists}
+need = [(d.metadata["Name"], r) for d in dists for r in (d.requires or []) if "extra ==" not in r]
+bad = [f"{name} requires {r}" for name, r in need if norm(re.match(r"[A-Za-z0-9._-]+", r).group()) not in have]
+sys.exit("the pinned set is not closed: " + "; ".join(bad)) if bad else print(f"{len(dists)} wheels, requirements closed")
+endef
+export CHECK_CLOSED
+
+## gpu-plugin: JAX's CUDA 12 PJRT plugin with its pinned CUDA wheels, into .deps/cuda12 (`CUDA=13`: .deps/cuda13)
 gpu-plugin:
-	$(PYTHON) -m pip install --quiet --no-deps --target $(DEPS)/pjrt $(GPU_PLUGIN_PKG)
+	@test -n "$(GPU_PKGS)" || { echo "CUDA=$(CUDA): allowed values are 12 and 13" >&2; exit 2; }
+	@if [ "$$(cat $(GPU_DIR)/.pins 2>/dev/null)" = "$(GPU_PKGS)" ]; then \
+	    echo "$(GPU_DIR) already holds the pinned CUDA $(CUDA) set"; \
+	else \
+	    echo "installing JAX's CUDA $(CUDA) plugin and its NVIDIA wheels into $(GPU_DIR) (several GB)"; \
+	    rm -rf $(GPU_DIR).partial && \
+	    $(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(GPU_DIR).partial $(GPU_PKGS) && \
+	    $(PYTHON) -c "$$CHECK_CLOSED" $(GPU_DIR).partial && \
+	    echo "$(GPU_PKGS)" > $(GPU_DIR).partial/.pins && \
+	    rm -rf $(GPU_DIR) && mv $(GPU_DIR).partial $(GPU_DIR); \
+	fi
+
+## gpu-loader: the CUDA 12 plugin wheel alone, for the no-GPU error test
+gpu-loader: $(GPU_LOADER)
+$(GPU_LOADER):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(DEPS)/gpu-loader $(GPU_LOADER_PKG)
+	@test -f $@ && touch $@
 
 build: setup
 	$(CARGO) build --release --locked
 
-test: build $(LIBTPU)
+test: build $(GPU_LOADER) $(LIBTPU)
 	$(CARGO) test --release --locked -- --test-threads=2
 
 ## lint: formatting (rustfmt.toml) and clippy with warnings as errors, as CI runs them after `make test`
@@ -108,8 +171,25 @@ demo: build
 	@echo "report: $(CURDIR)/runs/demo/report/report.md"
 	@echo "TensorBoard: tensorboard --logdir runs/demo"
 
+## bench: our training step next to the peers (Keras, JAX) in one interleaved run, with ratios
+# The peers live in an ignored venv set up from PyPI at pinned versions; if it
+# cannot be set up (no network), they are reported as skipped.
+BENCH_VENV      := $(CURDIR)/.venv-bench
+BENCH_PEER_PKGS := jax[cpu]==0.10.2 tensorflow-cpu==2.21.0
+BENCH_ROUNDS    ?= 3
+BENCH_STEPS     ?= 5
+BENCH_ARGS      ?=
+
 bench: build
-	$(BIN) bench
+	$(MAKE) --no-print-directory bench-peers || echo "the peers could not be installed; they are reported as skipped"
+	$(PYTHON) bench/interleave.py --emotionet $(BIN) --python $(BENCH_VENV)/bin/python --rounds $(BENCH_ROUNDS) --steps $(BENCH_STEPS) $(BENCH_ARGS)
+
+## bench-peers: the peers' venv (JAX and TensorFlow, pinned)
+bench-peers: $(BENCH_VENV)/.installed
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check $(foreach p,$(BENCH_PEER_PKGS),"$(p)")
+	touch $@
 
 ## ffi: regenerate src/pjrt/ffi.rs from the pinned plugin's header (needs bindgen + libclang)
 ffi: $(CPU_PLUGIN)

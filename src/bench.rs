@@ -6,13 +6,19 @@
 //! compile seconds, first-step seconds, median step, images/s, achieved
 //! GFLOP/s (model FLOPs, `Network::train_flops`, per second) and the
 //! process's peak resident memory.
+//!
+//! A figure means little without the machine: [`Machine`] names the CPU,
+//! its vector features and core count, and [`matmul_peak`] times a plain
+//! matrix product compiled by the same plugin, the machine's practical peak,
+//! against which every case's GFLOP/s is given as a share.
 
 use std::time::Instant;
 
 use crate::graph::optim::Optimizer;
-use crate::models::{Architecture, ModelKind, SessionConfig, TrainSession};
-use crate::pjrt::{Client, OptionOverride};
-use crate::tensor::HostTensor;
+use crate::graph::{EmitOptions, Graph};
+use crate::models::{Architecture, ConvChoice, ModelKind, Precision, SessionConfig, TrainSession};
+use crate::pjrt::{Client, CompileOptions, OptionOverride};
+use crate::tensor::{DType, HostTensor};
 
 /// One benchmark configuration.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -23,6 +29,8 @@ pub struct BenchCase {
     pub devices: usize,
     pub steps: usize,
     pub warmup: usize,
+    pub precision: Precision,
+    pub conv: ConvChoice,
     #[serde(skip)]
     pub optimizer: Optimizer,
     #[serde(skip)]
@@ -36,6 +44,8 @@ pub struct BenchResult {
     pub size: i64,
     pub batch: i64,
     pub devices: usize,
+    pub precision: Precision,
+    pub conv: ConvChoice,
     pub platform: String,
     pub device_kind: String,
     pub optimizer: String,
@@ -52,10 +62,124 @@ pub struct BenchResult {
     pub steps_timed: usize,
 }
 
+/// The CPU a benchmark ran on: what makes figures from different machines
+/// comparable (or not).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Machine {
+    /// `model name` from /proc/cpuinfo.
+    pub cpu: String,
+    /// Logical CPUs this process may use.
+    pub cores: usize,
+    /// The vector and matrix extensions present, of those that decide
+    /// XLA's and oneDNN's kernels: `avx2`, `fma`, `avx512f`, `avx512bw`,
+    /// `avx512vl`, `avx512_vnni`, `avx512_bf16`, `avx512_fp16`, `amx_tile`,
+    /// `amx_bf16`, `amx_int8`.
+    pub features: Vec<String>,
+}
+
+/// The features [`Machine::features`] looks for, as /proc/cpuinfo spells them.
+const FEATURES: [&str; 11] =
+    ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"];
+
+impl Machine {
+    /// This machine, from /proc/cpuinfo (Linux); elsewhere the CPU is
+    /// "unknown" and the features are what the Rust runtime detects.
+    pub fn detect() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match std::fs::read_to_string("/proc/cpuinfo") {
+            Ok(text) => Self::from_cpuinfo(&text, cores),
+            Err(_) => {
+                #[allow(unused_mut)]
+                let mut features: Vec<String> = Vec::new();
+                #[cfg(target_arch = "x86_64")]
+                {
+                    for (name, present) in
+                        [("avx2", is_x86_feature_detected!("avx2")), ("fma", is_x86_feature_detected!("fma")), ("avx512f", is_x86_feature_detected!("avx512f"))]
+                    {
+                        if present {
+                            features.push(name.to_string());
+                        }
+                    }
+                }
+                Machine { cpu: "unknown".into(), cores, features }
+            }
+        }
+    }
+
+    /// Parses the first processor's `model name` and `flags` lines.
+    pub fn from_cpuinfo(text: &str, cores: usize) -> Self {
+        let field =
+            |key: &str| text.lines().find(|l| l.split(':').next().is_some_and(|k| k.trim() == key)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim());
+        let flags: Vec<&str> = field("flags").unwrap_or_default().split_whitespace().collect();
+        let features = FEATURES.iter().filter(|f| flags.contains(f)).map(|f| f.to_string()).collect();
+        Machine { cpu: field("model name").unwrap_or("unknown").to_string(), cores, features }
+    }
+
+    /// One line: `AMD EPYC, 2 cores, AVX2 FMA (no AVX-512, no AMX)`.
+    pub fn summary(&self) -> String {
+        let has = |f: &str| self.features.iter().any(|x| x == f);
+        let mut parts: Vec<String> = self.features.iter().map(|f| f.to_uppercase().replace('_', "-")).collect();
+        if !has("avx512f") {
+            parts.push("no AVX-512".into());
+        }
+        if !has("amx_tile") {
+            parts.push("no AMX".into());
+        }
+        format!("{}, {} cores, {}", self.cpu, self.cores, parts.join(" "))
+    }
+}
+
+/// The machine's practical peak: a square `n x n` matrix product of
+/// `dtype` (f32 or bf16) compiled by the same plugin, best of `repeats`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MatmulPeak {
+    pub n: i64,
+    pub dtype: String,
+    pub best_ms: f64,
+    pub gflops_per_s: f64,
+}
+
+/// Times `a @ b` for two `n x n` matrices of `dtype` on the client's first
+/// device: one untimed run, then the best of `repeats`.
+pub fn matmul_peak(client: &Client, n: i64, dtype: DType, repeats: usize) -> anyhow::Result<MatmulPeak> {
+    let mut g = Graph::new(format!("matmul_peak_{n}"));
+    let a = g.parameter("a", dtype, &[n, n])?;
+    let b = g.parameter("b", dtype, &[n, n])?;
+    let c = g.matmul(a, b)?;
+    let program = g.to_program(&[c], &EmitOptions::default())?;
+    let device = client.device_ids()[0];
+    let exe = client.compile(&program, &CompileOptions::single_device(device))?;
+    let values: Vec<f32> = (0..n * n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let host = HostTensor::from_f32(&[n, n], &values)?;
+    let host = if dtype == DType::BF16 { HostTensor::from_bf16(&[n, n], &values.iter().map(|v| half::bf16::from_f32(*v)).collect::<Vec<_>>())? } else { host };
+    let (da, db) = (client.upload(&host, device)?, client.upload(&host, device)?);
+    let mut best = f64::INFINITY;
+    for i in 0..=repeats.max(1) {
+        let t = Instant::now();
+        let out = exe.execute(&[&da, &db], &[])?;
+        out[0].wait_ready()?;
+        if i > 0 {
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(MatmulPeak { n, dtype: dtype.to_string(), best_ms: best * 1e3, gflops_per_s: 2.0 * (n as f64).powi(3) / best / 1e9 })
+}
+
 /// The default suite: both models at 100x100 batch 100 on one device and on
 /// all devices, and at 256x256 on one device at a batch that fits.
 pub fn default_cases(devices: usize, steps: usize) -> Vec<BenchCase> {
-    let case = |model, size, batch, devices| BenchCase { model, size, batch, devices, steps, warmup: 1, optimizer: Optimizer::Sgd, xla_options: vec![] };
+    let case = |model, size, batch, devices| BenchCase {
+        model,
+        size,
+        batch,
+        devices,
+        steps,
+        warmup: 1,
+        precision: Precision::F32,
+        conv: ConvChoice::Convolution,
+        optimizer: Optimizer::Sgd,
+        xla_options: vec![],
+    };
     let mut cases = vec![case(ModelKind::Face, 100, 100, 1), case(ModelKind::Emotion, 100, 100, 1)];
     if devices > 1 {
         // The global batch must split evenly across devices.
@@ -100,6 +224,8 @@ pub fn run_case(client: &Client, case: &BenchCase) -> anyhow::Result<BenchResult
         global_batch: case.batch,
         devices: ids[..case.devices].to_vec(),
         xla_options: case.xla_options.clone(),
+        precision: case.precision,
+        conv: case.conv,
     };
     let mut session = TrainSession::new(client, config, 0)?;
     let (images, labels) = inputs(case, arch.classes);
@@ -129,6 +255,8 @@ pub fn run_case(client: &Client, case: &BenchCase) -> anyhow::Result<BenchResult
         size: case.size,
         batch: case.batch,
         devices: case.devices,
+        precision: case.precision,
+        conv: case.conv,
         platform: client.platform_name().to_string(),
         device_kind: devices.first().map(|d| d.kind.clone()).unwrap_or_default(),
         optimizer: case.optimizer.name().to_string(),
@@ -147,13 +275,16 @@ pub fn run_case(client: &Client, case: &BenchCase) -> anyhow::Result<BenchResult
 }
 
 /// A fixed-width table of results.
-pub fn table(results: &[BenchResult]) -> String {
-    let mut out = String::from("model    size  batch  dev  compile s  first s  step ms (min-max)        img/s  GFLOP/s  peak RSS MiB\n");
+/// `peak` is the matmul peak's GFLOP/s; each case's share of it is shown.
+pub fn table(results: &[BenchResult], peak: Option<f64>) -> String {
+    let mut out = String::from("model    size  prec  batch  dev  compile s  first s  step ms (min-max)        img/s  GFLOP/s  of peak  peak RSS MiB\n");
     for r in results {
+        let share = peak.map_or("-".to_string(), |p| format!("{:.0}%", 100.0 * r.gflops_per_s / p));
         out.push_str(&format!(
-            "{:<8} {:>4}  {:>5}  {:>3}  {:>9.2}  {:>7.2}  {:>8.1} ({:.1}-{:.1})  {:>8.1}  {:>7.1}  {:>12.0}\n",
+            "{:<8} {:>4}  {:<4}  {:>5}  {:>3}  {:>9.2}  {:>7.2}  {:>8.1} ({:.1}-{:.1})  {:>8.1}  {:>7.1}  {share:>7}  {:>12.0}\n",
             r.model.to_string(),
             r.size,
+            r.precision.as_str(),
             r.batch,
             r.devices,
             r.compile_s,
@@ -167,4 +298,250 @@ pub fn table(results: &[BenchResult]) -> String {
         ));
     }
     out
+}
+
+/// A layer of the network, built on an input inside a graph.
+type LayerFn = dyn Fn(&mut Graph, &mut dyn crate::graph::Params, crate::graph::Tensor) -> crate::graph::Result<crate::graph::Tensor>;
+
+/// One part of the training step, compiled and timed alone.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProfileRow {
+    /// `block2.conv weight gradient`, `dense forward`, `train step`, ...
+    pub part: String,
+    pub ms_median: f64,
+    pub ms_min: f64,
+    /// Model FLOPs of the part (matmul / conv work only).
+    pub gflop: f64,
+    pub gflops_per_s: f64,
+}
+
+/// Where a training step's time goes: the whole step, then each conv and
+/// dense layer's forward, input gradient and weight gradient as programs of
+/// their own (built with the same layer code and derivative rules as the
+/// step, so they take the same kernels), each timed `steps` times after one
+/// untimed run. Parts are timed round-robin, so that a burst of load on a
+/// shared machine spreads over all of them rather than landing on one.
+pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileRow>> {
+    let arch = Architecture::for_kind(case.model, case.size);
+    arch.validate().map_err(anyhow::Error::msg)?;
+    let dtype = case.precision.compute_dtype();
+    let device = client.device_ids()[0];
+    let mut parts: Vec<(String, f64, crate::pjrt::LoadedExecutable, Vec<crate::pjrt::Buffer>)> = Vec::new();
+
+    // Each layer as its own graph: inputs x (and the output's cotangent),
+    // the layer's parameters, and one chosen output.
+    let b = case.batch;
+    let mut layers: Vec<(String, Vec<i64>, Box<LayerFn>)> = Vec::new();
+    let (mut s, mut cin) = (arch.input_size, 1);
+    for (i, &f) in arch.conv_filters.iter().enumerate() {
+        let k = arch.kernel_size;
+        let formulation = case.conv.for_input_channels(cin);
+        layers.push((format!("block{}.conv", i + 1), vec![b, s, s, cin], Box::new(move |g, p, x| g.conv2d(p, x, f, k, formulation))));
+        s /= arch.pool;
+        cin = f;
+    }
+    let flat = s * s * cin;
+    let (units, classes) = (arch.dense_units, arch.classes);
+    layers.push(("dense".into(), vec![b, flat], Box::new(move |g, p, x| g.linear(p, x, units))));
+    layers.push(("logits".into(), vec![b, units], Box::new(move |g, p, x| g.linear(p, x, classes))));
+
+    for (li, (name, in_dims, layer)) in layers.iter().enumerate() {
+        for what in ["forward", "input gradient", "weight gradient"] {
+            if li == 0 && what == "input gradient" {
+                continue; // the images need no gradient
+            }
+            let mut g = Graph::new(format!("profile_{}", name.replace('.', "_")));
+            let mut params = crate::graph::DeclareParams::new(dtype);
+            let x = g.parameter("x", dtype, in_dims)?;
+            let y = g.scoped(name, |g| layer(g, &mut params, x))?;
+            let out = if what == "forward" {
+                y
+            } else {
+                let y_dims = g.dims(y).to_vec();
+                let cot = g.parameter("cot", dtype, &y_dims)?;
+                let yc = g.mul(y, cot)?;
+                let yc = g.convert(yc, DType::F32)?;
+                let l = g.sum_all(yc)?;
+                let weight = params.tensors()[0];
+                let grads = g.grad(l, &[x, weight])?;
+                if what == "input gradient" { grads[0] } else { grads[1] }
+            };
+            // Each gradient of a contraction is a contraction of the same
+            // size as its forward.
+            let gflop = flops_of_layer(&g, name) / 1e9;
+            let program = g.to_program(&[out], &EmitOptions::default())?;
+            let mut options = CompileOptions::single_device(device);
+            options.xla_options = case.xla_options.clone();
+            let exe = client.compile(&program, &options)?;
+            let inputs = g.parameters().iter().map(|p| fill(g.dtype(*p), g.dims(*p))).collect::<anyhow::Result<Vec<_>>>()?;
+            let buffers = inputs.iter().map(|t| client.upload(t, device)).collect::<Result<Vec<_>, _>>()?;
+            parts.push((format!("{name} {what}"), gflop, exe, buffers));
+        }
+    }
+
+    // The whole step, for reference, through the real session.
+    let config = SessionConfig {
+        kind: case.model,
+        arch: arch.clone(),
+        optimizer: case.optimizer.clone(),
+        global_batch: case.batch,
+        devices: vec![device],
+        xla_options: case.xla_options.clone(),
+        precision: case.precision,
+        conv: case.conv,
+    };
+    let network = arch.network().map_err(anyhow::Error::msg)?;
+    let mut session = TrainSession::new(client, config, 0)?;
+    let (images, labels) = inputs(case, arch.classes);
+    let batch = session.uploader().upload(&images, &labels)?;
+    session.train_step_on(&batch, 0.001)?;
+    session.wait()?;
+
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); parts.len() + 1];
+    for (exe, buffers) in parts.iter().map(|(_, _, e, b)| (e, b)) {
+        let args: Vec<&crate::pjrt::Buffer> = buffers.iter().collect();
+        exe.execute(&args, &[])?[0].wait_ready()?;
+    }
+    for _ in 0..case.steps.max(1) {
+        for (i, (_, _, exe, buffers)) in parts.iter().enumerate() {
+            let args: Vec<&crate::pjrt::Buffer> = buffers.iter().collect();
+            let t = Instant::now();
+            exe.execute(&args, &[])?[0].wait_ready()?;
+            times[i].push(t.elapsed().as_secs_f64());
+        }
+        let t = Instant::now();
+        session.train_step_on(&batch, 0.001)?;
+        session.wait()?;
+        times[parts.len()].push(t.elapsed().as_secs_f64());
+    }
+    let row = |part: String, gflop: f64, t: &mut Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        let median = t[t.len() / 2];
+        ProfileRow { part, ms_median: median * 1e3, ms_min: t[0] * 1e3, gflop, gflops_per_s: gflop / median }
+    };
+    let mut rows: Vec<ProfileRow> = Vec::new();
+    let step_times = times.pop().unwrap_or_default();
+    for ((name, gflop, _, _), mut t) in parts.into_iter().zip(times) {
+        rows.push(row(name, gflop, &mut t));
+    }
+    let listed: f64 = rows.iter().map(|r| r.ms_median).sum();
+    let mut t = step_times;
+    let step = row("train step".into(), network.train_flops() * case.batch as f64 / 1e9, &mut t);
+    rows.push(ProfileRow {
+        part: "rest of the step (step - parts)".into(),
+        ms_median: step.ms_median - listed,
+        ms_min: f64::NAN,
+        gflop: 0.0,
+        gflops_per_s: 0.0,
+    });
+    rows.push(step);
+    Ok(rows)
+}
+
+/// FLOPs of the contractions made under the layer scope `name` (its
+/// forward), not those of its gradient.
+fn flops_of_layer(g: &Graph, name: &str) -> f64 {
+    g.flops_by_scope().iter().filter(|(scope, _)| scope == name).map(|(_, f)| f).sum()
+}
+
+/// A deterministic tensor of `dtype` (f32 or bf16) with values in [-0.5, 0.5).
+fn fill(dtype: DType, dims: &[i64]) -> anyhow::Result<HostTensor> {
+    let n: i64 = dims.iter().product();
+    let values: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    Ok(match dtype {
+        DType::BF16 => HostTensor::from_bf16(dims, &values.iter().map(|v| half::bf16::from_f32(*v)).collect::<Vec<_>>())?,
+        _ => HostTensor::from_f32(dims, &values)?,
+    })
+}
+
+/// The profile as a table.
+pub fn profile_table(rows: &[ProfileRow], peak: Option<f64>) -> String {
+    let mut out = String::from("part                                  ms (median)   ms (min)   GFLOP   GFLOP/s  of peak\n");
+    for r in rows {
+        let share = match peak {
+            Some(p) if r.gflop > 0.0 => format!("{:.0}%", 100.0 * r.gflops_per_s / p),
+            _ => "-".into(),
+        };
+        let gflops = if r.gflop > 0.0 { format!("{:.1}", r.gflops_per_s) } else { "-".into() };
+        out.push_str(&format!("{:<36} {:>12.1} {:>10.1} {:>7.2} {:>9} {:>8}\n", r.part, r.ms_median, r.ms_min, r.gflop, gflops, share));
+    }
+    out
+}
+
+/// What the oneDNN reproduction found: the same SGD step of a dense layer
+/// compiled with and without XLA's oneDNN dot rewrite, against the step in
+/// f64 (a reference XLA does not route to oneDNN).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OnednnRepro {
+    /// Largest |updated weight - f64 reference| without oneDNN.
+    pub default_max_error: f64,
+    /// The same with `xla_cpu_use_onednn=true`.
+    pub onednn_max_error: f64,
+    /// The largest reference weight update, for scale.
+    pub update_scale: f64,
+    pub expected: Vec<f64>,
+    pub got_default: Vec<f64>,
+    pub got_onednn: Vec<f64>,
+}
+
+/// The smallest program that shows the finding of the README's Speed
+/// section: a fused training step whose dots XLA may hand to oneDNN.
+/// `x [32, 64] -> dense 16 (+bias, ReLU) -> dense 4 -> softmax
+/// cross-entropy`, gradients, and one SGD update of both weights; the
+/// outputs are the updated first-layer weights.
+pub fn onednn_repro(client: &Client) -> anyhow::Result<OnednnRepro> {
+    let device = client.device_ids()[0];
+    let build = |dtype: DType| -> anyhow::Result<crate::pjrt::Program> {
+        let mut g = Graph::new(format!("onednn_repro_{dtype}"));
+        let x = g.parameter("x", dtype, &[32, 64])?;
+        let labels = g.parameter("labels", DType::I32, &[32])?;
+        let w1 = g.parameter("w1", dtype, &[16, 64])?;
+        let b1 = g.parameter("b1", dtype, &[16])?;
+        let w2 = g.parameter("w2", dtype, &[4, 16])?;
+        let b2 = g.parameter("b2", dtype, &[4])?;
+        let h = g.dense(x, w1, b1)?;
+        let h = g.relu(h)?;
+        let logits = g.dense(h, w2, b2)?;
+        let loss = g.softmax_cross_entropy(logits, labels)?.mean;
+        let grads = g.grad(loss, &[w1, w2])?;
+        let step = g.mul_scalar(grads[0], 0.5)?;
+        let w1_new = g.sub(w1, step)?;
+        Ok(g.to_program(&[w1_new], &EmitOptions::default())?)
+    };
+    let values = |n: i64, seed: i64| -> Vec<f64> { (0..n).map(|i| (((i + seed) * 7919 % 1000) as f64 / 1000.0 - 0.5) * 0.5).collect() };
+    let host = |dtype: DType, dims: &[i64], v: &[f64]| -> anyhow::Result<HostTensor> {
+        Ok(if dtype == DType::F64 { HostTensor::from_f64(dims, v)? } else { HostTensor::from_f32(dims, &v.iter().map(|x| *x as f32).collect::<Vec<_>>())? })
+    };
+    let run = |dtype: DType, onednn: bool| -> anyhow::Result<Vec<f64>> {
+        let mut options = CompileOptions::single_device(device);
+        if onednn {
+            options = options.with_xla_option("xla_cpu_use_onednn", OptionOverride::Bool(true));
+        }
+        let exe = client.compile(&build(dtype)?, &options)?;
+        let labels: Vec<i32> = (0..32).map(|i| i % 4).collect();
+        let inputs = [
+            host(dtype, &[32, 64], &values(32 * 64, 1))?,
+            HostTensor::from_i32(&[32], &labels)?,
+            host(dtype, &[16, 64], &values(16 * 64, 2))?,
+            host(dtype, &[16], &values(16, 3))?,
+            host(dtype, &[4, 16], &values(4 * 16, 4))?,
+            host(dtype, &[4], &values(4, 5))?,
+        ];
+        let buffers = inputs.iter().map(|t| client.upload(t, device)).collect::<Result<Vec<_>, _>>()?;
+        let args: Vec<&crate::pjrt::Buffer> = buffers.iter().collect();
+        Ok(exe.execute(&args, &[])?[0].to_host()?.to_f64()?)
+    };
+    let expected = run(DType::F64, false)?;
+    let got_default = run(DType::F32, false)?;
+    let got_onednn = run(DType::F32, true)?;
+    let w1 = values(16 * 64, 2);
+    let max_diff = |a: &[f64]| a.iter().zip(&expected).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    Ok(OnednnRepro {
+        default_max_error: max_diff(&got_default),
+        onednn_max_error: max_diff(&got_onednn),
+        update_scale: w1.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max),
+        expected: expected[..8].to_vec(),
+        got_default: got_default[..8].to_vec(),
+        got_onednn: got_onednn[..8].to_vec(),
+    })
 }

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataConfig, Task};
+use crate::data::{Augmentation, DataConfig, PipelineConfig, Task};
 use crate::graph::optim::Optimizer;
-use crate::models::{Architecture, ModelKind};
+use crate::models::{Architecture, ModelKind, Precision};
 use crate::pjrt::{Backend, Client, ClientOptions, OptionOverride};
 
 /// A bad experiment file: which file, which key, what is allowed.
@@ -248,6 +248,17 @@ pub struct ModelTraining {
     pub learning_rate: LearningRate,
     #[serde(default)]
     pub architecture: ArchitectureOverrides,
+    /// What the network computes in: `f32` (default) or `bf16` (mixed
+    /// precision; weights, optimizer state and loss stay f32). Left out of
+    /// the serialized form when f32, so existing experiments keep their hash.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+    /// This model's training-time augmentation, in place of `data.augment`
+    /// (for example the face model only, where it helps transfer to real
+    /// photographs). Absent: `data.augment`. Left out of the serialized form
+    /// when absent, so existing experiments keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augmentation>,
 }
 
 fn default_batch() -> i64 {
@@ -376,6 +387,9 @@ impl Experiment {
             }
             training.optimizer.validate().map_err(|e| invalid(&key("optimizer"), &training.optimizer.name(), e))?;
             training.learning_rate.validate().map_err(|e| invalid(&key("learning_rate"), &format!("{:?}", training.learning_rate), e))?;
+            if let Some(augment) = &training.augment {
+                augment.validate(self.data.image_size).map_err(|e| invalid(&key("augment"), &"(see message)", e.to_string()))?;
+            }
             let arch = self.architecture(kind);
             arch.validate()
                 .map_err(|e| invalid(&key("architecture"), &format!("image_size {} with conv_filters {:?}", arch.input_size, arch.conv_filters), e))?;
@@ -433,6 +447,16 @@ impl Experiment {
             }
         }
         arch
+    }
+
+    /// How `kind`'s training batches are drawn: the data section's
+    /// settings, with the model's own augmentation if it has one.
+    pub fn pipeline_config(&self, training: &ModelTraining) -> PipelineConfig {
+        let mut config = PipelineConfig::from_data_config(&self.data, training.batch as usize, self.seed);
+        if let Some(augment) = training.augment {
+            config.augment = augment;
+        }
+        config
     }
 
     /// The output folder's layout (where every run of this experiment goes).
@@ -511,9 +535,37 @@ mod tests {
     }
 
     #[test]
+    fn precision_is_f32_or_bf16_and_f32_keeps_the_serialized_form() {
+        let e = parse("name: t\nmodels:\n  face: {epochs: 2, precision: bf16}\n").unwrap();
+        assert_eq!(e.models.face.as_ref().unwrap().precision, Precision::Bf16);
+        assert!(serde_json::to_string(&e).unwrap().contains("\"precision\":\"bf16\""));
+        // f32, the default, is left out, so experiments written before the
+        // key existed keep their content hash (and their checkpoints resume).
+        let f = parse(MINIMAL).unwrap();
+        assert_eq!(f.models.face.as_ref().unwrap().precision, Precision::F32);
+        assert!(!serde_json::to_string(&f).unwrap().contains("precision"));
+        let err = parse("name: t\nmodels:\n  face: {epochs: 2, precision: fp16}\n").unwrap_err().to_string();
+        assert!(err.contains("exp.yaml") && err.contains("fp16") && err.contains("`f32`") && err.contains("`bf16`"), "{err}");
+    }
+
+    #[test]
     fn devices_accept_a_count_or_all() {
         let e = parse("name: t\nbackend: {kind: tpu, devices: all}\nmodels:\n  face: {epochs: 1, batch: 128}\n").unwrap();
         assert_eq!(e.backend.devices.resolve(8), 8);
         assert!(parse("name: t\nbackend: {devices: some}\nmodels:\n  face: {epochs: 1}\n").is_err());
     }
+
+    #[test]
+    fn a_model_can_have_its_own_augmentation() {
+        let e = parse("name: t\ndata: {augment: {flip: true}}\nmodels:\n  face: {epochs: 1, augment: {blur_sigma: 0.8, contrast: 0.2}}\n  emotion: {epochs: 1}\n").unwrap();
+        let face = e.pipeline_config(e.models.face.as_ref().unwrap());
+        assert!(!face.augment.flip && face.augment.blur_sigma == 0.8, "the model's own setting replaces data.augment");
+        assert!(e.pipeline_config(e.models.emotion.as_ref().unwrap()).augment.flip, "the other model keeps data.augment");
+        let err = parse("name: t\nmodels:\n  face: {epochs: 1, augment: {rotate_deg: 90}}\n").unwrap_err().to_string();
+        assert!(err.contains("models.face.augment") && err.contains("rotate_deg"), "{err}");
+        // Absent, it leaves the experiment's hash as it was.
+        let plain = parse(MINIMAL).unwrap();
+        assert!(!serde_json::to_string(&plain).unwrap().contains("augment\":null"));
+    }
+
 }

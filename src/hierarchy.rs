@@ -28,7 +28,7 @@ use crate::data::{DataConfig, DataError, EvalBatches, Normalization, PreparedSet
 use crate::experiment::Experiment;
 use crate::models::{InferenceError, InferenceModel, InferenceOptions, ModelKind};
 use crate::pjrt::{Backend, Client};
-use crate::records::{Confusion, HierarchyEval, RecordError};
+use crate::records::{Confusion, FACE_LEVEL_LABELS, HierarchyEval, RecordError, SourceTable};
 use crate::rng::Rng;
 use crate::tensor::{HostTensor, TensorError};
 
@@ -40,7 +40,7 @@ pub const FACE_CLASS: usize = 1;
 /// The hierarchy task's label of a non-face; emotion class `c` is `c + 1`.
 pub const NOT_A_FACE: usize = 0;
 /// Per-image answers of an evaluation, written next to `hierarchy.json`.
-pub const PREDICTIONS_FILE: &str = "predictions.json";
+pub use crate::records::PREDICTIONS_FILE;
 
 /// Keys the subset's RNG stream apart from every other use of the seed.
 const SUBSET_STREAM: u64 = 0x5355_4253;
@@ -118,6 +118,8 @@ pub struct ImageOutcome {
     pub emotion_alone: usize,
     /// System (b): face filter + emotion model.
     pub with_face_filter: usize,
+    /// The configured data source the image came from.
+    pub source_name: String,
 }
 
 /// Both systems on one labelled set.
@@ -134,6 +136,29 @@ pub struct HierarchyOutcome {
 }
 
 impl HierarchyOutcome {
+    /// Table I per data source, in the order the sources first appear;
+    /// empty when every image came from one source. `kind_of` names a
+    /// source's kind (synthetic or real).
+    pub fn per_source(&self, kind_of: impl Fn(&str) -> String) -> Result<Vec<SourceTable>> {
+        let mut names: Vec<&str> = Vec::new();
+        for i in &self.images {
+            if !names.contains(&i.source_name.as_str()) {
+                names.push(&i.source_name);
+            }
+        }
+        if names.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let mine = || self.images.iter().filter(move |i| i.source_name == name);
+            let alone = Confusion::from_pairs(self.class_names.clone(), mine().map(|i| (i.truth, i.emotion_alone)))?;
+            let filtered = Confusion::from_pairs(self.class_names.clone(), mine().map(|i| (i.truth, i.with_face_filter)))?;
+            out.push(SourceTable::new(name, kind_of(name), alone, filtered));
+        }
+        Ok(out)
+    }
+
     /// The `hierarchy.json` record; its Table I rows are derived from the
     /// two matrices.
     pub fn to_record(&self, eval_id: &str, face_run: &str, emotion_run: &str, trained_on: &str, dataset: &str) -> HierarchyEval {
@@ -238,6 +263,41 @@ impl Hierarchy {
         Ok(answers)
     }
 
+    /// Table I at the face / not-a-face level on the face task's eval split
+    /// (`split`, labels 0 = non-face, 1 = face), one table per data source
+    /// in the order the sources first appear. It counts the faces that
+    /// carry no expression label (real LFW photographs), which the
+    /// hierarchy task cannot score: the emotion model alone answers an
+    /// emotion, i.e. "a face", for every image; with the filter, the face
+    /// model's decision stands. Only the face model runs.
+    pub fn evaluate_face_level(&self, split: &PreparedSplit, normalize: Normalization, kind_of: impl Fn(&str) -> String) -> Result<Vec<SourceTable>> {
+        if split.is_empty() {
+            return Err(HierarchyError::EmptySet);
+        }
+        let labels: Vec<String> = FACE_LEVEL_LABELS.iter().map(|s| s.to_string()).collect();
+        let mut per_source: Vec<(String, Confusion, Confusion)> = Vec::new();
+        let mut next = 0;
+        for batch in EvalBatches::new(split, self.face.batch() as usize, normalize)? {
+            let batch = batch?;
+            for p_face in self.face.probabilities(&batch.images)?.into_iter().take(batch.valid) {
+                let truth = usize::try_from(split.labels[next]).unwrap_or(usize::MAX);
+                let source = split.info.get(next).map(|i| i.source_name.clone()).unwrap_or_default();
+                let at = match per_source.iter().position(|(name, _, _)| *name == source) {
+                    Some(at) => at,
+                    None => {
+                        per_source.push((source, Confusion::new(labels.clone()), Confusion::new(labels.clone())));
+                        per_source.len() - 1
+                    }
+                };
+                let (_, alone, filtered) = &mut per_source[at];
+                alone.add(truth, FACE_CLASS)?;
+                filtered.add(truth, if p_face[FACE_CLASS] >= self.threshold { FACE_CLASS } else { NOT_A_FACE })?;
+                next += 1;
+            }
+        }
+        Ok(per_source.into_iter().map(|(name, alone, filtered)| SourceTable::new(name.clone(), kind_of(&name), alone, filtered)).collect())
+    }
+
     /// Runs both systems of Table I over `split`, whose labels are the
     /// hierarchy task's (`class_names`, from [`PreparedSet::class_names`]).
     ///
@@ -274,6 +334,7 @@ impl Hierarchy {
                     emotion_probabilities: p_emotion,
                     emotion_alone,
                     with_face_filter,
+                    source_name: split.info.get(next).map(|i| i.source_name.clone()).unwrap_or_default(),
                 });
                 next += 1;
             }
@@ -379,11 +440,7 @@ pub fn images_tensor(images: &[Vec<f32>], size: u32) -> Result<HostTensor> {
 /// `<output>/<name>/hierarchy/<trained_on>-r<repeat>[-n<images>]`, beside
 /// the model runs, so `emotionet report <output>` finds it.
 pub fn eval_dir(experiment: &Experiment, trained_on: Backend, repeat: u32, images: Option<usize>) -> PathBuf {
-    let mut leaf = format!("{trained_on}-r{repeat}");
-    if let Some(n) = images {
-        leaf.push_str(&format!("-n{n}"));
-    }
-    experiment.output.join(&experiment.name).join("hierarchy").join(leaf)
+    experiment.layout().hierarchy(&experiment.name, trained_on, repeat, images)
 }
 
 /// A one-line description of the evaluated set for `hierarchy.json`, e.g.
@@ -396,6 +453,12 @@ pub fn describe_set(set: &PreparedSet, evaluated: &PreparedSplit, data: &DataCon
         SourceConfig::Real(_) => {
             let names: Vec<String> = set.report.datasets.iter().filter(|(_, [_, eval])| *eval > 0).map(|(name, [_, eval])| format!("{name} {eval}")).collect();
             format!("real data ({})", names.join(", "))
+        }
+        SourceConfig::Mixed(_) => {
+            let counts = evaluated.source_counts();
+            let names: Vec<String> =
+                set.sources.iter().map(|s| format!("{} ({}) {}", s.name, s.kind, counts.get(s.name.as_str()).copied().unwrap_or(0))).collect();
+            format!("mixed sources: {}", names.join(", "))
         }
     };
     let counts = evaluated.class_counts(set.class_names.len());

@@ -22,9 +22,12 @@
 //!   for a folder that is replaced as a whole (the report), whose contents
 //!   (a lock file inside included) are renamed away on every write.
 //!
-//! The lock file is never deleted: deleting a `flock` file while another
-//! process waits on it lets two processes hold "the" lock on two different
-//! files.
+//! A holder that ends deletes both files, so a finished command leaves
+//! nothing behind; one killed leaves them, and the next holder reuses them.
+//! Deleting a `flock` file is only safe with the check [`OutputLock`] makes
+//! after every lock: that the path still names the file it locked (a waiter
+//! may have opened the file just before its holder deleted it); if not, it
+//! tries again on the file that is there now.
 //!
 //! A campaign (`emotionet run`) locks its output folder; the `train` and
 //! `eval` children it starts lock their own run and evaluation folders
@@ -33,8 +36,9 @@
 //! files close-on-exec. Two campaigns on one folder, or a `train` on a run
 //! folder a campaign is training, are refused.
 //!
-//! The lock covers local (and NFS) folders; `gs://` outputs need a lease
-//! object with a generation precondition, which this module does not build.
+//! The lock covers local folders (and NFS, where Linux maps `flock` to NFS
+//! byte-range locks; not tested here). `gs://` outputs need a lease object
+//! with a generation precondition, which this module does not build.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -135,6 +139,7 @@ impl From<bool> for Wait {
 #[derive(Debug)]
 pub struct OutputLock {
     dir: PathBuf,
+    lock_path: PathBuf,
     holder_path: PathBuf,
     /// Holds the `flock`; closing it releases the lock.
     _file: File,
@@ -166,20 +171,23 @@ impl OutputLock {
         let mut holder_name = lock_path.file_name().unwrap_or_default().to_os_string();
         holder_name.push(HOLDER_SUFFIX);
         let holder_path = lock_path.with_file_name(holder_name);
-        // Never truncated or removed: see the module docs.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|source| LockError::Io { path: lock_path.clone(), source })?;
         let mut told = false;
-        loop {
+        let file = loop {
             use rustix::io::Errno;
+            // Opened afresh on every try: the holder deletes the file when
+            // it lets go, and a waiter must lock the file that is there now.
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock_path)
+                .map_err(|source| LockError::Io { path: lock_path.clone(), source })?;
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => break,
-                Err(Errno::INTR) => continue,
+                // Locked, but maybe a file that its holder deleted between our
+                // open and our lock: then the lock guards nothing; try again.
+                Ok(()) if is_current(&file, &lock_path) => break file,
+                Ok(()) | Err(Errno::INTR) => continue,
                 Err(Errno::WOULDBLOCK) => {
                     let holder = read_holder(&holder_path);
                     match wait {
@@ -190,12 +198,13 @@ impl OutputLock {
                         }
                         Wait::Yes => {}
                     }
+                    drop(file);
                     std::thread::sleep(WAIT_POLL);
                 }
                 Err(e @ (Errno::NOLCK | Errno::OPNOTSUPP | Errno::NOSYS)) => return Err(LockError::Unsupported { path: lock_path, source: e.into() }),
                 Err(e) => return Err(LockError::Io { path: lock_path, source: e.into() }),
             }
-        }
+        };
         if told {
             tracing::warn!("{} is free now; going on", dir.display());
         }
@@ -203,7 +212,7 @@ impl OutputLock {
         let json = serde_json::to_vec_pretty(&holder).map_err(|e| LockError::Io { path: holder_path.clone(), source: std::io::Error::other(e) })?;
         fsutil::write_atomic(&holder_path, &json)?;
         tracing::debug!("locked {} for {purpose}", dir.display());
-        Ok(OutputLock { dir: dir.to_path_buf(), holder_path, _file: file })
+        Ok(OutputLock { dir: dir.to_path_buf(), lock_path, holder_path, _file: file })
     }
 
     /// The locked folder.
@@ -214,8 +223,21 @@ impl OutputLock {
 
 impl Drop for OutputLock {
     fn drop(&mut self) {
-        // Still holding the lock here, so no other holder's file is removed.
+        // Still holding the lock here, so these are this holder's files: the
+        // holder's details first, then the lock file; the lock itself goes
+        // when the descriptor closes, just after.
         let _ = std::fs::remove_file(&self.holder_path);
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Whether `path` still names the file `file` has open (same device and
+/// inode).
+fn is_current(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
     }
 }
 
@@ -259,8 +281,22 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&format!("pid {}", std::process::id())) && text.contains("--wait"), "{text}");
         drop(first);
-        assert!(!dir.join(".emotionet.lock.holder.json").exists());
+        assert!(!dir.join(".emotionet.lock.holder.json").exists() && !dir.join(LOCK_FILE).exists(), "a holder that ends leaves nothing");
         let _again = OutputLock::acquire(&dir, "training again", Wait::No).unwrap();
+    }
+
+    #[test]
+    fn a_lock_on_a_file_deleted_meanwhile_is_not_taken_for_the_lock() {
+        // What a waiter sees when it opened the lock file just before its
+        // holder deleted it: the file it has open is no longer the one named.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(LOCK_FILE);
+        let opened = File::create(&path).unwrap();
+        assert!(is_current(&opened, &path));
+        std::fs::remove_file(&path).unwrap();
+        assert!(!is_current(&opened, &path));
+        let _new = File::create(&path).unwrap();
+        assert!(!is_current(&opened, &path), "a new file under the same name is another lock");
     }
 
     #[test]
@@ -272,6 +308,7 @@ mod tests {
         assert!(tmp.path().join(".report.emotionet.lock").exists());
         assert!(matches!(OutputLock::acquire_beside(&dir, "writing the report", Wait::No), Err(LockError::Held { .. })));
         drop(lock);
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "nothing left beside the folder");
         let _ = OutputLock::acquire_beside(&dir, "writing the report", Wait::No).unwrap();
     }
 }

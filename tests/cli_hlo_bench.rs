@@ -11,11 +11,15 @@ use cli_support::emotionet;
 fn checked_in_programs_are_regenerated_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().to_str().unwrap();
-    let configs: [&[&str]; 4] = [
+    let configs: [&[&str]; 8] = [
         &["--model", "face", "--size", "100"],
         &["--model", "emotion", "--size", "100"],
         &["--model", "face", "--size", "256", "--replicas", "8", "--batch", "128"],
         &["--model", "emotion", "--size", "256", "--replicas", "8", "--batch", "128"],
+        &["--model", "face", "--size", "100", "--precision", "bf16"],
+        &["--model", "emotion", "--size", "100", "--precision", "bf16"],
+        &["--model", "face", "--size", "256", "--replicas", "8", "--batch", "128", "--precision", "bf16"],
+        &["--model", "emotion", "--size", "256", "--replicas", "8", "--batch", "128", "--precision", "bf16"],
     ];
     for config in configs {
         let mut args = vec!["hlo", "--out", out];
@@ -38,7 +42,7 @@ fn checked_in_programs_are_regenerated_byte_for_byte() {
             compared += 1;
         }
     }
-    assert_eq!(compared, 12, "3 programs x 4 configurations");
+    assert_eq!(compared, 24, "3 programs x 8 configurations");
 }
 
 #[test]

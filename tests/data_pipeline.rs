@@ -28,16 +28,16 @@ fn take(p: &mut TrainPipeline, n: usize) -> Vec<Batch> {
 #[test]
 fn restoring_a_saved_state_replays_exactly_the_same_batches() {
     let data = Arc::new(split(50, 8));
-    let config = PipelineConfig { augment: Augmentation { flip: true, max_shift_px: 2 }, ..PipelineConfig::new(8, 42) };
-    let mut uninterrupted = TrainPipeline::new(data.clone(), config).unwrap();
+    let config = PipelineConfig { augment: Augmentation { flip: true, max_shift_px: 2, ..Augmentation::default() }, ..PipelineConfig::new(8, 42) };
+    let mut uninterrupted = TrainPipeline::new(data.clone(), config.clone()).unwrap();
     let all = take(&mut uninterrupted, 20);
 
-    let mut first = TrainPipeline::new(data.clone(), config).unwrap();
+    let mut first = TrainPipeline::new(data.clone(), config.clone()).unwrap();
     let head = take(&mut first, 7);
     let state = first.state();
     drop(first);
     let json = serde_json::to_string(&state).unwrap();
-    let mut resumed = TrainPipeline::new(data.clone(), config).unwrap();
+    let mut resumed = TrainPipeline::new(data.clone(), config.clone()).unwrap();
     resumed.next_batch().unwrap(); // wherever it was, restore moves it
     resumed.restore(serde_json::from_str(&json).unwrap()).unwrap();
     let tail = take(&mut resumed, 13);
@@ -119,7 +119,7 @@ fn class_balancing_oversamples_small_classes_and_resumes_exactly() {
         .collect();
     let data = Arc::new(data);
     let config = PipelineConfig { balance_classes: true, ..PipelineConfig::new(9, 4) };
-    let mut p = TrainPipeline::new(data.clone(), config).unwrap();
+    let mut p = TrainPipeline::new(data.clone(), config.clone()).unwrap();
     assert_eq!(p.steps_per_epoch(), 90 / 9);
     let mut counts = [0usize; 3];
     let batches = take(&mut p, 10);
@@ -130,12 +130,26 @@ fn class_balancing_oversamples_small_classes_and_resumes_exactly() {
     }
     assert_eq!(counts, [30, 30, 30]);
     assert_eq!(p.state().epoch, 1);
-    let mut fresh = TrainPipeline::new(data.clone(), config).unwrap();
+    let mut fresh = TrainPipeline::new(data.clone(), config.clone()).unwrap();
     let state = {
         take(&mut fresh, 4);
         fresh.state()
     };
-    let mut resumed = TrainPipeline::new(data, config).unwrap();
+    let mut resumed = TrainPipeline::new(data, config.clone()).unwrap();
     resumed.restore(state).unwrap();
     assert!(take(&mut resumed, 6) == batches[4..]);
+}
+
+#[test]
+fn a_batch_the_producer_cannot_make_is_an_error_with_its_cause() {
+    // Labels for 20 images but pixels for 10: the background producer fails
+    // on the first batch that reaches past them, and the trainer must hear why.
+    let mut data = split(20, 4);
+    data.pixels.truncate(10 * 16);
+    let mut pipeline = TrainPipeline::new(Arc::new(data), PipelineConfig::new(20, 1)).unwrap();
+    let err = pipeline.next_batch().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("training batch 1 could not be made") && text.contains("panicked"), "{text}");
+    // After that, the stream says it has stopped rather than hang.
+    assert!(pipeline.next_batch().is_err());
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Rng, assert_close, check_vjp, run};
+use emotionet::graph::nn::ConvFormulation;
 use emotionet::graph::optim::Optimizer;
 use emotionet::graph::{BoundParams, EmitOptions, Graph, ParamSpec, Tensor};
 use emotionet::tensor::{DType, HostTensor};
@@ -22,8 +23,8 @@ fn two_conv_blocks_dense_and_cross_entropy_match_finite_differences() {
         names.iter().zip(&shapes[1..]).map(|(n, d)| ParamSpec { name: n.to_string(), dims: d.to_vec(), init: emotionet::graph::Init::Zeros }).collect();
     let grads = check_vjp("cnn", &inputs, 78, |g, p| {
         let mut params = BoundParams::new(&specs, &p[1..7]).unwrap();
-        let h = g.scoped("block1", |g| g.conv_block(&mut params, p[0], 2, 3, 2)).unwrap();
-        let h = g.scoped("block2", |g| g.conv_block(&mut params, h, 3, 3, 2)).unwrap();
+        let h = g.scoped("block1", |g| g.conv_block(&mut params, p[0], 2, 3, 2, ConvFormulation::Convolution)).unwrap();
+        let h = g.scoped("block2", |g| g.conv_block(&mut params, h, 3, 3, 2, ConvFormulation::Patches)).unwrap();
         let h = g.flatten(h).unwrap();
         let logits = g.scoped("logits", |g| g.linear(&mut params, h, 4)).unwrap();
         params.finish().unwrap();
@@ -216,4 +217,24 @@ fn stablehlo_text_matches_the_golden_file() {
     let out = run(&g, &outputs, &inputs);
     assert_eq!(out.len(), 5);
     assert!(out[4].to_f32().unwrap()[0].is_finite());
+}
+
+/// The im2col formulation computes the same convolution as the conv op
+/// (SAME padding, odd kernel, several input channels) and its gradients.
+#[test]
+fn patches_formulation_equals_the_convolution() {
+    let mut rng = Rng::new(5);
+    let (x, w) = (rng.tensor(&[2, 7, 6, 3]), rng.tensor(&[5, 5, 3, 4]));
+    let mut g = Graph::new("patches");
+    let px = g.parameter("x", DType::F64, &[2, 7, 6, 3]).unwrap();
+    let pw = g.parameter("w", DType::F64, &[5, 5, 3, 4]).unwrap();
+    let conv = g.conv2d_same(px, pw, 1).unwrap();
+    let patches = g.conv2d_same_patches(px, pw).unwrap();
+    let out = run(&g, &[conv, patches], &[x.clone(), w.clone()]);
+    assert_close(&out[1].to_f64().unwrap(), &out[0].to_f64().unwrap(), 1e-12, "patches vs convolution");
+    check_vjp("patches", &[x, w], 6, |g, p| {
+        let y = g.conv2d_same_patches(p[0], p[1]).unwrap();
+        let y = g.mul(y, y).unwrap();
+        g.sum_all(y).unwrap()
+    });
 }

@@ -134,7 +134,8 @@ fn a_second_campaign_on_one_folder_is_refused_while_the_first_trains_its_runs() 
     unique.sort();
     unique.dedup();
     assert!(!points.is_empty() && points.len() == unique.len(), "one writer: no point logged twice: {points:?}");
-    assert!(!out_dir.join(".emotionet.lock.holder.json").exists(), "a holder that ends removes its file");
+    assert!(!out_dir.join(".emotionet.lock.holder.json").exists() && !lock.exists(), "a holder that ends removes its files");
+    assert!(!run.join(".emotionet.lock").exists());
 }
 
 #[test]

@@ -132,6 +132,7 @@ fn write_run(runs: &Path, s: &Spec) {
         final_eval: finished.then_some(SplitMetrics { step: steps, loss: 0.4, accuracy: s.eval_acc }),
         confusion: finished.then(|| Confusion { labels: classes.clone(), matrix }),
         class_names: classes,
+        per_source: Vec::new(),
         notes: BTreeMap::from([("dataset".to_string(), "synthetic".to_string())]),
     };
     record.save(&paths.record()).unwrap();

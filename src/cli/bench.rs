@@ -7,8 +7,9 @@ use clap::Args;
 use super::BackendArgs;
 use crate::bench::{self, BenchCase};
 use crate::graph::optim::Optimizer;
-use crate::models::ModelKind;
+use crate::models::{ConvChoice, ModelKind, Precision};
 use crate::pjrt::OptionOverride;
+use crate::tensor::DType;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -38,6 +39,24 @@ pub struct BenchArgs {
     /// XLA debug option NAME=VALUE for every compilation; repeatable.
     #[arg(long = "xla-option", value_name = "NAME=VALUE")]
     pub xla_options: Vec<String>,
+    /// What the network computes in: f32, or bf16 (mixed precision).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    /// How the conv layers are computed: convolution ops, or patches
+    /// (im2col + dot) where a layer has one input channel.
+    #[arg(long, value_enum, default_value_t = ConvChoice::Convolution)]
+    pub conv: ConvChoice,
+    /// Side of the square f32 matmul timed as this machine's peak (0: skip).
+    #[arg(long, default_value_t = 2048)]
+    pub peak_size: i64,
+    /// Instead of the step alone, time each layer's forward, input gradient
+    /// and weight gradient as programs of their own, next to the step.
+    #[arg(long)]
+    pub profile: bool,
+    /// Instead of timing, run the oneDNN reproduction: one small SGD step
+    /// with and without `xla_cpu_use_onednn`, each against f64.
+    #[arg(long)]
+    pub onednn_repro: bool,
     /// Also append each result as a JSON line to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -89,6 +108,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 devices: devices.unwrap_or(1),
                 steps: args.steps,
                 warmup: 1,
+                precision: args.precision,
+                conv: args.conv,
                 optimizer: Optimizer::Sgd,
                 xla_options: vec![],
             });
@@ -105,11 +126,48 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             anyhow::bail!("batch {} does not split across {} devices; pass --batch with a multiple of {}", c.batch, c.devices, c.devices);
         }
         c.warmup = args.warmup;
+        c.precision = args.precision;
+        c.conv = args.conv;
         c.optimizer = optimizer.clone();
         c.xla_options = xla_options.clone();
     }
     let mut results = Vec::new();
     let mut stdout = std::io::stdout().lock();
+    if args.onednn_repro {
+        let r = bench::onednn_repro(&client)?;
+        writeln!(stdout, "{}", serde_json::to_string(&r)?)?;
+        writeln!(stdout, "updated weights w1[0, :8] after one SGD step (largest update {:.3e}):", r.update_scale)?;
+        writeln!(stdout, "  expected (f64)  {:?}", r.expected.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>())?;
+        writeln!(stdout, "  f32             {:?}  max error {:.3e}", r.got_default.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>(), r.default_max_error)?;
+        writeln!(stdout, "  f32 + oneDNN    {:?}  max error {:.3e}", r.got_onednn.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>(), r.onednn_max_error)?;
+        return Ok(());
+    }
+    let machine = bench::Machine::detect();
+    writeln!(stdout, "machine: {}", machine.summary())?;
+    writeln!(stdout, "plugin: {} {}", client.platform_name(), client.platform_version())?;
+    let peak = if args.peak_size > 0 {
+        let p = bench::matmul_peak(&client, args.peak_size, DType::F32, 3)?;
+        writeln!(stdout, "peak: {n}x{n} f32 matmul {:.1} ms, {:.1} GFLOP/s (best of 3)", p.best_ms, p.gflops_per_s, n = p.n)?;
+        writeln!(stdout, "{}", serde_json::to_string(&serde_json::json!({"machine": machine, "matmul_peak": p}))?)?;
+        Some(p.gflops_per_s)
+    } else {
+        None
+    };
+    if args.profile {
+        // One device: the profile's parts run alone on the first.
+        cases.retain(|c| c.devices == 1);
+        for case in &cases {
+            tracing::info!("profile {} {}x{} batch {} ({})", case.model, case.size, case.size, case.batch, case.precision);
+            let rows = bench::profile(&client, case)?;
+            writeln!(stdout, "\n{} {}x{} batch {} {}, {} rounds:", case.model, case.size, case.size, case.batch, case.precision, case.steps)?;
+            write!(stdout, "{}", bench::profile_table(&rows, peak))?;
+            if let Some(path) = &args.json {
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                writeln!(f, "{}", serde_json::to_string(&serde_json::json!({"case": case, "profile": rows}))?)?;
+            }
+        }
+        return Ok(());
+    }
     for case in &cases {
         tracing::info!("bench {} {}x{} batch {} on {} device(s)", case.model, case.size, case.size, case.batch, case.devices);
         let result = bench::run_case(&client, case)?;
@@ -121,6 +179,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         results.push(result);
     }
-    write!(stdout, "\n{}", bench::table(&results))?;
+    write!(stdout, "\n{}", bench::table(&results, peak))?;
     Ok(())
 }

@@ -239,6 +239,10 @@ fn build_config(args: &PrepArgs) -> anyhow::Result<DataConfig> {
         let mut real = match &config.source {
             SourceConfig::Real(r) => r.clone(),
             SourceConfig::Synthetic(_) => RealSources::default(),
+            SourceConfig::Mixed(_) => anyhow::bail!(
+                "--lfw, --sun397, --kdef, --akdef, --folder and --npy replace the data source, but {} has a mixed source; edit its `source.mixed` list instead",
+                args.config.as_ref().map_or_else(|| "the configuration".to_string(), |p| p.display().to_string())
+            ),
         };
         real.lfw = args.lfw.clone().or(real.lfw);
         real.sun397 = args.sun397.clone().or(real.sun397);

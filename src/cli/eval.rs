@@ -10,12 +10,12 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use crate::data::{PrepOptions, prepare};
+use crate::data::{PrepOptions, SourceKind, Task, prepare};
 use crate::experiment::Experiment;
 use crate::hierarchy::{self, Hierarchy, HierarchyOutcome, PREDICTIONS_FILE, Predictions};
 use crate::lock::OutputLock;
 use crate::models::ModelKind;
-use crate::records::{Confusion, HIERARCHY_FILE, HierarchyEval, RECORD_FILE, RunRecord, RunStatus};
+use crate::records::{Confusion, HIERARCHY_FILE, HierarchyEval, RECORD_FILE, RunRecord, RunStatus, SourceTable};
 use crate::report::paper::PAPER_TABLE_I;
 use crate::train::checkpoint::META_EXPERIMENT_HASH;
 
@@ -66,14 +66,26 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     warn_if_stale(&experiment, &hierarchy, &face_dir, &emotion_dir);
 
     let outcome = hierarchy.evaluate(&evaluated, &set.class_names, experiment.data.normalize)?;
+    let kind = |name: &str| set.source_kind(name).map_or_else(String::new, |k| k.to_string());
+    // Real faces without an expression label are not in the hierarchy task;
+    // the face task's eval split (same split seed, so no one either model
+    // trained on) scores them at the face / not-a-face level.
+    let face_level = if set.sources.len() > 1 || set.sources.iter().any(|s| s.kind == SourceKind::Real) {
+        let faces = prepare(&experiment.data, &PrepOptions { task: Task::Face, ..prep.clone() }).context("preparing the face task's data")?.set;
+        hierarchy.evaluate_face_level(&faces.eval, experiment.data.normalize, |name| faces.source_kind(name).map_or_else(String::new, |k| k.to_string()))?
+    } else {
+        Vec::new()
+    };
     let eval_id = format!("{}/{}", experiment.name, dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    let record = outcome.to_record(
+    let mut record = outcome.to_record(
         &eval_id,
         &run_label(&face_dir, &hierarchy, ModelKind::Face),
         &run_label(&emotion_dir, &hierarchy, ModelKind::Emotion),
         &trained_on.to_string(),
         &hierarchy::describe_set(&set, &evaluated, &experiment.data),
     );
+    record.per_source = outcome.per_source(kind)?;
+    record.face_level = face_level;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(HIERARCHY_FILE);
     record.save(&path).with_context(|| format!("writing {}", path.display()))?;
@@ -192,7 +204,39 @@ fn text_summary(record: &HierarchyEval, outcome: &HierarchyOutcome, path: &Path,
             pct(f.recall(i))
         );
     }
+    if !record.per_source.is_empty() {
+        s.push('\n');
+        s.push_str(&source_tables("Table I per source (the same images as above, split by where they came from)", &record.per_source));
+    }
+    if !record.face_level.is_empty() {
+        s.push('\n');
+        s.push_str(&source_tables(
+            "Face or not, per source, on the face task's whole eval split (every face counts, also those without an expression label; the emotion model alone calls everything a face)",
+            &record.face_level,
+        ));
+    }
     let _ = writeln!(s, "\nwrote {} and {}", path.display(), predictions.display());
+    s
+}
+
+/// Table I rows per source, then each source's two matrices.
+fn source_tables(title: &str, tables: &[SourceTable]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{title}");
+    let name = |t: &SourceTable| format!("{} ({})", t.source, t.kind);
+    let w = tables.iter().map(|t| name(t).len()).max().unwrap_or(0).max("source".len());
+    let sw = tables.iter().flat_map(|t| t.table.iter().map(|r| r.system.len())).max().unwrap_or(0);
+    let _ = writeln!(s, "{:<w$}  {:<sw$}  {:>7}  {:>7}  {:>8}", "source", "system", "correct", "wrong", "accuracy");
+    for t in tables {
+        for row in &t.table {
+            let _ = writeln!(s, "{:<w$}  {:<sw$}  {:>7}  {:>7}  {:>8}", name(t), row.system, row.correct, row.wrong, pct(Some(row.accuracy)));
+        }
+    }
+    for t in tables {
+        s.push('\n');
+        s.push_str(&matrix_table(&format!("{}: emotion model alone", name(t)), &t.emotion_alone));
+        s.push_str(&matrix_table(&format!("{}: face filter + emotion model", name(t)), &t.with_face_filter));
+    }
     s
 }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::graph::optim::Optimizer;
-use crate::models::{Architecture, ModelKind, ProgramSpec};
+use crate::models::{Architecture, ConvChoice, ModelKind, Precision, ProgramSpec};
 
 #[derive(Args, Debug)]
 pub struct HloArgs {
@@ -24,7 +24,10 @@ pub struct HloArgs {
     /// Optimizer of the training step.
     #[arg(long, value_parser = ["sgd", "momentum", "adam"], default_value = "momentum")]
     pub optimizer: String,
-    /// Output folder; files go to `<out>/<model>_<size>_b<batch>[_r<replicas>]/`.
+    /// What the network computes in: f32, or bf16 (mixed precision).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    /// Output folder; files go to `<out>/<model>_<size>_b<batch>[_r<replicas>][_bf16]/`.
     #[arg(long, default_value = "hlo")]
     pub out: PathBuf,
 }
@@ -41,7 +44,15 @@ pub fn spec_for(args: &HloArgs) -> anyhow::Result<ProgramSpec> {
         "adam" => Optimizer::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 },
         _ => Optimizer::Momentum { momentum: 0.9, nesterov: false },
     };
-    Ok(ProgramSpec { kind: args.model, arch, optimizer, replica_batch: batch / args.replicas as i64, replicas: args.replicas })
+    Ok(ProgramSpec {
+        kind: args.model,
+        arch,
+        optimizer,
+        replica_batch: batch / args.replicas as i64,
+        replicas: args.replicas,
+        precision: args.precision,
+        conv: ConvChoice::Convolution,
+    })
 }
 
 /// The folder name for a spec: `face_100_b100`, `emotion_256_b128_r8`.
@@ -49,6 +60,9 @@ pub fn folder_name(spec: &ProgramSpec) -> String {
     let mut name = format!("{}_{}_b{}", spec.kind, spec.arch.input_size, spec.global_batch());
     if spec.replicas > 1 {
         name.push_str(&format!("_r{}", spec.replicas));
+    }
+    if spec.precision != Precision::F32 {
+        name.push_str(&format!("_{}", spec.precision));
     }
     name
 }

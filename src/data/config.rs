@@ -8,6 +8,11 @@
 //!   source:
 //!     synthetic: { seed: 7, faces: 4000, non_faces: 4000, size: 128, difficulty: 0.5 }
 //!   # or: source: { real: { lfw: /data/lfw, sun397: /data/SUN397, kdef: /data/KDEF } }
+//!   # or several at once, each with an optional weight or share of a batch:
+//!   # source:
+//!   #   mixed:
+//!   #     - synthetic: { faces: 2400, non_faces: 1600 }
+//!   #     - { name: lfw_subset, real: { npy: [...] }, share: 0.25 }
 //!   image_size: 100          # 100 for the paper's CPU runs, 256 for TPU
 //!   resize: center_crop      # center_crop | pad | stretch
 //!   eval_fraction: 0.3
@@ -15,7 +20,8 @@
 //!   kdef_angles: [S, HL, HR, FL, FR]
 //!   grouping: happy_sad_neither   # or joyful_not
 //!   cache_dir: data/cache
-//!   augment: { flip: false, max_shift_px: 0 }
+//!   augment: { flip: false, max_shift_px: 0, scale: 0, rotate_deg: 0, blur_sigma: 0,
+//!              contrast: 0, brightness: 0, gamma: 0, noise: 0 }
 //!   balance_classes: false
 //! ```
 
@@ -62,6 +68,15 @@ pub enum Normalization {
 }
 
 impl Normalization {
+    /// The model's value of a grey level given on the [0, 1] scale (for
+    /// augmented pixels, which are no longer whole grey levels).
+    pub fn of_unit(self, v: f32) -> f32 {
+        match self {
+            Normalization::ZeroOne => v,
+            Normalization::MinusOneOne => v * 2.0 - 1.0,
+        }
+    }
+
     /// The f32 value of each of the 256 grey levels (a lookup table is both
     /// faster and exactly reproducible).
     pub fn table(self) -> [f32; 256] {
@@ -76,19 +91,77 @@ impl Normalization {
     }
 }
 
-/// Training-time augmentation. Off by default; eval batches are never augmented.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Training-time augmentation. Every transform is off by default; eval
+/// batches are never augmented. Each image draws its random values from the
+/// pipeline's seeded stream in a fixed order (flip, shift x, shift y, scale,
+/// rotation, blur, contrast, brightness, gamma, noise; only the transforms
+/// that are on draw), so a resumed run sees exactly the same pixels.
+///
+/// Geometric transforms keep the image size: the picture is flipped,
+/// scaled and rotated about its centre, then shifted; pixels that come
+/// from outside repeat the nearest edge. Photometric ones work on values in
+/// [0, 1] before normalization and clamp to that range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Augmentation {
     /// Mirror left-right with probability 1/2.
     pub flip: bool,
     /// Shift by up to this many pixels in x and y (edges repeat); 0 = off.
     pub max_shift_px: u32,
+    /// Scale by a factor drawn from [1 - scale, 1 + scale]; 0 = off, at most 0.5.
+    pub scale: f32,
+    /// Rotate by an angle drawn from [-rotate_deg, rotate_deg] degrees; 0 = off, at most 45.
+    pub rotate_deg: f32,
+    /// Gaussian blur with a sigma drawn from [0, blur_sigma] pixels; 0 = off, at most 3.
+    pub blur_sigma: f32,
+    /// Scale each pixel's distance from the image mean by a factor from
+    /// [1 - contrast, 1 + contrast]; 0 = off, at most 0.9.
+    pub contrast: f32,
+    /// Add a value drawn from [-brightness, brightness] (on the [0, 1]
+    /// scale) to every pixel; 0 = off, at most 0.5.
+    pub brightness: f32,
+    /// Raise each value to a power drawn (log-uniformly) from
+    /// [1 / (1 + gamma), 1 + gamma]; 0 = off, at most 2.
+    pub gamma: f32,
+    /// Add Gaussian noise with a standard deviation drawn from [0, noise]
+    /// (on the [0, 1] scale); 0 = off, at most 0.25.
+    pub noise: f32,
 }
 
 impl Augmentation {
     pub fn is_off(&self) -> bool {
-        !self.flip && self.max_shift_px == 0
+        *self == Augmentation::default()
+    }
+
+    /// Only flip and whole-pixel shifts: the exact u8 path, no resampling.
+    pub fn is_flip_and_shift_only(&self) -> bool {
+        Augmentation { flip: false, max_shift_px: 0, ..*self } == Augmentation::default()
+    }
+
+    /// The upper bound of every continuous setting, with its key.
+    fn limits(&self) -> [(&'static str, f32, f32); 7] {
+        [
+            ("scale", self.scale, 0.5),
+            ("rotate_deg", self.rotate_deg, 45.0),
+            ("blur_sigma", self.blur_sigma, 3.0),
+            ("contrast", self.contrast, 0.9),
+            ("brightness", self.brightness, 0.5),
+            ("gamma", self.gamma, 2.0),
+            ("noise", self.noise, 0.25),
+        ]
+    }
+
+    /// Checks the ranges; `image_size` bounds the shift.
+    pub fn validate(&self, image_size: u32) -> Result<()> {
+        if self.max_shift_px * 2 >= image_size {
+            return Err(DataError::config("augment.max_shift_px", self.max_shift_px, format!("less than half of image_size ({image_size})")));
+        }
+        for (key, value, max) in self.limits() {
+            if !(value.is_finite() && (0.0..=max).contains(&value)) {
+                return Err(DataError::config(format!("augment.{key}"), value, format!("a number from 0 (off) to {max}")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -190,6 +263,106 @@ impl RealSources {
     pub fn is_empty(&self) -> bool {
         self.lfw.is_none() && self.sun397.is_none() && self.kdef.is_none() && self.akdef.is_none() && self.npy.is_empty() && self.folders.is_empty()
     }
+
+    /// The name a real source gets when its part gives none: the data set
+    /// when there is one (`lfw`, `sun397`, `kdef`, `akdef`, the `.npy`
+    /// file's stem, the folder's name), else `real`.
+    pub fn default_name(&self) -> String {
+        let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut kinds: Vec<String> = Vec::new();
+        if self.lfw.is_some() {
+            kinds.push("lfw".into());
+        }
+        if self.sun397.is_some() {
+            kinds.push("sun397".into());
+        }
+        if self.kdef.is_some() {
+            kinds.push("kdef".into());
+        }
+        if self.akdef.is_some() {
+            kinds.push("akdef".into());
+        }
+        kinds.extend(self.npy.iter().map(|n| stem(&n.path)));
+        kinds.extend(self.folders.iter().map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+        match kinds.as_slice() {
+            [one] if is_source_name(one) => one.clone(),
+            _ => "real".into(),
+        }
+    }
+}
+
+/// Whether a source is drawn by us or photographed: reports keep the two apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Synthetic,
+    Real,
+}
+
+impl SourceKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            SourceKind::Synthetic => "synthetic",
+            SourceKind::Real => "real",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One source of a mixed data set: exactly one of `synthetic` and `real`,
+/// an optional name, and how much of the training stream it makes up
+/// (`weight` or `share`, not both; neither means weight 1).
+///
+/// ```yaml
+/// source:
+///   mixed:
+///     - synthetic: {seed: 1, faces: 2400, non_faces: 1600, size: 96}
+///     - name: lfw_subset
+///       real: {npy: [{path: .deps/data/lfw_subset.npy, faces: [0, 100], non_faces: [100, 200]}]}
+///       share: 0.25
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePart {
+    /// Names the source in prep reports, run records and the report
+    /// (letters, digits, `_`, `-`, `.`). Default: `synthetic`, or the real
+    /// data set's name (see [`RealSources::default_name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SyntheticSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real: Option<RealSources>,
+    /// How often each of this source's training images is drawn per epoch,
+    /// relative to the other unshared sources: 2 = twice, 0.5 = a seeded
+    /// half of them each epoch. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// The fraction of every training batch that comes from this source
+    /// (its images cycled in a fresh seeded order), whatever its size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
+}
+
+impl SourcePart {
+    pub fn kind(&self) -> SourceKind {
+        if self.synthetic.is_some() { SourceKind::Synthetic } else { SourceKind::Real }
+    }
+
+    /// The given name, else the default one.
+    pub fn resolved_name(&self) -> String {
+        match (&self.name, &self.synthetic, &self.real) {
+            (Some(n), _, _) => n.clone(),
+            (None, Some(_), _) => "synthetic".into(),
+            (None, None, Some(r)) => r.default_name(),
+            (None, None, None) => String::new(),
+        }
+    }
 }
 
 /// Where the images come from.
@@ -198,12 +371,132 @@ impl RealSources {
 pub enum SourceConfig {
     Synthetic(SyntheticSource),
     Real(RealSources),
+    /// Several sources in one data set; see [`SourcePart`].
+    Mixed(Vec<SourcePart>),
 }
 
 impl Default for SourceConfig {
     fn default() -> Self {
         SourceConfig::Synthetic(SyntheticSource::default())
     }
+}
+
+impl SourceConfig {
+    /// Every source as a part of a mix: a plain `synthetic:` or `real:`
+    /// source is a mix of one (weight 1).
+    pub fn parts(&self) -> Vec<SourcePart> {
+        match self {
+            SourceConfig::Synthetic(s) => vec![SourcePart { synthetic: Some(s.clone()), ..SourcePart::default() }],
+            SourceConfig::Real(r) => vec![SourcePart { real: Some(r.clone()), ..SourcePart::default() }],
+            SourceConfig::Mixed(parts) => parts.clone(),
+        }
+    }
+
+    /// The name and kind of each source, in order.
+    pub fn summaries(&self) -> Vec<(String, SourceKind)> {
+        self.parts().iter().map(|p| (p.resolved_name(), p.kind())).collect()
+    }
+
+    /// How each source enters the training stream, in order.
+    pub fn mix(&self) -> Vec<SourceMix> {
+        self.parts().iter().map(|p| SourceMix { name: p.resolved_name(), weight: p.weight.unwrap_or(1.0), share: p.share }).collect()
+    }
+}
+
+/// How one source enters the training stream (see [`SourcePart`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceMix {
+    pub name: String,
+    pub weight: f64,
+    pub share: Option<f64>,
+}
+
+/// Source names are used in file names, tables and JSON keys.
+fn is_source_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+fn validate_real(r: &RealSources, key: &str) -> Result<()> {
+    if r.is_empty() {
+        return Err(DataError::config(key, "{}", "at least one of lfw, sun397, kdef, akdef, npy, folders"));
+    }
+    for (i, n) in r.npy.iter().enumerate() {
+        for (k, range) in [("faces", n.faces), ("non_faces", n.non_faces)] {
+            if let Some([a, b]) = range {
+                if a >= b {
+                    return Err(DataError::config(format!("{key}.npy[{i}].{k}"), format!("[{a}, {b}]"), "a half-open range [start, end) with start < end"));
+                }
+            }
+        }
+        if n.faces.is_none() && n.non_faces.is_none() {
+            return Err(DataError::config(format!("{key}.npy[{i}]"), n.path.display(), "give faces and/or non_faces index ranges"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_synthetic(s: &SyntheticSource, key: &str) -> Result<()> {
+    s.synth_config().validate().map_err(|e| match e {
+        DataError::InvalidConfig { key: k, value, allowed } => DataError::InvalidConfig { key: format!("{key}.{k}"), value, allowed },
+        other => other,
+    })
+}
+
+fn validate_mix(parts: &[SourcePart]) -> Result<()> {
+    if parts.is_empty() {
+        return Err(DataError::config("source.mixed", "[]", "a list of at least one source, each `synthetic: {...}` or `real: {...}`"));
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut share_sum = 0.0;
+    for (i, p) in parts.iter().enumerate() {
+        let key = format!("source.mixed[{i}]");
+        match (&p.synthetic, &p.real) {
+            (Some(s), None) => validate_synthetic(s, &format!("{key}.synthetic"))?,
+            (None, Some(r)) => validate_real(r, &format!("{key}.real"))?,
+            (Some(_), Some(_)) => {
+                return Err(DataError::config(&key, "both synthetic and real", "exactly one of `synthetic: {...}` and `real: {...}`; make two entries"));
+            }
+            (None, None) => return Err(DataError::config(&key, "neither synthetic nor real", "exactly one of `synthetic: {...}` and `real: {...}`")),
+        }
+        let name = p.resolved_name();
+        if !is_source_name(&name) {
+            return Err(DataError::config(format!("{key}.name"), format!("{name:?}"), "1 to 64 letters, digits, '_', '-' or '.'"));
+        }
+        if names.contains(&name) {
+            return Err(DataError::config(
+                format!("{key}.name"),
+                &name,
+                "a name no other source has (two sources are named alike: give at least one of them `name: ...`)",
+            ));
+        }
+        names.push(name);
+        if p.weight.is_some() && p.share.is_some() {
+            return Err(DataError::config(&key, "both weight and share", "at most one of `weight` (relative, per epoch) and `share` (of each batch)"));
+        }
+        if let Some(w) = p.weight {
+            if !(w.is_finite() && w > 0.0 && w <= 1000.0) {
+                return Err(DataError::config(format!("{key}.weight"), w, "a number above 0 and at most 1000 (1 = each image once an epoch)"));
+            }
+        }
+        if let Some(s) = p.share {
+            if !(s.is_finite() && s > 0.0 && s <= 1.0) {
+                return Err(DataError::config(format!("{key}.share"), s, "a fraction of each batch above 0 and at most 1"));
+            }
+            share_sum += s;
+        }
+    }
+    let shares: Vec<String> = parts.iter().filter_map(|p| p.share.map(|s| format!("{} {s}", p.resolved_name()))).collect();
+    if share_sum > 1.0 + 1e-9 {
+        return Err(DataError::config("source.mixed[].share", shares.join(", "), format!("shares that add up to at most 1 (these add up to {share_sum})")));
+    }
+    if parts.iter().all(|p| p.share.is_some()) && (share_sum - 1.0).abs() > 1e-9 {
+        return Err(DataError::config(
+            "source.mixed[].share",
+            shares.join(", "),
+            format!("shares that add up to 1 when every source has one (these add up to {share_sum}), or one source without a share to fill the rest"),
+        ));
+    }
+    Ok(())
 }
 
 /// Caps that keep a hostile or broken file from exhausting memory.
@@ -229,7 +522,7 @@ impl Default for DecodeLimits {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// Default: the synthetic set with its defaults. Written as a one-key
-    /// map (`synthetic: {...}` or `real: {...}`), not a YAML tag.
+    /// map (`synthetic: {...}`, `real: {...}` or `mixed: [...]`), not a YAML tag.
     #[serde(with = "serde_yaml::with::singleton_map")]
     pub source: SourceConfig,
     /// Side of the square model input, in pixels. Default 100 (the paper's
@@ -326,9 +619,7 @@ impl DataConfig {
         if self.kdef_angles.is_empty() {
             return Err(DataError::config("kdef_angles", "[]", "a non-empty list of S, HL, HR, FL, FR"));
         }
-        if self.augment.max_shift_px * 2 >= self.image_size {
-            return Err(DataError::config("augment.max_shift_px", self.augment.max_shift_px, format!("less than half of image_size ({})", self.image_size)));
-        }
+        self.augment.validate(self.image_size)?;
         if self.max_images_per_dataset == Some(0) {
             return Err(DataError::config("max_images_per_dataset", 0, "a positive integer, or leave it out to use all images"));
         }
@@ -339,32 +630,9 @@ impl DataConfig {
             return Err(DataError::config("decode_limits.max_alloc_mib", 0, "at least 1 MiB"));
         }
         match &self.source {
-            SourceConfig::Synthetic(s) => s.synth_config().validate().map_err(|e| match e {
-                DataError::InvalidConfig { key, value, allowed } => DataError::InvalidConfig { key: format!("source.synthetic.{key}"), value, allowed },
-                other => other,
-            }),
-            SourceConfig::Real(r) => {
-                if r.is_empty() {
-                    return Err(DataError::config("source.real", "{}", "at least one of lfw, sun397, kdef, akdef, npy, folders"));
-                }
-                for (i, n) in r.npy.iter().enumerate() {
-                    for (key, range) in [("faces", n.faces), ("non_faces", n.non_faces)] {
-                        if let Some([a, b]) = range {
-                            if a >= b {
-                                return Err(DataError::config(
-                                    format!("source.real.npy[{i}].{key}"),
-                                    format!("[{a}, {b}]"),
-                                    "a half-open range [start, end) with start < end",
-                                ));
-                            }
-                        }
-                    }
-                    if n.faces.is_none() && n.non_faces.is_none() {
-                        return Err(DataError::config(format!("source.real.npy[{i}]"), n.path.display(), "give faces and/or non_faces index ranges"));
-                    }
-                }
-                Ok(())
-            }
+            SourceConfig::Synthetic(s) => validate_synthetic(s, "source.synthetic"),
+            SourceConfig::Real(r) => validate_real(r, "source.real"),
+            SourceConfig::Mixed(parts) => validate_mix(parts),
         }
     }
 }
@@ -409,5 +677,69 @@ mod tests {
         assert!(e.contains("XX") && e.contains("HL"), "{e}");
         let e = DataConfig::from_text("source: { real: {} }").unwrap_err().to_string();
         assert!(e.contains("source.real") && e.contains("lfw"), "{e}");
+    }
+
+    #[test]
+    fn a_mixed_source_reads_with_names_weights_and_shares() {
+        let c = DataConfig::from_text(
+            "source:\n  mixed:\n    - synthetic: {faces: 100, non_faces: 50}\n    - real: {npy: [{path: d/lfw_subset.npy, faces: [0, 100], non_faces: [100, 200]}]}\n      share: 0.25\n    - {name: more, real: {lfw: /l}, weight: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.source.summaries(),
+            vec![("synthetic".to_string(), SourceKind::Synthetic), ("lfw_subset".to_string(), SourceKind::Real), ("more".to_string(), SourceKind::Real)]
+        );
+        let mix = c.source.mix();
+        assert_eq!((mix[0].weight, mix[0].share), (1.0, None));
+        assert_eq!((mix[1].weight, mix[1].share), (1.0, Some(0.25)));
+        assert_eq!(mix[2].weight, 2.0);
+        // A plain source is a mix of one.
+        assert_eq!(DataConfig::default().source.summaries(), vec![("synthetic".to_string(), SourceKind::Synthetic)]);
+    }
+
+    #[test]
+    fn impossible_mixes_name_the_entry_and_what_is_allowed() {
+        let err = |text: &str| DataConfig::from_text(text).unwrap_err().to_string();
+        let e = err("source: {mixed: []}");
+        assert!(e.contains("source.mixed") && e.contains("at least one source"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {}, weigth: 2}]}");
+        assert!(e.contains("weigth") && e.contains("weight"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {}, weight: 0}]}");
+        assert!(e.contains("source.mixed[0].weight") && e.contains("above 0"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {}, weight: -1}]}");
+        assert!(e.contains("source.mixed[0].weight") && e.contains("-1"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {}}, {name: b, synthetic: {seed: 2}, share: 1.5}]}");
+        assert!(e.contains("source.mixed[1].share") && e.contains("1.5") && e.contains("at most 1"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {}}, {name: b, synthetic: {seed: 2}, share: 0.6}, {name: c, synthetic: {seed: 3}, share: 0.6}]}");
+        assert!(e.contains("add up to at most 1") && e.contains("b 0.6, c 0.6"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {}, share: 0.5}, {name: b, synthetic: {seed: 2}, share: 0.3}]}");
+        assert!(e.contains("add up to 1 when every source has one"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {}, share: 0.5, weight: 2}]}");
+        assert!(e.contains("source.mixed[0]") && e.contains("at most one of `weight`"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {}}, {synthetic: {seed: 2}}]}");
+        assert!(e.contains("source.mixed[1].name") && e.contains("synthetic") && e.contains("give at least one of them `name: ...`"), "{e}");
+        let e = err("source: {mixed: [{name: 'a b', synthetic: {}}]}");
+        assert!(e.contains("source.mixed[0].name") && e.contains("letters, digits"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {}, real: {lfw: /l}}]}");
+        assert!(e.contains("source.mixed[0]") && e.contains("exactly one of"), "{e}");
+        let e = err("source: {mixed: [{weight: 2}]}");
+        assert!(e.contains("source.mixed[0]") && e.contains("exactly one of"), "{e}");
+        let e = err("source: {mixed: [{synthetic: {difficulty: 3}}]}");
+        assert!(e.contains("source.mixed[0].synthetic.difficulty"), "{e}");
+        let e = err("source: {mixed: [{real: {npy: [{path: x.npy}]}}]}");
+        assert!(e.contains("source.mixed[0].real.npy[0]"), "{e}");
+    }
+
+    #[test]
+    fn augmentation_settings_are_off_by_default_and_range_checked() {
+        let c = DataConfig::from_text("augment: {flip: true, rotate_deg: 10, blur_sigma: 1, noise: 0.05}").unwrap();
+        assert!(!c.augment.is_off() && !c.augment.is_flip_and_shift_only());
+        assert!(DataConfig::from_text("augment: {flip: true, max_shift_px: 3}").unwrap().augment.is_flip_and_shift_only());
+        let e = DataConfig::from_text("augment: {rotate_deg: 90}").unwrap_err().to_string();
+        assert!(e.contains("augment.rotate_deg") && e.contains("90") && e.contains("from 0 (off) to 45"), "{e}");
+        let e = DataConfig::from_text("augment: {gamma: -0.5}").unwrap_err().to_string();
+        assert!(e.contains("augment.gamma"), "{e}");
+        let e = DataConfig::from_text("augment: {blurr: 1}").unwrap_err().to_string();
+        assert!(e.contains("blurr") && e.contains("blur_sigma"), "{e}");
     }
 }

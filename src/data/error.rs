@@ -9,6 +9,9 @@ pub enum DataError {
     #[error("{what} folder {path} does not exist")]
     MissingFolder { what: &'static str, path: PathBuf },
 
+    #[error("{what} {path} does not exist{hint}")]
+    MissingFile { what: &'static str, path: PathBuf, hint: String },
+
     #[error("{what} folder {path} holds no images")]
     NoImages { what: &'static str, path: PathBuf },
 
@@ -48,6 +51,15 @@ pub enum DataError {
 
     #[error("the pipeline's batch producer stopped unexpectedly")]
     ProducerStopped,
+
+    #[error("training batch {batch} could not be made: {source}")]
+    BatchFailed { batch: u64, source: Box<DataError> },
+
+    #[error("the batch producer panicked: {message}")]
+    ProducerPanicked { message: String },
+
+    #[error("cannot start the batch producer thread: {0}")]
+    ProducerSpawn(std::io::Error),
 
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },

@@ -13,6 +13,10 @@
 //!   epoch has `largest class x classes` samples. KDEF's 1:1:5
 //!   happy/sad/neither split otherwise lets a model sit at 71% by always
 //!   answering "neither".
+//! - Mixed sources: each source's weight or share of every batch (see
+//!   `mix`, which owns the order of an epoch).
+//! - Augmentation (see `augment`), drawn from one seeded RNG stream whose
+//!   state is part of the saved position.
 //! - A background thread prepares batches a few ahead (bounded channel)
 //!   while the device runs the previous step.
 //! - [`TrainPipeline::state`] is the position after the last batch handed
@@ -27,16 +31,18 @@ use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{Augmentation, Normalization};
+use super::augment;
+use super::config::{Augmentation, Normalization, SourceMix};
 use super::error::{DataError, Result};
+use super::mix::EpochPlan;
 use super::prep::PreparedSplit;
 use crate::rng::Rng;
 use crate::tensor::HostTensor;
 
-/// Keys separating the permutation and augmentation streams of one seed.
-const PERMUTATION_STREAM: u64 = 0x5045_524D;
+pub use super::mix::{epoch_order, epoch_permutation};
+
+/// Keys the augmentation stream apart from the other uses of the seed.
 const AUGMENT_STREAM: u64 = 0x4155_474D;
-const BALANCE_STREAM: u64 = 0x4241_4C41;
 
 /// One batch for the device.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,7 +56,7 @@ pub struct Batch {
 }
 
 /// How the training stream is made.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PipelineConfig {
     pub batch_size: usize,
     pub seed: u64,
@@ -61,17 +67,36 @@ pub struct PipelineConfig {
     /// Oversample smaller classes so each epoch is class-balanced.
     #[serde(default)]
     pub balance_classes: bool,
+    /// Each source's weight or share, matched to samples by their
+    /// `source_name`; empty (or all weight 1, no share) = one plain stream.
+    #[serde(default)]
+    pub mix: Vec<SourceMix>,
 }
 
 impl PipelineConfig {
-    /// No augmentation, [0, 1] pixels, three batches of prefetch.
+    /// No augmentation, [0, 1] pixels, three batches of prefetch, no mix.
     pub fn new(batch_size: usize, seed: u64) -> PipelineConfig {
-        PipelineConfig { batch_size, seed, augment: Augmentation::default(), normalize: Normalization::default(), prefetch: 3, balance_classes: false }
+        PipelineConfig {
+            batch_size,
+            seed,
+            augment: Augmentation::default(),
+            normalize: Normalization::default(),
+            prefetch: 3,
+            balance_classes: false,
+            mix: Vec::new(),
+        }
     }
 
-    /// Takes augmentation and normalization from an experiment's data section.
+    /// Takes augmentation, normalization, balancing and the sources' mix
+    /// from an experiment's data section.
     pub fn from_data_config(data: &super::config::DataConfig, batch_size: usize, seed: u64) -> PipelineConfig {
-        PipelineConfig { augment: data.augment, normalize: data.normalize, balance_classes: data.balance_classes, ..PipelineConfig::new(batch_size, seed) }
+        PipelineConfig {
+            augment: data.augment,
+            normalize: data.normalize,
+            balance_classes: data.balance_classes,
+            mix: data.source.mix(),
+            ..PipelineConfig::new(batch_size, seed)
+        }
     }
 }
 
@@ -90,6 +115,10 @@ pub struct PipelineState {
     pub batch_size: usize,
     /// The augmentation RNG (xoshiro256** words) before the next batch.
     pub rng: [u64; 4],
+    /// The mix the state belongs to ([`EpochPlan::fingerprint`]); empty
+    /// for a single plain source.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mix: String,
 }
 
 /// The shuffled, optionally augmented training batches of a split.
@@ -97,9 +126,10 @@ pub struct TrainPipeline {
     split: Arc<PreparedSplit>,
     config: PipelineConfig,
     state: PipelineState,
-    /// Samples per epoch (the split's size, or more when balancing).
+    plan: Arc<EpochPlan>,
+    /// Samples per epoch used (whole batches).
     epoch_len: usize,
-    receiver: Option<Receiver<(Batch, PipelineState)>>,
+    receiver: Option<Receiver<Produced>>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -109,7 +139,8 @@ impl TrainPipeline {
         if config.batch_size == 0 || config.batch_size > split.len() {
             return Err(DataError::BatchLargerThanSplit { batch_size: config.batch_size, samples: split.len(), split: split.split.name() });
         }
-        let epoch_len = epoch_order(&split.labels, config.seed, 0, config.balance_classes).len();
+        let plan = Arc::new(EpochPlan::new(&split.labels, &split.source_names(), &config.mix, config.seed, config.batch_size, config.balance_classes)?);
+        let epoch_len = plan.epoch_len();
         let state = PipelineState {
             seed: config.seed,
             epoch: 0,
@@ -118,9 +149,10 @@ impl TrainPipeline {
             samples: split.len(),
             batch_size: config.batch_size,
             rng: Rng::keyed(config.seed, &[AUGMENT_STREAM]).state(),
+            mix: plan.fingerprint(),
         };
-        let mut pipeline = TrainPipeline { split, config, state, epoch_len, receiver: None, worker: None };
-        pipeline.start();
+        let mut pipeline = TrainPipeline { split, config, state, plan, epoch_len, receiver: None, worker: None };
+        pipeline.start()?;
         Ok(pipeline)
     }
 
@@ -146,6 +178,11 @@ impl TrainPipeline {
                 return Err(DataError::StateMismatch { field, saved: saved.to_string(), current: current.to_string() });
             }
         }
+        let mix = self.plan.fingerprint();
+        if state.mix != mix {
+            let show = |m: &str| if m.is_empty() { "one plain source".to_string() } else { m.to_string() };
+            return Err(DataError::StateMismatch { field: "mix", saved: show(&state.mix), current: show(&mix) });
+        }
         if state.position + state.batch_size > self.epoch_len {
             return Err(DataError::StateMismatch {
                 field: "position",
@@ -155,25 +192,36 @@ impl TrainPipeline {
         }
         self.stop();
         self.state = state;
-        self.start();
-        Ok(())
+        self.start()
     }
 
     /// The next training batch (blocks until the producer has it ready).
+    /// A batch the producer could not make is an error carrying its cause.
     pub fn next_batch(&mut self) -> Result<Batch> {
         let receiver = self.receiver.as_ref().ok_or(DataError::ProducerStopped)?;
-        let (batch, state) = receiver.recv().map_err(|_| DataError::ProducerStopped)?;
-        self.state = state;
-        Ok(batch)
+        match receiver.recv() {
+            Ok(Ok((batch, state))) => {
+                self.state = state;
+                Ok(batch)
+            }
+            Ok(Err(cause)) => Err(DataError::BatchFailed { batch: self.state.batches + 1, source: Box::new(cause) }),
+            Err(_) => Err(DataError::ProducerStopped),
+        }
     }
 
-    fn start(&mut self) {
+    fn start(&mut self) -> Result<()> {
         let (tx, rx) = sync_channel(self.config.prefetch.max(1));
         let split = Arc::clone(&self.split);
-        let config = self.config;
+        let plan = Arc::clone(&self.plan);
+        let config = self.config.clone();
         let state = self.state.clone();
-        self.worker = Some(std::thread::Builder::new().name("emotionet-batches".into()).spawn(move || produce(split, config, state, tx)).ok()).flatten();
+        let worker = std::thread::Builder::new()
+            .name("emotionet-batches".into())
+            .spawn(move || produce_guarded(split, plan, config, state, tx))
+            .map_err(DataError::ProducerSpawn)?;
+        self.worker = Some(worker);
         self.receiver = Some(rx);
+        Ok(())
     }
 
     fn stop(&mut self) {
@@ -192,64 +240,60 @@ impl Drop for TrainPipeline {
 }
 
 /// The producer thread: computes batches from `state` until the consumer goes away.
-fn produce(split: Arc<PreparedSplit>, config: PipelineConfig, mut state: PipelineState, tx: SyncSender<(Batch, PipelineState)>) {
+/// What the producer hands over: a batch and the state after it, or why it
+/// could not make the next one (after which it stops).
+type Produced = Result<(Batch, PipelineState)>;
+
+/// Runs [`produce`], turning a panic into an error the consumer receives,
+/// so that a failure in the background thread reaches the trainer with its cause.
+fn produce_guarded(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConfig, state: PipelineState, tx: SyncSender<Produced>) {
+    let errors = tx.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(split, plan, config, state, tx)));
+    if let Err(panic) = outcome {
+        let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        let _ = errors.send(Err(DataError::ProducerPanicked { message }));
+    }
+}
+
+fn produce(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConfig, mut state: PipelineState, tx: SyncSender<Produced>) {
     let table = config.normalize.table();
-    let mut permutation = epoch_order(&split.labels, config.seed, state.epoch, config.balance_classes);
+    let epoch_len = plan.epoch_len();
+    let mut order = plan.order(state.epoch);
     let mut rng = Rng::from_state(state.rng);
     loop {
-        let indices = &permutation[state.position..state.position + config.batch_size];
-        let batch = match assemble(&split, indices, config.batch_size, &table, Some((&config.augment, &mut rng))) {
+        let indices = &order[state.position..state.position + config.batch_size];
+        let batch = match assemble(&split, indices, config.batch_size, &table, config.normalize, Some((&config.augment, &mut rng))) {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!("batch producer: {e}");
+                let _ = tx.send(Err(e));
                 return;
             }
         };
         state.position += config.batch_size;
         state.batches += 1;
-        if state.position + config.batch_size > permutation.len() {
+        if state.position + config.batch_size > epoch_len {
             state.epoch += 1;
             state.position = 0;
-            permutation = epoch_order(&split.labels, config.seed, state.epoch, config.balance_classes);
+            order = plan.order(state.epoch);
         }
         state.rng = rng.state();
-        if tx.send((batch, state.clone())).is_err() {
+        if tx.send(Ok((batch, state.clone()))).is_err() {
             return;
         }
     }
 }
 
-/// The order of epoch `epoch`: a Fisher-Yates shuffle keyed by (seed, epoch).
-pub fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    Rng::keyed(seed, &[PERMUTATION_STREAM, epoch]).shuffle(&mut order);
-    order
-}
-
-/// The sample order of epoch `epoch`: a plain permutation, or with
-/// `balance` every class cycled up to the largest class's count first.
-pub fn epoch_order(labels: &[i32], seed: u64, epoch: u64, balance: bool) -> Vec<usize> {
-    if !balance {
-        return epoch_permutation(seed, epoch, labels.len());
-    }
-    let mut classes: std::collections::BTreeMap<i32, Vec<usize>> = std::collections::BTreeMap::new();
-    for (i, &l) in labels.iter().enumerate() {
-        classes.entry(l).or_default().push(i);
-    }
-    let largest = classes.values().map(Vec::len).max().unwrap_or(0);
-    let mut order = Vec::with_capacity(largest * classes.len());
-    for (label, mut members) in classes {
-        Rng::keyed(seed, &[BALANCE_STREAM, epoch, label as u64]).shuffle(&mut members);
-        order.extend((0..largest).map(|j| members[j % members.len()]));
-    }
-    Rng::keyed(seed, &[PERMUTATION_STREAM, epoch]).shuffle(&mut order);
-    order
-}
-
 /// Builds a batch of `batch_size` rows from `indices` (fewer indices pad with
-/// zero images and label 0). Augmentation, when given and on, draws from `rng`
-/// in a fixed order per image: flip, then dx, then dy.
-fn assemble(split: &PreparedSplit, indices: &[usize], batch_size: usize, table: &[f32; 256], augment: Option<(&Augmentation, &mut Rng)>) -> Result<Batch> {
+/// zero images and label 0), augmenting each image when asked (see `augment`
+/// for the order of the random draws).
+fn assemble(
+    split: &PreparedSplit,
+    indices: &[usize],
+    batch_size: usize,
+    table: &[f32; 256],
+    normalize: Normalization,
+    augment: Option<(&Augmentation, &mut Rng)>,
+) -> Result<Batch> {
     let side = split.image_size as usize;
     let n = side * side;
     let mut images = vec![0f32; batch_size * n];
@@ -258,38 +302,26 @@ fn assemble(split: &PreparedSplit, indices: &[usize], batch_size: usize, table: 
     let mut augment = augment.filter(|(a, _)| !a.is_off());
     for (row, &i) in indices.iter().enumerate() {
         let src = split.image(i);
-        let pixels: &[u8] = match augment.as_mut() {
-            Some((aug, rng)) => {
-                augment_into(src, side, aug, rng, &mut scratch);
-                &scratch
+        let dst = &mut images[row * n..(row + 1) * n];
+        match augment.as_mut() {
+            // Flip and shift alone stay on whole grey levels: the exact u8 path.
+            Some((aug, rng)) if aug.is_flip_and_shift_only() => {
+                augment::flip_and_shift(src, side, aug, rng, &mut scratch);
+                for (d, &p) in dst.iter_mut().zip(&scratch) {
+                    *d = table[usize::from(p)];
+                }
             }
-            None => src,
-        };
-        for (dst, &p) in images[row * n..(row + 1) * n].iter_mut().zip(pixels) {
-            *dst = table[usize::from(p)];
+            Some((aug, rng)) => augment::augment_f32(src, side, aug, normalize, rng, dst),
+            None => {
+                for (d, &p) in dst.iter_mut().zip(src) {
+                    *d = table[usize::from(p)];
+                }
+            }
         }
         labels[row] = split.labels[i];
     }
     let dims = [batch_size as i64, side as i64, side as i64, 1];
     Ok(Batch { images: HostTensor::from_f32(&dims, &images)?, labels: HostTensor::from_i32(&[batch_size as i64], &labels)?, valid: indices.len() })
-}
-
-/// Random flip and shift (edge pixels repeat into the uncovered border).
-fn augment_into(src: &[u8], side: usize, aug: &Augmentation, rng: &mut Rng, out: &mut [u8]) {
-    let flip = aug.flip && rng.chance(0.5);
-    let m = aug.max_shift_px as i64;
-    let (dx, dy) = if m > 0 { (rng.below((2 * m + 1) as u64) as i64 - m, rng.below((2 * m + 1) as u64) as i64 - m) } else { (0, 0) };
-    let last = side as i64 - 1;
-    for y in 0..side {
-        let sy = (y as i64 - dy).clamp(0, last) as usize;
-        for x in 0..side {
-            let mut sx = (x as i64 - dx).clamp(0, last);
-            if flip {
-                sx = last - sx;
-            }
-            out[y * side + x] = src[sy * side + sx as usize];
-        }
-    }
 }
 
 /// Eval batches in split order; the last one is padded and has `valid < B`
@@ -298,6 +330,7 @@ pub struct EvalBatches<'a> {
     split: &'a PreparedSplit,
     batch_size: usize,
     table: [f32; 256],
+    normalize: Normalization,
     next: usize,
 }
 
@@ -306,7 +339,7 @@ impl<'a> EvalBatches<'a> {
         if batch_size == 0 {
             return Err(DataError::BatchLargerThanSplit { batch_size, samples: split.len(), split: split.split.name() });
         }
-        Ok(EvalBatches { split, batch_size, table: normalize.table(), next: 0 })
+        Ok(EvalBatches { split, batch_size, table: normalize.table(), normalize, next: 0 })
     }
 
     /// Batches in one pass (the last one possibly padded).
@@ -329,34 +362,6 @@ impl Iterator for EvalBatches<'_> {
         let end = (self.next + self.batch_size).min(self.split.len());
         let indices: Vec<usize> = (self.next..end).collect();
         self.next = end;
-        Some(assemble(self.split, &indices, self.batch_size, &self.table, None))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shift_and_flip_move_pixels_as_documented() {
-        let side = 3;
-        let src: Vec<u8> = (0..9).collect();
-        let mut out = vec![0u8; 9];
-        let flip_only = Augmentation { flip: true, max_shift_px: 0 };
-        // Find a seed whose first draw flips, then check the mirror image.
-        let mut rng = (0..100).map(Rng::new).find(|r| r.clone().chance(0.5)).unwrap();
-        augment_into(&src, side, &flip_only, &mut rng, &mut out);
-        assert_eq!(out, vec![2, 1, 0, 5, 4, 3, 8, 7, 6]);
-    }
-
-    #[test]
-    fn permutations_are_permutations_and_differ_by_epoch() {
-        let a = epoch_permutation(1, 0, 50);
-        let b = epoch_permutation(1, 1, 50);
-        let mut sorted = a.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
-        assert_ne!(a, b);
-        assert_eq!(a, epoch_permutation(1, 0, 50));
+        Some(assemble(self.split, &indices, self.batch_size, &self.table, self.normalize, None))
     }
 }

@@ -18,18 +18,19 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cache;
-use super::config::{DataConfig, SourceConfig};
+use super::config::{DataConfig, RealSources, SourceConfig, SourceKind, SyntheticSource};
 use super::decode::{DecodeSettings, decode_file, fit_pixels};
 use super::error::{DataError, Result};
 use super::kdef::Expression;
 use super::loaders::{self, NpyArray};
-use super::sample::{Catalog, DatasetTag, Sample, SampleSource, Skipped};
+use super::sample::{Catalog, DatasetTag, Sample, SampleSource, Skipped, SourceSummary};
 use super::split::{Split, cap_per_dataset, split_by_identity};
 use super::synth;
 use super::task::Task;
 
 /// Bumped whenever decoding or splitting changes what a key's output is.
-const PREP_VERSION: u32 = 1;
+/// 2: samples carry their source (mixed sources), split per source.
+const PREP_VERSION: u32 = 2;
 
 /// What prep needs besides the config.
 #[derive(Clone, Debug)]
@@ -56,6 +57,9 @@ pub struct SampleInfo {
     pub expression: Option<Expression>,
     pub identity: String,
     pub dataset: DatasetTag,
+    /// The configured source it came from (`synthetic`, `lfw_subset`, ...).
+    #[serde(default)]
+    pub source_name: String,
 }
 
 /// One split of a prepared set: `len()` grey images of `image_size` squared.
@@ -88,6 +92,21 @@ impl PreparedSplit {
         &self.pixels[i * n..(i + 1) * n]
     }
 
+    /// The configured source of each image, in order (empty names when the
+    /// split was built without them).
+    pub fn source_names(&self) -> Vec<&str> {
+        (0..self.len()).map(|i| self.info.get(i).map_or("", |info| info.source_name.as_str())).collect()
+    }
+
+    /// Images per configured source.
+    pub fn source_counts(&self) -> BTreeMap<&str, usize> {
+        let mut counts = BTreeMap::new();
+        for name in self.source_names() {
+            *counts.entry(name).or_default() += 1;
+        }
+        counts
+    }
+
     /// Images per class label (labels outside `0..num_classes` are ignored).
     pub fn class_counts(&self, num_classes: usize) -> Vec<usize> {
         let mut counts = vec![0; num_classes];
@@ -109,11 +128,18 @@ pub struct PreparedSet {
     pub train: PreparedSplit,
     pub eval: PreparedSplit,
     pub report: PrepReport,
+    /// The configured sources, in configuration order.
+    pub sources: Vec<SourceSummary>,
 }
 
 impl PreparedSet {
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
+    }
+
+    /// The kind (synthetic or real) of the source named `name`.
+    pub fn source_kind(&self, name: &str) -> Option<SourceKind> {
+        self.sources.iter().find(|s| s.name == name).map(|s| s.kind)
     }
 }
 
@@ -137,6 +163,9 @@ pub struct PrepReport {
     pub classes: Vec<ClassCount>,
     /// dataset -> [train, eval] images.
     pub datasets: BTreeMap<String, [usize; 2]>,
+    /// configured source -> [train, eval] images.
+    #[serde(default)]
+    pub sources: BTreeMap<String, [usize; 2]>,
     /// Distinct identities on each side (never shared).
     pub identities: [usize; 2],
     pub skipped: Vec<Skipped>,
@@ -174,6 +203,11 @@ impl PrepReport {
         let _ = writeln!(s, "{:<14} {:>8} {:>8} {:>8}", "total", t, e, t + e);
         for (d, [t, e]) in &self.datasets {
             let _ = writeln!(s, "  from {d:<9} {t:>8} {e:>8} {:>8}", t + e);
+        }
+        if self.sources.len() > 1 {
+            for (name, [t, e]) in &self.sources {
+                let _ = writeln!(s, "  source {name:<14} {t:>8} {e:>8} {:>8}", t + e);
+            }
         }
         let _ = writeln!(s, "identities: {} train, {} eval, none in both", self.identities[0], self.identities[1]);
         if self.unused_by_task > 0 {
@@ -231,49 +265,67 @@ fn reason_kind(reason: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Lists the samples of the configured source (generating the synthetic set
-/// first when it is the source and is not on disk yet).
+/// Lists the samples of the configured sources (generating a synthetic set
+/// first when one is configured and not on disk yet). Each sample's
+/// `origin` is the index of its source in [`Catalog::sources`].
 pub fn load_catalog(config: &DataConfig, progress: bool) -> Result<Catalog> {
     let mut catalog = Catalog::default();
-    match &config.source {
-        SourceConfig::Synthetic(s) => {
-            let synth_config = s.synth_config();
-            let dir = s.dir.clone().unwrap_or_else(|| config.cache_dir.join(format!("synth-{}", synth_config.fingerprint())));
-            let manifest = synth::ensure_dataset(&synth_config, &dir, progress)?;
-            if manifest.lfw_images > 0 {
-                catalog.extend(loaders::load_lfw(&dir.join(synth::LFW_DIR))?);
-            }
-            if manifest.kdef_images > 0 {
-                catalog.extend(loaders::load_kdef(&dir.join(synth::KDEF_DIR), &config.kdef_angles)?);
-            }
-            if manifest.sun_images > 0 {
-                catalog.extend(loaders::load_sun397(&dir.join(synth::SUN_DIR), &[])?);
-            }
+    for (origin, part) in config.source.parts().iter().enumerate() {
+        let mut found = match (&part.synthetic, &part.real) {
+            (Some(s), _) => load_synthetic(config, s, progress)?,
+            (None, Some(r)) => load_real(config, r)?,
+            (None, None) => Catalog::default(),
+        };
+        let origin = u16::try_from(origin).map_err(|_| DataError::config("source.mixed", origin + 1, "at most 65536 sources"))?;
+        for s in &mut found.samples {
+            s.origin = origin;
         }
-        SourceConfig::Real(r) => {
-            if let Some(p) = &r.lfw {
-                catalog.extend(loaders::load_lfw(p)?);
-            }
-            if let Some(p) = &r.sun397 {
-                catalog.extend(loaders::load_sun397(p, &r.sun397_exclude)?);
-            }
-            if let Some(p) = &r.kdef {
-                catalog.extend(loaders::load_kdef(p, &config.kdef_angles)?);
-            }
-            if let Some(p) = &r.akdef {
-                catalog.extend(loaders::load_akdef(p, &config.kdef_angles)?);
-            }
-            for n in &r.npy {
-                catalog.extend(loaders::load_npy(n)?);
-            }
-            for f in &r.folders {
-                catalog.extend(loaders::load_folder(f)?);
-            }
-        }
+        catalog.extend(found);
+        catalog.sources.push(SourceSummary { name: part.resolved_name(), kind: part.kind() });
     }
     if let Some(max) = config.max_images_per_dataset {
         let dropped = cap_per_dataset(&mut catalog.samples, max, config.split_seed);
         catalog.filter_out("over max_images_per_dataset", dropped);
+    }
+    Ok(catalog)
+}
+
+fn load_synthetic(config: &DataConfig, s: &SyntheticSource, progress: bool) -> Result<Catalog> {
+    let mut catalog = Catalog::default();
+    let synth_config = s.synth_config();
+    let dir = s.dir.clone().unwrap_or_else(|| config.cache_dir.join(format!("synth-{}", synth_config.fingerprint())));
+    let manifest = synth::ensure_dataset(&synth_config, &dir, progress)?;
+    if manifest.lfw_images > 0 {
+        catalog.extend(loaders::load_lfw(&dir.join(synth::LFW_DIR))?);
+    }
+    if manifest.kdef_images > 0 {
+        catalog.extend(loaders::load_kdef(&dir.join(synth::KDEF_DIR), &config.kdef_angles)?);
+    }
+    if manifest.sun_images > 0 {
+        catalog.extend(loaders::load_sun397(&dir.join(synth::SUN_DIR), &[])?);
+    }
+    Ok(catalog)
+}
+
+fn load_real(config: &DataConfig, r: &RealSources) -> Result<Catalog> {
+    let mut catalog = Catalog::default();
+    if let Some(p) = &r.lfw {
+        catalog.extend(loaders::load_lfw(p)?);
+    }
+    if let Some(p) = &r.sun397 {
+        catalog.extend(loaders::load_sun397(p, &r.sun397_exclude)?);
+    }
+    if let Some(p) = &r.kdef {
+        catalog.extend(loaders::load_kdef(p, &config.kdef_angles)?);
+    }
+    if let Some(p) = &r.akdef {
+        catalog.extend(loaders::load_akdef(p, &config.kdef_angles)?);
+    }
+    for n in &r.npy {
+        catalog.extend(loaders::load_npy(n)?);
+    }
+    for f in &r.folders {
+        catalog.extend(loaders::load_folder(f)?);
     }
     Ok(catalog)
 }
@@ -292,7 +344,9 @@ struct KeySettings<'a> {
     kdef_angles: &'a [super::kdef::Angle],
     max_images_per_dataset: Option<usize>,
     decode_limits: super::config::DecodeLimits,
-    source: &'a SourceConfig,
+    /// The sources without their weights and shares (those only change
+    /// the order of training batches).
+    source: SourceConfig,
 }
 
 fn cache_key(config: &DataConfig, task: &Task, catalog: &Catalog) -> Result<String> {
@@ -306,7 +360,12 @@ fn cache_key(config: &DataConfig, task: &Task, catalog: &Catalog) -> Result<Stri
         kdef_angles: &config.kdef_angles,
         max_images_per_dataset: config.max_images_per_dataset,
         decode_limits: config.decode_limits,
-        source: &config.source,
+        source: match &config.source {
+            SourceConfig::Mixed(parts) => {
+                SourceConfig::Mixed(parts.iter().map(|p| super::config::SourcePart { weight: None, share: None, ..p.clone() }).collect())
+            }
+            other => other.clone(),
+        },
     };
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&settings).map_err(|e| DataError::config("data", e, "serializable settings"))?);
@@ -333,6 +392,8 @@ struct CacheMeta {
     eval_labels: Vec<i32>,
     eval_info: Vec<SampleInfo>,
     report: PrepReport,
+    #[serde(default)]
+    sources: Vec<SourceSummary>,
 }
 
 fn progress_bar(len: usize, enabled: bool, message: &'static str) -> ProgressBar {
@@ -402,6 +463,7 @@ pub fn prepare(config: &DataConfig, options: &PrepOptions) -> Result<PrepOutcome
     let mut train = PreparedSplit { split: Split::Train, image_size: size, pixels: Vec::new(), labels: Vec::new(), info: Vec::new() };
     let mut eval = PreparedSplit { split: Split::Eval, image_size: size, pixels: Vec::new(), labels: Vec::new(), info: Vec::new() };
     let mut datasets: BTreeMap<String, [usize; 2]> = BTreeMap::new();
+    let mut sources: BTreeMap<String, [usize; 2]> = BTreeMap::new();
     let mut ids: [BTreeSet<String>; 2] = [BTreeSet::new(), BTreeSet::new()];
     for (&(i, label), result) in chosen.iter().zip(decoded) {
         let s = &catalog.samples[i];
@@ -416,13 +478,32 @@ pub fn prepare(config: &DataConfig, options: &PrepOptions) -> Result<PrepOutcome
         let target = if side == Split::Train { &mut train } else { &mut eval };
         target.pixels.extend_from_slice(&pixels);
         target.labels.push(label);
-        target.info.push(SampleInfo { source: s.source.to_string(), face: s.face, expression: s.expression, identity: s.identity.clone(), dataset: s.dataset });
+        let source_name = catalog.sources.get(usize::from(s.origin)).map(|o| o.name.clone()).unwrap_or_default();
         let side_index = usize::from(side == Split::Eval);
+        sources.entry(source_name.clone()).or_default()[side_index] += 1;
+        target.info.push(SampleInfo {
+            source: s.source.to_string(),
+            face: s.face,
+            expression: s.expression,
+            identity: s.identity.clone(),
+            dataset: s.dataset,
+            source_name,
+        });
         datasets.entry(s.dataset.to_string()).or_default()[side_index] += 1;
         ids[side_index].insert(s.split_key());
     }
     strict_check(options.strict, &skipped[catalog.skipped.len()..])?;
-    let warnings = check_classes(&task, &class_names, train.labels.iter().map(|&l| (l, Split::Train)).chain(eval.labels.iter().map(|&l| (l, Split::Eval))))?;
+    let mut warnings =
+        check_classes(&task, &class_names, train.labels.iter().map(|&l| (l, Split::Train)).chain(eval.labels.iter().map(|&l| (l, Split::Eval))))?;
+    if catalog.sources.len() > 1 {
+        for source in &catalog.sources {
+            match sources.get(&source.name) {
+                None => warnings.push(format!("source `{}` has no image with a label for task {task}; this task does without it", source.name)),
+                Some([_, 0]) => warnings.push(format!("source `{}` has no eval images for task {task} (too few identities?)", source.name)),
+                Some(_) => {}
+            }
+        }
+    }
 
     let train_counts = train.class_counts(class_names.len());
     let eval_counts = eval.class_counts(class_names.len());
@@ -439,6 +520,7 @@ pub fn prepare(config: &DataConfig, options: &PrepOptions) -> Result<PrepOutcome
         split_seed: config.split_seed,
         classes: class_names.iter().enumerate().map(|(c, name)| ClassCount { class: name.clone(), train: train_counts[c], eval: eval_counts[c] }).collect(),
         datasets,
+        sources,
         identities: [ids[0].len(), ids[1].len()],
         skipped,
         skipped_by_reason,
@@ -448,7 +530,7 @@ pub fn prepare(config: &DataConfig, options: &PrepOptions) -> Result<PrepOutcome
         decoded: chosen.len(),
         decode_seconds: seconds,
     };
-    let set = PreparedSet { task, class_names, image_size: size, train, eval, report };
+    let set = PreparedSet { task, class_names, image_size: size, train, eval, report, sources: catalog.sources.clone() };
     write_cache(&cache_path, &set)?;
     write_reports(&set.report, &report_json, &report_table)?;
     let decoded = set.report.decoded;
@@ -530,6 +612,7 @@ fn read_cache(path: &Path) -> Result<Option<PreparedSet>> {
             train: PreparedSplit { split: Split::Train, image_size: meta.image_size, pixels, labels: meta.train_labels, info: meta.train_info },
             eval: PreparedSplit { split: Split::Eval, image_size: meta.image_size, pixels: eval_pixels, labels: meta.eval_labels, info: meta.eval_info },
             report: meta.report,
+            sources: meta.sources,
         })
     });
     match parsed {
@@ -551,6 +634,7 @@ fn write_cache(path: &Path, set: &PreparedSet) -> Result<()> {
         eval_labels: set.eval.labels.clone(),
         eval_info: set.eval.info.clone(),
         report: set.report.clone(),
+        sources: set.sources.clone(),
     };
     let meta = serde_json::to_vec(&meta).map_err(|e| DataError::io(path, std::io::Error::other(e)))?;
     let mut pixels = Vec::with_capacity(set.train.pixels.len() + set.eval.pixels.len());

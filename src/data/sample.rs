@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::config::SourceKind;
 use super::kdef::{Expression, KdefCode};
 
 /// Which dataset (layout) a sample came from. Also namespaces identities:
@@ -109,13 +110,27 @@ pub struct Sample {
     /// The parsed KDEF code, for KDEF samples (angle filters, reports).
     pub kdef: Option<KdefCode>,
     pub stamp: FileStamp,
+    /// Index of the configured source (into [`Catalog::sources`]) the
+    /// sample came from; loaders leave 0, `load_catalog` sets it.
+    #[serde(default)]
+    pub origin: u16,
 }
 
 impl Sample {
-    /// The identity namespaced by dataset, the unit of the train/eval split.
+    /// The identity namespaced by source and dataset, the unit of the
+    /// train/eval split: "F01" of a synthetic KDEF tree and "F01" of the
+    /// real KDEF are different people.
     pub fn split_key(&self) -> String {
-        format!("{}:{}", self.dataset, self.identity)
+        format!("{}:{}:{}", self.origin, self.dataset, self.identity)
     }
+}
+
+/// One configured source of a catalog: its name (as reports show it) and
+/// whether it is drawn or photographed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    pub name: String,
+    pub kind: SourceKind,
 }
 
 /// A file a loader or the decoder left out, and why.
@@ -140,6 +155,9 @@ pub struct Catalog {
     /// Good files left out on purpose (an angle filter, a category
     /// exclusion, a per-dataset cap), counted per reason for the report.
     pub filtered: std::collections::BTreeMap<String, usize>,
+    /// The configured sources, indexed by [`Sample::origin`] (empty for a
+    /// loader's own catalog).
+    pub sources: Vec<SourceSummary>,
 }
 
 impl Catalog {

@@ -2,9 +2,11 @@
 //! KDEF subject) or scene lands on the same side, so the eval accuracy
 //! measures generalisation to new people, not memorised faces.
 //!
-//! The split is made per dataset, and an identity's side depends only on the
-//! seed, the dataset's identities and their image counts, never on the
-//! task. So the face, emotion and hierarchy preps with one `split_seed` agree
+//! The split is made per source and dataset (so every source of a mixed
+//! set holds out its own `eval_fraction`), and an identity's side depends
+//! only on the seed, its dataset's identities and their image counts, never
+//! on the task or on the other sources: the synthetic part of a mix splits
+//! exactly as the synthetic set alone does. So the face, emotion and hierarchy preps with one `split_seed` agree
 //! on every shared identity, and the hierarchy's eval set holds nobody that
 //! either model trained on.
 
@@ -31,16 +33,16 @@ impl Split {
     }
 }
 
-/// Assigns every sample to a split. Within a dataset, identities are taken in
-/// a seeded pseudo-random order and go to eval while that brings the eval
-/// image count closer to `eval_fraction` of the dataset's images.
+/// Assigns every sample to a split. Within a source's dataset, identities
+/// are taken in a seeded pseudo-random order and go to eval while that
+/// brings the eval image count closer to `eval_fraction` of its images.
 pub fn split_by_identity(samples: &[Sample], eval_fraction: f64, seed: u64) -> Vec<Split> {
-    let mut per_dataset: BTreeMap<DatasetTag, BTreeMap<&str, usize>> = BTreeMap::new();
+    let mut per_dataset: BTreeMap<(u16, DatasetTag), BTreeMap<&str, usize>> = BTreeMap::new();
     for s in samples {
-        *per_dataset.entry(s.dataset).or_default().entry(s.identity.as_str()).or_default() += 1;
+        *per_dataset.entry((s.origin, s.dataset)).or_default().entry(s.identity.as_str()).or_default() += 1;
     }
-    let mut eval_ids: BTreeMap<(DatasetTag, &str), ()> = BTreeMap::new();
-    for (dataset, counts) in &per_dataset {
+    let mut eval_ids: BTreeMap<(u16, DatasetTag, &str), ()> = BTreeMap::new();
+    for (&(origin, dataset), counts) in &per_dataset {
         let total: usize = counts.values().sum();
         let target = eval_fraction * total as f64;
         let mut order: Vec<(&str, usize)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
@@ -51,20 +53,21 @@ pub fn split_by_identity(samples: &[Sample], eval_fraction: f64, seed: u64) -> V
             let with = (target - (eval_count + n) as f64).abs();
             if with < now {
                 eval_count += n;
-                eval_ids.insert((*dataset, id), ());
+                eval_ids.insert((origin, dataset, id), ());
             }
         }
     }
-    samples.iter().map(|s| if eval_ids.contains_key(&(s.dataset, s.identity.as_str())) { Split::Eval } else { Split::Train }).collect()
+    samples.iter().map(|s| if eval_ids.contains_key(&(s.origin, s.dataset, s.identity.as_str())) { Split::Eval } else { Split::Train }).collect()
 }
 
-/// Keeps at most `max` samples per dataset: a seeded pseudo-random pick of
-/// images, in their original order. Returns how many were dropped.
+/// Keeps at most `max` samples per dataset of each source: a seeded
+/// pseudo-random pick of images, in their original order. Returns how many
+/// were dropped.
 pub fn cap_per_dataset(samples: &mut Vec<Sample>, max: usize, seed: u64) -> usize {
-    let mut per_dataset: BTreeMap<DatasetTag, Vec<(u64, usize)>> = BTreeMap::new();
+    let mut per_dataset: BTreeMap<(u16, DatasetTag), Vec<(u64, usize)>> = BTreeMap::new();
     for (i, s) in samples.iter().enumerate() {
         let key = mix(seed ^ 0xC0FF_EE00, &[u64::from(s.dataset.index()), hash_str(&s.source.to_string())]);
-        per_dataset.entry(s.dataset).or_default().push((key, i));
+        per_dataset.entry((s.origin, s.dataset)).or_default().push((key, i));
     }
     let mut keep = vec![true; samples.len()];
     let mut dropped = 0;
@@ -101,6 +104,7 @@ mod tests {
             dataset,
             kdef: None,
             stamp: FileStamp::default(),
+            origin: 0,
         }
     }
 
@@ -131,6 +135,19 @@ mod tests {
         mixed.extend((0..50).map(|i| sample(DatasetTag::Sun397, &format!("sun_{i}"), 0)));
         let together = split_by_identity(&mixed, 0.3, 1);
         assert_eq!(&together[..kdef.len()], &alone[..]);
+    }
+
+    #[test]
+    fn each_source_holds_out_its_own_share_and_keeps_its_split_in_a_mix() {
+        let synth: Vec<Sample> = (0..40).map(|p| sample(DatasetTag::Lfw, &format!("p{p}"), 0)).collect();
+        let alone = split_by_identity(&synth, 0.3, 5);
+        // A second source with the same dataset and the same identity names.
+        let mut mixed = synth.clone();
+        mixed.extend((0..10).map(|p| Sample { origin: 1, ..sample(DatasetTag::Lfw, &format!("p{p}"), 0) }));
+        let together = split_by_identity(&mixed, 0.3, 5);
+        assert_eq!(&together[..40], &alone[..], "the first source splits as it does alone");
+        let eval_second = together[40..].iter().filter(|s| **s == Split::Eval).count();
+        assert_eq!(eval_second, 3, "the second source holds out 30% of its own 10 images");
     }
 
     #[test]

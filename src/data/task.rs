@@ -135,6 +135,7 @@ mod tests {
             dataset: DatasetTag::Folder,
             kdef: None,
             stamp: FileStamp::default(),
+            origin: 0,
         }
     }
 

@@ -26,5 +26,5 @@ mod shape;
 pub use emit::EmitOptions;
 pub use ir::{Graph, Tensor};
 pub use ops::{BinaryKind, ConvDims, ConvSpec, Direction, DotDims, Literal, PoolKind, ReduceKind, UnaryKind, WindowSpec};
-pub use params::{BoundParams, DeclareParams, Init, ParamSpec, Params};
+pub use params::{BoundParams, CastParams, DeclareParams, Init, ParamSpec, Params};
 pub use shape::{GraphError, Result, Shape};

@@ -84,8 +84,9 @@ impl Graph {
 
     /// A SAME convolution of `filters` `kernel x kernel` filters plus bias on
     /// NHWC `x`: asks `params` for `weight: [k, k, in, filters]` (HWIO,
-    /// He-normal) and `bias: [filters]` (zeros) under the current scope.
-    pub fn conv2d(&mut self, params: &mut dyn Params, x: Tensor, filters: i64, kernel: i64) -> Result<Tensor> {
+    /// He-normal) and `bias: [filters]` (zeros) under the current scope, and
+    /// computes it as `formulation` says (the parameters are the same).
+    pub fn conv2d(&mut self, params: &mut dyn Params, x: Tensor, filters: i64, kernel: i64, formulation: ConvFormulation) -> Result<Tensor> {
         let dims = self.dims(x).to_vec();
         if dims.len() != 4 {
             return shape_err("conv2d", &[self.shape(x)], "expects an NHWC input");
@@ -93,14 +94,48 @@ impl Graph {
         let cin = dims[3];
         let w = params.get(self, "weight", &[kernel, kernel, cin, filters], Init::HeNormal { fan_in: kernel * kernel * cin })?;
         let b = params.get(self, "bias", &[filters], Init::Zeros)?;
-        let y = self.conv2d_same(x, w, 1)?;
+        let y = match formulation {
+            ConvFormulation::Convolution => self.conv2d_same(x, w, 1)?,
+            ConvFormulation::Patches => self.conv2d_same_patches(x, w)?,
+        };
         self.add_bias(y, b)
+    }
+
+    /// The same function as `conv2d_same(x, w, 1)`, written as one matrix
+    /// product: the `k x k` neighbourhoods of every pixel are gathered into
+    /// `[n, h, w, k*k*in]` (im2col: `k*k` shifted slices of the padded
+    /// input, concatenated) and multiplied by the kernel reshaped to
+    /// `[k*k*in, out]`. Its kernel gradient is then one dot contracting
+    /// `n*h*w`, where XLA:CPU's convolution of a one-channel input runs at a
+    /// small fraction of its matmul speed. The patches are `k*k` times the
+    /// input, so this pays off only for few input channels.
+    pub fn conv2d_same_patches(&mut self, x: Tensor, w: Tensor) -> Result<Tensor> {
+        let (xd, wd) = (self.dims(x).to_vec(), self.dims(w).to_vec());
+        if xd.len() != 4 || wd.len() != 4 || wd[0] != wd[1] || wd[0] % 2 == 0 || wd[2] != xd[3] {
+            return shape_err("conv2d_same_patches", &[self.shape(x), self.shape(w)], "expects NHWC input and a square, odd HWIO kernel over its channels");
+        }
+        let (n, h, wi, cin) = (xd[0], xd[1], xd[2], xd[3]);
+        let (k, cout) = (wd[0], wd[3]);
+        let half = k / 2;
+        let zero = self.scalar(0.0, self.dtype(x))?;
+        let padded = self.pad(x, zero, &[0, half, half, 0], &[0, half, half, 0], &[0, 0, 0, 0])?;
+        let mut shifted = Vec::with_capacity((k * k) as usize);
+        for dy in 0..k {
+            for dx in 0..k {
+                shifted.push(self.slice(padded, &[0, dy, dx, 0], &[n, dy + h, dx + wi, cin], &[1, 1, 1, 1])?);
+            }
+        }
+        // Row-major (dy, dx, channel): the order of the HWIO kernel's first
+        // three dimensions, so a reshape lines the two up.
+        let patches = self.concatenate(&shifted, 3)?;
+        let kernel = self.reshape(w, &[k * k * cin, cout])?;
+        self.dot_general(patches, kernel, DotDims { lhs_contract: vec![3], rhs_contract: vec![0], ..Default::default() })
     }
 
     /// conv (SAME, scope `conv`) + bias + ReLU + max-pool `pool x pool` with
     /// stride `pool`.
-    pub fn conv_block(&mut self, params: &mut dyn Params, x: Tensor, filters: i64, kernel: i64, pool: i64) -> Result<Tensor> {
-        let y = self.scoped("conv", |g| g.conv2d(params, x, filters, kernel))?;
+    pub fn conv_block(&mut self, params: &mut dyn Params, x: Tensor, filters: i64, kernel: i64, pool: i64, formulation: ConvFormulation) -> Result<Tensor> {
+        let y = self.scoped("conv", |g| g.conv2d(params, x, filters, kernel, formulation))?;
         let y = self.scoped("relu", |g| g.relu(y))?;
         self.scoped("pool", |g| g.max_pool_tiled(y, pool))
     }
@@ -276,6 +311,18 @@ impl Graph {
         let t = self.shift_right_logical(h, s16)?;
         self.xor(h, t)
     }
+}
+
+/// How a convolution layer is computed; both give the same function and
+/// take the same parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvFormulation {
+    /// One `convolution` op; its gradients are convolutions.
+    Convolution,
+    /// im2col: shifted slices of the input gathered into patches, then one
+    /// dot (`Graph::conv2d_same_patches`).
+    Patches,
 }
 
 /// The loss of a batch: its mean (what is differentiated) and its sum.

@@ -137,3 +137,25 @@ impl Params for BoundParams<'_> {
         Ok(t)
     }
 }
+
+/// Hands out another source's parameters converted to `dtype`, for mixed
+/// precision: the program's inputs (master weights) keep their type, the
+/// layers compute in `dtype`, and the conversion's derivative brings each
+/// gradient back to the master type.
+pub struct CastParams<'a> {
+    inner: &'a mut dyn Params,
+    dtype: DType,
+}
+
+impl<'a> CastParams<'a> {
+    pub fn new(inner: &'a mut dyn Params, dtype: DType) -> Self {
+        CastParams { inner, dtype }
+    }
+}
+
+impl Params for CastParams<'_> {
+    fn get(&mut self, g: &mut Graph, name: &str, dims: &[i64], init: Init) -> Result<Tensor> {
+        let t = self.inner.get(g, name, dims, init)?;
+        g.convert(t, self.dtype)
+    }
+}

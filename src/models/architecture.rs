@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::nn::DropoutKey;
+use crate::graph::nn::{ConvFormulation, DropoutKey};
 use crate::graph::{DeclareParams, Graph, GraphError, ParamSpec, Params, Tensor};
 use crate::tensor::DType;
 
@@ -104,7 +104,8 @@ impl Architecture {
         let mut g = Graph::new("declare");
         let mut params = DeclareParams::new(DType::F32);
         let n = self.input_size;
-        let built = g.parameter("images", DType::F32, &[1, n, n, 1]).and_then(|images| self.forward(&mut g, &mut params, images, None));
+        let built =
+            g.parameter("images", DType::F32, &[1, n, n, 1]).and_then(|images| self.forward(&mut g, &mut params, images, None, ConvChoice::Convolution));
         if let Err(e) = built {
             return Err(format!(
                 "input_size {} cannot be pooled down {} times by {}: {e}; use a larger input_size or fewer conv_filters",
@@ -166,10 +167,18 @@ impl Architecture {
     /// dense + ReLU (`dense`), dropout when a key is given (training),
     /// logits (`logits`). Each layer takes its parameters from `params`
     /// under its scope, which is where the parameter names come from.
-    pub fn forward(&self, g: &mut Graph, params: &mut dyn Params, images: Tensor, dropout: Option<&DropoutKey>) -> Result<Tensor, GraphError> {
+    pub fn forward(
+        &self,
+        g: &mut Graph,
+        params: &mut dyn Params,
+        images: Tensor,
+        dropout: Option<&DropoutKey>,
+        conv: ConvChoice,
+    ) -> Result<Tensor, GraphError> {
         let mut h = images;
         for (i, &filters) in self.conv_filters.iter().enumerate() {
-            h = g.scoped(&format!("block{}", i + 1), |g| g.conv_block(params, h, filters, self.kernel_size, self.pool))?;
+            let formulation = conv.for_input_channels(g.dims(h).last().copied().unwrap_or(1));
+            h = g.scoped(&format!("block{}", i + 1), |g| g.conv_block(params, h, filters, self.kernel_size, self.pool, formulation))?;
         }
         let flat = g.scoped("flatten", |g| g.flatten(h))?;
         let hidden = g.scoped("dense", |g| {
@@ -181,6 +190,30 @@ impl Architecture {
             None => hidden,
         };
         g.scoped("logits", |g| g.linear(params, hidden, self.classes))
+    }
+}
+
+/// Which formulation the conv layers take (see [`ConvFormulation`]); the
+/// function and the parameters are the same either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvChoice {
+    /// A convolution op in every layer (the default: measured fastest).
+    #[default]
+    Convolution,
+    /// Patches (im2col + one dot) in a layer with one input channel, where
+    /// the patches are small (`k*k` values a pixel); a convolution op in the
+    /// others. Measured slower than `convolution` with the pinned XLA:CPU
+    /// (README, Speed), kept to be measured on other CPUs and plugins.
+    Patches,
+}
+
+impl ConvChoice {
+    pub fn for_input_channels(self, channels: i64) -> ConvFormulation {
+        match self {
+            ConvChoice::Patches if channels == 1 => ConvFormulation::Patches,
+            _ => ConvFormulation::Convolution,
+        }
     }
 }
 

@@ -22,8 +22,8 @@ use crate::records::CHECKPOINT_DIR;
 use crate::tensor::{DType, HostTensor, TensorError};
 use crate::train::checkpoint::{Checkpoint, CheckpointDir, CheckpointError};
 
-use super::architecture::{Architecture, ModelKind};
-use super::programs::ProgramSpec;
+use super::architecture::{Architecture, ConvChoice, ModelKind};
+use super::programs::{Precision, ProgramSpec};
 
 /// Why a model could not be loaded or run. Variants name the folder, file
 /// or tensor at fault.
@@ -186,7 +186,16 @@ impl InferenceModel {
                 });
             }
         }
-        let spec = ProgramSpec { kind, arch: arch.clone(), optimizer: Optimizer::Sgd, replica_batch: options.batch, replicas: 1 };
+        // f32 whatever precision the model trained in: its weights are f32.
+        let spec = ProgramSpec {
+            kind,
+            arch: arch.clone(),
+            optimizer: Optimizer::Sgd,
+            replica_batch: options.batch,
+            replicas: 1,
+            precision: Precision::F32,
+            conv: ConvChoice::Convolution,
+        };
         let built = spec.predict().map_err(|source| InferenceError::Graph { kind, source })?;
         let mut compile_options = CompileOptions::single_device(options.device);
         compile_options.xla_options = options.xla_options.clone();

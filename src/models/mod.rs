@@ -10,8 +10,8 @@ mod programs;
 mod session;
 
 pub use crate::graph::{Init, ParamSpec};
-pub use architecture::{Architecture, ModelKind, Network};
+pub use architecture::{Architecture, ConvChoice, ModelKind, Network};
 pub use inference::{CheckpointSource, InferenceError, InferenceModel, InferenceOptions};
 pub use init::init_params;
-pub use programs::{BuiltProgram, ProgramSpec};
+pub use programs::{BuiltProgram, Precision, ProgramSpec};
 pub use session::{BatchUploader, CompileTimes, DeviceBatch, EvalTotals, SessionConfig, SessionError, StepMetrics, TrainSession};

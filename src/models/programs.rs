@@ -18,13 +18,55 @@
 
 use crate::graph::nn::DropoutKey;
 use crate::graph::optim::Optimizer;
-use crate::graph::{BoundParams, EmitOptions, Graph, GraphError, ParamSpec, Tensor};
+use crate::graph::{BoundParams, CastParams, EmitOptions, Graph, GraphError, ParamSpec, Tensor};
 use crate::pjrt::Program;
 use crate::tensor::DType;
 
-use super::architecture::{Architecture, ModelKind};
+use super::architecture::{Architecture, ConvChoice, ModelKind};
 
-/// What to build: a model, its per-replica batch, and how many replicas.
+/// The numeric type the network computes in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Mixed precision: activations and the inputs of every matmul and
+    /// convolution are bf16; master weights, optimizer state, the loss and
+    /// its softmax, and the gradient reductions across replicas stay f32
+    /// (the standard on TPU and GPU).
+    Bf16,
+}
+
+impl Precision {
+    /// The type of activations and matmul / conv inputs.
+    pub fn compute_dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to build: a model, its per-replica batch, how many replicas, and
+/// the precision it computes in.
 #[derive(Clone, Debug)]
 pub struct ProgramSpec {
     pub kind: ModelKind,
@@ -34,6 +76,9 @@ pub struct ProgramSpec {
     pub replica_batch: i64,
     /// Number of replicas (data-parallel devices).
     pub replicas: usize,
+    pub precision: Precision,
+    /// How the conv layers are computed.
+    pub conv: ConvChoice,
 }
 
 /// A built program and the text it was emitted from.
@@ -56,6 +101,9 @@ impl ProgramSpec {
         if self.replicas > 1 {
             name.push_str(&format!("_r{}", self.replicas));
         }
+        if self.precision != Precision::F32 {
+            name.push_str(&format!("_{}", self.precision));
+        }
         name
     }
 
@@ -73,10 +121,21 @@ impl ProgramSpec {
     }
 
     /// The network on `images` with the parameters `params` (made from
-    /// `specs`, e.g. by `parameters`), dropout when training.
+    /// `specs`, e.g. by `parameters`), dropout when training. In bf16 the
+    /// images and each parameter are converted on the way in and the logits
+    /// back to f32 on the way out, so the loss, softmax and everything after
+    /// are f32, and so are the gradients the parameters receive.
     pub fn forward(&self, g: &mut Graph, specs: &[ParamSpec], params: &[Tensor], images: Tensor, dropout: Option<&DropoutKey>) -> Result<Tensor, GraphError> {
         let mut bound = BoundParams::new(specs, params)?;
-        let logits = self.arch.forward(g, &mut bound, images, dropout)?;
+        let logits = match self.precision.compute_dtype() {
+            DType::F32 => self.arch.forward(g, &mut bound, images, dropout, self.conv)?,
+            compute => {
+                let images = g.scoped("input", |g| g.convert(images, compute))?;
+                let mut cast = CastParams::new(&mut bound, compute);
+                let logits = self.arch.forward(g, &mut cast, images, dropout, self.conv)?;
+                g.scoped("logits", |g| g.convert(logits, DType::F32))?
+            }
+        };
         bound.finish()?;
         Ok(logits)
     }

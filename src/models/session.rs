@@ -14,9 +14,9 @@ use crate::graph::optim::Optimizer;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError, ReadyEvent};
 use crate::tensor::{DType, HostTensor};
 
-use super::architecture::{Architecture, ModelKind};
+use super::architecture::{Architecture, ConvChoice, ModelKind};
 use super::init::init_params;
-use super::programs::{BuiltProgram, ProgramSpec};
+use super::programs::{BuiltProgram, Precision, ProgramSpec};
 use crate::graph::ParamSpec;
 
 /// Errors of a model session, naming what was wrong.
@@ -50,6 +50,11 @@ pub struct SessionConfig {
     pub devices: Vec<i32>,
     /// XLA debug options applied to every compilation.
     pub xla_options: Vec<(String, crate::pjrt::OptionOverride)>,
+    /// What the network computes in (parameters and optimizer state are
+    /// f32 either way, so checkpoints do not depend on it).
+    pub precision: Precision,
+    /// How the conv layers are computed (the parameters are the same).
+    pub conv: ConvChoice,
 }
 
 impl SessionConfig {
@@ -68,7 +73,15 @@ impl SessionConfig {
     }
 
     fn spec(&self, replicas: usize, replica_batch: i64) -> ProgramSpec {
-        ProgramSpec { kind: self.kind, arch: self.arch.clone(), optimizer: self.optimizer.clone(), replica_batch, replicas }
+        ProgramSpec {
+            kind: self.kind,
+            arch: self.arch.clone(),
+            optimizer: self.optimizer.clone(),
+            replica_batch,
+            replicas,
+            precision: self.precision,
+            conv: self.conv,
+        }
     }
 
     fn compile_options(&self, devices: &[i32]) -> CompileOptions {
@@ -137,6 +150,11 @@ pub struct TrainSession {
     seeds: Vec<Buffer>,
     offsets: Vec<Buffer>,
     pending: Vec<(u64, Buffer, Buffer)>,
+    /// Inputs of the training program that it aliases to outputs (params
+    /// and optimizer state): exactly these are donated at each step. On
+    /// XLA:GPU an aliased input that is not donated costs a copy, and a
+    /// donated one that is not aliased is freed without reuse.
+    donated: Vec<usize>,
     step: u64,
     pub compile_times: CompileTimes,
 }
@@ -196,6 +214,7 @@ impl TrainSession {
             seeds: vec![],
             offsets: vec![],
             pending: vec![],
+            donated: train_program.aliases.iter().map(|&(input, _)| input).collect(),
             step,
             compile_times: CompileTimes { build_s, train_s, eval_s },
             config,
@@ -249,9 +268,10 @@ impl TrainSession {
         self.train_step_on(&batch, lr)
     }
 
-    /// Runs one training step on a batch already on the devices. On an
-    /// asynchronous plugin (GPU, TPU) this returns once the step is enqueued;
-    /// the CPU plugin runs it before returning.
+    /// Runs one training step on a batch already on the devices. It returns
+    /// once the step is enqueued: every plugin we use is asynchronous (the
+    /// CPU one too: its `execute` returns in microseconds and the outputs
+    /// become ready later), so the caller can upload the next batch meanwhile.
     pub fn train_step_on(&mut self, batch: &DeviceBatch, lr: f32) -> Result<()> {
         let replicas = self.config.devices.len();
         if batch.shards.len() != replicas {
@@ -271,8 +291,7 @@ impl TrainSession {
                 a
             })
             .collect();
-        let donated: Vec<usize> = (0..self.specs.len() + self.state_names.len()).collect();
-        let outputs = self.train.execute_replicated(&args, &donated)?;
+        let outputs = self.train.execute_replicated(&args, &self.donated)?;
         let np = self.specs.len();
         let ns = self.state_names.len();
         let mut metrics = None;

@@ -195,16 +195,28 @@ impl Api {
             Some(f) => {
                 // SAFETY: as above; GetCode only reads the live error.
                 let e = unsafe { f(&mut code) };
-                if e.is_null() { ErrorCode::from_raw(code.code) } else { ErrorCode::Unknown }
+                if e.is_null() {
+                    ErrorCode::from_raw(code.code)
+                } else {
+                    // GetCode's own failure is an error object we own too.
+                    self.destroy_error(e);
+                    ErrorCode::Unknown
+                }
             }
             None => ErrorCode::Unknown,
         };
+        self.destroy_error(error);
+        Err(PjrtError::Plugin { op, code, message })
+    }
+
+    /// Frees a `PJRT_Error*` the plugin handed us (exactly once per error).
+    fn destroy_error(&self, error: *mut ffi::PJRT_Error) {
         if let Some(destroy) = self.raw.PJRT_Error_Destroy {
             let mut args = ffi::PJRT_Error_Destroy_Args { error, ..ffi::PJRT_Error_Destroy_Args::sized() };
-            // SAFETY: `error` is live and destroyed exactly once, here.
+            // SAFETY: `error` is a live error object the plugin returned to
+            // us; every caller passes each error here once.
             unsafe { destroy(&mut args) };
         }
-        Err(PjrtError::Plugin { op, code, message })
     }
 
     /// The plugin's own attributes (`xla_version`, `stablehlo_current_version`, ...).
@@ -258,18 +270,19 @@ pub(crate) unsafe fn read_named_values(values: *const ffi::PJRT_NamedValue, coun
         .iter()
         .filter_map(|v| {
             // SAFETY: name/name_size describe the plugin's string; the union
-            // member read matches `type_`, as the header specifies.
+            // member read matches `type_`, as the header specifies. Null
+            // pointers (allowed with size 0) never reach `from_raw_parts`.
             unsafe {
-                let name = String::from_utf8_lossy(std::slice::from_raw_parts(v.name as *const u8, v.name_size)).into_owned();
+                let name = read_str(v.name, v.name_size);
                 let u = &v.__bindgen_anon_1;
                 let value = match v.type_ {
-                    ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kString => {
-                        NamedValue::String(String::from_utf8_lossy(std::slice::from_raw_parts(u.string_value as *const u8, v.value_size)).into_owned())
-                    }
+                    ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kString => NamedValue::String(read_str(u.string_value, v.value_size)),
                     ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64 => NamedValue::Int64(u.int64_value),
-                    ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64List => {
-                        NamedValue::Int64List(std::slice::from_raw_parts(u.int64_array_value, v.value_size).to_vec())
-                    }
+                    ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64List => NamedValue::Int64List(if u.int64_array_value.is_null() || v.value_size == 0 {
+                        Vec::new()
+                    } else {
+                        std::slice::from_raw_parts(u.int64_array_value, v.value_size).to_vec()
+                    }),
                     ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kFloat => NamedValue::Float(u.float_value),
                     ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kBool => NamedValue::Bool(u.bool_value),
                     _ => return None,
@@ -285,7 +298,7 @@ pub(crate) unsafe fn read_named_values(values: *const ffi::PJRT_NamedValue, coun
 /// # Safety
 /// `ptr` must point to `len` readable bytes (or be null).
 pub(crate) unsafe fn read_str(ptr: *const std::os::raw::c_char, len: usize) -> String {
-    if ptr.is_null() {
+    if ptr.is_null() || len == 0 {
         return String::new();
     }
     // SAFETY: this function's contract.
@@ -295,6 +308,25 @@ pub(crate) unsafe fn read_str(ptr: *const std::os::raw::c_char, len: usize) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_values_with_null_pointers_and_zero_sizes_are_read_safely() {
+        // A plugin may leave a name, a string or a list null when its size
+        // is 0; none of these may reach `from_raw_parts`.
+        let mut empty_string = ffi::PJRT_NamedValue { name: std::ptr::null(), name_size: 0, ..ffi::PJRT_NamedValue::sized() };
+        empty_string.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kString;
+        empty_string.__bindgen_anon_1.string_value = std::ptr::null();
+        let name = "ids";
+        let mut empty_list = ffi::PJRT_NamedValue { name: name.as_ptr().cast(), name_size: name.len(), ..ffi::PJRT_NamedValue::sized() };
+        empty_list.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64List;
+        empty_list.__bindgen_anon_1.int64_array_value = std::ptr::null();
+        let values = [empty_string, empty_list];
+        // SAFETY: two valid named values, alive for the call.
+        let read = unsafe { read_named_values(values.as_ptr(), values.len()) };
+        assert_eq!(read, vec![(String::new(), NamedValue::String(String::new())), ("ids".to_string(), NamedValue::Int64List(vec![]))]);
+        // SAFETY: null with count 0 is allowed by the contract.
+        assert!(unsafe { read_named_values(std::ptr::null(), 0) }.is_empty());
+    }
 
     #[test]
     fn version_rule() {

@@ -2,7 +2,8 @@
 //!
 //! Order: `--plugin PATH`, then `EMOTIONET_PJRT_PLUGIN`, then (TPU only)
 //! `TPU_LIBRARY_PATH`, then the project-local `.deps/pjrt` folder that
-//! `make setup` fills, then the packages of the machine's `python3`. A plugin
+//! `make setup` fills (and, for the GPU, `.deps/cuda12` / `.deps/cuda13`
+//! from `make gpu-plugin`), then the packages of the machine's `python3`. A plugin
 //! that is not found is an error naming the pip package that provides it;
 //! we never fall back to another backend.
 
@@ -46,7 +47,7 @@ impl Backend {
     pub fn pip_package(self) -> &'static str {
         match self {
             Backend::Cpu => "xla-cpu-pjrt==0.0.1",
-            Backend::Gpu => "xla-cuda12-pjrt==0.0.1 (or jax-cuda13-pjrt, as shipped with JAX 0.11)",
+            Backend::Gpu => "jax-cuda12-pjrt==0.11.2 with its pinned nvidia-*-cu12 wheels (or jax-cuda13-pjrt==0.11.2 with CUDA 13's)",
             Backend::Tpu => "libtpu==0.0.30",
         }
     }
@@ -55,8 +56,11 @@ impl Backend {
     fn relative_paths(self) -> &'static [&'static str] {
         match self {
             Backend::Cpu => &["xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so"],
+            // JAX's plugins first: they load their CUDA libraries lazily and
+            // find them in the nvidia wheels beside them. The OpenXLA wheel
+            // (xla-cuda12-pjrt 0.0.1) links them and fails to load without.
             Backend::Gpu => {
-                &["xla_plugins/xla_cuda12_pjrt/xla_gpu_pjrt.so", "jax_plugins/xla_cuda13/xla_cuda_plugin.so", "jax_plugins/xla_cuda12/xla_cuda_plugin.so"]
+                &["jax_plugins/xla_cuda12/xla_cuda_plugin.so", "jax_plugins/xla_cuda13/xla_cuda_plugin.so", "xla_plugins/xla_cuda12_pjrt/xla_gpu_pjrt.so"]
             }
             Backend::Tpu => &["libtpu/libtpu.so"],
         }
@@ -115,7 +119,7 @@ pub fn resolve_plugin(backend: Backend, explicit: Option<&Path>) -> Result<PathB
         }
     }
     let mut searched = Vec::new();
-    let roots = std::iter::once(deps_dir().join("pjrt")).chain(python_site_dirs());
+    let roots = local_roots(backend).into_iter().chain(python_site_dirs());
     for root in roots {
         for rel in backend.relative_paths() {
             let candidate = root.join(rel);
@@ -129,13 +133,28 @@ pub fn resolve_plugin(backend: Backend, explicit: Option<&Path>) -> Result<PathB
     Err(PjrtError::PluginNotFound {
         path: first,
         hint: format!(
-            "the {backend} plugin comes from the pip package {} (`{}` installs it into .deps/pjrt); \
+            "the {backend} plugin comes from the pip package {} (`{}` installs it into {}); \
              or pass --plugin PATH / set EMOTIONET_PJRT_PLUGIN. Searched {} places",
             backend.pip_package(),
             backend.make_target(),
+            match backend {
+                Backend::Gpu => format!("{} (`make gpu-plugin CUDA=13`: {})", deps_dir().join("cuda12").display(), deps_dir().join("cuda13").display()),
+                Backend::Cpu | Backend::Tpu => deps_dir().join("pjrt").display().to_string(),
+            },
             searched.len()
         ),
     })
+}
+
+/// Folders under `.deps` that `make` installs this backend's plugin into.
+/// Each CUDA major version has its own, because its `nvidia/` wheels must
+/// sit beside the plugin and pip's `--target` cannot merge two such trees.
+fn local_roots(backend: Backend) -> Vec<PathBuf> {
+    let deps = deps_dir();
+    match backend {
+        Backend::Gpu => vec![deps.join("cuda12"), deps.join("cuda13"), deps.join("pjrt")],
+        Backend::Cpu | Backend::Tpu => vec![deps.join("pjrt")],
+    }
 }
 
 fn existing(path: &Path, backend: Backend) -> Result<PathBuf> {

@@ -87,6 +87,9 @@ pub enum PjrtError {
     #[error("{op}: PJRT element type code {raw} has no emotionet DType (supported: f32, f64, bf16, s32, u32, pred)")]
     UnsupportedType { op: &'static str, raw: u32 },
 
+    #[error("CUDA plugin {plugin}: {problem}")]
+    Gpu { plugin: PathBuf, problem: Box<super::cuda::GpuProblem> },
+
     #[error(transparent)]
     Tensor(#[from] TensorError),
 }

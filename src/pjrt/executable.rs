@@ -355,7 +355,20 @@ impl LoadedExecutable {
                 list[d].mark_donated();
             }
         }
-        outputs.into_iter().map(|row| row.into_iter().map(|raw| Buffer::from_output(self.client.clone(), raw)).collect()).collect()
+        // Own every returned handle before asking the plugin anything about
+        // them: an error on one output must still free all the others.
+        let null_outputs = outputs.iter().flatten().filter(|raw| raw.is_null()).count();
+        let mut owned: Vec<Vec<Buffer>> = outputs
+            .into_iter()
+            .map(|row| row.into_iter().filter(|raw| !raw.is_null()).map(|raw| Buffer::from_output(self.client.clone(), raw)).collect())
+            .collect();
+        if null_outputs > 0 {
+            return bad(format!("{}: the plugin returned {null_outputs} null output buffer(s) of {}", self.name, num_outputs * args.len()));
+        }
+        for buffer in owned.iter_mut().flatten() {
+            buffer.read_metadata()?;
+        }
+        Ok(owned)
     }
 }
 

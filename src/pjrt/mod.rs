@@ -30,6 +30,7 @@ mod backend;
 mod buffer;
 mod client;
 mod compile;
+mod cuda;
 mod error;
 mod executable;
 #[allow(unsafe_op_in_unsafe_fn)]
@@ -40,15 +41,22 @@ pub use backend::{Backend, StandIn, check_platform, deps_dir, plugin_library, re
 pub use buffer::{Buffer, ReadyEvent};
 pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
+pub use cuda::{CudaPlugin, GpuProblem, Preloaded, minimum_driver, preload};
 pub use error::{ErrorCode, PjrtError, Result};
 pub use executable::{LoadedExecutable, Program, TensorSpec};
 
-/// Loads the plugin for `backend` (or `plugin`, if given), creates a client
-/// and checks that it runs the platform `backend` means ([`check_platform`]).
+/// Loads the plugin for `backend` (or `plugin`, if given) and creates a
+/// client. A GPU plugin first gets its CUDA libraries preloaded, and a
+/// failure to start names what the host lacks (see `cuda`). The client must
+/// then run the platform `backend` means ([`check_platform`]).
 pub fn connect(backend: Backend, plugin: Option<&std::path::Path>, options: &ClientOptions) -> Result<Client> {
     let path = resolve_plugin(backend, plugin)?;
     let (library, stand_in) = plugin_library(&path)?;
-    let client = Client::new(Api::load(&library)?, options)?;
+    let api = Api::load(&library)?;
+    let client = match backend {
+        Backend::Gpu => cuda::connect(api, options)?,
+        Backend::Cpu | Backend::Tpu => Client::new(api, options)?,
+    };
     check_platform(backend, client.platform_name(), &path, stand_in.as_ref())?;
     Ok(client)
 }

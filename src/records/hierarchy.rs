@@ -26,6 +26,64 @@ impl TableRow {
     }
 }
 
+/// Table I on the images of one data source: both systems' matrices and
+/// their rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceTable {
+    /// The source's name in the experiment (`synthetic`, `lfw_subset`, ...).
+    pub source: String,
+    /// `synthetic` or `real`.
+    pub kind: String,
+    pub emotion_alone: Confusion,
+    pub with_face_filter: Confusion,
+    /// Derived from the two matrices, like [`HierarchyEval::table`].
+    pub table: Vec<TableRow>,
+}
+
+impl SourceTable {
+    pub fn new(source: impl Into<String>, kind: impl Into<String>, emotion_alone: Confusion, with_face_filter: Confusion) -> Self {
+        let table = vec![TableRow::from_confusion(EMOTION_ALONE, &emotion_alone), TableRow::from_confusion(FACE_FILTER_AND_EMOTION, &with_face_filter)];
+        SourceTable { source: source.into(), kind: kind.into(), emotion_alone, with_face_filter, table }
+    }
+
+    fn validate(&self, path: &Path, field: &str, labels: &[String]) -> Result<(), RecordError> {
+        let ctx = |what: &str| format!("{} ({field}.{what})", path.display());
+        self.emotion_alone.validate(&ctx("emotion_alone"))?;
+        self.with_face_filter.validate(&ctx("with_face_filter"))?;
+        for (what, c) in [("emotion_alone", &self.emotion_alone), ("with_face_filter", &self.with_face_filter)] {
+            if c.labels != labels {
+                return Err(RecordError::Invalid {
+                    path: path.to_path_buf(),
+                    field: format!("{field}.{what}.labels"),
+                    reason: format!("{:?} differ from {labels:?}", c.labels),
+                });
+            }
+        }
+        check_rows(path, field, &self.table, &[&self.emotion_alone, &self.with_face_filter])
+    }
+}
+
+/// The labels of a face-level table: the face filter's two answers.
+pub const FACE_LEVEL_LABELS: [&str; 2] = ["not_a_face", "face"];
+
+/// Checks that each row adds up and agrees with its matrix.
+fn check_rows(path: &Path, field: &str, rows: &[TableRow], matrices: &[&Confusion]) -> Result<(), RecordError> {
+    for (i, row) in rows.iter().enumerate() {
+        let n = row.correct + row.wrong;
+        let expected = if n == 0 { 0.0 } else { row.correct as f64 / n as f64 };
+        let agrees = matrices.get(i).is_none_or(|c| c.correct() == row.correct && c.wrong() == row.wrong);
+        if !(row.accuracy - expected).abs().le(&1e-9) || !agrees {
+            return Err(RecordError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("{field}table[{i}]"),
+                reason: format!("{} is not correct/(correct+wrong) = {}/{n} of its matrix", row.accuracy, row.correct),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The system names [`HierarchyEval::new`] gives its two Table I rows.
 pub const EMOTION_ALONE: &str = "emotion model alone";
 pub const FACE_FILTER_AND_EMOTION: &str = "face filter + emotion model";
@@ -57,6 +115,17 @@ pub struct HierarchyEval {
     pub with_face_filter: Confusion,
     /// Table I rows, normally derived from the two matrices by [`HierarchyEval::new`].
     pub table: Vec<TableRow>,
+    /// Table I per data source, when the evaluated set mixes several (e.g.
+    /// synthetic faces and scenes next to real non-faces).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_source: Vec<SourceTable>,
+    /// Table I at the face / not-a-face level, per data source, on the face
+    /// task's eval split: there every face counts, also those without an
+    /// expression label (real LFW faces). The emotion model alone calls
+    /// every image a face; the face filter decides. Labels are
+    /// [`FACE_LEVEL_LABELS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub face_level: Vec<SourceTable>,
 }
 
 impl HierarchyEval {
@@ -86,6 +155,8 @@ impl HierarchyEval {
             emotion_alone,
             with_face_filter,
             table,
+            per_source: Vec::new(),
+            face_level: Vec::new(),
         }
     }
 
@@ -106,16 +177,13 @@ impl HierarchyEval {
                 });
             }
         }
-        for (i, row) in self.table.iter().enumerate() {
-            let n = row.correct + row.wrong;
-            let expected = if n == 0 { 0.0 } else { row.correct as f64 / n as f64 };
-            if !(row.accuracy - expected).abs().le(&1e-9) {
-                return Err(RecordError::Invalid {
-                    path: path.to_path_buf(),
-                    field: format!("table[{i}].accuracy"),
-                    reason: format!("{} is not correct/(correct+wrong) = {}/{n}", row.accuracy, row.correct),
-                });
-            }
+        check_rows(path, "", &self.table, &[])?;
+        for (i, t) in self.per_source.iter().enumerate() {
+            t.validate(path, &format!("per_source[{i}]"), &self.class_names)?;
+        }
+        let face_labels: Vec<String> = FACE_LEVEL_LABELS.iter().map(|s| s.to_string()).collect();
+        for (i, t) in self.face_level.iter().enumerate() {
+            t.validate(path, &format!("face_level[{i}]"), &face_labels)?;
         }
         Ok(())
     }
@@ -166,11 +234,31 @@ mod tests {
         let mut eval = sample();
         eval.table[0].accuracy = 0.9;
         let err = eval.validate(Path::new("e/hierarchy.json")).unwrap_err().to_string();
-        assert!(err.contains("e/hierarchy.json") && err.contains("table[0].accuracy"), "{err}");
+        assert!(err.contains("e/hierarchy.json") && err.contains("table[0]"), "{err}");
         let mut eval = sample();
         eval.with_face_filter.labels[0] = "background".into();
         assert!(eval.validate(Path::new("h.json")).unwrap_err().to_string().contains("with_face_filter.labels"));
     }
 
     const HIERARCHY_FILE_NAME: &str = super::super::HIERARCHY_FILE;
+
+    #[test]
+    fn per_source_and_face_level_tables_round_trip_and_are_checked() {
+        let mut eval = sample();
+        let faces = |m: Vec<Vec<u64>>| Confusion { labels: FACE_LEVEL_LABELS.iter().map(|s| s.to_string()).collect(), matrix: m };
+        eval.face_level.push(SourceTable::new("lfw_subset", "real", faces(vec![vec![0, 30], vec![0, 30]]), faces(vec![vec![29, 1], vec![2, 28]])));
+        eval.per_source.push(SourceTable::new("synthetic", "synthetic", eval.emotion_alone.clone(), eval.with_face_filter.clone()));
+        assert_eq!((eval.face_level[0].table[0].correct, eval.face_level[0].table[1].correct), (30, 57));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(HIERARCHY_FILE_NAME);
+        eval.save(&path).unwrap();
+        assert_eq!(HierarchyEval::load(&path).unwrap(), eval);
+        let mut bad = eval.clone();
+        bad.face_level[0].table[1].correct = 50;
+        let err = bad.validate(Path::new("h.json")).unwrap_err().to_string();
+        assert!(err.contains("face_level[0]"), "{err}");
+        let mut bad = eval;
+        bad.face_level[0].with_face_filter.labels[1] = "person".into();
+        assert!(bad.validate(Path::new("h.json")).unwrap_err().to_string().contains("face_level[0].with_face_filter.labels"));
+    }
 }

@@ -29,14 +29,16 @@ mod confusion;
 mod hierarchy;
 mod layout;
 mod metrics;
+mod sources;
 
 pub use confusion::Confusion;
-pub use hierarchy::{EMOTION_ALONE, FACE_FILTER_AND_EMOTION, HierarchyEval, TableRow};
+pub use hierarchy::{EMOTION_ALONE, FACE_FILTER_AND_EMOTION, FACE_LEVEL_LABELS, HierarchyEval, SourceTable, TableRow};
 pub use layout::{
     CAMPAIGN_STATE_FILE, CHECKPOINT_DIR, EVAL_LOG, HIERARCHY_FILE, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, REPORT_DIR, RunLayout, RunPaths,
     TENSORBOARD_DIR, TRAIN_LOG,
 };
 pub use metrics::{MetricPoint, MetricsFile, MetricsLog, Split, read_metrics};
+pub use sources::{SourceEval, per_source};
 
 /// The version of every record format in this module.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -409,6 +411,10 @@ pub struct RunRecord {
     /// Confusion matrix of the final evaluation, over `class_names`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confusion: Option<Confusion>,
+    /// The final evaluation per data source, when the eval split mixes
+    /// several (e.g. the synthetic set and real photographs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_source: Vec<SourceEval>,
     /// Free-form key/values (experiment hash, git commit, dataset ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub notes: BTreeMap<String, String>,
@@ -460,6 +466,9 @@ impl RunRecord {
             if conf.labels != self.class_names {
                 return Err(invalid("confusion.labels", format!("{:?} differ from class_names {:?}", conf.labels, self.class_names)));
             }
+        }
+        for (i, s) in self.per_source.iter().enumerate() {
+            s.validate(&format!("{} (per_source[{i}])", path.display()), &self.class_names).map_err(|reason| invalid(&format!("per_source[{i}]"), reason))?;
         }
         if self.status == RunStatus::Finished {
             for (field, present) in
@@ -585,6 +594,7 @@ mod tests {
             final_eval: Some(SplitMetrics { step: 20, loss: f64::NAN, accuracy: 0.9 }),
             class_names: vec!["not a face".into(), "face".into()],
             confusion: Some(Confusion { labels: vec!["not a face".into(), "face".into()], matrix: vec![vec![9, 1], vec![1, 9]] }),
+            per_source: Vec::new(),
             notes: BTreeMap::new(),
         }
     }

@@ -306,17 +306,26 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         for g in analysis.groups.iter().filter(|g| g.model == model && !g.finished_ids.is_empty()) {
             t.row(vec![
                 model.to_string(),
-                format!("ours: {} · {}", g.platform_label(), g.experiment),
+                format!("ours: {} · {}{}", g.platform_label(), g.experiment, if g.source_eval_accuracy.is_empty() { "" } else { ", all sources" }),
                 g.image_size.clone(),
                 stat(g.train_accuracy, fmt_pct),
                 stat(g.eval_accuracy, fmt_pct),
             ]);
+            for s in &g.source_eval_accuracy {
+                t.row(vec![
+                    model.to_string(),
+                    format!("ours: {} · {}, only `{}` ({}, {} eval images)", g.platform_label(), g.experiment, s.source, s.kind, s.examples),
+                    g.image_size.clone(),
+                    NONE.into(),
+                    stat(Some(s.accuracy), fmt_pct),
+                ]);
+            }
         }
     }
     md.push_str(&t.render());
     let _ = writeln!(
         md,
-        "\nOur train accuracy is the last logged training value; eval accuracy is the final evaluation. Our data set may differ from the paper's (see each run's notes).\n"
+        "\nOur train accuracy is the last logged training value; eval accuracy is the final evaluation. Where an experiment mixes data sources (the synthetic set and real photographs), the rows marked *only* give the eval accuracy on one source's held-out images. Our data set may differ from the paper's (see each run's notes).\n"
     );
 
     // 5. Curves.
@@ -373,6 +382,24 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         let _ = writeln!(md, "### {title}\n\n![{title}]({name})\n");
         md.push_str(&per_class_table(&[("", c)]));
         md.push('\n');
+        if !run.per_source.is_empty() {
+            let _ = writeln!(md, "The same evaluation per data source:\n");
+            let mut t = Table::new(&["Source", "Kind", ">Eval images", ">Correct", ">Accuracy"]);
+            for s in &run.per_source {
+                t.row(vec![format!("`{}`", s.source), s.kind.clone(), s.examples.to_string(), s.confusion.correct().to_string(), fmt_pct(s.accuracy)]);
+            }
+            md.push_str(&t.render());
+            md.push('\n');
+            let mut images = Vec::new();
+            for s in &run.per_source {
+                let name = file_name(&mut taken, &["confusion", g.model.as_str(), &g.experiment, &g.backend.to_string(), &s.source]);
+                let title = format!("{} · {} · only {} ({})", model_title(g.model), g.experiment, s.source, s.kind);
+                let subtitle = format!("run {} · accuracy {} ({} of {})", run.run_id, fmt_pct(s.accuracy), s.confusion.correct(), s.confusion.total());
+                charts.push((name.clone(), charts::confusion_heatmap(&title, &subtitle, &s.confusion, svg::backend_color(g.backend))));
+                images.push(format!("![{title}]({name})"));
+            }
+            let _ = writeln!(md, "{}\n", images.join(" "));
+        }
     }
     if !any_confusion {
         let _ = writeln!(md, "No finished run recorded a confusion matrix.\n");
@@ -404,6 +431,17 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
                 fmt_pct(row.accuracy),
             ]);
         }
+        for source in &h.eval.per_source {
+            for row in &source.table {
+                t.row(vec![
+                    row.system.clone(),
+                    format!("ours: `{}`, only the `{}` images ({})", h.eval.eval_id, source.source, source.kind),
+                    row.correct.to_string(),
+                    row.wrong.to_string(),
+                    fmt_pct(row.accuracy),
+                ]);
+            }
+        }
     }
     md.push_str(&t.render());
     md.push('\n');
@@ -430,6 +468,49 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         );
         md.push_str(&per_class_table(&[("alone", &e.emotion_alone), ("with filter", &e.with_face_filter)]));
         md.push('\n');
+        for (what, tables) in [("per source", &e.per_source), ("face or not, per source", &e.face_level)] {
+            if tables.is_empty() {
+                continue;
+            }
+            if what == "per source" {
+                let _ = writeln!(md, "#### Table I per source\n\nThe same images, split by the data source they came from.\n");
+            } else {
+                let _ = writeln!(
+                    md,
+                    "#### Face filter against no filter, per source (faces and non-faces)\n\nOn the face task's eval split, which also holds the faces that carry no expression label (real LFW photographs) and so cannot be scored for emotion: correct means the right answer to \"is this a face?\". The emotion model alone calls every image a face.\n"
+                );
+            }
+            let mut t = Table::new(&["Source", "System", ">Correct", ">Wrong", ">Accuracy"]);
+            for source in tables.iter() {
+                for row in &source.table {
+                    t.row(vec![
+                        format!("`{}` ({})", source.source, source.kind),
+                        row.system.clone(),
+                        row.correct.to_string(),
+                        row.wrong.to_string(),
+                        fmt_pct(row.accuracy),
+                    ]);
+                }
+            }
+            md.push_str(&t.render());
+            md.push('\n');
+            let mut images = Vec::new();
+            for source in tables.iter() {
+                let slug = if what == "per source" { "source" } else { "face-level" };
+                for (system, c, color) in [("emotion-alone", &source.emotion_alone, "#6a3d9a"), ("with-face-filter", &source.with_face_filter, "#1b7837")] {
+                    let name = file_name(&mut taken, &["hierarchy", &e.eval_id, slug, &source.source, system]);
+                    let title = format!(
+                        "{} · {} ({})",
+                        if system == "emotion-alone" { "Emotion model alone" } else { "Face filter + emotion model" },
+                        source.source,
+                        source.kind
+                    );
+                    charts.push((name.clone(), charts::confusion_heatmap(&title, &sub(c), c, color)));
+                    images.push(format!("![{title}]({name})"));
+                }
+            }
+            let _ = writeln!(md, "{}\n", images.join(" "));
+        }
     }
 
     // 8. Missing.
@@ -484,6 +565,8 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
             "eval_id": h.eval.eval_id,
             "trained_on": h.eval.trained_on,
             "table": h.eval.table,
+            "per_source": h.eval.per_source.iter().map(|t| json!({"source": t.source, "kind": t.kind, "table": t.table})).collect::<Vec<_>>(),
+            "face_level": h.eval.face_level.iter().map(|t| json!({"source": t.source, "kind": t.kind, "table": t.table})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "missing": analysis.missing,
         "skipped": scan.skipped,

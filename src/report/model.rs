@@ -184,6 +184,10 @@ pub struct Group {
     pub total_wall_s: Option<Stat>,
     pub train_accuracy: Option<Stat>,
     pub eval_accuracy: Option<Stat>,
+    /// Final eval accuracy per data source over the finished runs, where
+    /// their eval split mixes sources; in the order the sources appear.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_eval_accuracy: Vec<SourceAccuracy>,
     /// Index (into the scan's runs) of the run whose confusion matrix is
     /// shown: the last finished one with a matrix.
     #[serde(skip)]
@@ -198,6 +202,17 @@ impl Group {
         let stand_in = if self.stand_in { " stand-in" } else { "" };
         format!("{}{stand_in} ({})", self.backend.to_string().to_uppercase(), self.device)
     }
+}
+
+/// One data source's eval accuracy over a group's finished runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceAccuracy {
+    pub source: String,
+    /// `synthetic` or `real`.
+    pub kind: String,
+    /// Eval examples of this source in one run (the largest, if runs differ).
+    pub examples: u64,
+    pub accuracy: Stat,
 }
 
 /// A platform against CPU, same experiment and model.
@@ -407,9 +422,30 @@ fn build_group(scan: &Scan, idx: Vec<usize>) -> Group {
         total_wall_s: timing(|t| Some(t.total_wall_s)),
         train_accuracy: Stat::of(finished.iter().filter_map(|(_, r)| r.final_train.as_ref().map(|m| m.accuracy))),
         eval_accuracy: Stat::of(finished.iter().filter_map(|(_, r)| r.final_eval.as_ref().map(|m| m.accuracy))),
+        source_eval_accuracy: source_accuracy(&finished),
         confusion_run,
         run_indices: idx,
     }
+}
+
+/// Per-source eval accuracy over finished runs, sources in first-seen order.
+fn source_accuracy(finished: &[(usize, &RunRecord)]) -> Vec<SourceAccuracy> {
+    let mut order: Vec<(String, String)> = Vec::new();
+    for (_, r) in finished {
+        for s in &r.per_source {
+            if !order.iter().any(|(name, _)| *name == s.source) {
+                order.push((s.source.clone(), s.kind.clone()));
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|(source, kind)| {
+            let mine: Vec<&records::SourceEval> = finished.iter().flat_map(|(_, r)| r.per_source.iter().filter(|s| s.source == source)).collect();
+            let accuracy = Stat::of(mine.iter().map(|s| s.accuracy))?;
+            Some(SourceAccuracy { examples: mine.iter().map(|s| s.examples).max().unwrap_or(0), source, kind, accuracy })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use super::checkpoint::{Checkpoint, CheckpointDir, META_EPOCH, META_EXPERIMENT_H
 use super::tensorboard::EventWriter;
 use super::trainer::Interrupted;
 use crate::data::PipelineState;
-use crate::records::{Confusion, MetricPoint, MetricsLog, RunPaths, RunRecord, RunStatus, SplitMetrics, Timing, now_rfc3339};
+use crate::records::{Confusion, MetricPoint, MetricsLog, RunPaths, RunRecord, RunStatus, SourceEval, SplitMetrics, Timing, now_rfc3339};
 
 /// Checkpoint metadata: device time of every step so far (JSON array, seconds).
 const META_STEP_TIMES: &str = "step_times";
@@ -273,10 +273,12 @@ impl RunWriter {
         }
     }
 
-    /// Ends a finished run with its final evaluation.
-    pub fn finish(mut self, eval: SplitMetrics, confusion: Option<Confusion>) -> anyhow::Result<RunRecord> {
+    /// Ends a finished run with its final evaluation (overall and, where
+    /// the eval split mixes data sources, per source).
+    pub fn finish(mut self, eval: SplitMetrics, confusion: Option<Confusion>, per_source: Vec<SourceEval>) -> anyhow::Result<RunRecord> {
         self.record.final_eval = Some(eval);
         self.record.confusion = confusion;
+        self.record.per_source = per_source;
         self.record.finished_at = Some(now_rfc3339());
         self.record.status = RunStatus::Finished;
         self.flush()?;

@@ -19,11 +19,13 @@ use anyhow::{Context, bail};
 use super::checkpoint::{Checkpoint, META_INPUT_PIPELINE};
 use super::run_writer::{Opened, RunStart, RunWriter};
 use super::step_clock::{Fetch, PendingStep, StepClock};
-use crate::data::{EvalBatches, PipelineConfig, PipelineState, PrepOptions, PreparedSet, TrainPipeline, prepare};
+use crate::data::{EvalBatches, PipelineState, PrepOptions, PreparedSet, TrainPipeline, prepare};
 use crate::experiment::{BackendConfig, Experiment, ModelTraining};
 use crate::models::{BatchUploader, DeviceBatch, ModelKind, SessionConfig, StepMetrics, TrainSession};
 use crate::pjrt::Client;
-use crate::records::{Confusion, ImageSize, MetricPoint, Platform, RunConfig, RunRecord, RunStatus, SCHEMA_VERSION, Split, SplitMetrics, now_rfc3339};
+use crate::records::{
+    self, Confusion, ImageSize, MetricPoint, Platform, RunConfig, RunRecord, RunStatus, SCHEMA_VERSION, SourceEval, Split, SplitMetrics, now_rfc3339,
+};
 use crate::tensor::HostTensor;
 
 /// How a run is launched (what the experiment file does not say).
@@ -117,9 +119,11 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         global_batch: training.batch,
         devices,
         xla_options: options.backend.xla_options(),
+        precision: training.precision,
+        conv: Default::default(),
     };
     match run(experiment, kind, &training, options, &client, config, checkpoint.as_deref(), &mut writer) {
-        Ok(Outcome::Finished { eval, confusion }) => writer.finish(eval, confusion),
+        Ok(Outcome::Finished { eval, confusion, per_source }) => writer.finish(eval, confusion, per_source),
         Ok(Outcome::Stopped { step }) => Err(writer.stop(step)),
         Err(error) => Err(writer.fail(error)),
     }
@@ -127,7 +131,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
 
 /// How the training loop ended.
 enum Outcome {
-    Finished { eval: SplitMetrics, confusion: Option<Confusion> },
+    Finished { eval: SplitMetrics, confusion: Option<Confusion>, per_source: Vec<SourceEval> },
     Stopped { step: u64 },
 }
 
@@ -158,7 +162,7 @@ fn run(
     writer: &mut RunWriter,
 ) -> anyhow::Result<Outcome> {
     let data = prepare_data(experiment, kind, options.progress)?;
-    let pipeline_config = PipelineConfig::from_data_config(&experiment.data, training.batch as usize, experiment.seed);
+    let pipeline_config = experiment.pipeline_config(training);
     let mut pipeline = TrainPipeline::new(Arc::new(data.train.clone()), pipeline_config).context("starting the input pipeline")?;
     let mut session = match checkpoint {
         Some(ck) => {
@@ -252,7 +256,7 @@ fn train_loop(
         }
         let eval_due = (logging.eval_every_steps > 0 && step % logging.eval_every_steps == 0) || (logging.eval_every_epoch && epoch_end);
         if eval_due && step < total {
-            let (loss, accuracy, _) = evaluate(session, data, training.batch as usize, experiment, false)?;
+            let (loss, accuracy, _, _) = evaluate(session, data, training.batch as usize, experiment, false)?;
             writer.log_eval(&MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: writer.clock.wall_s(), split: Split::Eval, loss, accuracy })?;
         }
         let checkpoint_due = if logging.checkpoint_every_steps > 0 { step % logging.checkpoint_every_steps == 0 } else { epoch_end };
@@ -262,12 +266,12 @@ fn train_loop(
     }
 
     // The final evaluation, with the confusion matrix of the eval split.
-    let (loss, accuracy, confusion) = evaluate(session, data, training.batch as usize, experiment, true)?;
+    let (loss, accuracy, confusion, per_source) = evaluate(session, data, training.batch as usize, experiment, true)?;
     let step = session.step();
     writer.log_eval(&MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: writer.clock.wall_s(), split: Split::Eval, loss, accuracy })?;
     checkpoint(writer, session, &trained_state)?;
     bar.finish_with_message(format!("eval acc {accuracy:.3}"));
-    Ok(Outcome::Finished { eval: SplitMetrics { step, loss, accuracy }, confusion })
+    Ok(Outcome::Finished { eval: SplitMetrics { step, loss, accuracy }, confusion, per_source })
 }
 
 /// A batch on the devices, with the pipeline's state after it and how long
@@ -324,6 +328,7 @@ fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, 
         final_eval: None,
         class_names: experiment.task(kind).class_names().into_iter().map(String::from).collect(),
         confusion: None,
+        per_source: Vec::new(),
         notes,
     }
 }
@@ -353,25 +358,29 @@ fn train_point(window: &[StepMetrics], step: u64, per_epoch: u64, wall_s: f64) -
     Some(MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s, split: Split::Train, loss, accuracy })
 }
 
-/// Loss, accuracy and (if asked) the confusion matrix over the eval split.
+/// Loss, accuracy and (if asked) the confusion matrix over the eval split,
+/// overall and per data source (when the split mixes several).
 fn evaluate(
     session: &TrainSession,
     data: &PreparedSet,
     batch: usize,
     experiment: &Experiment,
     confusion: bool,
-) -> anyhow::Result<(f64, f64, Option<Confusion>)> {
+) -> anyhow::Result<(f64, f64, Option<Confusion>, Vec<SourceEval>)> {
     let batches: Vec<_> = EvalBatches::new(&data.eval, batch, experiment.data.normalize)?.collect::<Result<_, _>>()?;
     let totals = session.evaluate(batches.iter().map(|b| (&b.images, &b.labels, b.valid)), confusion)?;
-    let matrix = if confusion {
+    let (matrix, per_source) = if confusion {
         let k = data.class_names.len();
-        let predicted = totals.logits.chunks(k).map(|row| row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best }));
-        let pairs = data.eval.labels.iter().zip(predicted).map(|(&t, p)| (t as usize, p));
-        Some(Confusion::from_pairs(data.class_names.clone(), pairs)?)
+        let predicted: Vec<usize> =
+            totals.logits.chunks(k).map(|row| row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })).collect();
+        let pairs = data.eval.labels.iter().zip(predicted.iter().copied()).map(|(&t, p)| (t as usize, p));
+        let kind = |name: &str| data.source_kind(name).map_or_else(String::new, |k| k.to_string());
+        let per_source = records::per_source(&data.class_names, &data.eval.labels, &predicted, &data.eval.source_names(), kind)?;
+        (Some(Confusion::from_pairs(data.class_names.clone(), pairs)?), per_source)
     } else {
-        None
+        (None, Vec::new())
     };
-    Ok((totals.loss(), totals.accuracy(), matrix))
+    Ok((totals.loss(), totals.accuracy(), matrix, per_source))
 }
 
 /// The named tensors of a checkpoint, in `names` order.

@@ -73,6 +73,7 @@ pub fn load_folder(root: &Path) -> Result<Catalog> {
                 dataset: DatasetTag::Folder,
                 kdef: None,
                 stamp,
+                origin: 0,
             });
         }
         if catalog.samples.len() == before {

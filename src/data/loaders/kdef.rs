@@ -60,6 +60,7 @@ pub fn load_kdef(root: &Path, angles: &[Angle]) -> Result<Catalog> {
                 dataset: DatasetTag::Kdef,
                 kdef: Some(code),
                 stamp,
+                origin: 0,
             });
         }
     }
@@ -121,6 +122,7 @@ fn walk_akdef(dir: &Path, depth: usize, angles: &[Angle], catalog: &mut Catalog)
             dataset: DatasetTag::Akdef,
             kdef: None,
             stamp,
+            origin: 0,
         });
     }
 }

@@ -35,6 +35,7 @@ pub fn load_lfw(root: &Path) -> Result<Catalog> {
                             dataset: DatasetTag::Lfw,
                             kdef: None,
                             stamp,
+                            origin: 0,
                         }),
                     }
                 }

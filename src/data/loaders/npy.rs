@@ -189,7 +189,19 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
 /// no person labels.
 pub fn load_npy(source: &NpySource) -> Result<Catalog> {
     let path = &source.path;
-    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => DataError::MissingFile {
+            what: ".npy array",
+            path: path.clone(),
+            // The one array experiments ship with comes from `make setup`.
+            hint: if path.ends_with("lfw_subset.npy") {
+                " (scikit-image's LFW subset: `make setup` installs it as .deps/data/lfw_subset.npy; run from the project folder)".into()
+            } else {
+                String::new()
+            },
+        },
+        _ => DataError::io(path, e),
+    })?;
     let header = read_npy_header(path)?;
     let count = header.shape[0];
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -212,6 +224,7 @@ pub fn load_npy(source: &NpySource) -> Result<Catalog> {
                 dataset: DatasetTag::Npy,
                 kdef: None,
                 stamp,
+                origin: 0,
             });
         }
         Ok(())

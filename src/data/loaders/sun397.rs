@@ -53,6 +53,7 @@ pub fn load_sun397(root: &Path, exclude: &[String]) -> Result<Catalog> {
                 dataset: DatasetTag::Sun397,
                 kdef: None,
                 stamp,
+                origin: 0,
             });
         }
     }
