@@ -13,7 +13,7 @@
 //! batch 16) needs about 8 x 2.7 GiB, more than this 23 GiB machine has.
 
 use emotionet::graph::optim::Optimizer;
-use emotionet::models::{Architecture, ModelKind, ProgramSpec, SessionConfig, TrainSession};
+use emotionet::models::{Architecture, ConvChoice, ModelKind, Precision, ProgramSpec, SessionConfig, TrainSession};
 use emotionet::pjrt::{self, Backend, Client, ClientOptions};
 use emotionet::tensor::HostTensor;
 
@@ -60,6 +60,8 @@ fn eight_replicas_match_one_device(kind: ModelKind) {
         global_batch: 16,
         devices,
         xla_options: vec![],
+        precision: Precision::F32,
+        conv: ConvChoice::Convolution,
     };
     let mut one = TrainSession::new(&client, make(vec![ids[0]]), 11).unwrap();
     let mut eight = TrainSession::new(&client, make(ids.clone()), 11).unwrap();
@@ -113,13 +115,30 @@ fn the_8_replica_face_training_step_at_100x100_matches_one_device() {
 fn the_256x256_emotion_program_of_a_v3_8_compiles_and_runs_one_step() {
     let arch = Architecture::for_kind(ModelKind::Emotion, 256);
     let optimizer = Optimizer::Momentum { momentum: 0.9, nesterov: false };
-    let spec = ProgramSpec { kind: ModelKind::Emotion, arch: arch.clone(), optimizer: optimizer.clone(), replica_batch: 16, replicas: 8 };
+    let spec = ProgramSpec {
+        kind: ModelKind::Emotion,
+        arch: arch.clone(),
+        optimizer: optimizer.clone(),
+        replica_batch: 16,
+        replicas: 8,
+        precision: Precision::F32,
+        conv: ConvChoice::Convolution,
+    };
     let golden = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hlo/emotion_256_b128_r8/train_step.mlir")).unwrap();
     assert!(spec.train_step().unwrap().text == golden, "the session's program is the checked-in one");
 
     let client = client_with_8_devices();
     let started = std::time::Instant::now();
-    let config = SessionConfig { kind: ModelKind::Emotion, arch, optimizer, global_batch: 128, devices: client.device_ids(), xla_options: vec![] };
+    let config = SessionConfig {
+        kind: ModelKind::Emotion,
+        arch,
+        optimizer,
+        global_batch: 128,
+        devices: client.device_ids(),
+        xla_options: vec![],
+        precision: Precision::F32,
+        conv: ConvChoice::Convolution,
+    };
     let mut session = TrainSession::new(&client, config, 3).unwrap();
     let compiled = started.elapsed();
     assert_eq!(session.train_executable().num_replicas(), 8);
