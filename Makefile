@@ -41,6 +41,7 @@ setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
 system-packages:
 	@command -v cc >/dev/null || { echo "installing gcc (needed by crates that build C)"; apt-get update -qq && apt-get install -y -qq gcc; }
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "installing pip"; apt-get update -qq && apt-get install -y -qq python3-pip; }
+	@command -v curl >/dev/null || { echo "installing curl (fetches the pinned libtpu wheel, deploy/fetch-libtpu.sh)"; apt-get update -qq && apt-get install -y -qq curl; }
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 2; }
 
 $(CPU_PLUGIN):
