@@ -13,7 +13,7 @@
 mod common;
 
 use emotionet::graph::optim::Optimizer;
-use emotionet::models::{Architecture, ModelKind, SessionConfig, TrainSession};
+use emotionet::models::{Architecture, ConvChoice, ModelKind, Precision, SessionConfig, TrainSession};
 use emotionet::pjrt::{Client, CompileOptions, Program};
 use emotionet::tensor::{DType, HostTensor};
 
@@ -157,6 +157,8 @@ fn tiny_session(seed: u64) -> TrainSession {
         global_batch: 8,
         devices: vec![0],
         xla_options: vec![],
+        precision: Precision::F32,
+        conv: ConvChoice::Convolution,
     };
     TrainSession::new(client(), config, seed).unwrap()
 }
