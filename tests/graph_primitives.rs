@@ -221,9 +221,25 @@ fn bf16_computation_matches_f32_within_bf16_precision() {
     assert_eq!(g.dtype(y), DType::BF16);
     let b16: Vec<half::bf16> = b.iter().map(|v| half::bf16::from_f32(*v)).collect();
     let got = run(&g, &[out], &[HostTensor::from_f32(&[6, 8], &a).unwrap(), HostTensor::from_bf16(&[8, 5], &b16).unwrap()])[0].to_f32().unwrap();
+    // The standard forward error bound for round-to-nearest with bf16's unit
+    // roundoff u = 2^-8 (8 significant bits, about 2.4 decimal digits):
+    // gamma(n) = n*u / (1 - n*u). Rounding `a` to bf16 and the 8-term dot
+    // cost at most gamma(9) * sum|a*b|; the 6-term column sum adds
+    // gamma(6) * sum|y|. The reference is exact (f64) on the bf16 value of b.
+    let u = 2f64.powi(-8);
+    let gamma = |n: f64| n * u / (1.0 - n * u);
+    let b_seen: Vec<f64> = b16.iter().map(|v| f64::from(v.to_f32())).collect();
     for j in 0..5 {
-        let want: f32 = (0..6).map(|i| (0..8).map(|k| a[i * 8 + k] * b[k * 5 + j]).sum::<f32>().max(0.0)).sum();
-        assert!((got[j] - want).abs() <= 0.05 * (1.0 + want.abs()), "column {j}: bf16 {} vs f32 {want}", got[j]);
+        let (mut want, mut abs_products, mut abs_rows) = (0.0, 0.0, 0.0);
+        for i in 0..6 {
+            let dot: f64 = (0..8).map(|k| f64::from(a[i * 8 + k]) * b_seen[k * 5 + j]).sum();
+            abs_products += (0..8).map(|k| (f64::from(a[i * 8 + k]) * b_seen[k * 5 + j]).abs()).sum::<f64>();
+            want += dot.max(0.0);
+            abs_rows += dot.abs();
+        }
+        let bound = gamma(9.0) * abs_products + gamma(6.0) * abs_rows;
+        let err = (f64::from(got[j]) - want).abs();
+        assert!(err <= bound, "column {j}: bf16 {} vs exact {want}: error {err:.2e} over the bf16 bound {bound:.2e}", got[j]);
     }
 }
 

@@ -147,7 +147,17 @@ fn campaign_errors_name_the_file() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope.yaml"));
     tiny_experiment(tmp.path(), "t", 2, SYNTH);
     std::fs::write(&c, "experiments: [t.yaml]\nbackends: [tpu]\n").unwrap();
-    let o = emotionet(&["run", c.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()]);
+    // A machine with no libtpu anywhere: an empty project `.deps`, and no
+    // `python3` on PATH whose packages could hold one (this machine's may).
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = cli_support::output(
+        command()
+            .args(["run", c.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap()])
+            .env("EMOTIONET_DEPS", &empty)
+            .env("PATH", &empty)
+            .env_remove("TPU_LIBRARY_PATH"),
+    );
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("libtpu==0.0.30") && stderr.contains("cloud:"), "no TPU plugin and no cloud section: {stderr}");

@@ -140,13 +140,16 @@ fn a_file_that_is_not_a_plugin_is_an_error() {
     let err = pjrt::Api::load(&text).unwrap_err();
     assert!(matches!(err, PjrtError::PluginLoad { .. }), "{err}");
 
-    // A real shared library that is not a PJRT plugin.
-    let libm = PathBuf::from("/lib/x86_64-linux-gnu/libm.so.6");
-    if libm.exists() {
-        let err = pjrt::Api::load(&libm).unwrap_err();
-        assert!(matches!(err, PjrtError::NotAPlugin { .. }), "{err}");
-        assert!(err.to_string().contains("GetPjrtApi"), "{err}");
-    }
+    // A real shared library that is not a PJRT plugin: built here, so the
+    // check runs on every machine whatever its library paths are.
+    let src = dir.path().join("not_a_plugin.c");
+    let lib = dir.path().join("libnot_a_plugin.so");
+    std::fs::write(&src, "int answer(void) { return 42; }\n").unwrap();
+    let status = std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&src).status().expect("cc (gcc) is needed");
+    assert!(status.success());
+    let err = pjrt::Api::load(&lib).unwrap_err();
+    assert!(matches!(err, PjrtError::NotAPlugin { .. }), "{err}");
+    assert!(err.to_string().contains("GetPjrtApi"), "{err}");
 }
 
 /// Builds a real shared library exporting `GetPjrtApi` whose table claims the
@@ -280,7 +283,16 @@ fn buffers_and_executables_keep_the_client_alive() {
 
 #[test]
 fn the_plugin_is_loaded_once_per_path() {
-    let a = pjrt::Api::load(&cpu_plugin()).unwrap();
-    let b = pjrt::Api::load(&cpu_plugin()).unwrap();
-    assert_eq!(a.path(), b.path());
+    // The same file named three ways: directly, through a symlink and with a
+    // `.` component. One load means one entry, whose path was allocated once.
+    let plugin = cpu_plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("link-to-plugin.so");
+    std::os::unix::fs::symlink(&plugin, &link).unwrap();
+    let dotted = plugin.parent().unwrap().join(".").join(plugin.file_name().unwrap());
+    let a = pjrt::Api::load(&plugin).unwrap();
+    for other in [&link, &dotted] {
+        let b = pjrt::Api::load(other).unwrap();
+        assert!(std::ptr::eq(a.path(), b.path()), "{} was loaded a second time", other.display());
+    }
 }
