@@ -53,6 +53,7 @@ impl Default for WaitOptions {
 pub struct TpuClient {
     tpu: Tpu,
     base: String,
+    credentials: Credentials,
 }
 
 impl TpuClient {
@@ -65,18 +66,29 @@ impl TpuClient {
         let (retry, backoff) = config.retry.policies();
         let tpu = Tpu::builder()
             .with_endpoint(base.clone())
-            .with_credentials(credentials)
+            .with_credentials(credentials.clone())
             .with_retry_policy(retry)
             .with_backoff_policy(backoff)
             .with_attempt_timeout(config.call_timeout)
             .build()
             .await
             .map_err(|e| CloudError::Transport { url: base.clone(), resource: "client setup".into(), message: error_chain(&e), timed_out: false })?;
-        Ok(TpuClient { tpu, base })
+        Ok(TpuClient { tpu, base, credentials })
     }
 
     pub fn endpoint(&self) -> &str {
         &self.base
+    }
+
+    /// Gets a token (or whatever the credentials send) without calling the
+    /// API, so a command that must not half-start can stop before its first
+    /// request. The headers are dropped here: nothing of them is kept or shown.
+    pub async fn check_credentials(&self) -> Result<()> {
+        use google_cloud_auth::credentials::CacheableResource;
+        match self.credentials.headers(http::Extensions::new()).await {
+            Ok(CacheableResource::New { .. } | CacheableResource::NotModified) => Ok(()),
+            Err(e) => Err(CloudError::TokenSource { source_name: "the credentials".into(), message: error_chain(&e) }),
+        }
     }
 
     fn fail(&self, method: &'static str, resource: &str) -> impl Fn(google_cloud_gax::error::Error) -> CloudError + '_ {
