@@ -557,7 +557,9 @@ mod tests {
 
     #[test]
     fn a_model_can_have_its_own_augmentation() {
-        let e = parse("name: t\ndata: {augment: {flip: true}}\nmodels:\n  face: {epochs: 1, augment: {blur_sigma: 0.8, contrast: 0.2}}\n  emotion: {epochs: 1}\n").unwrap();
+        let e =
+            parse("name: t\ndata: {augment: {flip: true}}\nmodels:\n  face: {epochs: 1, augment: {blur_sigma: 0.8, contrast: 0.2}}\n  emotion: {epochs: 1}\n")
+                .unwrap();
         let face = e.pipeline_config(e.models.face.as_ref().unwrap());
         assert!(!face.augment.flip && face.augment.blur_sigma == 0.8, "the model's own setting replaces data.augment");
         assert!(e.pipeline_config(e.models.emotion.as_ref().unwrap()).augment.flip, "the other model keeps data.augment");
@@ -567,5 +569,4 @@ mod tests {
         let plain = parse(MINIMAL).unwrap();
         assert!(!serde_json::to_string(&plain).unwrap().contains("augment\":null"));
     }
-
 }
