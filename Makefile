@@ -13,9 +13,12 @@ DEPS   := $(CURDIR)/.deps
 # Pinned PJRT plugins. CPU and TPU speak PJRT C API 0.81, the header we
 # build on; JAX 0.11.2's CUDA plugins speak 0.115 (newer minors accept us).
 CPU_PLUGIN_PKG := xla-cpu-pjrt==0.0.1
-TPU_PLUGIN_PKG := libtpu==0.0.30
 CPU_PLUGIN     := $(DEPS)/pjrt/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so
 PJRT_HEADER    := $(DEPS)/pjrt/xla_plugins/xla_cpu_pjrt/include/pjrt_c_api.h
+# libtpu 0.0.30 (deploy/libtpu.env pins its wheel by name and SHA-256). It is
+# kept out of .deps/pjrt on purpose: there it would make this machine look
+# like a TPU host to plugin discovery. On a TPU VM: TPU_LIBRARY_PATH=$(LIBTPU).
+LIBTPU         := $(DEPS)/libtpu/libtpu.so
 
 # The one real face set we can get: scikit-image's LFW subset (100 faces,
 # 100 non-faces, 25x25), carried inside its wheel.
@@ -30,7 +33,7 @@ TB_READER      := $(DEPS)/py/tensorboard/__init__.py
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test lint demo bench bench-peers ffi clean system-packages
+.PHONY: setup build test lint demo bench bench-peers ffi clean system-packages test-tpu-programs test-old-userland
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
@@ -38,6 +41,7 @@ setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER)
 system-packages:
 	@command -v cc >/dev/null || { echo "installing gcc (needed by crates that build C)"; apt-get update -qq && apt-get install -y -qq gcc; }
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "installing pip"; apt-get update -qq && apt-get install -y -qq python3-pip; }
+	@command -v curl >/dev/null || { echo "installing curl (fetches the pinned libtpu wheel, deploy/fetch-libtpu.sh)"; apt-get update -qq && apt-get install -y -qq curl; }
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 2; }
 
 $(CPU_PLUGIN):
@@ -54,9 +58,14 @@ $(TB_READER):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(DEPS)/py $(TB_READER_PKGS)
 	@test -f $@ && touch $@
 
-## tpu-plugin: the optional plugin for Cloud TPU VMs
-tpu-plugin:
-	$(PYTHON) -m pip install --quiet --no-deps --target $(DEPS)/pjrt $(TPU_PLUGIN_PKG)
+## tpu-plugin: libtpu.so from the pinned wheel (cp312, manylinux_2_31; ~190 MB download, ~640 MB
+## unpacked), the same script `emotionet cloud run` runs on the VM; the tests load it (no TPU needed)
+tpu-plugin: $(LIBTPU)
+
+$(LIBTPU): deploy/libtpu.env deploy/fetch-libtpu.sh
+	bash deploy/fetch-libtpu.sh $(DEPS)/wheels $@
+	@touch $@
+	@echo "libtpu: $@ (on a TPU VM: export TPU_LIBRARY_PATH=$@, or pass --plugin $@)"
 
 # GPU: JAX's CUDA PJRT plugin links no CUDA library; it loads them at run
 # time from the nvidia-* wheels beside it ($$ORIGIN/../../nvidia), and finds
@@ -128,13 +137,32 @@ $(GPU_LOADER):
 build: setup
 	$(CARGO) build --release --locked
 
-test: build $(GPU_LOADER)
+test: build $(GPU_LOADER) $(LIBTPU)
 	$(CARGO) test --release --locked -- --test-threads=2
 
 ## lint: formatting (rustfmt.toml) and clippy with warnings as errors, as CI runs them after `make test`
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+## test-tpu-programs: the 256x256 emotion training step of a TPU v3-8 (8 replicas) compiled and run
+## once on 8 CPU devices (heavy: not part of `make test`)
+test-tpu-programs: build
+	$(CARGO) test --release --locked --test replicas8 -- --ignored --test-threads=1 --nocapture
+
+## test-old-userland: the VM side on Debian 11 (glibc 2.31, Python 3.9) in a debootstrap chroot:
+## the binary built here refused, --build-on-vm building inside it (slow: a full build), the real setup
+OLD_USERLAND := $(CURDIR)/target/chroots/bullseye
+LIBTPU_WHEEL := $(shell sed -n 's/^LIBTPU_WHEEL=//p' deploy/libtpu.env)
+test-old-userland: build $(LIBTPU)
+	@command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+	test -x $(OLD_USERLAND)/usr/bin/gcc || debootstrap --variant=minbase --include=python3,curl,ca-certificates,util-linux,procps,gcc,libc6-dev \
+	    bullseye $(OLD_USERLAND) http://deb.debian.org/debian
+	mkdir -p $(OLD_USERLAND)/root/.cargo $(OLD_USERLAND)/root/.rustup $(OLD_USERLAND)/mirror
+	cp -l $(DEPS)/wheels/$(LIBTPU_WHEEL) $(OLD_USERLAND)/mirror/ 2>/dev/null || cp $(DEPS)/wheels/$(LIBTPU_WHEEL) $(OLD_USERLAND)/mirror/
+	trap 'umount $(OLD_USERLAND)/proc $(OLD_USERLAND)/root/.cargo $(OLD_USERLAND)/root/.rustup 2>/dev/null || true' EXIT; \
+	  mount -t proc proc $(OLD_USERLAND)/proc && mount --bind $(HOME)/.cargo $(OLD_USERLAND)/root/.cargo && mount --bind $(HOME)/.rustup $(OLD_USERLAND)/root/.rustup && \
+	  $(CARGO) test --release --locked --test cloud_old_userland -- --ignored --nocapture
 
 ## demo: the smoke campaign on the synthetic set (CPU): both models, the hierarchy eval, the report
 demo: build

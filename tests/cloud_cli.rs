@@ -20,17 +20,21 @@ struct Env<'a> {
 
 impl Env<'_> {
     fn emotionet(&self, args: &[&str]) -> Output {
-        output(
-            command()
-                .args(args)
-                .current_dir(self.dir.join("project"))
-                .env("EMOTIONET_TPU_API_URL", &self.fake.url)
-                .env("EMOTIONET_CLOUD_STATE", self.dir.join("state.json"))
-                .env("EMOTIONET_GCP_ACCESS_TOKEN", self.token)
-                // Never the real gcloud: a missing one, unless a test installs a stand-in.
-                .env("EMOTIONET_GCLOUD", self.dir.join("gcloud"))
-                .env_remove("RUST_LOG"),
-        )
+        output(&mut self.command(args))
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = command();
+        command
+            .args(args)
+            .current_dir(self.dir.join("project"))
+            .env("EMOTIONET_TPU_API_URL", &self.fake.url)
+            .env("EMOTIONET_CLOUD_STATE", self.dir.join("state.json"))
+            .env("EMOTIONET_GCP_ACCESS_TOKEN", self.token)
+            // Never the real gcloud: a missing one, unless a test installs a stand-in.
+            .env("EMOTIONET_GCLOUD", self.dir.join("gcloud"))
+            .env_remove("RUST_LOG");
+        command
     }
 }
 
@@ -63,6 +67,37 @@ fn up_refuses_without_an_explicit_project_zone_and_accelerator_type() {
     assert!(stderr.contains("--zone, --accelerator-type"), "{stderr}");
     assert!(fake.requests().is_empty(), "the cost guard must stop before any request");
     assert!(!dir.path().join("state.json").exists());
+}
+
+#[test]
+fn up_refuses_a_multi_host_slice_before_any_request() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("multi-host");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    let out = env.emotionet(&["cloud", "up", "--project", "p-1", "--zone", "europe-west4-a", "--accelerator-type", "v3-32"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("\"v3-32\"") && stderr.contains("multi-host") && stderr.contains("v3-8"), "{stderr}");
+    assert!(stderr.contains("nothing was created"), "{stderr}");
+    assert!(fake.requests().is_empty(), "refused before any request");
+    assert!(!dir.path().join("state.json").exists());
+}
+
+#[test]
+fn credentials_refused_before_any_call_say_that_nothing_was_created() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("no-credentials");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: "" };
+    // --auth gcloud, and no gcloud: no token, so no request can be sent.
+    let out = env.emotionet(&[UP, &["--auth", "gcloud"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("nothing was created (no request was sent)"), "{stderr}");
+    assert!(!stderr.contains("may bill"), "{stderr}");
+    assert!(fake.requests().is_empty());
+    assert!(!std::fs::read_to_string(dir.path().join("state.json")).unwrap_or_default().contains("emotionet-tpu"));
 }
 
 #[test]
@@ -134,7 +169,7 @@ fn up_status_run_fetch_down_with_a_local_stand_in_vm() {
     ]);
     assert!(run.status.success());
     assert!(text(&run.stdout).contains("[vm] experiments: [experiments/paper-tpu.yaml]"));
-    assert!(text(&run.stdout).contains("done: 1 start(s), 0 recreation(s)"));
+    assert!(text(&run.stdout).contains("done: 1 start(s), 0 re-attach(es), 0 recreation(s)"));
     assert!(text(&run.stderr).contains("still up and billing"));
     let devices = std::fs::read_to_string(dir.path().join("out/devices.json")).unwrap();
     assert!(devices.contains("CpuDevice(id=7)"), "{devices}");
@@ -205,7 +240,11 @@ fn run_through_gcloud_ssh_builds_the_documented_command_lines() {
         assert!(line.contains("--project=emotionet-test --zone=europe-west4-a --worker="), "{line}");
         assert!(line.contains("--quiet --tunnel-through-iap --command=bash -c "), "{line}");
     }
-    assert!(ssh.iter().any(|l| l.contains("--worker=all") && l.contains("flock")), "the campaign runs on every worker: {calls}");
+    assert!(ssh.iter().any(|l| l.contains("--worker=all") && l.contains(" --version")), "the binary is tried on every worker: {calls}");
+    assert!(
+        ssh.iter().any(|l| l.contains("--worker=0") && l.contains("vm-campaign.sh") && l.contains(" start ")),
+        "the campaign starts detached on worker 0: {calls}"
+    );
     assert!(ssh.iter().any(|l| l.contains("--worker=0") && l.contains("tar -C")), "files go worker by worker: {calls}");
     assert!(calls.lines().any(|l| l == "auth print-access-token"));
     assert!(env.emotionet(&["cloud", "down", "--auth", "gcloud", "--poll-every", "0.05"]).status.success());
@@ -262,7 +301,7 @@ fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
         let unquoted: String = line[at..].split('\'').step_by(2).collect::<Vec<_>>().join(" ");
         let words: Vec<&str> = unquoted.split_whitespace().collect();
         let Some(sub) = words.get(2).map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric())) else { continue };
-        if !["up", "status", "run", "fetch", "down"].contains(&sub) {
+        if !["up", "status", "run", "logs", "fetch", "down"].contains(&sub) {
             continue;
         }
         let help = command().args(["cloud", sub, "--help"]).output().unwrap();
@@ -275,7 +314,7 @@ fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
     }
     assert!(checked >= 10, "only {checked} flags found in the guide's commands");
     // Flags named in the prose (`--flag ...`) exist on some cloud subcommand.
-    let all_help: String = [&["cloud", "up"][..], &["cloud", "status"], &["cloud", "run"], &["cloud", "fetch"], &["cloud", "down"], &[]]
+    let all_help: String = [&["cloud", "up"][..], &["cloud", "status"], &["cloud", "run"], &["cloud", "logs"], &["cloud", "fetch"], &["cloud", "down"], &[]]
         .iter()
         .map(|args| text(&command().args(*args).arg("--help").output().unwrap().stdout))
         .collect();
@@ -293,11 +332,165 @@ fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
         assert!(readme.to_lowercase().contains(&price.to_lowercase()), "the guide lost {price:?}");
     }
 
-    let syntax = std::process::Command::new("bash").arg("-n").arg(deploy.join("tpu-startup.sh")).status().unwrap();
-    assert!(syntax.success());
+    for script in ["tpu-startup.sh", "vm-campaign.sh", "vm-setup.sh", "vm-build.sh", "fetch-libtpu.sh"] {
+        let syntax = std::process::Command::new("bash").arg("-n").arg(deploy.join(script)).status().unwrap();
+        assert!(syntax.success(), "{script}");
+    }
     // The shipped campaign is one the orchestrator accepts, and it plans
     // the paper's two TPU runs.
     let plan = emotionet::orchestrator::Plan::load(&deploy.join("tpu-campaign.yaml"), None, None).unwrap();
     assert_eq!(plan.runs.len(), 2);
     assert!(plan.runs.iter().all(|r| r.backend == emotionet::pjrt::Backend::Tpu && r.experiment == "paper-tpu"));
+}
+
+/// The stand-in VM runs the real setup script (deploy/vm-setup.sh, shipped
+/// inside the binary): the pinned libtpu wheel by its exact name and SHA-256
+/// (from a local mirror of the same file, instead of files.pythonhosted.org),
+/// and libtpu.so extracted where `EMOTIONET_DEPS={deps}` finds it. A second
+/// run finds it there and does nothing.
+#[test]
+fn the_stand_in_vm_runs_the_real_setup_script() {
+    let wheels = emotionet::pjrt::deps_dir().join("wheels");
+    let pin = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/libtpu.env")).unwrap();
+    let value = |key: &str| pin.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap().to_string();
+    if !wheels.join(value("LIBTPU_WHEEL")).is_file() {
+        eprintln!("SKIPPED: {} is absent; `make tpu-plugin` downloads it (`make test` does it first)", wheels.join(value("LIBTPU_WHEEL")).display());
+        return;
+    }
+    let fake = FakeTpu::start();
+    let dir = temp_dir("real-setup");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    assert!(env.emotionet(UP).status.success());
+    let vm = dir.path().join("vm");
+    let run = |env: &Env| {
+        output(
+            env.command(&[
+                "cloud",
+                "run",
+                "campaign.yaml",
+                "--via",
+                "local",
+                "--local-root",
+                vm.to_str().unwrap(),
+                "--out",
+                "../out",
+                "--command",
+                "sha256sum < {deps}/pjrt/libtpu/libtpu.so | cut -d' ' -f1 > {out}/libtpu.sha256",
+                "--poll-every",
+                "0.05",
+            ])
+            .env("EMOTIONET_LIBTPU_MIRROR", format!("file://{}", wheels.display())),
+        )
+    };
+    let first = run(&env);
+    assert!(first.status.success());
+    let stderr = text(&first.stderr);
+    assert!(stderr.contains("setting up the VM"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/libtpu.sha256")).unwrap().trim(), value("LIBTPU_SO_SHA256"));
+    assert!(vm.join("emotionet-cloud/deps/wheels").join(value("LIBTPU_WHEEL")).is_file());
+    let second = run(&env);
+    assert!(second.status.success());
+    assert!(std::fs::metadata(vm.join("emotionet-cloud/deps/pjrt/libtpu/libtpu.so")).unwrap().len() > 600_000_000);
+    assert!(env.emotionet(&["cloud", "down", "--poll-every", "0.05"]).status.success());
+}
+
+/// The laptop side can die at any moment: SIGKILL of `cloud run` leaves the
+/// campaign running on the VM; `cloud logs --follow` follows it from
+/// anywhere with the state file; `cloud run` again re-attaches (it never
+/// starts a second copy) and brings the output back.
+#[test]
+fn a_killed_cloud_run_leaves_the_campaign_running_and_run_again_reattaches() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("sigkill");
+    setup(dir.path());
+    write_script(&dir.path().join("project/campaign.sh"), RESUMABLE);
+    let env = Env { fake: &fake, dir: dir.path(), token: GOOD_TOKEN };
+    assert!(env.emotionet(UP).status.success());
+    let vm = dir.path().join("vm");
+    let remote_out = vm.join("emotionet-cloud/out");
+    let args = [
+        "cloud",
+        "run",
+        "campaign.yaml",
+        "--ship",
+        "campaign.sh",
+        "--via",
+        "local",
+        "--local-root",
+        vm.to_str().unwrap(),
+        "--out",
+        "../out",
+        "--setup",
+        "true",
+        "--command",
+        "./campaign.sh {out} 24",
+        "--poll-every",
+        "0.05",
+        "--sync-every",
+        "0.2",
+    ];
+    let mut first = env.command(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let waited = std::time::Instant::now();
+    while checkpoint(&remote_out) < 3 {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(60), "the campaign did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    first.kill().unwrap(); // SIGKILL: no cleanup of any kind
+    let killed = first.wait_with_output().unwrap();
+    cli_support::show(&env.command(&args), &killed);
+    let at_kill = checkpoint(&remote_out);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(checkpoint(&remote_out) > at_kill, "the campaign stopped with the local cloud run");
+
+    let host = ["--via", "local", "--local-root", vm.to_str().unwrap()];
+    let follow = env
+        .command(&[&["cloud", "logs", "--follow"][..], &host].concat())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let again = env.emotionet(&args);
+    assert!(again.status.success());
+    let stdout = text(&again.stdout);
+    assert!(text(&again.stderr).contains("re-attached to campaign"), "{}", text(&again.stderr));
+    assert!(stdout.contains("done: 0 start(s), 1 re-attach(es)"), "{stdout}");
+    assert!(stdout.contains("[vm] step 24 of 24"), "{stdout}");
+    let starts = std::fs::read_to_string(dir.path().join("out/starts")).unwrap();
+    assert_eq!(starts, "start after 0\n", "never a second copy");
+    assert_eq!(checkpoint(&dir.path().join("out")), 24, "the output came back");
+    // The local log has every line once, though two processes followed it.
+    let logs: Vec<_> = std::fs::read_dir(dir.path().join("out.cloud-log")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    let expected: String = (1..=24).map(|i| format!("step {i} of 24\n")).collect();
+    assert_eq!(log, expected);
+
+    let followed = follow.wait_with_output().unwrap();
+    cli_support::show(&env.command(&["cloud", "logs", "--follow"]), &followed);
+    assert!(followed.status.success());
+    assert_eq!(text(&followed.stdout), expected, "logs --follow printed the whole campaign and returned when it ended");
+    assert!(text(&followed.stderr).contains("ended with exit status 0"), "{}", text(&followed.stderr));
+    let once = env.emotionet(&[&["cloud", "logs"][..], &host].concat());
+    assert_eq!(text(&once.stdout), expected);
+    assert!(env.emotionet(&["cloud", "down", "--poll-every", "0.05"]).status.success());
+}
+
+/// A campaign that resumes from its output folder, as the orchestrator does.
+const RESUMABLE: &str = r#"#!/bin/bash
+set -eu
+out=$1; steps=$2
+mkdir -p "$out"
+done=0
+if [ -f "$out/checkpoint" ]; then done=$(cat "$out/checkpoint"); fi
+echo "start after $done" >> "$out/starts"
+for i in $(seq $((done + 1)) "$steps"); do
+  sleep 0.15
+  echo "$i" > "$out/checkpoint.tmp" && mv "$out/checkpoint.tmp" "$out/checkpoint"
+  echo "step $i of $steps"
+done
+"#;
+
+fn checkpoint(out: &Path) -> u32 {
+    std::fs::read_to_string(out.join("checkpoint")).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
 }

@@ -2,7 +2,8 @@
 //! for the TPU VM (the same code path as the real VM: only the transport
 //! differs). The fake empties that folder whenever it creates a node, as a
 //! new VM has a fresh disk, so whatever the campaign finds after a
-//! recreation came through the local copy of its output.
+//! recreation came through the local copy of its output. The campaign runs
+//! detached on the stand-in (deploy/vm-campaign.sh), as on a real VM.
 
 mod cloud_fake;
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cloud_fake::{FakeTpu, temp_dir, write_script};
+use emotionet::cloud::remote::{self, RemoteHost, Worker};
 use emotionet::cloud::{
     AuthConfig, AuthMode, CampaignPlan, Capacity, ClientConfig, CloudError, CloudEvent, LocalHost, NodeState, RetryPolicy, TokenProvider, TpuClient, VmManager,
     VmRecord, VmRequest, WaitOptions, fetch, run_campaign,
@@ -44,8 +46,9 @@ fn project(root: &Path) {
     std::fs::write(root.join("experiments/paper-tpu.yaml"), "model: face\n").unwrap();
 }
 
-/// A stand-in for libtpu's pip install: records that it ran, where the real one installs.
-const SETUP: &str = "mkdir -p {deps}/pjrt/libtpu && echo 'stand-in for: pip install libtpu==0.0.30' >> {deps}/pjrt/libtpu/installed.txt";
+/// A quick setup for the tests that are not about it (the real one, which
+/// fetches libtpu, runs in `tests/cloud_cli.rs`): records that it ran.
+const SETUP: &str = "mkdir -p {deps} && echo 'setup ran' >> {deps}/setup-ran.txt";
 
 fn plan(root: &Path, out: &Path) -> CampaignPlan {
     let mut plan = CampaignPlan::new(root, "campaign.yaml", env!("CARGO_BIN_EXE_emotionet"), out);
@@ -93,10 +96,14 @@ async fn up_run_fetch_down_with_the_real_binary_on_the_stand_in_vm() {
     // On the "VM": the binary, the files, the setup's mark, the output.
     assert!(vm.join("emotionet-cloud/bin/emotionet").is_file());
     assert!(vm.join("emotionet-cloud/project/experiments/paper-tpu.yaml").is_file());
-    assert!(std::fs::read_to_string(vm.join("emotionet-cloud/deps/pjrt/libtpu/installed.txt")).unwrap().contains("libtpu==0.0.30"));
+    assert_eq!(std::fs::read_to_string(vm.join("emotionet-cloud/deps/setup-ran.txt")).unwrap(), "setup ran\n");
     assert!(events.iter().any(|e| matches!(e, CloudEvent::CampaignOutput { line } if line == "campaign done")));
-    let log = std::fs::read_to_string(dir.path().join("out.cloud-log/attempt-1.log")).unwrap();
+    // The campaign's log, on the VM and copied here under the campaign's id.
+    let id = report.campaign_id.clone().unwrap();
+    let log = std::fs::read_to_string(dir.path().join(format!("out.cloud-log/{id}.log"))).unwrap();
     assert!(log.contains("campaign done"), "{log}");
+    assert_eq!(std::fs::read_to_string(vm.join(format!("emotionet-cloud/campaign/{id}.log"))).unwrap(), log);
+    assert_eq!(std::fs::read_to_string(vm.join(format!("emotionet-cloud/campaign/{id}.exit"))).unwrap(), "0\n");
 
     // fetch brings the same output into a second folder.
     let mut again = plan.clone();
@@ -215,7 +222,7 @@ async fn a_campaign_failing_on_a_healthy_vm_is_reported_not_retried() {
     plan.command_template = "echo 'experiments/paper-tpu.yaml: batch 0 is not allowed' >&2; exit 3".into();
     let host = LocalHost::new(dir.path().join("vm")).unwrap();
     let err = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(never()), &mut |_| {}).await.unwrap_err();
-    assert!(matches!(&err, CloudError::Remote { status, .. } if status.contains("3")), "{err:?}");
+    assert!(matches!(&err, CloudError::Remote { status, .. } if status == "exit status 3"), "{err:?}");
     assert!(err.to_string().contains("batch 0 is not allowed"), "{err}");
     assert_eq!((fake.creations(), record.recreations), (1, 0));
 
@@ -296,4 +303,179 @@ async fn an_interrupt_stops_the_campaign_on_the_vm_and_keeps_its_output() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(checkpoint(&remote_checkpoint), stopped_at, "the campaign kept running after the interrupt");
     assert_eq!(fake.node_state("tpu-ctrl-c").as_deref(), Some("READY"), "an interrupt leaves the VM alone");
+}
+
+/// A stand-in transport with faults: runs the script like [`LocalHost`],
+/// with extra environment, and can cut the stream the script reads (an ssh
+/// connection lost mid-upload, or gcloud re-running a command on a half-read
+/// stdin) or the stream it writes (lost mid-download) after some bytes.
+struct FaultyHost {
+    root: PathBuf,
+    env: Vec<(String, String)>,
+    cut_stdin_after: Option<usize>,
+    cut_stdout_after: Option<usize>,
+}
+
+impl FaultyHost {
+    fn new(root: &Path) -> Self {
+        FaultyHost { root: LocalHost::new(root).unwrap().root().to_path_buf(), env: Vec::new(), cut_stdin_after: None, cut_stdout_after: None }
+    }
+}
+
+impl RemoteHost for FaultyHost {
+    fn describe(&self) -> String {
+        format!("the faulty stand-in VM at {}", self.root.display())
+    }
+
+    fn worker_count(&self) -> usize {
+        1
+    }
+
+    fn command(&self, _worker: Worker, script: &str) -> tokio::process::Command {
+        let quoted = format!("'{}'", script.replace('\'', r"'\''"));
+        let mut line = format!("bash -c {quoted}");
+        if let Some(n) = self.cut_stdin_after {
+            line = format!("head -c {n} | {line}");
+        }
+        if let Some(n) = self.cut_stdout_after {
+            line = format!("set -o pipefail; {line} | head -c {n}");
+        }
+        let mut command = tokio::process::Command::new("bash");
+        command.arg("-c").arg(line).current_dir(&self.root).env("HOME", &self.root);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+}
+
+/// Uploads land whole or not at all: a stream cut halfway (what a dropped
+/// ssh connection, or gcloud re-running the command on a half-read stdin,
+/// delivers) is an error and leaves every file on the VM as it was.
+#[tokio::test]
+async fn an_upload_cut_halfway_changes_nothing_on_the_vm() {
+    let dir = temp_dir("upload-cut");
+    let (local, vm) = (dir.path().join("local"), dir.path().join("vm"));
+    std::fs::create_dir_all(local.join("experiments")).unwrap();
+    std::fs::write(local.join("experiments/a.yaml"), "version: 1\n").unwrap();
+    std::fs::write(local.join("experiments/big.bin"), vec![1u8; 200_000]).unwrap();
+    let good = LocalHost::new(&vm).unwrap();
+    let limit = Duration::from_secs(30);
+    remote::upload(&good, &local, &[PathBuf::from("experiments")], "emotionet-cloud/project", limit).await.unwrap();
+    let on_vm = vm.join("emotionet-cloud/project/experiments");
+    assert_eq!(std::fs::read_to_string(on_vm.join("a.yaml")).unwrap(), "version: 1\n");
+
+    std::fs::write(local.join("experiments/a.yaml"), "version: 2\n").unwrap();
+    std::fs::write(local.join("experiments/big.bin"), vec![2u8; 200_000]).unwrap();
+    let mut cut = FaultyHost::new(&vm);
+    cut.cut_stdin_after = Some(100_000);
+    let err = remote::upload(&cut, &local, &[PathBuf::from("experiments")], "emotionet-cloud/project", limit).await.unwrap_err();
+    assert!(matches!(err, CloudError::Remote { .. }), "{err:?}");
+    assert_eq!(std::fs::read_to_string(on_vm.join("a.yaml")).unwrap(), "version: 1\n", "a cut upload replaced a file");
+    assert_eq!(std::fs::read(on_vm.join("big.bin")).unwrap(), vec![1u8; 200_000], "a cut upload left a half-written file");
+    let leftovers: Vec<_> = std::fs::read_dir(vm.join("emotionet-cloud")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, ["project"], "the staging folder is cleaned up");
+
+    // Run again (as gcloud would): the whole new version arrives.
+    remote::upload(&good, &local, &[PathBuf::from("experiments")], "emotionet-cloud/project", limit).await.unwrap();
+    assert_eq!(std::fs::read_to_string(on_vm.join("a.yaml")).unwrap(), "version: 2\n");
+    assert_eq!(std::fs::read(on_vm.join("big.bin")).unwrap(), vec![2u8; 200_000]);
+}
+
+/// A failed snapshot or a broken archive in fetch is an error, and the
+/// local folder keeps its last good copy, untouched.
+#[tokio::test]
+async fn a_failed_snapshot_or_archive_is_an_error_and_keeps_the_last_good_copy() {
+    let dir = temp_dir("fetch-fail");
+    let (root, vm) = (dir.path().join("project"), dir.path().join("vm"));
+    project(&root);
+    let remote_out = vm.join("emotionet-cloud/out");
+    std::fs::create_dir_all(remote_out.join("face")).unwrap();
+    std::fs::write(remote_out.join("face/record.json"), "{\"step\": 1}").unwrap();
+    std::fs::write(remote_out.join("face/checkpoint.bin"), vec![7u8; 300_000]).unwrap();
+    let mut plan = plan(&root, &dir.path().join("out"));
+    plan.step_timeout = Duration::from_secs(30);
+    let good = LocalHost::new(&vm).unwrap();
+    fetch(&good, &plan).await.unwrap();
+    let local = plan.local_out.join("face/record.json");
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), "{\"step\": 1}");
+
+    // The VM moves on; the transfer breaks halfway: an error, the old copy stays.
+    std::fs::write(remote_out.join("face/record.json"), "{\"step\": 2}").unwrap();
+    std::fs::write(remote_out.join("face/checkpoint.bin"), vec![8u8; 300_000]).unwrap();
+    let mut cut = FaultyHost::new(&vm);
+    cut.cut_stdout_after = Some(150_000);
+    let err = fetch(&cut, &plan).await.unwrap_err().to_string();
+    assert!(err.contains("keeps the last good copy"), "{err}");
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), "{\"step\": 1}");
+    assert_eq!(std::fs::read(plan.local_out.join("face/checkpoint.bin")).unwrap(), vec![7u8; 300_000]);
+
+    // The snapshot itself fails (a file that cannot be hard-linked, even by root): an error, not an empty archive.
+    let stuck = remote_out.join("face/immutable.txt");
+    std::fs::write(&stuck, "x").unwrap();
+    let immutable = std::process::Command::new("chattr").arg("+i").arg(&stuck).status();
+    if !immutable.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED the snapshot part: `chattr +i` does not work on this file system");
+        return;
+    }
+    let err = fetch(&good, &plan).await.unwrap_err().to_string();
+    let _ = std::process::Command::new("chattr").arg("-i").arg(&stuck).status();
+    assert!(err.contains("cannot create hard link") && err.contains("keeps the last good copy"), "{err}");
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), "{\"step\": 1}");
+    assert!(!plan.local_out.join("face/immutable.txt").exists());
+}
+
+/// The campaign lock has a timeout, and the error names who holds it.
+#[tokio::test]
+async fn a_held_lock_times_out_naming_its_holder() {
+    let fake = FakeTpu::start();
+    let client = client(&fake);
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("lock");
+    let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
+    project(&root);
+    let mut record = record("tpu-lock", Capacity::OnDemand);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+    let control = vm.join("emotionet-cloud/campaign");
+    std::fs::create_dir_all(&control).unwrap();
+    std::fs::write(control.join("control.owner"), "pid 4242 (a stuck cloud run) on laptop since 2026-12-01T10:00:00Z\n").unwrap();
+    let mut holder = std::process::Command::new("flock").arg(control.join("control.lock")).args(["sleep", "30"]).spawn().unwrap();
+    let mut host = FaultyHost::new(&vm);
+    host.env.push(("EMOTIONET_LOCK_TIMEOUT".into(), "1".into()));
+    let mut plan = plan(&root, &out);
+    plan.command_template = "echo never".into();
+    let result = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(never()), &mut |_| {}).await;
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("exit status: 75") && err.contains("lock timeout: "), "{err}");
+    assert!(err.contains("control.lock is still held after 1s by: pid 4242 (a stuck cloud run)"), "{err}");
+    assert!(!out.join("never").exists() && std::fs::read_dir(&control).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".log")));
+}
+
+/// A binary that needs a newer glibc than the VM has is refused before it
+/// is shipped, with the way out. The stand-in VM here has an old glibc by
+/// its own `getconf` saying so (a real old userland: see the chroot notes
+/// in deploy/README.md).
+#[tokio::test]
+async fn a_binary_too_new_for_the_vms_glibc_is_refused_before_shipping() {
+    let fake = FakeTpu::start();
+    let client = client(&fake);
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("glibc");
+    let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
+    project(&root);
+    let mut record = record("tpu-glibc", Capacity::OnDemand);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+    let shim = dir.path().join("old-image-bin");
+    std::fs::create_dir_all(&shim).unwrap();
+    write_script(&shim.join("getconf"), "#!/bin/bash\n[ \"$1\" = GNU_LIBC_VERSION ] && { echo 'glibc 2.17'; exit 0; }\nexec /usr/bin/getconf \"$@\"\n");
+    let mut host = FaultyHost::new(&vm);
+    host.env.push(("PATH".into(), format!("{}:{}", shim.display(), std::env::var("PATH").unwrap())));
+    let plan = plan(&root, &out);
+    let err = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(never()), &mut |_| {}).await.unwrap_err().to_string();
+    let needs = emotionet::cloud::elf::read_needs(&plan.binary).unwrap();
+    assert!(err.contains(&format!("needs glibc {}", needs.glibc.unwrap())) && err.contains("has glibc 2.17"), "{err}");
+    assert!(err.contains("--build-on-vm"), "{err}");
+    assert!(!vm.join("emotionet-cloud/bin").exists(), "nothing was shipped");
 }

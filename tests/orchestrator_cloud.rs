@@ -1,8 +1,10 @@
 //! One campaign, CPU and TPU: the CPU runs train here while the TPU runs go
 //! through `emotionet cloud run` to a VM (the fake Cloud TPU API on
 //! 127.0.0.1, and a local folder standing in for the VM through the same
-//! code path the real one uses). The TPU "plugin" on the stand-in VM is the
-//! CPU plugin, named explicitly, so the runs are real but small.
+//! code path the real one uses). The stand-in VM has no TPU: its TPU runs
+//! go through a stand-in description (`pjrt::StandIn`) that names the CPU
+//! plugin and says it stands in for the TPU, so the runs are real but small,
+//! and their records and the report say that the CPU ran them.
 
 mod cli_support;
 mod cloud_fake;
@@ -43,6 +45,13 @@ fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
     )
     .unwrap();
     let cpu_plugin = emotionet::pjrt::resolve_plugin(emotionet::pjrt::Backend::Cpu, None).unwrap();
+    let stand_in = dir.path().join("tpu-stand-in.json");
+    std::fs::write(
+        &stand_in,
+        serde_json::json!({"library": cpu_plugin, "platform": "cpu", "stands_in_for": "tpu", "why": "tests: the folder playing the TPU VM has no TPU"})
+            .to_string(),
+    )
+    .unwrap();
     let vm = dir.path().join("vm");
     let campaign = serde_json::json!({
         "experiments": ["experiments/tiny.yaml"],
@@ -53,7 +62,7 @@ fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
             "args": [
                 "--via", "local", "--local-root", vm.to_str().unwrap(),
                 "--setup", "mkdir -p {deps}",
-                "--command", format!("EMOTIONET_PJRT_PLUGIN={} EMOTIONET_DEPS={{deps}} {{bin}} run {{campaign}} --out {{out}} --backend tpu --quiet", cpu_plugin.display()),
+                "--command", format!("EMOTIONET_PJRT_PLUGIN={} EMOTIONET_DEPS={{deps}} {{bin}} run {{campaign}} --out {{out}} --backend tpu --quiet", stand_in.display()),
                 "--poll-every", "0.05", "--sync-every", "0.2",
             ],
         },
@@ -89,10 +98,13 @@ fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
     assert_eq!(cpu["status"]["state"], "finished");
     assert_eq!(tpu["status"]["state"], "finished");
     assert_eq!(tpu["backend"], "tpu");
+    assert_eq!(cpu["platform"]["name"], "cpu");
+    assert_eq!(tpu["platform"]["name"], "cpu", "the record names the platform that really ran");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("campaign-state.json")).unwrap()).unwrap();
     assert_eq!(state["runs"]["tiny/face/tpu/r0"]["status"], "finished");
     let report = std::fs::read_to_string(out.join("report/report.md")).unwrap();
     assert!(report.contains("cpu") && report.contains("tpu"), "the report compares both backends");
+    assert!(report.contains("TPU stand-in (cpu ×1)"), "the report says a CPU stood in for the TPU: {report}");
     let down = emotionet(dir.path(), &fake, &["cloud", "--state", state_path(dir.path()).as_str(), "down", "--poll-every", "0.05"]);
     assert!(down.status.success());
 }

@@ -1,4 +1,4 @@
-//! `emotionet cloud up|status|run|fetch|down`: Cloud TPU VMs from the command line.
+//! `emotionet cloud up|status|run|logs|fetch|down`: Cloud TPU VMs from the command line.
 //!
 //! Two stages, as everywhere in the CLI: first what the user wrote is
 //! validated (the cost guard among it) without touching the network; then
@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::cloud::auth::METADATA_URL;
-use crate::cloud::campaign::{self, CampaignPlan, DEFAULT_COMMAND, DEFAULT_SETUP, DEFAULT_WORKDIR};
+use crate::cloud::campaign::{self, CampaignPlan, DEFAULT_COMMAND, DEFAULT_SETUP, DEFAULT_WORKDIR, LogEnd};
 use crate::cloud::client::TPU_API_URL;
 use crate::cloud::spec::{DEFAULT_RUNTIME_VERSION, MANAGED_LABEL};
 use crate::cloud::timestamp::{age_of, human, now_unix};
@@ -58,8 +58,10 @@ enum CloudCommand {
     Up(UpArgs),
     /// Show the recorded VMs: state and time up; with --project and --zone, everything in that zone.
     Status(StatusArgs),
-    /// Ship the binary and campaign files, install libtpu, run the campaign, survive preemption.
+    /// Ship the binary and campaign files, fetch libtpu, start the campaign detached on the VM and follow it (or re-attach), survive preemption.
     Run(RunArgs),
+    /// Show the campaign's output on the VM (from any machine with the state file); --follow until it ends.
+    Logs(LogsArgs),
     /// Copy the VM's output folder (run records, checkpoints, event files) here.
     Fetch(FetchArgs),
     /// Delete the VM (and its queued resource) and forget it.
@@ -171,9 +173,18 @@ struct RunArgs {
     /// The campaign command on the VM; placeholders {bin} {campaign} {out} {deps} {workdir} {project}.
     #[arg(long, default_value = DEFAULT_COMMAND)]
     command: String,
-    /// The setup command on the VM (same placeholders); by default installs libtpu==0.0.30.
+    /// The setup command on the VM (same placeholders); by default fetches the pinned libtpu==0.0.30 (deploy/vm-setup.sh).
     #[arg(long, default_value = DEFAULT_SETUP)]
     setup: String,
+    /// Build emotionet on the VM from this checkout's source instead of shipping the binary (when it needs a newer glibc than the VM has).
+    #[arg(long, conflicts_with = "binary")]
+    build_on_vm: bool,
+    /// With --build-on-vm: the Rust toolchain rustup installs on the VM if it has no cargo.
+    #[arg(long, default_value = "stable", requires = "build_on_vm")]
+    toolchain: String,
+    /// Start the campaign (or find it running) and return at once; follow it later with `logs --follow` or `run`.
+    #[arg(long, conflicts_with = "down_after")]
+    detach: bool,
     /// Seconds between copies of the VM's output folder to --out (bounds the work lost to a preemption).
     #[arg(long, default_value_t = 300.0)]
     sync_every: f64,
@@ -186,6 +197,15 @@ struct RunArgs {
     /// Delete the VM when the campaign has finished.
     #[arg(long)]
     down_after: bool,
+}
+
+#[derive(Args, Debug)]
+struct LogsArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Keep printing while the campaign runs, until it ends.
+    #[arg(long)]
+    follow: bool,
 }
 
 #[derive(Args, Debug)]
@@ -217,6 +237,7 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
         CloudCommand::Up(up) => runtime.block_on(cmd_up(common, &store, poll, up)),
         CloudCommand::Status(status) => runtime.block_on(cmd_status(common, &store, status)),
         CloudCommand::Run(run) => runtime.block_on(cmd_run(common, &store, poll, run)),
+        CloudCommand::Logs(logs) => runtime.block_on(cmd_logs(common, &store, logs)),
         CloudCommand::Fetch(fetch) => runtime.block_on(cmd_fetch(common, &store, poll, fetch)),
         CloudCommand::Down(down) => runtime.block_on(cmd_down(common, &store, poll, down)),
     }
@@ -313,6 +334,8 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
     };
     let spec = request.validate().context("nothing was created")?;
     let client = client(common)?;
+    // Credentials first: a refusal here has sent no request at all.
+    client.auth().token().await.context("cannot get Google Cloud credentials; nothing was created (no request was sent)")?;
     // Recorded before the create call: if `up` dies halfway, `down` still finds the VM.
     let record = VmRecord { spec: spec.clone(), created_unix: now_unix() as i64, recreations: 0 };
     store.upsert(record).with_context(|| format!("cannot record the VM in {}", store.path().display()))?;
@@ -339,16 +362,25 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
                 spec.node_id
             ));
         }
-        Err(e) => {
-            if nothing_exists(&client, &spec).await {
+        Err(e) => match leftovers(&client, &spec).await {
+            Ok(false) => {
                 store.remove(&spec)?;
                 return Err(e).context(format!("could not create {}; nothing was left behind", spec.node_id));
             }
-            return Err(e).context(format!(
-                "creating {} did not finish and part of it exists and may bill: `emotionet cloud status` shows it, `emotionet cloud down --name {}` removes it",
-                spec.node_id, spec.node_id
-            ));
-        }
+            Ok(true) => {
+                return Err(e).context(format!(
+                    "creating {} did not finish and part of it exists and may bill: `emotionet cloud status` shows it, `emotionet cloud down --name {}` removes it",
+                    spec.node_id, spec.node_id
+                ));
+            }
+            Err(check) => {
+                return Err(e).context(format!(
+                    "creating {} failed, and whether part of it exists could not be checked ({check}); it stays recorded: \
+                     `emotionet cloud status` shows it and `emotionet cloud down --name {}` removes it once Google Cloud answers",
+                    spec.node_id, spec.node_id
+                ));
+            }
+        },
     };
     let ips = node.external_ips();
     outln!(
@@ -361,11 +393,22 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
     Ok(())
 }
 
-/// True only when the API says neither the node nor its queued resource exists.
-async fn nothing_exists(client: &TpuClient, spec: &crate::cloud::VmSpec) -> bool {
-    let node_gone = matches!(client.get_node(&spec.node_name()).await, Err(e) if e.is_not_found());
-    let queued_gone = !spec.queued || matches!(client.get_queued_resource(&spec.queued_resource_name()).await, Err(e) if e.is_not_found());
-    node_gone && queued_gone
+/// Whether the node or its queued resource exists, as the API says; an
+/// error when it could not be asked (then nobody knows, and we say so).
+async fn leftovers(client: &TpuClient, spec: &crate::cloud::VmSpec) -> Result<bool, crate::cloud::CloudError> {
+    match client.get_node(&spec.node_name()).await {
+        Ok(_) => return Ok(true),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    if spec.queued {
+        match client.get_queued_resource(&spec.queued_resource_name()).await {
+            Ok(_) => return Ok(true),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
 }
 
 async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -> anyhow::Result<()> {
@@ -466,6 +509,9 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
     plan.sync_every = seconds(args.sync_every, "--sync-every")?;
     plan.max_recreations = args.max_recreations;
     plan.step_timeout = Duration::from_secs(args.step_timeout);
+    plan.build_on_vm = args.build_on_vm;
+    plan.toolchain = args.toolchain.clone();
+    plan.detach = args.detach;
     plan.validate().context("nothing was started")?;
 
     let client = client(common)?;
@@ -486,9 +532,20 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
     // The count of recreations is kept whatever happened.
     store.upsert(record.clone())?;
     let report = result.with_context(|| format!("the campaign on {} did not finish", record.node_id()))?;
+    if args.detach {
+        outln!(
+            "campaign {} runs detached on {}: `emotionet cloud logs --follow` shows it, `emotionet cloud run` with the same arguments re-attaches and copies its output to {}",
+            report.campaign_id.as_deref().unwrap_or("?"),
+            record.node_id(),
+            plan.local_out.display()
+        )?;
+        eprintln!("the VM {} is up and billing: `emotionet cloud down --name {}` when done", record.node_id(), record.node_id());
+        return Ok(());
+    }
     outln!(
-        "done: {} start(s), {} recreation(s), {} sync(s) in {}; results in {}",
+        "done: {} start(s), {} re-attach(es), {} recreation(s), {} sync(s) in {}; results in {}",
         report.attempts,
+        report.attached,
         report.recreations,
         report.syncs,
         human(report.took),
@@ -502,6 +559,29 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
         store.remove(&record.spec)?;
     } else {
         eprintln!("the VM {} is still up and billing: `emotionet cloud down --name {}` when done", record.node_id(), record.node_id());
+    }
+    Ok(())
+}
+
+async fn cmd_logs(common: &CommonArgs, store: &StateStore, args: LogsArgs) -> anyhow::Result<()> {
+    let record = store.find(args.host.name.as_deref())?;
+    let client = client(common)?;
+    let host = remote_host(common, &client, &record, &args.host).await?;
+    let mut plan = CampaignPlan::new(".", "", "", local_out(&args.host, &record));
+    plan.workdir = args.host.workdir.clone();
+    let mut broken = false;
+    let end = campaign::logs(host.as_ref(), &plan, args.follow, &mut |line| {
+        // A closed stdout (`| head`) stops the printing, not the campaign.
+        if !broken && outln!("{line}").is_err() {
+            broken = true;
+        }
+    })
+    .await
+    .with_context(|| format!("cannot read the campaign's log on {} (is it READY? `emotionet cloud status`)", record.node_id()))?;
+    match end {
+        None => eprintln!("no campaign has run on {} yet (`emotionet cloud run` starts one)", record.node_id()),
+        Some(LogEnd::Running { id }) => eprintln!("campaign {id} is still running on {} (`--follow` to follow it)", record.node_id()),
+        Some(LogEnd::Ended { id, code }) => eprintln!("campaign {id} on {} ended with exit status {code}", record.node_id()),
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ pub struct RunArgs {
     /// Run everything on this backend instead of the campaign's backends.
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
-    /// A PJRT plugin library for every run.
+    /// A PJRT plugin library for the one backend this campaign runs here (two local backends and one plugin is an error).
     #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
     pub plugin: Option<PathBuf>,
     /// Plan only: print the runs and exit.

@@ -22,10 +22,14 @@ pub enum CloudEvent {
     Step { step: String },
     /// The campaign command started, for the `attempt`-th time.
     CampaignStarted { attempt: u32, command: String },
+    /// The campaign was already running on the VM; we follow it (never a second copy).
+    CampaignAttached { id: String },
     /// One line the campaign printed on the VM.
     CampaignOutput { line: String },
     /// The remote output folder was copied to the local one.
     Synced { to: PathBuf, took: Duration },
+    /// A copy of the output folder failed; the local folder keeps its last good copy.
+    SyncFailed { error: String },
     /// The local copy of the output was pushed to a fresh VM.
     Restored { from: PathBuf },
     /// The VM was taken back by Google.
@@ -53,7 +57,11 @@ impl std::fmt::Display for CloudEvent {
             CloudEvent::Deleted { node } => write!(f, "{node} deleted"),
             CloudEvent::Step { step } => f.write_str(step),
             CloudEvent::CampaignStarted { attempt, command } => write!(f, "campaign start #{attempt}: {command}"),
+            CloudEvent::CampaignAttached { id } => write!(f, "re-attached to campaign {id}, which is running on the VM"),
             CloudEvent::CampaignOutput { line } => write!(f, "[vm] {line}"),
+            CloudEvent::SyncFailed { error } => {
+                write!(f, "warning: copying the VM's output failed (the local copy is kept as it was; the next copy may work): {error}")
+            }
             CloudEvent::Synced { to, took } => write!(f, "synced the VM's output to {} ({})", to.display(), human(*took)),
             CloudEvent::Restored { from } => write!(f, "restored the campaign state from {} onto the new VM", from.display()),
             CloudEvent::Preempted { node, state } => write!(f, "{node} is {state}: the VM and its disk are gone"),

@@ -7,7 +7,9 @@
 //! - [`spec`]: what to create, and the cost guard; [`vm`]: create, wait, delete,
 //!   recreate; [`state`]: the local record of the VMs we created;
 //! - [`remote`]: running scripts and moving files on the VM (through gcloud ssh,
-//!   or a local folder standing in for it); [`campaign`]: the `run` steps.
+//!   or a local folder standing in for it); [`campaign`]: the `run` steps,
+//!   with the campaign detached on the VM (`deploy/vm-campaign.sh`);
+//! - [`elf`]: what the shipped binary needs from the VM (glibc, architecture).
 //!
 //! This module talks to Google Cloud and to the VM. It must not know how
 //! training or the orchestrator work: it runs a command line (a template) and
@@ -17,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod campaign;
 pub mod client;
+pub mod elf;
 pub mod error;
 pub mod events;
 pub mod remote;
@@ -28,7 +31,7 @@ pub mod vm;
 
 pub use api::{Node, NodeState, Operation, QueuedResource, QueuedState};
 pub use auth::{AccessToken, AuthConfig, AuthMode, TokenProvider, TokenSource};
-pub use campaign::{CampaignPlan, CampaignReport, fetch, run_campaign};
+pub use campaign::{CampaignPlan, CampaignReport, LogEnd, fetch, logs, run_campaign};
 pub use client::{ClientConfig, TpuClient, WaitOptions};
 pub use error::{CloudError, Result};
 pub use events::CloudEvent;

@@ -228,19 +228,89 @@ impl RemoteProcess {
     }
 }
 
+/// The VM side of every upload: unpack the archive on stdin into a staging
+/// folder beside `DEST`, and only when the archive was complete move each
+/// file into place with a rename. An interrupted upload, or one that gcloud
+/// re-runs after ssh exits 255 (its stdin then half consumed, so `tar`
+/// fails), leaves every file in `DEST` whole: old or new, never half written.
+const UNPACK: &str = r#"set -euo pipefail
+dest=DEST
+mkdir -p "$dest"
+find "$(dirname "$dest")" -maxdepth 1 -name "$(basename "$dest").incoming.*" -mmin +60 -exec rm -rf {} + 2>/dev/null || true
+staging=$(mktemp -d "$dest.incoming.XXXXXX")
+trap 'rm -rf "$staging"' EXIT
+tar -C "$staging" -xf -
+cd "$staging"
+find . -mindepth 1 -type d -print0 | while IFS= read -r -d '' d; do
+    if [ -e "$dest/$d" ] && [ ! -d "$dest/$d" ]; then rm -f "$dest/$d"; fi
+    mkdir -p "$dest/$d"
+done
+find . -mindepth 1 ! -type d -print0 | while IFS= read -r -d '' f; do
+    if [ -d "$dest/$f" ] && [ ! -L "$dest/$f" ]; then rm -rf "$dest/$f"; fi
+    mv -f "$f" "$dest/$f"
+done"#;
+
+fn unpack_script(remote_dir: &str) -> String {
+    UNPACK.replacen("DEST", &format!("\"$HOME\"/{}", sh_quote(remote_dir.trim_end_matches('/'))), 1)
+}
+
 /// Copies `entries` (paths relative to `local_root`, files or folders) into
 /// `remote_dir` (relative to the remote home) on every worker, keeping their
-/// relative paths. A `tar` stream goes through the remote command's stdin.
+/// relative paths. A `tar` stream goes through the remote command's stdin,
+/// and is unpacked as [`UNPACK`] says: files appear whole or not at all.
 pub async fn upload(host: &dyn RemoteHost, local_root: &Path, entries: &[PathBuf], remote_dir: &str, limit: Duration) -> Result<()> {
     let step = format!("upload to ~/{remote_dir}");
     for worker in 0..host.worker_count() {
         let mut pack = Command::new("tar");
-        pack.arg("-C").arg(local_root).arg("-cf").arg("-").args(entries);
+        // --dereference: a symlink is shipped as what it points to, which the VM cannot follow.
+        pack.arg("-C").arg(local_root).args(["--dereference", "-cf", "-"]).args(entries);
         pack.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        let script = format!("mkdir -p {dir} && tar -C {dir} -xf -", dir = sh_quote(remote_dir));
-        let mut unpack = host.command(Worker::One(worker), &script);
+        let mut unpack = host.command(Worker::One(worker), &unpack_script(remote_dir));
         unpack.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
         pipe(host, &step, pack, unpack, None, limit).await?;
+    }
+    Ok(())
+}
+
+/// Writes `files` (name, contents, executable) into `remote_dir` on every
+/// worker, the same all-or-nothing way as [`upload`]; the archive is built
+/// in memory (used for the scripts emotionet carries inside its binary).
+pub async fn upload_files(host: &dyn RemoteHost, files: &[(&str, &[u8], bool)], remote_dir: &str, limit: Duration) -> Result<()> {
+    let step = format!("upload to ~/{remote_dir}");
+    let mut archive = tar::Builder::new(Vec::new());
+    for (name, contents, executable) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(if *executable { 0o755 } else { 0o644 });
+        header.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        header.set_cksum();
+        archive.append_data(&mut header, name, *contents).map_err(|e| remote_error(host, &step, "could not pack".into(), e.to_string()))?;
+    }
+    let archive = archive.into_inner().map_err(|e| remote_error(host, &step, "could not pack".into(), e.to_string()))?;
+    for worker in 0..host.worker_count() {
+        let mut unpack = host.command(Worker::One(worker), &unpack_script(remote_dir));
+        unpack.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = unpack.spawn().map_err(|e| remote_error(host, &step, "could not start".into(), e.to_string()))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| remote_error(host, &step, "no pipe".into(), String::new()))?;
+        let bytes = archive.clone();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let written = stdin.write_all(&bytes).await;
+            drop(stdin);
+            written
+        });
+        let output = match tokio::time::timeout(limit, child.wait_with_output()).await {
+            Ok(result) => result.map_err(|e| remote_error(host, &step, "lost".into(), e.to_string()))?,
+            Err(_) => return Err(remote_error(host, &step, format!("timed out after {}s", limit.as_secs()), String::new())),
+        };
+        let written = writer.await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
+        if !output.status.success() || written.is_err() {
+            let mut detail = tail(&String::from_utf8_lossy(&output.stderr), 8);
+            if let Err(e) = written {
+                detail.push_str(&format!(" (sending: {e})"));
+            }
+            return Err(remote_error(host, &step, output.status.to_string(), detail));
+        }
     }
     Ok(())
 }
@@ -249,15 +319,16 @@ pub async fn upload(host: &dyn RemoteHost, local_root: &Path, entries: &[PathBuf
 ///
 /// The remote side first takes a hard-link snapshot of the folder (`cp -al`,
 /// near-instant), so files replaced while the archive is written stay whole;
-/// the local side unpacks into a sibling staging folder and only then moves
-/// each file into place, so an interrupted transfer (a preemption mid-sync)
-/// never leaves a truncated checkpoint in `local_dir`.
+/// a snapshot that fails is an error, never an empty or partial archive. The
+/// local side unpacks into a sibling staging folder and only then moves each
+/// file into place, so a failed or interrupted transfer (a preemption
+/// mid-sync) keeps the last good copy in `local_dir` as it was.
 pub async fn download(host: &dyn RemoteHost, remote_dir: &str, local_dir: &Path, limit: Duration) -> Result<()> {
     let step = format!("download of ~/{remote_dir}");
     let dir = sh_quote(remote_dir.trim_end_matches('/'));
     let script = format!(
-        "set -e; mkdir -p {dir}; snap=$(mktemp -d {dir}.snapshot.XXXXXX); trap 'rm -rf \"$snap\"' EXIT; \
-         cp -al {dir}/. \"$snap\"/ 2>/dev/null || true; printf '%s\\n' {STREAM_MARKER}; tar -C \"$snap\" -cf - ."
+        "set -euo pipefail; mkdir -p {dir}; snap=$(mktemp -d {dir}.snapshot.XXXXXX); trap 'rm -rf \"$snap\"' EXIT; \
+         cp -al {dir}/. \"$snap\"/; printf '%s\\n' {STREAM_MARKER}; tar -C \"$snap\" -cf - ."
     );
     let mut pack = host.command(Worker::One(0), &script);
     pack.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
@@ -273,7 +344,12 @@ pub async fn download(host: &dyn RemoteHost, remote_dir: &str, local_dir: &Path,
         merge_tree(&staging, local_dir).map_err(|e| CloudError::io(local_dir, e))
     });
     let _ = std::fs::remove_dir_all(&staging);
-    merged
+    merged.map_err(|e| match e {
+        CloudError::Remote { step, host, status, detail } => {
+            CloudError::Remote { step, host, status, detail: format!("{detail}; {} keeps the last good copy, unchanged", local_dir.display()) }
+        }
+        other => other,
+    })
 }
 
 fn staging_dir(local_dir: &Path) -> PathBuf {

@@ -140,6 +140,7 @@ impl VmRequest {
         Location::new(&project, &zone)?;
         check_node_id(&self.node_id)?;
         check_accelerator_type(&accelerator_type)?;
+        check_single_host(&accelerator_type)?;
         let runtime_version = self.runtime_version.unwrap_or_else(|| DEFAULT_RUNTIME_VERSION.to_string());
         check_simple("runtime version", &runtime_version)?;
         let capacity = self.capacity.unwrap_or(Capacity::OnDemand);
@@ -284,6 +285,34 @@ fn check_accelerator_type(kind: &str) -> Result<()> {
     }
 }
 
+/// TensorCores (v2, v3, v4, v5p) or chips (v5litepod, v6e) that one TPU VM
+/// host drives, per generation: the number in an accelerator type divided by
+/// this is the number of hosts (workers) of the slice.
+const PER_HOST: &[(&str, u32)] = &[("v2", 8), ("v3", 8), ("v4", 8), ("v5p", 8), ("v5litepod", 8), ("v6e", 8)];
+
+/// How many hosts (workers) a slice of this type has, if we know its generation.
+pub fn hosts_of(accelerator_type: &str) -> Option<u32> {
+    let (generation, size) = accelerator_type.rsplit_once('-')?;
+    let size: u32 = size.parse().ok()?;
+    let per_host = PER_HOST.iter().find(|(g, _)| *g == generation)?.1;
+    Some(size.div_ceil(per_host).max(1))
+}
+
+/// Refuses multi-host slices: emotionet runs one process, with one PJRT
+/// client, on one host. A slice such as v3-32 has 4 hosts; running there would
+/// need one process per worker and a distributed PJRT client (and the output
+/// of every worker collected), none of which emotionet sets up, so it would
+/// train four unrelated copies and bring back one.
+fn check_single_host(kind: &str) -> Result<()> {
+    const RULE: &str = "emotionet runs on a single-host TPU slice (v2-8, v3-8, v4-8, v5p-8, v5litepod-1/4/8, v6e-1/4/8): \
+                        a multi-host slice needs one process per worker and a distributed PJRT client, which emotionet does not set up";
+    match hosts_of(kind) {
+        Some(1) => Ok(()),
+        Some(_) => Err(CloudError::InvalidName { what: "accelerator type (a multi-host slice)", value: kind.to_string(), rule: RULE }),
+        None => Err(CloudError::InvalidName { what: "accelerator type (a TPU generation emotionet does not know)", value: kind.to_string(), rule: RULE }),
+    }
+}
+
 fn check_simple(what: &'static str, value: &str) -> Result<()> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
         Ok(())
@@ -339,6 +368,21 @@ mod tests {
         let mut labels = BTreeMap::new();
         labels.insert("Team".into(), "x".into());
         assert!(VmRequest { labels, ..request() }.validate().is_err());
+    }
+
+    #[test]
+    fn multi_host_slices_are_refused_with_what_is_supported() {
+        for single in ["v2-8", "v3-8", "v4-8", "v5p-8", "v5litepod-1", "v5litepod-8", "v6e-4", "v6e-8"] {
+            assert_eq!(hosts_of(single), Some(1), "{single}");
+            VmRequest { accelerator_type: Some(single.into()), ..request() }.validate().unwrap();
+        }
+        for (multi, hosts) in [("v3-32", 4), ("v2-32", 4), ("v4-16", 2), ("v5p-16", 2), ("v5litepod-16", 2), ("v6e-256", 32), ("v3-2048", 256)] {
+            assert_eq!(hosts_of(multi), Some(hosts), "{multi}");
+            let err = VmRequest { accelerator_type: Some(multi.into()), ..request() }.validate().unwrap_err().to_string();
+            assert!(err.contains(multi) && err.contains("multi-host") && err.contains("v3-8") && err.contains("distributed PJRT client"), "{err}");
+        }
+        let err = VmRequest { accelerator_type: Some("v9x-8".into()), ..request() }.validate().unwrap_err().to_string();
+        assert!(err.contains("does not know") && err.contains("single-host"), "{err}");
     }
 
     #[test]

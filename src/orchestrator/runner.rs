@@ -147,7 +147,9 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
     state.schema = 1;
     state.campaign = plan.name.clone();
 
-    // Decide, before starting anything, how every backend is reached.
+    // Decide, before starting anything, how every backend is reached. With a
+    // `cloud:` section the TPU runs go to a Cloud TPU VM, whatever plugins
+    // this machine happens to have (the VM runs a sub-campaign without one).
     let mut routes: BTreeMap<Backend, Route> = BTreeMap::new();
     for key in &plan.runs {
         if routes.contains_key(&key.backend) {
@@ -155,12 +157,26 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
         }
         let experiment = &plan.experiment(&key.experiment).expect("planned from its experiments").1;
         let plugin = options.plugin.as_deref().or(experiment.backend.plugin.as_deref());
-        let route = match pjrt::resolve_plugin(key.backend, plugin) {
-            Ok(_) => Route::Local,
-            Err(_) if key.backend == Backend::Tpu && plan.campaign.cloud.is_some() => Route::Cloud,
-            Err(e) => bail!("{e}; a campaign can send TPU runs to a Cloud TPU VM with a `cloud:` section (see deploy/README.md)"),
+        let route = if key.backend == Backend::Tpu && plan.campaign.cloud.is_some() {
+            Route::Cloud
+        } else {
+            match pjrt::resolve_plugin(key.backend, plugin) {
+                Ok(_) => Route::Local,
+                Err(e) => bail!("{e}; a campaign can send TPU runs to a Cloud TPU VM with a `cloud:` section (see deploy/README.md)"),
+            }
         };
         routes.insert(key.backend, route);
+    }
+    // One plugin serves one backend: `--plugin` (or EMOTIONET_PJRT_PLUGIN)
+    // goes to the one lane that runs here, never to every lane.
+    let local: Vec<String> = routes.iter().filter(|(_, r)| **r == Route::Local).map(|(b, _)| b.to_string()).collect();
+    if let (Some(plugin), true) = (&options.plugin, local.len() > 1) {
+        bail!(
+            "--plugin / EMOTIONET_PJRT_PLUGIN names one plugin ({}), but this campaign runs {} here and a plugin serves one backend; \
+             pick one backend with --backend, or give each experiment its own `backend.plugin`",
+            plugin.display(),
+            local.join(" and ")
+        );
     }
 
     for key in &plan.runs {
@@ -325,9 +341,7 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
                 // Its own process group: a terminal's Ctrl-C reaches only us,
                 // and we forward it once, so a trainer is never signalled twice.
                 .process_group(0);
-            if let Some(p) = &options.plugin {
-                command.env("EMOTIONET_PJRT_PLUGIN", p);
-            }
+            lane_plugin(&mut command, options);
             tracing::info!("{name}: attempt {}", attempts + 1);
             let started = Instant::now();
             let mut child = command.spawn().with_context(|| format!("starting {}", options.exe.display()))?;
@@ -387,6 +401,16 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
         }
     }
     Ok(())
+}
+
+/// A child of a local lane gets the campaign's plugin as `--plugin`, and
+/// never an inherited EMOTIONET_PJRT_PLUGIN: that variable names one
+/// backend's plugin and would reach every lane.
+fn lane_plugin(command: &mut tokio::process::Command, options: &RunOptions) {
+    command.env_remove("EMOTIONET_PJRT_PLUGIN");
+    if let Some(p) = &options.plugin {
+        command.arg("--plugin").arg(p);
+    }
 }
 
 /// The newest step and a short message from a run's training curve (a
@@ -467,7 +491,8 @@ async fn run_cloud(plan: &Plan, options: &RunOptions, shared: &Shared, keys: Vec
     for s in &ship {
         command.arg("--ship").arg(s);
     }
-    command.args(&cloud.args).stdin(Stdio::null()).process_group(0);
+    // The VM picks its own plugin; ours (a CPU or GPU one) must not travel.
+    command.args(&cloud.args).stdin(Stdio::null()).process_group(0).env_remove("EMOTIONET_PJRT_PLUGIN");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(local_out.join("cloud.log"))?;
     command.stdout(log.try_clone()?).stderr(log);
     tracing::info!("sending {} TPU runs to the Cloud TPU VM (log: {}/cloud.log)", keys.len(), local_out.display());
@@ -544,9 +569,7 @@ async fn run_evals(plan: &Plan, options: &RunOptions, shared: &Shared, routes: &
         let started = Instant::now();
         let mut command = tokio::process::Command::new(&options.exe);
         command.arg("eval").arg(path).args(["--backend", &backend.to_string(), "--repeat", &repeat.to_string(), "--out"]).arg(&plan.output);
-        if let Some(p) = &options.plugin {
-            command.env("EMOTIONET_PJRT_PLUGIN", p);
-        }
+        lane_plugin(&mut command, options);
         let exit = command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).status().await.context("starting `emotionet eval`")?;
         let ok = exit.success();
         let error = if ok { None } else { Some(format!("`emotionet eval` {exit}; its output is in {}", log_path.display())) };

@@ -167,3 +167,96 @@ fn existing(path: &Path, backend: Backend) -> Result<PathBuf> {
         })
     }
 }
+
+impl Backend {
+    /// The PJRT platform names (`PJRT_Client_PlatformName`) a plugin for this
+    /// backend reports: the CPU plugin says `cpu`, CUDA and ROCm plugins say
+    /// `cuda` or `rocm`, libtpu says `tpu`.
+    pub fn platform_names(self) -> &'static [&'static str] {
+        match self {
+            Backend::Cpu => &["cpu"],
+            Backend::Gpu => &["cuda", "rocm"],
+            Backend::Tpu => &["tpu"],
+        }
+    }
+
+    /// Whether a client on `platform` is what this backend asked for.
+    pub fn accepts_platform(self, platform: &str) -> bool {
+        self.platform_names().iter().any(|p| p.eq_ignore_ascii_case(platform))
+    }
+}
+
+/// A plugin named by a description file (`--plugin FILE.json`) instead of
+/// the library itself: a test-only way to let one platform stand in for
+/// another, said out loud. The stand-in TPU VM of the cloud tests runs the
+/// CPU plugin through one:
+///
+/// ```json
+/// {"library": "/path/xla_cpu_pjrt.so", "platform": "cpu", "stands_in_for": "tpu",
+///  "why": "tests: the local folder playing a TPU VM has no TPU"}
+/// ```
+///
+/// A run through it is filed under the backend it stands in for, while its
+/// record keeps the platform that really ran (`cpu`), and the report labels
+/// it a stand-in. Without such a file a platform mismatch is an error.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandIn {
+    /// The plugin library; relative paths are taken from the file's folder.
+    pub library: PathBuf,
+    /// The platform that library reports (checked after connecting).
+    pub platform: String,
+    /// The backend whose runs it may take.
+    pub stands_in_for: Backend,
+    /// Why: shown in logs, so a stand-in never goes unnoticed.
+    pub why: String,
+}
+
+/// The library to load for a resolved plugin path, and the stand-in
+/// description it came from, if the path named one (a `.json` file).
+pub fn plugin_library(path: &Path) -> Result<(PathBuf, Option<StandIn>)> {
+    if path.extension().is_none_or(|e| e != "json") {
+        return Ok((path.to_path_buf(), None));
+    }
+    let bad = |reason: String| PjrtError::PluginNotFound {
+        path: path.to_path_buf(),
+        hint: format!("{reason}; a .json plugin is a stand-in description with the keys library, platform, stands_in_for (cpu, gpu or tpu) and why"),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let mut stand_in: StandIn = serde_json::from_str(&text).map_err(|e| bad(format!("not a stand-in description: {e}")))?;
+    if stand_in.library.is_relative() {
+        stand_in.library = path.parent().unwrap_or(Path::new(".")).join(&stand_in.library);
+    }
+    Ok((stand_in.library.clone(), Some(stand_in)))
+}
+
+/// The platform identity check, run right after connecting: a client for
+/// `backend` must be on one of its platforms (cpu -> cpu, gpu -> cuda/rocm,
+/// tpu -> tpu), so that nothing trained on one platform is ever filed under
+/// another. The one exception is a declared [`StandIn`] for this backend
+/// whose library reports the platform it declares.
+pub fn check_platform(backend: Backend, platform: &str, plugin: &Path, stand_in: Option<&StandIn>) -> Result<()> {
+    if backend.accepts_platform(platform) && stand_in.is_none_or(|s| s.platform.eq_ignore_ascii_case(platform)) {
+        return Ok(());
+    }
+    if let Some(s) = stand_in {
+        if s.stands_in_for == backend && s.platform.eq_ignore_ascii_case(platform) {
+            tracing::warn!("{} (platform {platform}) stands in for {backend}: {}", plugin.display(), s.why);
+            return Ok(());
+        }
+    }
+    let declared = match stand_in {
+        Some(s) => format!("its stand-in description declares platform {:?} standing in for {}; ", s.platform, s.stands_in_for),
+        None => String::new(),
+    };
+    Err(PjrtError::PlatformMismatch {
+        backend,
+        platform: platform.to_string(),
+        plugin: plugin.to_path_buf(),
+        expected: backend.platform_names().join(" or "),
+        advice: format!(
+            "{declared}point --plugin or EMOTIONET_PJRT_PLUGIN at the {backend} plugin ({}), or ask for the backend this plugin is made for",
+            backend.pip_package()
+        ),
+    })
+}

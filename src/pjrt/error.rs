@@ -68,6 +68,10 @@ pub enum PjrtError {
     #[error("{path} speaks PJRT C API {plugin_major}.{plugin_minor}, but emotionet is built on API {ours_major}.{ours_minor}: {advice}")]
     IncompatibleVersion { path: PathBuf, plugin_major: i32, plugin_minor: i32, ours_major: u32, ours_minor: u32, advice: String },
 
+    /// The plugin runs another platform than the backend asked for.
+    #[error("asked for the {backend} backend, but the plugin {plugin} runs platform {platform:?} (a {backend} plugin reports {expected}): {advice}")]
+    PlatformMismatch { backend: super::Backend, platform: String, plugin: PathBuf, expected: String, advice: String },
+
     #[error("the plugin {path} does not provide {function}")]
     MissingFunction { path: PathBuf, function: &'static str },
 

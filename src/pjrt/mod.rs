@@ -47,7 +47,7 @@ mod executable;
 mod ffi;
 
 pub use api::{Api, HEADER_VERSION, NamedValue};
-pub use backend::{Backend, deps_dir, resolve_plugin};
+pub use backend::{Backend, StandIn, check_platform, deps_dir, plugin_library, resolve_plugin};
 pub use buffer::{Buffer, ReadyEvent};
 pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
@@ -57,12 +57,16 @@ pub use executable::{LoadedExecutable, Program, TensorSpec};
 
 /// Loads the plugin for `backend` (or `plugin`, if given) and creates a
 /// client. A GPU plugin first gets its CUDA libraries preloaded, and a
-/// failure to start names what the host lacks (see `cuda`).
+/// failure to start names what the host lacks (see `cuda`). The client must
+/// then run the platform `backend` means ([`check_platform`]).
 pub fn connect(backend: Backend, plugin: Option<&std::path::Path>, options: &ClientOptions) -> Result<Client> {
     let path = resolve_plugin(backend, plugin)?;
-    let api = Api::load(&path)?;
-    match backend {
-        Backend::Gpu => cuda::connect(api, options),
-        Backend::Cpu | Backend::Tpu => Client::new(api, options),
-    }
+    let (library, stand_in) = plugin_library(&path)?;
+    let api = Api::load(&library)?;
+    let client = match backend {
+        Backend::Gpu => cuda::connect(api, options)?,
+        Backend::Cpu | Backend::Tpu => Client::new(api, options)?,
+    };
+    check_platform(backend, client.platform_name(), &path, stand_in.as_ref())?;
+    Ok(client)
 }

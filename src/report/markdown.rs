@@ -130,7 +130,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
             let compile = g.compile_s.map_or(0.0, |s| s.median);
             let steps = g.train_wall_s.map_or(0.0, |s| s.median);
             bars.push(TimeBar {
-                label: format!("{} · {} · {}", backend_name(g.backend), g.experiment, g.image_size),
+                label: format!("{}{} · {} · {}", backend_name(g.backend), if g.stand_in { " stand-in" } else { "" }, g.experiment, g.image_size),
                 backend: Some(g.backend),
                 segments: vec![compile, steps, (total.median - compile - steps).max(0.0)],
                 total: total.median,

@@ -160,6 +160,9 @@ pub struct Group {
     /// Distinct values over the group's runs, joined with " / ".
     pub platform: String,
     pub device: String,
+    /// Some run ran on a platform that is not this backend's: a declared
+    /// stand-in (`pjrt::StandIn`, tests only), labelled as such.
+    pub stand_in: bool,
     pub image_size: String,
     pub batch: String,
     pub total_steps: String,
@@ -194,9 +197,10 @@ pub struct Group {
 }
 
 impl Group {
-    /// e.g. "CPU (cpu ×1)".
+    /// e.g. "CPU (cpu ×1)"; a stand-in says so: "TPU stand-in (cpu ×1)".
     pub fn platform_label(&self) -> String {
-        format!("{} ({})", self.backend.to_string().to_uppercase(), self.device)
+        let stand_in = if self.stand_in { " stand-in" } else { "" };
+        format!("{}{stand_in} ({})", self.backend.to_string().to_uppercase(), self.device)
     }
 }
 
@@ -397,6 +401,7 @@ fn build_group(scan: &Scan, idx: Vec<usize>) -> Group {
         finished_ids: finished.iter().map(|(_, r)| r.run_id.clone()).collect(),
         platform: distinct(runs.iter().map(|r| format!("{} {}", r.record.platform.name, r.record.platform.version))),
         device: distinct(runs.iter().map(|r| format!("{} ×{}", r.record.platform.device_kind, r.record.platform.device_count))),
+        stand_in: runs.iter().any(|r| !r.record.backend.accepts_platform(&r.record.platform.name)),
         image_size: distinct(image_sizes.iter().map(ToString::to_string)),
         batch: distinct(runs.iter().map(|r| r.record.config.batch)),
         total_steps: distinct(steps.iter().copied()),

@@ -1,0 +1,178 @@
+#!/bin/bash
+# emotionet: the campaign on a TPU VM, detached from any ssh session.
+#
+# `emotionet cloud run` and `emotionet cloud logs` ship this script and call
+# it over ssh; the lines it prints that start with EMOTIONET- are read by
+# src/cloud/campaign.rs. Failures go to stderr with exit status 75 (a lock
+# that stays held past its timeout, EMOTIONET_LOCK_TIMEOUT seconds, default
+# 60, named with its holder) or 2 (usage). Everything lives in DIR (~/emotionet-cloud/campaign):
+#   control.lock, control.owner  serialises start and stop (with a timeout, naming its holder)
+#   campaign.lock, campaign.owner held by the running campaign for its whole life
+#   current, count               the newest campaign's id, how many were started
+#   ID.command, ID.log, ID.pid, ID.exit  one campaign: what ran, its output, its process, its exit status
+#
+#   vm-campaign.sh start DIR COMMAND    start COMMAND detached unless a campaign runs:
+#                                       prints "EMOTIONET-CAMPAIGN started ID" or "EMOTIONET-CAMPAIGN running ID"
+#   vm-campaign.sh attach DIR ID FROM follow|once
+#                                       ID's log from line FROM, each line as "L<n><TAB>text"; with
+#                                       follow until the campaign ends; then "EMOTIONET-CAMPAIGN-EXIT ID CODE"
+#                                       (CODE: its exit status, "running", or "unknown" if it never wrote one)
+#   vm-campaign.sh status DIR           "EMOTIONET-CAMPAIGN running ID", "... ended ID CODE" or "... none"
+#   vm-campaign.sh stop DIR             SIGTERM to the campaign's process group (emotionet checkpoints and
+#                                       stops), SIGKILL after EMOTIONET_STOP_GRACE seconds (default 120)
+#
+# The campaign runs under setsid + nohup with its output in ID.log: it has no
+# terminal and its own session, so the ssh session (or the laptop) going away
+# does not stop it. Only one campaign runs at a time: it holds campaign.lock,
+# and `start` attaches to a running one instead of starting a second.
+set -uo pipefail
+action=${1:?usage: vm-campaign.sh start|attach|status|stop DIR ...}
+dir=${2:?usage: vm-campaign.sh ACTION DIR ...}
+mkdir -p "$dir"
+lock_timeout=${EMOTIONET_LOCK_TIMEOUT:-60}
+
+# The control lock, with a timeout that names whoever holds it.
+take_control() {
+    exec 9>>"$dir/control.lock"
+    if ! flock -w "$lock_timeout" 9; then
+        echo "lock timeout: $dir/control.lock is still held after ${lock_timeout}s by: $(cat "$dir/control.owner" 2>/dev/null || echo 'an unknown process')" >&2
+        exit 75
+    fi
+    echo "pid $$ ($1, from emotionet cloud) on $(hostname) since $(date -u +%FT%TZ)" >"$dir/control.owner"
+}
+
+# Prints the running campaign's id; fails if none runs. The campaign holds
+# campaign.lock; if we can take it, nothing runs.
+running_id() {
+    if flock -n "$dir/campaign.lock" true 2>/dev/null; then
+        return 1
+    fi
+    cat "$dir/current" 2>/dev/null || echo unknown
+}
+
+exit_code_of() {
+    cat "$dir/$1.exit" 2>/dev/null || echo unknown
+}
+
+# Runs as the detached campaign, in its own session and process group. It
+# alone keeps campaign.lock (fd 8, closed for the command), survives the
+# SIGTERM of `stop`, and waits for every process the command left in its
+# group (a trainer still writing its checkpoint) before it records the exit
+# status and lets go of the lock: the campaign is over when they all are.
+read -r -d '' WRAPPER <<'SH'
+id=$1; dir=$2; command=$3
+trap ':' TERM
+others_in_group() {
+    local stat line rest
+    for stat in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$stat" || continue
+        rest=${line##*) }
+        set -- $rest
+        [ "$3" = "$$" ] && [ "${stat//[!0-9]/}" != "$$" ] && return 0
+    done
+    return 1
+}
+bash -c "$command" 8>&-
+code=$?
+while others_in_group; do sleep 0.5; done
+echo "$code" >"$dir/$id.exit.tmp" && mv -f "$dir/$id.exit.tmp" "$dir/$id.exit"
+exit "$code"
+SH
+
+start() {
+    local command=$1
+    take_control start
+    local id
+    if id=$(running_id); then
+        echo "EMOTIONET-CAMPAIGN running $id"
+        return 0
+    fi
+    exec 8>>"$dir/campaign.lock"
+    if ! flock -n 8; then
+        echo "lock taken: $dir/campaign.lock was taken meanwhile by: $(cat "$dir/campaign.owner" 2>/dev/null || echo 'an unknown process')" >&2
+        exit 75
+    fi
+    local count
+    count=$(( $(cat "$dir/count" 2>/dev/null || echo 0) + 1 ))
+    echo "$count" >"$dir/count"
+    id="$(date -u +%Y%m%dT%H%M%SZ)-$count"
+    printf '%s\n' "$command" >"$dir/$id.command"
+    echo "$id" >"$dir/current.tmp" && mv -f "$dir/current.tmp" "$dir/current"
+    # fd 8 (campaign.lock) goes with it; fd 9 (the control lock) must not.
+    setsid nohup bash -c "$WRAPPER" campaign "$id" "$dir" "$command" >"$dir/$id.log" 2>&1 </dev/null 9>&- &
+    local pid=$!
+    echo "$pid" >"$dir/$id.pid"
+    echo "campaign $id, pid $pid (its process group), on $(hostname), started $(date -u +%FT%TZ)" >"$dir/campaign.owner"
+    echo "EMOTIONET-CAMPAIGN started $id"
+}
+
+attach() {
+    local id=$1 from=$2 mode=$3
+    if [ "$id" = current ]; then
+        id=$(cat "$dir/current" 2>/dev/null) || { echo "EMOTIONET-CAMPAIGN none"; return 0; }
+    fi
+    local log="$dir/$id.log"
+    [ -f "$log" ] || { echo "EMOTIONET-CAMPAIGN none"; return 0; }
+    local pid
+    pid=$(cat "$dir/$id.pid" 2>/dev/null || echo 0)
+    local follow=()
+    if [ "$mode" = follow ] && [ "$pid" -gt 0 ] && [ "$(running_id)" = "$id" ]; then
+        # Follows until the campaign's process ends (tail checks every second).
+        follow=(--follow=name --pid="$pid")
+    fi
+    local n=$from line
+    # Numbered, so a reader that re-attaches (or an ssh command run twice)
+    # can drop what it already has.
+    tail -n "+$from" "${follow[@]}" "$log" | while IFS= read -r line || [ -n "$line" ]; do
+        printf 'L%d\t%s\n' "$n" "$line"
+        n=$((n + 1))
+    done
+    if [ "$(running_id)" = "$id" ]; then
+        echo "EMOTIONET-CAMPAIGN-EXIT $id running"
+    else
+        echo "EMOTIONET-CAMPAIGN-EXIT $id $(exit_code_of "$id")"
+    fi
+}
+
+status() {
+    local id
+    if id=$(running_id); then
+        echo "EMOTIONET-CAMPAIGN running $id"
+    elif id=$(cat "$dir/current" 2>/dev/null); then
+        echo "EMOTIONET-CAMPAIGN ended $id $(exit_code_of "$id")"
+    else
+        echo "EMOTIONET-CAMPAIGN none"
+    fi
+}
+
+stop() {
+    take_control stop
+    local id
+    if ! id=$(running_id); then
+        echo "EMOTIONET-CAMPAIGN none"
+        return 0
+    fi
+    local pid
+    pid=$(cat "$dir/$id.pid")
+    kill -TERM -- "-$pid" 2>/dev/null
+    local grace=${EMOTIONET_STOP_GRACE:-120} waited=0
+    while [ "$waited" -lt $((grace * 5)) ]; do
+        if ! running_id >/dev/null; then
+            echo "EMOTIONET-CAMPAIGN stopped $id $(exit_code_of "$id")"
+            return 0
+        fi
+        sleep 0.2
+        waited=$((waited + 1))
+    done
+    kill -KILL -- "-$pid" 2>/dev/null
+    sleep 0.5
+    echo "EMOTIONET-CAMPAIGN killed $id"
+}
+
+case "$action" in
+    start) start "${3:?start needs the command}" ;;
+    attach) attach "${3:?attach needs an id}" "${4:-1}" "${5:-follow}" ;;
+    status) status ;;
+    stop) stop ;;
+    *) echo "vm-campaign.sh: unknown action $action (start, attach, status, stop)" >&2; exit 2 ;;
+esac
