@@ -207,35 +207,27 @@ impl Client {
                 v
             })
             .collect();
-        let mut args = ffi::PJRT_Client_Create_Args {
-            create_options: if raw_values.is_empty() { std::ptr::null() } else { raw_values.as_ptr() },
-            num_options: raw_values.len(),
-            ..ffi::PJRT_Client_Create_Args::sized()
-        };
-        // SAFETY: args and the named values it points to (and the strings and
-        // lists they point to) live until the call returns; every option's
-        // type was checked above against what the plugins read.
-        unsafe { call!(api, PJRT_Client_Create, &mut args) }?;
-        let raw = args.client;
+        let options_ptr = if raw_values.is_empty() { std::ptr::null() } else { raw_values.as_ptr() };
+        // SAFETY: the named values (and the strings and lists they point to)
+        // live until the call returns; every option's type was checked above
+        // against what the plugins read.
+        let raw = unsafe { call!(api, PJRT_Client_Create, PJRT_Client_Create_Args { create_options: options_ptr, num_options: raw_values.len() }) }?.client;
 
         // From here on the client is owned by `inner` and destroyed on error.
         let mut inner = ClientInner { api, raw, platform_name: String::new(), platform_version: String::new(), devices: vec![] };
 
-        let mut name = ffi::PJRT_Client_PlatformName_Args { client: raw, ..ffi::PJRT_Client_PlatformName_Args::sized() };
         // SAFETY: `raw` is the live client created above.
-        unsafe { call!(api, PJRT_Client_PlatformName, &mut name) }?;
+        let name = unsafe { call!(api, PJRT_Client_PlatformName, PJRT_Client_PlatformName_Args { client: raw }) }?;
         // SAFETY: the plugin returned a string owned by the client.
         inner.platform_name = unsafe { read_str(name.platform_name, name.platform_name_size) };
 
-        let mut version = ffi::PJRT_Client_PlatformVersion_Args { client: raw, ..ffi::PJRT_Client_PlatformVersion_Args::sized() };
         // SAFETY: as above.
-        unsafe { call!(api, PJRT_Client_PlatformVersion, &mut version) }?;
+        let version = unsafe { call!(api, PJRT_Client_PlatformVersion, PJRT_Client_PlatformVersion_Args { client: raw }) }?;
         // SAFETY: as above.
         inner.platform_version = unsafe { read_str(version.platform_version, version.platform_version_size) };
 
-        let mut devs = ffi::PJRT_Client_AddressableDevices_Args { client: raw, ..ffi::PJRT_Client_AddressableDevices_Args::sized() };
         // SAFETY: as above; the device array is owned by the client.
-        unsafe { call!(api, PJRT_Client_AddressableDevices, &mut devs) }?;
+        let devs = unsafe { call!(api, PJRT_Client_AddressableDevices, PJRT_Client_AddressableDevices_Args { client: raw }) }?;
         let device_ptrs: Vec<*mut ffi::PJRT_Device> = if devs.num_addressable_devices == 0 {
             vec![]
         } else {
@@ -313,45 +305,34 @@ impl Client {
 }
 
 fn describe_device(api: Api, ptr: *mut ffi::PJRT_Device) -> Result<DeviceInfo> {
-    let mut d = ffi::PJRT_Device_GetDescription_Args { device: ptr, ..ffi::PJRT_Device_GetDescription_Args::sized() };
-    // SAFETY: `ptr` is one of the client's live devices.
-    unsafe { call!(api, PJRT_Device_GetDescription, &mut d) }?;
-    let desc = d.device_description;
-
-    let mut id = ffi::PJRT_DeviceDescription_Id_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_Id_Args::sized() };
-    // SAFETY: `desc` is owned by the live device.
-    unsafe { call!(api, PJRT_DeviceDescription_Id, &mut id) }?;
-    let mut process = ffi::PJRT_DeviceDescription_ProcessIndex_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_ProcessIndex_Args::sized() };
+    // SAFETY (every call below): `ptr` is one of the client's live devices
+    // and `desc` the description it owns; the calls only read them.
+    let desc = unsafe { call!(api, PJRT_Device_GetDescription, PJRT_Device_GetDescription_Args { device: ptr }) }?.device_description;
     // SAFETY: as above.
-    unsafe { call!(api, PJRT_DeviceDescription_ProcessIndex, &mut process) }?;
-    let mut kind = ffi::PJRT_DeviceDescription_Kind_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_Kind_Args::sized() };
+    let id = unsafe { call!(api, PJRT_DeviceDescription_Id, PJRT_DeviceDescription_Id_Args { device_description: desc }) }?.id;
     // SAFETY: as above.
-    unsafe { call!(api, PJRT_DeviceDescription_Kind, &mut kind) }?;
-    let mut text = ffi::PJRT_DeviceDescription_ToString_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_ToString_Args::sized() };
+    let process = unsafe { call!(api, PJRT_DeviceDescription_ProcessIndex, PJRT_DeviceDescription_ProcessIndex_Args { device_description: desc }) }?;
     // SAFETY: as above.
-    unsafe { call!(api, PJRT_DeviceDescription_ToString, &mut text) }?;
-    let mut attrs = ffi::PJRT_DeviceDescription_Attributes_Args { device_description: desc, ..ffi::PJRT_DeviceDescription_Attributes_Args::sized() };
+    let kind = unsafe { call!(api, PJRT_DeviceDescription_Kind, PJRT_DeviceDescription_Kind_Args { device_description: desc }) }?;
     // SAFETY: as above.
-    unsafe { call!(api, PJRT_DeviceDescription_Attributes, &mut attrs) }?;
-    let mut hw = ffi::PJRT_Device_LocalHardwareId_Args { device: ptr, ..ffi::PJRT_Device_LocalHardwareId_Args::sized() };
-    // SAFETY: `ptr` is a live device. Some plugins do not implement this;
-    // the id is informative only, so a failure becomes -1.
-    let local_hardware_id = match unsafe { call!(api, PJRT_Device_LocalHardwareId, &mut hw) } {
-        Ok(()) => hw.local_hardware_id,
-        Err(_) => -1,
-    };
-    let mut addressable = ffi::PJRT_Device_IsAddressable_Args { device: ptr, ..ffi::PJRT_Device_IsAddressable_Args::sized() };
+    let text = unsafe { call!(api, PJRT_DeviceDescription_ToString, PJRT_DeviceDescription_ToString_Args { device_description: desc }) }?;
     // SAFETY: as above.
-    unsafe { call!(api, PJRT_Device_IsAddressable, &mut addressable) }?;
+    let attrs = unsafe { call!(api, PJRT_DeviceDescription_Attributes, PJRT_DeviceDescription_Attributes_Args { device_description: desc }) }?;
+    // SAFETY: as above. Some plugins do not implement this; the id is
+    // informative only, so a failure becomes -1.
+    let local_hardware_id =
+        unsafe { call!(api, PJRT_Device_LocalHardwareId, PJRT_Device_LocalHardwareId_Args { device: ptr }) }.map_or(-1, |hw| hw.local_hardware_id);
+    // SAFETY: as above.
+    let addressable = unsafe { call!(api, PJRT_Device_IsAddressable, PJRT_Device_IsAddressable_Args { device: ptr }) }?.is_addressable;
     Ok(DeviceInfo {
-        id: id.id,
+        id,
         local_hardware_id,
         process_index: process.process_index,
         // SAFETY: strings owned by the device description.
         kind: unsafe { read_str(kind.device_kind, kind.device_kind_size) },
         // SAFETY: as above.
         description: unsafe { read_str(text.to_string, text.to_string_size) },
-        addressable: addressable.is_addressable,
+        addressable,
         // SAFETY: the attribute array is owned by the device description.
         attributes: unsafe { read_named_values(attrs.attributes, attrs.num_attributes) },
     })

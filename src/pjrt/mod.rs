@@ -19,7 +19,17 @@
 
 /// Calls the plugin function named like its `PJRT_Api` field; must be used
 /// inside an `unsafe` block whose `// SAFETY:` comment covers the arguments.
+///
+/// Two shapes: `call!(api, PJRT_F, &mut args)` with an argument struct the
+/// caller built, or one expression per C call with its inputs named,
+/// `call!(api, PJRT_F, PJRT_F_Args { input: value })`, which builds the
+/// struct (sized, the rest zeroed) and returns it filled in, so the caller
+/// reads the outputs by name: `call!(...)?.output`.
 macro_rules! call {
+    ($api:expr, $f:ident, $args_type:ident { $($field:ident : $value:expr),* $(,)? }) => {{
+        let mut args = crate::pjrt::ffi::$args_type { $($field: $value,)* ..crate::pjrt::ffi::$args_type::sized() };
+        $api.call(stringify!($f), $api.raw().$f, &mut args).map(|()| args)
+    }};
     ($api:expr, $f:ident, $args:expr) => {
         $api.call(stringify!($f), $api.raw().$f, $args)
     };
