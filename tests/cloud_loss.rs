@@ -100,7 +100,8 @@ async fn walk(loss: Loss) -> (u32, Vec<u32>) {
         }
         let session_dies = |state: &str| {
             fake.set_node_state("tpu-loss", state);
-            // The ssh session ends with the VM: the campaign process is gone.
+            // The VM's processes end with it: the detached campaign dies (and
+            // the connection following it sees that end, or drops).
             let pid = std::fs::read_to_string(remote_out.join("pid")).unwrap();
             let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).status();
         };

@@ -430,7 +430,7 @@ async fn a_failed_snapshot_or_archive_is_an_error_and_keeps_the_last_good_copy()
 #[tokio::test]
 async fn a_held_lock_times_out_naming_its_holder() {
     let fake = FakeTpu::start();
-    let client = client(&fake);
+    let client = client(&fake).await;
     let vms = VmManager::new(&client, WAIT);
     let dir = temp_dir("lock");
     let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
@@ -461,7 +461,7 @@ async fn a_held_lock_times_out_naming_its_holder() {
 #[tokio::test]
 async fn a_binary_too_new_for_the_vms_glibc_is_refused_before_shipping() {
     let fake = FakeTpu::start();
-    let client = client(&fake);
+    let client = client(&fake).await;
     let vms = VmManager::new(&client, WAIT);
     let dir = temp_dir("glibc");
     let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));

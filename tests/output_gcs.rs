@@ -4,9 +4,11 @@
 //! empty staging folder, as on a recreated VM) from the newest checkpoint
 //! that reached the bucket; a campaign's runs, evaluation, state and report
 //! land in the bucket, and `eval` and `report` on a fresh machine read them
-//! from there and write back to it.
+//! from there and write back to it; `cloud run --out gs://` has the
+//! campaign on the (stand-in) VM write to the bucket itself.
 
 mod cli_support;
+mod cloud_fake;
 mod gcs_emulator;
 
 use std::path::{Path, PathBuf};
@@ -156,4 +158,77 @@ fn run_eval_and_report_write_to_and_read_from_the_bucket() {
     let report = emulator.object(BUCKET, "reports/latest/report.md").expect("the report in the bucket");
     let report = String::from_utf8_lossy(&report);
     assert!(report.contains("pair"), "{report}");
+}
+
+/// `cloud run --out gs://...` against the fake TPU API, with a local folder
+/// standing in for the VM: the campaign there writes to the bucket as it
+/// goes, `cloud fetch --from` copies the bucket here with no VM involved.
+#[test]
+fn cloud_run_with_a_bucket_output_writes_there_from_the_vm() {
+    let emulator = Emulator::start(&[BUCKET]);
+    let fake = cloud_fake::FakeTpu::start();
+    let dir = cloud_fake::temp_dir("bucket-run");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("experiments")).unwrap();
+    std::fs::write(project.join("campaign.yaml"), "experiments: [experiments/tiny.yaml]\n").unwrap();
+    let tiny = "name: tiny\nseed: 3\ndata:\n  image_size: 24\n  source: {synthetic: {faces: 60, non_faces: 40, size: 32}}\n\
+                models:\n  face: {batch: 8, steps_per_epoch: 3, epochs: 2, architecture: {dense_units: 16}}\n\
+                logging: {every_steps: 3, checkpoint_every_steps: 3, keep_checkpoints: 2}\n";
+    std::fs::write(project.join("experiments/tiny.yaml"), tiny).unwrap();
+    let credentials = fake.authorized_user_file(dir.path(), cloud_fake::REFRESH_TOKEN);
+    let cloud = |args: &[&str]| {
+        output(
+            command()
+                .args(args)
+                .current_dir(&project)
+                .env("EMOTIONET_TPU_API_URL", &fake.url)
+                .env("EMOTIONET_CLOUD_STATE", dir.path().join("state.json"))
+                .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
+                .env("GCE_METADATA_HOST", "127.0.0.1:9")
+                .env("HOME", dir.path())
+                .env("EMOTIONET_GCLOUD", dir.path().join("no-gcloud"))
+                // The stand-in VM's commands inherit it, as a real VM would reach the real service.
+                .env("STORAGE_EMULATOR_HOST", &emulator.host)
+                .env("EMOTIONET_SYNC_SECS", "0.2"),
+        )
+    };
+    let up = ["cloud", "up", "--project", "emotionet-test", "--zone", "europe-west4-a", "--accelerator-type", "v3-8", "--poll-every", "0.05"];
+    assert!(cloud(&up).status.success());
+    let vm = dir.path().join("vm");
+    let run = cloud(&[
+        "cloud",
+        "run",
+        "campaign.yaml",
+        "--ship",
+        "experiments",
+        "--via",
+        "local",
+        "--local-root",
+        vm.to_str().unwrap(),
+        "--out",
+        &format!("gs://{BUCKET}/tpu"),
+        "--setup",
+        "true",
+        "--command",
+        "{bin} train experiments/tiny.yaml --out {out} --quiet",
+        "--poll-every",
+        "0.05",
+        "--sync-every",
+        "0.1",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let finished = record(&emulator, "tpu/tiny/face/cpu-r0/record.json");
+    assert_eq!(finished["status"]["state"], "finished", "{finished}");
+    assert!(emulator.names(BUCKET, "tpu/tiny/face/cpu-r0/checkpoints/").iter().any(|n| n.ends_with("ckpt-000000000006.safetensors")), "the final checkpoint");
+
+    // The bucket, copied here without the VM.
+    let fetched = dir.path().join("fetched");
+    let out = cloud(&["cloud", "fetch", "--from", &format!("gs://{BUCKET}/tpu"), "--out", fetched.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(fetched.join("tiny/face/cpu-r0/record.json").is_file());
+    // A bucket is not a local copy for fetch: the error says how to copy one.
+    let out = cloud(&["cloud", "fetch", "--via", "local", "--local-root", vm.to_str().unwrap(), "--out", &format!("gs://{BUCKET}/tpu")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--from gs://emotionet-runs/tpu"), "{}", text(&out.stderr));
+    assert!(cloud(&["cloud", "down", "--poll-every", "0.05"]).status.success());
 }

@@ -153,7 +153,9 @@ struct HostArgs {
     /// Working folder on the VM, relative to its home.
     #[arg(long, default_value = DEFAULT_WORKDIR)]
     workdir: String,
-    /// Local copy of the VM's output folder [default: runs/cloud/NAME].
+    /// Local copy of the VM's output folder [default: runs/cloud/NAME]. For
+    /// `run`, gs://BUCKET/PREFIX instead: the campaign on the VM writes its
+    /// output there as it goes (the local copy stays in runs/cloud/NAME).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -511,8 +513,33 @@ async fn cmd_status(common: &CommonArgs, store: &StateStore, args: StatusArgs) -
     Ok(())
 }
 
-fn local_out(host: &HostArgs, record: &VmRecord) -> PathBuf {
-    host.out.clone().unwrap_or_else(|| Path::new("runs").join("cloud").join(record.node_id()))
+fn default_local_out(record: &VmRecord) -> PathBuf {
+    Path::new("runs").join("cloud").join(record.node_id())
+}
+
+/// The local copy of the VM's output: `--out` (a folder), else runs/cloud/NAME.
+fn local_out(host: &HostArgs, record: &VmRecord) -> anyhow::Result<PathBuf> {
+    match &host.out {
+        Some(out) if crate::storage::Location::from_path(out)?.gcs().is_some() => {
+            bail!(
+                "--out {}: a bucket is for `cloud run` (the campaign writes there); to copy one here: `emotionet cloud fetch --from {} --out DIR`",
+                out.display(),
+                out.display()
+            )
+        }
+        Some(out) => Ok(out.clone()),
+        None => Ok(default_local_out(record)),
+    }
+}
+
+/// `cloud run --out gs://BUCKET/PREFIX`: the campaign on the VM writes to the
+/// bucket itself, so it needs nothing from this machine while it runs, and a
+/// recreated VM resumes from the newest checkpoint there. `{out}` in the
+/// command becomes the bucket, and the command's staging folder is the VM's
+/// output folder (`EMOTIONET_STAGING={out}`), so that folder is still copied
+/// here (to runs/cloud/NAME) as before.
+fn bucket_command(template: &str, bucket: &crate::storage::GcsPath) -> String {
+    format!("EMOTIONET_STAGING={{out}} {}", template.replace("{out}", &bucket.to_string()))
 }
 
 async fn remote_host(common: &CommonArgs, client: &TpuClient, record: &VmRecord, host: &HostArgs) -> anyhow::Result<Box<dyn RemoteHost>> {
@@ -540,10 +567,18 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
         Some(path) => path.clone(),
         None => std::env::current_exe().context("cannot find this emotionet binary; pass --binary")?,
     };
-    let mut plan = CampaignPlan::new(&project_root, relative(&args.campaign), binary, local_out(&args.host, &record));
+    let bucket = match &args.host.out {
+        Some(out) => crate::storage::Location::from_path(out)?.gcs().cloned(),
+        None => None,
+    };
+    let local = if bucket.is_some() { default_local_out(&record) } else { local_out(&args.host, &record)? };
+    let mut plan = CampaignPlan::new(&project_root, relative(&args.campaign), binary, local);
     plan.ship = args.ship.iter().map(|p| relative(p)).collect();
     plan.workdir = args.host.workdir.clone();
-    plan.command_template = args.command.clone();
+    plan.command_template = match &bucket {
+        Some(bucket) => bucket_command(&args.command, bucket),
+        None => args.command.clone(),
+    };
     plan.setup_template = args.setup.clone();
     plan.poll_every = poll;
     plan.sync_every = seconds(args.sync_every, "--sync-every")?;
@@ -607,7 +642,7 @@ async fn cmd_logs(common: &CommonArgs, store: &StateStore, args: LogsArgs) -> an
     let record = store.find(args.host.name.as_deref())?;
     let client = client(common).await?;
     let host = remote_host(common, &client, &record, &args.host).await?;
-    let mut plan = CampaignPlan::new(".", "", "", local_out(&args.host, &record));
+    let mut plan = CampaignPlan::new(".", "", "", local_out(&args.host, &record)?);
     plan.workdir = args.host.workdir.clone();
     let mut broken = false;
     let end = campaign::logs(host.as_ref(), &plan, args.follow, &mut |line| {
@@ -640,7 +675,7 @@ async fn cmd_fetch(common: &CommonArgs, store: &StateStore, _poll: Duration, arg
     let record = store.find(args.host.name.as_deref())?;
     let client = client(common).await?;
     let host = remote_host(common, &client, &record, &args.host).await?;
-    let mut plan = CampaignPlan::new(".", "", "", local_out(&args.host, &record));
+    let mut plan = CampaignPlan::new(".", "", "", local_out(&args.host, &record)?);
     plan.workdir = args.host.workdir.clone();
     let started = Instant::now();
     campaign::fetch(host.as_ref(), &plan)

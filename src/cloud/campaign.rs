@@ -373,7 +373,14 @@ pub async fn run_campaign(
                     },
                 }
             }
-            Followed::Exited(code) => Ok(code),
+            // A campaign that died with its machine (the VM taken back or
+            // hidden for maintenance ends its processes before the API says
+            // so) is a loss, not a failure: the same rule as a dropped
+            // connection, any state neither READY nor on its way to it.
+            Followed::Exited(code) => match confirm_lost(vms, &spec, plan.poll_every, 2).await {
+                Some(state) => Err(state),
+                None => Ok(code),
+            },
             Followed::Lost(state) => Err(state),
             Followed::Interrupted => {
                 // Ctrl-C: the campaign checkpoints and stops on the VM; its last words and output come here.
