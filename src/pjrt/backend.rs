@@ -239,11 +239,12 @@ pub fn check_platform(backend: Backend, platform: &str, plugin: &Path, stand_in:
     if backend.accepts_platform(platform) && stand_in.is_none_or(|s| s.platform.eq_ignore_ascii_case(platform)) {
         return Ok(());
     }
-    if let Some(s) = stand_in {
-        if s.stands_in_for == backend && s.platform.eq_ignore_ascii_case(platform) {
-            tracing::warn!("{} (platform {platform}) stands in for {backend}: {}", plugin.display(), s.why);
-            return Ok(());
-        }
+    if let Some(s) = stand_in
+        && s.stands_in_for == backend
+        && s.platform.eq_ignore_ascii_case(platform)
+    {
+        tracing::warn!("{} (platform {platform}) stands in for {backend}: {}", plugin.display(), s.why);
+        return Ok(());
     }
     let declared = match stand_in {
         Some(s) => format!("its stand-in description declares platform {:?} standing in for {}; ", s.platform, s.stands_in_for),
