@@ -538,7 +538,15 @@ fn local_out(host: &HostArgs, record: &VmRecord) -> anyhow::Result<PathBuf> {
 /// command becomes the bucket, and the command's staging folder is the VM's
 /// output folder (`EMOTIONET_STAGING={out}`), so that folder is still copied
 /// here (to runs/cloud/NAME) as before.
+///
+/// The default command also waits for the bucket's lease: after a
+/// preemption the recreated VM is a new host, and the lost VM's lease stays
+/// until its TTL runs out (nobody renews it any more), so the resumed
+/// campaign waits that long instead of stopping at once. A live holder
+/// renews its lease, so waiting never lets two writers in. A custom
+/// `--command` chooses for itself (`emotionet run ... --wait`).
 fn bucket_command(template: &str, bucket: &crate::storage::GcsPath) -> String {
+    let template = if template == DEFAULT_COMMAND { format!("{template} --wait") } else { template.to_string() };
     format!("EMOTIONET_STAGING={{out}} {}", template.replace("{out}", &bucket.to_string()))
 }
 
@@ -711,4 +719,20 @@ async fn cmd_down(common: &CommonArgs, store: &StateStore, poll: Duration, args:
         eprintln!("to check for leftovers: emotionet cloud status --project {project} --zone {zone}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_campaign_waits_for_the_lost_vms_lease_only_with_the_default_command() {
+        let location = crate::storage::Location::parse("gs://bkt/runs").unwrap();
+        let bucket = location.gcs().unwrap();
+        let default = bucket_command(DEFAULT_COMMAND, bucket);
+        assert!(default.starts_with("EMOTIONET_STAGING={out} ") && default.ends_with(" --wait"), "{default}");
+        assert!(default.contains("--out gs://bkt/runs") && !default.contains("--out {out}"), "{default}");
+        let custom = bucket_command("{bin} run c.yaml --out {out}", bucket);
+        assert_eq!(custom, "EMOTIONET_STAGING={out} {bin} run c.yaml --out gs://bkt/runs");
+    }
 }

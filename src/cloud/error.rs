@@ -95,6 +95,10 @@ pub enum CloudError {
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
 
+    /// Writing a local file (atomically, synced) failed; names the file.
+    #[error(transparent)]
+    File(#[from] crate::fsutil::FsError),
+
     /// The local record of created VMs is unreadable or has no such VM.
     #[error("cloud state {path}: {message}")]
     State { path: PathBuf, message: String },

@@ -2,8 +2,9 @@
 //! `status`, `run`, `fetch` and `down` find them without the user repeating
 //! every flag, and a preempted VM can be recreated exactly as it was.
 //!
-//! Written atomically (temporary file, then rename): a crash leaves the old
-//! record or the new one, never half of one. It holds no secrets.
+//! Written like the checkpoints ([`crate::fsutil::write_atomic`]: temporary
+//! file, fsync, rename, fsync of the folder): a crash or a power loss leaves
+//! the old record or the new one, never half of one. It holds no secrets.
 
 use std::path::{Path, PathBuf};
 
@@ -78,12 +79,7 @@ impl StateStore {
 
     fn save(&self, vms: Vec<VmRecord>) -> Result<()> {
         let text = serde_json::to_string_pretty(&StateFile { version: VERSION, vms }).map_err(|e| self.error(e.to_string()))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| CloudError::io(dir, e))?;
-        }
-        let tmp = self.path.with_extension(format!("json.tmp.{}", std::process::id()));
-        std::fs::write(&tmp, text + "\n").map_err(|e| CloudError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| CloudError::io(&self.path, e))
+        Ok(crate::fsutil::write_atomic(&self.path, (text + "\n").as_bytes())?)
     }
 
     /// Adds `record`, replacing one for the same project, zone and name.
