@@ -50,7 +50,8 @@ impl Location {
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         check_bucket(bucket, text)?;
-        let prefix = prefix.trim_matches('/');
+        // A trailing slash is harmless; one right after the bucket is an empty part.
+        let prefix = prefix.trim_end_matches('/');
         if prefix.split('/').any(|part| part.is_empty() || part == "." || part == "..") && !prefix.is_empty() {
             return Err(StorageError::InvalidLocation {
                 text: text.to_string(),
