@@ -42,9 +42,11 @@ take_control() {
 }
 
 # Prints the running campaign's id; fails if none runs. The campaign holds
-# campaign.lock; if we can take it, nothing runs.
+# campaign.lock exclusively; if we can take it, nothing runs. The probe
+# takes it shared, so two probes at the same moment (a `cloud logs` and a
+# `cloud run` polling the status) never see each other as a campaign.
 running_id() {
-    if flock -n "$dir/campaign.lock" true 2>/dev/null; then
+    if flock -n -s "$dir/campaign.lock" true 2>/dev/null; then
         return 1
     fi
     cat "$dir/current" 2>/dev/null || echo unknown
@@ -127,6 +129,15 @@ attach() {
         printf 'L%d\t%s\n' "$n" "$line"
         n=$((n + 1))
     done
+    if [ ${#follow[@]} -gt 0 ]; then
+        # The campaign's process has ended; its lock goes with its last
+        # file descriptor, which can trail its exit on a loaded machine.
+        local tries=0
+        while [ "$(running_id)" = "$id" ] && [ $tries -lt 50 ]; do
+            sleep 0.2
+            tries=$((tries + 1))
+        done
+    fi
     if [ "$(running_id)" = "$id" ]; then
         echo "EMOTIONET-CAMPAIGN-EXIT $id running"
     else
