@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5, help="timed steps per run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bf16", action="store_true", help="also time emotionet in bf16 mixed precision")
-    ap.add_argument("--json", help="append every measurement as a JSON line to this file")
+    ap.add_argument("--json-out", metavar="FILE", help="append every measurement as a JSON line to this file")
     args = ap.parse_args()
 
     machine = None
@@ -74,7 +74,7 @@ def main():
                 if name == "emotionet":
                     peak = 2048 if model == args.models.split(",")[0] and prec == "f32" else 0
                     cmd = [args.emotionet, "bench", "--model", model, "--size", str(args.size), "--batch", str(args.batch), "--devices", "1",
-                           "--steps", str(args.steps), "--precision", prec, "--peak-size", str(peak)]
+                           "--steps", str(args.steps), "--precision", prec, "--peak-size", str(peak), "--json"]
                 else:
                     script = os.path.join(HERE, "peers", f"peer_{peer}.py")
                     cmd = [args.python, script, model, str(args.size), str(args.batch), str(args.steps)] + (["xla"] if name == "keras-xla" else [])
@@ -84,7 +84,7 @@ def main():
                     skipped[key] = err
                     continue
                 for line in lines:
-                    if "machine" in line:
+                    if "matmul_peak" in line:
                         machine = line["machine"]
                         peaks.append(line["matmul_peak"]["gflops_per_s"])
                 measured = [l for l in lines if "images_per_s" in l]
@@ -93,8 +93,8 @@ def main():
                     continue
                 ips = measured[-1]["images_per_s"]
                 results.setdefault(key, [None] * args.rounds)[rnd] = ips
-                if args.json:
-                    with open(args.json, "a") as f:
+                if args.json_out:
+                    with open(args.json_out, "a") as f:
                         f.write(json.dumps({"round": rnd, "model": model, "runner": key[1], "images_per_s": ips, "raw": measured[-1]}) + "\n")
 
     print()

@@ -28,7 +28,19 @@ fn devices_json_honours_client_options() {
 fn a_missing_plugin_exits_1_and_names_the_package() {
     let out = emotionet(&["devices", "--backend", "tpu", "--plugin", "/nonexistent/libtpu.so"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("libtpu==0.0.30"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("libtpu==0.0.30") && stderr.contains("`make tpu-plugin`") && stderr.contains(".deps/libtpu/libtpu.so"), "{stderr}");
+}
+
+/// `--plugin` naming a file that is not there says what to type to get the
+/// plugin (`make setup`), not only which pip package has it.
+#[test]
+fn a_missing_plugin_file_names_make_setup() {
+    let out = emotionet(&["devices", "--plugin", "missing.so"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no PJRT plugin at missing.so: no such file"), "{stderr}");
+    assert!(stderr.contains("xla-cpu-pjrt==0.0.1") && stderr.contains("run `make setup`") && stderr.contains(".deps/pjrt"), "{stderr}");
 }
 
 #[test]

@@ -56,7 +56,7 @@ fn hlo_rejects_sizes_the_network_cannot_pool() {
 fn bench_prints_a_json_line_and_a_table() {
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("bench.jsonl");
-    let out = emotionet(&["bench", "--model", "face", "--size", "24", "--batch", "4", "--steps", "2", "--json", json.to_str().unwrap()]);
+    let out = emotionet(&["bench", "--model", "face", "--size", "24", "--batch", "4", "--steps", "2", "--json-out", json.to_str().unwrap()]);
     assert!(out.status.success());
     let line = std::fs::read_to_string(&json).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
@@ -68,4 +68,23 @@ fn bench_prints_a_json_line_and_a_table() {
     let bad = emotionet(&["bench", "--model", "face", "--size", "24", "--batch", "5", "--devices", "2"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("does not split across 2 devices"));
+}
+
+/// `--json` is a switch on bench as on every command: JSON lines on stdout
+/// and nothing else (the file is `--json-out`).
+#[test]
+fn bench_json_prints_json_lines_only() {
+    let out = emotionet(&["bench", "--model", "face", "--size", "24", "--batch", "4", "--steps", "2", "--peak-size", "64", "--json"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))).collect();
+    assert_eq!(lines.len(), 2, "the machine line and one case: {stdout}");
+    assert!(lines[0]["machine"].is_object() && lines[0]["matmul_peak"]["gflops_per_s"].as_f64().unwrap() > 0.0, "{}", lines[0]);
+    assert_eq!(lines[0]["plugin"]["platform"], "cpu");
+    assert_eq!(lines[1]["model"], "face");
+    assert!(lines[1]["images_per_s"].as_f64().unwrap() > 0.0);
+    // The old form, a file after --json, is now a usage error naming it.
+    let old = emotionet(&["bench", "--model", "face", "--size", "24", "--json", "x.jsonl"]);
+    assert_eq!(old.status.code(), Some(2));
 }

@@ -113,6 +113,24 @@ fn up_refuses_a_multi_host_slice_before_any_request() {
     assert!(!dir.path().join("state.json").exists());
 }
 
+/// A typo in the type is called unknown, with the types that work, not
+/// taken for a multi-host slice (9 cores rounded up to 2 hosts).
+#[test]
+fn up_calls_an_unknown_accelerator_type_unknown_and_lists_the_known_ones() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("unknown-type");
+    setup(dir.path());
+    let env = Env { fake: &fake, dir: dir.path(), token: REFRESH_TOKEN };
+    let out = env.emotionet(&["cloud", "up", "--project", "p-1", "--zone", "europe-west4-a", "--accelerator-type", "v3-9"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown accelerator type \"v3-9\""), "{stderr}");
+    assert!(!stderr.contains("multi-host"), "{stderr}");
+    assert!(stderr.contains("v2-8, v3-8, v4-8, v5p-8, v5litepod-1, v5litepod-4, v5litepod-8, v6e-1, v6e-4, v6e-8"), "{stderr}");
+    assert!(stderr.contains("gcloud compute tpus accelerator-types list") && stderr.contains("nothing was created"), "{stderr}");
+    assert!(fake.requests().is_empty(), "refused before any request");
+}
+
 #[test]
 fn credentials_refused_before_any_call_say_that_nothing_was_created() {
     let fake = FakeTpu::start();

@@ -57,9 +57,21 @@ pub struct BenchArgs {
     /// with and without `xla_cpu_use_onednn`, each against f64.
     #[arg(long)]
     pub onednn_repro: bool,
-    /// Also append each result as a JSON line to this file.
+    /// Print JSON lines only (the machine, then one line per case or
+    /// profile), no text or tables; as `--json` on every command.
     #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
+    pub json: bool,
+    /// Also append each case's (or profile's) JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<std::path::PathBuf>,
+}
+
+/// Appends one JSON line to `--json-out`'s file.
+fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("--json-out {}", path.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("--json-out {}", path.display()))?;
+    Ok(())
 }
 
 /// Parses `name=value` into an XLA option (bool, integer, float or string).
@@ -136,6 +148,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.onednn_repro {
         let r = bench::onednn_repro(&client)?;
         writeln!(stdout, "{}", serde_json::to_string(&r)?)?;
+        if args.json {
+            return Ok(());
+        }
         writeln!(stdout, "updated weights w1[0, :8] after one SGD step (largest update {:.3e}):", r.update_scale)?;
         writeln!(stdout, "  expected (f64)  {:?}", r.expected.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>())?;
         writeln!(stdout, "  f32             {:?}  max error {:.3e}", r.got_default.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>(), r.default_max_error)?;
@@ -143,14 +158,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let machine = bench::Machine::detect();
-    writeln!(stdout, "machine: {}", machine.summary())?;
-    writeln!(stdout, "plugin: {} {}", client.platform_name(), client.platform_version())?;
+    let plugin = serde_json::json!({"platform": client.platform_name(), "version": client.platform_version()});
+    if !args.json {
+        writeln!(stdout, "machine: {}", machine.summary())?;
+        writeln!(stdout, "plugin: {} {}", client.platform_name(), client.platform_version())?;
+    }
     let peak = if args.peak_size > 0 {
         let p = bench::matmul_peak(&client, args.peak_size, DType::F32, 3)?;
-        writeln!(stdout, "peak: {n}x{n} f32 matmul {:.1} ms, {:.1} GFLOP/s (best of 3)", p.best_ms, p.gflops_per_s, n = p.n)?;
-        writeln!(stdout, "{}", serde_json::to_string(&serde_json::json!({"machine": machine, "matmul_peak": p}))?)?;
+        if !args.json {
+            writeln!(stdout, "peak: {n}x{n} f32 matmul {:.1} ms, {:.1} GFLOP/s (best of 3)", p.best_ms, p.gflops_per_s, n = p.n)?;
+        }
+        writeln!(stdout, "{}", serde_json::to_string(&serde_json::json!({"machine": machine, "plugin": plugin, "matmul_peak": p}))?)?;
         Some(p.gflops_per_s)
     } else {
+        if args.json {
+            writeln!(stdout, "{}", serde_json::to_string(&serde_json::json!({"machine": machine, "plugin": plugin}))?)?;
+        }
         None
     };
     if args.profile {
@@ -159,11 +182,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         for case in &cases {
             tracing::info!("profile {} {}x{} batch {} ({})", case.model, case.size, case.size, case.batch, case.precision);
             let rows = bench::profile(&client, case)?;
-            writeln!(stdout, "\n{} {}x{} batch {} {}, {} rounds:", case.model, case.size, case.size, case.batch, case.precision, case.steps)?;
-            write!(stdout, "{}", bench::profile_table(&rows, peak))?;
-            if let Some(path) = &args.json {
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-                writeln!(f, "{}", serde_json::to_string(&serde_json::json!({"case": case, "profile": rows}))?)?;
+            let line = serde_json::to_string(&serde_json::json!({"case": case, "profile": rows}))?;
+            if args.json {
+                writeln!(stdout, "{line}")?;
+            } else {
+                writeln!(stdout, "\n{} {}x{} batch {} {}, {} rounds:", case.model, case.size, case.size, case.batch, case.precision, case.steps)?;
+                write!(stdout, "{}", bench::profile_table(&rows, peak))?;
+            }
+            if let Some(path) = &args.json_out {
+                append_line(path, &line)?;
             }
         }
         return Ok(());
@@ -173,12 +200,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let result = bench::run_case(&client, case)?;
         let line = serde_json::to_string(&result)?;
         writeln!(stdout, "{line}")?;
-        if let Some(path) = &args.json {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-            writeln!(f, "{line}")?;
+        if let Some(path) = &args.json_out {
+            append_line(path, &line)?;
         }
         results.push(result);
     }
-    write!(stdout, "\n{}", bench::table(&results, peak))?;
+    if !args.json {
+        write!(stdout, "\n{}", bench::table(&results, peak))?;
+    }
     Ok(())
 }

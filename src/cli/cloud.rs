@@ -31,7 +31,8 @@ pub struct CloudArgs {
 
 #[derive(Args, Debug)]
 struct CommonArgs {
-    /// The record of the VMs created from here [default: ~/.local/state/emotionet/cloud-vms.json].
+    /// The record of the VMs created from here [default: ~/.local/state/emotionet/cloud-vms.json,
+    /// or $XDG_STATE_HOME/emotionet/cloud-vms.json]; campaigns read the same file unless `cloud.state` names another.
     #[arg(long, env = "EMOTIONET_CLOUD_STATE", global = true)]
     state: Option<PathBuf>,
     /// Credentials: auto = Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, the
@@ -100,6 +101,7 @@ struct UpArgs {
     /// VPC network (default: the project's `default`).
     #[arg(long)]
     network: Option<String>,
+    /// VPC subnetwork for the VM (default: none named; the API picks one of --network's).
     #[arg(long)]
     subnetwork: Option<String>,
     /// Service account e-mail for the VM (default: the compute default account).
@@ -124,6 +126,7 @@ struct StatusArgs {
     /// With --zone: also list every TPU VM and queued resource in that zone.
     #[arg(long, requires = "zone")]
     project: Option<String>,
+    /// With --project: the zone whose TPU VMs and queued resources to list.
     #[arg(long, requires = "project")]
     zone: Option<String>,
 }
@@ -238,7 +241,7 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
     let poll = seconds(args.common.poll_every, "--poll-every")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("cannot start the async runtime")?;
     let common = &args.common;
-    let store = StateStore::new(common.state.clone().unwrap_or_else(StateStore::default_path));
+    let store = StateStore::new(common.state.clone().unwrap_or_else(StateStore::default_file)).with_default(StateStore::default_file());
     match args.command {
         CloudCommand::Up(up) => runtime.block_on(cmd_up(common, &store, poll, up)),
         CloudCommand::Status(status) => runtime.block_on(cmd_status(common, &store, status)),

@@ -33,6 +33,7 @@ pub struct SynthArgs {
     /// Output folder (new, empty, or an earlier synthetic set to replace).
     #[arg(long)]
     pub out: PathBuf,
+    /// Seed of the drawing: one seed gives the same files, byte for byte.
     #[arg(long, default_value_t = SynthConfig::default().seed)]
     pub seed: u64,
     /// Face pictures (half in the KDEF tree, up to 4,900; the rest in the LFW tree).
@@ -67,6 +68,7 @@ pub struct PrepArgs {
     /// A YAML or JSON data config (a bare one, or an experiment file with a `data:` section).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// What to prepare: face (face or not), emotion (faces with an expression), hierarchy (Table I's eval).
     #[arg(long, value_enum, default_value = "face")]
     pub task: TaskName,
     /// Any skipped file is an error naming it.
@@ -81,26 +83,35 @@ pub struct PrepArgs {
     /// Model input size in pixels (overrides the config).
     #[arg(long = "image-size")]
     pub image_size: Option<u32>,
+    /// How a picture is fitted to the square input (overrides the config; default center-crop).
     #[arg(long, value_enum)]
     pub resize: Option<ResizeArg>,
+    /// Where prepared sets are cached (overrides the config; default data/cache).
     #[arg(long = "cache-dir")]
     pub cache_dir: Option<PathBuf>,
+    /// Share of the identities held out for evaluation (overrides the config; default 0.3).
     #[arg(long = "eval-fraction")]
     pub eval_fraction: Option<f64>,
+    /// Seed of the split by identity; keep it equal across tasks (overrides the config; default 0).
     #[arg(long = "split-seed")]
     pub split_seed: Option<u64>,
+    /// How KDEF's seven expressions map to the emotion classes (overrides the config).
     #[arg(long, value_enum)]
     pub grouping: Option<GroupingArg>,
     /// KDEF/AKDEF angles to keep, comma-separated (S,HL,HR,FL,FR).
     #[arg(long = "kdef-angles", value_delimiter = ',')]
     pub kdef_angles: Option<Vec<crate::data::Angle>>,
-    /// Real data folders (any of these switches the source to real data).
+    /// LFW folder (lfw/, lfw_funneled/ or lfw-deepfunneled/): faces. Any real
+    /// folder switches the source to real data.
     #[arg(long)]
     pub lfw: Option<PathBuf>,
+    /// SUN397 folder (with or without ClassName.txt): scenes, the non-faces.
     #[arg(long)]
     pub sun397: Option<PathBuf>,
+    /// KDEF folder: faces with their expression in the file name.
     #[arg(long)]
     pub kdef: Option<PathBuf>,
+    /// AKDEF folder (the averaged KDEF faces), read like --kdef.
     #[arg(long)]
     pub akdef: Option<PathBuf>,
     /// A folder-per-class dataset (ROOT/<face|non_face|happy|...>/images); repeatable.
@@ -152,6 +163,7 @@ pub enum FetchDataset {
 
 #[derive(Args, Debug)]
 pub struct FetchArgs {
+    /// Which dataset (kdef and akdef need a licence form: prints where and how).
     #[arg(value_enum)]
     pub dataset: FetchDataset,
     /// Folder to download and unpack into.
@@ -166,6 +178,7 @@ pub struct FetchArgs {
     /// Download and verify only.
     #[arg(long = "no-extract")]
     pub no_extract: bool,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }

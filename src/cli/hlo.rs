@@ -10,6 +10,7 @@ use crate::models::{Architecture, ConvChoice, ModelKind, Precision, ProgramSpec}
 
 #[derive(Args, Debug)]
 pub struct HloArgs {
+    /// Which model's programs to write.
     #[arg(long, value_enum)]
     pub model: ModelKind,
     /// Image size (square).

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::lock::OutputLock;
@@ -30,7 +29,14 @@ pub struct ReportArgs {
     pub wait: bool,
 }
 
+/// What to type when the runs folder holds nothing to report.
+const RUNS_HINT: &str = "give the folder a campaign (`emotionet run`) or `emotionet train` wrote its runs into \
+                         (`make demo` writes runs/demo), or gs://BUCKET/PREFIX";
+
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    if matches!(crate::storage::Location::from_path(&args.runs_dir)?, crate::storage::Location::Local(_)) && !args.runs_dir.exists() {
+        anyhow::bail!("there is no runs folder {}: it does not exist; {RUNS_HINT}", args.runs_dir.display());
+    }
     let runs_dir = super::output::for_reading(&args.runs_dir)?;
     let dest = crate::storage::Location::from_path(&args.out)?;
     let out = match &dest {
@@ -39,11 +45,16 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     };
     // The report folder is replaced as a whole, so its lock lives beside it.
     let _lock = OutputLock::acquire_beside(&out, "writing the report", args.wait.into())?;
-    let summary = report::write_report(&runs_dir, &out, ReportOptions { skip_invalid: args.skip_invalid }).with_context(|| {
-        format!(
-            "cannot build the report of {} (fix or remove the file named above, or pass --skip-invalid to list invalid files as skipped)",
-            args.runs_dir.display()
-        )
+    let summary = report::write_report(&runs_dir, &out, ReportOptions { skip_invalid: args.skip_invalid }).map_err(|e| {
+        // Only an invalid record file can be fixed, removed or skipped.
+        let hint = match &e {
+            report::ReportError::Record(_) => "; fix or remove that file, or pass --skip-invalid to list invalid files as skipped".to_string(),
+            report::ReportError::RunsDir { .. } | report::ReportError::NotADirectory { .. } | report::ReportError::NothingFound { .. } => {
+                format!("; {RUNS_HINT}")
+            }
+            _ => String::new(),
+        };
+        anyhow::anyhow!("cannot build the report of {}: {}{hint}", args.runs_dir.display(), crate::errors::chain_text(&anyhow::Error::new(e)))
     })?;
     if summary.skipped > 0 {
         eprintln!("warning: {} invalid file(s) skipped; they are listed in the report", summary.skipped);

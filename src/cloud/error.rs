@@ -26,6 +26,14 @@ pub enum CloudError {
     #[error("invalid {what} {value:?}: {rule}")]
     InvalidName { what: &'static str, value: String, rule: &'static str },
 
+    /// An accelerator type that is not a Cloud TPU type we know of (a typo
+    /// such as v3-9), told apart from a real but multi-host slice.
+    #[error(
+        "unknown accelerator type {value:?}: the single-host TPU types emotionet runs on are {known} \
+         (`gcloud compute tpus accelerator-types list --zone ZONE` lists what a zone offers)"
+    )]
+    UnknownAcceleratorType { value: String, known: String },
+
     /// HTTP 401: the token is missing, expired or not a Google token.
     #[error("the Cloud TPU API refused the credentials (HTTP 401 {api_status}) for {resource}: {message}; {hint}")]
     Unauthenticated { resource: String, api_status: String, message: String, hint: String },

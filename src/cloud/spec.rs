@@ -292,6 +292,29 @@ fn check_accelerator_type(kind: &str) -> Result<()> {
 /// this is the number of hosts (workers) of the slice.
 const PER_HOST: &[(&str, u32)] = &[("v2", 8), ("v3", 8), ("v4", 8), ("v5p", 8), ("v5litepod", 8), ("v6e", 8)];
 
+/// The single-host types: the ones emotionet runs on.
+pub const SINGLE_HOST_TYPES: &[&str] = &["v2-8", "v3-8", "v4-8", "v5p-8", "v5litepod-1", "v5litepod-4", "v5litepod-8", "v6e-1", "v6e-4", "v6e-8"];
+
+/// Whether `kind` is a Cloud TPU type that exists (as Google's TPU pages list
+/// them, read 2026-12-07): the single-host types, and the multi-host slices
+/// v2-32..512, v3-32..2048, v4 and v5p in steps of 8 from 16, and
+/// v5litepod/v6e-16..256. Anything else (v3-9, v5litepod-2) is a typo.
+pub fn is_known_type(kind: &str) -> bool {
+    if SINGLE_HOST_TYPES.contains(&kind) {
+        return true;
+    }
+    let Some((generation, size)) = kind.rsplit_once('-') else { return false };
+    let Ok(size) = size.parse::<u32>() else { return false };
+    match generation {
+        "v2" => [32, 128, 256, 512].contains(&size),
+        "v3" => [32, 64, 128, 256, 512, 1024, 2048].contains(&size),
+        "v4" => (16..=4096).contains(&size) && size % 8 == 0,
+        "v5p" => (16..=12288).contains(&size) && size % 8 == 0,
+        "v5litepod" | "v6e" => [16, 32, 64, 128, 256].contains(&size),
+        _ => false,
+    }
+}
+
 /// How many hosts (workers) a slice of this type has, if we know its generation.
 pub fn hosts_of(accelerator_type: &str) -> Option<u32> {
     let (generation, size) = accelerator_type.rsplit_once('-')?;
@@ -308,10 +331,12 @@ pub fn hosts_of(accelerator_type: &str) -> Option<u32> {
 fn check_single_host(kind: &str) -> Result<()> {
     const RULE: &str = "emotionet runs on a single-host TPU slice (v2-8, v3-8, v4-8, v5p-8, v5litepod-1/4/8, v6e-1/4/8): \
                         a multi-host slice needs one process per worker and a distributed PJRT client, which emotionet does not set up";
+    if !is_known_type(kind) {
+        return Err(CloudError::UnknownAcceleratorType { value: kind.to_string(), known: SINGLE_HOST_TYPES.join(", ") });
+    }
     match hosts_of(kind) {
         Some(1) => Ok(()),
-        Some(_) => Err(CloudError::InvalidName { what: "accelerator type (a multi-host slice)", value: kind.to_string(), rule: RULE }),
-        None => Err(CloudError::InvalidName { what: "accelerator type (a TPU generation emotionet does not know)", value: kind.to_string(), rule: RULE }),
+        _ => Err(CloudError::InvalidName { what: "accelerator type (a multi-host slice)", value: kind.to_string(), rule: RULE }),
     }
 }
 
@@ -383,8 +408,11 @@ mod tests {
             let err = VmRequest { accelerator_type: Some(multi.into()), ..request() }.validate().unwrap_err().to_string();
             assert!(err.contains(multi) && err.contains("multi-host") && err.contains("v3-8") && err.contains("distributed PJRT client"), "{err}");
         }
-        let err = VmRequest { accelerator_type: Some("v9x-8".into()), ..request() }.validate().unwrap_err().to_string();
-        assert!(err.contains("does not know") && err.contains("single-host"), "{err}");
+        for unknown in ["v9x-8", "v3-9", "v5litepod-2", "v2-64", "v4-12"] {
+            let err = VmRequest { accelerator_type: Some(unknown.into()), ..request() }.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("unknown accelerator type \"{unknown}\"")) && !err.contains("multi-host"), "{err}");
+            assert!(err.contains("v2-8, v3-8, v4-8, v5p-8, v5litepod-1, v5litepod-4, v5litepod-8, v6e-1, v6e-4, v6e-8"), "{err}");
+        }
     }
 
     #[test]

@@ -66,11 +66,31 @@ impl Backend {
         }
     }
 
-    fn make_target(self) -> &'static str {
+    /// Where this backend's plugin comes from and what to type to get it.
+    fn install_hint(self) -> String {
+        let deps = deps_dir();
         match self {
-            Backend::Cpu => "make setup",
-            Backend::Gpu => "make gpu-plugin",
-            Backend::Tpu => "make tpu-plugin",
+            Backend::Cpu => format!(
+                "the cpu plugin comes from the pip package {}: run `make setup` in the checkout, which installs it into {} \
+                 (emotionet finds it there without --plugin)",
+                self.pip_package(),
+                deps.join("pjrt").display()
+            ),
+            Backend::Gpu => format!(
+                "the gpu plugin comes from the pip package {}: run `make gpu-plugin`, which installs it into {} \
+                 (`make gpu-plugin CUDA=13`: {}; emotionet finds it there without --plugin)",
+                self.pip_package(),
+                deps.join("cuda12").display(),
+                deps.join("cuda13").display()
+            ),
+            // libtpu is kept out of .deps/pjrt on purpose (there it would make
+            // any machine look like a TPU host), so it is named explicitly.
+            Backend::Tpu => format!(
+                "the tpu plugin comes from the pip package {}: run `make tpu-plugin`, which fetches it to {}; \
+                 on a TPU VM pass that path with --plugin or set TPU_LIBRARY_PATH to it",
+                self.pip_package(),
+                deps.join("libtpu").join("libtpu.so").display()
+            ),
         }
     }
 }
@@ -132,17 +152,7 @@ pub fn resolve_plugin(backend: Backend, explicit: Option<&Path>) -> Result<PathB
     let first = searched.first().cloned().unwrap_or_default();
     Err(PjrtError::PluginNotFound {
         path: first,
-        hint: format!(
-            "the {backend} plugin comes from the pip package {} (`{}` installs it into {}); \
-             or pass --plugin PATH / set EMOTIONET_PJRT_PLUGIN. Searched {} places",
-            backend.pip_package(),
-            backend.make_target(),
-            match backend {
-                Backend::Gpu => format!("{} (`make gpu-plugin CUDA=13`: {})", deps_dir().join("cuda12").display(), deps_dir().join("cuda13").display()),
-                Backend::Cpu | Backend::Tpu => deps_dir().join("pjrt").display().to_string(),
-            },
-            searched.len()
-        ),
+        hint: format!("{}; or pass --plugin PATH / set EMOTIONET_PJRT_PLUGIN. Searched {} places", backend.install_hint(), searched.len()),
     })
 }
 
@@ -161,10 +171,7 @@ fn existing(path: &Path, backend: Backend) -> Result<PathBuf> {
     if path.is_file() {
         Ok(path.to_path_buf())
     } else {
-        Err(PjrtError::PluginNotFound {
-            path: path.to_path_buf(),
-            hint: format!("no such file; the {backend} plugin comes from the pip package {}", backend.pip_package()),
-        })
+        Err(PjrtError::PluginNotFound { path: path.to_path_buf(), hint: format!("no such file; {}", backend.install_hint()) })
     }
 }
 
