@@ -42,11 +42,29 @@ struct StateFile {
 #[derive(Clone, Debug)]
 pub struct StateStore {
     path: PathBuf,
+    /// The file the cloud commands use when no `--state` is given, when it
+    /// is another one: a VM recorded there but not here is named in the
+    /// "no VM" errors (a campaign's `cloud.state` pointing elsewhere).
+    default: Option<PathBuf>,
 }
 
 impl StateStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        StateStore { path: path.into() }
+        StateStore { path: path.into(), default: None }
+    }
+
+    /// The same store, knowing the default file (ignored if it is this one).
+    pub fn with_default(mut self, default: PathBuf) -> Self {
+        self.default = (default != self.path).then_some(default);
+        self
+    }
+
+    /// The default state file: `$EMOTIONET_CLOUD_STATE` if set, else
+    /// [`StateStore::default_path`]. The cloud commands and campaigns agree
+    /// on it: a campaign without `cloud.state` runs `cloud run` without
+    /// `--state`, which reads this file.
+    pub fn default_file() -> PathBuf {
+        std::env::var_os("EMOTIONET_CLOUD_STATE").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(Self::default_path)
     }
 
     /// `$XDG_STATE_HOME/emotionet/cloud-vms.json`, else `~/.local/state/emotionet/cloud-vms.json`.
@@ -111,16 +129,35 @@ impl StateStore {
                 let matching: Vec<&VmRecord> = vms.iter().filter(|r| r.spec.node_id == name).collect();
                 match matching.as_slice() {
                     [one] => Ok((*one).clone()),
-                    [] if vms.is_empty() => Err(self.error(format!("no TPU VM named {name} was created from here; `emotionet cloud up` first"))),
+                    [] if vms.is_empty() => {
+                        Err(self.error(format!("no TPU VM named {name} was created from here; `emotionet cloud up` first{}", self.elsewhere())))
+                    }
                     [] => Err(self.error(format!("no TPU VM named {name}; recorded: {}", names()))),
                     _ => Err(self.error(format!("several TPU VMs are named {name} (in different zones or projects): {}", names()))),
                 }
             }
             None => match vms.as_slice() {
                 [one] => Ok(one.clone()),
-                [] => Err(self.error("no TPU VM was created from here; `emotionet cloud up` first".into())),
+                [] => Err(self.error(format!("no TPU VM was created from here; `emotionet cloud up` first{}", self.elsewhere()))),
                 _ => Err(self.error(format!("several TPU VMs are recorded ({}); pick one with --name", names()))),
             },
+        }
+    }
+
+    /// When this file records nothing but the default file records VMs:
+    /// says so, so that a `--state` (or `cloud.state`) pointing at the wrong
+    /// file is seen at once.
+    fn elsewhere(&self) -> String {
+        let Some(default) = &self.default else { return String::new() };
+        match StateStore::new(default).load() {
+            Ok(vms) if !vms.is_empty() => format!(
+                ". But the default state file {} records {}: `emotionet cloud up` without --state recorded it there. \
+                 Drop --state (in a campaign: drop `cloud.state`) to use it, or pass --state {}",
+                default.display(),
+                vms.iter().map(|r| format!("{} ({})", r.spec.node_id, r.spec.zone)).collect::<Vec<_>>().join(", "),
+                default.display()
+            ),
+            _ => String::new(),
         }
     }
 

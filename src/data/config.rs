@@ -260,6 +260,13 @@ pub struct RealSources {
 }
 
 impl RealSources {
+    /// Every file and folder these sources read, as written (a campaign
+    /// ships the relative ones with its TPU runs to the VM).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let folders = [&self.lfw, &self.sun397, &self.kdef, &self.akdef].into_iter().flatten().cloned();
+        folders.chain(self.npy.iter().map(|n| n.path.clone())).chain(self.folders.iter().cloned()).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lfw.is_none() && self.sun397.is_none() && self.kdef.is_none() && self.akdef.is_none() && self.npy.is_empty() && self.folders.is_empty()
     }

@@ -8,9 +8,10 @@
 //! name: cpu-vs-tpu
 //! experiments: [paper-cpu.yaml, paper-tpu.yaml]   # relative to this file
 //! backends: [cpu, tpu]     # default: each experiment's own backend
+//! also_on: {paper-cpu.yaml: [tpu]}   # and these experiments on more backends too
 //! repeats: 1
 //! retries: 1               # extra attempts of a failed run (each resumes)
-//! cloud: {state: .emotionet/cloud-state.json}     # TPU runs go to a Cloud TPU VM
+//! cloud: {}               # TPU runs go to the Cloud TPU VM `emotionet cloud up` made
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -27,7 +28,10 @@ use crate::records::{RunLayout, RunPaths};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudTarget {
-    /// The cloud state file that records the VM (`cloud up --state`).
+    /// The cloud state file that records the VM, if `cloud up` was given
+    /// `--state FILE` (relative to the folder `emotionet run` runs in).
+    /// Default: the file the cloud commands use without `--state`
+    /// (`StateStore::default_file`), so `cloud up` and a campaign agree.
     #[serde(default)]
     pub state: Option<PathBuf>,
     /// Extra arguments for `emotionet cloud run` (e.g. `--via`, `--api-url`, `--sync-every`).
@@ -49,6 +53,11 @@ pub struct Campaign {
     /// Backends every experiment runs on; empty = each experiment's own.
     #[serde(default)]
     pub backends: Vec<Backend>,
+    /// More backends for some experiments, keyed by the file as written in
+    /// `experiments` (e.g. `paper-cpu.yaml: [tpu]`): the same work on another
+    /// platform as well, which the report turns into a same-work speedup.
+    #[serde(default)]
+    pub also_on: std::collections::BTreeMap<PathBuf, Vec<Backend>>,
     #[serde(default = "one")]
     pub repeats: u32,
     /// Extra attempts of a failed run; each attempt resumes from the last checkpoint.
@@ -130,6 +139,7 @@ impl Plan {
                 description: experiment.description.clone(),
                 experiments: vec![path.to_path_buf()],
                 backends: vec![],
+                also_on: Default::default(),
                 repeats: 1,
                 retries: 1,
                 models: vec![],
@@ -148,6 +158,19 @@ impl Plan {
         if campaign.repeats == 0 {
             return Err(invalid("repeats", "0".into(), "at least 1"));
         }
+        for (file, backends) in &campaign.also_on {
+            if !campaign.experiments.contains(file) {
+                let listed: Vec<String> = campaign.experiments.iter().map(|e| e.display().to_string()).collect();
+                return Err(invalid(
+                    &format!("also_on.{}", file.display()),
+                    format!("[{}]", backends.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")),
+                    &format!("a file listed in experiments: {}", listed.join(", ")),
+                ));
+            }
+            if backends.is_empty() {
+                return Err(invalid(&format!("also_on.{}", file.display()), "[]".into(), "at least one backend (cpu, gpu, tpu)"));
+            }
+        }
         let mut names: Vec<&str> = experiments.iter().map(|(_, e)| e.name.as_str()).collect();
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -156,12 +179,23 @@ impl Plan {
         let name = campaign.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "campaign".into()));
         let output = output.map(Path::to_path_buf).or_else(|| campaign.output.clone()).unwrap_or_else(|| experiments[0].1.output.clone());
         let mut runs = Vec::new();
-        for (_, e) in &experiments {
-            let backends = match backend {
+        for (i, (_, e)) in experiments.iter().enumerate() {
+            let mut backends = match backend {
                 Some(b) => vec![b],
                 None if campaign.backends.is_empty() => vec![e.backend.kind],
                 None => campaign.backends.clone(),
             };
+            // `--backend B` runs the campaign on B alone (the VM's part of a
+            // campaign runs that way), so `also_on` adds nothing then.
+            if backend.is_none()
+                && let Some(more) = campaign.experiments.get(i).and_then(|file| campaign.also_on.get(file))
+            {
+                for b in more {
+                    if !backends.contains(b) {
+                        backends.push(*b);
+                    }
+                }
+            }
             for b in backends {
                 for repeat in 0..campaign.repeats {
                     for (kind, _) in e.trainings() {
@@ -212,6 +246,14 @@ mod tests {
         let plan = Plan::load(&c, None, None).unwrap();
         assert_eq!(plan.name, "c");
         assert_eq!(plan.runs.len(), (2 + 1) * 2 * 2);
+        let also = write(dir.path(), "d.yaml", "experiments: [a.yaml, b.yaml]\nalso_on: {a.yaml: [tpu]}\n");
+        let plan = Plan::load(&also, None, None).unwrap();
+        let on = |exp: &str| plan.runs.iter().filter(|r| r.experiment == exp).map(|r| r.backend).collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(on("a"), [Backend::Cpu, Backend::Tpu].into_iter().collect());
+        assert_eq!(on("b"), [Backend::Tpu].into_iter().collect());
+        let bad = write(dir.path(), "e.yaml", "experiments: [a.yaml]\nalso_on: {b.yaml: [tpu]}\n");
+        let err = Plan::load(&bad, None, None).unwrap_err().to_string();
+        assert!(err.contains("also_on.b.yaml") && err.contains("a file listed in experiments: a.yaml"), "{err}");
         let only_tpu = Plan::load(&c, Some(Path::new("/tmp/o")), Some(Backend::Tpu)).unwrap();
         assert!(only_tpu.runs.iter().all(|r| r.backend == Backend::Tpu));
         assert_eq!(only_tpu.run_paths(&only_tpu.runs[0]).dir, PathBuf::from("/tmp/o/a/face/tpu-r0"));

@@ -444,12 +444,31 @@ async fn run_cloud(plan: &Plan, options: &RunOptions, shared: &Shared, keys: Vec
     let mut experiments: Vec<String> = Vec::new();
     let mut ship: Vec<PathBuf> = Vec::new();
     for key in &keys {
-        let (path, _) = plan.experiment(&key.experiment).expect("planned");
+        let (path, experiment) = plan.experiment(&key.experiment).expect("planned");
         let rel = relative(path)?;
         let entry = format!("{up}{}", rel.display());
         if !experiments.contains(&entry) {
             experiments.push(entry);
             ship.push(rel);
+            // The real data it reads travels too (with the same relative
+            // path, which the VM's campaign resolves from the same folder):
+            // the VM has the experiment files, not this machine's data.
+            for part in experiment.data.source.parts() {
+                for data in part.real.iter().flat_map(|r| r.paths()) {
+                    let inside = data.is_relative() && data.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+                    if !inside {
+                        anyhow::bail!(
+                            "the TPU runs of {} read {}, which the VM cannot reach: `cloud run` ships only paths relative to the working folder {}",
+                            path.display(),
+                            data.display(),
+                            cwd.display()
+                        );
+                    }
+                    if !ship.contains(&data) {
+                        ship.push(data);
+                    }
+                }
+            }
         }
     }
     let models: Vec<&str> = {
@@ -504,7 +523,13 @@ async fn run_cloud(plan: &Plan, options: &RunOptions, shared: &Shared, keys: Vec
     let exit = child.wait().await?;
     shared.children.lock().await.remove("cloud");
     let wall = started.elapsed().as_secs_f64();
-    let error = format!("`emotionet cloud run` {exit}; its output is in {}", local_out.join("cloud.log").display());
+    // Its own error line says why (no VM recorded, a refused token...), so
+    // the campaign's error carries it instead of only pointing at the log.
+    let said = std::fs::read_to_string(local_out.join("cloud.log"))
+        .ok()
+        .and_then(|log| log.lines().rev().find(|l| l.starts_with("error: ")).map(|l| format!(": {}", l.trim_start_matches("error: "))))
+        .unwrap_or_default();
+    let error = format!("`emotionet cloud run` {exit}{said}; its output is in {}", local_out.join("cloud.log").display());
     shared
         .update(|s| {
             for key in &keys {

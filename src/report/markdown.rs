@@ -189,8 +189,25 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
 
     // 2. Speedups.
     let _ = writeln!(md, "## 2. Speedups\n\n### Our platforms against our CPU\n");
+    // The same work on the CPU and on a stand-in: said, never a speedup.
+    let stand_in_pairs: Vec<String> = analysis
+        .groups
+        .iter()
+        .filter(|g| g.stand_in && g.backend != Backend::Cpu)
+        .filter(|g| analysis.groups.iter().any(|c| c.backend == Backend::Cpu && c.model == g.model && c.experiment == g.experiment))
+        .map(|g| format!("{} model of `{}` on {}", g.model, g.experiment, g.platform_label()))
+        .collect();
+    if !stand_in_pairs.is_empty() {
+        let _ = writeln!(
+            md,
+            "The same work also ran on a stand-in ({}): its times are those of the platform that stood in, so it gives no speedup; on the real platform this table gives CPU ÷ platform for it.\n",
+            stand_in_pairs.join("; ")
+        );
+    }
     if analysis.speedups.is_empty() {
-        let _ = writeln!(md, "No experiment has finished runs of the same model on CPU and on another platform, so there is no speedup to report yet.\n");
+        if stand_in_pairs.is_empty() {
+            let _ = writeln!(md, "No experiment has finished runs of the same model on CPU and on another platform, so there is no speedup to report yet.\n");
+        }
     } else {
         let _ = writeln!(md, "Same experiment file, same model; ratio of medians (CPU ÷ platform), above 1 means faster than our CPU.\n");
         let mut t = Table::new(&["Model", "Experiment", "Platform", ">Total time", ">Speedup (total)", ">Steady step", ">Speedup (per step)"]);

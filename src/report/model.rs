@@ -278,8 +278,10 @@ pub fn analyse(scan: &Scan) -> Analysis {
 
     let mut speedups = Vec::new();
     let mut no_cpu_baseline = Vec::new();
+    // A stand-in's times are the CPU's, not the platform's: never a speedup.
+    let stand_ins: Vec<&Group> = groups.iter().filter(|g| g.stand_in && g.backend != Backend::Cpu && g.total_wall_s.is_some()).collect();
     for g in &groups {
-        if g.backend == Backend::Cpu || g.total_wall_s.is_none() {
+        if g.backend == Backend::Cpu || g.total_wall_s.is_none() || g.stand_in {
             continue;
         }
         let cpu = groups.iter().find(|c| c.backend == Backend::Cpu && c.model == g.model && c.experiment == g.experiment && c.total_wall_s.is_some());
@@ -332,6 +334,16 @@ pub fn analyse(scan: &Scan) -> Analysis {
         missing.push(format!(
             "No hierarchy evaluation (`{}`): Table I and the hierarchy's confusion matrices show the paper's figures only.",
             records::HIERARCHY_FILE
+        ));
+    }
+    for g in &stand_ins {
+        missing.push(format!(
+            "The {} runs of the {} model in experiment `{}` ran on a stand-in ({}), not on a {}: they are labelled so and give no speedup.",
+            g.backend.to_string().to_uppercase(),
+            g.model,
+            g.experiment,
+            g.platform,
+            g.backend.to_string().to_uppercase()
         ));
     }
     for (model, experiment) in &no_cpu_baseline {
