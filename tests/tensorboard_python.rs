@@ -96,3 +96,78 @@ fn after_a_resume_tensorboard_drops_the_orphaned_steps() {
     let got = tensorboard_scalars(dir.path());
     assert_eq!(steps_and_values(&got, "train/loss"), vec![(100, 100.0), (200, 200.0), (300, -300.0), (400, -400.0)]);
 }
+
+/// `make tensorboard`'s command works: the TensorBoard server installed into
+/// `.deps/tensorboard`, started as `make tensorboard` prints it
+/// (`PYTHONPATH=.deps/tensorboard python3 -m tensorboard.main --logdir DIR`),
+/// serves our scalars over HTTP.
+#[test]
+fn make_tensorboards_command_serves_our_curves() {
+    use std::io::{BufRead, Read, Write};
+    let deps = std::env::var_os("EMOTIONET_DEPS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".deps"));
+    let tb = deps.join("tensorboard");
+    assert!(tb.join("tensorboard/main.py").is_file(), "TensorBoard is not installed in {}: run `make tensorboard` (`make test` does)", tb.display());
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("smoke/face/cpu-r0");
+    let mut w = EventWriter::create(&run).unwrap();
+    for step in [5u64, 10, 15] {
+        let point = MetricPoint { step, epoch: 1, wall_s: step as f64, split: Split::Train, loss: 1.0 / step as f64, accuracy: 0.5 };
+        w.add_metric_point(&point, &[]).unwrap();
+    }
+    w.flush().unwrap();
+
+    let mut server = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .args(["-m", "tensorboard.main", "--logdir"])
+        .arg(dir.path())
+        .args(["--host", "127.0.0.1", "--port", "0", "--load_fast", "false", "--reload_interval", "1"])
+        .env("PYTHONPATH", &tb)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start TensorBoard");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = server.stderr.take().unwrap();
+    let server = Kill(server);
+    // "TensorBoard 2.20.0 at http://127.0.0.1:PORT/ (Press CTRL+C to quit)"
+    let mut said = String::new();
+    let mut port = None;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+            port = rest.split('/').next().and_then(|p| p.parse::<u16>().ok());
+            break;
+        }
+    }
+    let port = port.unwrap_or_else(|| panic!("TensorBoard did not say where it serves:\n{said}"));
+    let get = |path: &str| -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    let path = "/data/plugin/scalars/scalars?run=smoke/face/cpu-r0&tag=train/loss";
+    let mut answer = String::new();
+    for _ in 0..120 {
+        answer = get(path);
+        if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    drop(server);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_else(|| panic!("no answer from TensorBoard: {answer}"));
+    let points: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"));
+    let steps: Vec<i64> = points.as_array().unwrap().iter().map(|p| p[1].as_i64().unwrap()).collect();
+    assert_eq!(steps, [5, 10, 15], "{points}");
+    assert!((points[2][2].as_f64().unwrap() - 1.0 / 15.0).abs() < 1e-6, "{points}");
+}
