@@ -21,7 +21,7 @@ use emotionet::models::{InferenceError, InferenceModel, InferenceOptions, ModelK
 use emotionet::pjrt::{self, Backend, Client, ClientOptions};
 use emotionet::records::HierarchyEval;
 use emotionet::tensor::HostTensor;
-use emotionet::train::checkpoint::{Checkpoint, CheckpointDir};
+use emotionet::checkpoint::{Checkpoint, CheckpointDir};
 use emotionet::train::{TrainOptions, train};
 
 struct Fixture {

@@ -17,7 +17,7 @@ use crate::lock::OutputLock;
 use crate::models::ModelKind;
 use crate::records::{Confusion, HIERARCHY_FILE, HierarchyEval, RECORD_FILE, RunRecord, RunStatus, SourceTable};
 use crate::report::paper::PAPER_TABLE_I;
-use crate::train::checkpoint::META_EXPERIMENT_HASH;
+use crate::checkpoint::META_EXPERIMENT_HASH;
 
 use super::trained::{TrainedModels, TrainedModelsArgs};
 

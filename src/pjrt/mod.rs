@@ -53,7 +53,8 @@ pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
 pub use cuda::{CudaPlugin, GpuProblem, Preloaded, minimum_driver, preload};
 pub use error::{ErrorCode, PjrtError, Result};
-pub use executable::{LoadedExecutable, Program, TensorSpec};
+pub use crate::program::{Program, TensorSpec};
+pub use executable::LoadedExecutable;
 
 /// Loads the plugin for `backend` (or `plugin`, if given) and creates a
 /// client. A GPU plugin first gets its CUDA libraries preloaded, and a
