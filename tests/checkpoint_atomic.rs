@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use emotionet::tensor::HostTensor;
 use emotionet::checkpoint::{self, Checkpoint, CheckpointDir, CheckpointError, Integrity};
+use emotionet::tensor::HostTensor;
 
 fn checkpoint(step: u64) -> Checkpoint {
     let w: Vec<f32> = (0..2 * 3 * 5 * 5).map(|i| (i as f32 + step as f32) * 0.01 - 0.5).collect();

@@ -72,7 +72,12 @@ impl TpuClient {
             .with_attempt_timeout(config.call_timeout)
             .build()
             .await
-            .map_err(|e| CloudError::Transport { url: base.clone(), resource: "client setup".into(), message: crate::errors::chain_text(&e), timed_out: false })?;
+            .map_err(|e| CloudError::Transport {
+                url: base.clone(),
+                resource: "client setup".into(),
+                message: crate::errors::chain_text(&e),
+                timed_out: false,
+            })?;
         Ok(TpuClient { tpu, base, credentials })
     }
 

@@ -31,8 +31,8 @@ pub mod state;
 pub mod timestamp;
 pub mod vm;
 
-pub use api::{Node, NodeExt, NodeState, Operation, QueuedResource, QueuedResourceExt, QueuedState};
 pub use crate::google::{AuthConfig, AuthMode};
+pub use api::{Node, NodeExt, NodeState, Operation, QueuedResource, QueuedResourceExt, QueuedState};
 pub use campaign::{CampaignPlan, CampaignReport, LogEnd, fetch, logs, run_campaign};
 pub use client::{ClientConfig, TpuClient, WaitOptions};
 pub use error::{CloudError, Result};

@@ -16,11 +16,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint::{Checkpoint, CheckpointDir, CheckpointError};
 use crate::graph::optim::Optimizer;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, OptionOverride, PjrtError};
 use crate::records::CHECKPOINT_DIR;
 use crate::tensor::{DType, HostTensor, TensorError};
-use crate::checkpoint::{Checkpoint, CheckpointDir, CheckpointError};
 
 use super::architecture::{Architecture, ConvChoice, ModelKind};
 use super::programs::{Precision, ProgramSpec};

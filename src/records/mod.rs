@@ -22,8 +22,8 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::fsutil::{self, FsError};
 pub use crate::backend::Backend;
+use crate::fsutil::{self, FsError};
 
 mod confusion;
 mod hierarchy;

@@ -84,8 +84,9 @@ impl Bucket {
         let setup = |message: String| StorageError::Setup { endpoint: config.endpoint.clone(), message };
         let credentials = match config.credentials.clone() {
             Some(c) => c,
-            None => crate::google::auth::adc_credentials(&crate::google::AuthConfig::default())
-                .map_err(|e| StorageError::Credentials { message: e.to_string() })?,
+            None => {
+                crate::google::auth::adc_credentials(&crate::google::AuthConfig::default()).map_err(|e| StorageError::Credentials { message: e.to_string() })?
+            }
         };
         let storage = Storage::builder()
             .with_endpoint(config.endpoint.clone())
@@ -263,8 +264,14 @@ impl Bucket {
         let headers = self.auth_headers().await?;
         let failed = |status: Option<u16>, message: String| StorageError::Service { action: "deleting", url: self.url(key), status, message };
         let stale = || StorageError::PreconditionFailed { url: self.url(key), message: format!("it is no longer generation {generation}") };
-        let current =
-            self.http.get(&url).headers(headers.clone()).query(&[("fields", "generation")]).send().await.map_err(|e| failed(None, crate::errors::chain_text(&e)))?;
+        let current = self
+            .http
+            .get(&url)
+            .headers(headers.clone())
+            .query(&[("fields", "generation")])
+            .send()
+            .await
+            .map_err(|e| failed(None, crate::errors::chain_text(&e)))?;
         match current.status().as_u16() {
             404 => return Ok(()),
             200 => {

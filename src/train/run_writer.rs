@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::checkpoint::{Checkpoint, CheckpointDir, META_EPOCH, META_EXPERIMENT_HASH, META_INPUT_PIPELINE};
 use super::tensorboard::EventWriter;
 use super::trainer::Interrupted;
+use crate::checkpoint::{Checkpoint, CheckpointDir, META_EPOCH, META_EXPERIMENT_HASH, META_INPUT_PIPELINE};
 use crate::data::PipelineState;
 use crate::records::{Confusion, MetricPoint, MetricsLog, RunPaths, RunRecord, RunStatus, SourceEval, SplitMetrics, Timing, now_rfc3339};
 

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 
-use crate::checkpoint::{Checkpoint, META_INPUT_PIPELINE};
 use super::run_writer::{Opened, RunStart, RunWriter};
 use super::step_clock::{Fetch, PendingStep, StepClock};
+use crate::checkpoint::{Checkpoint, META_INPUT_PIPELINE};
 use crate::data::{EvalBatches, PipelineState, PrepOptions, PreparedSet, TrainPipeline, prepare};
 use crate::experiment::{BackendConfig, Experiment, ModelTraining};
 use crate::models::{BatchUploader, DeviceBatch, ModelKind, SessionConfig, StepMetrics, TrainSession};
