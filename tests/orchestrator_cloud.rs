@@ -326,12 +326,16 @@ fn the_cpu_vs_tpu_campaign_goes_from_cloud_up_to_one_report() {
     let same_work = section("2.").split("### Ours against the paper's").next().unwrap();
     assert!(!same_work.contains("| face | paper-cpu | TPU"), "a stand-in gives no speedup row: {report}");
     assert!(
-        same_work.contains("The same work also ran on a stand-in (face model of `paper-cpu` on TPU stand-in (cpu ×1)") && same_work.contains("gives no speedup"),
+        same_work.contains("The same work also ran on a stand-in (face model of `paper-cpu` on TPU stand-in (cpu ×1)")
+            && same_work.contains("gives no speedup"),
         "the speedup section says why there is no TPU speedup: {report}"
     );
     // 3: every group: both models, on the CPU and on the (stand-in) TPU.
     for (model, platform, experiment) in [("face", "CPU", "paper-cpu"), ("face", "TPU", "paper-cpu"), ("emotion", "TPU", "paper-tpu")] {
-        assert!(section("3.").lines().any(|l| l.starts_with(&format!("| {model} | {platform} (")) && l.contains(&format!("| {experiment} |"))), "{model} {platform} {experiment}: {report}");
+        assert!(
+            section("3.").lines().any(|l| l.starts_with(&format!("| {model} | {platform} (")) && l.contains(&format!("| {experiment} |"))),
+            "{model} {platform} {experiment}: {report}"
+        );
     }
     for n in ["4.", "5.", "6."] {
         assert!(section(n).contains("paper-cpu") || section(n).contains(".svg"), "section {n} is empty: {report}");
