@@ -54,7 +54,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             }
             _ => String::new(),
         };
-        anyhow::anyhow!("cannot build the report of {}: {}{hint}", args.runs_dir.display(), crate::errors::chain_text(&anyhow::Error::new(e)))
+        anyhow::anyhow!("cannot build the report of {}: {}{hint}", args.runs_dir.display(), crate::errors::chain_text(&e))
     })?;
     if summary.skipped > 0 {
         eprintln!("warning: {} invalid file(s) skipped; they are listed in the report", summary.skipped);
