@@ -611,7 +611,7 @@ pub fn run_input(case: &InputCase) -> anyhow::Result<InputResult> {
     let mut rng = crate::rng::Rng::new(7);
     let pixels: Vec<u8> = (0..count * side * side).map(|_| rng.next_u64() as u8).collect();
     let split = PreparedSplit { split: Split::Train, image_size: case.size, pixels, labels: (0..count as i32).map(|i| i % 2).collect(), info: Vec::new() };
-    let config = PipelineConfig { augment: case.augment, normalize: Normalization::MinusOneOne, ..PipelineConfig::new(case.batch, 1) };
+    let config = PipelineConfig { augment: case.augment, normalize: Normalization::MinusOneOne, threads: case.threads, ..PipelineConfig::new(case.batch, 1) };
     let t = Instant::now();
     let mut pipeline = TrainPipeline::new(std::sync::Arc::new(split), config)?;
     let mut image_bytes = 0;

@@ -86,7 +86,7 @@ fn bench_input_times_the_pipeline_alone_per_augmentation_and_thread_count() {
         assert!(v["machine"]["cores"].as_u64().unwrap() >= 1 && !v["machine"]["cpu"].as_str().unwrap().is_empty());
         assert_eq!(v["image_bytes_per_batch"].as_u64().unwrap(), 8 * 32 * 32 * v["bytes_per_pixel"].as_u64().unwrap());
     }
-    assert_eq!(lines[2]["augmentation"]["blur_sigma"].as_f64(), Some(0.800000011920929));
+    assert_eq!(lines[2]["augmentation"]["blur_sigma"].as_f64(), Some(0.8));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("machine: ") && stdout.contains("img/s/core"), "{stdout}");
 
