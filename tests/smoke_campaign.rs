@@ -12,7 +12,7 @@ use std::process::Command;
 /// face 93.7%, emotion 90.4% (trivial baselines: 60% and 71%).
 const FACE_MIN: f64 = 0.85;
 const EMOTION_MIN: f64 = 0.80;
-/// The face model on the 60 held-out real LFW subset images (README target
+/// The face model on the 60 held-out real LFW subset images (docs/results.md target
 /// 95%; seen here: 100%), with room for another CPU's rounding.
 const REAL_FACE_MIN: f64 = 0.9;
 
