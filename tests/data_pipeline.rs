@@ -157,7 +157,8 @@ fn a_batch_the_producer_cannot_make_is_an_error_with_its_cause() {
 #[test]
 fn batches_are_the_same_bit_for_bit_whatever_the_thread_count_and_resume_exactly() {
     let data = Arc::new(split(60, 12));
-    let every = Augmentation { flip: true, max_shift_px: 2, scale: 0.1, rotate_deg: 8.0, blur_sigma: 1.0, contrast: 0.2, brightness: 0.1, gamma: 0.3, noise: 0.05 };
+    let every =
+        Augmentation { flip: true, max_shift_px: 2, scale: 0.1, rotate_deg: 8.0, blur_sigma: 1.0, contrast: 0.2, brightness: 0.1, gamma: 0.3, noise: 0.05 };
     let flip_shift = Augmentation { flip: true, max_shift_px: 3, ..Augmentation::default() };
     for augment in [Augmentation::default(), flip_shift, every] {
         let config = |threads| PipelineConfig { augment, normalize: Normalization::MinusOneOne, threads, ..PipelineConfig::new(8, 5) };

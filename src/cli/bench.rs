@@ -217,8 +217,9 @@ fn run_input(args: &BenchArgs) -> anyhow::Result<()> {
         "demo" => vec![("demo".into(), bench::demo_augmentation())],
         "both" => vec![("off".into(), Augmentation::default()), ("demo".into(), bench::demo_augmentation())],
         yaml => {
-            let a: Augmentation = serde_yaml::from_str(yaml)
-                .with_context(|| format!("--augment {yaml:?}: expected off, demo, both or a YAML map of augmentation settings (flip, max_shift_px, scale, ...)"))?;
+            let a: Augmentation = serde_yaml::from_str(yaml).with_context(|| {
+                format!("--augment {yaml:?}: expected off, demo, both or a YAML map of augmentation settings (flip, max_shift_px, scale, ...)")
+            })?;
             a.validate(size).with_context(|| format!("--augment {yaml:?}"))?;
             vec![("custom".into(), a)]
         }
@@ -227,7 +228,13 @@ fn run_input(args: &BenchArgs) -> anyhow::Result<()> {
     let threads: Vec<usize> = match &args.threads {
         Some(list) => list
             .split(',')
-            .map(|t| t.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| anyhow::anyhow!("--threads {list:?}: expected positive numbers separated by commas")))
+            .map(|t| {
+                t.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| anyhow::anyhow!("--threads {list:?}: expected positive numbers separated by commas"))
+            })
             .collect::<anyhow::Result<_>>()?,
         None if cores > 1 => vec![1, cores],
         None => vec![1],

@@ -362,9 +362,7 @@ fn assemble(
     let rows = &mut bytes[..indices.len() * n * 4];
     match pool {
         Some(pool) => pool.install(|| {
-            rows.par_chunks_mut(n * 4)
-                .enumerate()
-                .for_each_init(|| (vec![0f32; n], vec![0u8; n]), |(unit, grey), (row, dst)| make_row(row, dst, unit, grey))
+            rows.par_chunks_mut(n * 4).enumerate().for_each_init(|| (vec![0f32; n], vec![0u8; n]), |(unit, grey), (row, dst)| make_row(row, dst, unit, grey))
         }),
         None => {
             let (mut unit, mut grey) = (vec![0f32; n], vec![0u8; n]);
@@ -378,11 +376,7 @@ fn assemble(
         *label = split.labels[i];
     }
     let dims = [batch_size as i64, side as i64, side as i64, 1];
-    Ok(Batch {
-        images: HostTensor::from_bytes(DType::F32, &dims, bytes)?,
-        labels: HostTensor::from_i32(&[batch_size as i64], &labels)?,
-        valid: indices.len(),
-    })
+    Ok(Batch { images: HostTensor::from_bytes(DType::F32, &dims, bytes)?, labels: HostTensor::from_i32(&[batch_size as i64], &labels)?, valid: indices.len() })
 }
 
 /// Eval batches in split order; the last one is padded and has `valid < B`
