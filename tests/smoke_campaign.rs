@@ -55,7 +55,7 @@ fn the_smoke_campaign_trains_both_models_and_writes_everything() {
             let accuracy = real["accuracy"].as_f64().unwrap();
             assert!(accuracy >= REAL_FACE_MIN, "face model on the real LFW subset: {accuracy} < {REAL_FACE_MIN}");
         }
-        let checkpoints = emotionet::train::CheckpointDir::new(dir.join("checkpoints"), 1).unwrap();
+        let checkpoints = emotionet::checkpoint::CheckpointDir::new(dir.join("checkpoints"), 1).unwrap();
         assert_eq!(checkpoints.latest().unwrap().expect("a checkpoint").step, record["steps_done"].as_u64().unwrap());
     }
     let hierarchy = json(&out.join("smoke/hierarchy/cpu-r0/hierarchy.json"));
