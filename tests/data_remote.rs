@@ -260,14 +260,15 @@ fn the_real_data_tpu_experiment_reads_its_datasets_from_the_bucket_it_names() {
     assert!(err.contains("gs://BUCKET/emotionet/lfw") && err.contains("not a Cloud Storage bucket name"), "{err}");
 
     let emulator = Emulator::start(&["my-data"]);
-    upload(&emulator.host, "gs://my-data/emotionet", &[
-        ("lfw/Ann/Ann_0001.jpg".into(), b"a".to_vec()),
-        ("SUN397/a/abbey/sun_1.jpg".into(), b"b".to_vec()),
-        ("KDEF/AF01/AF01HAS.JPG".into(), b"c".to_vec()),
-    ]);
+    upload(
+        &emulator.host,
+        "gs://my-data/emotionet",
+        &[("lfw/Ann/Ann_0001.jpg".into(), b"a".to_vec()), ("SUN397/a/abbey/sun_1.jpg".into(), b"b".to_vec()), ("KDEF/AF01/AF01HAS.JPG".into(), b"c".to_vec())],
+    );
     let dir = tempfile::tempdir().unwrap();
     let named = dir.path().join("paper-tpu-real.yaml");
-    let text = std::fs::read_to_string(&file).unwrap().replace("BUCKET", "my-data").replace("cache_dir: data/cache", &format!("cache_dir: {}", dir.path().display()));
+    let text =
+        std::fs::read_to_string(&file).unwrap().replace("BUCKET", "my-data").replace("cache_dir: data/cache", &format!("cache_dir: {}", dir.path().display()));
     std::fs::write(&named, text).unwrap();
     let experiment = emotionet::experiment::Experiment::from_file(&named).unwrap();
     let copies = copy_of(&emulator.host, &experiment.data);

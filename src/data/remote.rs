@@ -90,7 +90,7 @@ pub fn localize(config: &DataConfig) -> Result<Localized> {
         return Ok(Localized { config: config.clone(), copies: Vec::new() });
     }
     let storage = StorageConfig::from_env(|| {
-        crate::cloud::auth::credentials(&crate::cloud::AuthConfig::default()).map_err(|e| StorageError::Credentials { message: e.to_string() })
+        crate::google::auth::credentials(&crate::google::AuthConfig::default()).map_err(|e| StorageError::Credentials { message: e.to_string() })
     })
     .map_err(|e| DataError::Remote { url: bucket_sources(config).join(", "), local: config.cache_dir.join("gcs"), message: e.to_string() })?;
     localize_with(config, storage)
