@@ -341,9 +341,13 @@ fn distinct<T: Ord + ToString>(values: impl IntoIterator<Item = T>) -> String {
     set.iter().map(ToString::to_string).collect::<Vec<_>>().join(" / ")
 }
 
+/// What makes runs repeats of each other: model, experiment, the platform
+/// that ran them, the backend a stand-in played, and the precision.
+type GroupKey = (ModelKind, String, u8, Option<u8>, u8);
+
 /// Groups the runs and computes every derived figure.
 pub fn analyse(scan: &Scan) -> Analysis {
-    let mut keyed: BTreeMap<(ModelKind, String, u8, Option<u8>, u8), Vec<usize>> = BTreeMap::new();
+    let mut keyed: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
     for (i, run) in scan.runs.iter().enumerate() {
         let r = &run.record;
         let ran = RanOn::of(r);
