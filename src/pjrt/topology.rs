@@ -24,7 +24,7 @@ use std::sync::Arc;
 use super::api::{Api, NamedValue, raw_named_values, read_named_values, read_str};
 use super::compile::CompileOptions;
 use super::error::{PjrtError, Result};
-use super::executable::Program;
+use crate::program::Program;
 use super::ffi::{self, StructSize};
 
 /// The environment libtpu needs to compile with no TPU present (measured
