@@ -67,17 +67,13 @@ fn v3_request(programs: Vec<ProgramRequest>) -> Request {
 /// its 0.12 GB stands for anything in [0.115, 0.125) GB (ours: 0.1164).
 fn near(what: &str, got: f64, want: f64, printed_unit: f64) {
     let off = (got - want).abs();
-    assert!(
-        off <= (0.02 * want).max(printed_unit / 2.0),
-        "{what}: {got:.4e}, measured through JAX {want:.4e} ({:.1}% off)",
-        off / want * 100.0
-    );
+    assert!(off <= (0.02 * want).max(printed_unit / 2.0), "{what}: {got:.4e}, measured through JAX {want:.4e} ({:.1}% off)", off / want * 100.0);
 }
 
 #[test]
 fn golden_and_100x100_programs_compile_for_a_v3_with_the_measured_figures() {
     let dir = scratch();
-    let mut programs = vec![
+    let programs = vec![
         golden("face_256_b128_r8", 8),
         golden("emotion_256_b128_r8", 8),
         golden("face_256_b128_r8_bf16", 8),

@@ -52,12 +52,7 @@ pub fn compile_report(
     let exe = std::env::current_exe().context("finding the emotionet binary to run the compile worker")?;
     let scratch = std::env::temp_dir().join("emotionet-tpu-compile");
     let response = tpu::worker::run(&exe, &request, &scratch).with_context(|| format!("compiling for {} ({})", target.accelerator_type, target.topology))?;
-    anyhow::ensure!(
-        response.programs.len() == planned.len(),
-        "the compile worker answered for {} programs of {}",
-        response.programs.len(),
-        planned.len()
-    );
+    anyhow::ensure!(response.programs.len() == planned.len(), "the compile worker answered for {} programs of {}", response.programs.len(), planned.len());
     Ok(tpu::report(experiment, target, libtpu, &planned, &response))
 }
 
@@ -83,10 +78,22 @@ fn gb(bytes: f64) -> String {
 
 fn print_report(r: &CompileReport, target: &Target) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let options = if r.create_options.is_empty() { String::new() } else { format!(" + {}", r.create_options.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")) };
-    writeln!(out, "{} on {} (topology {}{options}: {} devices, {}; libtpu {})", r.experiment, r.accelerator_type, r.topology, r.devices, r.device_kind, r.platform_version)?;
+    let options = if r.create_options.is_empty() {
+        String::new()
+    } else {
+        format!(" + {}", r.create_options.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+    };
+    writeln!(
+        out,
+        "{} on {} (topology {}{options}: {} devices, {}; libtpu {})",
+        r.experiment, r.accelerator_type, r.topology, r.devices, r.device_kind, r.platform_version
+    )?;
     if target.hosts > 1 {
-        writeln!(out, "note: a {} is {} hosts; emotionet runs on single-host slices only, so this shows what it would compile to", r.accelerator_type, target.hosts)?;
+        writeln!(
+            out,
+            "note: a {} is {} hosts; emotionet runs on single-host slices only, so this shows what it would compile to",
+            r.accelerator_type, target.hosts
+        )?;
     }
     writeln!(
         out,
@@ -110,7 +117,9 @@ fn print_report(r: &CompileReport, target: &Target) -> anyhow::Result<()> {
             Some(m) => (gb(m.arguments as f64), gb(m.outputs as f64), gb(m.aliased as f64), gb(m.temp as f64), gb(m.generated_code as f64)),
             None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
-        let total = p.memory_total_bytes.map_or("-".into(), |t| format!("{:.2} / {:.2}{}", t as f64 / (1u64 << 30) as f64, p.hbm_bytes / (1u64 << 30) as f64, if p.fits { "" } else { " (too big)" }));
+        let total = p.memory_total_bytes.map_or("-".into(), |t| {
+            format!("{:.2} / {:.2}{}", t as f64 / (1u64 << 30) as f64, p.hbm_bytes / (1u64 << 30) as f64, if p.fits { "" } else { " (too big)" })
+        });
         writeln!(
             out,
             "| {} | {} | {} | {} | {} | {:.1} | {args} | {outs} | {alias} | {temp} | {code} | {total} | {} | {} | {} | {} |",
@@ -129,7 +138,8 @@ fn print_report(r: &CompileReport, target: &Target) -> anyhow::Result<()> {
     writeln!(out)?;
     match r.predicted_train_s {
         Some(s) => {
-            let steps: Vec<String> = r.programs.iter().filter(|p| p.role == tpu::Role::TrainStep).map(|p| format!("{} {} steps", p.model, p.runs.unwrap_or(0))).collect();
+            let steps: Vec<String> =
+                r.programs.iter().filter(|p| p.role == tpu::Role::TrainStep).map(|p| format!("{} {} steps", p.model, p.runs.unwrap_or(0))).collect();
             writeln!(out, "predicted TPU time: {:.1} s ({})", s, steps.join(", "))?;
             if r.predicted_cost.is_empty() {
                 writeln!(out, "predicted cost: - (the price table has no {})", r.accelerator_type)?;

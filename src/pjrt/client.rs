@@ -175,7 +175,8 @@ impl Client {
         // SAFETY: the named values (and the strings and lists they point to)
         // live until the call returns; every option's type was checked above
         // against what the plugins read.
-        let raw = unsafe { call!(api, PJRT_Client_Create, PJRT_Client_Create_Args { create_options: raw_values.as_ptr(), num_options: raw_values.len() }) }?.client;
+        let raw =
+            unsafe { call!(api, PJRT_Client_Create, PJRT_Client_Create_Args { create_options: raw_values.as_ptr(), num_options: raw_values.len() }) }?.client;
 
         // From here on the client is owned by `inner` and destroyed on error.
         let mut inner = ClientInner { api, raw, platform_name: String::new(), platform_version: String::new(), devices: vec![] };

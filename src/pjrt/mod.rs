@@ -44,9 +44,9 @@ mod compile;
 mod cuda;
 mod error;
 mod executable;
-mod topology;
 #[allow(unsafe_op_in_unsafe_fn)]
 mod ffi;
+mod topology;
 
 pub use crate::program::{Program, TensorSpec};
 pub use api::{Api, HEADER_VERSION, NamedValue};

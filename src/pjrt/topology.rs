@@ -24,15 +24,16 @@ use std::sync::Arc;
 use super::api::{Api, NamedValue, raw_named_values, read_named_values, read_str};
 use super::compile::CompileOptions;
 use super::error::{PjrtError, Result};
-use crate::program::Program;
 use super::ffi::{self, StructSize};
+use crate::program::Program;
 
 /// The environment libtpu needs to compile with no TPU present (measured
 /// with libtpu 0.0.30): no metadata-server query, this host as the only
 /// worker (without it libtpu logs an INVALID_ARGUMENT error about worker
 /// hostnames), and no `/tmp/libtpu_lockfile` check, so several compiles
 /// (and a real client elsewhere) may load the library at once.
-pub const LIBTPU_COMPILE_ONLY_ENV: &[(&str, &str)] = &[("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "true")];
+pub const LIBTPU_COMPILE_ONLY_ENV: &[(&str, &str)] =
+    &[("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "true")];
 
 /// The variables of [`LIBTPU_COMPILE_ONLY_ENV`] that this process lacks or
 /// has with another value (empty: ready for compile-only work).
@@ -142,7 +143,8 @@ impl Topology {
         // SAFETY: as above.
         let platform_version = unsafe { read_str(version.platform_version, version.platform_version_size) };
         // SAFETY: as above.
-        let descs = unsafe { call!(api, PJRT_TopologyDescription_GetDeviceDescriptions, PJRT_TopologyDescription_GetDeviceDescriptions_Args { topology: raw }) }?;
+        let descs =
+            unsafe { call!(api, PJRT_TopologyDescription_GetDeviceDescriptions, PJRT_TopologyDescription_GetDeviceDescriptions_Args { topology: raw }) }?;
         let desc_ptrs: Vec<*mut ffi::PJRT_DeviceDescription> = if descs.num_descriptions == 0 || descs.descriptions.is_null() {
             vec![]
         } else {

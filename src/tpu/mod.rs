@@ -333,12 +333,19 @@ pub fn report(experiment: &Experiment, target: &Target, plugin: &Path, planned: 
         .collect();
     let refusals: Vec<String> = programs.iter().filter_map(|p| p.refusal(target)).collect();
     let train: Vec<&ProgramFigures> = programs.iter().filter(|p| p.role == Role::TrainStep).collect();
-    let predicted_train_s =
-        if refusals.is_empty() && train.iter().all(|p| p.roofline_step_s.is_some()) { Some(train.iter().map(|p| p.roofline_step_s.unwrap_or(0.0) * p.runs.unwrap_or(0) as f64).sum()) } else { None };
+    let predicted_train_s = if refusals.is_empty() && train.iter().all(|p| p.roofline_step_s.is_some()) {
+        Some(train.iter().map(|p| p.roofline_step_s.unwrap_or(0.0) * p.runs.unwrap_or(0) as f64).sum())
+    } else {
+        None
+    };
     let predicted_cost = match predicted_train_s {
         Some(s) => crate::cloud::cost::prices(target.accelerator_type)
             .into_iter()
-            .map(|(region, on_demand, spot)| PredictedCost { region: region.to_string(), on_demand_usd: on_demand * s / 3600.0, spot_usd: spot.map(|r| r * s / 3600.0) })
+            .map(|(region, on_demand, spot)| PredictedCost {
+                region: region.to_string(),
+                on_demand_usd: on_demand * s / 3600.0,
+                spot_usd: spot.map(|r| r * s / 3600.0),
+            })
             .collect(),
         None => vec![],
     };

@@ -192,8 +192,10 @@ fn compile_all(request: &Request) -> anyhow::Result<Response> {
 }
 
 fn compile_one(topology: &Topology, request: &ProgramRequest) -> ProgramResult {
-    let mut result = ProgramResult { name: request.name.clone(), compile_s: 0.0, error: None, memory: None, cost: None, serialized: None, serialized_bytes: None };
-    let options = if request.device_ids.len() == 1 { CompileOptions::single_device(request.device_ids[0]) } else { CompileOptions::replicated(&request.device_ids) };
+    let mut result =
+        ProgramResult { name: request.name.clone(), compile_s: 0.0, error: None, memory: None, cost: None, serialized: None, serialized_bytes: None };
+    let options =
+        if request.device_ids.len() == 1 { CompileOptions::single_device(request.device_ids[0]) } else { CompileOptions::replicated(&request.device_ids) };
     let program = Program::stablehlo(request.name.clone(), request.text.as_bytes().to_vec());
     let started = Instant::now();
     let compiled = topology.compile(&program, &options);
