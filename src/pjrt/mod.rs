@@ -41,10 +41,16 @@ mod buffer;
 mod client;
 mod compile;
 mod cuda;
+mod custom_call;
+#[allow(unsafe_op_in_unsafe_fn)]
+mod dnnl_ffi;
 mod error;
 mod executable;
 #[allow(unsafe_op_in_unsafe_fn)]
 mod ffi;
+mod onednn;
+#[allow(unsafe_op_in_unsafe_fn)]
+mod xla_ffi;
 
 pub use api::{Api, HEADER_VERSION, NamedValue};
 pub use backend::{Backend, StandIn, check_platform, deps_dir, plugin_library, resolve_plugin};
@@ -52,8 +58,10 @@ pub use buffer::{Buffer, ReadyEvent};
 pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
 pub use cuda::{CudaPlugin, GpuProblem, Preloaded, minimum_driver, preload};
+pub use custom_call::{has_ffi_extension, register_host_kernels};
 pub use error::{ErrorCode, PjrtError, Result};
 pub use executable::{LoadedExecutable, Program, TensorSpec};
+pub use onednn::{available as onednn_version, implementations as onednn_implementations};
 
 /// Loads the plugin for `backend` (or `plugin`, if given) and creates a
 /// client. A GPU plugin first gets its CUDA libraries preloaded, and a
