@@ -509,8 +509,8 @@ pub struct OnednnRepro {
     pub got_onednn: Vec<f64>,
 }
 
-/// The smallest program that shows the finding of the README's Speed
-/// section: a fused training step whose dots XLA may hand to oneDNN.
+/// The smallest program that shows the oneDNN finding of docs/speed.md
+/// ("What XLA needed"): a fused training step whose dots XLA may hand to oneDNN.
 /// `x [32, 64] -> dense 16 (+bias, ReLU) -> dense 4 -> softmax
 /// cross-entropy`, gradients, and one SGD update of both weights; the
 /// outputs are the updated first-layer weights.

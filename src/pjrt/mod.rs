@@ -52,6 +52,7 @@ mod onednn;
 #[allow(unsafe_op_in_unsafe_fn)]
 mod xla_ffi;
 
+pub use crate::program::{Program, TensorSpec};
 pub use api::{Api, HEADER_VERSION, NamedValue};
 pub use backend::{Backend, StandIn, check_platform, deps_dir, plugin_library, resolve_plugin};
 pub use buffer::{Buffer, ReadyEvent};
@@ -60,7 +61,7 @@ pub use compile::{CompileOptions, OptionOverride};
 pub use cuda::{CudaPlugin, GpuProblem, Preloaded, minimum_driver, preload};
 pub use custom_call::{has_ffi_extension, register_host_kernels};
 pub use error::{ErrorCode, PjrtError, Result};
-pub use executable::{LoadedExecutable, Program, TensorSpec};
+pub use executable::LoadedExecutable;
 pub use onednn::{available as onednn_version, implementations as onednn_implementations};
 
 /// Loads the plugin for `backend` (or `plugin`, if given) and creates a
