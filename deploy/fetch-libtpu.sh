@@ -7,6 +7,11 @@
 # WHEEL_DIR unless a copy with the right SHA-256 is there, checks its SHA-256,
 # and extracts libtpu/libtpu.so to SO_PATH (through a temporary name and a
 # rename, so SO_PATH is never half written), checking that SHA-256 too.
+# An existing SO_PATH is trusted only by its own SHA-256: SO_PATH.sha256
+# keeps "SHA-256 SIZE MTIME" of the file it was computed from, so while the
+# size and mtime are unchanged the 640 MB are not read again; when either
+# changed (or the stamp is older or missing) the library is hashed, and a
+# mismatch extracts it afresh.
 # No pip and no particular Python version is needed: curl, sha256sum and any
 # python3 (for the zip). `make tpu-plugin` and `emotionet cloud run`'s setup
 # on the TPU VM both use this script.
@@ -25,10 +30,23 @@ for tool in curl sha256sum python3; do
 done
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+# "SIZE MTIME" of a file (GNU stat).
+size_mtime() { stat -c '%s %Y' "$1"; }
+# Records that $so_path, as it is now, has the pinned SHA-256.
+stamp() { echo "$LIBTPU_SO_SHA256 $(size_mtime "$so_path")" > "$so_path.sha256"; }
 
-if [ -f "$so_path" ] && [ "$(cat "$so_path.sha256" 2>/dev/null)" = "$LIBTPU_SO_SHA256" ]; then
-    echo "libtpu $LIBTPU_VERSION is already at $so_path"
-    exit 0
+if [ -f "$so_path" ]; then
+    if [ "$(cat "$so_path.sha256" 2>/dev/null)" = "$LIBTPU_SO_SHA256 $(size_mtime "$so_path")" ]; then
+        echo "libtpu $LIBTPU_VERSION is already at $so_path (size and mtime as when its SHA-256 was checked)"
+        exit 0
+    fi
+    echo "checking the SHA-256 of $so_path (it changed, or was never checked)"
+    if [ "$(sha_of "$so_path")" = "$LIBTPU_SO_SHA256" ]; then
+        stamp
+        echo "libtpu $LIBTPU_VERSION is already at $so_path"
+        exit 0
+    fi
+    echo "$so_path is not the pinned libtpu $LIBTPU_VERSION (SHA-256 differs); extracting it again"
 fi
 
 mkdir -p "$wheel_dir" "$(dirname "$so_path")"
@@ -60,5 +78,5 @@ if [ "$got" != "$LIBTPU_SO_SHA256" ]; then
     exit 1
 fi
 mv -f "$so_path.part" "$so_path"
-echo "$LIBTPU_SO_SHA256" > "$so_path.sha256"
+stamp
 echo "libtpu $LIBTPU_VERSION (PJRT C API 0.81) is at $so_path"

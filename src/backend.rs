@@ -48,6 +48,11 @@ impl Backend {
         }
     }
 
+    /// The backend whose plugins report `platform`, if any.
+    pub fn of_platform(platform: &str) -> Option<Backend> {
+        [Backend::Cpu, Backend::Gpu, Backend::Tpu].into_iter().find(|b| b.accepts_platform(platform))
+    }
+
     /// Whether a client on `platform` is what this backend asked for.
     pub fn accepts_platform(self, platform: &str) -> bool {
         self.platform_names().iter().any(|p| p.eq_ignore_ascii_case(platform))

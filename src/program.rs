@@ -5,6 +5,8 @@
 //! module sits below both so that neither imports the other. It holds data
 //! and parsing only: it never compiles, loads or runs anything.
 
+use std::collections::BTreeSet;
+
 use crate::tensor::DType;
 
 /// Type and shape of one program input or output.
@@ -58,6 +60,28 @@ impl Program {
         &self.code
     }
 
+    /// The element types of the operands of every `op` in this program's
+    /// StableHLO text (e.g. `stablehlo.convolution`, `stablehlo.dot_general`):
+    /// what the program asks the compiler to compute those ops in. Empty
+    /// for bytecode or a program without such ops.
+    pub fn operand_types(&self, op: &str) -> BTreeSet<DType> {
+        let Ok(text) = std::str::from_utf8(&self.code) else { return BTreeSet::new() };
+        let mut types = BTreeSet::new();
+        for line in text.lines() {
+            let Some(at) = line.find(&format!("= {op}")) else { continue };
+            let rest = &line[at + 2 + op.len()..];
+            if !rest.starts_with(['(', ' ']) {
+                continue; // another op whose name starts with this one
+            }
+            // `... : (tensor<AxBxT>, tensor<CxDxT>) -> tensor<...> loc(...)`
+            let (Some(open), Some(close)) = (rest.rfind(" : ("), rest.rfind(") -> ")) else { continue };
+            if close > open {
+                types.extend(tensor_types(&rest[open + 4..close]).into_iter().flatten());
+            }
+        }
+        types
+    }
+
     /// The declared (or parsed) per-device input signature, if known.
     pub fn inputs(&self) -> Option<&[TensorSpec]> {
         self.inputs.as_deref()
@@ -85,6 +109,37 @@ pub(crate) fn parse_main_signature(text: &str) -> Option<Vec<TensorSpec>> {
         }
     }
     let args = &text[start..end];
+    tensor_specs(args)
+}
+
+/// The element types of the `tensor<...>` types in `text`, in order; `None`
+/// for a type this crate has no [`DType`] for.
+fn tensor_types(text: &str) -> Vec<Option<DType>> {
+    let mut types = Vec::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find("tensor<") {
+        let after = &rest[pos + "tensor<".len()..];
+        let Some(close) = after.find('>') else { break };
+        types.push(after[..close].rsplit('x').next().and_then(dtype_named));
+        rest = &after[close..];
+    }
+    types
+}
+
+/// The MLIR name of an element type, as ours.
+fn dtype_named(name: &str) -> Option<DType> {
+    Some(match name.trim() {
+        "f32" => DType::F32,
+        "f64" => DType::F64,
+        "bf16" => DType::BF16,
+        "i32" => DType::I32,
+        "ui32" => DType::U32,
+        "i1" => DType::Pred,
+        _ => return None,
+    })
+}
+
+fn tensor_specs(args: &str) -> Option<Vec<TensorSpec>> {
     let mut specs = Vec::new();
     let mut rest = args;
     while let Some(pos) = rest.find("tensor<") {
@@ -92,16 +147,7 @@ pub(crate) fn parse_main_signature(text: &str) -> Option<Vec<TensorSpec>> {
         let close = after.find('>')?;
         let body = &after[..close];
         let mut parts: Vec<&str> = body.split('x').collect();
-        let ty = parts.pop()?;
-        let dtype = match ty.trim() {
-            "f32" => DType::F32,
-            "f64" => DType::F64,
-            "bf16" => DType::BF16,
-            "i32" => DType::I32,
-            "ui32" => DType::U32,
-            "i1" => DType::Pred,
-            _ => return None,
-        };
+        let dtype = dtype_named(parts.pop()?)?;
         let dims = parts.iter().map(|d| d.trim().parse::<i64>().ok()).collect::<Option<Vec<_>>>()?;
         specs.push(TensorSpec { dtype, dims });
         rest = &after[close..];
@@ -127,5 +173,18 @@ mod tests {
         );
         assert!(parse_main_signature("func.func @main(%a: tensor<2xf16>)").is_none());
         assert_eq!(parse_main_signature("func.func @main()").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn reads_the_operand_types_of_an_op() {
+        let text = "func.func public @main(%arg0: tensor<2x3xf32>) -> tensor<2x2xf32> {\n\
+            %0 = stablehlo.convert %arg0 : (tensor<2x3xf32>) -> tensor<2x3xbf16> loc(\"a/convert\")\n\
+            %1 = stablehlo.dot_general %0, %0, contracting_dims = [1] x [1] : (tensor<2x3xbf16>, tensor<2x3xbf16>) -> tensor<2x2xbf16> loc(\"a/dot\")\n\
+            %2 = stablehlo.convolution(%0, %0) dim_numbers = [b, 0, f]x[o, 0, i]->[b, 0, f] : (tensor<2x3xf32>, tensor<2x3xbf16>) -> tensor<2x2xf32> loc(\"c\")\n}";
+        let p = Program::stablehlo("t", text);
+        assert_eq!(p.operand_types("stablehlo.dot_general"), BTreeSet::from([DType::BF16]));
+        assert_eq!(p.operand_types("stablehlo.convolution"), BTreeSet::from([DType::F32, DType::BF16]));
+        assert!(p.operand_types("stablehlo.conv").is_empty(), "a prefix of another op's name matches nothing");
+        assert!(p.operand_types("stablehlo.add").is_empty());
     }
 }

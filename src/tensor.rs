@@ -8,7 +8,7 @@ use std::fmt;
 
 /// Element types used by our programs. Kept deliberately small: each one has
 /// a StableHLO spelling, a PJRT buffer type and a host representation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
     F32,

@@ -6,6 +6,7 @@
 //! needs and what to do.
 
 mod cli_support;
+mod skips;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -97,7 +98,10 @@ fn a_resume_skips_a_corrupted_newest_checkpoint_and_goes_on_from_the_one_before(
 #[test]
 fn a_full_disk_names_the_size_of_the_checkpoint_and_the_way_out_with_the_os_error_once() {
     if !Path::new("/dev/full").exists() {
-        eprintln!("no /dev/full here; skipping");
+        skips::not_on_this_machine(
+            "checkpoint_integrity::a_full_disk_names_the_size_of_the_checkpoint_and_the_way_out_with_the_os_error_once",
+            "no /dev/full here, so no real ENOSPC",
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 
 mod cli_support;
 mod cloud_fake;
+mod skips;
 
 use std::path::Path;
 use std::process::Output;
@@ -178,6 +179,18 @@ fn up_status_run_fetch_down_with_a_local_stand_in_vm() {
     let row = status.lines().find(|l| l.starts_with("emotionet-tpu")).unwrap();
     assert!(row.contains("0.00") && row.contains("$0.00 (est.)"), "a VM up for seconds: {row}");
     assert!(status.contains("costs are estimates") && status.contains(emotionet::cloud::cost::PRICE_DATE), "{status}");
+    // A node created 90 minutes ago: 1.50 hours of a spot v3-8 in europe-west4 at the table's $2.24/h
+    // (the seconds the status call itself takes may add a cent: any value over its duration is right).
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let created = now() - 5400;
+    fake.set_create_time("emotionet-tpu", &emotionet::cloud::timestamp::format_rfc3339(created));
+    let status = text(&env.emotionet(&["cloud", "status"]).stdout);
+    let row = status.lines().find(|l| l.starts_with("emotionet-tpu")).unwrap();
+    let costs: Vec<String> = (5400..=now() - created + 1).map(|s| format!("${:.2} (est.)", 2.24 * s as f64 / 3600.0)).collect();
+    assert!(
+        (row.contains(" 1.50 ") || row.contains(" 1.51 ")) && costs.iter().any(|c| row.contains(c.as_str())),
+        "90 minutes of a spot v3-8 in europe-west4, one of {costs:?}: {row}"
+    );
 
     let vm = dir.path().join("vm");
     let run = env.emotionet(&[
@@ -446,9 +459,6 @@ fn the_deploy_guide_uses_only_real_flags_and_its_files_parse() {
         checked += 1;
     }
     assert!(checked >= 30, "only {checked} flags checked");
-    for price in ["$8.00 / hour", "$2.04 / hour", "skypilot-catalog", "prices change"] {
-        assert!(readme.to_lowercase().contains(&price.to_lowercase()), "the guide lost {price:?}");
-    }
 
     for script in ["tpu-startup.sh", "vm-campaign.sh", "vm-setup.sh", "vm-build.sh", "fetch-libtpu.sh"] {
         let syntax = std::process::Command::new("bash").arg("-n").arg(deploy.join(script)).status().unwrap();
@@ -472,7 +482,11 @@ fn the_stand_in_vm_runs_the_real_setup_script() {
     let pin = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/libtpu.env")).unwrap();
     let value = |key: &str| pin.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap().to_string();
     if !wheels.join(value("LIBTPU_WHEEL")).is_file() {
-        eprintln!("SKIPPED: {} is absent; `make tpu-plugin` downloads it (`make test` does it first)", wheels.join(value("LIBTPU_WHEEL")).display());
+        skips::missing_dependency(
+            "cloud_cli::the_stand_in_vm_runs_the_real_setup_script",
+            &wheels.join(value("LIBTPU_WHEEL")).display().to_string(),
+            "`make tpu-plugin` downloads it",
+        );
         return;
     }
     let fake = FakeTpu::start();
@@ -558,8 +572,13 @@ fn a_killed_cloud_run_leaves_the_campaign_running_and_run_again_reattaches() {
     let killed = first.wait_with_output().unwrap();
     cli_support::show(&env.command(&args), &killed);
     let at_kill = checkpoint(&remote_out);
-    std::thread::sleep(std::time::Duration::from_millis(800));
-    assert!(checkpoint(&remote_out) > at_kill, "the campaign stopped with the local cloud run");
+    // The detached campaign goes on writing (a checkpoint every 0.15 s): wait
+    // for the next one, however slow this machine is, instead of a fixed sleep.
+    let waited = std::time::Instant::now();
+    while checkpoint(&remote_out) <= at_kill {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(60), "the campaign stopped with the local cloud run");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     let host = ["--via", "local", "--local-root", vm.to_str().unwrap()];
     let follow = env

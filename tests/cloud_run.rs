@@ -6,6 +6,7 @@
 //! detached on the stand-in (deploy/vm-campaign.sh), as on a real VM.
 
 mod cloud_fake;
+mod skips;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -416,7 +417,10 @@ async fn a_failed_snapshot_or_archive_is_an_error_and_keeps_the_last_good_copy()
     std::fs::write(&stuck, "x").unwrap();
     let immutable = std::process::Command::new("chattr").arg("+i").arg(&stuck).status();
     if !immutable.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED the snapshot part: `chattr +i` does not work on this file system");
+        skips::not_on_this_machine(
+            "cloud_run::a_failed_snapshot_or_archive_is_an_error_and_keeps_the_last_good_copy (its failed-snapshot part)",
+            "`chattr +i` does not work on this file system",
+        );
         return;
     }
     let err = fetch(&good, &plan).await.unwrap_err().to_string();

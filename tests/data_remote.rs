@@ -276,3 +276,42 @@ fn the_real_data_tpu_experiment_reads_its_datasets_from_the_bucket_it_names() {
     assert_eq!(got, [("gs://my-data/emotionet/lfw", 1), ("gs://my-data/emotionet/SUN397", 1), ("gs://my-data/emotionet/KDEF", 1)]);
     assert_eq!(std::fs::read(dir.path().join("gcs/my-data/emotionet/KDEF/AF01/AF01HAS.JPG")).unwrap(), b"c");
 }
+
+/// `data prep --out gs://...` puts the prepared set (cache file and both
+/// reports) in the bucket, byte for byte; a local --out is refused before
+/// any work.
+#[test]
+fn data_prep_out_puts_the_prepared_set_in_a_bucket() {
+    let emulator = Emulator::start(&["datasets"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("data.yaml");
+    std::fs::write(
+        &config,
+        format!("cache_dir: {}\nimage_size: 16\nsource:\n  synthetic: {{faces: 60, non_faces: 40, size: 32}}\n", dir.path().join("cache").display()),
+    )
+    .unwrap();
+    let prep = |out: &str| {
+        let mut cmd = cli_support::command();
+        cmd.args(["data", "prep", "--config", config.to_str().unwrap(), "--task", "face", "--quiet", "--out", out])
+            .env("STORAGE_EMULATOR_HOST", &emulator.host);
+        cli_support::output(&mut cmd)
+    };
+    let done = prep("gs://datasets/prepared/v1");
+    assert!(done.status.success(), "{}", cli_support::text(&done.stderr));
+    let mut names = emulator.names("datasets", "prepared/v1/");
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let cache = names.iter().find(|n| n.ends_with(".emods")).expect("the cache file").clone();
+    assert!(names.iter().any(|n| n.ends_with(".report.json")) && names.iter().any(|n| n.ends_with(".report.txt")), "{names:?}");
+    let local = dir.path().join("cache").join(cache.strip_prefix("prepared/v1/").unwrap());
+    let uploaded = runtime().block_on(async {
+        let bucket = Bucket::connect(Location::parse("gs://datasets").unwrap().gcs().unwrap(), StorageConfig::emulator(&emulator.host)).await.unwrap();
+        bucket.get(&cache).await.unwrap().unwrap().0
+    });
+    assert!(uploaded[..] == std::fs::read(&local).unwrap()[..], "the object is the cache file");
+    assert!(cli_support::text(&done.stdout).contains(&format!("to gs://datasets/{cache}")));
+
+    let refused = prep(dir.path().join("elsewhere").to_str().unwrap());
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(cli_support::text(&refused.stderr).contains("expected gs://BUCKET/PREFIX"), "{}", cli_support::text(&refused.stderr));
+}

@@ -281,6 +281,14 @@ fn bf16_training_tracks_f32() {
     );
     assert!(worst < 0.02, "bf16 loss strays {worst} from f32's");
     assert!(b.last().unwrap().loss < 0.5 * b[0].loss, "bf16 did not learn: {b:?}");
+    // bf16 did something: the train step each session compiled takes bf16
+    // (f32) into every convolution and dot.
+    use std::collections::BTreeSet;
+    for (session, dtype) in [(&bf16_run, DType::BF16), (&f32_run, DType::F32)] {
+        for op in ["stablehlo.convolution", "stablehlo.dot_general"] {
+            assert_eq!(session.train_program().operand_types(op), BTreeSet::from([dtype]), "{op}");
+        }
+    }
     for (name, t) in bf16_run.params_to_host().unwrap().iter().chain(&bf16_run.state_to_host().unwrap()) {
         assert_eq!(t.dtype(), DType::F32, "{name}");
     }

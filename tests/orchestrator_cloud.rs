@@ -63,7 +63,7 @@ fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
             "args": [
                 "--via", "local", "--local-root", vm.to_str().unwrap(),
                 "--setup", "mkdir -p {deps}",
-                "--command", format!("EMOTIONET_PJRT_PLUGIN={} EMOTIONET_DEPS={{deps}} {{bin}} run {{campaign}} --out {{out}} --backend tpu --quiet", stand_in.display()),
+                "--command", format!("EMOTIONET_ALLOW_STAND_IN=1 EMOTIONET_PJRT_PLUGIN={} EMOTIONET_DEPS={{deps}} {{bin}} run {{campaign}} --out {{out}} --backend tpu --quiet", stand_in.display()),
                 "--poll-every", "0.05", "--sync-every", "0.2",
             ],
         },
@@ -104,8 +104,24 @@ fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("campaign-state.json")).unwrap()).unwrap();
     assert_eq!(state["runs"]["tiny/face/tpu/r0"]["status"], "finished");
     let report = std::fs::read_to_string(out.join("report/report.md")).unwrap();
-    assert!(report.contains("cpu") && report.contains("tpu"), "the report compares both backends");
-    assert!(report.contains("TPU stand-in (cpu ×1)"), "the report says a CPU stood in for the TPU: {report}");
+    // The exact rows: the CPU run, and the stand-in's own labelled row (the
+    // platform that ran it, never TPU), in the time table and the run table.
+    let rows = |prefix: &str| report.lines().filter(|l| l.starts_with(prefix)).map(str::to_string).collect::<Vec<_>>();
+    let paper_rows: Vec<String> = rows("| face | CPU (cpu ×1) · tiny |");
+    assert_eq!(paper_rows.len(), 2, "the CPU run against the paper's two set-ups, the stand-in against neither: {report}");
+    let time_rows: Vec<String> = rows("| face | CPU ").into_iter().filter(|l| !paper_rows.contains(l)).collect();
+    assert_eq!(time_rows.len(), 4, "two rows in section 1, two in section 3: {report}");
+    assert!(time_rows[0].starts_with("| face | CPU (cpu ×1) | tiny | 24x24 | 6 |") && time_rows[0].ends_with("| 1 of 1 |"), "{}", time_rows[0]);
+    assert!(
+        time_rows[1].starts_with("| face | CPU standing in for TPU (cpu ×1) | tiny | 24x24 | 6 |") && time_rows[1].ends_with("| 1 of 1 |"),
+        "{}",
+        time_rows[1]
+    );
+    assert!(time_rows[2].starts_with("| face | CPU (cpu) | cpu ×1 | tiny | 24x24 | f32 (conv f32, dot f32) | 8 | 6 |"), "{}", time_rows[2]);
+    assert!(time_rows[3].starts_with("| face | CPU standing in for TPU (cpu) | cpu ×1 | tiny | 24x24 | f32 (conv f32, dot f32) | 8 | 6 |"), "{}", time_rows[3]);
+    assert!(rows("| face | TPU").is_empty() && rows("| face | tiny | TPU").is_empty(), "no row calls it a TPU: {report}");
+    assert!(report.contains("No finished TPU runs"), "a stand-in is no TPU run: {report}");
+    assert!(report.contains("No experiment has finished runs of the same model on CPU and on another platform"), "no CPU-vs-CPU speedup: {report}");
     let down = emotionet(dir.path(), &fake, &["cloud", "--state", state_path(dir.path()).as_str(), "down", "--poll-every", "0.05"]);
     assert!(down.status.success());
 }

@@ -13,8 +13,8 @@ use std::process::Output;
 
 use cli_support::emotionet;
 use emotionet::records::{
-    Backend, Confusion, HierarchyEval, ImageSize, MetricPoint, MetricsLog, ModelKind, Platform, RunConfig, RunPaths, RunProcess, RunRecord, RunStatus,
-    SCHEMA_VERSION, Split, SplitMetrics, Timing,
+    Backend, Confusion, HierarchyEval, ImageSize, MetricPoint, MetricsLog, ModelKind, Platform, Precision, RunConfig, RunPaths, RunProcess, RunRecord,
+    RunStatus, SCHEMA_VERSION, Split, SplitMetrics, Timing,
 };
 
 fn report(runs: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -124,6 +124,8 @@ fn write_run(runs: &Path, s: &Spec) {
             optimizer: "adam".into(),
             learning_rate: Some(1e-3),
             seed: Some(s.repeat as u64),
+            precision: Some(Precision::F32),
+            compute_types: None,
         },
         steps_done,
         resumes: 0,
@@ -470,4 +472,91 @@ fn refuses_to_replace_a_directory_that_is_not_a_report() {
     // Nor the runs directory itself, nor a parent of it.
     assert_eq!(report(&runs, tmp.path(), &[]).status.code(), Some(1));
     assert!(runs.join("smoke/face/cpu/r0/record.json").exists());
+}
+
+/// Issue 24, item 1: a campaign with one stand-in TPU run (the CPU plugin
+/// playing the TPU through a stand-in description, as the cloud tests run
+/// it) beside real CPU runs. Every section of the report keeps it out of the
+/// TPU figures, the speedups, the paper comparison and "TPU present", and
+/// shows it in its own labelled rows.
+#[test]
+fn a_stand_in_tpu_run_is_labelled_and_never_counted_as_a_tpu_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    for model in ModelKind::ALL {
+        write_run(&runs, &spec("paper-cpu", model, Backend::Cpu, 0));
+    }
+    // Asked for the TPU, filed under tpu, ran on the CPU: what a stand-in writes.
+    let mut stand_in = spec("paper-cpu", ModelKind::Face, Backend::Tpu, 0);
+    (stand_in.size, stand_in.devices, stand_in.kind) = (100, 1, "cpu");
+    write_run(&runs, &stand_in);
+    let path = runs.join("paper-cpu/face/tpu/r0/record.json");
+    let mut record = RunRecord::load(&path).unwrap();
+    record.platform.name = "cpu".into();
+    record.save(&path).unwrap();
+
+    let out_dir = tmp.path().join("out");
+    assert!(report(&runs, &out_dir, &[]).status.success());
+    let md = fs::read_to_string(out_dir.join("report.md")).unwrap();
+    let section = |n: &str| -> String {
+        let start = md.find(&format!("\n## {n}")).unwrap_or_else(|| panic!("no section {n}"));
+        let rest = &md[start + 1..];
+        rest[..rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3)].to_string()
+    };
+    let label = "CPU standing in for TPU";
+
+    // Header: three runs in three groups, one of them a stand-in.
+    assert!(md.contains("3 runs (3 finished) in 3 groups (1 of them stand-ins, counted as nothing)"), "{md}");
+    // 1. Its own labelled row in the table, no bar in the chart.
+    let s1 = section("1.");
+    assert!(s1.lines().any(|l| l.starts_with(&format!("| face | {label} (cpu ×1) | paper-cpu |"))), "{s1}");
+    assert!(!s1.lines().any(|l| l.starts_with("| face | TPU")), "{s1}");
+    let chart = fs::read_to_string(out_dir.join("training-time.svg")).unwrap();
+    assert!(!chart.contains("TPU ·") && !chart.contains("stand"), "no stand-in bar: {chart}");
+    assert_eq!(chart.matches("CPU · paper-cpu · 100x100</text>").count(), 2, "one CPU bar per model: {chart}");
+    // 2. No speedup (a CPU against a CPU), no comparison of it with the paper.
+    let s2 = section("2.");
+    assert!(s2.contains("No experiment has finished runs of the same model on CPU and on another platform"), "{s2}");
+    assert!(!s2.contains("TPU ·") && !s2.contains("standing in"), "{s2}");
+    assert!(s2.lines().any(|l| l.starts_with("| face | CPU (cpu ×1) · paper-cpu |")), "the real CPU run is compared: {s2}");
+    // 3. A labelled row, the CPU's platform, no TPU cost.
+    let s3 = section("3.");
+    assert!(s3.lines().any(|l| l.starts_with(&format!("| face | {label} (cpu 0.0.1) | cpu ×1 | paper-cpu |"))), "{s3}");
+    assert!(s3.lines().any(|l| l.starts_with("| face | CPU (cpu 0.0.1) | cpu ×1 | paper-cpu |")), "{s3}");
+    assert!(s3.contains("Rows labelled *standing in for*"), "{s3}");
+    assert!(!s3.contains("Estimated cost of the TPU runs"), "a CPU cost no TPU time: {s3}");
+    // 4. Accuracy next to the paper's: only the real runs.
+    let s4 = section("4.");
+    assert!(!s4.contains("TPU (") && !s4.contains("standing in"), "{s4}");
+    assert!(s4.contains("ours: CPU (cpu ×1) · paper-cpu"), "{s4}");
+    // 5. Its curve, labelled, in the CPU's colours.
+    let curves = fs::read_to_string(out_dir.join("curves-face-loss.svg")).unwrap();
+    assert!(curves.contains(label), "{curves}");
+    // 6. No TPU confusion matrix.
+    let s6 = section("6.");
+    assert!(!s6.contains("TPU"), "{s6}");
+    // 8. The TPU is missing, and the stand-in is explained.
+    let s8 = section("8.");
+    assert!(s8.contains("No finished TPU runs: the TPU rows and bars are absent, not zero."), "{s8}");
+    assert!(s8.contains("No finished GPU runs"), "{s8}");
+    assert!(
+        s8.contains(
+            "Run `paper-cpu/face/tpu/r0` of the face model in experiment `paper-cpu` asked for TPU but ran on CPU (cpu ×1) through a stand-in description"
+        ),
+        "{s8}"
+    );
+    // Appendix: where each run ran.
+    let appendix = section("Appendix");
+    assert!(appendix.lines().any(|l| l.starts_with("| `paper-cpu/face/tpu/r0` |") && l.contains(&format!("| {label} |"))), "{appendix}");
+
+    // report.json: no TPU group, speedup or comparison; the stand-in on its own.
+    let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+    let backends: Vec<&str> = json["groups"].as_array().unwrap().iter().map(|g| g["backend"].as_str().unwrap()).collect();
+    assert_eq!(backends, ["cpu", "cpu"]);
+    assert_eq!(json["stand_in_groups"].as_array().unwrap().len(), 1);
+    assert_eq!((json["stand_in_groups"][0]["backend"].as_str(), json["stand_in_groups"][0]["stand_in_for"].as_str()), (Some("cpu"), Some("tpu")));
+    assert_eq!(json["speedups"].as_array().unwrap().len(), 0);
+    assert!(json["paper_comparisons"].as_array().unwrap().iter().all(|c| c["backend"] == "cpu"));
+    let run = json["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == "paper-cpu/face/tpu/r0").unwrap();
+    assert_eq!(run["ran_on"], serde_json::json!({"backend": "cpu", "stand_in_for": "tpu"}));
 }

@@ -12,6 +12,7 @@
 //! the other (libtpu also holds a lock file while loaded).
 
 mod cli_support;
+mod skips;
 
 use std::path::PathBuf;
 
@@ -24,7 +25,7 @@ fn libtpu() -> Option<PathBuf> {
     if path.is_file() {
         return Some(path);
     }
-    eprintln!("SKIPPED: {} is absent; `make tpu-plugin` fetches it (about 190 MB; `make test` does it first)", path.display());
+    skips::missing_dependency("tpu_plugin", &path.display().to_string(), "`make tpu-plugin` fetches it, about 190 MB");
     None
 }
 

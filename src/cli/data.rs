@@ -75,6 +75,10 @@ pub struct PrepArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also upload the prepared set (its cache file and both reports) to
+    /// this bucket prefix, `gs://BUCKET/PREFIX`, each file as one object.
+    #[arg(long)]
+    pub out: Option<String>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -266,6 +270,16 @@ fn build_config(args: &PrepArgs) -> anyhow::Result<DataConfig> {
 
 fn prep(args: PrepArgs) -> anyhow::Result<()> {
     let config = build_config(&args)?;
+    // Checked before the work: a bad --out is not found out after an hour of decoding.
+    let out_path = match &args.out {
+        None => None,
+        Some(text) => match crate::storage::Location::parse(text).with_context(|| format!("--out {text:?}"))? {
+            crate::storage::Location::Gcs(path) => Some(path),
+            crate::storage::Location::Local(_) => {
+                anyhow::bail!("--out {text:?}: expected gs://BUCKET/PREFIX (the prepared set is already in the cache folder, {})", config.cache_dir.display())
+            }
+        },
+    };
     let task = match args.task {
         TaskName::Face => Task::Face,
         TaskName::Emotion => Task::Emotion { grouping: config.grouping },
@@ -289,6 +303,15 @@ fn prep(args: PrepArgs) -> anyhow::Result<()> {
             writeln!(out, "{line}")?;
         }
     }
+    if let Some(bucket) = &out_path {
+        for line in upload_prepared(bucket, &[&outcome.cache_path, &outcome.report_json, &outcome.report_table])? {
+            if args.json {
+                eprintln!("{line}");
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&outcome.set.report)?)?;
         return Ok(());
@@ -301,6 +324,26 @@ fn prep(args: PrepArgs) -> anyhow::Result<()> {
     }
     writeln!(out, "report: {} and {}", outcome.report_json.display(), outcome.report_table.display())?;
     Ok(())
+}
+
+/// Uploads each file as the object of its name under `bucket`; returns a
+/// line per file saying where it went.
+fn upload_prepared(bucket: &crate::storage::GcsPath, files: &[&std::path::Path]) -> anyhow::Result<Vec<String>> {
+    use crate::storage::{Bucket, StorageConfig, StorageError};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime for Cloud Storage")?;
+    runtime.block_on(async {
+        let config = StorageConfig::from_env(|| {
+            crate::google::auth::credentials(&crate::google::AuthConfig::default()).map_err(|e| StorageError::Credentials { message: e.to_string() })
+        })?;
+        let target = Bucket::connect(bucket, config).await?;
+        let mut lines = Vec::new();
+        for file in files {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            target.put_file(&name, file).await.with_context(|| format!("uploading {} to {}", file.display(), target.url(&name)))?;
+            lines.push(format!("uploaded {} to {}", file.display(), target.url(&name)));
+        }
+        anyhow::Ok(lines)
+    })
 }
 
 fn fetch_cmd(args: FetchArgs) -> anyhow::Result<()> {

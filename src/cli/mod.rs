@@ -75,7 +75,8 @@ pub struct BackendArgs {
     /// Accelerator family (default: the experiment's, else cpu); picks the pinned plugin for it.
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
-    /// Path to a PJRT plugin library; overrides the backend's default plugin.
+    /// Path to a PJRT plugin library; overrides the backend's default plugin. A `.json` stand-in
+    /// description (tests: one platform playing another) is refused unless EMOTIONET_ALLOW_STAND_IN=1.
     #[arg(long, env = "EMOTIONET_PJRT_PLUGIN")]
     pub plugin: Option<PathBuf>,
     /// Client create option NAME=VALUE (e.g. cpu_device_count=8); repeatable.

@@ -48,18 +48,3 @@ pub fn estimate(accelerator_type: &str, zone: &str, capacity: Capacity, seconds:
 pub fn known_zones(accelerator_type: &str) -> Option<&'static [&'static str]> {
     ZONES.iter().find(|(t, _)| *t == accelerator_type).map(|(_, zones)| *zones)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prices_by_region_and_capacity() {
-        assert_eq!(region("europe-west4-a"), "europe-west4");
-        assert_eq!(hourly_usd("v3-8", "us-central1-b", Capacity::OnDemand), Some(8.00));
-        assert_eq!(hourly_usd("v3-8", "europe-west4-a", Capacity::Spot), Some(2.24));
-        assert_eq!(hourly_usd("v3-8", "asia-east1-c", Capacity::OnDemand), None);
-        assert_eq!(estimate("v3-8", "us-central1-a", Capacity::OnDemand, 5400.0), "$12.00 (est.)");
-        assert_eq!(estimate("v5p-8", "us-central1-a", Capacity::OnDemand, 5400.0), "-");
-    }
-}

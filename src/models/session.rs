@@ -159,6 +159,8 @@ pub struct TrainSession {
     /// XLA:GPU an aliased input that is not donated costs a copy, and a
     /// donated one that is not aliased is freed without reuse.
     donated: Vec<usize>,
+    /// The training program as compiled (its text says what it computes in).
+    train_program: crate::program::Program,
     step: u64,
     pub compile_times: CompileTimes,
 }
@@ -230,6 +232,7 @@ impl TrainSession {
             offsets: vec![],
             pending: vec![],
             donated: train_program.aliases.iter().map(|&(input, _)| input).collect(),
+            train_program: train_program.program.clone(),
             step,
             compile_times: CompileTimes { build_s, train_s, eval_s },
             config,
@@ -262,6 +265,11 @@ impl TrainSession {
     }
 
     /// Number of training steps taken so far.
+    /// The training step's program, as handed to the compiler.
+    pub fn train_program(&self) -> &crate::program::Program {
+        &self.train_program
+    }
+
     pub fn step(&self) -> u64 {
         self.step
     }

@@ -149,8 +149,13 @@ fn existing(path: &Path, backend: Backend) -> Result<PathBuf> {
 /// ```
 ///
 /// A run through it is filed under the backend it stands in for, while its
-/// record keeps the platform that really ran (`cpu`), and the report labels
-/// it a stand-in. Without such a file a platform mismatch is an error.
+/// record keeps the platform that really ran (`cpu`); the report groups it by
+/// that platform, labels it a stand-in and never counts it as the backend it
+/// played. Without such a file a platform mismatch is an error.
+///
+/// A description is refused unless the process sets the documented test
+/// switch [`ALLOW_STAND_IN_ENV`]`=1` ([`StandIns::from_env`]): nobody gets a
+/// CPU run filed under `tpu` by pointing `--plugin` at the wrong file.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StandIn {
@@ -164,9 +169,31 @@ pub struct StandIn {
     pub why: String,
 }
 
+/// The test switch that lets a stand-in description be used: set to `1`
+/// by the test suite (and the stand-in VMs it drives), never needed for a
+/// real run.
+pub const ALLOW_STAND_IN_ENV: &str = "EMOTIONET_ALLOW_STAND_IN";
+
+/// Whether a stand-in description may be loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandIns {
+    /// The default: a `.json` plugin is an error saying what stand-ins are for.
+    Refused,
+    /// Tests: a declared stand-in may play the backend it names.
+    Allowed,
+}
+
+impl StandIns {
+    /// [`StandIns::Allowed`] exactly when `EMOTIONET_ALLOW_STAND_IN=1`.
+    pub fn from_env() -> Self {
+        if std::env::var_os(ALLOW_STAND_IN_ENV).is_some_and(|v| v == "1") { StandIns::Allowed } else { StandIns::Refused }
+    }
+}
+
 /// The library to load for a resolved plugin path, and the stand-in
-/// description it came from, if the path named one (a `.json` file).
-pub fn plugin_library(path: &Path) -> Result<(PathBuf, Option<StandIn>)> {
+/// description it came from, if the path named one (a `.json` file, loaded
+/// only when `stand_ins` allows it).
+pub fn plugin_library(path: &Path, stand_ins: StandIns) -> Result<(PathBuf, Option<StandIn>)> {
     if path.extension().is_none_or(|e| e != "json") {
         return Ok((path.to_path_buf(), None));
     }
@@ -178,6 +205,19 @@ pub fn plugin_library(path: &Path) -> Result<(PathBuf, Option<StandIn>)> {
     let mut stand_in: StandIn = serde_json::from_str(&text).map_err(|e| bad(format!("not a stand-in description: {e}")))?;
     if stand_in.library.is_relative() {
         stand_in.library = path.parent().unwrap_or(Path::new(".")).join(&stand_in.library);
+    }
+    if stand_ins == StandIns::Refused {
+        return Err(PjrtError::StandInRefused {
+            path: path.to_path_buf(),
+            platform: stand_in.platform,
+            stands_in_for: stand_in.stands_in_for,
+            library: stand_in.library,
+            advice: format!(
+                "to run on a real {0}, point --plugin or EMOTIONET_PJRT_PLUGIN at the {0} plugin library ({1})",
+                stand_in.stands_in_for,
+                stand_in.stands_in_for.pip_package()
+            ),
+        });
     }
     Ok((stand_in.library.clone(), Some(stand_in)))
 }

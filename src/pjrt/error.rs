@@ -72,6 +72,14 @@ pub enum PjrtError {
     #[error("asked for the {backend} backend, but the plugin {plugin} runs platform {platform:?} (a {backend} plugin reports {expected}): {advice}")]
     PlatformMismatch { backend: super::Backend, platform: String, plugin: PathBuf, expected: String, advice: String },
 
+    /// A stand-in description without the test switch that allows it.
+    #[error(
+        "{path} is a stand-in description: it has the {platform} plugin ({library}) play the {stands_in_for} backend. \
+         Stand-ins exist only so that tests can walk the {stands_in_for} code paths on a machine without one, and a run \
+         through one is no {stands_in_for} run; they are refused unless EMOTIONET_ALLOW_STAND_IN=1 is set (the tests set it). {advice}"
+    )]
+    StandInRefused { path: PathBuf, platform: String, stands_in_for: super::Backend, library: PathBuf, advice: String },
+
     #[error("the plugin {path} does not provide {function}")]
     MissingFunction { path: PathBuf, function: &'static str },
 

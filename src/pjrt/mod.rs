@@ -54,7 +54,7 @@ mod xla_ffi;
 
 pub use crate::program::{Program, TensorSpec};
 pub use api::{Api, HEADER_VERSION, NamedValue};
-pub use backend::{Backend, StandIn, check_platform, deps_dir, plugin_library, resolve_plugin};
+pub use backend::{ALLOW_STAND_IN_ENV, Backend, StandIn, StandIns, check_platform, deps_dir, plugin_library, resolve_plugin};
 pub use buffer::{Buffer, ReadyEvent};
 pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
@@ -67,10 +67,18 @@ pub use onednn::{available as onednn_version, implementations as onednn_implemen
 /// Loads the plugin for `backend` (or `plugin`, if given) and creates a
 /// client. A GPU plugin first gets its CUDA libraries preloaded, and a
 /// failure to start names what the host lacks (see `cuda`). The client must
-/// then run the platform `backend` means ([`check_platform`]).
+/// then run the platform `backend` means ([`check_platform`]). A stand-in
+/// description is loaded only under `EMOTIONET_ALLOW_STAND_IN=1`
+/// ([`StandIns::from_env`]).
 pub fn connect(backend: Backend, plugin: Option<&std::path::Path>, options: &ClientOptions) -> Result<Client> {
+    connect_with(backend, plugin, options, StandIns::from_env())
+}
+
+/// [`connect`], with whether stand-in descriptions may be loaded said by the
+/// caller instead of the environment.
+pub fn connect_with(backend: Backend, plugin: Option<&std::path::Path>, options: &ClientOptions, stand_ins: StandIns) -> Result<Client> {
     let path = resolve_plugin(backend, plugin)?;
-    let (library, stand_in) = plugin_library(&path)?;
+    let (library, stand_in) = plugin_library(&path, stand_ins)?;
     let api = Api::load(&library)?;
     let client = match backend {
         Backend::Gpu => cuda::connect(api, options)?,

@@ -71,7 +71,8 @@ pub enum RecordError {
     Fs(#[from] FsError),
 }
 
-pub use crate::models::ModelKind;
+pub use crate::models::{ModelKind, Precision};
+use crate::tensor::DType;
 
 /// Where a run is in its life, as its trainer last wrote it. A reader that
 /// wants to know whether a `running` run is really still running asks
@@ -249,6 +250,34 @@ pub struct RunConfig {
     pub learning_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// What the network computed in (`models.<kind>.precision`). Absent in
+    /// records written before precision was recorded: unknown, never
+    /// assumed to be f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// The proof of `precision`: the element types of the operands of the
+    /// train step's convolutions and dots, read from the program the run
+    /// compiled. Absent until the run compiled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_types: Option<ComputeTypes>,
+}
+
+/// The element types a compiled train step's convolutions and dots take
+/// (the operands of every `stablehlo.convolution` and
+/// `stablehlo.dot_general` in the program handed to the compiler).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeTypes {
+    pub convolution: Vec<DType>,
+    pub dot: Vec<DType>,
+}
+
+impl ComputeTypes {
+    /// e.g. "conv bf16, dot bf16"; "conv bf16/f32" when they are mixed.
+    pub fn label(&self) -> String {
+        let list = |v: &[DType]| if v.is_empty() { "none".to_string() } else { v.iter().map(|d| d.mlir_name()).collect::<Vec<_>>().join("/") };
+        format!("conv {}, dot {}", list(&self.convolution), list(&self.dot))
+    }
 }
 
 /// Where the time went, in seconds. Definitions (used identically by every
@@ -569,6 +598,8 @@ pub(crate) mod tests {
                 optimizer: "adam".into(),
                 learning_rate: Some(1e-3),
                 seed: Some(7),
+                precision: Some(Precision::F32),
+                compute_types: Some(ComputeTypes { convolution: vec![DType::F32], dot: vec![DType::F32] }),
             },
             steps_done: 20,
             resumes: 0,

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use serde_json::json;
 
 use super::charts::{self, BarGroup, CurveMetric, CurveSeries, TimeBar};
-use super::model::{Analysis, Group, Scan, Stat};
+use super::model::{Analysis, Group, RanOn, Scan, Stat};
 use super::paper::{self, PAPER_SETUPS, PAPER_TABLE_I};
 use super::svg::{self, fmt_duration, fmt_pct, fmt_sig};
 use crate::records::{Backend, Confusion, MetricPoint, ModelKind, RunStatus, Split};
@@ -107,10 +107,14 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     let _ = writeln!(md, "# EMOTIONET training report\n");
     let _ = writeln!(
         md,
-        "Generated {generated_at} by `emotionet report` from `{}`: {} runs ({states}) in {} groups, and {} hierarchy evaluation{}.\n",
+        "Generated {generated_at} by `emotionet report` from `{}`: {} runs ({states}) in {} groups{}, and {} hierarchy evaluation{}.\n",
         scan.runs_dir.display(),
         runs.len(),
-        analysis.groups.len(),
+        analysis.groups.len() + analysis.stand_ins.len(),
+        match analysis.stand_ins.len() {
+            0 => String::new(),
+            n => format!(" ({n} of them stand-ins, counted as nothing)"),
+        },
         scan.hierarchies.len(),
         if scan.hierarchies.len() == 1 { "" } else { "s" }
     );
@@ -130,7 +134,10 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
             let compile = g.compile_s.map_or(0.0, |s| s.median);
             let steps = g.train_wall_s.map_or(0.0, |s| s.median);
             bars.push(TimeBar {
-                label: format!("{}{} · {} · {}", backend_name(g.backend), if g.stand_in { " stand-in" } else { "" }, g.experiment, g.image_size),
+                label: match g.precision {
+                    Some(crate::records::Precision::Bf16) => format!("{} · {} · {} · bf16", backend_name(g.backend), g.experiment, g.image_size),
+                    _ => format!("{} · {} · {}", backend_name(g.backend), g.experiment, g.image_size),
+                },
                 backend: Some(g.backend),
                 segments: vec![compile, steps, (total.median - compile - steps).max(0.0)],
                 total: total.median,
@@ -152,7 +159,8 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     );
     let mut t =
         Table::new(&["Model", "Platform", "Experiment", "Image", ">Steps", ">Compile", ">Training steps", ">Input wait", ">Other", ">Total", ">Finished runs"]);
-    for g in &analysis.groups {
+    // Stand-in rows follow, labelled, and stay out of the chart above.
+    for g in analysis.groups.iter().chain(&analysis.stand_ins) {
         t.row(vec![
             g.model.to_string(),
             g.platform_label(),
@@ -195,7 +203,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         let _ = writeln!(md, "Same experiment file, same model; ratio of medians (CPU ÷ platform), above 1 means faster than our CPU.\n");
         let mut t = Table::new(&["Model", "Experiment", "Platform", ">Total time", ">Speedup (total)", ">Steady step", ">Speedup (per step)"]);
         for s in &analysis.speedups {
-            let g = analysis.groups.iter().find(|g| g.model == s.model && g.experiment == s.experiment && g.backend == s.backend);
+            let g = analysis.groups.iter().find(|g| g.model == s.model && g.experiment == s.experiment && g.backend == s.backend && g.precision == s.precision);
             t.row(vec![
                 s.model.to_string(),
                 s.experiment.clone(),
@@ -219,7 +227,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         );
         let mut t = Table::new(&["Model", "Ours", "Image", ">Steps", ">Our total", "Paper set-up", ">Paper time", ">Paper ÷ ours", "Same size and steps"]);
         for c in &analysis.paper_comparisons {
-            let g = analysis.groups.iter().find(|g| g.model == c.model && g.experiment == c.experiment && g.backend == c.backend);
+            let g = analysis.groups.iter().find(|g| g.model == c.model && g.experiment == c.experiment && g.backend == c.backend && g.precision == c.precision);
             t.row(vec![
                 c.model.to_string(),
                 format!("{} · {}", g.map_or_else(|| backend_name(c.backend), Group::platform_label), c.experiment),
@@ -240,7 +248,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     let _ = writeln!(md, "## 3. Runs\n");
     let _ = writeln!(
         md,
-        "One row per experiment, model and platform; timing and accuracy over its finished runs. Steady step is the median device time of a step after the first (from launching it to its outputs being ready on every replica); images/s is the global batch over it. Input wait is the median time a step waited for its batch (input pipeline and upload not hidden behind the previous step); a group whose devices waited for input {:.0}% of the training loop or more is marked **input-bound**.\n",
+        "One row per experiment, model and platform; timing and accuracy over its finished runs. Steady step is the median device time of a step after the first (from launching it to its outputs being ready on every replica); images/s is the global batch over it. Input wait is the median time a step waited for its batch (input pipeline and upload not hidden behind the previous step); a group whose devices waited for input {:.0}% of the training loop or more is marked **input-bound**. Precision is what the network computed in, with the element types the compiled train step's convolutions and dots take (its proof); bf16 and f32 runs are separate rows.\n",
         crate::records::INPUT_BOUND_SHARE * 100.0
     );
     let mut t = Table::new(&[
@@ -249,6 +257,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         "Device × count",
         "Experiment",
         "Image",
+        "Precision",
         ">Batch",
         ">Steps",
         ">Compile (s)",
@@ -261,13 +270,14 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
         ">Eval acc.",
         ">Finished runs",
     ]);
-    for g in &analysis.groups {
+    for g in analysis.groups.iter().chain(&analysis.stand_ins) {
         t.row(vec![
             g.model.to_string(),
-            format!("{} ({})", backend_name(g.backend), g.platform),
+            format!("{} ({})", g.ran_on().label(), g.platform),
             g.device.clone(),
             g.experiment.clone(),
             g.image_size.clone(),
+            g.precision_text.clone(),
             g.batch.clone(),
             g.total_steps.clone(),
             stat(g.compile_s, |v| fmt_sig(v, 3)),
@@ -288,6 +298,12 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     }
     md.push_str(&t.render());
     md.push('\n');
+    if !analysis.stand_ins.is_empty() {
+        let _ = writeln!(
+            md,
+            "Rows labelled *standing in for* ran on another platform through a stand-in description (tests only); they appear here, in section 1's table, in the curves and in the appendix, and nowhere else: no chart bar, speedup, paper comparison or \"present\" check counts them.\n"
+        );
+    }
     tpu_costs(&mut md, runs);
 
     // 4. Accuracy.
@@ -347,9 +363,9 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
                     let pick = |split: Split| r.curve.iter().filter(|p| p.split == split).map(|p| (p.step as f64, value(p))).collect::<Vec<_>>();
                     CurveSeries {
                         label: match &r.record.status {
-                            RunStatus::Finished => format!("{} · {} · r{}", backend_name(r.record.backend), r.record.experiment, r.record.repeat),
+                            RunStatus::Finished => format!("{} · {} · r{}", RanOn::of(&r.record).label(), r.record.experiment, r.record.repeat),
                             other => {
-                                format!("{} · {} · r{} ({})", backend_name(r.record.backend), r.record.experiment, r.record.repeat, other.observed().label())
+                                format!("{} · {} · r{} ({})", RanOn::of(&r.record).label(), r.record.experiment, r.record.repeat, other.observed().label())
                             }
                         },
                         color: colors.get(&i).cloned().unwrap_or_else(|| "#444444".into()),
@@ -527,12 +543,13 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
 
     // Appendix.
     let _ = writeln!(md, "## Appendix: every run\n");
-    let mut t = Table::new(&["Run", "Directory", "Status", ">Steps", "Started", "Finished", "Host", "Plugin", "PJRT API", ">Resumes"]);
+    let mut t = Table::new(&["Run", "Directory", "Ran on", "Status", ">Steps", "Started", "Finished", "Host", "Plugin", "PJRT API", ">Resumes"]);
     for r in runs {
         let rec = &r.record;
         t.row(vec![
             format!("`{}`", rec.run_id),
             format!("`{}`", r.dir.display()),
+            RanOn::of(rec).label(),
             rec.status.observed().label().to_string(),
             format!("{} of {}", rec.steps_done, rec.config.total_steps),
             rec.started_at.clone(),
@@ -556,9 +573,11 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
             "experiment": r.record.experiment,
             "model": r.record.model,
             "backend": r.record.backend,
+            "ran_on": RanOn::of(&r.record),
             "status": r.record.status.observed().label(),
         })).collect::<Vec<_>>(),
         "groups": analysis.groups,
+        "stand_in_groups": analysis.stand_ins,
         "speedups": analysis.speedups,
         "paper_comparisons": analysis.paper_comparisons,
         "hierarchy": scan.hierarchies.iter().map(|h| json!({
@@ -605,9 +624,11 @@ fn run_colors(scan: &Scan) -> BTreeMap<usize, String> {
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for (i, r) in scan.runs.iter().enumerate() {
-        let key = format!("{}/{}", r.record.model, r.record.backend);
+        // The colour of the platform that ran it: a CPU standing in for a TPU is a CPU.
+        let ran = RanOn::of(&r.record).backend;
+        let key = format!("{}/{}", r.record.model, ran);
         let k = count.entry(key).or_insert(0);
-        out.insert(i, svg::shade(svg::backend_color(r.record.backend), SHADES[*k % SHADES.len()]));
+        out.insert(i, svg::shade(svg::backend_color(ran), SHADES[*k % SHADES.len()]));
         *k += 1;
     }
     out
@@ -619,7 +640,8 @@ fn run_colors(scan: &Scan) -> BTreeMap<usize, String> {
 fn tpu_costs(md: &mut String, runs: &[super::model::RunEntry]) {
     use crate::cloud::cost;
     use crate::cloud::spec::Capacity;
-    let tpu_runs: Vec<_> = runs.iter().filter(|r| r.record.backend == Backend::Tpu).collect();
+    // Runs that ran on a TPU: a stand-in filed under tpu ran on something else and cost no TPU time.
+    let tpu_runs: Vec<_> = runs.iter().filter(|r| RanOn::of(&r.record) == RanOn { backend: Backend::Tpu, stand_in_for: None }).collect();
     if tpu_runs.is_empty() {
         return;
     }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::ReportError;
 use super::paper::{self, PAPER_SETUPS};
-use crate::records::{self, Backend, HierarchyEval, MetricPoint, ModelKind, Observed, RunRecord, RunStatus};
+use crate::records::{self, Backend, HierarchyEval, MetricPoint, ModelKind, Observed, Precision, RunRecord, RunStatus};
 
 /// One run directory found by the scan.
 #[derive(Clone, Debug)]
@@ -148,21 +148,60 @@ impl Stat {
     }
 }
 
-/// Repeats of one (experiment, model, backend).
+/// Where a run really ran: the backend family of the platform in its record
+/// (never the backend it asked for), and, for a run through a declared
+/// stand-in (`pjrt::StandIn`, tests only), the backend it played.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct RanOn {
+    pub backend: Backend,
+    pub stand_in_for: Option<Backend>,
+}
+
+impl RanOn {
+    /// A record whose platform is not its backend's is a stand-in: it ran on
+    /// its platform's family (the backend asked for when the platform is
+    /// unknown, which then stays labelled a stand-in and counts for nothing).
+    pub fn of(r: &RunRecord) -> RanOn {
+        if r.backend.accepts_platform(&r.platform.name) {
+            RanOn { backend: r.backend, stand_in_for: None }
+        } else {
+            RanOn { backend: Backend::of_platform(&r.platform.name).unwrap_or(r.backend), stand_in_for: Some(r.backend) }
+        }
+    }
+
+    /// "TPU", or "CPU standing in for TPU".
+    pub fn label(self) -> String {
+        let ran = self.backend.to_string().to_uppercase();
+        match self.stand_in_for {
+            None => ran,
+            Some(played) => format!("{ran} standing in for {}", played.to_string().to_uppercase()),
+        }
+    }
+}
+
+/// Repeats of one (experiment, model, platform that ran, stand-in or not).
 #[derive(Clone, Debug, Serialize)]
 pub struct Group {
     pub experiment: String,
     pub model: ModelKind,
+    /// The backend family of the platform that ran the runs: `cpu` for a
+    /// CPU standing in for a TPU. Never the backend asked for.
     pub backend: Backend,
+    /// Set for a stand-in group: the backend its runs asked for and are filed
+    /// under. Such groups live in [`Analysis::stand_ins`], never in
+    /// [`Analysis::groups`], so no figure, speedup or comparison meets them.
+    pub stand_in_for: Option<Backend>,
+    /// What the runs computed in (`None`: records from before precision
+    /// was recorded). bf16 and f32 runs of one experiment are separate groups.
+    pub precision: Option<Precision>,
+    /// The precision with its proof, e.g. "bf16 (conv bf16, dot bf16)".
+    pub precision_text: String,
     /// Run ids of every run in the group, and of those that finished.
     pub run_ids: Vec<String>,
     pub finished_ids: Vec<String>,
     /// Distinct values over the group's runs, joined with " / ".
     pub platform: String,
     pub device: String,
-    /// Some run ran on a platform that is not this backend's: a declared
-    /// stand-in (`pjrt::StandIn`, tests only), labelled as such.
-    pub stand_in: bool,
     pub image_size: String,
     pub batch: String,
     pub total_steps: String,
@@ -197,10 +236,19 @@ pub struct Group {
 }
 
 impl Group {
-    /// e.g. "CPU (cpu ×1)"; a stand-in says so: "TPU stand-in (cpu ×1)".
+    /// e.g. "CPU (cpu ×1)"; a stand-in says so: "CPU standing in for TPU
+    /// (cpu ×1)"; a precision other than f32 is named: "CPU (cpu ×1) · bf16".
     pub fn platform_label(&self) -> String {
-        let stand_in = if self.stand_in { " stand-in" } else { "" };
-        format!("{}{stand_in} ({})", self.backend.to_string().to_uppercase(), self.device)
+        let precision = match self.precision {
+            Some(Precision::F32) => String::new(),
+            Some(p) => format!(" · {p}"),
+            None => " · precision not recorded".into(),
+        };
+        format!("{} ({}){precision}", self.ran_on().label(), self.device)
+    }
+
+    pub fn ran_on(&self) -> RanOn {
+        RanOn { backend: self.backend, stand_in_for: self.stand_in_for }
     }
 }
 
@@ -221,6 +269,8 @@ pub struct Speedup {
     pub model: ModelKind,
     pub experiment: String,
     pub backend: Backend,
+    /// Both sides computed in it.
+    pub precision: Option<Precision>,
     /// CPU median total time / this platform's.
     pub total_time: Option<f64>,
     /// CPU median steady step / this platform's.
@@ -233,6 +283,7 @@ pub struct PaperComparison {
     pub model: ModelKind,
     pub experiment: String,
     pub backend: Backend,
+    pub precision: Option<Precision>,
     pub our_total_s: f64,
     pub paper: &'static str,
     pub paper_s: f64,
@@ -245,7 +296,12 @@ pub struct PaperComparison {
 /// Everything the report shows.
 #[derive(Clone, Debug)]
 pub struct Analysis {
+    /// Groups of runs on the platform they asked for: the only ones any
+    /// figure, speedup, paper comparison or "present" check is made of.
     pub groups: Vec<Group>,
+    /// Groups of stand-in runs (a CPU playing a TPU in tests): shown in
+    /// their own labelled rows, counted as nothing.
+    pub stand_ins: Vec<Group>,
     pub speedups: Vec<Speedup>,
     /// (model, experiment) pairs with a non-CPU platform but no CPU run.
     pub no_cpu_baseline: Vec<(ModelKind, String)>,
@@ -262,19 +318,43 @@ fn backend_rank(b: Backend) -> u8 {
     }
 }
 
+fn precision_rank(p: Option<Precision>) -> u8 {
+    match p {
+        None => 0,
+        Some(Precision::F32) => 1,
+        Some(Precision::Bf16) => 2,
+    }
+}
+
+/// "bf16 (conv bf16, dot bf16)": the precision and, when recorded, the
+/// element types the compiled train step takes that prove it.
+pub fn precision_text(r: &RunRecord) -> String {
+    match (&r.config.precision, &r.config.compute_types) {
+        (None, _) => "not recorded".into(),
+        (Some(p), None) => p.to_string(),
+        (Some(p), Some(types)) => format!("{p} ({})", types.label()),
+    }
+}
+
 fn distinct<T: Ord + ToString>(values: impl IntoIterator<Item = T>) -> String {
     let set: BTreeSet<T> = values.into_iter().collect();
     set.iter().map(ToString::to_string).collect::<Vec<_>>().join(" / ")
 }
 
+/// What makes runs repeats of each other: model, experiment, the platform
+/// that ran them, the backend a stand-in played, and the precision.
+type GroupKey = (ModelKind, String, u8, Option<u8>, u8);
+
 /// Groups the runs and computes every derived figure.
 pub fn analyse(scan: &Scan) -> Analysis {
-    let mut keyed: BTreeMap<(ModelKind, String, u8), Vec<usize>> = BTreeMap::new();
+    let mut keyed: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
     for (i, run) in scan.runs.iter().enumerate() {
         let r = &run.record;
-        keyed.entry((r.model, r.experiment.clone(), backend_rank(r.backend))).or_default().push(i);
+        let ran = RanOn::of(r);
+        let key = (r.model, r.experiment.clone(), backend_rank(ran.backend), ran.stand_in_for.map(backend_rank), precision_rank(r.config.precision));
+        keyed.entry(key).or_default().push(i);
     }
-    let groups: Vec<Group> = keyed.into_values().map(|idx| build_group(scan, idx)).collect();
+    let (stand_ins, groups): (Vec<Group>, Vec<Group>) = keyed.into_values().map(|idx| build_group(scan, idx)).partition(|g| g.stand_in_for.is_some());
 
     let mut speedups = Vec::new();
     let mut no_cpu_baseline = Vec::new();
@@ -282,12 +362,15 @@ pub fn analyse(scan: &Scan) -> Analysis {
         if g.backend == Backend::Cpu || g.total_wall_s.is_none() {
             continue;
         }
-        let cpu = groups.iter().find(|c| c.backend == Backend::Cpu && c.model == g.model && c.experiment == g.experiment && c.total_wall_s.is_some());
+        let cpu = groups.iter().find(|c| {
+            c.backend == Backend::Cpu && c.model == g.model && c.experiment == g.experiment && c.precision == g.precision && c.total_wall_s.is_some()
+        });
         match cpu {
             Some(cpu) => speedups.push(Speedup {
                 model: g.model,
                 experiment: g.experiment.clone(),
                 backend: g.backend,
+                precision: g.precision,
                 total_time: ratio(cpu.total_wall_s, g.total_wall_s),
                 step_time: ratio(cpu.steady_step_s, g.steady_step_s),
             }),
@@ -304,6 +387,7 @@ pub fn analyse(scan: &Scan) -> Analysis {
                 model: g.model,
                 experiment: g.experiment.clone(),
                 backend: g.backend,
+                precision: g.precision,
                 our_total_s: total.median,
                 paper: setup.label,
                 paper_s,
@@ -322,6 +406,21 @@ pub fn analyse(scan: &Scan) -> Analysis {
                 backend.to_string().to_uppercase()
             ));
         }
+    }
+    for g in &stand_ins {
+        let played = g.stand_in_for.map_or_else(String::new, |b| b.to_string().to_uppercase());
+        missing.push(format!(
+            "{} of the {} model in experiment `{}` asked for {played} but ran on {} ({}) through a stand-in description (tests only): shown in rows labelled \"{}\", never counted as {played} runs, in speedups or in comparisons with the paper.",
+            match g.run_ids.as_slice() {
+                [one] => format!("Run `{one}`"),
+                many => format!("{} runs", many.len()),
+            },
+            g.model,
+            g.experiment,
+            g.backend.to_string().to_uppercase(),
+            g.device,
+            g.ran_on().label(),
+        ));
     }
     for model in ModelKind::ALL {
         if !groups.iter().any(|g| g.model == model && !g.finished_ids.is_empty()) {
@@ -371,7 +470,7 @@ pub fn analyse(scan: &Scan) -> Analysis {
     for s in &scan.skipped {
         missing.push(format!("Skipped `{}`: {}", s.path.display(), s.reason));
     }
-    Analysis { groups, speedups, no_cpu_baseline, paper_comparisons, missing }
+    Analysis { groups, stand_ins, speedups, no_cpu_baseline, paper_comparisons, missing }
 }
 
 fn ratio(num: Option<Stat>, den: Option<Stat>) -> Option<f64> {
@@ -393,15 +492,18 @@ fn build_group(scan: &Scan, idx: Vec<usize>) -> Group {
         .filter(|(_, r)| r.confusion.is_some())
         .max_by(|(_, a), (_, b)| a.finished_at.cmp(&b.finished_at).then(a.run_id.cmp(&b.run_id)))
         .map(|(i, _)| *i);
+    let ran = RanOn::of(first);
     Group {
         experiment: first.experiment.clone(),
         model: first.model,
-        backend: first.backend,
+        backend: ran.backend,
+        stand_in_for: ran.stand_in_for,
+        precision: first.config.precision,
+        precision_text: distinct(runs.iter().map(|r| precision_text(&r.record))),
         run_ids: runs.iter().map(|r| r.record.run_id.clone()).collect(),
         finished_ids: finished.iter().map(|(_, r)| r.run_id.clone()).collect(),
         platform: distinct(runs.iter().map(|r| platform_text(&r.record.platform))),
         device: distinct(runs.iter().map(|r| format!("{} ×{}", r.record.platform.device_kind, r.record.platform.device_count))),
-        stand_in: runs.iter().any(|r| !r.record.backend.accepts_platform(&r.record.platform.name)),
         image_size: distinct(image_sizes.iter().map(ToString::to_string)),
         batch: distinct(runs.iter().map(|r| r.record.config.batch)),
         total_steps: distinct(steps.iter().copied()),

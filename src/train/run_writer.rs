@@ -228,6 +228,8 @@ impl RunWriter {
         };
         writer.record.status = RunStatus::running_here();
         writer.record.platform = start.fresh.platform;
+        // Same experiment hash, same precision; an older record may lack it.
+        writer.record.config.precision = start.fresh.config.precision;
         writer.record.notes.extend(start.fresh.notes);
         writer.record.notes.insert(META_EXPERIMENT_HASH.into(), writer.hash.clone());
         writer.save_record()?;
@@ -243,6 +245,13 @@ impl RunWriter {
 
     pub fn record(&self) -> &RunRecord {
         &self.record
+    }
+
+    /// What the compiled train step computes its convolutions and dots in
+    /// (the proof of the record's precision), written to the record now.
+    pub fn set_compute_types(&mut self, types: crate::records::ComputeTypes) -> anyhow::Result<()> {
+        self.record.config.compute_types = Some(types);
+        self.save_record()
     }
 
     /// Training loss and accuracy over the last window of steps.

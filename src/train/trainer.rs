@@ -188,6 +188,7 @@ fn run(
         None => TrainSession::new(client, config, experiment.seed)?,
     };
     writer.clock.compile_s += session.compile_times.train_s + session.compile_times.eval_s;
+    writer.set_compute_types(compute_types(session.train_program()))?;
     train_loop(experiment, kind, training, options, &mut session, &mut pipeline, &data, writer)
 }
 
@@ -322,6 +323,14 @@ pub fn platform_of(client: &Client, devices_used: u32) -> Platform {
     }
 }
 
+/// The element types of `program`'s convolutions and dots, for the record.
+pub fn compute_types(program: &crate::program::Program) -> crate::records::ComputeTypes {
+    crate::records::ComputeTypes {
+        convolution: program.operand_types("stablehlo.convolution").into_iter().collect(),
+        dot: program.operand_types("stablehlo.dot_general").into_iter().collect(),
+    }
+}
+
 fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, client: &Client, devices: usize, training: &ModelTraining) -> RunRecord {
     let size = experiment.data.image_size;
     let backend = options.backend.kind;
@@ -347,6 +356,8 @@ fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, 
             epochs: training.epochs,
             total_steps: training.total_steps(),
             optimizer: training.optimizer.name().to_string(),
+            precision: Some(training.precision),
+            compute_types: None,
             learning_rate: Some(training.learning_rate.at(0, training.total_steps())),
             seed: Some(experiment.seed),
         },

@@ -189,6 +189,17 @@ impl FakeTpu {
         })
     }
 
+    /// The node's createTime (RFC 3339), as if it had been created then.
+    pub fn set_create_time(&self, node_id: &str, rfc3339: &str) {
+        self.with(|w| {
+            for (name, node) in w.nodes.iter_mut() {
+                if name.ends_with(&format!("/nodes/{node_id}")) {
+                    node["createTime"] = json!(rfc3339);
+                }
+            }
+        })
+    }
+
     /// The node disappears (answers 404), as when Google deletes the node of a suspended queued resource.
     pub fn remove_node(&self, node_id: &str) {
         self.with(|w| w.nodes.retain(|name, _| !name.ends_with(&format!("/nodes/{node_id}"))))
