@@ -20,4 +20,4 @@ pub mod trainer;
 pub use checkpoint::{Checkpoint, CheckpointDir, CheckpointError};
 pub use run_writer::{RunClock, RunWriter};
 pub use tensorboard::{EventWriter, TensorBoardError};
-pub use trainer::{Interrupted, TrainOptions, train};
+pub use trainer::{Halt, Interrupted, TrainOptions, train};
