@@ -68,8 +68,8 @@ $(GCS_EMULATOR):
 	chmod +x $@
 	@test -x $@ && touch $@
 
-## tpu-plugin: libtpu.so from the pinned wheel (cp312, manylinux_2_31; ~190 MB download, ~640 MB
-## unpacked), the same script `emotionet cloud run` runs on the VM; the tests load it (no TPU needed)
+## tpu-plugin: libtpu.so from the pinned wheel (cp312, manylinux_2_31; sizes: README.md,
+## "Prerequisites"), the same script `emotionet cloud run` runs on the VM; the tests load it (no TPU needed)
 tpu-plugin: $(LIBTPU)
 
 $(LIBTPU): deploy/libtpu.env deploy/fetch-libtpu.sh
@@ -103,7 +103,8 @@ GPU_PKGS := $(GPU_PKGS_$(CUDA))
 # One folder per CUDA major: pip --target replaces a top-level folder
 # (nvidia/) instead of merging two sets into it.
 GPU_DIR  := $(DEPS)/cuda$(CUDA)
-# The plugin wheel alone (188 MB download, 6 s here; 497 MB on disk): enough
+# The plugin wheel alone (188 MB download, 498 MB = 475 MiB on disk; README.md
+# "Prerequisites" is the one place for sizes): enough
 # to load the plugin and reach the driver check on a host without a GPU,
 # which tests/gpu_backend.rs does in `make test`.
 GPU_LOADER_PKG := jax-cuda12-pjrt==0.11.2

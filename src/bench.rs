@@ -11,9 +11,14 @@
 //! its vector features and core count, and [`matmul_peak`] times a plain
 //! matrix product compiled by the same plugin, the machine's practical peak,
 //! against which every case's GFLOP/s is given as a share.
+//!
+//! [`run_input`] times the input pipeline alone (`bench --input`): the
+//! batches a trainer would receive, made on the host with no device, so
+//! that the host's side of a step can be set against the device's.
 
 use std::time::Instant;
 
+use crate::data::{Augmentation, Normalization, PipelineConfig, PreparedSplit, Split, TrainPipeline};
 use crate::graph::optim::Optimizer;
 use crate::graph::{EmitOptions, Graph};
 use crate::models::{Architecture, ConvChoice, ModelKind, Precision, SessionConfig, TrainSession};
@@ -484,8 +489,8 @@ pub struct OnednnRepro {
     pub got_onednn: Vec<f64>,
 }
 
-/// The smallest program that shows the finding of the README's Speed
-/// section: a fused training step whose dots XLA may hand to oneDNN.
+/// The smallest program that shows the oneDNN finding of docs/speed.md
+/// ("What XLA needed"): a fused training step whose dots XLA may hand to oneDNN.
 /// `x [32, 64] -> dense 16 (+bias, ReLU) -> dense 4 -> softmax
 /// cross-entropy`, gradients, and one SGD update of both weights; the
 /// outputs are the updated first-layer weights.
@@ -544,4 +549,117 @@ pub fn onednn_repro(client: &Client) -> anyhow::Result<OnednnRepro> {
         got_default: got_default[..8].to_vec(),
         got_onednn: got_onednn[..8].to_vec(),
     })
+}
+
+/// The augmentation of the demo's face model (`experiments/smoke.yaml`,
+/// `models.face.augment`): what `bench --input --augment demo` times. A
+/// test checks that it still equals the experiment file's.
+pub fn demo_augmentation() -> Augmentation {
+    Augmentation { flip: true, max_shift_px: 2, blur_sigma: 0.8, contrast: 0.2, brightness: 0.1, ..Augmentation::default() }
+}
+
+/// One input-pipeline benchmark: the training stream of a split held in
+/// memory, with no device and no disk, so the figure is the host's cost of
+/// shuffling, augmenting, normalizing and packing batches.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InputCase {
+    pub size: u32,
+    pub batch: usize,
+    /// `off`, `demo` or `custom`.
+    pub augment_name: String,
+    pub augment: Augmentation,
+    /// Threads making each batch (the pipeline's `threads`).
+    pub threads: usize,
+    /// Batches timed.
+    pub batches: usize,
+}
+
+/// What one input case measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InputResult {
+    /// Always `input` (tells these lines from the step benchmark's).
+    pub bench: &'static str,
+    pub size: u32,
+    pub batch: usize,
+    pub augment: String,
+    pub augmentation: Augmentation,
+    pub threads: usize,
+    pub machine: Machine,
+    pub batches_timed: usize,
+    /// From starting the pipeline to receiving the last timed batch.
+    pub seconds: f64,
+    pub images_per_s: f64,
+    /// `images_per_s` over the cores the threads could use (`min(threads, cores)`).
+    pub images_per_s_per_core: f64,
+    /// Bytes of one batch's images as handed to the device.
+    pub image_bytes_per_batch: usize,
+    /// Bytes per pixel of those images (4: f32).
+    pub bytes_per_pixel: usize,
+    /// Image bytes produced per second, MB (10^6).
+    pub mb_per_s: f64,
+    /// The host's load average (1 minute) when the case ended: other work
+    /// on the machine lowers every figure.
+    pub load_1m: Option<f64>,
+}
+
+/// Times the training stream of `case`: a split of `max(2 x batch, 256)`
+/// seeded random images, the clock started before the pipeline so nothing
+/// is prefetched before it runs.
+pub fn run_input(case: &InputCase) -> anyhow::Result<InputResult> {
+    let side = case.size as usize;
+    let count = (2 * case.batch).max(256);
+    let mut rng = crate::rng::Rng::new(7);
+    let pixels: Vec<u8> = (0..count * side * side).map(|_| rng.next_u64() as u8).collect();
+    let split = PreparedSplit { split: Split::Train, image_size: case.size, pixels, labels: (0..count as i32).map(|i| i % 2).collect(), info: Vec::new() };
+    let config = PipelineConfig { augment: case.augment, normalize: Normalization::MinusOneOne, threads: case.threads, ..PipelineConfig::new(case.batch, 1) };
+    let t = Instant::now();
+    let mut pipeline = TrainPipeline::new(std::sync::Arc::new(split), config)?;
+    let mut image_bytes = 0;
+    for _ in 0..case.batches.max(1) {
+        let batch = pipeline.next_batch()?;
+        image_bytes = batch.images.bytes().len();
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    let machine = Machine::detect();
+    let images = (case.batches.max(1) * case.batch) as f64;
+    let images_per_s = images / seconds;
+    let load_1m = std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()));
+    Ok(InputResult {
+        bench: "input",
+        size: case.size,
+        batch: case.batch,
+        augment: case.augment_name.clone(),
+        augmentation: case.augment,
+        threads: case.threads,
+        images_per_s_per_core: images_per_s / case.threads.min(machine.cores).max(1) as f64,
+        machine,
+        batches_timed: case.batches.max(1),
+        seconds,
+        images_per_s,
+        image_bytes_per_batch: image_bytes,
+        bytes_per_pixel: image_bytes / (case.batch * side * side),
+        mb_per_s: image_bytes as f64 * case.batches.max(1) as f64 / seconds / 1e6,
+        load_1m,
+    })
+}
+
+/// The input results as a table.
+pub fn input_table(results: &[InputResult]) -> String {
+    let mut out = String::from("size  batch  augment  threads  batches  seconds     img/s  img/s/core    MB/s  load\n");
+    for r in results {
+        out.push_str(&format!(
+            "{:>4}  {:>5}  {:<7}  {:>7}  {:>7}  {:>7.2}  {:>8.0}  {:>10.0}  {:>6.0}  {}\n",
+            r.size,
+            r.batch,
+            r.augment,
+            r.threads,
+            r.batches_timed,
+            r.seconds,
+            r.images_per_s,
+            r.images_per_s_per_core,
+            r.mb_per_s,
+            r.load_1m.map_or("-".into(), |l| format!("{l:.1}"))
+        ));
+    }
+    out
 }

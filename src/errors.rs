@@ -10,18 +10,22 @@
 //! the same chain but leaves out a cause whose text is already said.
 
 /// `e` and its causes joined by ": ", each text once. Use it wherever an
-/// `anyhow::Error` is shown to a person or stored in a record.
-pub fn chain_text(e: &anyhow::Error) -> String {
+/// error is shown to a person or stored in a record: an `anyhow::Error`
+/// (`chain_text(&*e)`) or a client library's error, whose top-level message
+/// is often terse and whose cause says what happened. The one helper of
+/// its kind in the crate.
+pub fn chain_text(e: &dyn std::error::Error) -> String {
     let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if text.contains(&part) {
-            continue;
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
         }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
+        cause = c.source();
     }
     text
 }
@@ -43,13 +47,13 @@ mod tests {
         let os_text = os.to_string();
         let e = anyhow::Error::new(WriteError { path: "ckpt.tmp".into(), source: os }).context("saving the checkpoint");
         assert_eq!(format!("{e:#}").matches(&os_text).count(), 2, "anyhow's own chain says it twice");
-        let text = chain_text(&e);
+        let text = chain_text(&*e);
         assert_eq!(text, format!("saving the checkpoint: cannot write ckpt.tmp: {os_text}"));
     }
 
     #[test]
     fn causes_not_yet_said_are_kept_in_order() {
         let e = anyhow::Error::new(std::io::Error::other("disk gone")).context("reading x").context("loading the model");
-        assert_eq!(chain_text(&e), "loading the model: reading x: disk gone");
+        assert_eq!(chain_text(&*e), "loading the model: reading x: disk gone");
     }
 }

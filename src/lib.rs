@@ -3,19 +3,23 @@
 //!
 //! The modules follow the pipeline:
 //! - [`pjrt`]: the only `unsafe` code; plugins, clients, buffers, executables;
+//! - [`backend`]: the backend a run asks for (cpu, gpu, tpu) and the platforms that answer for it;
 //! - [`tensor`]: host arrays and element types shared by every layer;
+//! - [`program`]: the emitted program (StableHLO and its signature), a plain value the graph writes and `pjrt` compiles;
 //! - [`graph`]: the tensor graph, its autodiff and the StableHLO writer;
 //! - [`models`]: the face and emotion CNNs as programs, and their device sessions;
 //! - [`data`]: dataset loaders, the synthetic set, the prep cache and the input pipeline;
 //! - [`experiment`]: experiment files;
 //! - [`orchestrator`]: campaigns behind `emotionet run`;
-//! - [`train`]: the trainer, TensorBoard event files and checkpoints;
+//! - [`checkpoint`]: atomic, verified safetensors checkpoints, read by training, evaluation and inference alike;
+//! - [`train`]: the trainer and TensorBoard event files;
 //! - [`hierarchy`]: the face filter + emotion model at inference: predict, and Table I;
 //! - [`records`]: run records, training curves, hierarchy evaluations;
 //! - [`report`]: the Markdown + SVG report built from records;
 //! - [`bench`]: the training-step benchmark;
 //! - [`errors`]: an error chain as a person reads it (each cause once);
 //! - [`fsutil`], [`lock`], [`rng`]: crash-safe file replacement, one writer per output folder, our deterministic RNG;
+//! - [`google`]: Google credentials and TLS, shared by `cloud` and `storage`;
 //! - [`cloud`]: Cloud TPU VMs (create, run a campaign, fetch, delete, preemption);
 //! - [`storage`]: output in a Cloud Storage bucket (`gs://BUCKET/PREFIX`);
 //! - [`cli`]: the `emotionet` command line (one file per subcommand).
@@ -25,18 +29,22 @@
 #[allow(unsafe_code)]
 pub mod pjrt;
 
+pub mod backend;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod cloud;
 pub mod data;
 pub mod errors;
 pub mod experiment;
 pub mod fsutil;
+pub mod google;
 pub mod graph;
 pub mod hierarchy;
 pub mod lock;
 pub mod models;
 pub mod orchestrator;
+pub mod program;
 pub mod records;
 pub mod report;
 pub mod rng;

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::fs;
 
+use emotionet::checkpoint::{self, Checkpoint, CheckpointDir, CheckpointError, Integrity};
 use emotionet::tensor::HostTensor;
-use emotionet::train::checkpoint::{self, Checkpoint, CheckpointDir, CheckpointError, Integrity};
 
 fn checkpoint(step: u64) -> Checkpoint {
     let w: Vec<f32> = (0..2 * 3 * 5 * 5).map(|i| (i as f32 + step as f32) * 0.01 - 0.5).collect();
@@ -240,7 +240,7 @@ fn a_full_disk_says_what_the_checkpoint_needs_and_keeps_the_last_good_one() {
     let CheckpointError::DiskFull { needed, keep, .. } = &err else { panic!("{err}") };
     assert_eq!(*needed, checkpoint(300).to_bytes(&ckpts.path_for(300)).unwrap().len() as u64);
     assert_eq!(*keep, 2);
-    let text = emotionet::errors::chain_text(&anyhow::Error::new(err));
+    let text = emotionet::errors::chain_text(&*anyhow::Error::new(err));
     let os = std::io::Error::from_raw_os_error(28).to_string();
     assert_eq!(text.matches(&os).count(), 1, "the OS error once: {text}");
     assert!(text.contains("it needs") && text.contains("KiB") && text.contains("logging.keep_checkpoints` (now 2"), "{text}");

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cli_support::{command, emotionet, text};
-use emotionet::train::CheckpointDir;
+use emotionet::checkpoint::CheckpointDir;
 
 /// The face model on a tiny synthetic set: `epochs` of 4 steps, a
 /// checkpoint every 2.
@@ -90,7 +90,7 @@ fn a_resume_skips_a_corrupted_newest_checkpoint_and_goes_on_from_the_one_before(
     let found = checkpoints.latest_checked().unwrap().unwrap();
     assert_eq!((found.checkpoint.step, found.skipped.len()), (40, 0));
     for step in checkpoints.steps().unwrap() {
-        assert!(emotionet::train::Checkpoint::read(&checkpoints.path_for(step)).is_ok(), "step {step}");
+        assert!(emotionet::checkpoint::Checkpoint::read(&checkpoints.path_for(step)).is_ok(), "step {step}");
     }
 }
 

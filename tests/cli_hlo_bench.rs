@@ -69,3 +69,38 @@ fn bench_prints_a_json_line_and_a_table() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("does not split across 2 devices"));
 }
+
+#[test]
+fn bench_input_times_the_pipeline_alone_per_augmentation_and_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("input.jsonl");
+    let out = emotionet(&["bench", "--input", "--size", "32", "--batch", "8", "--threads", "1,2", "--input-batches", "3", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cases: Vec<(String, u64)> = lines.iter().map(|v| (v["augment"].as_str().unwrap().to_string(), v["threads"].as_u64().unwrap())).collect();
+    assert_eq!(cases, [("off".to_string(), 1), ("off".into(), 2), ("demo".into(), 1), ("demo".into(), 2)]);
+    for v in &lines {
+        assert_eq!(v["bench"], "input");
+        assert_eq!((v["size"].as_u64(), v["batch"].as_u64(), v["batches_timed"].as_u64()), (Some(32), Some(8), Some(3)));
+        assert!(v["images_per_s"].as_f64().unwrap() > 0.0 && v["images_per_s_per_core"].as_f64().unwrap() > 0.0);
+        assert!(v["machine"]["cores"].as_u64().unwrap() >= 1 && !v["machine"]["cpu"].as_str().unwrap().is_empty());
+        assert_eq!(v["image_bytes_per_batch"].as_u64().unwrap(), 8 * 32 * 32 * v["bytes_per_pixel"].as_u64().unwrap());
+    }
+    assert_eq!(lines[2]["augmentation"]["blur_sigma"].as_f64(), Some(0.8));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("machine: ") && stdout.contains("img/s/core"), "{stdout}");
+
+    let bad = emotionet(&["bench", "--input", "--augment", "{flip: true, wobble: 3}"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("wobble"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let bad = emotionet(&["bench", "--input", "--threads", "2,0"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--threads"));
+}
+
+#[test]
+fn the_benchmarked_demo_augmentation_is_the_demo_experiments() {
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.yaml");
+    let experiment = emotionet::experiment::Experiment::from_file(&smoke).unwrap();
+    assert_eq!(experiment.models.face.as_ref().and_then(|f| f.augment), Some(emotionet::bench::demo_augmentation()));
+}

@@ -23,7 +23,7 @@ fn fast_retry(max_attempts: u32) -> RetryPolicy {
 
 /// Tokens from the fake's metadata server, through the official metadata-server credentials.
 fn metadata(fake: &FakeTpu) -> Credentials {
-    emotionet::cloud::tls::install_crypto_provider();
+    emotionet::google::tls::install_crypto_provider();
     mds::Builder::default().with_endpoint(fake.url.clone()).with_scopes(["https://www.googleapis.com/auth/cloud-platform"]).build().unwrap()
 }
 
@@ -140,7 +140,7 @@ async fn a_refused_token_is_a_clear_error_that_never_shows_the_token() {
     let secret = "ya29.this-one-is-expired-SECRET";
     let dir = temp_dir("badtoken");
     let config = AuthConfig { mode: AuthMode::Gcloud, gcloud: gcloud_printing(dir.path(), secret), ..AuthConfig::default() };
-    let client = client(&fake, emotionet::cloud::auth::credentials(&config).unwrap(), fast_retry(5)).await;
+    let client = client(&fake, emotionet::google::auth::credentials(&config).unwrap(), fast_retry(5)).await;
     let err = client.list_nodes(&location()).await.unwrap_err();
     assert!(matches!(err, CloudError::Unauthenticated { .. }), "{err:?}");
     let text = err.to_string();
@@ -238,7 +238,7 @@ fn rsa_key(dir: &Path) -> (String, Vec<u8>) {
 
 #[tokio::test]
 async fn every_fakeable_credential_source_reaches_the_api() {
-    emotionet::cloud::tls::install_crypto_provider();
+    emotionet::google::tls::install_crypto_provider();
     let fake = FakeTpu::start();
     let dir = temp_dir("creds");
 
@@ -274,5 +274,5 @@ async fn every_fakeable_credential_source_reaches_the_api() {
 
     // gcloud, for a workstation with `gcloud auth login` only.
     let config = AuthConfig { mode: AuthMode::Gcloud, gcloud: gcloud_printing(dir.path(), GOOD_TOKEN), ..AuthConfig::default() };
-    client(&fake, emotionet::cloud::auth::credentials(&config).unwrap(), fast_retry(1)).await.list_nodes(&location()).await.unwrap();
+    client(&fake, emotionet::google::auth::credentials(&config).unwrap(), fast_retry(1)).await.list_nodes(&location()).await.unwrap();
 }

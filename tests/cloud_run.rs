@@ -20,7 +20,7 @@ use emotionet::cloud::{
 const WAIT: WaitOptions = WaitOptions { poll: Duration::from_millis(20), timeout: Duration::from_secs(10) };
 
 async fn client(fake: &FakeTpu) -> TpuClient {
-    emotionet::cloud::tls::install_crypto_provider();
+    emotionet::google::tls::install_crypto_provider();
     let credentials = google_cloud_auth::credentials::mds::Builder::default().with_endpoint(fake.url.clone()).build().unwrap();
     let retry = RetryPolicy { initial_backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(50), ..RetryPolicy::default() };
     TpuClient::connect(ClientConfig { base_url: fake.url.clone(), retry, ..ClientConfig::default() }, credentials).await.unwrap()

@@ -153,3 +153,49 @@ fn a_batch_the_producer_cannot_make_is_an_error_with_its_cause() {
     // After that, the stream says it has stopped rather than hang.
     assert!(pipeline.next_batch().is_err());
 }
+
+#[test]
+fn batches_are_the_same_bit_for_bit_whatever_the_thread_count_and_resume_exactly() {
+    let data = Arc::new(split(60, 12));
+    let every =
+        Augmentation { flip: true, max_shift_px: 2, scale: 0.1, rotate_deg: 8.0, blur_sigma: 1.0, contrast: 0.2, brightness: 0.1, gamma: 0.3, noise: 0.05 };
+    let flip_shift = Augmentation { flip: true, max_shift_px: 3, ..Augmentation::default() };
+    for augment in [Augmentation::default(), flip_shift, every] {
+        let config = |threads| PipelineConfig { augment, normalize: Normalization::MinusOneOne, threads, ..PipelineConfig::new(8, 5) };
+        // 7 batches an epoch: 12 batches cross an epoch boundary.
+        let one = take(&mut TrainPipeline::new(Arc::clone(&data), config(1)).unwrap(), 12);
+        for threads in [2, 3, 8] {
+            let many = take(&mut TrainPipeline::new(Arc::clone(&data), config(threads)).unwrap(), 12);
+            for (k, (a, b)) in one.iter().zip(&many).enumerate() {
+                assert!(a.images.bytes() == b.images.bytes() && a.labels == b.labels, "{augment:?}: batch {k} differs with {threads} threads");
+            }
+        }
+        if !augment.is_off() {
+            // Rows of one batch get different draws: augmenting did something.
+            let plain = take(&mut TrainPipeline::new(Arc::clone(&data), config(1)).unwrap(), 1);
+            let unaugmented = take(&mut TrainPipeline::new(Arc::clone(&data), PipelineConfig { augment: Augmentation::default(), ..config(1) }).unwrap(), 1);
+            assert_ne!(plain[0].images, unaugmented[0].images, "{augment:?}");
+        }
+        // Resume mid-epoch on 4 threads from a state saved on 1.
+        let mut first = TrainPipeline::new(Arc::clone(&data), config(1)).unwrap();
+        take(&mut first, 3);
+        let state = first.state();
+        let mut resumed = TrainPipeline::new(Arc::clone(&data), config(4)).unwrap();
+        resumed.restore(state).unwrap();
+        let rest = take(&mut resumed, 9);
+        for (k, (a, b)) in one[3..].iter().zip(&rest).enumerate() {
+            assert!(a.images.bytes() == b.images.bytes() && a.labels == b.labels, "{augment:?}: resumed batch {} differs", k + 3);
+        }
+    }
+}
+
+#[test]
+fn input_threads_default_to_the_host_and_are_validated() {
+    assert_eq!(emotionet::data::pipeline::input_threads(3), 3);
+    assert_eq!(emotionet::data::pipeline::input_threads(0), std::thread::available_parallelism().unwrap().get());
+    let data: emotionet::data::DataConfig = serde_yaml::from_str("input_threads: 4").unwrap();
+    assert_eq!(PipelineConfig::from_data_config(&data, 8, 1).threads, 4);
+    let zero: emotionet::data::DataConfig = serde_yaml::from_str("input_threads: 0").unwrap();
+    let e = zero.validate().unwrap_err().to_string();
+    assert!(e.contains("input_threads") && e.contains("1 to 1024"), "{e}");
+}

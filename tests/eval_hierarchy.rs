@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cli_support::{emotionet, text};
+use emotionet::checkpoint::{Checkpoint, CheckpointDir};
 use emotionet::data::{PrepOptions, PreparedSet, prepare};
 use emotionet::experiment::Experiment;
 use emotionet::hierarchy::{self, FACE_CLASS};
@@ -21,7 +22,6 @@ use emotionet::models::{InferenceError, InferenceModel, InferenceOptions, ModelK
 use emotionet::pjrt::{self, Backend, Client, ClientOptions};
 use emotionet::records::HierarchyEval;
 use emotionet::tensor::HostTensor;
-use emotionet::train::checkpoint::{Checkpoint, CheckpointDir};
 use emotionet::train::{TrainOptions, train};
 
 struct Fixture {

@@ -199,7 +199,7 @@ fn bad_session_configs_are_clear_errors() {
 #[test]
 fn a_checkpoint_from_before_declared_parameters_still_loads() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/emotion_checkpoint_before_declared_params.safetensors");
-    let ck = emotionet::train::checkpoint::Checkpoint::read(&path).unwrap();
+    let ck = emotionet::checkpoint::Checkpoint::read(&path).unwrap();
     let mut arch = Architecture::emotion(16);
     arch.conv_filters = vec![2, 3, 4];
     arch.dense_units = 4;

@@ -8,7 +8,7 @@
 //! them, inputs dropped while in use, and uploading the next batch while a
 //! training step runs. What only a real device shows (separate copy
 //! streams, device memory pressure, errors raised on the device after
-//! `execute` returned) is listed in the README's GPU section.
+//! `execute` returned) is listed in docs/gpu.md.
 
 mod common;
 

@@ -12,7 +12,7 @@ use std::process::Command;
 /// face 93.7%, emotion 90.4% (trivial baselines: 60% and 71%).
 const FACE_MIN: f64 = 0.85;
 const EMOTION_MIN: f64 = 0.80;
-/// The face model on the 60 held-out real LFW subset images (README target
+/// The face model on the 60 held-out real LFW subset images (docs/results.md target
 /// 95%; seen here: 100%), with room for another CPU's rounding.
 const REAL_FACE_MIN: f64 = 0.9;
 
@@ -55,7 +55,7 @@ fn the_smoke_campaign_trains_both_models_and_writes_everything() {
             let accuracy = real["accuracy"].as_f64().unwrap();
             assert!(accuracy >= REAL_FACE_MIN, "face model on the real LFW subset: {accuracy} < {REAL_FACE_MIN}");
         }
-        let checkpoints = emotionet::train::CheckpointDir::new(dir.join("checkpoints"), 1).unwrap();
+        let checkpoints = emotionet::checkpoint::CheckpointDir::new(dir.join("checkpoints"), 1).unwrap();
         assert_eq!(checkpoints.latest().unwrap().expect("a checkpoint").step, record["steps_done"].as_u64().unwrap());
     }
     let hierarchy = json(&out.join("smoke/hierarchy/cpu-r0/hierarchy.json"));

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cli_support::{command, emotionet};
-use emotionet::train::CheckpointDir;
+use emotionet::checkpoint::CheckpointDir;
 
 /// A small experiment: the face model at 24x24 on a tiny synthetic set.
 #[allow(clippy::too_many_arguments)] // a fixture's knobs, each named at its call

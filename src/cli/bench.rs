@@ -2,10 +2,12 @@
 
 use std::io::Write;
 
+use anyhow::Context;
 use clap::Args;
 
 use super::BackendArgs;
 use crate::bench::{self, BenchCase};
+use crate::data::Augmentation;
 use crate::graph::optim::Optimizer;
 use crate::models::{ConvChoice, ModelKind, Precision};
 use crate::pjrt::OptionOverride;
@@ -57,6 +59,24 @@ pub struct BenchArgs {
     /// with and without `xla_cpu_use_onednn`, each against f64.
     #[arg(long)]
     pub onednn_repro: bool,
+    /// Instead of the training step, time the input pipeline alone (no
+    /// device, no plugin): batches of `--size` (default 256) and `--batch`
+    /// (default 128) from images held in memory, per augmentation and
+    /// thread count.
+    #[arg(long)]
+    pub input: bool,
+    /// With --input: `off`, `demo` (the demo face model's augmentation,
+    /// experiments/smoke.yaml), `both`, or a YAML map of augmentation
+    /// settings such as `{flip: true, rotate_deg: 10}`.
+    #[arg(long, default_value = "both")]
+    pub augment: String,
+    /// With --input: thread counts to time, comma-separated (default: 1,
+    /// and this host's cores when there are more).
+    #[arg(long)]
+    pub threads: Option<String>,
+    /// With --input: batches timed per case.
+    #[arg(long, default_value_t = 20)]
+    pub input_batches: usize,
     /// Also append each result as a JSON line to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -78,6 +98,9 @@ pub fn parse_xla_option(text: &str) -> anyhow::Result<(String, OptionOverride)> 
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.input {
+        return run_input(&args);
+    }
     let client = args.backend.connect()?;
     let all = client.device_ids().len();
     let optimizer = match args.optimizer.as_str() {
@@ -180,5 +203,59 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         results.push(result);
     }
     write!(stdout, "\n{}", bench::table(&results, peak))?;
+    Ok(())
+}
+
+/// `bench --input`: the input pipeline per augmentation and thread count.
+fn run_input(args: &BenchArgs) -> anyhow::Result<()> {
+    let size = args.size.unwrap_or(256);
+    let size = u32::try_from(size).ok().filter(|s| (8..=4096).contains(s)).ok_or_else(|| anyhow::anyhow!("--size {size}: expected 8 to 4096"))?;
+    let batch = args.batch.unwrap_or(128);
+    let batch = usize::try_from(batch).ok().filter(|b| *b > 0).ok_or_else(|| anyhow::anyhow!("--batch {batch}: expected a positive number"))?;
+    let augments: Vec<(String, Augmentation)> = match args.augment.as_str() {
+        "off" => vec![("off".into(), Augmentation::default())],
+        "demo" => vec![("demo".into(), bench::demo_augmentation())],
+        "both" => vec![("off".into(), Augmentation::default()), ("demo".into(), bench::demo_augmentation())],
+        yaml => {
+            let a: Augmentation = serde_yaml::from_str(yaml).with_context(|| {
+                format!("--augment {yaml:?}: expected off, demo, both or a YAML map of augmentation settings (flip, max_shift_px, scale, ...)")
+            })?;
+            a.validate(size).with_context(|| format!("--augment {yaml:?}"))?;
+            vec![("custom".into(), a)]
+        }
+    };
+    let cores = bench::Machine::detect().cores;
+    let threads: Vec<usize> = match &args.threads {
+        Some(list) => list
+            .split(',')
+            .map(|t| {
+                t.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| anyhow::anyhow!("--threads {list:?}: expected positive numbers separated by commas"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        None if cores > 1 => vec![1, cores],
+        None => vec![1],
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "machine: {}", bench::Machine::detect().summary())?;
+    let mut results = Vec::new();
+    for (name, augment) in &augments {
+        for &t in &threads {
+            let case = bench::InputCase { size, batch, augment_name: name.clone(), augment: *augment, threads: t, batches: args.input_batches };
+            tracing::info!("bench --input {size}x{size} batch {batch} augment {name} threads {t}");
+            let result = bench::run_input(&case)?;
+            let line = serde_json::to_string(&result)?;
+            writeln!(stdout, "{line}")?;
+            if let Some(path) = &args.json {
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+                writeln!(f, "{line}")?;
+            }
+            results.push(result);
+        }
+    }
+    write!(stdout, "\n{}", bench::input_table(&results))?;
     Ok(())
 }

@@ -262,8 +262,8 @@ fn auth_config(common: &CommonArgs) -> AuthConfig {
 
 async fn client(common: &CommonArgs) -> anyhow::Result<TpuClient> {
     let config = auth_config(common);
-    tracing::debug!("credentials from {}", crate::cloud::auth::describe(&config));
-    let credentials = crate::cloud::auth::credentials(&config)?;
+    tracing::debug!("credentials from {}", crate::google::auth::describe(&config));
+    let credentials = crate::google::auth::credentials(&config)?;
     Ok(TpuClient::connect(ClientConfig { base_url: common.api_url.clone(), ..ClientConfig::default() }, credentials).await?)
 }
 

@@ -279,6 +279,16 @@ fn prep(args: PrepArgs) -> anyhow::Result<()> {
     };
     let outcome = crate::data::prepare(&config, &options).with_context(|| format!("data prep for the {task} task failed ({hint})"))?;
     let mut out = std::io::stdout().lock();
+    for c in &outcome.copies {
+        // On stderr with --json, so that stdout stays one JSON document.
+        let line =
+            format!("{}: {} object(s), {} downloaded ({} bytes), {} removed, in {}", c.url, c.objects, c.downloaded, c.bytes, c.removed, c.local.display());
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            writeln!(out, "{line}")?;
+        }
+    }
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&outcome.set.report)?)?;
         return Ok(());

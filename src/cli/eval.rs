@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
+use crate::checkpoint::META_EXPERIMENT_HASH;
 use crate::data::{PrepOptions, SourceKind, Task, prepare};
 use crate::experiment::Experiment;
 use crate::hierarchy::{self, Hierarchy, HierarchyOutcome, PREDICTIONS_FILE, Predictions};
@@ -17,7 +18,6 @@ use crate::lock::OutputLock;
 use crate::models::ModelKind;
 use crate::records::{Confusion, HIERARCHY_FILE, HierarchyEval, RECORD_FILE, RunRecord, RunStatus, SourceTable};
 use crate::report::paper::PAPER_TABLE_I;
-use crate::train::checkpoint::META_EXPERIMENT_HASH;
 
 use super::trained::{TrainedModels, TrainedModelsArgs};
 

@@ -134,10 +134,10 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             if e.chain().any(|c| c.downcast_ref::<crate::train::Interrupted>().is_some()) {
-                eprintln!("{}", crate::errors::chain_text(&e));
+                eprintln!("{}", crate::errors::chain_text(&*e));
                 return ExitCode::from(130);
             }
-            eprintln!("error: {}", crate::errors::chain_text(&e));
+            eprintln!("error: {}", crate::errors::chain_text(&*e));
             ExitCode::from(1)
         }
     }

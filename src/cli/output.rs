@@ -94,7 +94,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn connect(path: &GcsPath) -> anyhow::Result<Bucket> {
     let config = StorageConfig::from_env(|| {
-        crate::cloud::auth::credentials(&crate::cloud::AuthConfig::default()).map_err(|e| crate::storage::StorageError::Credentials { message: e.to_string() })
+        crate::google::auth::credentials(&crate::google::AuthConfig::default())
+            .map_err(|e| crate::storage::StorageError::Credentials { message: e.to_string() })
     })?;
     Ok(Bucket::connect(path, config).await?)
 }

@@ -3,7 +3,7 @@
 //!
 //! [`TpuClient`] adds what this project needs around the official client:
 //! the endpoint (tests point it at a local fake), the credentials of
-//! [`super::auth`], the retry policy of [`super::retry`], waiting on an
+//! [`crate::google::auth`], the retry policy of [`super::retry`], waiting on an
 //! operation with progress, and errors that name the call and the resource
 //! ([`CloudError`]). It holds no request or JSON code of its own.
 
@@ -58,7 +58,7 @@ pub struct TpuClient {
 
 impl TpuClient {
     pub async fn connect(config: ClientConfig, credentials: Credentials) -> Result<Self> {
-        super::tls::install_crypto_provider();
+        crate::google::tls::install_crypto_provider();
         let base = config.base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(CloudError::InvalidName { what: "API URL", value: base, rule: "must start with https:// (or http:// for a local fake)" });
@@ -72,7 +72,12 @@ impl TpuClient {
             .with_attempt_timeout(config.call_timeout)
             .build()
             .await
-            .map_err(|e| CloudError::Transport { url: base.clone(), resource: "client setup".into(), message: error_chain(&e), timed_out: false })?;
+            .map_err(|e| CloudError::Transport {
+                url: base.clone(),
+                resource: "client setup".into(),
+                message: crate::errors::chain_text(&e),
+                timed_out: false,
+            })?;
         Ok(TpuClient { tpu, base, credentials })
     }
 
@@ -87,7 +92,7 @@ impl TpuClient {
         use google_cloud_auth::credentials::CacheableResource;
         match self.credentials.headers(http::Extensions::new()).await {
             Ok(CacheableResource::New { .. } | CacheableResource::NotModified) => Ok(()),
-            Err(e) => Err(CloudError::TokenSource { source_name: "the credentials".into(), message: error_chain(&e) }),
+            Err(e) => Err(CloudError::TokenSource { source_name: "the credentials".into(), message: crate::errors::chain_text(&e) }),
         }
     }
 
@@ -246,19 +251,4 @@ impl TpuClient {
             token = page.next_page_token;
         }
     }
-}
-
-/// An error with its causes (the client's top-level messages are terse).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }

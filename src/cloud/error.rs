@@ -128,7 +128,7 @@ impl CloudError {
     /// The official client's error for `method resource`, as ours: the HTTP
     /// status, Google's status name and message, and what to do about it.
     pub fn from_api(method: &str, resource: &str, endpoint: &str, e: google_cloud_gax::error::Error) -> Self {
-        let message = e.status().map(|s| s.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| super::client::error_chain(&e));
+        let message = e.status().map(|s| s.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| crate::errors::chain_text(&e));
         let api_status = e.status().map(|s| s.code.name().to_string()).unwrap_or_default();
         if e.is_authentication() {
             return CloudError::TokenSource { source_name: "the credentials".into(), message };
@@ -148,3 +148,11 @@ impl CloudError {
 }
 
 pub type Result<T, E = CloudError> = std::result::Result<T, E>;
+
+impl From<crate::google::AuthError> for CloudError {
+    fn from(e: crate::google::AuthError) -> Self {
+        match e {
+            crate::google::AuthError::TokenSource { source_name, message } => CloudError::TokenSource { source_name, message },
+        }
+    }
+}

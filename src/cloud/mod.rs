@@ -4,8 +4,7 @@
 //! - [`client`]: the Cloud TPU API v2 (nodes, operations, queued resources,
 //!   accelerator types) through Google's `google-cloud-tpu-v2`, with our
 //!   timeouts and retries ([`retry`]); the types and what we read from them in [`api`];
-//! - [`auth`]: Application Default Credentials through `google-cloud-auth`,
-//!   `gcloud` as a fallback, never logged; [`tls`]: the crypto provider they need;
+//! - credentials come from [`crate::google`] (shared with `storage`);
 //! - [`cost`]: the price table (an estimate, with date and source) and known zones;
 //! - [`spec`]: what to create, and the cost guard; [`vm`]: create, wait, delete,
 //!   start, recreate, and when a VM counts as lost; [`state`]: the local record of the VMs we created;
@@ -19,7 +18,6 @@
 //! treats the output folder as opaque, durable state.
 
 pub mod api;
-pub mod auth;
 pub mod campaign;
 pub mod client;
 pub mod cost;
@@ -31,11 +29,10 @@ pub mod retry;
 pub mod spec;
 pub mod state;
 pub mod timestamp;
-pub mod tls;
 pub mod vm;
 
+pub use crate::google::{AuthConfig, AuthMode};
 pub use api::{Node, NodeExt, NodeState, Operation, QueuedResource, QueuedResourceExt, QueuedState};
-pub use auth::{AuthConfig, AuthMode};
 pub use campaign::{CampaignPlan, CampaignReport, LogEnd, fetch, logs, run_campaign};
 pub use client::{ClientConfig, TpuClient, WaitOptions};
 pub use error::{CloudError, Result};

@@ -554,6 +554,11 @@ pub struct DataConfig {
     /// pick); default: all.
     pub max_images_per_dataset: Option<usize>,
     pub decode_limits: DecodeLimits,
+    /// Threads making each training batch (shuffle, augmentation,
+    /// normalization); default: the host's cores. The batches are the
+    /// same whatever the count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_threads: Option<usize>,
 }
 
 impl Default for DataConfig {
@@ -572,6 +577,7 @@ impl Default for DataConfig {
             balance_classes: false,
             max_images_per_dataset: None,
             decode_limits: DecodeLimits::default(),
+            input_threads: None,
         }
     }
 }
@@ -622,6 +628,11 @@ impl DataConfig {
         self.augment.validate(self.image_size)?;
         if self.max_images_per_dataset == Some(0) {
             return Err(DataError::config("max_images_per_dataset", 0, "a positive integer, or leave it out to use all images"));
+        }
+        if let Some(t) = self.input_threads
+            && !(1..=1024).contains(&t)
+        {
+            return Err(DataError::config("input_threads", t, "an integer from 1 to 1024, or leave it out for the host's cores"));
         }
         if self.decode_limits.max_side < 16 {
             return Err(DataError::config("decode_limits.max_side", self.decode_limits.max_side, "at least 16 pixels"));

@@ -64,6 +64,9 @@ pub enum DataError {
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
 
+    #[error("cannot copy the data source {url} into {local}: {message}")]
+    Remote { url: String, local: PathBuf, message: String },
+
     #[error("checksum mismatch for {path}: expected sha256 {expected}, got {actual}")]
     ChecksumMismatch { path: PathBuf, expected: String, actual: String },
 

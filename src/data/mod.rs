@@ -4,7 +4,8 @@
 //! synthetic face set; mixing several sources in one data set; the tasks
 //! and their labels; decoding, splitting by identity and the prepared-set
 //! cache; the input pipeline (epoch order in `mix`, augmentation in
-//! `augment`); and downloads.
+//! `augment`); downloads; and copying sources named `gs://...` into the
+//! cache folder (`remote`).
 //! It knows nothing of PJRT, graphs or models: its output is [`HostTensor`]s.
 //!
 //! The flow: [`DataConfig`] -> [`prepare`] (loaders -> [`Task`] labels ->
@@ -24,6 +25,7 @@ pub mod loaders;
 pub mod mix;
 pub mod pipeline;
 pub mod prep;
+pub mod remote;
 
 pub mod sample;
 pub mod split;

@@ -15,10 +15,16 @@
 //!   answering "neither".
 //! - Mixed sources: each source's weight or share of every batch (see
 //!   `mix`, which owns the order of an epoch).
-//! - Augmentation (see `augment`), drawn from one seeded RNG stream whose
-//!   state is part of the saved position.
+//! - Augmentation (see `augment`): for each batch, one seed per row is
+//!   drawn in row order from one seeded RNG stream, whose state is part of
+//!   the saved position; each row's random transforms come from its own
+//!   seed. A row is therefore a pure function of (image, settings, seed),
+//!   and a batch is the same bit for bit whatever the thread count.
 //! - A background thread prepares batches a few ahead (bounded channel)
-//!   while the device runs the previous step.
+//!   while the device runs the previous step; it makes the rows of each
+//!   batch on a pool of `threads` threads (default: the host's cores).
+//! - The images are written straight into the batch's little-endian bytes
+//!   (no intermediate f32 vector to copy).
 //! - [`TrainPipeline::state`] is the position after the last batch handed
 //!   out (epoch, offset, augmentation RNG); [`TrainPipeline::restore`] makes
 //!   the next batches exactly those an uninterrupted run would have seen.
@@ -29,6 +35,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::augment;
@@ -37,7 +44,7 @@ use super::error::{DataError, Result};
 use super::mix::EpochPlan;
 use super::prep::PreparedSplit;
 use crate::rng::Rng;
-use crate::tensor::HostTensor;
+use crate::tensor::{DType, HostTensor};
 
 pub use super::mix::{epoch_order, epoch_permutation};
 
@@ -71,6 +78,16 @@ pub struct PipelineConfig {
     /// `source_name`; empty (or all weight 1, no share) = one plain stream.
     #[serde(default)]
     pub mix: Vec<SourceMix>,
+    /// Threads making the rows of a batch; 0 = the host's cores (see
+    /// [`input_threads`]). The batches do not depend on it.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+/// The threads a pipeline asking for `threads` uses: that many, or the
+/// cores this process may use when 0.
+pub fn input_threads(threads: usize) -> usize {
+    if threads > 0 { threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
 }
 
 impl PipelineConfig {
@@ -84,6 +101,7 @@ impl PipelineConfig {
             prefetch: 3,
             balance_classes: false,
             mix: Vec::new(),
+            threads: 0,
         }
     }
 
@@ -95,6 +113,7 @@ impl PipelineConfig {
             normalize: data.normalize,
             balance_classes: data.balance_classes,
             mix: data.source.mix(),
+            threads: data.input_threads.unwrap_or(0),
             ..PipelineConfig::new(batch_size, seed)
         }
     }
@@ -260,9 +279,22 @@ fn produce(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConf
     let epoch_len = plan.epoch_len();
     let mut order = plan.order(state.epoch);
     let mut rng = Rng::from_state(state.rng);
+    let threads = input_threads(config.threads);
+    let pool = if threads > 1 {
+        match rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("emotionet-input-{i}")).build() {
+            Ok(pool) => Some(pool),
+            Err(e) => {
+                // The batches are the same on one thread, only slower.
+                tracing::warn!("cannot start {threads} input threads ({e}); making batches on one");
+                None
+            }
+        }
+    } else {
+        None
+    };
     loop {
         let indices = &order[state.position..state.position + config.batch_size];
-        let batch = match assemble(&split, indices, config.batch_size, &table, config.normalize, Some((&config.augment, &mut rng))) {
+        let batch = match assemble(&split, indices, config.batch_size, &table, config.normalize, Some((&config.augment, &mut rng)), pool.as_ref()) {
             Ok(b) => b,
             Err(e) => {
                 let _ = tx.send(Err(e));
@@ -285,7 +317,7 @@ fn produce(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConf
 
 /// Builds a batch of `batch_size` rows from `indices` (fewer indices pad with
 /// zero images and label 0), augmenting each image when asked (see `augment`
-/// for the order of the random draws).
+/// for the order of the random draws), its rows spread over `pool` if any.
 fn assemble(
     split: &PreparedSplit,
     indices: &[usize],
@@ -293,35 +325,58 @@ fn assemble(
     table: &[f32; 256],
     normalize: Normalization,
     augment: Option<(&Augmentation, &mut Rng)>,
+    pool: Option<&rayon::ThreadPool>,
 ) -> Result<Batch> {
     let side = split.image_size as usize;
     let n = side * side;
-    let mut images = vec![0f32; batch_size * n];
-    let mut labels = vec![0i32; batch_size];
-    let mut scratch = vec![0u8; n];
-    let mut augment = augment.filter(|(a, _)| !a.is_off());
-    for (row, &i) in indices.iter().enumerate() {
-        let src = split.image(i);
-        let dst = &mut images[row * n..(row + 1) * n];
-        match augment.as_mut() {
+    // One seed per row, drawn in row order: a row is then a pure function
+    // of (image, settings, seed), whichever thread makes it.
+    let (aug, seeds) = match augment.filter(|(a, _)| !a.is_off()) {
+        Some((a, rng)) => (Some(*a), indices.iter().map(|_| rng.next_u64()).collect()),
+        None => (None, Vec::new()),
+    };
+    let bytes_of: Vec<[u8; 4]> = table.iter().map(|v| v.to_le_bytes()).collect();
+    let grey_to_bytes = |grey: &[u8], dst: &mut [u8]| {
+        for (d, &p) in dst.chunks_exact_mut(4).zip(grey) {
+            d.copy_from_slice(&bytes_of[usize::from(p)]);
+        }
+    };
+    let make_row = |row: usize, dst: &mut [u8], unit: &mut [f32], grey: &mut [u8]| {
+        let src = split.image(indices[row]);
+        match &aug {
             // Flip and shift alone stay on whole grey levels: the exact u8 path.
-            Some((aug, rng)) if aug.is_flip_and_shift_only() => {
-                augment::flip_and_shift(src, side, aug, rng, &mut scratch);
-                for (d, &p) in dst.iter_mut().zip(&scratch) {
-                    *d = table[usize::from(p)];
+            Some(a) if a.is_flip_and_shift_only() => {
+                augment::flip_and_shift(src, side, a, &mut Rng::new(seeds[row]), grey);
+                grey_to_bytes(grey, dst);
+            }
+            Some(a) => {
+                augment::augment_f32(src, side, a, normalize, &mut Rng::new(seeds[row]), unit);
+                for (d, v) in dst.chunks_exact_mut(4).zip(unit.iter()) {
+                    d.copy_from_slice(&v.to_le_bytes());
                 }
             }
-            Some((aug, rng)) => augment::augment_f32(src, side, aug, normalize, rng, dst),
-            None => {
-                for (d, &p) in dst.iter_mut().zip(src) {
-                    *d = table[usize::from(p)];
-                }
+            None => grey_to_bytes(src, dst),
+        }
+    };
+    let mut bytes = vec![0u8; batch_size * n * 4];
+    let rows = &mut bytes[..indices.len() * n * 4];
+    match pool {
+        Some(pool) => pool.install(|| {
+            rows.par_chunks_mut(n * 4).enumerate().for_each_init(|| (vec![0f32; n], vec![0u8; n]), |(unit, grey), (row, dst)| make_row(row, dst, unit, grey))
+        }),
+        None => {
+            let (mut unit, mut grey) = (vec![0f32; n], vec![0u8; n]);
+            for (row, dst) in rows.chunks_mut(n * 4).enumerate() {
+                make_row(row, dst, &mut unit, &mut grey);
             }
         }
-        labels[row] = split.labels[i];
+    }
+    let mut labels = vec![0i32; batch_size];
+    for (label, &i) in labels.iter_mut().zip(indices) {
+        *label = split.labels[i];
     }
     let dims = [batch_size as i64, side as i64, side as i64, 1];
-    Ok(Batch { images: HostTensor::from_f32(&dims, &images)?, labels: HostTensor::from_i32(&[batch_size as i64], &labels)?, valid: indices.len() })
+    Ok(Batch { images: HostTensor::from_bytes(DType::F32, &dims, bytes)?, labels: HostTensor::from_i32(&[batch_size as i64], &labels)?, valid: indices.len() })
 }
 
 /// Eval batches in split order; the last one is padded and has `valid < B`
@@ -362,6 +417,6 @@ impl Iterator for EvalBatches<'_> {
         let end = (self.next + self.batch_size).min(self.split.len());
         let indices: Vec<usize> = (self.next..end).collect();
         self.next = end;
-        Some(assemble(self.split, &indices, self.batch_size, &self.table, self.normalize, None))
+        Some(assemble(self.split, &indices, self.batch_size, &self.table, self.normalize, None, None))
     }
 }

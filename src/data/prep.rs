@@ -247,6 +247,8 @@ pub struct PrepOutcome {
     pub cache_path: PathBuf,
     pub report_json: PathBuf,
     pub report_table: PathBuf,
+    /// The bucket sources copied into the cache folder first (see `remote`).
+    pub copies: Vec<super::remote::SourceCopy>,
 }
 
 /// Groups a skip reason into its kind: `misnamed KDEF file `X`: ...` ->
@@ -416,6 +418,9 @@ fn strict_check(strict: bool, skipped: &[Skipped]) -> Result<()> {
 /// Prepares a task's data set, from the cache when its key matches.
 pub fn prepare(config: &DataConfig, options: &PrepOptions) -> Result<PrepOutcome> {
     config.validate()?;
+    // Sources in a bucket are copied into the cache folder first (see `remote`).
+    let localized = super::remote::localize(config)?;
+    let config = &localized.config;
     let task = options.task;
     let catalog = load_catalog(config, options.progress)?;
     strict_check(options.strict, &catalog.skipped)?;
@@ -428,7 +433,7 @@ pub fn prepare(config: &DataConfig, options: &PrepOptions) -> Result<PrepOutcome
     if let Some(set) = read_cache(&cache_path)? {
         strict_check(options.strict, &set.report.skipped)?;
         write_reports(&set.report, &report_json, &report_table)?;
-        return Ok(PrepOutcome { set, cache_hit: true, decoded: 0, cache_path, report_json, report_table });
+        return Ok(PrepOutcome { set, cache_hit: true, decoded: 0, cache_path, report_json, report_table, copies: localized.copies });
     }
 
     let class_names: Vec<String> = task.class_names().iter().map(|s| s.to_string()).collect();
@@ -534,7 +539,7 @@ pub fn prepare(config: &DataConfig, options: &PrepOptions) -> Result<PrepOutcome
     write_cache(&cache_path, &set)?;
     write_reports(&set.report, &report_json, &report_table)?;
     let decoded = set.report.decoded;
-    Ok(PrepOutcome { set, cache_hit: false, decoded, cache_path, report_json, report_table })
+    Ok(PrepOutcome { set, cache_hit: false, decoded, cache_path, report_json, report_table, copies: localized.copies })
 }
 
 /// Errors when a class has no samples at all or none for training; returns

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use super::ir::{Graph, Tensor};
 use super::ops::{Op, Operand};
 use super::shape::Result;
-use crate::pjrt::{Program, TensorSpec};
+use crate::program::{Program, TensorSpec};
 
 /// How the entry function is declared.
 #[derive(Clone, Debug, Default)]

@@ -11,7 +11,7 @@
 //! - `params`: where layers get their parameters ([`Params`]): declared
 //!   once to list them, then bound to program inputs by name.
 //!
-//! This module knows nothing about PJRT beyond producing a `Program`, and
+//! This module knows nothing about PJRT: it produces a `crate::program::Program`, and
 //! nothing about models, data or training.
 
 mod autodiff;

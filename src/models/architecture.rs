@@ -204,7 +204,7 @@ pub enum ConvChoice {
     /// Patches (im2col + one dot) in a layer with one input channel, where
     /// the patches are small (`k*k` values a pixel); a convolution op in the
     /// others. Measured slower than `convolution` with the pinned XLA:CPU
-    /// (README, Speed), kept to be measured on other CPUs and plugins.
+    /// (docs/speed.md), kept to be measured on other CPUs and plugins.
     Patches,
 }
 

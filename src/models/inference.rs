@@ -3,7 +3,7 @@
 //! checkpoint of a run folder.
 //!
 //! This module owns inference only: it reads checkpoints (through
-//! [`crate::train::checkpoint`], which owns their format) but never writes
+//! [`crate::checkpoint`], which owns their format) but never writes
 //! them (a load checks every tensor against its checksum), and it takes images as the f32 `[n, H, W, 1]` tensors the input
 //! pipeline makes; decoding and normalization stay in [`crate::data`].
 //!
@@ -16,11 +16,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::checkpoint::{Checkpoint, CheckpointDir, CheckpointError};
 use crate::graph::optim::Optimizer;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, OptionOverride, PjrtError};
 use crate::records::CHECKPOINT_DIR;
 use crate::tensor::{DType, HostTensor, TensorError};
-use crate::train::checkpoint::{Checkpoint, CheckpointDir, CheckpointError};
 
 use super::architecture::{Architecture, ConvChoice, ModelKind};
 use super::programs::{Precision, ProgramSpec};

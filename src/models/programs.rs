@@ -19,7 +19,7 @@
 use crate::graph::nn::DropoutKey;
 use crate::graph::optim::Optimizer;
 use crate::graph::{BoundParams, CastParams, EmitOptions, Graph, GraphError, ParamSpec, Tensor};
-use crate::pjrt::Program;
+use crate::program::Program;
 use crate::tensor::DType;
 
 use super::architecture::{Architecture, ConvChoice, ModelKind};

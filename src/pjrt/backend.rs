@@ -10,37 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{PjrtError, Result};
-
-/// The accelerator family a run asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Cpu,
-    Gpu,
-    Tpu,
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Cpu => "cpu",
-            Backend::Gpu => "gpu",
-            Backend::Tpu => "tpu",
-        })
-    }
-}
-
-impl std::str::FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "cpu" => Ok(Backend::Cpu),
-            "gpu" => Ok(Backend::Gpu),
-            "tpu" => Ok(Backend::Tpu),
-            other => Err(format!("unknown backend {other:?}; allowed: cpu, gpu, tpu")),
-        }
-    }
-}
+pub use crate::backend::Backend;
 
 impl Backend {
     /// The pinned pip package that provides this backend's plugin.
@@ -165,24 +135,6 @@ fn existing(path: &Path, backend: Backend) -> Result<PathBuf> {
             path: path.to_path_buf(),
             hint: format!("no such file; the {backend} plugin comes from the pip package {}", backend.pip_package()),
         })
-    }
-}
-
-impl Backend {
-    /// The PJRT platform names (`PJRT_Client_PlatformName`) a plugin for this
-    /// backend reports: the CPU plugin says `cpu`, CUDA and ROCm plugins say
-    /// `cuda` or `rocm`, libtpu says `tpu`.
-    pub fn platform_names(self) -> &'static [&'static str] {
-        match self {
-            Backend::Cpu => &["cpu"],
-            Backend::Gpu => &["cuda", "rocm"],
-            Backend::Tpu => &["tpu"],
-        }
-    }
-
-    /// Whether a client on `platform` is what this backend asked for.
-    pub fn accepts_platform(self, platform: &str) -> bool {
-        self.platform_names().iter().any(|p| p.eq_ignore_ascii_case(platform))
     }
 }
 

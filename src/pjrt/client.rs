@@ -6,8 +6,9 @@ use super::api::{Api, NamedValue, read_named_values, read_str};
 use super::buffer::{Buffer, Event};
 use super::compile::CompileOptions;
 use super::error::{PjrtError, Result};
-use super::executable::{LoadedExecutable, Program};
+use super::executable::LoadedExecutable;
 use super::ffi::{self, StructSize};
+use crate::program::Program;
 use crate::tensor::{DType, HostTensor};
 
 /// Options for `PJRT_Client_Create`, checked against the types the known

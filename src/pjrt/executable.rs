@@ -7,104 +7,7 @@ use super::client::{Client, ClientInner, dtype_of};
 use super::compile::CompileOptions;
 use super::error::{PjrtError, Result};
 use super::ffi::{self, StructSize};
-use crate::tensor::DType;
-
-/// Type and shape of one program input or output.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TensorSpec {
-    pub dtype: DType,
-    pub dims: Vec<i64>,
-}
-
-impl std::fmt::Display for TensorSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tensor<")?;
-        for d in &self.dims {
-            write!(f, "{d}x")?;
-        }
-        write!(f, "{}>", self.dtype)
-    }
-}
-
-/// A program to compile: StableHLO (MLIR text or bytecode), optionally with
-/// its input signature so that executions are checked before the FFI call.
-#[derive(Clone, Debug)]
-pub struct Program {
-    name: String,
-    code: Vec<u8>,
-    inputs: Option<Vec<TensorSpec>>,
-}
-
-impl Program {
-    /// A StableHLO module in MLIR text (or bytecode) form. For text, the
-    /// input signature is read from `func.func public @main(...)` so that
-    /// executions are checked even when the caller declares nothing.
-    pub fn stablehlo(name: impl Into<String>, code: impl Into<Vec<u8>>) -> Self {
-        let code = code.into();
-        let inputs = std::str::from_utf8(&code).ok().and_then(parse_main_signature);
-        Program { name: name.into(), code, inputs }
-    }
-
-    /// Declares the per-device input signature; `execute` then checks every
-    /// argument's type and shape against it.
-    pub fn with_inputs(mut self, inputs: Vec<TensorSpec>) -> Self {
-        self.inputs = Some(inputs);
-        self
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn code(&self) -> &[u8] {
-        &self.code
-    }
-}
-
-/// Reads the argument types of `@main` from StableHLO text: `tensor<2x3xf32>`
-/// per argument. Returns `None` if the text is not in the expected form (the
-/// compiler will then report what is wrong).
-fn parse_main_signature(text: &str) -> Option<Vec<TensorSpec>> {
-    let start = text.find("@main(")? + "@main(".len();
-    let mut depth = 1usize;
-    let mut end = start;
-    for (i, c) in text[start..].char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    end = start + i;
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let args = &text[start..end];
-    let mut specs = Vec::new();
-    let mut rest = args;
-    while let Some(pos) = rest.find("tensor<") {
-        let after = &rest[pos + "tensor<".len()..];
-        let close = after.find('>')?;
-        let body = &after[..close];
-        let mut parts: Vec<&str> = body.split('x').collect();
-        let ty = parts.pop()?;
-        let dtype = match ty.trim() {
-            "f32" => DType::F32,
-            "f64" => DType::F64,
-            "bf16" => DType::BF16,
-            "i32" => DType::I32,
-            "ui32" => DType::U32,
-            "i1" => DType::Pred,
-            _ => return None,
-        };
-        let dims = parts.iter().map(|d| d.trim().parse::<i64>().ok()).collect::<Option<Vec<_>>>()?;
-        specs.push(TensorSpec { dtype, dims });
-        rest = &after[close..];
-    }
-    Some(specs)
-}
+use crate::program::{Program, TensorSpec};
 
 /// A compiled program loaded on its devices.
 pub struct LoadedExecutable {
@@ -147,8 +50,8 @@ impl LoadedExecutable {
         let format = "mlir";
         let raw_program = ffi::PJRT_Program {
             // The plugin takes a mutable pointer but does not write through it.
-            code: program.code.as_ptr() as *mut _,
-            code_size: program.code.len(),
+            code: program.code().as_ptr() as *mut _,
+            code_size: program.code().len(),
             format: format.as_ptr().cast(),
             format_size: format.len(),
             ..ffi::PJRT_Program::sized()
@@ -164,15 +67,15 @@ impl LoadedExecutable {
         // returns; the options were validated by `Client::compile` so none of
         // the plugin's fatal checks can fire.
         unsafe { call!(api, PJRT_Client_Compile, &mut args) }.map_err(|e| match e {
-            PjrtError::Plugin { code, message, .. } => PjrtError::Plugin { op: "compile", code, message: format!("{}: {message}", program.name) },
+            PjrtError::Plugin { code, message, .. } => PjrtError::Plugin { op: "compile", code, message: format!("{}: {message}", program.name()) },
             other => other,
         })?;
         let mut exe = LoadedExecutable {
             client: client.inner.clone(),
             raw: args.executable,
-            name: program.name.clone(),
+            name: program.name().to_string(),
             device_ids: vec![],
-            inputs: program.inputs.clone(),
+            inputs: program.inputs().map(<[TensorSpec]>::to_vec),
             outputs: vec![],
         };
         exe.device_ids = exe.query_devices()?;
@@ -369,26 +272,5 @@ impl LoadedExecutable {
             buffer.read_metadata()?;
         }
         Ok(owned)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_main_signature() {
-        let text = "func.func public @main(%a: tensor<2x3xf32> {tf.aliasing_output = 0 : i32}, %b: tensor<i32>, %c: tensor<4xi1>) -> tensor<f32> {";
-        let specs = parse_main_signature(text).unwrap();
-        assert_eq!(
-            specs,
-            vec![
-                TensorSpec { dtype: DType::F32, dims: vec![2, 3] },
-                TensorSpec { dtype: DType::I32, dims: vec![] },
-                TensorSpec { dtype: DType::Pred, dims: vec![4] },
-            ]
-        );
-        assert!(parse_main_signature("func.func @main(%a: tensor<2xf16>)").is_none());
-        assert_eq!(parse_main_signature("func.func @main()").unwrap(), vec![]);
     }
 }

@@ -46,6 +46,7 @@ mod executable;
 #[allow(unsafe_op_in_unsafe_fn)]
 mod ffi;
 
+pub use crate::program::{Program, TensorSpec};
 pub use api::{Api, HEADER_VERSION, NamedValue};
 pub use backend::{Backend, StandIn, check_platform, deps_dir, plugin_library, resolve_plugin};
 pub use buffer::{Buffer, ReadyEvent};
@@ -53,7 +54,7 @@ pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
 pub use cuda::{CudaPlugin, GpuProblem, Preloaded, minimum_driver, preload};
 pub use error::{ErrorCode, PjrtError, Result};
-pub use executable::{LoadedExecutable, Program, TensorSpec};
+pub use executable::LoadedExecutable;
 
 /// Loads the plugin for `backend` (or `plugin`, if given) and creates a
 /// client. A GPU plugin first gets its CUDA libraries preloaded, and a

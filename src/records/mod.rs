@@ -22,8 +22,8 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::backend::Backend;
 use crate::fsutil::{self, FsError};
-pub use crate::pjrt::Backend;
 
 mod confusion;
 mod hierarchy;
@@ -197,7 +197,8 @@ fn process_start_ticks(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// What ran the program: filled from the PJRT client.
+/// What ran the program, as plain facts (the trainer fills it from its
+/// PJRT client: `train::platform_of`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Platform {
@@ -215,24 +216,6 @@ pub struct Platform {
     pub pjrt_api_version: String,
     /// Host name of the machine that drove the run.
     pub host: String,
-}
-
-impl Platform {
-    /// Describes `client` running a step over its first `devices_used`
-    /// devices (their kind is that of the first device).
-    pub fn from_client(client: &crate::pjrt::Client, devices_used: u32) -> Self {
-        let api = client.api();
-        let (major, minor) = api.version();
-        Platform {
-            name: client.platform_name().to_string(),
-            version: client.platform_version().to_string(),
-            device_kind: client.devices().first().map(|d| d.kind.clone()).unwrap_or_default(),
-            device_count: devices_used,
-            plugin: api.path().display().to_string(),
-            pjrt_api_version: format!("{major}.{minor}"),
-            host: host_name(),
-        }
-    }
 }
 
 /// Input height and width in pixels.
@@ -554,7 +537,7 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Rec
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample_record() -> RunRecord {

@@ -399,7 +399,7 @@ fn build_group(scan: &Scan, idx: Vec<usize>) -> Group {
         backend: first.backend,
         run_ids: runs.iter().map(|r| r.record.run_id.clone()).collect(),
         finished_ids: finished.iter().map(|(_, r)| r.run_id.clone()).collect(),
-        platform: distinct(runs.iter().map(|r| format!("{} {}", r.record.platform.name, r.record.platform.version))),
+        platform: distinct(runs.iter().map(|r| platform_text(&r.record.platform))),
         device: distinct(runs.iter().map(|r| format!("{} ×{}", r.record.platform.device_kind, r.record.platform.device_count))),
         stand_in: runs.iter().any(|r| !r.record.backend.accepts_platform(&r.record.platform.name)),
         image_size: distinct(image_sizes.iter().map(ToString::to_string)),
@@ -426,6 +426,13 @@ fn build_group(scan: &Scan, idx: Vec<usize>) -> Group {
         confusion_run,
         run_indices: idx,
     }
+}
+
+/// A platform's name and version, the version only when it says more than
+/// the name (the CPU plugin reports version "cpu": "cpu", not "cpu cpu").
+fn platform_text(p: &records::Platform) -> String {
+    let version = p.version.trim();
+    if version.is_empty() || version.eq_ignore_ascii_case(&p.name) { p.name.clone() } else { format!("{} {version}", p.name) }
 }
 
 /// Per-source eval accuracy over finished runs, sources in first-seen order.
@@ -457,5 +464,23 @@ mod tests {
         let s = Stat::of([3.0, f64::NAN, 1.0, 2.0]).unwrap();
         assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
         assert!(Stat::of([f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn the_platform_column_says_the_cpu_once() {
+        let mut record = crate::records::tests::sample_record();
+        record.platform.version = "cpu".into();
+        let scan = Scan {
+            runs_dir: PathBuf::from("runs"),
+            runs: vec![RunEntry { dir: PathBuf::from("smoke/face/cpu/r0"), record, curve: Vec::new(), curve_note: None }],
+            hierarchies: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let analysis = analyse(&scan);
+        assert_eq!(analysis.groups[0].platform, "cpu");
+        let mut tpu = crate::records::tests::sample_record();
+        tpu.platform.name = "tpu".into();
+        tpu.platform.version = "libtpu 0.0.30".into();
+        assert_eq!(platform_text(&tpu.platform), "tpu libtpu 0.0.30");
     }
 }

@@ -80,12 +80,13 @@ const RESUMABLE_THRESHOLD: usize = 8 << 20;
 
 impl Bucket {
     pub async fn connect(path: &GcsPath, config: StorageConfig) -> Result<Bucket> {
-        crate::cloud::tls::install_crypto_provider();
+        crate::google::tls::install_crypto_provider();
         let setup = |message: String| StorageError::Setup { endpoint: config.endpoint.clone(), message };
         let credentials = match config.credentials.clone() {
             Some(c) => c,
-            None => crate::cloud::auth::adc_credentials(&crate::cloud::auth::AuthConfig::default())
-                .map_err(|e| StorageError::Credentials { message: e.to_string() })?,
+            None => {
+                crate::google::auth::adc_credentials(&crate::google::AuthConfig::default()).map_err(|e| StorageError::Credentials { message: e.to_string() })?
+            }
         };
         let storage = Storage::builder()
             .with_endpoint(config.endpoint.clone())
@@ -93,12 +94,12 @@ impl Bucket {
             .with_resumable_upload_threshold(RESUMABLE_THRESHOLD)
             .build()
             .await
-            .map_err(|e| setup(error_chain(&e)))?;
+            .map_err(|e| setup(crate::errors::chain_text(&e)))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()
-            .map_err(|e| setup(error_chain(&e)))?;
+            .map_err(|e| setup(crate::errors::chain_text(&e)))?;
         Ok(Bucket { path: path.clone(), storage, credentials, http, endpoint: config.endpoint })
     }
 
@@ -222,7 +223,7 @@ impl Bucket {
                 action: "listing",
                 url: self.url(key_prefix),
                 status: None,
-                message: error_chain(&e),
+                message: crate::errors::chain_text(&e),
             })?;
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
@@ -271,8 +272,14 @@ impl Bucket {
         let headers = self.auth_headers().await?;
         let failed = |status: Option<u16>, message: String| StorageError::Service { action: "deleting", url: self.url(key), status, message };
         let stale = || StorageError::PreconditionFailed { url: self.url(key), message: format!("it is no longer generation {generation}") };
-        let current =
-            self.http.get(&url).headers(headers.clone()).query(&[("fields", "generation")]).send().await.map_err(|e| failed(None, error_chain(&e)))?;
+        let current = self
+            .http
+            .get(&url)
+            .headers(headers.clone())
+            .query(&[("fields", "generation")])
+            .send()
+            .await
+            .map_err(|e| failed(None, crate::errors::chain_text(&e)))?;
         match current.status().as_u16() {
             404 => return Ok(()),
             200 => {
@@ -295,7 +302,7 @@ impl Bucket {
             .query(&[("ifGenerationMatch", generation.to_string())])
             .send()
             .await
-            .map_err(|e| failed(None, error_chain(&e)))?;
+            .map_err(|e| failed(None, crate::errors::chain_text(&e)))?;
         let status = response.status().as_u16();
         match status {
             200..=299 | 404 => Ok(()),
@@ -336,7 +343,7 @@ impl Bucket {
     fn service_error(&self, action: &'static str, key: &str, e: google_cloud_storage::Error) -> StorageError {
         let url = self.url(key);
         let status = e.http_status_code();
-        let message = e.status().map(|s| s.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| error_chain(&e));
+        let message = e.status().map(|s| s.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| crate::errors::chain_text(&e));
         match status {
             Some(412) => StorageError::PreconditionFailed { url, message },
             Some(404) => StorageError::NotFound { url },
@@ -361,19 +368,4 @@ fn safe_relative(key: &str) -> Option<PathBuf> {
 fn snippet(text: &str) -> String {
     let text = text.trim();
     if text.is_empty() { "(empty body)".into() } else { text.chars().take(300).collect() }
-}
-
-/// An error with its causes (the clients' top-level messages are terse).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }

@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use super::checkpoint::{Checkpoint, CheckpointDir, META_EPOCH, META_EXPERIMENT_HASH, META_INPUT_PIPELINE};
 use super::tensorboard::EventWriter;
 use super::trainer::Interrupted;
+use crate::checkpoint::{Checkpoint, CheckpointDir, META_EPOCH, META_EXPERIMENT_HASH, META_INPUT_PIPELINE};
 use crate::data::PipelineState;
 use crate::records::{Confusion, MetricPoint, MetricsLog, RunPaths, RunRecord, RunStatus, SourceEval, SplitMetrics, Timing, now_rfc3339};
 
@@ -290,10 +290,10 @@ impl RunWriter {
     /// why, so that whoever started the run reads the reason from the record
     /// rather than from a log. Returns `error` for the caller to pass on.
     pub fn fail(mut self, error: anyhow::Error) -> anyhow::Error {
-        self.record.status = RunStatus::Failed { error: crate::errors::chain_text(&error) };
+        self.record.status = RunStatus::Failed { error: crate::errors::chain_text(&*error) };
         match self.flush() {
             Ok(()) => error,
-            Err(e) => error.context(format!("the record could not say so either: {}", crate::errors::chain_text(&e))),
+            Err(e) => error.context(format!("the record could not say so either: {}", crate::errors::chain_text(&*e))),
         }
     }
 

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 
-use super::checkpoint::{Checkpoint, META_INPUT_PIPELINE};
 use super::run_writer::{Opened, RunStart, RunWriter};
 use super::step_clock::{Fetch, PendingStep, StepClock};
+use crate::checkpoint::{Checkpoint, META_INPUT_PIPELINE};
 use crate::data::{EvalBatches, PipelineState, PrepOptions, PreparedSet, TrainPipeline, prepare};
 use crate::experiment::{BackendConfig, Experiment, ModelTraining};
 use crate::models::{BatchUploader, DeviceBatch, ModelKind, SessionConfig, StepMetrics, TrainSession};
@@ -321,6 +321,24 @@ impl Prefetched {
     }
 }
 
+/// The record's [`Platform`] for `client` running a step over its first
+/// `devices_used` devices (their kind is that of the first device): what
+/// fills a record from a live client lives here, beside the one that runs
+/// it, so that records stay plain files.
+pub fn platform_of(client: &Client, devices_used: u32) -> Platform {
+    let api = client.api();
+    let (major, minor) = api.version();
+    Platform {
+        name: client.platform_name().to_string(),
+        version: client.platform_version().to_string(),
+        device_kind: client.devices().first().map(|d| d.kind.clone()).unwrap_or_default(),
+        device_count: devices_used,
+        plugin: api.path().display().to_string(),
+        pjrt_api_version: format!("{major}.{minor}"),
+        host: crate::records::host_name(),
+    }
+}
+
 fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, client: &Client, devices: usize, training: &ModelTraining) -> RunRecord {
     let size = experiment.data.image_size;
     let backend = options.backend.kind;
@@ -335,7 +353,7 @@ fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, 
         model: kind,
         backend,
         repeat: options.repeat,
-        platform: Platform::from_client(client, devices as u32),
+        platform: platform_of(client, devices as u32),
         started_at: now_rfc3339(),
         finished_at: None,
         status: RunStatus::running_here(),

@@ -30,7 +30,15 @@ use google_cloud_auth::errors::CredentialsError;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use http::{Extensions, HeaderMap};
 
-use super::error::{CloudError, Result};
+/// A token source that was asked for and failed. The cloud and storage
+/// errors wrap it with their own advice.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("could not get an access token from {source_name}: {message}")]
+    TokenSource { source_name: String, message: String },
+}
+
+type Result<T> = std::result::Result<T, AuthError>;
 
 /// The scope every call needs: the TPU API and Cloud Storage both accept it.
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -82,7 +90,7 @@ pub fn adc_credentials(config: &AuthConfig) -> Result<Credentials> {
     if let Some(project) = &config.quota_project {
         builder = builder.with_quota_project_id(project);
     }
-    builder.build().map_err(|e| CloudError::TokenSource {
+    builder.build().map_err(|e| AuthError::TokenSource {
         source_name: match adc_file() {
             Some(path) => format!("the credentials file {}", path.display()),
             None => "Application Default Credentials".into(),
