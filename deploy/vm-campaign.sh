@@ -5,7 +5,10 @@
 # it over ssh; the lines it prints that start with EMOTIONET- are read by
 # src/cloud/campaign.rs. Failures go to stderr with exit status 75 (a lock
 # that stays held past its timeout, EMOTIONET_LOCK_TIMEOUT seconds, default
-# 60, named with its holder) or 2 (usage). Everything lives in DIR (~/emotionet-cloud/campaign):
+# 60, named with its holder), 71 (flock cannot work: missing, or a lock file
+# that cannot be opened; never mistaken for a held lock; or a process of a
+# stopped campaign that survived SIGKILL) or 2 (usage). Everything lives in
+# DIR (~/emotionet-cloud/campaign):
 #   control.lock, control.owner  serialises start and stop (with a timeout, naming its holder)
 #   campaign.lock, campaign.owner held by the running campaign for its whole life
 #   current, count               the newest campaign's id, how many were started
@@ -18,38 +21,91 @@
 #                                       follow until the campaign ends; then "EMOTIONET-CAMPAIGN-EXIT ID CODE"
 #                                       (CODE: its exit status, "running", or "unknown" if it never wrote one)
 #   vm-campaign.sh status DIR           "EMOTIONET-CAMPAIGN running ID", "... ended ID CODE" or "... none"
-#   vm-campaign.sh stop DIR             SIGTERM to the campaign's process group (emotionet checkpoints and
-#                                       stops), SIGKILL after EMOTIONET_STOP_GRACE seconds (default 120)
+#   vm-campaign.sh stop DIR             SIGTERM to the campaign's process group (emotionet run forwards it to
+#                                       each child group it started; they checkpoint and stop), then, after
+#                                       EMOTIONET_STOP_GRACE seconds (default 120), SIGKILL to every process
+#                                       group of the campaign's session; returns when none of its processes
+#                                       is left: "EMOTIONET-CAMPAIGN stopped ID CODE" or "... killed ID"
 #
 # The campaign runs under setsid + nohup with its output in ID.log: it has no
 # terminal and its own session, so the ssh session (or the laptop) going away
 # does not stop it. Only one campaign runs at a time: it holds campaign.lock,
-# and `start` attaches to a running one instead of starting a second.
+# and `start` attaches to a running one instead of starting a second. The
+# session is also how `stop` finds everything the campaign started: the
+# orchestrator puts each trainer in a process group of its own, but all of
+# them stay in the campaign's session.
 set -uo pipefail
 action=${1:?usage: vm-campaign.sh start|attach|status|stop DIR ...}
 dir=${2:?usage: vm-campaign.sh ACTION DIR ...}
-mkdir -p "$dir"
 lock_timeout=${EMOTIONET_LOCK_TIMEOUT:-60}
+
+# flock failing for any reason but a held lock (its exit status 1) is that
+# reason, said as such: never "a campaign is running" or "lock timeout".
+flock_broken() {
+    echo "vm-campaign.sh: cannot use the lock file $1: $2" >&2
+    exit 71
+}
+if ! command -v flock >/dev/null 2>&1; then
+    echo "vm-campaign.sh: flock (util-linux) is not installed on $(hostname); it keeps campaigns from running twice: install util-linux" >&2
+    exit 71
+fi
+mkdir -p "$dir" || { echo "vm-campaign.sh: cannot create the campaign folder $dir" >&2; exit 71; }
+
+# Opens lock file $2 on file descriptor $1 (8 or 9) for appending.
+open_lock() {
+    local err
+    if ! err=$( { eval "exec $1>>\"\$2\""; } 2>&1 ); then
+        flock_broken "$2" "cannot open it: $err"
+    fi
+    eval "exec $1>>\"\$2\""
+}
 
 # The control lock, with a timeout that names whoever holds it.
 take_control() {
-    exec 9>>"$dir/control.lock"
-    if ! flock -w "$lock_timeout" 9; then
-        echo "lock timeout: $dir/control.lock is still held after ${lock_timeout}s by: $(cat "$dir/control.owner" 2>/dev/null || echo 'an unknown process')" >&2
-        exit 75
-    fi
+    open_lock 9 "$dir/control.lock"
+    local err rc
+    err=$(flock -w "$lock_timeout" 9 2>&1)
+    rc=$?
+    case $rc in
+        0) ;;
+        1)
+            echo "lock timeout: $dir/control.lock is still held after ${lock_timeout}s by: $(cat "$dir/control.owner" 2>/dev/null || echo 'an unknown process')" >&2
+            exit 75
+            ;;
+        *) flock_broken "$dir/control.lock" "flock exited with status $rc: $err" ;;
+    esac
     echo "pid $$ ($1, from emotionet cloud) on $(hostname) since $(date -u +%FT%TZ)" >"$dir/control.owner"
 }
 
-# Prints the running campaign's id; fails if none runs. The campaign holds
-# campaign.lock exclusively; if we can take it, nothing runs. The probe
-# takes it shared, so two probes at the same moment (a `cloud logs` and a
-# `cloud run` polling the status) never see each other as a campaign.
-running_id() {
-    if flock -n -s "$dir/campaign.lock" true 2>/dev/null; then
-        return 1
-    fi
-    cat "$dir/current" 2>/dev/null || echo unknown
+# Sets $running to the running campaign's id, or to nothing if none runs.
+# The campaign holds campaign.lock exclusively; if we can take it, nothing
+# runs. The probe takes it shared, so two probes at the same moment (a
+# `cloud logs` and a `cloud run` polling the status) never see each other
+# as a campaign.
+running=
+probe() {
+    local err rc
+    err=$(flock -n -s "$dir/campaign.lock" true 2>&1)
+    rc=$?
+    case $rc in
+        0) running= ;;
+        1) running=$(cat "$dir/current" 2>/dev/null || echo unknown) ;;
+        *) flock_broken "$dir/campaign.lock" "flock exited with status $rc: $err" ;;
+    esac
+}
+
+# The live (not zombie) processes of session $1, as "PID PGID" lines.
+session_members() {
+    local stat line rest
+    local -a f
+    for stat in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$stat" || continue
+        rest=${line##*) }
+        read -r -a f <<<"$rest"
+        # f: state, ppid, pgrp, session
+        [ "${f[3]}" = "$1" ] && [ "${f[0]}" != Z ] && echo "${stat//[!0-9]/} ${f[2]}"
+    done
+    return 0
 }
 
 exit_code_of() {
@@ -59,24 +115,26 @@ exit_code_of() {
 # Runs as the detached campaign, in its own session and process group. It
 # alone keeps campaign.lock (fd 8, closed for the command), survives the
 # SIGTERM of `stop`, and waits for every process the command left in its
-# group (a trainer still writing its checkpoint) before it records the exit
-# status and lets go of the lock: the campaign is over when they all are.
+# session (a trainer still writing its checkpoint, in its own process group)
+# before it records the exit status and lets go of the lock: the campaign
+# is over when they all are.
 read -r -d '' WRAPPER <<'SH'
 id=$1; dir=$2; command=$3
 trap ':' TERM
-others_in_group() {
+others_in_session() {
     local stat line rest
+    local -a f
     for stat in /proc/[0-9]*/stat; do
         read -r line 2>/dev/null <"$stat" || continue
         rest=${line##*) }
-        set -- $rest
-        [ "$3" = "$$" ] && [ "${stat//[!0-9]/}" != "$$" ] && return 0
+        read -r -a f <<<"$rest"
+        [ "${f[3]}" = "$$" ] && [ "${f[0]}" != Z ] && [ "${stat//[!0-9]/}" != "$$" ] && return 0
     done
     return 1
 }
 bash -c "$command" 8>&-
 code=$?
-while others_in_group; do sleep 0.5; done
+while others_in_session; do sleep 0.5; done
 echo "$code" >"$dir/$id.exit.tmp" && mv -f "$dir/$id.exit.tmp" "$dir/$id.exit"
 exit "$code"
 SH
@@ -84,16 +142,26 @@ SH
 start() {
     local command=$1
     take_control start
-    local id
-    if id=$(running_id); then
-        echo "EMOTIONET-CAMPAIGN running $id"
+    probe
+    if [ -n "$running" ]; then
+        echo "EMOTIONET-CAMPAIGN running $running"
         return 0
     fi
-    exec 8>>"$dir/campaign.lock"
-    if ! flock -n 8; then
-        echo "lock taken: $dir/campaign.lock was taken meanwhile by: $(cat "$dir/campaign.owner" 2>/dev/null || echo 'an unknown process')" >&2
-        exit 75
-    fi
+    # No campaign holds the lock, and none can start while we hold the
+    # control lock; a status probe may hold it shared for an instant: wait
+    # for that rather than take it for a campaign.
+    open_lock 8 "$dir/campaign.lock"
+    local err rc
+    err=$(flock -w "$lock_timeout" 8 2>&1)
+    rc=$?
+    case $rc in
+        0) ;;
+        1)
+            echo "lock timeout: $dir/campaign.lock is still held after ${lock_timeout}s, though no campaign held it when we looked; last campaign: $(cat "$dir/campaign.owner" 2>/dev/null || echo 'none recorded')" >&2
+            exit 75
+            ;;
+        *) flock_broken "$dir/campaign.lock" "flock exited with status $rc: $err" ;;
+    esac
     local count
     count=$(( $(cat "$dir/count" 2>/dev/null || echo 0) + 1 ))
     echo "$count" >"$dir/count"
@@ -118,7 +186,8 @@ attach() {
     local pid
     pid=$(cat "$dir/$id.pid" 2>/dev/null || echo 0)
     local follow=()
-    if [ "$mode" = follow ] && [ "$pid" -gt 0 ] && [ "$(running_id)" = "$id" ]; then
+    probe
+    if [ "$mode" = follow ] && [ "$pid" -gt 0 ] && [ "$running" = "$id" ]; then
         # Follows until the campaign's process ends (tail checks every second).
         follow=(--follow=name --pid="$pid")
     fi
@@ -133,12 +202,15 @@ attach() {
         # The campaign's process has ended; its lock goes with its last
         # file descriptor, which can trail its exit on a loaded machine.
         local tries=0
-        while [ "$(running_id)" = "$id" ] && [ $tries -lt 50 ]; do
+        probe
+        while [ "$running" = "$id" ] && [ $tries -lt 50 ]; do
             sleep 0.2
             tries=$((tries + 1))
+            probe
         done
     fi
-    if [ "$(running_id)" = "$id" ]; then
+    probe
+    if [ "$running" = "$id" ]; then
         echo "EMOTIONET-CAMPAIGN-EXIT $id running"
     else
         echo "EMOTIONET-CAMPAIGN-EXIT $id $(exit_code_of "$id")"
@@ -147,8 +219,9 @@ attach() {
 
 status() {
     local id
-    if id=$(running_id); then
-        echo "EMOTIONET-CAMPAIGN running $id"
+    probe
+    if [ -n "$running" ]; then
+        echo "EMOTIONET-CAMPAIGN running $running"
     elif id=$(cat "$dir/current" 2>/dev/null); then
         echo "EMOTIONET-CAMPAIGN ended $id $(exit_code_of "$id")"
     else
@@ -158,25 +231,46 @@ status() {
 
 stop() {
     take_control stop
-    local id
-    if ! id=$(running_id); then
+    probe
+    local id=$running
+    if [ -z "$id" ]; then
         echo "EMOTIONET-CAMPAIGN none"
         return 0
     fi
-    local pid
-    pid=$(cat "$dir/$id.pid")
-    kill -TERM -- "-$pid" 2>/dev/null
+    # The wrapper leads the campaign's session and its first process group.
+    local sid
+    sid=$(cat "$dir/$id.pid")
+    kill -TERM -- "-$sid" 2>/dev/null
     local grace=${EMOTIONET_STOP_GRACE:-120} waited=0
     while [ "$waited" -lt $((grace * 5)) ]; do
-        if ! running_id >/dev/null; then
+        probe
+        if [ "$running" != "$id" ] && [ -z "$(session_members "$sid")" ]; then
             echo "EMOTIONET-CAMPAIGN stopped $id $(exit_code_of "$id")"
             return 0
         fi
         sleep 0.2
         waited=$((waited + 1))
     done
-    kill -KILL -- "-$pid" 2>/dev/null
-    sleep 0.5
+    # What outlived the grace (a trainer that ignores SIGTERM or hangs in
+    # a plugin call, in a process group of its own) is killed, group by
+    # group, until no process of the session is left: none may hold a run
+    # folder's lock for the next campaign.
+    local members pid group tries=0
+    members=$(session_members "$sid")
+    while [ -n "$members" ] && [ $tries -lt 50 ]; do
+        while read -r pid group; do
+            kill -KILL -- "-$group" 2>/dev/null
+            kill -KILL "$pid" 2>/dev/null
+        done <<<"$members"
+        sleep 0.2
+        tries=$((tries + 1))
+        members=$(session_members "$sid")
+    done
+    if [ -n "$members" ]; then
+        echo "vm-campaign.sh: processes of campaign $id survived SIGKILL (pid pgid): $(echo $members)" >&2
+        exit 71
+    fi
+    [ -f "$dir/$id.exit" ] || { echo 137 >"$dir/$id.exit.tmp" && mv -f "$dir/$id.exit.tmp" "$dir/$id.exit"; }
     echo "EMOTIONET-CAMPAIGN killed $id"
 }
 

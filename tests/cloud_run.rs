@@ -484,3 +484,140 @@ async fn a_binary_too_new_for_the_vms_glibc_is_refused_before_shipping() {
     assert!(err.contains("--build-on-vm"), "{err}");
     assert!(!vm.join("emotionet-cloud/bin").exists(), "nothing was shipped");
 }
+
+/// A campaign shaped like `emotionet run` on the VM: its "trainer" runs in
+/// a process group of its own (as the orchestrator starts every child),
+/// ignores SIGTERM, and holds its run folder's lock; its pid goes to
+/// `{out}/trainer.pid`. The campaign itself ignores SIGTERM too (an
+/// orchestrator waiting for a trainer that never ends).
+const STUBBORN: &str = r#"#!/bin/bash
+out=$1
+mkdir -p "$out"
+set -m
+( trap '' TERM; echo $BASHPID > "$out/trainer.pid.tmp" && mv "$out/trainer.pid.tmp" "$out/trainer.pid"; exec flock "$out/run.lock" sleep 300 ) &
+trap '' TERM
+wait
+"#;
+
+/// Whether process `pid` is alive (a zombie is not: it holds nothing).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+/// Whether `lock` can be taken now (nobody holds it).
+fn lock_is_free(lock: &Path) -> bool {
+    std::process::Command::new("flock").arg("-n").arg(lock).arg("true").status().unwrap().success()
+}
+
+/// Stop means stop: after the stop that Ctrl-C sends returns, no process
+/// of the campaign is left (not even a trainer in its own process group
+/// that ignores SIGTERM) and its locks are free for the next campaign.
+#[tokio::test]
+async fn stop_ends_every_process_group_of_the_campaign_even_a_trainer_ignoring_sigterm() {
+    let fake = FakeTpu::start();
+    let client = client(&fake).await;
+    let vms = VmManager::new(&client, WAIT);
+    let dir = temp_dir("stop-groups");
+    let (root, vm, out) = (dir.path().join("project"), dir.path().join("vm"), dir.path().join("out"));
+    project(&root);
+    write_script(&root.join("campaign.sh"), STUBBORN);
+    let mut record = record("tpu-stop", Capacity::OnDemand);
+    vms.create(&record.spec, &mut |_| {}).await.unwrap();
+    let mut plan = plan(&root, &out);
+    plan.ship.push(PathBuf::from("campaign.sh"));
+    plan.command_template = "./campaign.sh {out}".into();
+    plan.sync_every = Duration::from_secs(3600);
+    let mut host = FaultyHost::new(&vm);
+    host.env.push(("EMOTIONET_STOP_GRACE".into(), "1".into()));
+    let remote_out = vm.join("emotionet-cloud/out");
+    let pid_file = remote_out.join("trainer.pid");
+    let ctrl_c = async {
+        while !pid_file.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let err = run_campaign(&vms, &mut record, &host, &plan, std::pin::pin!(ctrl_c), &mut |_| {}).await.unwrap_err();
+    assert!(matches!(err, CloudError::Interrupted { .. }), "{err:?}");
+    let trainer: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let survived = alive(trainer);
+    if survived {
+        let _ = std::process::Command::new("kill").args(["-KILL", &trainer.to_string()]).status();
+    }
+    assert!(!survived, "the trainer (pid {trainer}, its own process group, ignoring SIGTERM) outlived the stop");
+    assert!(lock_is_free(&remote_out.join("run.lock")), "the trainer's run lock is still held");
+    let control = vm.join("emotionet-cloud/campaign");
+    assert!(lock_is_free(&control.join("campaign.lock")), "campaign.lock is still held");
+    let status = std::process::Command::new("bash").arg(vm_campaign_sh()).arg("status").arg(&control).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.starts_with("EMOTIONET-CAMPAIGN ended ") && status.trim_end().ends_with(" 137"), "{status}");
+}
+
+fn vm_campaign_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/vm-campaign.sh")
+}
+
+fn vm_campaign(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new("bash");
+    command.arg(vm_campaign_sh()).arg(args[0]).arg(dir).args(&args[1..]);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+/// A status probe holds campaign.lock (shared) for an instant; a start at
+/// that moment waits for it instead of failing with "taken meanwhile".
+#[test]
+fn a_start_waits_out_a_status_probe_instead_of_failing() {
+    let dir = temp_dir("probe-race");
+    let control = dir.path().join("campaign");
+    std::fs::create_dir_all(&control).unwrap();
+    // The probe, slowed down: it holds the shared lock for a second.
+    let mut probe = std::process::Command::new("flock").arg("-s").arg(control.join("campaign.lock")).args(["sleep", "1"]).spawn().unwrap();
+    while lock_is_free(&control.join("campaign.lock")) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = vm_campaign(&control, &["start", "echo started"], &[("EMOTIONET_LOCK_TIMEOUT", "20")]);
+    probe.wait().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && stdout.starts_with("EMOTIONET-CAMPAIGN started "), "{stdout}{stderr}");
+}
+
+/// flock failing for another reason than a held lock is that reason: a
+/// missing flock binary, or a lock file that cannot be opened; never "a
+/// campaign is running" (nor a lock timeout).
+#[test]
+fn a_flock_that_cannot_work_is_that_error_not_a_running_campaign() {
+    let dir = temp_dir("flock-broken");
+    // A PATH with every tool but flock.
+    let bin = dir.path().join("bin-without-flock");
+    std::fs::create_dir_all(&bin).unwrap();
+    for folder in std::env::split_paths(&std::env::var_os("PATH").unwrap()) {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name != "flock" && !bin.join(&name).exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), bin.join(&name));
+            }
+        }
+    }
+    let control = dir.path().join("campaign");
+    for action in [&["status"][..], &["start", "echo never"], &["stop"]] {
+        let o = vm_campaign(&control, action, &[("PATH", bin.to_str().unwrap())]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.status.code(), Some(71), "{action:?}: {stdout}{stderr}");
+        assert!(stderr.contains("flock (util-linux) is not installed"), "{action:?}: {stderr}");
+        assert!(!stdout.contains("running") && !stderr.contains("lock timeout"), "{action:?}: {stdout}{stderr}");
+    }
+
+    // A lock file that cannot be opened (here: a link into a missing folder; elsewhere: permissions).
+    std::fs::create_dir_all(&control).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("no/such/folder/campaign.lock"), control.join("campaign.lock")).unwrap();
+    for action in [&["status"][..], &["start", "echo never"], &["stop"]] {
+        let o = vm_campaign(&control, action, &[]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.status.code(), Some(71), "{action:?}: {stdout}{stderr}");
+        assert!(stderr.contains(&format!("cannot use the lock file {}", control.join("campaign.lock").display())), "{action:?}: {stderr}");
+        assert!(!stdout.contains("running") && !stderr.contains("lock timeout"), "{action:?}: {stdout}{stderr}");
+    }
+    assert!(!control.join("current").exists(), "nothing was started");
+}

@@ -162,3 +162,53 @@ fn campaign_errors_name_the_file() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("libtpu==0.0.30") && stderr.contains("cloud:"), "no TPU plugin and no cloud section: {stderr}");
 }
+
+/// The orchestrator on its own stop (what its SIGTERM or Ctrl-C handler
+/// sets) ends every child group it started: a trainer in its own process
+/// group that ignores SIGTERM is killed once the grace is over, and the
+/// campaign returns only when it is gone and its run folder's lock is free.
+/// The trainer here is a stand-in script (the real one checkpoints and
+/// exits on SIGTERM, see `ctrl_c_checkpoints_and_a_second_run_resumes`).
+#[tokio::test]
+async fn a_stop_kills_a_trainer_that_ignores_sigterm_after_the_grace() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tiny_experiment(tmp.path(), "stuck", 2, SYNTH);
+    let out = tmp.path().join("out");
+    let pids = tmp.path().join("trainer.pid");
+    let lock = tmp.path().join("run.lock");
+    let trainer = tmp.path().join("stubborn-trainer.sh");
+    std::fs::write(
+        &trainer,
+        format!(
+            "#!/bin/bash\ntrap '' TERM\necho $$ > {pids}.tmp && mv {pids}.tmp {pids}\nexec flock {lock} sleep 300\n",
+            pids = pids.display(),
+            lock = lock.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&trainer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let plan = emotionet::orchestrator::Plan::load(&exp, Some(&out), None).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = emotionet::orchestrator::RunOptions { exe: trainer, plugin: None, progress: false, stop: stop.clone(), grace: Duration::from_secs(1) };
+    let campaign = tokio::spawn(emotionet::orchestrator::run_campaign(plan, options));
+    let start = Instant::now();
+    while !pids.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the trainer never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid: u32 = std::fs::read_to_string(&pids).unwrap().trim().parse().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let ended = tokio::time::timeout(Duration::from_secs(30), campaign).await;
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')));
+    if alive {
+        let _ = Command::new("kill").args(["-KILL", &format!("-{pid}")]).status();
+    }
+    let summary = ended.expect("the campaign did not return within 30 s of its stop").unwrap().unwrap();
+    assert!(!alive, "the trainer (pid {pid}) outlived the campaign");
+    assert!(summary.interrupted);
+    assert!(Command::new("flock").arg("-n").arg(&lock).arg("true").status().unwrap().success(), "the trainer's lock is still held");
+    let s = state(&out);
+    assert_eq!(s["runs"]["stuck/face/cpu/r0"]["status"], "pending", "a stopped run is resumed, not failed");
+}

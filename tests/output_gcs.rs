@@ -232,3 +232,258 @@ fn cloud_run_with_a_bucket_output_writes_there_from_the_vm() {
     assert!(text(&out.stderr).contains("--from gs://emotionet-runs/tpu"), "{}", text(&out.stderr));
     assert!(cloud(&["cloud", "down", "--poll-every", "0.05"]).status.success());
 }
+
+/// Two writers, one prefix: a trainer cut off from the bucket past its
+/// lease (a network partition; its uploads and renewals fail meanwhile)
+/// finds, when the line is back, that another writer took the lease over.
+/// From then on it uploads nothing, stops at its next step with an error
+/// naming that writer, and its run's record says so.
+#[test]
+fn a_trainer_that_lost_its_lease_uploads_nothing_more_and_stops_naming_the_new_holder() {
+    use emotionet::lock::{Holder, Wait};
+    use emotionet::storage::{Bucket, LOCK_KEY, Lease, Location, StorageConfig};
+    let emulator = Emulator::start(&[BUCKET]);
+    let line = gcs_emulator::SlowProxy::start(&emulator.host, 1 << 16, Duration::ZERO);
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = face_experiment(tmp.path(), &format!("gs://{BUCKET}/lease"));
+    // Long enough never to finish within the test.
+    std::fs::write(&exp, std::fs::read_to_string(&exp).unwrap().replace("epochs: 300", "epochs: 100000")).unwrap();
+    let run = "lease/bucketed/face/cpu-r0";
+    let staging = tmp.path().join("machine-1");
+    let mut child = on_machine(&emulator, &staging)
+        .env("STORAGE_EMULATOR_HOST", &line.host)
+        .env("EMOTIONET_LEASE_SECS", "3")
+        .args(["train", exp.to_str().unwrap(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while emulator.names(BUCKET, &format!("{run}/checkpoints/")).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(180), "no checkpoint reached the bucket");
+        assert!(child.try_wait().unwrap().is_none(), "the trainer ended early: {}", text(&child.wait_with_output().unwrap().stderr));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    line.cut();
+
+    // The second writer (straight to the bucket) takes the lease once the first one's has run out.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let Location::Gcs(path) = Location::parse(&format!("gs://{BUCKET}/lease")).unwrap() else { panic!("not a bucket") };
+    let purpose = "the second writer of this test";
+    let lease = runtime.block_on(async {
+        let bucket = Bucket::connect(&path, StorageConfig::emulator(&emulator.host)).await.unwrap();
+        Lease::acquire(&bucket, LOCK_KEY, Holder::this_process(purpose), Duration::from_secs(600), Wait::Yes).await.unwrap()
+    });
+    line.restore();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("the trainer trained on for 120 s after losing its lease: {}", text(&child.wait_with_output().unwrap().stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let other = format!("pid {} on ", std::process::id());
+    assert!(stderr.contains("was taken over by") && stderr.contains(purpose) && stderr.contains(&other), "{stderr}");
+    // Once it knew, the first writer uploaded nothing more: its failed
+    // record stayed here. (Not checked: that nothing of it landed after the
+    // takeover at all. A round that began under a valid lease can have its
+    // uploads retried by the client across the cut and land after the
+    // takeover; seen here in one of two runs. Issue 24 item 4 is partly done.)
+    let in_bucket = record(&emulator, &format!("{run}/record.json"));
+    assert_eq!(in_bucket["status"]["state"], "running", "the first writer uploaded after it knew its lease was lost: {in_bucket}");
+    // Its run's record (in its staging folder: the bucket is not its own now) says why it stopped.
+    let local: serde_json::Value = serde_json::from_slice(&std::fs::read(staging.join(BUCKET).join(run).join("record.json")).unwrap()).unwrap();
+    assert_eq!(local["status"]["state"], "failed", "{local}");
+    let error = local["status"]["error"].as_str().unwrap();
+    assert!(error.contains("was taken over by") && error.contains(purpose), "{error}");
+    runtime.block_on(lease.release()).unwrap();
+}
+
+/// The processes of the session `sid` (a detached campaign on the stand-in VM), from /proc.
+fn session_members(sid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(3) == Some(&sid.to_string().as_str()) && fields[0] != "Z" {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The whole path of a `gs://` campaign through a VM loss, on the stand-ins
+/// (the fake TPU API, a local folder as the VM, the real emulator): the
+/// campaign writes to the bucket; the VM is lost mid-run (its processes
+/// killed, no last upload, its lease left behind); `cloud run` recreates
+/// it; the campaign there resumes from the bucket's newest checkpoint after
+/// waiting out the lost VM's lease (each VM has its own host name), and
+/// finishes. A laptop's older copy never hides the bucket's newer files, and
+/// `report gs://` shows every run finished, from a folder that had cached
+/// the campaign mid-run as well as from a third, fresh one.
+#[test]
+fn a_bucket_campaign_survives_a_lost_vm_and_the_report_shows_what_the_bucket_holds() {
+    let emulator = Emulator::start(&[BUCKET]);
+    let fake = cloud_fake::FakeTpu::start();
+    let dir = cloud_fake::temp_dir("bucket-walk");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("experiments")).unwrap();
+    std::fs::write(project.join("campaign.yaml"), "experiments: [experiments/walk.yaml]\nhierarchy_eval: false\n").unwrap();
+    let walk = format!(
+        "name: walk\nseed: 3\ndata:\n  image_size: 24\n  cache_dir: {cache}\n  source: {{synthetic: {{faces: 60, non_faces: 40, size: 32}}}}\n\
+         models:\n  face: {{batch: 8, steps_per_epoch: 20, epochs: 30, architecture: {{dense_units: 16}}}}\n\
+         logging: {{every_steps: 20, checkpoint_every_steps: 20, keep_checkpoints: 2}}\n",
+        cache = dir.path().join("cache").display()
+    );
+    std::fs::write(project.join("experiments/walk.yaml"), walk).unwrap();
+    let run = "walk/face/cpu-r0";
+    let vm = dir.path().join("vm");
+    fake.set_vm_disk(&vm);
+    let credentials = fake.authorized_user_file(dir.path(), cloud_fake::REFRESH_TOKEN);
+    let cloud = |args: &[&str]| {
+        let mut cmd = command();
+        cmd.args(args)
+            .current_dir(&project)
+            .env("EMOTIONET_TPU_API_URL", &fake.url)
+            .env("EMOTIONET_CLOUD_STATE", dir.path().join("state.json"))
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &credentials)
+            .env("GCE_METADATA_HOST", "127.0.0.1:9")
+            .env("HOME", dir.path())
+            .env("EMOTIONET_GCLOUD", dir.path().join("no-gcloud"))
+            // Inherited by the stand-in VM's commands.
+            .env("STORAGE_EMULATOR_HOST", &emulator.host)
+            .env("EMOTIONET_SYNC_SECS", "0.1")
+            .env("EMOTIONET_LEASE_SECS", "3")
+            .env("RUST_LOG", "info");
+        cmd
+    };
+    let up = ["cloud", "up", "--project", "emotionet-test", "--zone", "europe-west4-a", "--accelerator-type", "v3-8", "--spot", "--poll-every", "0.05"];
+    assert!(output(&mut cloud(&up)).status.success());
+    // Each VM is its own host: a UTS namespace with a new host name for every start.
+    let own_host = Command::new("unshare").args(["--uts", "hostname", "emotionet-probe"]).status().is_ok_and(|s| s.success());
+    let campaign_command = if own_host {
+        "unshare --uts bash -c 'hostname \"vm-$$\" && exec \"$0\" \"$@\"' {bin} run campaign.yaml --out {out} --wait"
+    } else {
+        eprintln!(
+            "SKIPPED the separate host names: `unshare --uts` does not work here, so the lost VM's lease is taken over at once (same host, dead process)"
+        );
+        "{bin} run campaign.yaml --out {out} --wait"
+    };
+    let mut child = cloud(&[
+        "cloud",
+        "run",
+        "campaign.yaml",
+        "--ship",
+        "experiments",
+        "--via",
+        "local",
+        "--local-root",
+        vm.to_str().unwrap(),
+        "--out",
+        &format!("gs://{BUCKET}/walk"),
+        "--setup",
+        "true",
+        "--command",
+        campaign_command,
+        "--poll-every",
+        "0.05",
+        "--sync-every",
+        "0.3",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let steps_in_bucket = || -> Vec<u64> {
+        emulator
+            .names(BUCKET, &format!("walk/{run}/checkpoints/"))
+            .iter()
+            .filter_map(|n| n.rsplit("ckpt-").next()?.strip_suffix(".safetensors")?.parse::<u64>().ok())
+            .collect()
+    };
+    let start = Instant::now();
+    while steps_in_bucket().iter().all(|s| *s < 60) {
+        assert!(start.elapsed() < Duration::from_secs(240), "no checkpoint past step 60 reached the bucket");
+        assert!(child.try_wait().unwrap().is_none(), "cloud run ended early: {}", text(&child.wait_with_output().unwrap().stderr));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = |staging: &Path| {
+        let mut cmd = command();
+        cmd.args(["report", &format!("gs://{BUCKET}/walk"), "--out", staging.join("report").to_str().unwrap()])
+            .env("STORAGE_EMULATOR_HOST", &emulator.host)
+            .env("EMOTIONET_STAGING", staging);
+        output(&mut cmd)
+    };
+
+    // The VM is lost: Google takes it, and its processes end with it (no last upload, the lease left behind).
+    fake.preempt("emotionet-tpu");
+    let control = vm.join("emotionet-cloud/campaign");
+    let id = std::fs::read_to_string(control.join("current")).unwrap();
+    let sid: u32 = std::fs::read_to_string(control.join(format!("{}.pid", id.trim()))).unwrap().trim().parse().unwrap();
+    for _ in 0..10 {
+        for pid in session_members(sid) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+    let newest_at_loss = steps_in_bucket().into_iter().max().unwrap();
+    let total = 600;
+    assert!(newest_at_loss < total, "the run had finished before the loss");
+    // A desk reads the bucket while the VM is lost (while a writer's
+    // retention deletes checkpoints, a restore can still meet an object
+    // listed and then deleted: see the report of issue 24): its staging
+    // cache now holds a running record.
+    let desk = dir.path().join("desk");
+    assert!(report(&desk).status.success());
+    let desk_record = desk.join(BUCKET).join("walk").join(run).join("record.json");
+    let cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&desk_record).unwrap()).unwrap();
+    assert_eq!(cached["status"]["state"], "running", "{cached}");
+
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    eprintln!("--- cloud run\n{stdout}{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(fake.creations(), 2, "created, lost, recreated");
+    let all = format!("{stdout}{stderr}");
+    if own_host {
+        // The lost VM was another host, so its lease was not taken over at
+        // once (that is only for a dead process of the same host): the new
+        // VM either waited for it to run out, or came up after it had.
+        let waited = all.contains("waiting for gs://emotionet-runs/walk/.emotionet-lock") && all.contains("is free now");
+        let ran_out = all.contains("taking over gs://emotionet-runs/walk/.emotionet-lock from") && all.contains(" on vm-");
+        assert!(waited || ran_out, "the recreated VM did not wait out the lost VM's lease: {all}");
+    }
+    let finished = record(&emulator, &format!("walk/{run}/record.json"));
+    assert_eq!(finished["status"]["state"], "finished", "{finished}");
+    assert_eq!(finished["steps_done"], total, "{finished}");
+    assert_eq!(finished["resumes"], 1, "{finished}");
+    // Resumed from the bucket's newest checkpoint, not from an older copy.
+    let log = String::from_utf8(emulator.object(BUCKET, &format!("walk/{run}/train.log")).expect("train.log in the bucket")).unwrap();
+    let resumed_at: u64 = log
+        .split("resuming at step ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume in the train.log: {log}"));
+    assert_eq!(resumed_at, newest_at_loss, "resumed at step {resumed_at}; the bucket's newest checkpoint was {newest_at_loss}");
+    let state: serde_json::Value = serde_json::from_slice(&emulator.object(BUCKET, "walk/campaign-state.json").unwrap()).unwrap();
+    assert_eq!(state["runs"]["walk/face/cpu/r0"]["status"], "finished", "{state}");
+
+    // The report of the bucket, from the desk that had cached it mid-run and from a third folder.
+    for staging in [desk.clone(), dir.path().join("third")] {
+        let out = report(&staging);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let local: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(staging.join(BUCKET).join("walk").join(run).join("record.json")).unwrap()).unwrap();
+        assert_eq!(local["status"]["state"], "finished", "{}: {local}", staging.display());
+        let md = std::fs::read_to_string(staging.join("report/report.md")).unwrap();
+        assert!(md.contains(": 1 runs (1 finished) in "), "{}: {md}", staging.display());
+    }
+    assert!(output(&mut cloud(&["cloud", "down", "--poll-every", "0.05"])).status.success());
+}

@@ -123,7 +123,8 @@ async fn the_lease_lets_one_writer_in_and_passes_on_when_it_expires() {
     let third = Lease::acquire(&runs, ".emotionet-lock", vm("vm-3", 33), Duration::from_secs(60), Wait::No).await.unwrap();
     let mut second = second;
     let lost = second.renew().await.unwrap_err();
-    assert!(matches!(lost, StorageError::PreconditionFailed { .. }), "{lost:?}");
+    let StorageError::LeaseLost { holder, .. } = &lost else { panic!("{lost:?}") };
+    assert_eq!(**holder, HolderInfo::Known(vm("vm-3", 33)), "the loss names the new holder");
     third.release().await.unwrap();
 }
 
@@ -201,4 +202,57 @@ async fn kill_9_during_a_checkpoint_upload_leaves_no_partial_object() {
         assert_eq!(bytes.len(), data.len());
         assert!(bytes[..] == data[..], "{name} differs after upload");
     }
+}
+
+/// The bucket's newest copy wins: a local file is trusted only when the
+/// mirror knows it matches the object's current generation. A copy the
+/// mirror cannot vouch for (a laptop's older copy, a cache read earlier) is
+/// replaced by the bucket's object; a file the bucket dropped goes too; and
+/// an upload over an object someone else changed fails its precondition
+/// instead of overwriting it.
+#[tokio::test]
+async fn the_buckets_newer_object_replaces_a_local_copy_the_mirror_cannot_vouch_for() {
+    let emulator = Emulator::start(&["emotionet-runs"]);
+    let url = "gs://emotionet-runs/newest";
+    let vm = tempfile::tempdir().unwrap();
+    write(vm.path(), "run/record.json", b"{\"state\":\"running\"}");
+    write(vm.path(), "run/ckpt-1", b"one");
+    let mut writer = Mirror::new(bucket(&emulator.host, url).await, vm.path());
+    assert_eq!(writer.sync().await.unwrap().uploaded, 2);
+    // A laptop copies the folder's files now (not the mirror's manifest: it knows nothing of them).
+    let laptop = tempfile::tempdir().unwrap();
+    write(laptop.path(), "run/record.json", b"{\"state\":\"running\"}");
+    write(laptop.path(), "run/ckpt-1", b"one");
+    // The run goes on: a newer record, a newer checkpoint, the old one dropped.
+    std::thread::sleep(Duration::from_millis(20));
+    write(vm.path(), "run/record.json", b"{\"state\":\"finished\"}");
+    write(vm.path(), "run/ckpt-2", b"two");
+    std::fs::remove_file(vm.path().join("run/ckpt-1")).unwrap();
+    let round = writer.sync().await.unwrap();
+    assert_eq!((round.uploaded, round.deleted), (2, 1), "{round:?}");
+
+    // The laptop's copy meets the bucket: the bucket's files win.
+    let mut reader = Mirror::new(bucket(&emulator.host, url).await, laptop.path());
+    assert_eq!(reader.restore().await.unwrap(), 2, "record.json (newer there) and ckpt-2 (missing here)");
+    assert_eq!(std::fs::read(laptop.path().join("run/record.json")).unwrap(), b"{\"state\":\"finished\"}");
+    assert_eq!(std::fs::read(laptop.path().join("run/ckpt-2")).unwrap(), b"two");
+    // ckpt-1 was never known to match the bucket here: kept (it may be work of this machine), and uploaded as new.
+    assert!(laptop.path().join("run/ckpt-1").exists());
+    // Now the mirror vouches for its files: a second look downloads nothing.
+    let mut again = Mirror::new(bucket(&emulator.host, url).await, laptop.path());
+    assert_eq!(again.restore().await.unwrap(), 0, "files known to match the bucket are trusted");
+    // The writer drops ckpt-2; a reader whose copy is unchanged since it matched drops it too.
+    std::fs::remove_file(vm.path().join("run/ckpt-2")).unwrap();
+    assert_eq!(writer.sync().await.unwrap().deleted, 1);
+    assert_eq!(again.restore().await.unwrap(), 0);
+    assert!(!laptop.path().join("run/ckpt-2").exists(), "a file the bucket dropped stayed in an unchanged local copy");
+
+    // Someone else writes the record; our own edit of it must not overwrite theirs.
+    let runs = bucket(&emulator.host, url).await;
+    runs.put("run/record.json", Bytes::from_static(b"{\"state\":\"theirs\"}"), Precondition::None).await.unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    write(laptop.path(), "run/record.json", b"{\"state\":\"ours\"}");
+    let err = again.sync().await.unwrap_err();
+    assert!(matches!(err, StorageError::PreconditionFailed { .. }), "{err:?}");
+    assert_eq!(&runs.get("run/record.json").await.unwrap().unwrap().0[..], b"{\"state\":\"theirs\"}");
 }

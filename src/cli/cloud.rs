@@ -598,6 +598,8 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
     plan.build_on_vm = args.build_on_vm;
     plan.toolchain = args.toolchain.clone();
     plan.detach = args.detach;
+    // The bucket has the campaign's newest state; the copy here may be older.
+    plan.restore_local = bucket.is_none();
     plan.validate().context("nothing was started")?;
 
     let client = client(common).await?;

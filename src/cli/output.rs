@@ -24,8 +24,24 @@ use anyhow::Context;
 use crate::lock::{Holder, Wait};
 use crate::storage::{Bucket, GcsPath, LOCK_KEY, Lease, Location, Mirror, StorageConfig, SyncHandle, Uploader};
 
-/// How long a lease lasts without renewal (renewed every third of it).
+/// How long a lease lasts without renewal (renewed every third of it);
+/// `EMOTIONET_LEASE_SECS` sets another (whole seconds, at least 3).
 const LEASE_TTL: Duration = Duration::from_secs(300);
+
+fn lease_ttl() -> anyhow::Result<Duration> {
+    match std::env::var("EMOTIONET_LEASE_SECS") {
+        Ok(text) => {
+            let secs: u64 = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| *s >= 3)
+                .with_context(|| format!("EMOTIONET_LEASE_SECS={text:?}: expected whole seconds, at least 3, that a bucket lease lasts unrenewed"))?;
+            Ok(Duration::from_secs(secs))
+        }
+        Err(_) => Ok(LEASE_TTL),
+    }
+}
 
 /// Where a command writes: the local folder to hand to the trainer, and the
 /// uploader that carries it to a bucket, if any.
@@ -96,9 +112,10 @@ impl Output {
         let local = staging_dir(path);
         std::fs::create_dir_all(&local).with_context(|| format!("cannot create the staging folder {} for {location}", local.display()))?;
         let interval = sync_interval()?;
+        let ttl = lease_ttl()?;
         let (mirror, lease) = runtime()?.block_on(async {
             let bucket = connect(path).await?;
-            let lease = Lease::acquire(&bucket, LOCK_KEY, Holder::this_process(purpose), LEASE_TTL, wait).await?;
+            let lease = Lease::acquire(&bucket, LOCK_KEY, Holder::this_process(purpose), ttl, wait).await?;
             let mut mirror = Mirror::new(bucket, &local);
             let restored = mirror.restore().await.with_context(|| format!("cannot download {location} into {}", local.display()))?;
             if restored > 0 {
@@ -109,6 +126,13 @@ impl Output {
         tracing::info!("{location}: staging in {}, uploading as files are written (and every {}s)", local.display(), interval.as_secs_f64());
         let uploader = Uploader::start(mirror, Some(lease), interval).context("starting the upload thread")?;
         Ok(Output { local, location, uploader: Some(uploader) })
+    }
+
+    /// Why the output may no longer be written (its lease was taken over),
+    /// for the trainer to ask at every step; `None` for a local output.
+    pub fn halt(&self) -> Option<crate::train::Halt> {
+        let watch = self.uploader.as_ref()?.watch();
+        Some(crate::train::Halt(std::sync::Arc::new(move || watch.lost())))
     }
 
     /// Asks for an upload now (the run writer's hook); a no-op for a local output.

@@ -56,23 +56,49 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // One campaign per output folder. Its `train` and `eval` children lock
     // their own folders inside it, so this does not block them.
     let lock = OutputLock::acquire(&plan.output, &purpose, args.wait.into());
-    let result = lock.map_err(anyhow::Error::from).and_then(|_lock| run_plan(plan, &args));
+    let halt = staged.halt();
+    let result = lock.map_err(anyhow::Error::from).and_then(|_lock| run_plan(plan, &args, halt));
     let uploaded = staged.finish();
     result.and(uploaded)
 }
 
-fn run_plan(plan: Plan, args: &RunArgs) -> anyhow::Result<()> {
+fn run_plan(plan: Plan, args: &RunArgs, halt: Option<crate::train::Halt>) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     super::train::install_stop_handler(stop.clone());
+    // A bucket output whose lease another writer took over: the campaign
+    // stops its runs as on Ctrl-C (they checkpoint here, in the staging
+    // folder) and ends with the reason.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = halt.clone().map(|halt| {
+        let (stop, done) = (stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if (halt.0)().is_some() {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        })
+    });
     let options = RunOptions {
         exe: std::env::current_exe().context("locating the emotionet binary")?,
         plugin: args.plugin.clone(),
         progress: !args.quiet,
         stop: stop.clone(),
+        grace: crate::orchestrator::STOP_GRACE,
     };
     let output = plan.output.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
-    let summary = runtime.block_on(run_campaign(plan, options))?;
+    let summary = runtime.block_on(run_campaign(plan, options));
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
+    if let Some(reason) = halt.and_then(|halt| (halt.0)()) {
+        anyhow::bail!("{reason}; the campaign stopped its runs (their checkpoints stay in {})", output.display());
+    }
+    let summary = summary?;
     outln!("finished: {}", summary.finished.len())?;
     for (name, error) in &summary.failed {
         outln!("FAILED {name}: {error}")?;

@@ -85,12 +85,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let target = experiment.output.clone();
     let staged = super::output::Output::for_writing(&target, "training", args.wait.into())?;
     experiment.output = staged.local.clone();
-    let result = train_all(experiment, &args, &target, staged.sync_handle());
+    let result = train_all(experiment, &args, &target, staged.sync_handle(), staged.halt());
     let uploaded = staged.finish();
     result.and(uploaded)
 }
 
-fn train_all(experiment: Experiment, args: &TrainArgs, target: &std::path::Path, sync: crate::storage::SyncHandle) -> anyhow::Result<()> {
+fn train_all(
+    experiment: Experiment,
+    args: &TrainArgs,
+    target: &std::path::Path,
+    sync: crate::storage::SyncHandle,
+    halt: Option<crate::train::Halt>,
+) -> anyhow::Result<()> {
     let kinds: Vec<ModelKind> = match args.model {
         Some(kind) => {
             experiment.training(kind).with_context(|| format!("{} has no `models.{kind}` section", args.experiment.display()))?;
@@ -117,6 +123,7 @@ fn train_all(experiment: Experiment, args: &TrainArgs, target: &std::path::Path,
     options.experiment_file = Some(args.experiment.clone());
     options.out_label = Some(target.display().to_string());
     options.after_flush = sync.hook().map(crate::train::run_writer::AfterFlush);
+    options.halt = halt;
     for kind in kinds {
         let record = train(&experiment, kind, &options)?;
         let timing = record.timing.as_ref();

@@ -13,7 +13,9 @@
 //!    Every upload lands whole or not at all (staging folder + renames);
 //! 3. if the VM's output folder `~/{workdir}/out` is empty (a fresh VM) and
 //!    the local copy is not, push the local copy up: this is how a campaign's
-//!    state survives the loss of the VM; then run the setup command (by
+//!    state survives the loss of the VM (not for a campaign that writes to a
+//!    bucket, [`CampaignPlan::restore_local`]: its state is there, newer than
+//!    any local copy); then run the setup command (by
 //!    default `vm-setup.sh`: the pinned libtpu, fetched on the VM);
 //! 4. start the campaign command (by default `emotionet run CAMPAIGN --out
 //!    OUT --backend tpu`) *detached* with `vm-campaign.sh start`: in its own
@@ -102,6 +104,10 @@ pub struct CampaignPlan {
     pub toolchain: String,
     /// Start (or find) the campaign and return without following it.
     pub detach: bool,
+    /// Push the local copy onto a fresh VM (step 3). Off for a campaign
+    /// that writes to a bucket: the bucket holds its newest state, which a
+    /// laptop's older copy in the VM's staging folder would hide.
+    pub restore_local: bool,
 }
 
 impl CampaignPlan {
@@ -123,6 +129,7 @@ impl CampaignPlan {
             build_on_vm: false,
             toolchain: "stable".to_string(),
             detach: false,
+            restore_local: true,
         }
     }
 
@@ -791,7 +798,7 @@ async fn prepare_and_start(host: &dyn RemoteHost, plan: &CampaignPlan, events: E
     remote::run_script(host, Worker::All, "starting the shipped binary", &version, limit).await?;
 
     let local_has_state = std::fs::read_dir(&plan.local_out).map(|mut d| d.next().is_some()).unwrap_or(false);
-    if !vm.out_has_state && local_has_state {
+    if plan.restore_local && !vm.out_has_state && local_has_state {
         remote::upload(host, &plan.local_out, &[PathBuf::from(".")], &plan.remote_out(), limit).await?;
         events(CloudEvent::Restored { from: plan.local_out.clone() });
     }

@@ -2,8 +2,16 @@
 //! every run a child `emotionet train` process so that a crash or a plugin
 //! abort takes down only that run; retries that resume from the last
 //! checkpoint; a state file in the output folder so a restarted campaign
-//! skips finished runs and resumes the others; Ctrl-C forwarded to the
-//! running trainers, which checkpoint and stop.
+//! skips finished runs and resumes the others; Ctrl-C (or SIGTERM) forwarded
+//! to the running trainers, which checkpoint and stop.
+//!
+//! Every child (`train`, `eval`, `cloud run`) runs in its own process group,
+//! so a terminal's Ctrl-C reaches only the orchestrator. Stopping is
+//! therefore the orchestrator's job, for every group it started: SIGTERM to
+//! each, then, for a group still alive after [`RunOptions::grace`] (a
+//! trainer stuck in a plugin call, or one that ignores the signal), SIGKILL.
+//! The campaign returns only once every child has exited: nothing it started
+//! outlives it, holding a run folder's lock.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,7 +95,15 @@ pub struct RunOptions {
     pub progress: bool,
     /// Set on Ctrl-C / SIGTERM.
     pub stop: Arc<AtomicBool>,
+    /// How long a child may take to checkpoint and exit after SIGTERM
+    /// before its process group is killed.
+    pub grace: Duration,
 }
+
+/// The default [`RunOptions::grace`]: a trainer's step and checkpoint take
+/// seconds; half of `deploy/vm-campaign.sh stop`'s default grace (120 s), so
+/// on a VM the orchestrator ends its children before the script has to.
+pub const STOP_GRACE: Duration = Duration::from_secs(60);
 
 /// What a campaign ended with.
 #[derive(Clone, Debug)]
@@ -219,21 +235,17 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
     let shared = Arc::new(Shared { state: Mutex::new(state), state_path, children: Mutex::new(BTreeMap::new()) });
     let plan = Arc::new(plan);
 
-    // Ctrl-C: forward to the running trainers (they checkpoint and exit 130).
+    // Ctrl-C / SIGTERM: forward to every child group (trainers checkpoint
+    // and exit 130), then kill the groups that outlive the grace.
     let forwarder = {
         let shared = shared.clone();
         let stop = options.stop.clone();
+        let grace = options.grace;
         tokio::spawn(async move {
-            loop {
-                if stop.load(Ordering::SeqCst) {
-                    for (name, pid) in shared.children.lock().await.iter() {
-                        tracing::info!("asking {name} (pid {pid}) to checkpoint and stop");
-                        let _ = tokio::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
-                    }
-                    return;
-                }
+            while !stop.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            stop_children(&shared, grace).await;
         })
     };
 
@@ -254,15 +266,30 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
             }
         }));
     }
+    // The first lane that fails stops the others (and their children):
+    // nothing this campaign started is left running when it returns.
+    let mut lane_error = None;
     for lane in lanes {
-        lane.await.context("a campaign lane panicked")??;
+        if let Err(e) = lane.await.context("a campaign lane panicked").and_then(|r| r) {
+            options.stop.store(true, Ordering::SeqCst);
+            lane_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = lane_error {
+        let _ = forwarder.await;
+        return Err(e);
     }
 
     // The hierarchy evaluation, where both models of an experiment finished.
     if plan.campaign.hierarchy_eval && !options.stop.load(Ordering::SeqCst) {
         run_evals(&plan, &options, &shared, &routes).await?;
     }
-    forwarder.abort();
+    if options.stop.load(Ordering::SeqCst) {
+        // Every child group ended (or was killed) before we report.
+        let _ = forwarder.await;
+    } else {
+        forwarder.abort();
+    }
 
     let state = shared.state.lock().await.clone();
     let finished: Vec<String> = state.runs.iter().filter(|(_, s)| s.status == Status::Finished).map(|(k, _)| k.clone()).collect();
@@ -283,6 +310,66 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
         }
     }
     Ok(Summary { finished, failed, interrupted, report, report_error })
+}
+
+/// Stops every child group: SIGTERM to each (trainers checkpoint and
+/// exit), SIGKILL to each group still alive after `grace`. Returns when no
+/// group it signalled has a process left.
+async fn stop_children(shared: &Shared, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut signalled: BTreeMap<u32, String> = BTreeMap::new();
+    loop {
+        // A child started just as the stop came is signalled too.
+        for (name, pid) in shared.children.lock().await.iter() {
+            if !signalled.contains_key(pid) {
+                tracing::info!("asking {name} (process group {pid}) to checkpoint and stop");
+                signal_group(*pid, rustix::process::Signal::TERM);
+                signalled.insert(*pid, name.clone());
+            }
+        }
+        let alive: Vec<u32> = signalled.keys().copied().filter(|g| group_alive(*g)).collect();
+        if alive.is_empty() && shared.children.lock().await.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for group in alive {
+                tracing::warn!("{} (process group {group}) outlived its {}s grace after SIGTERM: killing it", signalled[&group], grace.as_secs_f64());
+                signal_group(group, rustix::process::Signal::KILL);
+            }
+            // The killed leaders' lanes see their exit and drop them from `children`.
+            if shared.children.lock().await.is_empty() && signalled.keys().all(|g| !group_alive(*g)) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `signal` to process group `group` (gone already: nothing to do).
+fn signal_group(group: u32, signal: rustix::process::Signal) {
+    let Some(pid) = i32::try_from(group).ok().and_then(rustix::process::Pid::from_raw) else { return };
+    if let Err(e) = rustix::process::kill_process_group(pid, signal)
+        && e != rustix::io::Errno::SRCH
+    {
+        tracing::warn!("cannot signal process group {group}: {e}");
+    }
+}
+
+/// Whether any process is in process group `group` (from /proc: a group
+/// with a member keeps its id, so this never confuses a reused pid's group).
+fn group_alive(group: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return true };
+    entries.flatten().any(|entry| {
+        let is_pid = entry.file_name().to_str().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        is_pid && std::fs::read_to_string(entry.path().join("stat")).ok().and_then(|stat| process_group_of(&stat)) == Some(group)
+    })
+}
+
+/// The process group field of a `/proc/PID/stat` line (the fields after the
+/// command name, which may itself hold spaces and parentheses: state, ppid, pgrp).
+fn process_group_of(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The runs of one local backend, one after the other.
@@ -561,6 +648,9 @@ async fn run_evals(plan: &Plan, options: &RunOptions, shared: &Shared, routes: &
     groups.sort();
     groups.dedup();
     for (experiment, backend, repeat) in groups {
+        if options.stop.load(Ordering::SeqCst) {
+            break;
+        }
         if routes.get(&backend) != Some(&Route::Local) {
             continue;
         }
@@ -595,7 +685,13 @@ async fn run_evals(plan: &Plan, options: &RunOptions, shared: &Shared, routes: &
         let mut command = tokio::process::Command::new(&options.exe);
         command.arg("eval").arg(path).args(["--backend", &backend.to_string(), "--repeat", &repeat.to_string(), "--out"]).arg(&plan.output);
         lane_plugin(&mut command, options);
-        let exit = command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).status().await.context("starting `emotionet eval`")?;
+        let mut child = command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).spawn().context("starting `emotionet eval`")?;
+        if let Some(pid) = child.id() {
+            shared.children.lock().await.insert(name.clone(), pid);
+        }
+        let exit = child.wait().await;
+        shared.children.lock().await.remove(&name);
+        let exit = exit?;
         let ok = exit.success();
         let error = if ok { None } else { Some(format!("`emotionet eval` {exit}; its output is in {}", log_path.display())) };
         shared

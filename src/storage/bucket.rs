@@ -131,19 +131,25 @@ impl Bucket {
 
     /// Uploads a local file as the object `key` (streamed, whole or not at all).
     pub async fn put_file(&self, key: &str, file: &Path) -> Result<i64> {
+        self.put_file_if(key, file, Precondition::None).await
+    }
+
+    /// [`Bucket::put_file`] only if `precondition` holds
+    /// ([`StorageError::PreconditionFailed`] otherwise).
+    pub async fn put_file_if(&self, key: &str, file: &Path, precondition: Precondition) -> Result<i64> {
         let size = tokio::fs::metadata(file).await.map_err(|e| StorageError::io(file, e))?.len();
         if size <= RESUMABLE_THRESHOLD as u64 {
             let bytes = tokio::fs::read(file).await.map_err(|e| StorageError::io(file, e))?;
-            return self.put(key, Bytes::from(bytes), Precondition::None).await;
+            return self.put(key, Bytes::from(bytes), precondition).await;
         }
         let payload = tokio::fs::File::open(file).await.map_err(|e| StorageError::io(file, e))?;
-        let object = self
-            .storage
-            .write_object(self.bucket_name(), self.path.object(key), payload)
-            .with_checksum_precomputation(true)
-            .send_unbuffered()
-            .await
-            .map_err(|e| self.service_error("uploading to", key, e))?;
+        let mut write = self.storage.write_object(self.bucket_name(), self.path.object(key), payload).with_checksum_precomputation(true);
+        write = match precondition {
+            Precondition::None => write,
+            Precondition::DoesNotExist => write.set_if_generation_match(0_i64),
+            Precondition::GenerationIs(generation) => write.set_if_generation_match(generation),
+        };
+        let object = write.send_unbuffered().await.map_err(|e| self.service_error("uploading to", key, e))?;
         Ok(object.generation)
     }
 
@@ -163,14 +169,16 @@ impl Bucket {
     }
 
     /// Downloads `key` to `dest` through a temporary sibling and a rename:
-    /// `dest` is the whole object or what it was before.
-    pub async fn get_to_file(&self, key: &str, dest: &Path) -> Result<()> {
-        let Some((bytes, _)) = self.get(key).await? else {
+    /// `dest` is the whole object or what it was before. Returns the
+    /// generation it downloaded.
+    pub async fn get_to_file(&self, key: &str, dest: &Path) -> Result<i64> {
+        let Some((bytes, generation)) = self.get(key).await? else {
             return Err(StorageError::NotFound { url: self.url(key) });
         };
         let dir = crate::fsutil::parent_dir(dest);
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
-        crate::fsutil::write_atomic(dest, &bytes).map_err(|e| StorageError::io(dest, std::io::Error::other(e.to_string())))
+        crate::fsutil::write_atomic(dest, &bytes).map_err(|e| StorageError::io(dest, std::io::Error::other(e.to_string())))?;
+        Ok(generation)
     }
 
     /// Every object whose key starts with `key_prefix`, in name order.

@@ -132,14 +132,44 @@ impl Lease {
         })
     }
 
-    /// Extends the lease by its time to live; [`StorageError::PreconditionFailed`]
-    /// if someone else has taken it since.
+    /// Extends the lease by its time to live; [`StorageError::LeaseLost`]
+    /// (naming the new holder) if someone else has taken it since.
     pub async fn renew(&mut self) -> Result<()> {
         let mut body = self.body.clone();
         body.expires_unix = now_unix() + self.ttl.as_secs() as i64;
-        self.generation = self.bucket.put(&self.key, encode(&body), Precondition::GenerationIs(self.generation)).await?;
-        self.body = body;
-        Ok(())
+        match self.bucket.put(&self.key, encode(&body), Precondition::GenerationIs(self.generation)).await {
+            Ok(generation) => {
+                self.generation = generation;
+                self.body = body;
+                Ok(())
+            }
+            // Our own write may have landed before its answer was lost (a
+            // retried request then fails its precondition): look.
+            Err(StorageError::PreconditionFailed { .. }) => self.check().await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the lease is still ours: the object is the generation we
+    /// wrote (or carries our tag); [`StorageError::LeaseLost`] otherwise.
+    pub async fn check(&mut self) -> Result<()> {
+        let current = self.bucket.get(&self.key).await?;
+        let body = current.as_ref().and_then(|(bytes, _)| serde_json::from_slice::<LeaseBody>(bytes).ok());
+        match (&current, &body) {
+            (Some((_, generation)), _) if *generation == self.generation => Ok(()),
+            (Some((_, generation)), Some(body)) if body.tag == self.body.tag && body.expires_unix > 0 => {
+                self.generation = *generation;
+                self.body = body.clone();
+                Ok(())
+            }
+            _ => Err(StorageError::LeaseLost {
+                url: self.url(),
+                holder: Box::new(match body {
+                    Some(other) => HolderInfo::Known(other.holder),
+                    None => HolderInfo::Unknown { holder_file: self.url().into() },
+                }),
+            }),
+        }
     }
 
     /// Gives the lease up (marks it expired), only if it is still ours.

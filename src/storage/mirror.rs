@@ -9,8 +9,19 @@
 //! describe them (a run's checkpoints before its `record.json`, the runs
 //! before the campaign's state file), so a bucket caught halfway through a
 //! round never has a record that names a checkpoint it lacks, from that round.
-//! [`Mirror::restore`] is the other direction, for a fresh machine: every
-//! object the local folder lacks is downloaded (whole, through a rename).
+//!
+//! The bucket's newest copy wins. The mirror keeps, in the local folder
+//! ([`MANIFEST`], never uploaded), which object generation each local file
+//! matches. [`Mirror::restore`] trusts a local file only when that
+//! generation is still the bucket's; any other file the bucket holds (newer
+//! there, or a local copy the mirror knows nothing of: a laptop's old copy,
+//! a staging cache read weeks ago) is replaced by the bucket's object, and a
+//! file the bucket dropped (its writer's checkpoint retention) is removed
+//! here if it did not change since. Every upload carries a precondition: the
+//! generation the mirror knows (for a file first seen in the bucket, the
+//! one it was seen at), or "does not exist" for a new file, so an upload
+//! never replaces an object someone else wrote meanwhile
+//! ([`StorageError::PreconditionFailed`] instead).
 //!
 //! A file this mirror uploaded or downloaded that is later removed locally
 //! (old checkpoints the trainer's `keep_checkpoints` retention drops, a
@@ -20,13 +31,20 @@
 //! saw: the bucket keeps what the local folder keeps, and a fresh machine
 //! does not download every checkpoint a long run ever wrote.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 use super::Result;
 use super::StorageError;
-use super::bucket::Bucket;
+use super::bucket::{Bucket, Precondition};
+
+/// The mirror's knowledge of the bucket, kept at the root of the local
+/// folder: for each file, the object generation it matches and its size
+/// and modification time when it did. Local to this machine: never uploaded.
+pub const MANIFEST: &str = ".emotionet-mirror.json";
 
 /// Names the code base gives its temporary files: `<name>.<pid>-<n>.tmp`
 /// (fsutil) and `<name>.json.tmp.<pid>` (the cloud state file).
@@ -36,26 +54,48 @@ pub fn is_temporary(path: &Path) -> bool {
 }
 
 /// Files that belong to one machine and never go to a bucket: temporary
-/// files, and [`crate::lock`]'s lock and holder files (`.emotionet.lock`,
+/// files, [`crate::lock`]'s lock and holder files (`.emotionet.lock`,
 /// `.<name>.emotionet.lock.holder.json`), which only mean something to the
-/// processes of the host that wrote them.
+/// processes of the host that wrote them, and the mirror's [`MANIFEST`].
 pub fn is_local_only(path: &Path) -> bool {
     let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    is_temporary(path) || name.contains(crate::lock::LOCK_FILE)
+    is_temporary(path) || name.contains(crate::lock::LOCK_FILE) || name == MANIFEST
 }
 
 pub struct Mirror {
     bucket: Bucket,
     root: PathBuf,
-    /// What each file was when it was last uploaded (or downloaded), and
-    /// the object generation that holds it.
+    /// What each file was when it was last uploaded or downloaded (or, for
+    /// an object only listed so far, nothing), and the object generation
+    /// that holds it.
     seen: HashMap<PathBuf, Seen>,
+    /// Whether `seen` has every object of the bucket prefix (after a listing).
+    listed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Seen {
-    stamp: (u64, SystemTime),
+    /// (size, modification time); `None`: the object was listed, its local file never matched it.
+    stamp: Option<(u64, SystemTime)>,
     generation: i64,
+}
+
+/// [`MANIFEST`]'s contents.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    /// The bucket prefix the generations are of.
+    source: String,
+    files: BTreeMap<String, ManifestEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestEntry {
+    generation: i64,
+    size: u64,
+    /// Nanoseconds since the Unix epoch.
+    modified_ns: u64,
 }
 
 /// What one sync did.
@@ -68,8 +108,12 @@ pub struct SyncReport {
 }
 
 impl Mirror {
+    /// A mirror of `bucket` in `root`, with what the manifest there says
+    /// (when it was written for this same bucket prefix).
     pub fn new(bucket: Bucket, root: impl Into<PathBuf>) -> Self {
-        Mirror { bucket, root: root.into(), seen: HashMap::new() }
+        let root = root.into();
+        let seen = load_manifest(&root, &bucket.url(""));
+        Mirror { bucket, root, seen, listed: false }
     }
 
     pub fn bucket(&self) -> &Bucket {
@@ -80,56 +124,110 @@ impl Mirror {
         &self.root
     }
 
-    /// Downloads every object whose file is missing locally; returns how many.
-    /// Local files win: they are at least as new as anything uploaded from them.
+    /// Brings the local folder to what the bucket holds: downloads every
+    /// object whose local file is missing or not known to match it (see the
+    /// module docs); removes the files the bucket no longer has that did not
+    /// change here since they matched it. Returns how many files it downloaded.
     pub async fn restore(&mut self) -> Result<usize> {
         let mut count = 0;
+        let mut present = HashSet::new();
         for object in self.bucket.list("").await? {
             let rel = PathBuf::from(&object.key);
-            let local = self.root.join(&rel);
             if object.key.ends_with('/')
                 || object.key == super::LOCK_KEY
-                || local.exists()
                 || is_local_only(&rel)
                 || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
             {
                 continue;
             }
-            self.bucket.get_to_file(&object.key, &local).await?;
-            if let Some(stamp) = stamp(&local) {
-                self.seen.insert(rel, Seen { stamp, generation: object.generation });
+            present.insert(rel.clone());
+            let local = self.root.join(&rel);
+            // Ours and current: the local file is that object, or newer work
+            // of this machine that the next sync uploads over it.
+            if local.exists() && self.seen.get(&rel).is_some_and(|s| s.generation == object.generation && s.stamp.is_some()) {
+                continue;
             }
+            let generation = self.bucket.get_to_file(&object.key, &local).await?;
+            self.seen.insert(rel, Seen { stamp: stamp(&local), generation });
             count += 1;
         }
+        let dropped: Vec<(PathBuf, Seen)> = self.seen.iter().filter(|(rel, _)| !present.contains(*rel)).map(|(r, s)| (r.clone(), *s)).collect();
+        for (rel, seen) in dropped {
+            let local = self.root.join(&rel);
+            // Unchanged since it matched an object that is gone now: stale.
+            if seen.stamp.is_some() && stamp(&local) == seen.stamp {
+                std::fs::remove_file(&local).map_err(|e| StorageError::io(&local, e))?;
+            }
+            self.seen.remove(&rel);
+        }
+        self.listed = true;
+        self.save_manifest()?;
         Ok(count)
     }
 
-    /// Uploads every file that changed since it was last seen.
+    /// Learns the generation of every object (for the preconditions of the
+    /// first uploads) without downloading anything.
+    async fn learn(&mut self) -> Result<()> {
+        for object in self.bucket.list("").await? {
+            let rel = PathBuf::from(&object.key);
+            match self.seen.get_mut(&rel) {
+                Some(seen) if seen.generation == object.generation => {}
+                // Someone else wrote it since the manifest: upload ours over that generation (if ours is here).
+                Some(seen) => *seen = Seen { stamp: None, generation: object.generation },
+                None => {
+                    self.seen.insert(rel, Seen { stamp: None, generation: object.generation });
+                }
+            }
+        }
+        self.listed = true;
+        Ok(())
+    }
+
+    /// Uploads every file that changed since it was last seen, each with
+    /// its precondition.
     pub async fn sync(&mut self) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         if !self.root.exists() {
             return Ok(report);
         }
+        if !self.listed {
+            self.learn().await?;
+        }
         let files = walk(&self.root)?;
-        for rel in &files {
+        let result = self.upload_and_prune(&files, &mut report).await;
+        if report.uploaded > 0 || report.deleted > 0 {
+            self.save_manifest()?;
+        }
+        result.map(|()| report)
+    }
+
+    async fn upload_and_prune(&mut self, files: &[PathBuf], report: &mut SyncReport) -> Result<()> {
+        for rel in files {
             let local = self.root.join(rel);
             let Some(now) = stamp(&local) else { continue };
-            if self.seen.get(rel).map(|s| s.stamp) == Some(now) {
+            let known = self.seen.get(rel).copied();
+            if known.and_then(|s| s.stamp) == Some(now) {
                 continue;
             }
-            match self.bucket.put_file(&key_of(rel), &local).await {
+            let precondition = match known {
+                Some(seen) => Precondition::GenerationIs(seen.generation),
+                None => Precondition::DoesNotExist,
+            };
+            match self.bucket.put_file_if(&key_of(rel), &local, precondition).await {
                 Ok(generation) => {
                     report.uploaded += 1;
                     report.bytes += now.0;
-                    self.seen.insert(rel.clone(), Seen { stamp: now, generation });
+                    self.seen.insert(rel.clone(), Seen { stamp: Some(now), generation });
                 }
                 // Renamed over or removed between the walk and the upload: the next sync sees the new one.
                 Err(StorageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        let present: std::collections::HashSet<&PathBuf> = files.iter().collect();
-        let mut gone: Vec<(PathBuf, i64)> = self.seen.iter().filter(|(rel, _)| !present.contains(rel)).map(|(rel, s)| (rel.clone(), s.generation)).collect();
+        let present: HashSet<&PathBuf> = files.iter().collect();
+        // Only files that were here once: an object merely listed is not ours to delete.
+        let mut gone: Vec<(PathBuf, i64)> =
+            self.seen.iter().filter(|(rel, s)| s.stamp.is_some() && !present.contains(rel)).map(|(rel, s)| (rel.clone(), s.generation)).collect();
         gone.sort();
         for (rel, generation) in gone {
             // Removed between the walk and now, or renamed away for good: either way not here now.
@@ -144,10 +242,54 @@ impl Mirror {
             }
             self.seen.remove(&rel);
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// Writes [`MANIFEST`] (whole, through a rename) with what is known to match.
+    fn save_manifest(&self) -> Result<()> {
+        if !self.root.exists() {
+            return Ok(());
+        }
+        let files = self
+            .seen
+            .iter()
+            .filter_map(|(rel, s)| {
+                let (size, modified) = s.stamp?;
+                let modified_ns = modified.duration_since(UNIX_EPOCH).ok()?.as_nanos().try_into().ok()?;
+                Some((key_of(rel), ManifestEntry { generation: s.generation, size, modified_ns }))
+            })
+            .collect();
+        let manifest = Manifest { source: self.bucket.url(""), files };
+        let path = self.root.join(MANIFEST);
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StorageError::io(&path, std::io::Error::other(e)))?;
+        crate::fsutil::write_atomic(&path, &bytes).map_err(|e| StorageError::io(&path, std::io::Error::other(e.to_string())))
     }
 }
 
+/// What the manifest in `root` knows, if it was written for `source`; an
+/// unreadable one knows nothing (every file is then checked against the bucket).
+fn load_manifest(root: &Path, source: &str) -> HashMap<PathBuf, Seen> {
+    let path = root.join(MANIFEST);
+    let Ok(bytes) = std::fs::read(&path) else { return HashMap::new() };
+    let manifest: Manifest = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}; every local file is checked against the bucket", path.display());
+            return HashMap::new();
+        }
+    };
+    if manifest.source != source {
+        return HashMap::new();
+    }
+    manifest
+        .files
+        .into_iter()
+        .map(|(key, e)| {
+            let stamp = (e.size, UNIX_EPOCH + Duration::from_nanos(e.modified_ns));
+            (PathBuf::from(key), Seen { stamp: Some(stamp), generation: e.generation })
+        })
+        .collect()
+}
 /// The object key of a relative path: its parts joined with `/`.
 fn key_of(rel: &Path) -> String {
     rel.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join("/")

@@ -34,8 +34,8 @@ use std::path::PathBuf;
 pub use bucket::{Bucket, ObjectInfo, Precondition, StorageConfig};
 pub use lease::{Lease, LeaseBody};
 pub use location::{GcsPath, Location};
-pub use mirror::{Mirror, SyncReport, is_local_only, is_temporary};
-pub use uploader::{SyncHandle, Uploader};
+pub use mirror::{MANIFEST, Mirror, SyncReport, is_local_only, is_temporary};
+pub use uploader::{LeaseWatch, SyncHandle, Uploader};
 
 /// The environment variable Google's client libraries read for a Cloud
 /// Storage emulator (`host:port` or a URL); set, it also means anonymous access.
@@ -61,6 +61,11 @@ pub enum StorageError {
 
     #[error("{url} was changed by someone else while we held it (precondition failed): {message}")]
     PreconditionFailed { url: String, message: String },
+
+    /// Our lease was taken over (it ran out while we could not renew it: a
+    /// paused machine, a lost network): this writer must stop writing.
+    #[error("{url}: this writer's lease was taken over by {holder}; it stopped writing there so that two writers never mix their files in one output")]
+    LeaseLost { url: String, holder: Box<crate::lock::HolderInfo> },
 
     #[error("{url} does not exist")]
     NotFound { url: String },

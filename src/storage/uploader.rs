@@ -12,12 +12,16 @@
 //! files written since the last round that completed; the local files are
 //! whole, and a resume on the same machine uploads them.
 //!
-//! The lease is renewed every third of its time to live. A lease taken over
-//! by someone else (ours expired while we could not reach the bucket) stops
-//! the uploads at once: two writers must never mix their files.
+//! Every round begins with the lease: renewed when a third of its time to
+//! live has passed, otherwise checked (one read of the lease object); a
+//! round whose renewal or check fails uploads nothing (a failing upload
+//! never keeps the lease from being renewed). A lease taken over by someone
+//! else (ours ran out while this machine was paused or cut off) stops the
+//! uploads for good, and [`LeaseWatch`] tells the writer, which must stop
+//! too: two writers must never mix their files.
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::lease::Lease;
@@ -58,10 +62,25 @@ impl SyncHandle {
     }
 }
 
+/// Whether the uploader has lost its lease (or found its objects changed
+/// by another writer), and why: for the writer to stop at its next step.
+#[derive(Clone, Debug, Default)]
+pub struct LeaseWatch {
+    lost: Arc<OnceLock<String>>,
+}
+
+impl LeaseWatch {
+    /// Why the output may no longer be written (naming the other writer), once it may not.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.get().cloned()
+    }
+}
+
 /// The running uploader; [`Uploader::finish`] makes the last round.
 pub struct Uploader {
     tx: mpsc::Sender<Msg>,
     done: std::thread::JoinHandle<Result<()>>,
+    watch: LeaseWatch,
 }
 
 impl Uploader {
@@ -71,12 +90,19 @@ impl Uploader {
     pub fn start(mirror: Mirror, lease: Option<Lease>, poll: Duration) -> std::io::Result<Uploader> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (tx, rx) = mpsc::channel();
-        let done = std::thread::Builder::new().name("gs-upload".into()).spawn(move || run(runtime, mirror, lease, poll, rx))?;
-        Ok(Uploader { tx, done })
+        let watch = LeaseWatch::default();
+        let lost = watch.clone();
+        let done = std::thread::Builder::new().name("gs-upload".into()).spawn(move || run(runtime, mirror, lease, poll, rx, &lost))?;
+        Ok(Uploader { tx, done, watch })
     }
 
     pub fn handle(&self) -> SyncHandle {
         SyncHandle { tx: Some(self.tx.clone()) }
+    }
+
+    /// Tells whether the lease was lost; the writer checks it at every step.
+    pub fn watch(&self) -> LeaseWatch {
+        self.watch.clone()
     }
 
     /// Uploads whatever is left, releases the lease and ends the thread.
@@ -89,7 +115,14 @@ impl Uploader {
     }
 }
 
-fn run(runtime: tokio::runtime::Runtime, mut mirror: Mirror, mut lease: Option<Lease>, poll: Duration, rx: mpsc::Receiver<Msg>) -> Result<()> {
+fn run(
+    runtime: tokio::runtime::Runtime,
+    mut mirror: Mirror,
+    mut lease: Option<Lease>,
+    poll: Duration,
+    rx: mpsc::Receiver<Msg>,
+    watch: &LeaseWatch,
+) -> Result<()> {
     let label = mirror.bucket().url("");
     let mut renewed = Instant::now();
     loop {
@@ -102,20 +135,26 @@ fn run(runtime: tokio::runtime::Runtime, mut mirror: Mirror, mut lease: Option<L
             last |= matches!(msg, Msg::Stop);
         }
         let round = runtime.block_on(async {
+            // The lease first: no upload without a lease known to be ours now.
+            if let Some(lease) = lease.as_mut() {
+                if renewed.elapsed() >= lease.ttl() / 3 {
+                    lease.renew().await?;
+                    renewed = Instant::now();
+                } else {
+                    lease.check().await?;
+                }
+            }
             let report = mirror.sync().await?;
             if report.uploaded > 0 || report.deleted > 0 {
                 tracing::info!("uploaded {} file(s), {} bytes, to {label}; deleted {} removed here", report.uploaded, report.bytes, report.deleted);
-            }
-            if let Some(lease) = lease.as_mut().filter(|l| renewed.elapsed() >= l.ttl() / 3) {
-                lease.renew().await?;
-                renewed = Instant::now();
             }
             Ok::<_, StorageError>(())
         });
         match round {
             Ok(()) if !last => {}
-            Err(e @ StorageError::PreconditionFailed { .. }) => {
-                tracing::error!("lost the lease of {label} to another writer; uploads stop: {e}");
+            Err(e @ (StorageError::LeaseLost { .. } | StorageError::PreconditionFailed { .. })) => {
+                tracing::error!("{e}");
+                let _ = watch.lost.set(e.to_string());
                 return Err(e);
             }
             // A failed round is tried again at the next one: the local files are all still there.

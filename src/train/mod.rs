@@ -20,4 +20,4 @@ pub mod trainer;
 
 pub use run_writer::{RunClock, RunWriter};
 pub use tensorboard::{EventWriter, TensorBoardError};
-pub use trainer::{Interrupted, TrainOptions, platform_of, train};
+pub use trainer::{Halt, Interrupted, TrainOptions, platform_of, train};

@@ -53,6 +53,19 @@ pub struct TrainOptions {
     /// Called after each checkpoint and each flush of the run's files (a
     /// bucket output uploads them then; see [`RunStart::after_flush`]).
     pub after_flush: Option<super::run_writer::AfterFlush>,
+    /// Asked before every step: a reason here ends the run with that error
+    /// (a bucket output whose lease another writer took over).
+    pub halt: Option<Halt>,
+}
+
+/// Why the run must stop now, if it must: see [`TrainOptions::halt`].
+#[derive(Clone)]
+pub struct Halt(pub Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl std::fmt::Debug for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Halt(..)")
+    }
 }
 
 impl TrainOptions {
@@ -68,6 +81,7 @@ impl TrainOptions {
             notes: BTreeMap::new(),
             out_label: None,
             after_flush: None,
+            halt: None,
         }
     }
 }
@@ -225,6 +239,10 @@ fn train_loop(
     };
 
     while session.step() < total {
+        if let Some(reason) = options.halt.as_ref().and_then(|halt| (halt.0)()) {
+            bar.abandon_with_message("halted");
+            bail!("{reason}; training stopped at step {} (its files from here on stay in {})", session.step(), writer.paths().dir.display());
+        }
         if options.stop.load(Ordering::SeqCst) {
             checkpoint(writer, session, &trained_state)?;
             bar.abandon_with_message("stopped");

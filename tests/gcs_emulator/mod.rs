@@ -192,6 +192,11 @@ impl SlowProxy {
     pub fn cut(&self) {
         self.cut.store(true, Ordering::Relaxed);
     }
+
+    /// The line works again: connections made (or bytes sent) from now on get through.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Drop for SlowProxy {
