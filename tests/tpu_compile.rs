@@ -49,6 +49,7 @@ fn built(kind: ModelKind, size: i64, replicas: usize, replica_batch: i64) -> Pro
         replicas,
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     ProgramRequest {
         name: format!("{kind}_{size} x{replicas} train_step"),

@@ -124,7 +124,7 @@ pub fn plan(experiment: &Experiment, target: &Target, only: Option<ModelKind>) -
             replicas,
             precision: training.precision,
             conv: Default::default(),
-            // TPU programs stay pure StableHLO: no host (oneDNN) kernels.
+            // TPU programs stay pure StableHLO: no host kernels.
             cpu_kernels: Default::default(),
         };
         let single = ProgramSpec { replicas: 1, replica_batch: training.batch, ..spec.clone() };
