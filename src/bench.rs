@@ -19,9 +19,10 @@
 use std::time::Instant;
 
 use crate::data::{Augmentation, Normalization, PipelineConfig, PreparedSplit, Split, TrainPipeline};
+use crate::graph::nn::ConvFormulation;
 use crate::graph::optim::Optimizer;
-use crate::graph::{EmitOptions, Graph};
-use crate::models::{Architecture, ConvChoice, ModelKind, Precision, SessionConfig, TrainSession};
+use crate::graph::{ConvKernels, EmitOptions, Graph, Kernel};
+use crate::models::{Architecture, ConvChoice, CpuKernels, ModelKind, Precision, SessionConfig, TrainSession};
 use crate::pjrt::{Client, CompileOptions, OptionOverride};
 use crate::tensor::{DType, HostTensor};
 
@@ -36,6 +37,8 @@ pub struct BenchCase {
     pub warmup: usize,
     pub precision: Precision,
     pub conv: ConvChoice,
+    /// Which conv parts run on oneDNN (CPU).
+    pub cpu_kernels: CpuKernels,
     #[serde(skip)]
     pub optimizer: Optimizer,
     #[serde(skip)]
@@ -51,6 +54,7 @@ pub struct BenchResult {
     pub devices: usize,
     pub precision: Precision,
     pub conv: ConvChoice,
+    pub cpu_kernels: CpuKernels,
     pub platform: String,
     pub device_kind: String,
     pub optimizer: String,
@@ -182,6 +186,7 @@ pub fn default_cases(devices: usize, steps: usize) -> Vec<BenchCase> {
         warmup: 1,
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
         optimizer: Optimizer::Sgd,
         xla_options: vec![],
     };
@@ -231,6 +236,7 @@ pub fn run_case(client: &Client, case: &BenchCase) -> anyhow::Result<BenchResult
         xla_options: case.xla_options.clone(),
         precision: case.precision,
         conv: case.conv,
+        cpu_kernels: case.cpu_kernels.clone(),
     };
     let mut session = TrainSession::new(client, config, 0)?;
     let (images, labels) = inputs(case, arch.classes);
@@ -262,6 +268,7 @@ pub fn run_case(client: &Client, case: &BenchCase) -> anyhow::Result<BenchResult
         devices: case.devices,
         precision: case.precision,
         conv: case.conv,
+        cpu_kernels: case.cpu_kernels.clone(),
         platform: client.platform_name().to_string(),
         device_kind: devices.first().map(|d| d.kind.clone()).unwrap_or_default(),
         optimizer: case.optimizer.name().to_string(),
@@ -306,7 +313,8 @@ pub fn table(results: &[BenchResult], peak: Option<f64>) -> String {
 }
 
 /// A layer of the network, built on an input inside a graph.
-type LayerFn = dyn Fn(&mut Graph, &mut dyn crate::graph::Params, crate::graph::Tensor) -> crate::graph::Result<crate::graph::Tensor>;
+/// The kernel choice applies to conv layers (dense layers ignore it).
+type LayerFn = dyn Fn(&mut Graph, &mut dyn crate::graph::Params, crate::graph::Tensor, Kernel) -> crate::graph::Result<crate::graph::Tensor>;
 
 /// One part of the training step, compiled and timed alone.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -332,33 +340,51 @@ pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileR
     let dtype = case.precision.compute_dtype();
     let device = client.device_ids()[0];
     let mut parts: Vec<(String, f64, crate::pjrt::LoadedExecutable, Vec<crate::pjrt::Buffer>)> = Vec::new();
+    // Whether each part is the form the step itself uses (what "rest of
+    // the step" subtracts: one form per part).
+    let mut in_step: Vec<bool> = Vec::new();
 
     // Each layer as its own graph: inputs x (and the output's cotangent),
     // the layer's parameters, and one chosen output.
     let b = case.batch;
-    let mut layers: Vec<(String, Vec<i64>, Box<LayerFn>)> = Vec::new();
+    // (name, input dims, is a conv layer, layer)
+    let mut layers: Vec<(String, Vec<i64>, bool, Box<LayerFn>)> = Vec::new();
     let (mut s, mut cin) = (arch.input_size, 1);
     for (i, &f) in arch.conv_filters.iter().enumerate() {
         let k = arch.kernel_size;
         let formulation = case.conv.for_input_channels(cin);
-        layers.push((format!("block{}.conv", i + 1), vec![b, s, s, cin], Box::new(move |g, p, x| g.conv2d(p, x, f, k, formulation))));
+        let layer = move |g: &mut Graph, p: &mut dyn crate::graph::Params, x, kernel| match kernel {
+            Kernel::Xla => g.conv2d(p, x, f, k, formulation),
+            Kernel::Onednn => g.conv2d(p, x, f, k, ConvFormulation::Kernels(ConvKernels::all(Kernel::Onednn))),
+        };
+        layers.push((format!("block{}.conv", i + 1), vec![b, s, s, cin], true, Box::new(layer)));
         s /= arch.pool;
         cin = f;
     }
     let flat = s * s * cin;
     let (units, classes) = (arch.dense_units, arch.classes);
-    layers.push(("dense".into(), vec![b, flat], Box::new(move |g, p, x| g.linear(p, x, units))));
-    layers.push(("logits".into(), vec![b, units], Box::new(move |g, p, x| g.linear(p, x, classes))));
+    layers.push(("dense".into(), vec![b, flat], false, Box::new(move |g, p, x, _| g.linear(p, x, units))));
+    layers.push(("logits".into(), vec![b, units], false, Box::new(move |g, p, x, _| g.linear(p, x, classes))));
 
-    for (li, (name, in_dims, layer)) in layers.iter().enumerate() {
-        for what in ["forward", "input gradient", "weight gradient"] {
+    // Conv parts are timed with XLA's op and, where oneDNN loads on a CPU
+    // (f32), with oneDNN's kernel, side by side.
+    let onednn = dtype == DType::F32 && client.platform_name().eq_ignore_ascii_case("cpu") && crate::pjrt::onednn_version().is_some();
+    if onednn {
+        crate::pjrt::register_host_kernels(client.api())?;
+    }
+    for (li, (name, in_dims, is_conv, layer)) in layers.iter().enumerate() {
+        for (what, kernel) in ["forward", "input gradient", "weight gradient"]
+            .into_iter()
+            .flat_map(|w| [(w, Kernel::Xla), (w, Kernel::Onednn)])
+            .filter(|(_, k)| *k == Kernel::Xla || (*is_conv && onednn))
+        {
             if li == 0 && what == "input gradient" {
                 continue; // the images need no gradient
             }
             let mut g = Graph::new(format!("profile_{}", name.replace('.', "_")));
             let mut params = crate::graph::DeclareParams::new(dtype);
             let x = g.parameter("x", dtype, in_dims)?;
-            let y = g.scoped(name, |g| layer(g, &mut params, x))?;
+            let y = g.scoped(name, |g| layer(g, &mut params, x, kernel))?;
             let out = if what == "forward" {
                 y
             } else {
@@ -380,7 +406,15 @@ pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileR
             let exe = client.compile(&program, &options)?;
             let inputs = g.parameters().iter().map(|p| fill(g.dtype(*p), g.dims(*p))).collect::<anyhow::Result<Vec<_>>>()?;
             let buffers = inputs.iter().map(|t| client.upload(t, device)).collect::<Result<Vec<_>, _>>()?;
-            parts.push((format!("{name} {what}"), gflop, exe, buffers));
+            let label = if kernel == Kernel::Onednn { format!("{name} {what} [onednn]") } else { format!("{name} {what}") };
+            let step_kernel = match (*is_conv, what) {
+                (false, _) => Kernel::Xla,
+                (true, "forward") => case.cpu_kernels.block(li).forward,
+                (true, "input gradient") => case.cpu_kernels.block(li).input_gradient,
+                (true, _) => case.cpu_kernels.block(li).kernel_gradient,
+            };
+            in_step.push(kernel == step_kernel);
+            parts.push((label, gflop, exe, buffers));
         }
     }
 
@@ -394,6 +428,7 @@ pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileR
         xla_options: case.xla_options.clone(),
         precision: case.precision,
         conv: case.conv,
+        cpu_kernels: case.cpu_kernels.clone(),
     };
     let network = arch.network().map_err(anyhow::Error::msg)?;
     let mut session = TrainSession::new(client, config, 0)?;
@@ -429,7 +464,7 @@ pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileR
     for ((name, gflop, _, _), mut t) in parts.into_iter().zip(times) {
         rows.push(row(name, gflop, &mut t));
     }
-    let listed: f64 = rows.iter().map(|r| r.ms_median).sum();
+    let listed: f64 = rows.iter().zip(&in_step).filter(|(_, used)| **used).map(|(r, _)| r.ms_median).sum();
     let mut t = step_times;
     let step = row("train step".into(), network.train_flops() * case.batch as f64 / 1e9, &mut t);
     rows.push(ProfileRow {

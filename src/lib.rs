@@ -50,4 +50,5 @@ pub mod report;
 pub mod rng;
 pub mod storage;
 pub mod tensor;
+pub mod tpu;
 pub mod train;

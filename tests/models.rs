@@ -24,6 +24,7 @@ fn check_model(kind: ModelKind, size: i64) {
         replicas: 1,
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     let mut rng = Rng::new(kind as u64 + 100);
     let specs = arch.params().unwrap();
@@ -102,6 +103,7 @@ fn the_face_model_learns_a_separable_set() {
         xla_options: vec![],
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     let mut session = TrainSession::new(client, config, 1).unwrap();
     let mut rng = Rng::new(9);
@@ -142,6 +144,7 @@ fn four_device_training_matches_one_device_on_the_same_global_batch() {
         xla_options: vec![],
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     let mut one = TrainSession::new(client, make(vec![ids[0]]), 5).unwrap();
     let mut four = TrainSession::new(client, make(ids[..4].to_vec()), 5).unwrap();
@@ -179,6 +182,7 @@ fn bad_session_configs_are_clear_errors() {
         xla_options: vec![],
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     let err = TrainSession::new(client, base.clone(), 0).err().unwrap();
     assert!(err.to_string().contains("multiple of the device count 4"), "{err}");
@@ -219,6 +223,7 @@ fn a_checkpoint_from_before_declared_parameters_still_loads() {
         xla_options: vec![],
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     let mut session = TrainSession::with_values(client, config, 3, params.clone(), state, ck.step).unwrap();
     // The loaded values are the checkpoint's, and a step moves them.
@@ -257,6 +262,7 @@ fn bf16_training_tracks_f32() {
         xla_options: vec![],
         precision,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     let mut f32_run = TrainSession::new(client, make(Precision::F32), 4).unwrap();
     let mut bf16_run = TrainSession::new(client, make(Precision::Bf16), 4).unwrap();

@@ -163,6 +163,7 @@ fn tiny_session(seed: u64) -> TrainSession {
         xla_options: vec![],
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     TrainSession::new(client(), config, seed).unwrap()
 }

@@ -62,6 +62,7 @@ fn eight_replicas_match_one_device(kind: ModelKind) {
         xla_options: vec![],
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     let mut one = TrainSession::new(&client, make(vec![ids[0]]), 11).unwrap();
     let mut eight = TrainSession::new(&client, make(ids.clone()), 11).unwrap();
@@ -123,6 +124,7 @@ fn the_256x256_emotion_program_of_a_v3_8_compiles_and_runs_one_step() {
         replicas: 8,
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     let golden = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hlo/emotion_256_b128_r8/train_step.mlir")).unwrap();
     assert!(spec.train_step().unwrap().text == golden, "the session's program is the checked-in one");
@@ -138,6 +140,7 @@ fn the_256x256_emotion_program_of_a_v3_8_compiles_and_runs_one_step() {
         xla_options: vec![],
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     };
     let mut session = TrainSession::new(&client, config, 3).unwrap();
     let compiled = started.elapsed();

@@ -9,7 +9,7 @@ use super::BackendArgs;
 use crate::bench::{self, BenchCase};
 use crate::data::Augmentation;
 use crate::graph::optim::Optimizer;
-use crate::models::{ConvChoice, ModelKind, Precision};
+use crate::models::{Architecture, ConvChoice, CpuKernelMode, ModelKind, Precision};
 use crate::pjrt::OptionOverride;
 use crate::tensor::DType;
 
@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// (im2col + dot) where a layer has one input channel.
     #[arg(long, value_enum, default_value_t = ConvChoice::Convolution)]
     pub conv: ConvChoice,
+    /// Who computes the conv layers on a CPU: XLA's ops, or oneDNN
+    /// (Debian's libdnnl, loaded at run time) through XLA custom calls.
+    #[arg(long, value_enum, default_value_t = CpuKernelMode::Xla)]
+    pub cpu_kernels: CpuKernelMode,
     /// Side of the square f32 matmul timed as this machine's peak (0: skip).
     #[arg(long, default_value_t = 2048)]
     pub peak_size: i64,
@@ -145,6 +149,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 warmup: 1,
                 precision: args.precision,
                 conv: args.conv,
+                cpu_kernels: Default::default(),
                 optimizer: Optimizer::Sgd,
                 xla_options: vec![],
             });
@@ -163,6 +168,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         c.warmup = args.warmup;
         c.precision = args.precision;
         c.conv = args.conv;
+        c.cpu_kernels = args.cpu_kernels.kernels(&Architecture::for_kind(c.model, c.size));
         c.optimizer = optimizer.clone();
         c.xla_options = xla_options.clone();
     }
@@ -182,9 +188,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let machine = bench::Machine::detect();
     let plugin = serde_json::json!({"platform": client.platform_name(), "version": client.platform_version()});
+    let onednn = crate::pjrt::onednn_version().map_or_else(|| "not loaded (libdnnl.so.2 absent)".to_string(), |v| format!("oneDNN {v}"));
     if !args.json {
         writeln!(stdout, "machine: {}", machine.summary())?;
         writeln!(stdout, "plugin: {} {}", client.platform_name(), client.platform_version())?;
+        writeln!(stdout, "cpu kernels: {} ({onednn})", serde_json::to_string(&args.cpu_kernels)?.trim_matches('"'))?;
     }
     let peak = if args.peak_size > 0 {
         let p = bench::matmul_peak(&client, args.peak_size, DType::F32, 3)?;
@@ -211,6 +219,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 writeln!(stdout, "\n{} {}x{} batch {} {}, {} rounds:", case.model, case.size, case.size, case.batch, case.precision, case.steps)?;
                 write!(stdout, "{}", bench::profile_table(&rows, peak))?;
+                let plans = crate::pjrt::onednn_implementations();
+                if !plans.is_empty() {
+                    writeln!(stdout, "oneDNN implementations:\n  {}", plans.join("\n  "))?;
+                }
             }
             if let Some(path) = &args.json_out {
                 append_line(path, &line)?;

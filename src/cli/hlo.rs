@@ -53,6 +53,7 @@ pub fn spec_for(args: &HloArgs) -> anyhow::Result<ProgramSpec> {
         replicas: args.replicas,
         precision: args.precision,
         conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
     })
 }
 

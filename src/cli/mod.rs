@@ -20,6 +20,7 @@ macro_rules! outln {
 
 mod bench;
 mod cloud;
+mod compile;
 mod data;
 mod devices;
 mod eval;
@@ -64,6 +65,11 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Cloud TPU VMs: up, status, run a campaign, fetch its output, down.
     Cloud(Box<cloud::CloudArgs>),
+    /// Compile an experiment's programs for a Cloud TPU type here (no TPU needed): memory, flops, predicted time.
+    Compile(compile::CompileArgs),
+    /// The child process `compile` and the cloud preflight run libtpu in (internal).
+    #[command(name = "tpu-compile-worker", hide = true)]
+    TpuCompileWorker { request: PathBuf, response: PathBuf },
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs. Each is
@@ -127,6 +133,8 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Cloud(args) => cloud::run(*args),
+        Command::Compile(args) => compile::run(args),
+        Command::TpuCompileWorker { request, response } => crate::tpu::worker::serve(&request, &response),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,6 +36,11 @@ pub fn hourly_usd(accelerator_type: &str, zone: &str, capacity: Capacity) -> Opt
     }
 }
 
+/// Every `(region, on-demand $/h, spot $/h)` the table has for this type.
+pub fn prices(accelerator_type: &str) -> Vec<(&'static str, f64, Option<f64>)> {
+    PRICES.iter().filter(|(t, _, _, _)| *t == accelerator_type).map(|(_, r, o, s)| (*r, *o, *s)).collect()
+}
+
 /// The estimate for `seconds` up, as text: `$12.34 (est.)`, or `-` without a price.
 pub fn estimate(accelerator_type: &str, zone: &str, capacity: Capacity, seconds: f64) -> String {
     match hourly_usd(accelerator_type, zone, capacity) {

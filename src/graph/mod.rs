@@ -25,6 +25,6 @@ mod shape;
 
 pub use emit::EmitOptions;
 pub use ir::{Graph, Tensor};
-pub use ops::{BinaryKind, ConvDims, ConvSpec, Direction, DotDims, Literal, PoolKind, ReduceKind, UnaryKind, WindowSpec};
+pub use ops::{BinaryKind, ConvDims, ConvKernels, ConvSpec, Direction, DotDims, Kernel, Literal, PoolKind, ReduceKind, UnaryKind, WindowSpec};
 pub use params::{BoundParams, CastParams, DeclareParams, Init, ParamSpec, Params};
 pub use shape::{GraphError, Result, Shape};

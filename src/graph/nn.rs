@@ -12,7 +12,7 @@
 //!   through that maximum cancels exactly in the algebra.
 
 use super::ir::{Graph, Tensor};
-use super::ops::{ConvSpec, Direction, DotDims, ReduceKind};
+use super::ops::{ConvKernels, ConvSpec, Direction, DotDims, ReduceKind};
 use super::params::{Init, Params};
 use super::shape::{Result, attr_err, shape_err};
 use crate::tensor::DType;
@@ -56,6 +56,12 @@ impl Graph {
     /// NHWC convolution with an HWIO kernel, stride `stride`, and
     /// TensorFlow's SAME padding (output size `ceil(in / stride)`).
     pub fn conv2d_same(&mut self, x: Tensor, w: Tensor, stride: i64) -> Result<Tensor> {
+        self.conv2d_same_kernels(x, w, stride, ConvKernels::default())
+    }
+
+    /// [`Graph::conv2d_same`] with each part (forward, input gradient,
+    /// kernel gradient) computed by the kernel `kernels` names.
+    pub fn conv2d_same_kernels(&mut self, x: Tensor, w: Tensor, stride: i64, kernels: ConvKernels) -> Result<Tensor> {
         let (xd, wd) = (self.dims(x).to_vec(), self.dims(w).to_vec());
         if xd.len() != 4 || wd.len() != 4 {
             return shape_err("conv2d_same", &[self.shape(x), self.shape(w)], "expects NHWC input and HWIO kernel");
@@ -66,7 +72,7 @@ impl Graph {
             (total / 2, total - total / 2)
         };
         let spec = ConvSpec::nhwc([stride, stride], [pad(xd[1], wd[0]), pad(xd[2], wd[1])]);
-        self.conv(x, w, spec)
+        self.conv_with_kernels(x, w, spec, kernels)
     }
 
     /// A dense layer of `units` outputs on `x: [batch, in]`: asks `params`
@@ -97,6 +103,7 @@ impl Graph {
         let y = match formulation {
             ConvFormulation::Convolution => self.conv2d_same(x, w, 1)?,
             ConvFormulation::Patches => self.conv2d_same_patches(x, w)?,
+            ConvFormulation::Kernels(kernels) => self.conv2d_same_kernels(x, w, 1, kernels)?,
         };
         self.add_bias(y, b)
     }
@@ -323,6 +330,9 @@ pub enum ConvFormulation {
     /// im2col: shifted slices of the input gathered into patches, then one
     /// dot (`Graph::conv2d_same_patches`).
     Patches,
+    /// One convolution whose parts run where `ConvKernels` says (XLA's
+    /// op or oneDNN through custom calls; CPU programs only).
+    Kernels(ConvKernels),
 }
 
 /// The loss of a batch: its mean (what is differentiated) and its sum.

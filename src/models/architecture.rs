@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::graph::nn::{ConvFormulation, DropoutKey};
-use crate::graph::{DeclareParams, Graph, GraphError, ParamSpec, Params, Tensor};
+use crate::graph::{ConvKernels, DeclareParams, Graph, GraphError, Kernel, ParamSpec, Params, Tensor};
 use crate::tensor::DType;
 
 /// Which of the hierarchy's two models.
@@ -175,9 +175,27 @@ impl Architecture {
         dropout: Option<&DropoutKey>,
         conv: ConvChoice,
     ) -> Result<Tensor, GraphError> {
+        self.forward_with_kernels(g, params, images, dropout, conv, &CpuKernels::default())
+    }
+
+    /// [`Architecture::forward`] with the conv layers' parts computed where
+    /// `kernels` says (a layer it gives oneDNN parts to is one convolution,
+    /// whatever `conv` says).
+    pub fn forward_with_kernels(
+        &self,
+        g: &mut Graph,
+        params: &mut dyn Params,
+        images: Tensor,
+        dropout: Option<&DropoutKey>,
+        conv: ConvChoice,
+        kernels: &CpuKernels,
+    ) -> Result<Tensor, GraphError> {
         let mut h = images;
         for (i, &filters) in self.conv_filters.iter().enumerate() {
-            let formulation = conv.for_input_channels(g.dims(h).last().copied().unwrap_or(1));
+            let formulation = match kernels.block(i) {
+                k if k.is_xla() => conv.for_input_channels(g.dims(h).last().copied().unwrap_or(1)),
+                k => ConvFormulation::Kernels(k),
+            };
             h = g.scoped(&format!("block{}", i + 1), |g| g.conv_block(params, h, filters, self.kernel_size, self.pool, formulation))?;
         }
         let flat = g.scoped("flatten", |g| g.flatten(h))?;
@@ -214,6 +232,74 @@ impl ConvChoice {
             ConvChoice::Patches if channels == 1 => ConvFormulation::Patches,
             _ => ConvFormulation::Convolution,
         }
+    }
+}
+
+/// `--cpu-kernels`: who computes the conv layers of a CPU program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuKernelMode {
+    /// XLA's convolution ops everywhere (pure StableHLO).
+    #[default]
+    Xla,
+    /// oneDNN for every part of every conv layer (an error where oneDNN
+    /// does not load).
+    Onednn,
+}
+
+impl CpuKernelMode {
+    /// The per-layer choice this mode makes for `arch`.
+    pub fn kernels(self, arch: &Architecture) -> CpuKernels {
+        match self {
+            CpuKernelMode::Xla => CpuKernels::default(),
+            CpuKernelMode::Onednn => CpuKernels::uniform(arch.conv_filters.len(), Kernel::Onednn),
+        }
+    }
+}
+
+/// Which kernel computes each part of each conv layer of a CPU program:
+/// entry `i` is block `i + 1`; blocks past the end, and an empty list (the
+/// default, and what TPU and GPU programs always get), are XLA's ops.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CpuKernels(pub Vec<ConvKernels>);
+
+impl CpuKernels {
+    /// Every part of `blocks` conv layers on `kernel`.
+    pub fn uniform(blocks: usize, kernel: Kernel) -> Self {
+        CpuKernels(vec![ConvKernels::all(kernel); blocks])
+    }
+
+    pub fn block(&self, i: usize) -> ConvKernels {
+        self.0.get(i).copied().unwrap_or_default()
+    }
+
+    /// Whether no part uses a host kernel (then no custom call is emitted).
+    pub fn is_xla(&self) -> bool {
+        self.0.iter().all(ConvKernels::is_xla)
+    }
+
+    /// `block1 forward=onednn input_gradient=xla kernel_gradient=onednn; ...`
+    /// (or `xla` when every part is XLA's).
+    pub fn describe(&self) -> String {
+        if self.is_xla() {
+            return "xla".into();
+        }
+        let blocks: Vec<String> = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                format!(
+                    "block{} forward={} input_gradient={} kernel_gradient={}",
+                    i + 1,
+                    k.forward.as_str(),
+                    k.input_gradient.as_str(),
+                    k.kernel_gradient.as_str()
+                )
+            })
+            .collect();
+        blocks.join("; ")
     }
 }
 

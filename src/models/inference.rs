@@ -195,6 +195,7 @@ impl InferenceModel {
             replicas: 1,
             precision: Precision::F32,
             conv: ConvChoice::Convolution,
+            cpu_kernels: Default::default(),
         };
         let built = spec.predict().map_err(|source| InferenceError::Graph { kind, source })?;
         let mut compile_options = CompileOptions::single_device(options.device);

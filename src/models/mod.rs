@@ -10,7 +10,7 @@ mod programs;
 mod session;
 
 pub use crate::graph::{Init, ParamSpec};
-pub use architecture::{Architecture, ConvChoice, ModelKind, Network};
+pub use architecture::{Architecture, ConvChoice, CpuKernelMode, CpuKernels, ModelKind, Network};
 pub use inference::{CheckpointSource, InferenceError, InferenceModel, InferenceOptions};
 pub use init::init_params;
 pub use programs::{BuiltProgram, Precision, ProgramSpec};

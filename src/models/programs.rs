@@ -22,7 +22,7 @@ use crate::graph::{BoundParams, CastParams, EmitOptions, Graph, GraphError, Para
 use crate::program::Program;
 use crate::tensor::DType;
 
-use super::architecture::{Architecture, ConvChoice, ModelKind};
+use super::architecture::{Architecture, ConvChoice, CpuKernels, ModelKind};
 
 /// The numeric type the network computes in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -79,6 +79,9 @@ pub struct ProgramSpec {
     pub precision: Precision,
     /// How the conv layers are computed.
     pub conv: ConvChoice,
+    /// Which conv parts run as host kernels (CPU programs only; empty: all
+    /// XLA ops, which keeps every program pure StableHLO).
+    pub cpu_kernels: CpuKernels,
 }
 
 /// A built program and the text it was emitted from.
@@ -128,11 +131,11 @@ impl ProgramSpec {
     pub fn forward(&self, g: &mut Graph, specs: &[ParamSpec], params: &[Tensor], images: Tensor, dropout: Option<&DropoutKey>) -> Result<Tensor, GraphError> {
         let mut bound = BoundParams::new(specs, params)?;
         let logits = match self.precision.compute_dtype() {
-            DType::F32 => self.arch.forward(g, &mut bound, images, dropout, self.conv)?,
+            DType::F32 => self.arch.forward_with_kernels(g, &mut bound, images, dropout, self.conv, &self.cpu_kernels)?,
             compute => {
                 let images = g.scoped("input", |g| g.convert(images, compute))?;
                 let mut cast = CastParams::new(&mut bound, compute);
-                let logits = self.arch.forward(g, &mut cast, images, dropout, self.conv)?;
+                let logits = self.arch.forward_with_kernels(g, &mut cast, images, dropout, self.conv, &self.cpu_kernels)?;
                 g.scoped("logits", |g| g.convert(logits, DType::F32))?
             }
         };

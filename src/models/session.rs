@@ -14,7 +14,7 @@ use crate::graph::optim::Optimizer;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError, ReadyEvent};
 use crate::tensor::{DType, HostTensor};
 
-use super::architecture::{Architecture, ConvChoice, ModelKind};
+use super::architecture::{Architecture, ConvChoice, CpuKernels, ModelKind};
 use super::init::init_params;
 use super::programs::{BuiltProgram, Precision, ProgramSpec};
 use crate::graph::ParamSpec;
@@ -55,6 +55,9 @@ pub struct SessionConfig {
     pub precision: Precision,
     /// How the conv layers are computed (the parameters are the same).
     pub conv: ConvChoice,
+    /// Which conv parts run as oneDNN host kernels (CPU only; empty: XLA's
+    /// ops everywhere). The session registers the kernels before compiling.
+    pub cpu_kernels: CpuKernels,
 }
 
 impl SessionConfig {
@@ -81,6 +84,7 @@ impl SessionConfig {
             replicas,
             precision: self.precision,
             conv: self.conv,
+            cpu_kernels: self.cpu_kernels.clone(),
         }
     }
 
@@ -189,6 +193,17 @@ impl TrainSession {
             specs.iter().flat_map(|p| config.optimizer.state_names(&p.name).into_iter().map(move |n| (n, p.dims.clone()))).collect();
         check_values("optimizer state", &state_dims, &state)?;
 
+        if !config.cpu_kernels.is_xla() {
+            let platform = client.platform_name().to_ascii_lowercase();
+            let kernels = if platform == "cpu" { crate::pjrt::register_host_kernels(client.api())? } else { vec![] };
+            if !kernels.contains(&"emotionet_onednn_conv_fwd") {
+                return Err(SessionError::Mismatch {
+                    what: "cpu kernels".into(),
+                    expected: "a CPU client with oneDNN (libdnnl.so.2) loadable, or the XLA kernels (--cpu-kernels xla)".into(),
+                    got: format!("{} on platform {platform}", config.cpu_kernels.describe()),
+                });
+            }
+        }
         let replicas = config.devices.len();
         let replica_batch = config.global_batch / replicas as i64;
         let t0 = Instant::now();

@@ -255,6 +255,64 @@ impl std::fmt::Display for NamedValue {
     }
 }
 
+/// Named values in the C layout, pointing into the Rust values they were
+/// made from: the borrow keeps those alive (and unmoved) for as long as the
+/// raw array can be passed to the plugin.
+pub(crate) struct RawNamedValues<'a> {
+    raw: Vec<ffi::PJRT_NamedValue>,
+    _values: std::marker::PhantomData<&'a [(String, NamedValue)]>,
+}
+
+impl RawNamedValues<'_> {
+    /// The array to pass (null when empty: the plugins accept that).
+    pub(crate) fn as_ptr(&self) -> *const ffi::PJRT_NamedValue {
+        if self.raw.is_empty() { std::ptr::null() } else { self.raw.as_ptr() }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.raw.len()
+    }
+}
+
+/// `values` as `PJRT_NamedValue`s (client and topology create options).
+pub(crate) fn raw_named_values(values: &[(String, NamedValue)]) -> RawNamedValues<'_> {
+    let raw = values
+        .iter()
+        .map(|(name, value)| {
+            let mut v = ffi::PJRT_NamedValue { name: name.as_ptr().cast(), name_size: name.len(), ..ffi::PJRT_NamedValue::sized() };
+            match value {
+                NamedValue::String(s) => {
+                    v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kString;
+                    v.__bindgen_anon_1.string_value = s.as_ptr().cast();
+                    v.value_size = s.len();
+                }
+                NamedValue::Int64(i) => {
+                    v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64;
+                    v.__bindgen_anon_1.int64_value = *i;
+                    v.value_size = 1;
+                }
+                NamedValue::Int64List(list) => {
+                    v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64List;
+                    v.__bindgen_anon_1.int64_array_value = list.as_ptr();
+                    v.value_size = list.len();
+                }
+                NamedValue::Float(f) => {
+                    v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kFloat;
+                    v.__bindgen_anon_1.float_value = *f;
+                    v.value_size = 1;
+                }
+                NamedValue::Bool(b) => {
+                    v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kBool;
+                    v.__bindgen_anon_1.bool_value = *b;
+                    v.value_size = 1;
+                }
+            }
+            v
+        })
+        .collect();
+    RawNamedValues { raw, _values: std::marker::PhantomData }
+}
+
 /// Copies a plugin-owned named-value array into Rust values.
 ///
 /// # Safety

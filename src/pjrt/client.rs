@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::api::{Api, NamedValue, read_named_values, read_str};
+use super::api::{Api, NamedValue, raw_named_values, read_named_values, read_str};
 use super::buffer::{Buffer, Event};
 use super::compile::CompileOptions;
 use super::error::{PjrtError, Result};
@@ -170,49 +170,13 @@ impl Client {
     /// Creates a client on a loaded plugin.
     pub fn new(api: Api, options: &ClientOptions) -> Result<Client> {
         options.validate()?;
-        // The named values point into `names` and `lists`, which outlive the call.
-        let names: Vec<&str> = options.values.iter().map(|(n, _)| n.as_str()).collect();
-        let raw_values: Vec<ffi::PJRT_NamedValue> = options
-            .values
-            .iter()
-            .zip(&names)
-            .map(|((_, value), name)| {
-                let mut v = ffi::PJRT_NamedValue { name: name.as_ptr().cast(), name_size: name.len(), ..ffi::PJRT_NamedValue::sized() };
-                match value {
-                    NamedValue::String(s) => {
-                        v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kString;
-                        v.__bindgen_anon_1.string_value = s.as_ptr().cast();
-                        v.value_size = s.len();
-                    }
-                    NamedValue::Int64(i) => {
-                        v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64;
-                        v.__bindgen_anon_1.int64_value = *i;
-                        v.value_size = 1;
-                    }
-                    NamedValue::Int64List(list) => {
-                        v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kInt64List;
-                        v.__bindgen_anon_1.int64_array_value = list.as_ptr();
-                        v.value_size = list.len();
-                    }
-                    NamedValue::Float(f) => {
-                        v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kFloat;
-                        v.__bindgen_anon_1.float_value = *f;
-                        v.value_size = 1;
-                    }
-                    NamedValue::Bool(b) => {
-                        v.type_ = ffi::PJRT_NamedValue_Type_PJRT_NamedValue_kBool;
-                        v.__bindgen_anon_1.bool_value = *b;
-                        v.value_size = 1;
-                    }
-                }
-                v
-            })
-            .collect();
-        let options_ptr = if raw_values.is_empty() { std::ptr::null() } else { raw_values.as_ptr() };
+        // The raw values point into `options.values`, which outlives the call.
+        let raw_values = raw_named_values(&options.values);
         // SAFETY: the named values (and the strings and lists they point to)
         // live until the call returns; every option's type was checked above
         // against what the plugins read.
-        let raw = unsafe { call!(api, PJRT_Client_Create, PJRT_Client_Create_Args { create_options: options_ptr, num_options: raw_values.len() }) }?.client;
+        let raw =
+            unsafe { call!(api, PJRT_Client_Create, PJRT_Client_Create_Args { create_options: raw_values.as_ptr(), num_options: raw_values.len() }) }?.client;
 
         // From here on the client is owned by `inner` and destroyed on error.
         let mut inner = ClientInner { api, raw, platform_name: String::new(), platform_version: String::new(), devices: vec![] };

@@ -4,7 +4,8 @@
 //! (`dlopen` + `GetPjrtApi`), checks its API version against the header we
 //! were generated from (0.81), creates clients, compiles StableHLO, moves
 //! buffers between host and device and runs executables on one device or
-//! replicated over several.
+//! replicated over several; and compiles for a device topology that is not
+//! here (libtpu on a machine without a TPU: `topology`).
 //!
 //! Invariants the rest of the crate relies on:
 //! - every C handle has exactly one Rust owner, freed once in `Drop`;
@@ -41,10 +42,17 @@ mod buffer;
 mod client;
 mod compile;
 mod cuda;
+mod custom_call;
+#[allow(unsafe_op_in_unsafe_fn)]
+mod dnnl_ffi;
 mod error;
 mod executable;
 #[allow(unsafe_op_in_unsafe_fn)]
 mod ffi;
+mod onednn;
+mod topology;
+#[allow(unsafe_op_in_unsafe_fn)]
+mod xla_ffi;
 
 pub use crate::program::{Program, TensorSpec};
 pub use api::{Api, HEADER_VERSION, NamedValue};
@@ -53,8 +61,11 @@ pub use buffer::{Buffer, ReadyEvent};
 pub use client::{Client, ClientOptions, DeviceInfo};
 pub use compile::{CompileOptions, OptionOverride};
 pub use cuda::{CudaPlugin, GpuProblem, Preloaded, minimum_driver, preload};
+pub use custom_call::{has_ffi_extension, register_host_kernels};
 pub use error::{ErrorCode, PjrtError, Result};
 pub use executable::LoadedExecutable;
+pub use onednn::{available as onednn_version, implementations as onednn_implementations};
+pub use topology::{CompiledExecutable, CostAnalysis, LIBTPU_COMPILE_ONLY_ENV, MemoryStats, Topology, TopologyDevice, compile_only_env_missing};
 
 /// Loads the plugin for `backend` (or `plugin`, if given) and creates a
 /// client. A GPU plugin first gets its CUDA libraries preloaded, and a

@@ -131,6 +131,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         xla_options: options.backend.xla_options(),
         precision: training.precision,
         conv: Default::default(),
+        cpu_kernels: Default::default(),
     };
     match run(experiment, kind, &training, options, &client, config, checkpoint.as_deref(), &mut writer) {
         Ok(Outcome::Finished { eval, confusion, per_source }) => writer.finish(eval, confusion, per_source),

@@ -724,7 +724,13 @@ impl FakeTpu {
             "type": "authorized_user", "client_id": "fake-client.apps.googleusercontent.com", "client_secret": "fake-secret",
             "refresh_token": refresh_token, "token_uri": format!("{}/token", self.url)
         });
-        std::fs::write(&path, body.to_string()).expect("write the credentials file");
+        // Through a temporary name and a rename: a test builds a command (and
+        // so rewrites this file) while another process it started may be
+        // reading it, and a reader must never see it half written (cloud_cli's
+        // re-attach test failed 7 of 11 runs with "EOF while parsing" so).
+        let tmp = dir.join(format!("adc-{}.json.{}.tmp", refresh_token.len(), std::process::id()));
+        std::fs::write(&tmp, body.to_string()).expect("write the credentials file");
+        std::fs::rename(&tmp, &path).expect("rename the credentials file into place");
         path
     }
 }

@@ -20,6 +20,7 @@ mod constant;
 mod conv;
 mod convert;
 mod dot;
+mod host_conv;
 mod iota;
 mod pad;
 mod parameter;
@@ -38,6 +39,7 @@ pub use compare::Direction;
 pub use constant::Literal;
 pub use conv::{ConvDims, ConvSpec};
 pub use dot::DotDims;
+pub use host_conv::{ConvKernels, Kernel};
 pub use reduce::ReduceKind;
 pub use reduce_window::{PoolKind, WindowSpec};
 pub use unary::UnaryKind;
@@ -109,6 +111,7 @@ primitives! {
     Reduce(reduce::Reduce),
     DotGeneral(dot::DotGeneral),
     Convolution(conv::Convolution),
+    HostConv(host_conv::HostConv),
     ReduceWindow(reduce_window::ReduceWindow),
     SelectAndScatter(select_and_scatter::SelectAndScatter),
     AllReduce(all_reduce::AllReduce),
