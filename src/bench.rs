@@ -340,6 +340,9 @@ pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileR
     let dtype = case.precision.compute_dtype();
     let device = client.device_ids()[0];
     let mut parts: Vec<(String, f64, crate::pjrt::LoadedExecutable, Vec<crate::pjrt::Buffer>)> = Vec::new();
+    // Whether each part is the form the step itself uses (what "rest of
+    // the step" subtracts: one form per part).
+    let mut in_step: Vec<bool> = Vec::new();
 
     // Each layer as its own graph: inputs x (and the output's cotangent),
     // the layer's parameters, and one chosen output.
@@ -404,6 +407,13 @@ pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileR
             let inputs = g.parameters().iter().map(|p| fill(g.dtype(*p), g.dims(*p))).collect::<anyhow::Result<Vec<_>>>()?;
             let buffers = inputs.iter().map(|t| client.upload(t, device)).collect::<Result<Vec<_>, _>>()?;
             let label = if kernel == Kernel::Onednn { format!("{name} {what} [onednn]") } else { format!("{name} {what}") };
+            let step_kernel = match (*is_conv, what) {
+                (false, _) => Kernel::Xla,
+                (true, "forward") => case.cpu_kernels.block(li).forward,
+                (true, "input gradient") => case.cpu_kernels.block(li).input_gradient,
+                (true, _) => case.cpu_kernels.block(li).kernel_gradient,
+            };
+            in_step.push(kernel == step_kernel);
             parts.push((label, gflop, exe, buffers));
         }
     }
@@ -454,7 +464,7 @@ pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileR
     for ((name, gflop, _, _), mut t) in parts.into_iter().zip(times) {
         rows.push(row(name, gflop, &mut t));
     }
-    let listed: f64 = rows.iter().map(|r| r.ms_median).sum();
+    let listed: f64 = rows.iter().zip(&in_step).filter(|(_, used)| **used).map(|(r, _)| r.ms_median).sum();
     let mut t = step_times;
     let step = row("train step".into(), network.train_flops() * case.batch as f64 / 1e9, &mut t);
     rows.push(ProfileRow {

@@ -69,7 +69,12 @@ enum Command {
     Compile(compile::CompileArgs),
     /// The child process `compile` and the cloud preflight run libtpu in (internal).
     #[command(name = "tpu-compile-worker", hide = true)]
-    TpuCompileWorker { request: PathBuf, response: PathBuf },
+    TpuCompileWorker {
+        /// The compile request the parent wrote (JSON).
+        request: PathBuf,
+        /// Where to write the compile response for the parent.
+        response: PathBuf,
+    },
 }
 
 /// How to reach XLA: shared by every subcommand that runs programs. Each is
