@@ -213,10 +213,10 @@ pub fn peak_rss_mib() -> f64 {
 /// Deterministic inputs: a smooth pattern in [0, 1) and alternating labels.
 fn inputs(case: &BenchCase, classes: i64) -> (HostTensor, HostTensor) {
     let n = (case.batch * case.size * case.size) as usize;
-    let pixels: Vec<f32> = (0..n).map(|i| ((i as u64 * 2_654_435_761) % 1000) as f32 / 1000.0).collect();
+    let pixels: Vec<u8> = (0..n).map(|i| ((i as u64 * 2_654_435_761) % 256) as u8).collect();
     let labels: Vec<i32> = (0..case.batch).map(|i| (i % classes) as i32).collect();
     (
-        HostTensor::from_f32(&[case.batch, case.size, case.size, 1], &pixels).expect("consistent sizes"),
+        HostTensor::from_u8(&[case.batch, case.size, case.size, 1], &pixels).expect("consistent sizes"),
         HostTensor::from_i32(&[case.batch], &labels).expect("consistent sizes"),
     )
 }
@@ -237,6 +237,7 @@ pub fn run_case(client: &Client, case: &BenchCase) -> anyhow::Result<BenchResult
         precision: case.precision,
         conv: case.conv,
         cpu_kernels: case.cpu_kernels.clone(),
+        normalize: Default::default(),
     };
     let mut session = TrainSession::new(client, config, 0)?;
     let (images, labels) = inputs(case, arch.classes);
@@ -429,6 +430,7 @@ pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileR
         precision: case.precision,
         conv: case.conv,
         cpu_kernels: case.cpu_kernels.clone(),
+        normalize: Default::default(),
     };
     let network = arch.network().map_err(anyhow::Error::msg)?;
     let mut session = TrainSession::new(client, config, 0)?;
@@ -628,7 +630,7 @@ pub struct InputResult {
     pub images_per_s_per_core: f64,
     /// Bytes of one batch's images as handed to the device.
     pub image_bytes_per_batch: usize,
-    /// Bytes per pixel of those images (4: f32).
+    /// Bytes per pixel of those images (1: u8 grey levels, normalized on the device).
     pub bytes_per_pixel: usize,
     /// Image bytes produced per second, MB (10^6).
     pub mb_per_s: f64,

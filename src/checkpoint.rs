@@ -301,6 +301,7 @@ fn to_safetensors_dtype(d: DType) -> Dtype {
         DType::BF16 => Dtype::BF16,
         DType::I32 => Dtype::I32,
         DType::U32 => Dtype::U32,
+        DType::U8 => Dtype::U8,
         DType::Pred => Dtype::BOOL,
     }
 }
@@ -312,6 +313,7 @@ fn from_safetensors_dtype(d: Dtype) -> Option<DType> {
         Dtype::BF16 => Some(DType::BF16),
         Dtype::I32 => Some(DType::I32),
         Dtype::U32 => Some(DType::U32),
+        Dtype::U8 => Some(DType::U8),
         Dtype::BOOL => Some(DType::Pred),
         _ => None,
     }

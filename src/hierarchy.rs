@@ -12,8 +12,9 @@
 //!   into a [`HierarchyEval`] (`hierarchy.json`, read by `emotionet report`);
 //! - [`select_subset`]: a seeded, class-stratified fixed-size subset, like
 //!   the paper's 100-image validation set;
-//! - [`load_image`]: one image file decoded, fitted and normalized exactly as
-//!   the data preparation and input pipeline do for training.
+//! - [`load_image`]: one image file decoded and fitted exactly as the data
+//!   preparation does for training, as the grey levels the predict
+//!   programs normalize.
 //!
 //! It trains nothing and owns no file format: `hierarchy.json` belongs to
 //! [`crate::records`]; the per-image `predictions.json` written next to it
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::data::decode::{DecodeSettings, decode_file};
-use crate::data::{DataConfig, DataError, EvalBatches, Normalization, PreparedSet, PreparedSplit, SourceConfig, Task};
+use crate::data::{DataConfig, DataError, EvalBatches, PreparedSet, PreparedSplit, SourceConfig, Task};
 use crate::experiment::Experiment;
 use crate::models::{InferenceError, InferenceModel, InferenceOptions, ModelKind};
 use crate::pjrt::{Backend, Client};
@@ -211,7 +212,12 @@ impl Hierarchy {
         let device = client.device_ids().first().copied().unwrap_or(0);
         let options = |kind: ModelKind| {
             let trained = experiment.training(kind).map_or(1, |t| t.batch);
-            InferenceOptions { batch: trained.min(max_batch.max(1) as i64).max(1), device, xla_options: experiment.backend.xla_options() }
+            InferenceOptions {
+                batch: trained.min(max_batch.max(1) as i64).max(1),
+                device,
+                xla_options: experiment.backend.xla_options(),
+                normalize: experiment.data.normalize,
+            }
         };
         let face = InferenceModel::from_run_dir(client, ModelKind::Face, experiment.architecture(ModelKind::Face), face_dir, &options(ModelKind::Face))?;
         let emotion =
@@ -270,14 +276,14 @@ impl Hierarchy {
     /// hierarchy task cannot score: the emotion model alone answers an
     /// emotion, i.e. "a face", for every image; with the filter, the face
     /// model's decision stands. Only the face model runs.
-    pub fn evaluate_face_level(&self, split: &PreparedSplit, normalize: Normalization, kind_of: impl Fn(&str) -> String) -> Result<Vec<SourceTable>> {
+    pub fn evaluate_face_level(&self, split: &PreparedSplit, kind_of: impl Fn(&str) -> String) -> Result<Vec<SourceTable>> {
         if split.is_empty() {
             return Err(HierarchyError::EmptySet);
         }
         let labels: Vec<String> = FACE_LEVEL_LABELS.iter().map(|s| s.to_string()).collect();
         let mut per_source: Vec<(String, Confusion, Confusion)> = Vec::new();
         let mut next = 0;
-        for batch in EvalBatches::new(split, self.face.batch() as usize, normalize)? {
+        for batch in EvalBatches::new(split, self.face.batch() as usize)? {
             let batch = batch?;
             for p_face in self.face.probabilities(&batch.images)?.into_iter().take(batch.valid) {
                 let truth = usize::try_from(split.labels[next]).unwrap_or(usize::MAX);
@@ -305,7 +311,7 @@ impl Hierarchy {
     /// answers, system (b) only those of the images the face filter passes.
     /// That equals sending only the passed images, because an image's
     /// answer does not depend on the rest of its batch.
-    pub fn evaluate(&self, split: &PreparedSplit, class_names: &[String], normalize: Normalization) -> Result<HierarchyOutcome> {
+    pub fn evaluate(&self, split: &PreparedSplit, class_names: &[String]) -> Result<HierarchyOutcome> {
         let expected = self.class_names();
         if class_names != expected.as_slice() {
             return Err(HierarchyError::Labels { got: class_names.to_vec(), expected });
@@ -317,7 +323,7 @@ impl Hierarchy {
         let mut filtered = Confusion::new(expected.clone());
         let mut images = Vec::with_capacity(split.len());
         let mut next = 0;
-        for batch in EvalBatches::new(split, self.face.batch() as usize, normalize)? {
+        for batch in EvalBatches::new(split, self.face.batch() as usize)? {
             let batch = batch?;
             let face = self.face.probabilities(&batch.images)?;
             let emotion = self.emotion.probabilities(&batch.images)?;
@@ -419,21 +425,20 @@ pub fn subset(split: &PreparedSplit, indices: &[usize]) -> PreparedSplit {
     out
 }
 
-/// One image file as the models see it: decoded, made grey, fitted to the
-/// data's image size by its resize mode (the very function data
-/// preparation uses), then normalized like the input pipeline does.
-/// `Err` is the reason, to report next to the file.
-pub fn load_image(path: &Path, data: &DataConfig) -> std::result::Result<Vec<f32>, String> {
+/// One image file as the models see it: decoded, made grey and fitted to
+/// the data's image size by its resize mode (the very function data
+/// preparation uses): the grey levels, which the predict program
+/// normalizes as training did. `Err` is the reason, to report next to the
+/// file.
+pub fn load_image(path: &Path, data: &DataConfig) -> std::result::Result<Vec<u8>, String> {
     let settings = DecodeSettings { size: data.image_size, resize: data.resize, limits: data.decode_limits };
-    let pixels = decode_file(path, &settings)?;
-    let table = data.normalize.table();
-    Ok(pixels.iter().map(|&p| table[usize::from(p)]).collect())
+    decode_file(path, &settings)
 }
 
-/// Stacks images from [`load_image`] into `f32[n, size, size, 1]`.
-pub fn images_tensor(images: &[Vec<f32>], size: u32) -> Result<HostTensor> {
-    let values: Vec<f32> = images.iter().flatten().copied().collect();
-    Ok(HostTensor::from_f32(&[images.len() as i64, i64::from(size), i64::from(size), 1], &values)?)
+/// Stacks images from [`load_image`] into `u8[n, size, size, 1]`.
+pub fn images_tensor(images: &[Vec<u8>], size: u32) -> Result<HostTensor> {
+    let values: Vec<u8> = images.iter().flatten().copied().collect();
+    Ok(HostTensor::from_u8(&[images.len() as i64, i64::from(size), i64::from(size), 1], &values)?)
 }
 
 /// Where an experiment's hierarchy evaluation goes:

@@ -134,6 +134,7 @@ fn dtype_named(name: &str) -> Option<DType> {
         "bf16" => DType::BF16,
         "i32" => DType::I32,
         "ui32" => DType::U32,
+        "ui8" => DType::U8,
         "i1" => DType::Pred,
         _ => return None,
     })

@@ -18,6 +18,9 @@ pub enum DType {
     BF16,
     I32,
     U32,
+    /// Unsigned bytes: grey-level images travel to the device as these
+    /// (the programs convert and normalize them; 4x fewer bytes than f32).
+    U8,
     /// Booleans, one byte each on the host (0 or 1), `i1` in StableHLO.
     Pred,
 }
@@ -29,7 +32,7 @@ impl DType {
             DType::F64 => 8,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::BF16 => 2,
-            DType::Pred => 1,
+            DType::U8 | DType::Pred => 1,
         }
     }
 
@@ -41,6 +44,7 @@ impl DType {
             DType::BF16 => "bf16",
             DType::I32 => "i32",
             DType::U32 => "ui32",
+            DType::U8 => "ui8",
             DType::Pred => "i1",
         }
     }
@@ -50,7 +54,7 @@ impl DType {
     }
 
     pub const fn is_integer(self) -> bool {
-        matches!(self, DType::I32 | DType::U32)
+        matches!(self, DType::I32 | DType::U32 | DType::U8)
     }
 }
 
@@ -118,6 +122,10 @@ impl HostTensor {
 
     pub fn from_u32(dims: &[i64], values: &[u32]) -> Result<Self, TensorError> {
         Self::from_bytes(DType::U32, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    pub fn from_u8(dims: &[i64], values: &[u8]) -> Result<Self, TensorError> {
+        Self::from_bytes(DType::U8, dims, values.to_vec())
     }
 
     pub fn from_bf16(dims: &[i64], values: &[half::bf16]) -> Result<Self, TensorError> {
@@ -204,6 +212,11 @@ impl HostTensor {
         Ok(self.bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 
+    pub fn to_u8(&self) -> Result<Vec<u8>, TensorError> {
+        self.expect(DType::U8)?;
+        Ok(self.bytes.clone())
+    }
+
     pub fn to_pred(&self) -> Result<Vec<bool>, TensorError> {
         self.expect(DType::Pred)?;
         Ok(self.bytes.iter().map(|&b| b != 0).collect())
@@ -220,6 +233,8 @@ mod tests {
         assert_eq!(t.to_f32().unwrap(), vec![1.0, -2.5, 3.0, 0.0]);
         let t = HostTensor::from_i32(&[3], &[-1, 0, 7]).unwrap();
         assert_eq!(t.to_i32().unwrap(), vec![-1, 0, 7]);
+        let t = HostTensor::from_u8(&[3], &[0, 128, 255]).unwrap();
+        assert_eq!(t.to_u8().unwrap(), vec![0, 128, 255]);
         let t = HostTensor::from_pred(&[2], &[true, false]).unwrap();
         assert_eq!(t.to_pred().unwrap(), vec![true, false]);
         let t = HostTensor::from_bf16(&[1], &[half::bf16::from_f32(1.5)]).unwrap();

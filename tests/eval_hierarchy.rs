@@ -201,13 +201,11 @@ fn predict_answers_each_image_like_eval_and_reports_a_corrupt_one() {
         ModelKind::Face,
         f.experiment.architecture(ModelKind::Face),
         &f.experiment.run_paths(ModelKind::Face, Backend::Cpu, 0).dir,
-        &InferenceOptions::new(4),
+        &InferenceOptions::new(4, f.experiment.data.normalize),
     )
     .unwrap();
     for (line, index) in [(&lines[0], face), (&lines[2], scene)] {
-        let table = f.experiment.data.normalize.table();
-        let pixels: Vec<f32> = f.set.eval.image(index).iter().map(|&p| table[p as usize]).collect();
-        let expected = model.probabilities(&HostTensor::from_f32(&[1, 24, 24, 1], &pixels).unwrap()).unwrap()[0][FACE_CLASS];
+        let expected = model.probabilities(&HostTensor::from_u8(&[1, 24, 24, 1], f.set.eval.image(index)).unwrap()).unwrap()[0][FACE_CLASS];
         let got = line["face_probability"].as_f64().unwrap() as f32;
         assert!((got - expected).abs() < 1e-5, "{}: predict says {got}, the prepared image gives {expected}", line["image"]);
         let is_face = line["is_face"].as_bool().unwrap();
@@ -244,13 +242,14 @@ fn inference_batches_any_number_of_images_and_checks_checkpoints() {
     let client = client();
     let arch = f.experiment.architecture(ModelKind::Emotion);
     let run_dir = f.experiment.run_paths(ModelKind::Emotion, Backend::Cpu, 0).dir;
-    let model = InferenceModel::from_run_dir(&client, ModelKind::Emotion, arch.clone(), &run_dir, &InferenceOptions::new(4)).unwrap();
+    let model =
+        InferenceModel::from_run_dir(&client, ModelKind::Emotion, arch.clone(), &run_dir, &InferenceOptions::new(4, f.experiment.data.normalize)).unwrap();
     assert_eq!(model.source().unwrap().step, 40);
 
     // 7 images = one full batch and one padded; answers do not depend on batching.
-    let table = f.experiment.data.normalize.table();
-    let image = |i: usize| -> Vec<f32> { f.set.eval.image(i).iter().map(|&p| table[p as usize]).collect() };
-    let stack = |ids: &[usize]| HostTensor::from_f32(&[ids.len() as i64, 24, 24, 1], &ids.iter().flat_map(|&i| image(i)).collect::<Vec<_>>()).unwrap();
+    let stack = |ids: &[usize]| {
+        HostTensor::from_u8(&[ids.len() as i64, 24, 24, 1], &ids.iter().flat_map(|&i| f.set.eval.image(i).to_vec()).collect::<Vec<_>>()).unwrap()
+    };
     let all = model.probabilities(&stack(&[0, 1, 2, 3, 4, 5, 6])).unwrap();
     assert_eq!(all.len(), 7);
     for row in &all {
@@ -264,24 +263,32 @@ fn inference_batches_any_number_of_images_and_checks_checkpoints() {
         }
     }
     assert!(model.probabilities(&stack(&[])).unwrap().is_empty());
-    let err = model.probabilities(&HostTensor::from_f32(&[1, 12, 12, 1], &[0.0; 144]).unwrap()).unwrap_err().to_string();
-    assert!(err.contains("f32[n, 24, 24, 1]"), "{err}");
+    let err = model.probabilities(&HostTensor::from_u8(&[1, 12, 12, 1], &[0; 144]).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("ui8[n, 24, 24, 1]"), "{err}");
+    // f32 images (what the pipeline made before issue 20) are refused by name.
+    let err = model.probabilities(&HostTensor::from_f32(&[1, 24, 24, 1], &[0.0; 576]).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("ui8[n, 24, 24, 1]") && err.contains("f32[1, 24, 24, 1]"), "{err}");
 
     // Broken run folders: each error names the folder, file or tensor.
     let bad = f.root.join("broken");
     fs::create_dir_all(&bad).unwrap();
-    let err = InferenceModel::from_run_dir(&client, ModelKind::Emotion, arch.clone(), &bad, &InferenceOptions::new(4)).unwrap_err();
+    let err =
+        InferenceModel::from_run_dir(&client, ModelKind::Emotion, arch.clone(), &bad, &InferenceOptions::new(4, f.experiment.data.normalize)).unwrap_err();
     assert!(matches!(err, InferenceError::NoCheckpoint { .. }) && err.to_string().contains(bad.to_str().unwrap()), "{err}");
     let good = CheckpointDir::new(run_dir.join("checkpoints"), 1).unwrap().latest().unwrap().unwrap();
     let mut missing = good.clone();
     missing.tensors.retain(|(name, _)| name != "dense.weight");
     let dir = CheckpointDir::new(bad.join("checkpoints"), 1).unwrap();
     let saved = dir.save(&Checkpoint { step: 3, ..missing }).unwrap();
-    let err = InferenceModel::from_run_dir(&client, ModelKind::Emotion, arch.clone(), &bad, &InferenceOptions::new(4)).unwrap_err().to_string();
+    let err = InferenceModel::from_run_dir(&client, ModelKind::Emotion, arch.clone(), &bad, &InferenceOptions::new(4, f.experiment.data.normalize))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(saved.to_str().unwrap()) && err.contains("dense.weight"), "{err}");
     let mut narrower = arch.clone();
     narrower.dense_units = 16;
-    let err = InferenceModel::from_run_dir(&client, ModelKind::Emotion, narrower, &run_dir, &InferenceOptions::new(4)).unwrap_err().to_string();
+    let err = InferenceModel::from_run_dir(&client, ModelKind::Emotion, narrower, &run_dir, &InferenceOptions::new(4, f.experiment.data.normalize))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("dense.weight") && err.contains("architecture or image size"), "{err}");
 }
 

@@ -744,3 +744,25 @@ fn gradients_of_unconnected_parameters_are_zeros() {
     assert_eq!(f64s(&out[0]), vec![2.0, -4.0]);
     assert_eq!(f64s(&out[1]), vec![0.0; 3]);
 }
+
+/// Images travel as u8 and the programs convert them (issue 20): the
+/// convert from u8 emits `ui8`, runs exactly, and no gradient flows back
+/// through it (the derivative of a step function), while the float side
+/// still gets its own.
+#[test]
+fn a_u8_input_converts_exactly_and_receives_no_gradient() {
+    let mut g = Graph::new("u8_convert");
+    let x = g.parameter("x", DType::U8, &[4]).unwrap();
+    let w = g.parameter("w", DType::F32, &[4]).unwrap();
+    let xf = g.convert(x, DType::F32).unwrap();
+    let y = g.mul(xf, w).unwrap();
+    let loss = g.sum_all(y).unwrap();
+    let grads = g.grad(loss, &[w, x]).unwrap();
+    assert_eq!(g.dtype(grads[1]), DType::U8);
+    let text = String::from_utf8_lossy(g.to_program(&[xf, grads[0], grads[1]], &Default::default()).unwrap().code()).into_owned();
+    assert!(text.contains("tensor<4xui8>") && text.contains("stablehlo.convert"), "{text}");
+    let out = run(&g, &[xf, grads[0], grads[1]], &[HostTensor::from_u8(&[4], &[0, 1, 128, 255]).unwrap(), HostTensor::from_f32(&[4], &[1.0; 4]).unwrap()]);
+    assert_eq!(out[0].to_f32().unwrap(), vec![0.0, 1.0, 128.0, 255.0]);
+    assert_eq!(out[1].to_f32().unwrap(), vec![0.0, 1.0, 128.0, 255.0], "d loss / d w = x");
+    assert_eq!(out[2].to_u8().unwrap(), vec![0; 4], "no gradient reaches the u8 input");
+}

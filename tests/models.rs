@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Rng, check_vjp};
+use emotionet::data::Normalization;
 use emotionet::graph::Tensor;
 use emotionet::graph::nn::DropoutKey;
 use emotionet::graph::optim::Optimizer;
@@ -25,6 +26,7 @@ fn check_model(kind: ModelKind, size: i64) {
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     let mut rng = Rng::new(kind as u64 + 100);
     let specs = arch.params().unwrap();
@@ -68,10 +70,11 @@ fn emotion_model_gradients_match_finite_differences() {
 }
 
 /// A separable two-class set: a bright blob in the top-left or bottom-right
-/// quadrant, at a random position inside it, over noise.
+/// quadrant, at a random position inside it, over noise; grey levels, as
+/// the input pipeline hands them over.
 fn separable_batch(rng: &mut Rng, batch: i64, size: i64) -> (HostTensor, HostTensor) {
     let s = size as usize;
-    let mut pixels = vec![0f32; batch as usize * s * s];
+    let mut pixels = vec![0u8; batch as usize * s * s];
     let mut labels = vec![0i32; batch as usize];
     for b in 0..batch as usize {
         let label = (rng.next_u64() % 2) as usize;
@@ -80,13 +83,13 @@ fn separable_batch(rng: &mut Rng, batch: i64, size: i64) -> (HostTensor, HostTen
         let (oy, ox) = (label * half + (rng.next_u64() as usize % (half - 3)), label * half + (rng.next_u64() as usize % (half - 3)));
         for y in 0..s {
             for x in 0..s {
-                let noise = rng.uniform() as f32 * 0.2;
-                let blob = if (oy..oy + 3).contains(&y) && (ox..ox + 3).contains(&x) { 1.0 } else { 0.0 };
-                pixels[(b * s + y) * s + x] = 0.3 + noise + blob;
+                let noise = (rng.uniform() * 51.0) as u8;
+                let blob = (oy..oy + 3).contains(&y) && (ox..ox + 3).contains(&x);
+                pixels[(b * s + y) * s + x] = if blob { 255 } else { 77 + noise };
             }
         }
     }
-    (HostTensor::from_f32(&[batch, size, size, 1], &pixels).unwrap(), HostTensor::from_i32(&[batch], &labels).unwrap())
+    (HostTensor::from_u8(&[batch, size, size, 1], &pixels).unwrap(), HostTensor::from_i32(&[batch], &labels).unwrap())
 }
 
 #[test]
@@ -104,6 +107,7 @@ fn the_face_model_learns_a_separable_set() {
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     let mut session = TrainSession::new(client, config, 1).unwrap();
     let mut rng = Rng::new(9);
@@ -145,13 +149,14 @@ fn four_device_training_matches_one_device_on_the_same_global_batch() {
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     let mut one = TrainSession::new(client, make(vec![ids[0]]), 5).unwrap();
     let mut four = TrainSession::new(client, make(ids[..4].to_vec()), 5).unwrap();
     let mut rng = Rng::new(3);
     for _ in 0..3 {
         let n = 8 * 16 * 16;
-        let x = HostTensor::from_f32(&[8, 16, 16, 1], &rng.vec(n).iter().map(|v| *v as f32).collect::<Vec<_>>()).unwrap();
+        let x = HostTensor::from_u8(&[8, 16, 16, 1], &(0..n).map(|_| rng.next_u64() as u8).collect::<Vec<_>>()).unwrap();
         let y = HostTensor::from_i32(&[8], &[0, 1, 2, 0, 1, 2, 0, 1]).unwrap();
         one.train_step(&x, &y, 0.01).unwrap();
         four.train_step(&x, &y, 0.01).unwrap();
@@ -183,6 +188,7 @@ fn bad_session_configs_are_clear_errors() {
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     let err = TrainSession::new(client, base.clone(), 0).err().unwrap();
     assert!(err.to_string().contains("multiple of the device count 4"), "{err}");
@@ -192,7 +198,7 @@ fn bad_session_configs_are_clear_errors() {
     let wrong = HostTensor::zeros(DType::F32, &[4, 8, 8, 1]).unwrap();
     let labels = HostTensor::zeros(DType::I32, &[4]).unwrap();
     let err = session.train_step(&wrong, &labels, 0.1).unwrap_err();
-    assert!(err.to_string().contains("images: expected f32[4, 16, 16, 1]"), "{err}");
+    assert!(err.to_string().contains("images: expected ui8[4, 16, 16, 1]"), "{err}");
 }
 
 /// Regression: parameter names are declared by the layers now, no longer
@@ -224,13 +230,14 @@ fn a_checkpoint_from_before_declared_parameters_still_loads() {
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     let mut session = TrainSession::with_values(client, config, 3, params.clone(), state, ck.step).unwrap();
     // The loaded values are the checkpoint's, and a step moves them.
     for ((name, now), before) in session.params_to_host().unwrap().iter().zip(&params) {
         assert_eq!(now.to_f32().unwrap(), before.to_f32().unwrap(), "{name}");
     }
-    let x = HostTensor::from_f32(&[4, 16, 16, 1], &(0..4 * 256).map(|i| (i % 17) as f32 / 17.0).collect::<Vec<_>>()).unwrap();
+    let x = HostTensor::from_u8(&[4, 16, 16, 1], &(0..4 * 256).map(|i| (i % 17 * 15) as u8).collect::<Vec<_>>()).unwrap();
     let y = HostTensor::from_i32(&[4], &[0, 1, 2, 0]).unwrap();
     session.train_step(&x, &y, 0.001).unwrap();
     let m = session.drain_metrics().unwrap();
@@ -263,6 +270,7 @@ fn bf16_training_tracks_f32() {
         precision,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     let mut f32_run = TrainSession::new(client, make(Precision::F32), 4).unwrap();
     let mut bf16_run = TrainSession::new(client, make(Precision::Bf16), 4).unwrap();
@@ -291,5 +299,75 @@ fn bf16_training_tracks_f32() {
     }
     for (name, t) in bf16_run.params_to_host().unwrap().iter().chain(&bf16_run.state_to_host().unwrap()) {
         assert_eq!(t.dtype(), DType::F32, "{name}");
+    }
+}
+
+fn spec_for(kind: ModelKind, arch: Architecture, batch: i64, normalize: Normalization) -> ProgramSpec {
+    ProgramSpec {
+        kind,
+        arch,
+        optimizer: Optimizer::Sgd,
+        replica_batch: batch,
+        replicas: 1,
+        precision: Precision::F32,
+        conv: ConvChoice::Convolution,
+        cpu_kernels: Default::default(),
+        normalize,
+    }
+}
+
+/// Batches travel as u8 and the programs normalize them (issue 20): the
+/// program's f32 value of every grey level is the host table's, bit for
+/// bit, for both normalizations (the table is within 1 ulp of the division
+/// the pipeline uploaded as f32 before: `data::config`'s unit test).
+#[test]
+fn the_programs_normalize_every_grey_level_exactly_as_the_host_table() {
+    for normalize in [Normalization::ZeroOne, Normalization::MinusOneOne] {
+        let spec = spec_for(ModelKind::Face, Architecture::face(16), 1, normalize);
+        let mut g = emotionet::graph::Graph::new("normalize");
+        let levels = g.parameter("levels", DType::U8, &[256]).unwrap();
+        let values = spec.normalized(&mut g, levels).unwrap();
+        let all: Vec<u8> = (0..=255).collect();
+        let out = common::run(&g, &[values], &[HostTensor::from_u8(&[256], &all).unwrap()]);
+        let got: Vec<u32> = out[0].to_f32().unwrap().iter().map(|v| v.to_bits()).collect();
+        let want: Vec<u32> = normalize.table().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want, "{normalize:?}");
+    }
+}
+
+/// `predict` on u8 images answers exactly what the same network gives for
+/// the host-normalized f32 images (the programs before issue 20), bit for
+/// bit, for both models and normalizations.
+#[test]
+fn predict_on_grey_levels_equals_the_network_on_host_normalized_images() {
+    let client = common::client();
+    for (kind, normalize) in [(ModelKind::Face, Normalization::MinusOneOne), (ModelKind::Emotion, Normalization::ZeroOne)] {
+        let mut arch = Architecture::for_kind(kind, 24);
+        arch.dense_units = 32;
+        let spec = spec_for(kind, arch.clone(), 4, normalize);
+        let specs = arch.params().unwrap();
+        let params = emotionet::models::init_params(&specs, 11);
+        let mut rng = Rng::new(5);
+        let grey: Vec<u8> = (0..4 * 24 * 24).map(|_| rng.next_u64() as u8).collect();
+        let table = normalize.table();
+        let unit: Vec<f32> = grey.iter().map(|&p| table[usize::from(p)]).collect();
+        let run = |text: &emotionet::program::Program, images: HostTensor| {
+            let exe = client.compile(text, &emotionet::pjrt::CompileOptions::single_device(0)).unwrap();
+            let mut buffers: Vec<_> = params.iter().map(|t| client.upload(t, 0).unwrap()).collect();
+            buffers.push(client.upload(&images, 0).unwrap());
+            let refs: Vec<_> = buffers.iter().collect();
+            exe.execute(&refs, &[]).unwrap()[0].to_host().unwrap().to_f32().unwrap()
+        };
+        let ours = run(&spec.predict().unwrap().program, HostTensor::from_u8(&[4, 24, 24, 1], &grey).unwrap());
+        // The same network on an f32 input, as the programs were built before.
+        let mut g = emotionet::graph::Graph::new("predict_f32");
+        let p: Vec<Tensor> = specs.iter().map(|s| g.parameter(&s.name, DType::F32, &s.dims).unwrap()).collect();
+        let x = g.parameter("images", DType::F32, &[4, 24, 24, 1]).unwrap();
+        let logits = spec.forward(&mut g, &specs, &p, x, None).unwrap();
+        let probs = g.softmax(logits).unwrap();
+        let before = g.to_program(&[probs], &emotionet::graph::EmitOptions::default()).unwrap();
+        let reference = run(&before, HostTensor::from_f32(&[4, 24, 24, 1], &unit).unwrap());
+        assert_eq!(ours.len(), 4 * arch.classes as usize);
+        assert!(ours.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind} {normalize:?}: {ours:?} vs {reference:?}");
     }
 }

@@ -164,15 +164,16 @@ fn tiny_session(seed: u64) -> TrainSession {
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     TrainSession::new(client(), config, seed).unwrap()
 }
 
 fn batch(step: usize) -> (HostTensor, HostTensor) {
     let mut rng = common::Rng::new(step as u64 + 1);
-    let images: Vec<f32> = (0..8 * 16 * 16).map(|_| rng.uniform() as f32).collect();
+    let images: Vec<u8> = (0..8 * 16 * 16).map(|_| (rng.uniform() * 255.0) as u8).collect();
     let labels: Vec<i32> = (0..8).map(|i| ((i + step) % 2) as i32).collect();
-    (HostTensor::from_f32(&[8, 16, 16, 1], &images).unwrap(), HostTensor::from_i32(&[8], &labels).unwrap())
+    (HostTensor::from_u8(&[8, 16, 16, 1], &images).unwrap(), HostTensor::from_i32(&[8], &labels).unwrap())
 }
 
 #[test]

@@ -23,18 +23,18 @@ fn client_with_8_devices() -> Client {
     client
 }
 
-/// Deterministic images in [-1, 1] and labels for `classes` classes.
+/// Deterministic grey-level images and labels for `classes` classes.
 fn batch(seed: u64, n: usize, size: usize, classes: i32) -> (HostTensor, HostTensor) {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = || {
         state ^= state >> 12;
         state ^= state << 25;
         state ^= state >> 27;
-        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
     };
-    let pixels: Vec<f32> = (0..n * size * size).map(|_| next() * 2.0 - 1.0).collect();
+    let pixels: Vec<u8> = (0..n * size * size).map(|_| next()).collect();
     let labels: Vec<i32> = (0..n as i32).map(|i| i % classes).collect();
-    (HostTensor::from_f32(&[n as i64, size as i64, size as i64, 1], &pixels).unwrap(), HostTensor::from_i32(&[n as i64], &labels).unwrap())
+    (HostTensor::from_u8(&[n as i64, size as i64, size as i64, 1], &pixels).unwrap(), HostTensor::from_i32(&[n as i64], &labels).unwrap())
 }
 
 fn classes(kind: ModelKind) -> i32 {
@@ -63,6 +63,7 @@ fn eight_replicas_match_one_device(kind: ModelKind) {
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     let mut one = TrainSession::new(&client, make(vec![ids[0]]), 11).unwrap();
     let mut eight = TrainSession::new(&client, make(ids.clone()), 11).unwrap();
@@ -125,6 +126,7 @@ fn the_256x256_emotion_program_of_a_v3_8_compiles_and_runs_one_step() {
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     let golden = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hlo/emotion_256_b128_r8/train_step.mlir")).unwrap();
     assert!(spec.train_step().unwrap().text == golden, "the session's program is the checked-in one");
@@ -141,6 +143,7 @@ fn the_256x256_emotion_program_of_a_v3_8_compiles_and_runs_one_step() {
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     let mut session = TrainSession::new(&client, config, 3).unwrap();
     let compiled = started.elapsed();

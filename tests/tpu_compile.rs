@@ -50,6 +50,7 @@ fn built(kind: ModelKind, size: i64, replicas: usize, replica_batch: i64) -> Pro
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        normalize: Default::default(),
     };
     ProgramRequest {
         name: format!("{kind}_{size} x{replicas} train_step"),
@@ -65,7 +66,8 @@ fn v3_request(programs: Vec<ProgramRequest>) -> Request {
 
 /// Within 2% of a figure the issue measured through JAX's compile-only
 /// client, or within its rounding: the issue prints GB with two decimals, so
-/// its 0.12 GB stands for anything in [0.115, 0.125) GB (ours: 0.1164).
+/// its 0.12 GB stands for anything in [0.115, 0.125) GB (ours: 0.1164 with
+/// f32 images).
 fn near(what: &str, got: f64, want: f64, printed_unit: f64) {
     let off = (got - want).abs();
     assert!(off <= (0.02 * want).max(printed_unit / 2.0), "{what}: {got:.4e}, measured through JAX {want:.4e} ({:.1}% off)", off / want * 100.0);
@@ -109,13 +111,24 @@ fn golden_and_100x100_programs_compile_for_a_v3_with_the_measured_figures() {
         assert!(c.flops > 0.0 && c.bytes_accessed > 0.0, "{}: {c:?}", p.name);
     }
     // (arguments, temp, flops, bytes accessed) per replica, measured through
-    // JAX 0.10.2's compile-only client with the same libtpu (issue 21).
+    // JAX 0.10.2's compile-only client with the same libtpu (issue 21), with
+    // f32 images. Since issue 20 the images are u8 (normalized in the
+    // program): that moves the arguments of emotion_100_b100, whose batch of
+    // 100 images at 100x100 is large next to its 13.8M parameters, out of
+    // the issue's rounding. Measured with this libtpu on 2026-12-08, the
+    // same program before and after: arguments 116,405,248 -> 112,411,648
+    // bytes (-3,993,600: the image argument; a plain count says 4.0 MB of
+    // f32 -> 1.0 MB of u8, the rest is the TPU's padded layouts), temp
+    // unchanged, bytes accessed 4.4844e9 -> 4.4858e9 (+0.03%), flops the
+    // same. So that figure is the issue's less the measured 3,993,600; the
+    // 256x256 programs move by 0.2% at most and keep the issue's figures.
+    let u8_images = 3_993_600.0;
     let measured = [
         ("face_256_b128_r8", 2.15e9, 2.49e9, 1.11e11, 2.12e10),
         ("emotion_256_b128_r8", 0.78e9, 2.49e9, 1.49e11, 1.44e10),
         ("face_256_b128_r8_bf16", 2.15e9, 1.42e9, 1.11e11, 1.68e10),
         ("emotion_256_b128_r8_bf16", 0.78e9, 1.41e9, 1.49e11, 9.76e9),
-        ("emotion_100_b100", 0.12e9, 0.86e9, 1.35e11, 4.48e9),
+        ("emotion_100_b100", 0.12e9 - u8_images, 0.86e9, 1.35e11, 4.48e9),
     ];
     for (folder, arguments, temp, flops, bytes) in measured {
         let p = response.programs.iter().find(|p| p.name == format!("{folder} train_step")).unwrap();

@@ -75,14 +75,14 @@ fn evaluate(args: &EvalArgs) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::load(&client, &experiment, &face_dir, &emotion_dir, evaluated.len(), threshold).context("loading the trained models")?;
     warn_if_stale(&experiment, &hierarchy, &face_dir, &emotion_dir);
 
-    let outcome = hierarchy.evaluate(&evaluated, &set.class_names, experiment.data.normalize)?;
+    let outcome = hierarchy.evaluate(&evaluated, &set.class_names)?;
     let kind = |name: &str| set.source_kind(name).map_or_else(String::new, |k| k.to_string());
     // Real faces without an expression label are not in the hierarchy task;
     // the face task's eval split (same split seed, so no one either model
     // trained on) scores them at the face / not-a-face level.
     let face_level = if set.sources.len() > 1 || set.sources.iter().any(|s| s.kind == SourceKind::Real) {
         let faces = prepare(&experiment.data, &PrepOptions { task: Task::Face, ..prep.clone() }).context("preparing the face task's data")?.set;
-        hierarchy.evaluate_face_level(&faces.eval, experiment.data.normalize, |name| faces.source_kind(name).map_or_else(String::new, |k| k.to_string()))?
+        hierarchy.evaluate_face_level(&faces.eval, |name| faces.source_kind(name).map_or_else(String::new, |k| k.to_string()))?
     } else {
         Vec::new()
     };

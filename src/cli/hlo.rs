@@ -54,6 +54,9 @@ pub fn spec_for(args: &HloArgs) -> anyhow::Result<ProgramSpec> {
         precision: args.precision,
         conv: ConvChoice::Convolution,
         cpu_kernels: Default::default(),
+        // The data config's default (p / 255); the experiments' minus_one_one
+        // adds one elementwise op.
+        normalize: Default::default(),
     })
 }
 

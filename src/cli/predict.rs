@@ -32,8 +32,8 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let TrainedModels { experiment, backend, threshold, face_dir, emotion_dir, .. } = args.models.resolve("predict")?;
 
     // Decode every file first, so a bad one costs nothing but its own line.
-    let loaded: Vec<Result<Vec<f32>, String>> = args.images.iter().map(|p| hierarchy::load_image(p, &experiment.data)).collect();
-    let good: Vec<Vec<f32>> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let loaded: Vec<Result<Vec<u8>, String>> = args.images.iter().map(|p| hierarchy::load_image(p, &experiment.data)).collect();
+    let good: Vec<Vec<u8>> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
     let mut answers = if good.is_empty() {
         Vec::new().into_iter()
     } else {

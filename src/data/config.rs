@@ -68,24 +68,33 @@ pub enum Normalization {
 }
 
 impl Normalization {
-    /// The model's value of a grey level given on the [0, 1] scale (for
-    /// augmented pixels, which are no longer whole grey levels).
-    pub fn of_unit(self, v: f32) -> f32 {
+    /// `(centre, scale)`: a grey level p becomes `(p - centre) * scale` in
+    /// f32, `scale` being the f32 nearest `1 / 255` or `1 / 127.5`. The
+    /// programs compute exactly this on the device from u8 pixels
+    /// (`models::ProgramSpec::normalized`), so it is the one definition of
+    /// the model's input values. Why not `p / 255`: XLA turns a division by
+    /// a constant into a multiplication by its reciprocal, so a division
+    /// would not be what runs; with one exact subtraction (p is a whole
+    /// number, so `p - 127.5` is exact) and one multiplication, every
+    /// backend rounds once, the same way, and no multiply-add can be fused.
+    /// Against the division that defined the table before issue 20 the
+    /// values differ by at most 1 ulp (0..1) and 6e-8 (-1..1); the ends are
+    /// exact (0 and 1, -1 and 1).
+    pub fn centre_scale(self) -> (f32, f32) {
         match self {
-            Normalization::ZeroOne => v,
-            Normalization::MinusOneOne => v * 2.0 - 1.0,
+            Normalization::ZeroOne => (0.0, 1.0 / 255.0),
+            Normalization::MinusOneOne => (127.5, 1.0 / 127.5),
         }
     }
 
-    /// The f32 value of each of the 256 grey levels (a lookup table is both
-    /// faster and exactly reproducible).
+    /// The f32 value of each of the 256 grey levels, computed as the
+    /// programs do (see [`Normalization::centre_scale`]): what a model
+    /// sees for a u8 pixel.
     pub fn table(self) -> [f32; 256] {
+        let (centre, scale) = self.centre_scale();
         let mut t = [0f32; 256];
         for (i, v) in t.iter_mut().enumerate() {
-            *v = match self {
-                Normalization::ZeroOne => i as f32 / 255.0,
-                Normalization::MinusOneOne => i as f32 / 127.5 - 1.0,
-            };
+            *v = (i as f32 - centre) * scale;
         }
         t
     }
@@ -658,6 +667,20 @@ impl DataConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tables against the division that defined them before issue 20:
+    /// at most 1 ulp apart in [0, 1], 6e-8 in [-1, 1], the ends exact.
+    #[test]
+    fn the_normalization_tables_are_the_divisions_to_within_an_ulp() {
+        let (zero_one, minus) = (Normalization::ZeroOne.table(), Normalization::MinusOneOne.table());
+        for p in 0..256 {
+            let (a, b) = (zero_one[p], p as f32 / 255.0);
+            assert!(a.to_bits().abs_diff(b.to_bits()) <= 1, "{p}: {a} vs {b}");
+            let (a, b) = (minus[p], p as f32 / 127.5 - 1.0);
+            assert!((a - b).abs() <= 6e-8, "{p}: {a} vs {b}");
+        }
+        assert_eq!([zero_one[0], zero_one[255], minus[0], minus[255]], [0.0, 1.0, -1.0, 1.0]);
+    }
 
     #[test]
     fn an_empty_document_is_the_documented_default() {

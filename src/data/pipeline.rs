@@ -1,8 +1,10 @@
 //! The training input pipeline: batches of a [`PreparedSplit`] as host
 //! tensors for the trainer.
 //!
-//! - Images: f32 `[B, H, W, 1]` (NHWC, one grey channel), normalized per
-//!   [`Normalization`] (default p/255 in [0, 1]). Labels: i32 `[B]`.
+//! - Images: u8 `[B, H, W, 1]` (NHWC, one grey channel), the grey levels
+//!   themselves: the programs convert and normalize them on the device per
+//!   [`Normalization`] (`models::ProgramSpec`), so a batch is a quarter of
+//!   the bytes f32 would be, to make and to upload. Labels: i32 `[B]`.
 //! - Training: an endless stream. Each epoch is a fresh seeded permutation
 //!   (keyed by seed and epoch number); the incomplete tail of an epoch is
 //!   DROPPED (each epoch has `len / B` batches, and a different tail is
@@ -23,8 +25,10 @@
 //! - A background thread prepares batches a few ahead (bounded channel)
 //!   while the device runs the previous step; it makes the rows of each
 //!   batch on a pool of `threads` threads (default: the host's cores).
-//! - The images are written straight into the batch's little-endian bytes
-//!   (no intermediate f32 vector to copy).
+//! - Augmentation that resamples or changes contrast (blur, contrast,
+//!   ...) works in f32 and rounds back to grey levels (see `augment`); flip
+//!   and shift alone stay exact. Each row is written straight into the
+//!   batch's bytes.
 //! - [`TrainPipeline::state`] is the position after the last batch handed
 //!   out (epoch, offset, augmentation RNG); [`TrainPipeline::restore`] makes
 //!   the next batches exactly those an uninterrupted run would have seen.
@@ -54,7 +58,7 @@ const AUGMENT_STREAM: u64 = 0x4155_474D;
 /// One batch for the device.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
-    /// f32 `[B, H, W, 1]`.
+    /// u8 `[B, H, W, 1]`: grey levels, normalized by the program.
     pub images: HostTensor,
     /// i32 `[B]`.
     pub labels: HostTensor,
@@ -68,6 +72,8 @@ pub struct PipelineConfig {
     pub batch_size: usize,
     pub seed: u64,
     pub augment: Augmentation,
+    /// What the program will make of the grey levels; the batches do not
+    /// depend on it (they are u8), it travels with the stream's settings.
     pub normalize: Normalization,
     /// Batches prepared ahead of the consumer (at least 1).
     pub prefetch: usize,
@@ -275,7 +281,6 @@ fn produce_guarded(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: Pipe
 }
 
 fn produce(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConfig, mut state: PipelineState, tx: SyncSender<Produced>) {
-    let table = config.normalize.table();
     let epoch_len = plan.epoch_len();
     let mut order = plan.order(state.epoch);
     let mut rng = Rng::from_state(state.rng);
@@ -294,7 +299,7 @@ fn produce(split: Arc<PreparedSplit>, plan: Arc<EpochPlan>, config: PipelineConf
     };
     loop {
         let indices = &order[state.position..state.position + config.batch_size];
-        let batch = match assemble(&split, indices, config.batch_size, &table, config.normalize, Some((&config.augment, &mut rng)), pool.as_ref()) {
+        let batch = match assemble(&split, indices, config.batch_size, Some((&config.augment, &mut rng)), pool.as_ref()) {
             Ok(b) => b,
             Err(e) => {
                 let _ = tx.send(Err(e));
@@ -322,8 +327,6 @@ fn assemble(
     split: &PreparedSplit,
     indices: &[usize],
     batch_size: usize,
-    table: &[f32; 256],
-    normalize: Normalization,
     augment: Option<(&Augmentation, &mut Rng)>,
     pool: Option<&rayon::ThreadPool>,
 ) -> Result<Batch> {
@@ -335,39 +338,26 @@ fn assemble(
         Some((a, rng)) => (Some(*a), indices.iter().map(|_| rng.next_u64()).collect()),
         None => (None, Vec::new()),
     };
-    let bytes_of: Vec<[u8; 4]> = table.iter().map(|v| v.to_le_bytes()).collect();
-    let grey_to_bytes = |grey: &[u8], dst: &mut [u8]| {
-        for (d, &p) in dst.chunks_exact_mut(4).zip(grey) {
-            d.copy_from_slice(&bytes_of[usize::from(p)]);
-        }
-    };
-    let make_row = |row: usize, dst: &mut [u8], unit: &mut [f32], grey: &mut [u8]| {
+    let make_row = |row: usize, dst: &mut [u8], unit: &mut Vec<f32>| {
         let src = split.image(indices[row]);
         match &aug {
-            // Flip and shift alone stay on whole grey levels: the exact u8 path.
-            Some(a) if a.is_flip_and_shift_only() => {
-                augment::flip_and_shift(src, side, a, &mut Rng::new(seeds[row]), grey);
-                grey_to_bytes(grey, dst);
-            }
+            // Flip and shift alone stay on whole grey levels: exact, no f32.
+            Some(a) if a.is_flip_and_shift_only() => augment::flip_and_shift(src, side, a, &mut Rng::new(seeds[row]), dst),
             Some(a) => {
-                augment::augment_f32(src, side, a, normalize, &mut Rng::new(seeds[row]), unit);
-                for (d, v) in dst.chunks_exact_mut(4).zip(unit.iter()) {
-                    d.copy_from_slice(&v.to_le_bytes());
-                }
+                unit.resize(n, 0.0);
+                augment::augment(src, side, a, &mut Rng::new(seeds[row]), unit, dst);
             }
-            None => grey_to_bytes(src, dst),
+            None => dst.copy_from_slice(src),
         }
     };
-    let mut bytes = vec![0u8; batch_size * n * 4];
-    let rows = &mut bytes[..indices.len() * n * 4];
+    let mut bytes = vec![0u8; batch_size * n];
+    let rows = &mut bytes[..indices.len() * n];
     match pool {
-        Some(pool) => pool.install(|| {
-            rows.par_chunks_mut(n * 4).enumerate().for_each_init(|| (vec![0f32; n], vec![0u8; n]), |(unit, grey), (row, dst)| make_row(row, dst, unit, grey))
-        }),
+        Some(pool) => pool.install(|| rows.par_chunks_mut(n).enumerate().for_each_init(Vec::new, |unit, (row, dst)| make_row(row, dst, unit))),
         None => {
-            let (mut unit, mut grey) = (vec![0f32; n], vec![0u8; n]);
-            for (row, dst) in rows.chunks_mut(n * 4).enumerate() {
-                make_row(row, dst, &mut unit, &mut grey);
+            let mut unit = Vec::new();
+            for (row, dst) in rows.chunks_mut(n).enumerate() {
+                make_row(row, dst, &mut unit);
             }
         }
     }
@@ -376,7 +366,7 @@ fn assemble(
         *label = split.labels[i];
     }
     let dims = [batch_size as i64, side as i64, side as i64, 1];
-    Ok(Batch { images: HostTensor::from_bytes(DType::F32, &dims, bytes)?, labels: HostTensor::from_i32(&[batch_size as i64], &labels)?, valid: indices.len() })
+    Ok(Batch { images: HostTensor::from_bytes(DType::U8, &dims, bytes)?, labels: HostTensor::from_i32(&[batch_size as i64], &labels)?, valid: indices.len() })
 }
 
 /// Eval batches in split order; the last one is padded and has `valid < B`
@@ -384,17 +374,15 @@ fn assemble(
 pub struct EvalBatches<'a> {
     split: &'a PreparedSplit,
     batch_size: usize,
-    table: [f32; 256],
-    normalize: Normalization,
     next: usize,
 }
 
 impl<'a> EvalBatches<'a> {
-    pub fn new(split: &'a PreparedSplit, batch_size: usize, normalize: Normalization) -> Result<EvalBatches<'a>> {
+    pub fn new(split: &'a PreparedSplit, batch_size: usize) -> Result<EvalBatches<'a>> {
         if batch_size == 0 {
             return Err(DataError::BatchLargerThanSplit { batch_size, samples: split.len(), split: split.split.name() });
         }
-        Ok(EvalBatches { split, batch_size, table: normalize.table(), normalize, next: 0 })
+        Ok(EvalBatches { split, batch_size, next: 0 })
     }
 
     /// Batches in one pass (the last one possibly padded).
@@ -417,6 +405,6 @@ impl Iterator for EvalBatches<'_> {
         let end = (self.next + self.batch_size).min(self.split.len());
         let indices: Vec<usize> = (self.next..end).collect();
         self.next = end;
-        Some(assemble(self.split, &indices, self.batch_size, &self.table, self.normalize, None, None))
+        Some(assemble(self.split, &indices, self.batch_size, None, None))
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! This module owns inference only: it reads checkpoints (through
 //! [`crate::checkpoint`], which owns their format) but never writes
-//! them (a load checks every tensor against its checksum), and it takes images as the f32 `[n, H, W, 1]` tensors the input
-//! pipeline makes; decoding and normalization stay in [`crate::data`].
+//! them (a load checks every tensor against its checksum), and it takes images as the u8 `[n, H, W, 1]` grey levels the input
+//! pipeline makes (decoding stays in [`crate::data`]); the predict program
+//! normalizes them as [`InferenceOptions::normalize`] says, which must be
+//! the normalization the model trained with.
 //!
 //! The compiled program has a fixed batch; [`InferenceModel::probabilities`]
 //! accepts any number of images by cutting them into batches and padding the
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, CheckpointDir, CheckpointError};
+use crate::data::Normalization;
 use crate::graph::optim::Optimizer;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, OptionOverride, PjrtError};
 use crate::records::CHECKPOINT_DIR;
@@ -53,7 +56,7 @@ pub enum InferenceError {
     Graph { kind: ModelKind, source: crate::graph::GraphError },
     #[error("compiling the {kind} predict program: {source}")]
     Compile { kind: ModelKind, source: PjrtError },
-    #[error("images for the {kind} model: expected f32[n, {size}, {size}, 1], got {got}")]
+    #[error("images for the {kind} model: expected ui8[n, {size}, {size}, 1] (grey levels), got {got}")]
     Images { kind: ModelKind, size: i64, got: String },
     #[error(transparent)]
     Pjrt(#[from] PjrtError),
@@ -72,11 +75,14 @@ pub struct InferenceOptions {
     pub device: i32,
     /// XLA debug options for the compilation.
     pub xla_options: Vec<(String, OptionOverride)>,
+    /// How the program normalizes the grey levels: the experiment's
+    /// `data.normalize`, as in training.
+    pub normalize: Normalization,
 }
 
 impl InferenceOptions {
-    pub fn new(batch: i64) -> Self {
-        InferenceOptions { batch, device: 0, xla_options: Vec::new() }
+    pub fn new(batch: i64, normalize: Normalization) -> Self {
+        InferenceOptions { batch, device: 0, xla_options: Vec::new(), normalize }
     }
 }
 
@@ -196,6 +202,7 @@ impl InferenceModel {
             precision: Precision::F32,
             conv: ConvChoice::Convolution,
             cpu_kernels: Default::default(),
+            normalize: options.normalize,
         };
         let built = spec.predict().map_err(|source| InferenceError::Graph { kind, source })?;
         let mut compile_options = CompileOptions::single_device(options.device);
@@ -230,18 +237,18 @@ impl InferenceModel {
         self.source.as_ref()
     }
 
-    /// Class probabilities of each image of `images: f32[n, H, W, 1]`, in
+    /// Class probabilities of each image of `images: u8[n, H, W, 1]`, in
     /// order: `n` rows of [`InferenceModel::classes`] values. `n` may be
     /// anything, 0 included.
     pub fn probabilities(&self, images: &HostTensor) -> Result<Vec<Vec<f32>>> {
         let size = self.arch.input_size;
         let dims = images.dims();
-        if images.dtype() != DType::F32 || dims.len() != 4 || dims[1..] != [size, size, 1] {
+        if images.dtype() != DType::U8 || dims.len() != 4 || dims[1..] != [size, size, 1] {
             return Err(InferenceError::Images { kind: self.kind, size, got: format!("{}{:?}", images.dtype(), dims) });
         }
         let n = dims[0] as usize;
         let batch = self.batch as usize;
-        let row_bytes = (size * size) as usize * DType::F32.size_bytes();
+        let row_bytes = (size * size) as usize * DType::U8.size_bytes();
         let k = self.classes();
         let mut out = Vec::with_capacity(n);
         for start in (0..n).step_by(batch) {
@@ -249,7 +256,7 @@ impl InferenceModel {
             let mut bytes = images.bytes()[start * row_bytes..(start + rows) * row_bytes].to_vec();
             // Zero images fill the last batch; their rows are dropped below.
             bytes.resize(batch * row_bytes, 0);
-            let chunk = HostTensor::from_bytes(DType::F32, &[self.batch, size, size, 1], bytes)?;
+            let chunk = HostTensor::from_bytes(DType::U8, &[self.batch, size, size, 1], bytes)?;
             let x = self.client.upload(&chunk, self.device)?;
             let mut args: Vec<&Buffer> = self.params.iter().collect();
             args.push(&x);

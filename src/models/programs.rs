@@ -6,7 +6,7 @@
 //! layers declare them, `Architecture::params`; `S` = optimizer state in
 //! `Optimizer::state_names` order per param):
 //!
-//! - `train_step(P.., S.., images f32[b,H,W,1], labels i32[b], lr f32, step i32,
+//! - `train_step(P.., S.., images u8[b,H,W,1], labels i32[b], lr f32, step i32,
 //!   seed u32, example_offset u32) -> (P'.., S'.., loss f32, correct f32)`;
 //!   `P` and `S` alias `P'` and `S'` so donated buffers are updated in place;
 //!   `loss` is the mean over the global batch, `correct` its count of right
@@ -15,7 +15,14 @@
 //!   correct f32, logits f32[b,K])`, where `weights` masks the padding of a
 //!   last, partial batch.
 //! - `predict(P.., images) -> probabilities f32[b,K]`.
+//!
+//! Images arrive as grey levels (u8, a quarter of f32's bytes to make and
+//! upload); the program's first ops (scope `input`) convert them to f32 and
+//! normalize them as the spec's [`Normalization`] says, the same f32
+//! arithmetic as `Normalization::table` on the host. No gradient flows to
+//! the images (the convert from an integer type has none).
 
+use crate::data::Normalization;
 use crate::graph::nn::DropoutKey;
 use crate::graph::optim::Optimizer;
 use crate::graph::{BoundParams, CastParams, EmitOptions, Graph, GraphError, ParamSpec, Tensor};
@@ -82,6 +89,9 @@ pub struct ProgramSpec {
     /// Which conv parts run as host kernels (CPU programs only; empty: all
     /// XLA ops, which keeps every program pure StableHLO).
     pub cpu_kernels: CpuKernels,
+    /// How the program turns the u8 grey levels into the network's input
+    /// (the experiment's `data.normalize`).
+    pub normalize: Normalization,
 }
 
 /// A built program and the text it was emitted from.
@@ -120,14 +130,29 @@ impl ProgramSpec {
 
     fn images(&self, g: &mut Graph) -> Result<Tensor, GraphError> {
         let n = self.arch.input_size;
-        g.parameter("images", DType::F32, &[self.replica_batch, n, n, 1])
+        g.parameter("images", DType::U8, &[self.replica_batch, n, n, 1])
     }
 
-    /// The network on `images` with the parameters `params` (made from
-    /// `specs`, e.g. by `parameters`), dropout when training. In bf16 the
-    /// images and each parameter are converted on the way in and the logits
-    /// back to f32 on the way out, so the loss, softmax and everything after
-    /// are f32, and so are the gradients the parameters receive.
+    /// u8 grey levels to the network's f32 input: `(p - centre) * scale`
+    /// (see [`Normalization::centre_scale`], which says why not a
+    /// division), the same f32 arithmetic as `Normalization::table` on the
+    /// host, bit for bit.
+    pub fn normalized(&self, g: &mut Graph, images: Tensor) -> Result<Tensor, GraphError> {
+        let (centre, scale) = self.normalize.centre_scale();
+        g.scoped("input", |g| {
+            let x = g.convert(images, DType::F32)?;
+            let x = if centre == 0.0 { x } else { g.add_scalar(x, f64::from(-centre))? };
+            g.mul_scalar(x, f64::from(scale))
+        })
+    }
+
+    /// The network on float `images` (the programs pass the u8 batch
+    /// through [`ProgramSpec::normalized`] first) with the parameters
+    /// `params` (made from `specs`, e.g. by `parameters`), dropout when
+    /// training. In bf16 the images and each parameter are converted on the
+    /// way in and the logits back to f32 on the way out, so the loss,
+    /// softmax and everything after are f32, and so are the gradients the
+    /// parameters receive.
     pub fn forward(&self, g: &mut Graph, specs: &[ParamSpec], params: &[Tensor], images: Tensor, dropout: Option<&DropoutKey>) -> Result<Tensor, GraphError> {
         let mut bound = BoundParams::new(specs, params)?;
         let logits = match self.precision.compute_dtype() {
@@ -162,6 +187,7 @@ impl ProgramSpec {
             }
         }
         let images = self.images(&mut g)?;
+        let images = self.normalized(&mut g, images)?;
         let labels = g.parameter("labels", DType::I32, &[self.replica_batch])?;
         let lr = g.parameter("lr", DType::F32, &[])?;
         let step = g.parameter("step", DType::I32, &[])?;
@@ -203,6 +229,7 @@ impl ProgramSpec {
         let mut g = Graph::new(self.name("eval_step"));
         let (specs, params) = self.parameters(&mut g)?;
         let images = self.images(&mut g)?;
+        let images = self.normalized(&mut g, images)?;
         let labels = g.parameter("labels", DType::I32, &[self.replica_batch])?;
         let weights = g.parameter("weights", DType::F32, &[self.replica_batch])?;
         let logits = self.forward(&mut g, &specs, &params, images, None)?;
@@ -227,6 +254,7 @@ impl ProgramSpec {
         let mut g = Graph::new(self.name("predict"));
         let (specs, params) = self.parameters(&mut g)?;
         let images = self.images(&mut g)?;
+        let images = self.normalized(&mut g, images)?;
         let logits = self.forward(&mut g, &specs, &params, images, None)?;
         let probs = g.scoped("softmax", |g| g.softmax(logits))?;
         self.finish(&g, &[probs], vec![])

@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use crate::data::Normalization;
 use crate::graph::optim::Optimizer;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable, PjrtError, ReadyEvent};
 use crate::tensor::{DType, HostTensor};
@@ -58,6 +59,9 @@ pub struct SessionConfig {
     /// Which conv parts run as oneDNN host kernels (CPU only; empty: XLA's
     /// ops everywhere). The session registers the kernels before compiling.
     pub cpu_kernels: CpuKernels,
+    /// How the programs normalize the u8 images they are given (the
+    /// experiment's `data.normalize`).
+    pub normalize: Normalization,
 }
 
 impl SessionConfig {
@@ -85,6 +89,7 @@ impl SessionConfig {
             precision: self.precision,
             conv: self.conv,
             cpu_kernels: self.cpu_kernels.clone(),
+            normalize: self.normalize,
         }
     }
 
@@ -284,7 +289,7 @@ impl TrainSession {
         }
     }
 
-    /// Uploads and runs one training step on `images: f32[B,H,W,1]`,
+    /// Uploads and runs one training step on `images: u8[B,H,W,1]`,
     /// `labels: i32[B]` (the global batch).
     pub fn train_step(&mut self, images: &HostTensor, labels: &HostTensor, lr: f32) -> Result<()> {
         let batch = self.uploader().upload(images, labels)?;
@@ -371,7 +376,7 @@ impl TrainSession {
         let n = self.config.arch.input_size;
         let mut totals = EvalTotals::default();
         for (images, labels, valid) in batches {
-            expect_shape("eval images", images, DType::F32, &[self.eval_batch, n, n, 1])?;
+            expect_shape("eval images", images, DType::U8, &[self.eval_batch, n, n, 1])?;
             expect_shape("eval labels", labels, DType::I32, &[self.eval_batch])?;
             let weights: Vec<f32> = (0..self.eval_batch as usize).map(|i| if i < valid { 1.0 } else { 0.0 }).collect();
             let x = self.client.upload(images, device)?;
@@ -421,10 +426,10 @@ pub struct BatchUploader {
 }
 
 impl BatchUploader {
-    /// Splits `images: f32[B,H,W,1]` and `labels: i32[B]` into one shard per
+    /// Splits `images: u8[B,H,W,1]` and `labels: i32[B]` into one shard per
     /// device (replica r gets rows `r*b .. (r+1)*b`) and uploads them.
     pub fn upload(&self, images: &HostTensor, labels: &HostTensor) -> Result<DeviceBatch> {
-        expect_shape("images", images, DType::F32, &self.image_dims)?;
+        expect_shape("images", images, DType::U8, &self.image_dims)?;
         expect_shape("labels", labels, DType::I32, &self.image_dims[..1])?;
         let b = self.image_dims[0] / self.devices.len() as i64;
         let mut shards = Vec::with_capacity(self.devices.len());

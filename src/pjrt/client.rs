@@ -311,6 +311,7 @@ pub(crate) fn buffer_type(dtype: DType) -> ffi::PJRT_Buffer_Type {
         DType::BF16 => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_BF16,
         DType::I32 => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_S32,
         DType::U32 => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_U32,
+        DType::U8 => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_U8,
         DType::Pred => ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_PRED,
     }
 }
@@ -323,6 +324,7 @@ pub(crate) fn dtype_of(op: &'static str, t: ffi::PJRT_Buffer_Type) -> Result<DTy
         ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_BF16 => DType::BF16,
         ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_S32 => DType::I32,
         ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_U32 => DType::U32,
+        ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_U8 => DType::U8,
         ffi::PJRT_Buffer_Type_PJRT_Buffer_Type_PRED => DType::Pred,
         other => return Err(PjrtError::UnsupportedType { op, raw: other }),
     })

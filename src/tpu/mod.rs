@@ -126,6 +126,7 @@ pub fn plan(experiment: &Experiment, target: &Target, only: Option<ModelKind>) -
             conv: Default::default(),
             // TPU programs stay pure StableHLO: no host kernels.
             cpu_kernels: Default::default(),
+            normalize: experiment.data.normalize,
         };
         let single = ProgramSpec { replicas: 1, replica_batch: training.batch, ..spec.clone() };
         let graph = |role: &'static str| move |source| PlanError::Graph { model: kind, role, source };

@@ -146,6 +146,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         precision: training.precision,
         conv: Default::default(),
         cpu_kernels: Default::default(),
+        normalize: experiment.data.normalize,
     };
     match run(experiment, kind, &training, options, &client, config, checkpoint.as_deref(), &mut writer) {
         Ok(Outcome::Finished { eval, confusion, per_source }) => writer.finish(eval, confusion, per_source),
@@ -286,7 +287,7 @@ fn train_loop(
         }
         let eval_due = (logging.eval_every_steps > 0 && step.is_multiple_of(logging.eval_every_steps)) || (logging.eval_every_epoch && epoch_end);
         if eval_due && step < total {
-            let (loss, accuracy, _, _) = evaluate(session, data, training.batch as usize, experiment, false)?;
+            let (loss, accuracy, _, _) = evaluate(session, data, training.batch as usize, false)?;
             writer.log_eval(&MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: writer.clock.wall_s(), split: Split::Eval, loss, accuracy })?;
         }
         let checkpoint_due = if logging.checkpoint_every_steps > 0 { step.is_multiple_of(logging.checkpoint_every_steps) } else { epoch_end };
@@ -296,7 +297,7 @@ fn train_loop(
     }
 
     // The final evaluation, with the confusion matrix of the eval split.
-    let (loss, accuracy, confusion, per_source) = evaluate(session, data, training.batch as usize, experiment, true)?;
+    let (loss, accuracy, confusion, per_source) = evaluate(session, data, training.batch as usize, true)?;
     let step = session.step();
     writer.log_eval(&MetricPoint { step, epoch: step.div_ceil(per_epoch), wall_s: writer.clock.wall_s(), split: Split::Eval, loss, accuracy })?;
     checkpoint(writer, session, &trained_state)?;
@@ -419,14 +420,8 @@ fn train_point(window: &[StepMetrics], step: u64, per_epoch: u64, wall_s: f64) -
 
 /// Loss, accuracy and (if asked) the confusion matrix over the eval split,
 /// overall and per data source (when the split mixes several).
-fn evaluate(
-    session: &TrainSession,
-    data: &PreparedSet,
-    batch: usize,
-    experiment: &Experiment,
-    confusion: bool,
-) -> anyhow::Result<(f64, f64, Option<Confusion>, Vec<SourceEval>)> {
-    let batches: Vec<_> = EvalBatches::new(&data.eval, batch, experiment.data.normalize)?.collect::<Result<_, _>>()?;
+fn evaluate(session: &TrainSession, data: &PreparedSet, batch: usize, confusion: bool) -> anyhow::Result<(f64, f64, Option<Confusion>, Vec<SourceEval>)> {
+    let batches: Vec<_> = EvalBatches::new(&data.eval, batch)?.collect::<Result<_, _>>()?;
     let totals = session.evaluate(batches.iter().map(|b| (&b.images, &b.labels, b.valid)), confusion)?;
     let (matrix, per_source) = if confusion {
         let k = data.class_names.len();

@@ -33,7 +33,7 @@ pub(crate) fn compare_type(dtype: DType) -> &'static str {
     match dtype {
         DType::F32 | DType::F64 | DType::BF16 => "FLOAT",
         DType::I32 => "SIGNED",
-        DType::U32 | DType::Pred => "UNSIGNED",
+        DType::U32 | DType::U8 | DType::Pred => "UNSIGNED",
     }
 }
 

@@ -59,6 +59,7 @@ fn splat_literal(v: f64, dtype: DType) -> String {
         DType::F32 | DType::F64 | DType::BF16 => float_literal(v, dtype),
         DType::I32 => (v as i32).to_string(),
         DType::U32 => (v as u32).to_string(),
+        DType::U8 => (v as u8).to_string(),
         DType::Pred => (v != 0.0).to_string(),
     }
 }
