@@ -191,7 +191,14 @@ async fn a_stop_kills_a_trainer_that_ignores_sigterm_after_the_grace() {
     std::fs::set_permissions(&trainer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let plan = emotionet::orchestrator::Plan::load(&exp, Some(&out), None).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let options = emotionet::orchestrator::RunOptions { exe: trainer, plugin: None, progress: false, stop: stop.clone(), grace: Duration::from_secs(1), groups: Default::default() };
+    let options = emotionet::orchestrator::RunOptions {
+        exe: trainer,
+        plugin: None,
+        progress: false,
+        stop: stop.clone(),
+        grace: Duration::from_secs(1),
+        groups: Default::default(),
+    };
     let campaign = tokio::spawn(emotionet::orchestrator::run_campaign(plan, options));
     let start = Instant::now();
     while !pids.exists() {
@@ -243,12 +250,8 @@ fn a_second_signal_kills_every_child_group_at_once_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let exp = tiny_experiment(tmp.path(), "second", 5000, SYNTH);
     let out = tmp.path().join("out");
-    let mut child = command()
-        .args(["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        command().args(["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let orchestrator = child.id();
     let (tx, lines) = std::sync::mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
