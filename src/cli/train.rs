@@ -131,6 +131,11 @@ fn train_all(
     options.out_label = Some(target.display().to_string());
     options.after_flush = sync.hook().map(crate::train::run_writer::AfterFlush);
     options.halt = halt;
+    // The run's record says where its images came from when that was a
+    // prepared set (training fails if the set cannot be read there).
+    if let Some(prepared) = &experiment.data.prepared {
+        options.notes.insert("data_prepared".into(), prepared.display().to_string());
+    }
     for kind in kinds {
         let record = train(&experiment, kind, &options)?;
         let timing = record.timing.as_ref();
