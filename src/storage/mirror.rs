@@ -63,6 +63,9 @@ pub fn is_local_only(path: &Path) -> bool {
     is_temporary(path) || name.contains(crate::lock::LOCK_FILE) || name == MANIFEST
 }
 
+/// See [`Mirror::before_download`].
+type DownloadHook = Box<dyn FnMut(&str) + Send>;
+
 pub struct Mirror {
     bucket: Bucket,
     root: PathBuf,
@@ -74,7 +77,7 @@ pub struct Mirror {
     listed: bool,
     /// Called with each key [`Mirror::restore`] is about to download (tests
     /// use it to delete an object between the listing and the download).
-    before_download: Option<Box<dyn FnMut(&str) + Send>>,
+    before_download: Option<DownloadHook>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
