@@ -126,6 +126,7 @@ fn write_run(runs: &Path, s: &Spec) {
             seed: Some(s.repeat as u64),
             precision: Some(Precision::F32),
             compute_types: None,
+            cpu_kernels: None,
         },
         steps_done,
         resumes: 0,

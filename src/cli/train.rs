@@ -10,7 +10,7 @@ use clap::Args;
 use super::BackendArgs;
 use crate::experiment::Experiment;
 use crate::lock::OutputLock;
-use crate::models::ModelKind;
+use crate::models::{CpuKernelMode, ModelKind};
 use crate::train::{TrainOptions, train};
 
 #[derive(Args, Debug)]
@@ -40,10 +40,18 @@ pub struct TrainArgs {
     /// it to end instead of stopping with an error.
     #[arg(long)]
     pub wait: bool,
+    /// Who computes the conv layers on a CPU: per part the faster of XLA's
+    /// op and oneDNN's kernel, timed here once and cached (auto), or one of
+    /// them everywhere. A resumed auto run keeps its checkpoint's choice.
+    /// Campaigns (`emotionet run`) pass the variable on to their trainers.
+    #[arg(long, value_enum, env = "EMOTIONET_CPU_KERNELS", default_value_t = CpuKernelMode::Auto)]
+    pub cpu_kernels: CpuKernelMode,
 }
 
-/// Sets `stop` on the first SIGINT or SIGTERM; exits on the second.
-pub fn install_stop_handler(stop: Arc<AtomicBool>) {
+/// Sets `stop` on the first SIGINT or SIGTERM; on the second, runs
+/// `escalate` (the orchestrator kills its children's process groups there)
+/// and exits with 130.
+pub fn install_stop_handler(stop: Arc<AtomicBool>, escalate: impl FnOnce() + Send + 'static) {
     std::thread::spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(r) => r,
@@ -58,6 +66,7 @@ pub fn install_stop_handler(stop: Arc<AtomicBool>) {
                 tracing::warn!("cannot install signal handlers");
                 return;
             };
+            let mut escalate = Some(escalate);
             for round in 0..2 {
                 tokio::select! {
                     _ = int.recv() => {}
@@ -67,6 +76,9 @@ pub fn install_stop_handler(stop: Arc<AtomicBool>) {
                     eprintln!("stopping: writing a checkpoint (signal again to quit at once)");
                     stop.store(true, Ordering::SeqCst);
                 } else {
+                    if let Some(escalate) = escalate.take() {
+                        escalate();
+                    }
                     std::process::exit(130);
                 }
             }
@@ -113,7 +125,8 @@ fn train_all(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let stop = Arc::new(AtomicBool::new(false));
-    install_stop_handler(stop.clone());
+    // A trainer has no children of its own: the second signal just exits.
+    install_stop_handler(stop.clone(), || {});
     let mut options = TrainOptions::new(&experiment);
     options.backend = args.backend.resolve(&experiment.backend);
     options.resume = args.resume;
@@ -124,6 +137,12 @@ fn train_all(
     options.out_label = Some(target.display().to_string());
     options.after_flush = sync.hook().map(crate::train::run_writer::AfterFlush);
     options.halt = halt;
+    options.cpu_kernels = args.cpu_kernels;
+    // The run's record says where its images came from when that was a
+    // prepared set (training fails if the set cannot be read there).
+    if let Some(prepared) = &experiment.data.prepared {
+        options.notes.insert("data_prepared".into(), prepared.display().to_string());
+    }
     for kind in kinds {
         let record = train(&experiment, kind, &options)?;
         let timing = record.timing.as_ref();

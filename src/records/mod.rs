@@ -260,6 +260,12 @@ pub struct RunConfig {
     /// compiled. Absent until the run compiled it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_types: Option<ComputeTypes>,
+    /// Who computed each part of each conv layer on a CPU (XLA's op or
+    /// oneDNN's kernel) and why: forced, measured, cached or kept from the
+    /// checkpoint. Absent in records written before the choice existed
+    /// (those runs used XLA's ops) and until the run chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_kernels: Option<crate::models::KernelChoice>,
 }
 
 /// The element types a compiled train step's convolutions and dots take
@@ -600,6 +606,7 @@ pub(crate) mod tests {
                 seed: Some(7),
                 precision: Some(Precision::F32),
                 compute_types: Some(ComputeTypes { convolution: vec![DType::F32], dot: vec![DType::F32] }),
+                cpu_kernels: None,
             },
             steps_done: 20,
             resumes: 0,
