@@ -176,6 +176,7 @@ fn campaigns_and_cloud_commands_agree_on_the_default_state_file() {
         "0.05",
         "--sync-every",
         "0.2",
+        "--skip-preflight",
     ]);
     let campaign = |cloud: serde_json::Value| {
         serde_yaml::to_string(&serde_json::json!({"experiments": ["experiments/tiny.yaml"], "backends": ["tpu"], "hierarchy_eval": false, "cloud": cloud}))
