@@ -267,7 +267,8 @@ fn the_preflight_compiles_once_and_a_second_cloud_run_answers_from_the_cache() {
     let dir = temp_dir("preflight");
     let project = dir.path().join("project");
     std::fs::create_dir_all(project.join("experiments")).unwrap();
-    std::fs::write(project.join("campaign.yaml"), "experiments: [experiments/tiny.yaml]\n").unwrap();
+    // The campaign puts its runs on the TPU (`cloud up --campaign` compiles those alone).
+    std::fs::write(project.join("campaign.yaml"), "experiments: [experiments/tiny.yaml]\nbackends: [tpu]\n").unwrap();
     std::fs::write(
         project.join("experiments/tiny.yaml"),
         "name: tiny\ndata: {image_size: 24, source: {synthetic: {faces: 60, non_faces: 40, size: 48}}}\n\

@@ -358,7 +358,7 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
     // type must not cost a VM.
     match (&up.campaign, up.skip_preflight) {
         (Some(campaign), false) => {
-            super::preflight::preflight(campaign, &spec.accelerator_type, &crate::tpu::cache::default_path())?;
+            super::preflight::preflight(campaign, &spec.accelerator_type, super::preflight::TpuRuns::OnTpu, &crate::tpu::cache::default_path())?;
         }
         (None, false) => eprintln!(
             "no --campaign given: nothing to compile for {} before creating the VM (`cloud run` compiles the campaign's programs before it starts it)",
@@ -630,7 +630,7 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
         eprintln!("--skip-preflight: starting without compiling the campaign's programs for {} first", record.spec.accelerator_type);
         Vec::new()
     } else {
-        super::preflight::preflight(&args.campaign, &record.spec.accelerator_type, &crate::tpu::cache::default_path())?
+        super::preflight::preflight(&args.campaign, &record.spec.accelerator_type, super::preflight::TpuRuns::All, &crate::tpu::cache::default_path())?
     };
 
     let client = client(common).await?;

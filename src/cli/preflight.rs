@@ -22,13 +22,30 @@ use crate::tpu::{self, CompileReport, cache::CompileCache};
 /// What to tell the user who cannot or will not wait for the preflight.
 const SKIP: &str = "--skip-preflight starts without this check";
 
+/// Which runs of a campaign go to the TPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TpuRuns {
+    /// Every run: the campaign `cloud run` ships, which the VM runs with
+    /// `--backend tpu`.
+    All,
+    /// The runs the campaign itself puts on the TPU (`backends`, `also_on`,
+    /// an experiment's own backend): the campaign `cloud up --campaign`
+    /// names, whose other runs stay on this machine.
+    OnTpu,
+}
+
 /// Compiles the TPU programs of `file` (a campaign, or an experiment as a
-/// campaign of itself, run with `--backend tpu` as the VM runs it) for
-/// `accelerator_type`. Returns one report per experiment, each of which
-/// fits; any refusal is an error carrying the figures.
-pub fn preflight(file: &Path, accelerator_type: &str, cache_path: &Path) -> anyhow::Result<Vec<CompileReport>> {
+/// campaign of itself) for `accelerator_type`. Returns one report per
+/// experiment with TPU runs, each of which fits; any refusal is an error
+/// carrying the figures.
+pub fn preflight(file: &Path, accelerator_type: &str, runs: TpuRuns, cache_path: &Path) -> anyhow::Result<Vec<CompileReport>> {
     let target = tpu::target(accelerator_type).with_context(|| format!("the preflight cannot compile for {accelerator_type}; {SKIP}"))?;
-    let plan = Plan::load(file, None, Some(Backend::Tpu)).with_context(|| format!("the preflight cannot read the campaign {}; {SKIP}", file.display()))?;
+    let backend = (runs == TpuRuns::All).then_some(Backend::Tpu);
+    let plan = Plan::load(file, None, backend).with_context(|| format!("the preflight cannot read the campaign {}; {SKIP}", file.display()))?;
+    if !plan.runs.iter().any(|r| r.backend == Backend::Tpu) {
+        eprintln!("preflight: {} has no TPU runs; nothing to compile for {accelerator_type}", file.display());
+        return Ok(Vec::new());
+    }
     let libtpu = tpu::default_libtpu();
     anyhow::ensure!(
         libtpu.is_file(),
@@ -38,7 +55,7 @@ pub fn preflight(file: &Path, accelerator_type: &str, cache_path: &Path) -> anyh
     );
     let mut items = Vec::new();
     for (_, experiment) in &plan.experiments {
-        let models: Vec<ModelKind> = plan.runs.iter().filter(|r| r.experiment == experiment.name).map(|r| r.model).collect();
+        let models: Vec<ModelKind> = plan.runs.iter().filter(|r| r.experiment == experiment.name && r.backend == Backend::Tpu).map(|r| r.model).collect();
         if models.is_empty() {
             continue;
         }

@@ -203,6 +203,13 @@ fn run(
     };
     writer.clock.compile_s += session.compile_times.train_s + session.compile_times.eval_s;
     writer.set_compute_types(compute_types(session.train_program()))?;
+    // Flops per step as the compiler that runs it counts them: the report
+    // turns them into achieved FLOP/s.
+    let cost = session
+        .train_cost()
+        .map(|c| crate::records::StepCost { flops: c.flops, bytes_accessed: c.bytes_accessed })
+        .map_err(|e| format!("the plugin gave no cost analysis of the train step: {e}"));
+    writer.set_train_step_cost(cost)?;
     train_loop(experiment, kind, training, options, &mut session, &mut pipeline, &data, writer)
 }
 
@@ -376,6 +383,7 @@ fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, 
             optimizer: training.optimizer.name().to_string(),
             precision: Some(training.precision),
             compute_types: None,
+            train_step_cost: None,
             learning_rate: Some(training.learning_rate.at(0, training.total_steps())),
             seed: Some(experiment.seed),
         },
