@@ -315,3 +315,77 @@ fn data_prep_out_puts_the_prepared_set_in_a_bucket() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(cli_support::text(&refused.stderr).contains("expected gs://BUCKET/PREFIX"), "{}", cli_support::text(&refused.stderr));
 }
+
+/// `data.prepared: gs://...` names the prepared set `data prep --out`
+/// uploaded: a fresh machine copies that one compact file (no raw image),
+/// reads it as its set (the same counts as where it was prepared), does not
+/// download it again while its generation is unchanged, and does when it
+/// changed. A prefix without a set for the task, and a config naming both
+/// a prepared set and raw sources, are clear errors.
+#[test]
+fn an_experiment_names_a_prepared_set_in_a_bucket_and_copies_only_that_file() {
+    let deps = std::env::var_os("EMOTIONET_DEPS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".deps"));
+    let npy = deps.join("data/lfw_subset.npy");
+    assert!(npy.exists(), "the LFW subset (make setup)");
+    let emulator = Emulator::start(&["datasets"]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let laptop = write(
+        "laptop.yaml",
+        format!(
+            "cache_dir: {}\nimage_size: 32\nsource:\n  real: {{npy: [{{path: {}, faces: [0, 100], non_faces: [100, 200]}}]}}\n",
+            dir.path().join("laptop-cache").display(),
+            npy.display()
+        ),
+    );
+    let vm = write("vm.yaml", format!("cache_dir: {}\nimage_size: 32\nprepared: gs://datasets/prepared\n", dir.path().join("vm-cache").display()));
+    let prep = |config: &Path, extra: &[&str]| {
+        let mut cmd = cli_support::command();
+        cmd.args(["data", "prep", "--config", config.to_str().unwrap(), "--task", "face", "--quiet"]).args(extra).env("STORAGE_EMULATOR_HOST", &emulator.host);
+        cli_support::output(&mut cmd)
+    };
+    let made = prep(&laptop, &["--out", "gs://datasets/prepared"]);
+    assert!(made.status.success(), "{}", cli_support::text(&made.stderr));
+    let object = emulator.names("datasets", "prepared/").into_iter().find(|n| n.ends_with(".emods")).expect("the prepared set in the bucket");
+    let name = object.strip_prefix("prepared/").unwrap().to_string();
+
+    let first = prep(&vm, &[]);
+    let stdout = cli_support::text(&first.stdout);
+    assert!(first.status.success(), "{}", cli_support::text(&first.stderr));
+    assert!(stdout.contains(&format!("gs://datasets/prepared/{name}: 1 object(s), 1 downloaded")) && stdout.contains("cache: hit"), "{stdout}");
+    // The one file, byte for byte, and nothing of the raw images.
+    let copied = dir.path().join("vm-cache/gcs/datasets/prepared").join(&name);
+    assert_eq!(std::fs::read(&copied).unwrap(), std::fs::read(dir.path().join("laptop-cache").join(&name)).unwrap());
+    let mut files: Vec<String> = files_under(&dir.path().join("vm-cache")).iter().filter_map(|p| p.file_name()?.to_str().map(str::to_string)).collect();
+    files.sort();
+    let stem = name.strip_suffix(".emods").unwrap();
+    assert_eq!(files, [name.clone(), format!("{name}.emotionet-sync"), format!("{stem}.report.json"), format!("{stem}.report.txt")], "{files:?}");
+    // The same set: the same report (counts, skips, key) as where it was prepared.
+    let report = |path: PathBuf| -> serde_json::Value { serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap() };
+    assert_eq!(report(copied.with_extension("report.json")), report(dir.path().join("laptop-cache").join(format!("{stem}.report.json"))));
+
+    let modified = std::fs::metadata(&copied).unwrap().modified().unwrap();
+    let again = prep(&vm, &[]);
+    assert!(cli_support::text(&again.stdout).contains("1 object(s), 0 downloaded"), "{}", cli_support::text(&again.stdout));
+    assert_eq!(std::fs::metadata(&copied).unwrap().modified().unwrap(), modified, "downloaded again though unchanged");
+    // A new generation of the object (prepared again, uploaded again) is downloaded again.
+    upload(&emulator.host, "gs://datasets/prepared", &[(name.clone(), std::fs::read(&copied).unwrap())]);
+    let changed = prep(&vm, &[]);
+    assert!(cli_support::text(&changed.stdout).contains("1 object(s), 1 downloaded"), "{}", cli_support::text(&changed.stdout));
+
+    // The prefix holds no set for the emotion task.
+    let mut cmd = cli_support::command();
+    cmd.args(["data", "prep", "--config", vm.to_str().unwrap(), "--task", "emotion", "--quiet"]).env("STORAGE_EMULATOR_HOST", &emulator.host);
+    let none = cli_support::output(&mut cmd);
+    assert_eq!(none.status.code(), Some(1));
+    let err = cli_support::text(&none.stderr);
+    assert!(err.contains("gs://datasets/prepared") && err.contains("prep-emotion-KEY.emods") && err.contains("it holds none"), "{err}");
+    let both = write("both.yaml", std::fs::read_to_string(&laptop).unwrap() + "prepared: gs://datasets/prepared\n");
+    let both = prep(&both, &[]);
+    assert_eq!(both.status.code(), Some(1));
+    assert!(cli_support::text(&both.stderr).contains("either `prepared` or `source`"), "{}", cli_support::text(&both.stderr));
+}

@@ -191,7 +191,14 @@ async fn a_stop_kills_a_trainer_that_ignores_sigterm_after_the_grace() {
     std::fs::set_permissions(&trainer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let plan = emotionet::orchestrator::Plan::load(&exp, Some(&out), None).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let options = emotionet::orchestrator::RunOptions { exe: trainer, plugin: None, progress: false, stop: stop.clone(), grace: Duration::from_secs(1) };
+    let options = emotionet::orchestrator::RunOptions {
+        exe: trainer,
+        plugin: None,
+        progress: false,
+        stop: stop.clone(),
+        grace: Duration::from_secs(1),
+        groups: Default::default(),
+    };
     let campaign = tokio::spawn(emotionet::orchestrator::run_campaign(plan, options));
     let start = Instant::now();
     while !pids.exists() {
@@ -211,4 +218,94 @@ async fn a_stop_kills_a_trainer_that_ignores_sigterm_after_the_grace() {
     assert!(Command::new("flock").arg("-n").arg(&lock).arg("true").status().unwrap().success(), "the trainer's lock is still held");
     let s = state(&out);
     assert_eq!(s["runs"]["stuck/face/cpu/r0"]["status"], "pending", "a stopped run is resumed, not failed");
+}
+
+/// The process group of `pid` and its parent, from `/proc/PID/stat`; `None` once it is gone or a zombie.
+fn live_stat(pid: u32) -> Option<(u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    (fields.first() != Some(&"Z")).then_some(())?;
+    Some((fields.get(2)?.parse().ok()?, fields.get(1)?.parse().ok()?))
+}
+
+/// Every live process of this machine: (pid, process group, parent).
+fn processes() -> Vec<(u32, u32, u32)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| live_stat(pid).map(|(group, parent)| (pid, group, parent)))
+        .collect()
+}
+
+/// A second SIGTERM does not wait for the grace (60 s): the orchestrator
+/// sends SIGKILL to every child group it started, then exits (130), and no
+/// process of the campaign is left. The second signal comes while the
+/// trainer is still starting (it would take seconds to reach a step and
+/// stop on its own), so a trainer left behind by an orchestrator that just
+/// exits is seen here.
+#[test]
+fn a_second_signal_kills_every_child_group_at_once_and_leaves_nothing() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tiny_experiment(tmp.path(), "second", 5000, SYNTH);
+    let out = tmp.path().join("out");
+    let mut child =
+        command().args(["run", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let orchestrator = child.id();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The trainer: the orchestrator's child, the leader of its own group.
+    let start = Instant::now();
+    let trainer = loop {
+        if let Some((pid, _, _)) = processes().into_iter().find(|(pid, group, parent)| *parent == orchestrator && group == pid) {
+            break pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no trainer started");
+        assert!(child.try_wait().unwrap().is_none(), "the campaign ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let signal = || assert!(Command::new("kill").args(["-TERM", &orchestrator.to_string()]).status().unwrap().success());
+    signal();
+    // The first one is taken (signals sent together may arrive as one).
+    let mut said = Vec::new();
+    loop {
+        let line = lines.recv_timeout(Duration::from_secs(30)).expect("the orchestrator never said it was stopping");
+        said.push(line.clone());
+        if line.contains("stopping:") {
+            break;
+        }
+    }
+    signal();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the orchestrator did not exit on the second signal");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    said.extend(lines.try_iter());
+    let said = said.join("\n");
+    assert_eq!(status.code(), Some(130), "{said}");
+    // (0 or 1 groups: a trainer still starting may already have ended on the forwarded SIGTERM.)
+    assert!(said.contains("second stop signal: killed") && said.contains("process group(s) of this campaign (SIGKILL)"), "{said}");
+    // SIGKILL was sent before the exit; the kernel tears a process down at once.
+    let start = Instant::now();
+    let left = loop {
+        let left: Vec<(u32, u32, u32)> = processes().into_iter().filter(|(_, group, _)| *group == trainer).collect();
+        if left.is_empty() || start.elapsed() > Duration::from_secs(2) {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if !left.is_empty() {
+        let _ = Command::new("kill").args(["-KILL", &format!("-{trainer}")]).status();
+    }
+    assert!(left.is_empty(), "processes of the campaign outlived it: {left:?}\n{said}");
 }

@@ -57,12 +57,12 @@ async fn a_folder_is_mirrored_up_and_restored_on_a_fresh_machine() {
     write(vm.path(), "face/cpu-r0/checkpoint-000020.safetensors.4242-0.tmp", b"half a checkpoint");
     write(vm.path(), "campaign-state.json", b"{}");
     let mut mirror = Mirror::new(bucket(&emulator.host, "gs://emotionet-runs/tpu").await, vm.path());
-    let first = mirror.sync().await.unwrap();
+    let first = mirror.sync(None).await.unwrap();
     assert_eq!(first.uploaded, 3, "the temporary file stays local");
-    assert_eq!(mirror.sync().await.unwrap().uploaded, 0, "nothing changed");
+    assert_eq!(mirror.sync(None).await.unwrap().uploaded, 0, "nothing changed");
     std::thread::sleep(Duration::from_millis(20));
     write(vm.path(), "campaign-state.json", b"{\"finished\":[\"face\"]}");
-    assert_eq!(mirror.sync().await.unwrap().uploaded, 1, "only the changed file");
+    assert_eq!(mirror.sync(None).await.unwrap().uploaded, 1, "only the changed file");
     let mut names = emulator.names("emotionet-runs", "tpu/");
     names.sort();
     assert_eq!(names, ["tpu/campaign-state.json", "tpu/face/cpu-r0/checkpoint-000010.safetensors", "tpu/face/cpu-r0/record.json"]);
@@ -73,13 +73,13 @@ async fn a_folder_is_mirrored_up_and_restored_on_a_fresh_machine() {
     assert_eq!(restore.restore().await.unwrap(), 3);
     assert_eq!(std::fs::read(fresh.path().join("face/cpu-r0/checkpoint-000010.safetensors")).unwrap(), vec![7u8; 300_000]);
     assert_eq!(std::fs::read(fresh.path().join("campaign-state.json")).unwrap(), b"{\"finished\":[\"face\"]}");
-    assert_eq!(restore.sync().await.unwrap().uploaded, 0, "restored files are not sent back");
+    assert_eq!(restore.sync(None).await.unwrap().uploaded, 0, "restored files are not sent back");
 
     // Retention on the new machine: a newer checkpoint, the old one removed.
     // The bucket gets the new one and drops the old one.
     write(fresh.path(), "face/cpu-r0/checkpoint-000030.safetensors", &vec![9u8; 1000]);
     std::fs::remove_file(fresh.path().join("face/cpu-r0/checkpoint-000010.safetensors")).unwrap();
-    let round = restore.sync().await.unwrap();
+    let round = restore.sync(None).await.unwrap();
     assert_eq!((round.uploaded, round.deleted), (1, 1), "{round:?}");
     let mut names = emulator.names("emotionet-runs", "tpu/");
     names.sort();
@@ -88,7 +88,7 @@ async fn a_folder_is_mirrored_up_and_restored_on_a_fresh_machine() {
     let runs = bucket(&emulator.host, "gs://emotionet-runs/tpu").await;
     runs.put("face/cpu-r0/record.json", Bytes::from_static(b"{\"run\":2}"), Precondition::None).await.unwrap();
     std::fs::remove_file(fresh.path().join("face/cpu-r0/record.json")).unwrap();
-    assert_eq!(restore.sync().await.unwrap().deleted, 0);
+    assert_eq!(restore.sync(None).await.unwrap().deleted, 0);
     assert_eq!(&runs.get("face/cpu-r0/record.json").await.unwrap().unwrap().0[..], b"{\"run\":2}");
 }
 
@@ -218,7 +218,7 @@ async fn the_buckets_newer_object_replaces_a_local_copy_the_mirror_cannot_vouch_
     write(vm.path(), "run/record.json", b"{\"state\":\"running\"}");
     write(vm.path(), "run/ckpt-1", b"one");
     let mut writer = Mirror::new(bucket(&emulator.host, url).await, vm.path());
-    assert_eq!(writer.sync().await.unwrap().uploaded, 2);
+    assert_eq!(writer.sync(None).await.unwrap().uploaded, 2);
     // A laptop copies the folder's files now (not the mirror's manifest: it knows nothing of them).
     let laptop = tempfile::tempdir().unwrap();
     write(laptop.path(), "run/record.json", b"{\"state\":\"running\"}");
@@ -228,7 +228,7 @@ async fn the_buckets_newer_object_replaces_a_local_copy_the_mirror_cannot_vouch_
     write(vm.path(), "run/record.json", b"{\"state\":\"finished\"}");
     write(vm.path(), "run/ckpt-2", b"two");
     std::fs::remove_file(vm.path().join("run/ckpt-1")).unwrap();
-    let round = writer.sync().await.unwrap();
+    let round = writer.sync(None).await.unwrap();
     assert_eq!((round.uploaded, round.deleted), (2, 1), "{round:?}");
 
     // The laptop's copy meets the bucket: the bucket's files win.
@@ -243,7 +243,7 @@ async fn the_buckets_newer_object_replaces_a_local_copy_the_mirror_cannot_vouch_
     assert_eq!(again.restore().await.unwrap(), 0, "files known to match the bucket are trusted");
     // The writer drops ckpt-2; a reader whose copy is unchanged since it matched drops it too.
     std::fs::remove_file(vm.path().join("run/ckpt-2")).unwrap();
-    assert_eq!(writer.sync().await.unwrap().deleted, 1);
+    assert_eq!(writer.sync(None).await.unwrap().deleted, 1);
     assert_eq!(again.restore().await.unwrap(), 0);
     assert!(!laptop.path().join("run/ckpt-2").exists(), "a file the bucket dropped stayed in an unchanged local copy");
 
@@ -252,7 +252,104 @@ async fn the_buckets_newer_object_replaces_a_local_copy_the_mirror_cannot_vouch_
     runs.put("run/record.json", Bytes::from_static(b"{\"state\":\"theirs\"}"), Precondition::None).await.unwrap();
     std::thread::sleep(Duration::from_millis(20));
     write(laptop.path(), "run/record.json", b"{\"state\":\"ours\"}");
-    let err = again.sync().await.unwrap_err();
+    let err = again.sync(None).await.unwrap_err();
     assert!(matches!(err, StorageError::PreconditionFailed { .. }), "{err:?}");
     assert_eq!(&runs.get("run/record.json").await.unwrap().unwrap().0[..], b"{\"state\":\"theirs\"}");
+}
+
+/// The lease fences the uploads: cut off from the bucket, an upload begun
+/// under a valid lease (the storage client retrying it meanwhile) is
+/// dropped once the lease's expiry less its margin comes without a
+/// renewal, well before another writer may take the lease; and when the
+/// line is back, none of its retries lands.
+#[tokio::test]
+async fn an_upload_retried_across_a_cut_is_dropped_before_the_lease_runs_out() {
+    let emulator = Emulator::start(&["emotionet-runs"]);
+    let line = SlowProxy::start(&emulator.host, 1 << 16, Duration::ZERO);
+    let url = "gs://emotionet-runs/fenced";
+    let runs = bucket(&line.host, url).await;
+    let ttl = Duration::from_secs(3);
+    let mut lease = Lease::acquire(&runs, emotionet::storage::LOCK_KEY, vm("vm-a", 1), ttl, Wait::No).await.unwrap();
+    lease.vouch().await.unwrap();
+    let vouched = lease.vouched_for();
+    assert!(vouched > Duration::ZERO && vouched <= ttl - lease.margin(), "vouched for {vouched:?}");
+    line.cut();
+    let started = std::time::Instant::now();
+    let err = lease.guard(runs.put("run/checkpoint-1", Bytes::from(vec![7u8; 4096]), Precondition::DoesNotExist)).await.unwrap_err();
+    let ran = started.elapsed();
+    assert!(matches!(err, StorageError::LeaseUnsure { .. }), "{err:?}");
+    assert!(err.to_string().contains("gs://emotionet-runs/fenced/.emotionet-lock"), "{err}");
+    // Dropped before the lease ran out (by this machine's clock), not retried on.
+    assert!(ran < ttl, "the upload ran {ran:?} under a {ttl:?} lease");
+    line.restore();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(emulator.names("emotionet-runs", "fenced/run/").is_empty(), "an upload dropped under the lease landed later");
+    // Nothing starts once the lease cannot be vouched for.
+    line.cut();
+    tokio::time::sleep(lease.vouched_for()).await;
+    let late = lease.guard(runs.put("run/checkpoint-2", Bytes::from_static(b"x"), Precondition::DoesNotExist)).await.unwrap_err();
+    assert!(matches!(late, StorageError::LeaseUnsure { .. }), "{late:?}");
+    line.restore();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(emulator.names("emotionet-runs", "fenced/run/").is_empty());
+    // With the line back, the lease is confirmed again and uploads go on.
+    lease.vouch().await.unwrap();
+    lease.guard(runs.put("run/checkpoint-3", Bytes::from_static(b"x"), Precondition::DoesNotExist)).await.unwrap();
+    assert_eq!(emulator.names("emotionet-runs", "fenced/run/"), ["fenced/run/checkpoint-3"]);
+}
+
+/// A restore lists the prefix, then downloads: an object deleted in
+/// between (the writer's checkpoint retention, while a desk runs `report
+/// gs://`) is skipped, not an error, and a local copy of it that matched
+/// the bucket goes too.
+#[tokio::test]
+async fn an_object_deleted_between_listing_and_download_is_skipped() {
+    let emulator = Emulator::start(&["emotionet-runs"]);
+    let url = "gs://emotionet-runs/vanish";
+    let vm = tempfile::tempdir().unwrap();
+    write(vm.path(), "run/checkpoints/ckpt-1", b"one");
+    write(vm.path(), "run/record.json", b"{\"state\":\"running\"}");
+    let mut writer = Mirror::new(bucket(&emulator.host, url).await, vm.path());
+    assert_eq!(writer.sync(None).await.unwrap().uploaded, 2);
+    let desk = tempfile::tempdir().unwrap();
+    let mut reader = Mirror::new(bucket(&emulator.host, url).await, desk.path());
+    assert_eq!(reader.restore().await.unwrap(), 2);
+    // The run goes on: ckpt-2 and a newer record. The desk's next restore
+    // lists ckpt-2; just after the listing, the writer's retention drops it.
+    std::thread::sleep(Duration::from_millis(20));
+    write(vm.path(), "run/checkpoints/ckpt-2", b"two");
+    write(vm.path(), "run/record.json", b"{\"state\":\"finished\"}");
+    assert_eq!(writer.sync(None).await.unwrap().uploaded, 2);
+    let host = emulator.host.clone();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    reader.before_download(move |key| {
+        seen.lock().unwrap().push(key.to_string());
+        if key.contains("/checkpoints/") {
+            let name = format!("vanish%2F{}", key.replace('/', "%2F"));
+            let status = delete_object(&host, &name);
+            assert!((200..300).contains(&status), "deleting {key}: HTTP {status}");
+        }
+    });
+    // ckpt-1 is trusted (the desk vouches for it): only ckpt-2 and the record are downloaded, and ckpt-2 vanished.
+    let got = reader.restore().await.expect("a restore that meets a deleted object");
+    assert_eq!(got, 1, "only the record arrives");
+    assert_eq!(*log.lock().unwrap(), ["run/checkpoints/ckpt-2", "run/record.json"]);
+    assert_eq!(std::fs::read(desk.path().join("run/record.json")).unwrap(), b"{\"state\":\"finished\"}");
+    assert!(!desk.path().join("run/checkpoints/ckpt-2").exists());
+    // ckpt-1 was still listed then (deleted only after this restore's listing): kept; the next restore drops it.
+    let status = delete_object(&emulator.host, "vanish%2Frun%2Fcheckpoints%2Fckpt-1");
+    assert!((200..300).contains(&status), "HTTP {status}");
+    assert_eq!(reader.restore().await.unwrap(), 0);
+    assert!(!desk.path().join("run/checkpoints/ckpt-1").exists(), "a copy of an object the bucket dropped stayed");
+}
+
+/// `DELETE` of one object straight at the emulator (blocking: called from a sync hook).
+fn delete_object(host: &str, escaped_name: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((host, 80)).unwrap();
+    write!(stream, "DELETE /storage/v1/b/emotionet-runs/o/{escaped_name} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }

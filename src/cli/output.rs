@@ -185,7 +185,7 @@ pub fn publish(local: &Path, dest: &Location) -> anyhow::Result<()> {
     let Location::Gcs(path) = dest else { return Ok(()) };
     let report = runtime()?.block_on(async {
         let mut mirror = Mirror::new(connect(path).await?, local);
-        anyhow::Ok(mirror.sync().await?)
+        anyhow::Ok(mirror.sync(None).await?)
     })?;
     eprintln!("uploaded {} file(s) to {dest}", report.uploaded);
     Ok(())

@@ -64,7 +64,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn run_plan(plan: Plan, args: &RunArgs, halt: Option<crate::train::Halt>) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    super::train::install_stop_handler(stop.clone());
+    // The first signal: the campaign's children checkpoint and stop (within
+    // the grace). A second: no more waiting, every child group is killed
+    // before this process exits, so nothing of the campaign is left.
+    let groups = crate::orchestrator::ChildGroups::default();
+    let escalate = {
+        let groups = groups.clone();
+        move || {
+            let killed = groups.kill_all();
+            eprintln!("second stop signal: killed {killed} process group(s) of this campaign (SIGKILL); exiting");
+        }
+    };
+    super::train::install_stop_handler(stop.clone(), escalate);
     // A bucket output whose lease another writer took over: the campaign
     // stops its runs as on Ctrl-C (they checkpoint here, in the staging
     // folder) and ends with the reason.
@@ -87,6 +98,7 @@ fn run_plan(plan: Plan, args: &RunArgs, halt: Option<crate::train::Halt>) -> any
         progress: !args.quiet,
         stop: stop.clone(),
         grace: crate::orchestrator::STOP_GRACE,
+        groups,
     };
     let output = plan.output.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;

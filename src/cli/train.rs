@@ -42,8 +42,10 @@ pub struct TrainArgs {
     pub wait: bool,
 }
 
-/// Sets `stop` on the first SIGINT or SIGTERM; exits on the second.
-pub fn install_stop_handler(stop: Arc<AtomicBool>) {
+/// Sets `stop` on the first SIGINT or SIGTERM; on the second, runs
+/// `escalate` (the orchestrator kills its children's process groups there)
+/// and exits with 130.
+pub fn install_stop_handler(stop: Arc<AtomicBool>, escalate: impl FnOnce() + Send + 'static) {
     std::thread::spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(r) => r,
@@ -58,6 +60,7 @@ pub fn install_stop_handler(stop: Arc<AtomicBool>) {
                 tracing::warn!("cannot install signal handlers");
                 return;
             };
+            let mut escalate = Some(escalate);
             for round in 0..2 {
                 tokio::select! {
                     _ = int.recv() => {}
@@ -67,6 +70,9 @@ pub fn install_stop_handler(stop: Arc<AtomicBool>) {
                     eprintln!("stopping: writing a checkpoint (signal again to quit at once)");
                     stop.store(true, Ordering::SeqCst);
                 } else {
+                    if let Some(escalate) = escalate.take() {
+                        escalate();
+                    }
                     std::process::exit(130);
                 }
             }
@@ -113,7 +119,8 @@ fn train_all(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let stop = Arc::new(AtomicBool::new(false));
-    install_stop_handler(stop.clone());
+    // A trainer has no children of its own: the second signal just exits.
+    install_stop_handler(stop.clone(), || {});
     let mut options = TrainOptions::new(&experiment);
     options.backend = args.backend.resolve(&experiment.backend);
     options.resume = args.resume;
@@ -124,6 +131,11 @@ fn train_all(
     options.out_label = Some(target.display().to_string());
     options.after_flush = sync.hook().map(crate::train::run_writer::AfterFlush);
     options.halt = halt;
+    // The run's record says where its images came from when that was a
+    // prepared set (training fails if the set cannot be read there).
+    if let Some(prepared) = &experiment.data.prepared {
+        options.notes.insert("data_prepared".into(), prepared.display().to_string());
+    }
     for kind in kinds {
         let record = train(&experiment, kind, &options)?;
         let timing = record.timing.as_ref();

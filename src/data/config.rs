@@ -566,6 +566,15 @@ pub struct DataConfig {
     /// same whatever the count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_threads: Option<usize>,
+    /// Train from a prepared set instead of `source`: the folder, or the
+    /// `gs://BUCKET/PREFIX`, where `emotionet data prep ... --out` put it.
+    /// It holds one `prep-TASK-KEY.emods` file per task the experiment uses
+    /// (face, emotion; hierarchy for the hierarchy evaluation). That one
+    /// file is read (from a bucket: copied into `cache_dir` first, and not
+    /// again while its generation is unchanged); no raw image is listed or
+    /// decoded. Its image size must be `image_size`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<PathBuf>,
 }
 
 impl Default for DataConfig {
@@ -585,6 +594,7 @@ impl Default for DataConfig {
             max_images_per_dataset: None,
             decode_limits: DecodeLimits::default(),
             input_threads: None,
+            prepared: None,
         }
     }
 }
@@ -633,6 +643,15 @@ impl DataConfig {
             return Err(DataError::config("kdef_angles", "[]", "a non-empty list of S, HL, HR, FL, FR"));
         }
         self.augment.validate(self.image_size)?;
+        if let Some(prepared) = &self.prepared
+            && self.source != SourceConfig::default()
+        {
+            return Err(DataError::config(
+                "prepared",
+                prepared.display(),
+                "either `prepared` or `source`, not both: a prepared set already holds the images of its sources",
+            ));
+        }
         if self.max_images_per_dataset == Some(0) {
             return Err(DataError::config("max_images_per_dataset", 0, "a positive integer, or leave it out to use all images"));
         }

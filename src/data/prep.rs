@@ -418,6 +418,9 @@ fn strict_check(strict: bool, skipped: &[Skipped]) -> Result<()> {
 /// Prepares a task's data set, from the cache when its key matches.
 pub fn prepare(config: &DataConfig, options: &PrepOptions) -> Result<PrepOutcome> {
     config.validate()?;
+    if let Some(prepared) = &config.prepared {
+        return from_prepared(config, options, prepared);
+    }
     // Sources in a bucket are copied into the cache folder first (see `remote`).
     let localized = super::remote::localize(config)?;
     let config = &localized.config;
@@ -542,6 +545,32 @@ pub fn prepare(config: &DataConfig, options: &PrepOptions) -> Result<PrepOutcome
     Ok(PrepOutcome { set, cache_hit: false, decoded, cache_path, report_json, report_table, copies: localized.copies })
 }
 
+/// The task's set from `data.prepared` (a folder or a bucket prefix that
+/// `data prep --out` filled): its one `prep-TASK-*.emods` file, copied here
+/// first from a bucket, read whole and checked (checksum, task, image size).
+fn from_prepared(config: &DataConfig, options: &PrepOptions, at: &Path) -> Result<PrepOutcome> {
+    let task = options.task;
+    let (cache_path, copies) = super::remote::locate_prepared(at, task.name(), &config.cache_dir)?;
+    let bytes = std::fs::read(&cache_path).map_err(|e| DataError::io(&cache_path, e))?;
+    // Unlike our own cache, a prepared set is not rebuilt here: damage is an error.
+    let set = decode_set(&cache_path, &bytes)?;
+    if set.task != task {
+        return Err(DataError::config("prepared", cache_path.display(), format!("a prepared set of the {task} task; this file holds the {} task", set.task)));
+    }
+    if set.image_size != config.image_size {
+        return Err(DataError::config(
+            "image_size",
+            config.image_size,
+            format!("{} (the size of the prepared set {}), or a set prepared at {}", set.image_size, cache_path.display(), config.image_size),
+        ));
+    }
+    strict_check(options.strict, &set.report.skipped)?;
+    let report_json = cache_path.with_extension("report.json");
+    let report_table = cache_path.with_extension("report.txt");
+    write_reports(&set.report, &report_json, &report_table)?;
+    Ok(PrepOutcome { set, cache_hit: true, decoded: 0, cache_path, report_json, report_table, copies })
+}
+
 /// Errors when a class has no samples at all or none for training; returns
 /// warnings for classes missing only from eval.
 fn check_classes(task: &Task, names: &[String], labels: impl Iterator<Item = (i32, Split)>) -> Result<Vec<String>> {
@@ -598,7 +627,18 @@ fn read_cache(path: &Path) -> Result<Option<PreparedSet>> {
         Err(e) => return Err(DataError::io(path, e)),
     };
     // A damaged cache is rebuilt, not fatal: it holds nothing that the inputs cannot reproduce.
-    let parsed = cache::decode(path, &bytes).and_then(|(meta, pixels)| {
+    match decode_set(path, &bytes) {
+        Ok(set) => Ok(Some(set)),
+        Err(e) => {
+            tracing::warn!("{e}; rebuilding it");
+            Ok(None)
+        }
+    }
+}
+
+/// A prepared set from the bytes of its cache file (checksum, lengths and counts checked).
+fn decode_set(path: &Path, bytes: &[u8]) -> Result<PreparedSet> {
+    cache::decode(path, bytes).and_then(|(meta, pixels)| {
         let meta: CacheMeta = serde_json::from_slice(&meta).map_err(|e| DataError::CorruptCache { path: path.to_path_buf(), reason: e.to_string() })?;
         let n = (meta.image_size as usize).pow(2);
         let train_len = meta.train_labels.len() * n;
@@ -619,14 +659,7 @@ fn read_cache(path: &Path) -> Result<Option<PreparedSet>> {
             report: meta.report,
             sources: meta.sources,
         })
-    });
-    match parsed {
-        Ok(set) => Ok(Some(set)),
-        Err(e) => {
-            tracing::warn!("{e}; rebuilding it");
-            Ok(None)
-        }
-    }
+    })
 }
 
 fn write_cache(path: &Path, set: &PreparedSet) -> Result<()> {

@@ -21,6 +21,10 @@
 //!   temporary left by a kill) is removed, so the folder is exactly the prefix;
 //! - at the end the journal is rewritten whole, one line per object.
 //!
+//! `data.prepared: gs://BUCKET/PREFIX` names a prepared set instead of raw
+//! sources ([`locate_prepared`]): the one `prep-TASK-KEY.emods` object of the
+//! task is copied the same way, alone, into `CACHE_DIR/gcs/BUCKET/PREFIX`.
+//!
 //! It owns the local copies and their journals; it does not touch the
 //! prepared-set cache files (see `cache`), nor decide what a folder holds
 //! (the loaders do).
@@ -132,6 +136,82 @@ pub fn localize_with(config: &DataConfig, storage: StorageConfig) -> Result<Loca
         copies.push(copy.map_err(|message| DataError::Remote { url: url.clone(), local: local.clone(), message })?);
     }
     Ok(Localized { config: out, copies })
+}
+
+/// Whether `name` is a prepared set's cache file for `task` (`prep-TASK-KEY.emods`).
+fn is_prepared_for(name: &str, task: &str) -> bool {
+    name.strip_prefix("prep-")
+        .and_then(|rest| rest.strip_prefix(task))
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|key| key.strip_suffix(".emods").is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric())))
+}
+
+/// The one prepared set for `task` that `at` holds (a local folder, or a
+/// `gs://BUCKET/PREFIX` that `data prep --out` filled): its local file, and
+/// for a bucket the copy that brought it into `CACHE_DIR/gcs/BUCKET/PREFIX`
+/// (one object, with the journal's generation check: unchanged, it is not
+/// downloaded again). None, or several, is an error naming what was found.
+pub fn locate_prepared(at: &Path, task: &str, cache_dir: &Path) -> Result<(PathBuf, Vec<SourceCopy>)> {
+    let pick = |names: Vec<String>, place: &str| -> Result<String> {
+        let found: Vec<String> = names.into_iter().filter(|n| is_prepared_for(n, task)).collect();
+        match found.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(DataError::config(
+                "prepared",
+                place,
+                format!(
+                    "a folder or gs:// prefix holding a prepared set of the {task} task (prep-{task}-KEY.emods, from `emotionet data prep EXPERIMENT.yaml --task {task} --out {place}`); it holds none"
+                ),
+            )),
+            several => Err(DataError::config(
+                "prepared",
+                place,
+                format!(
+                    "a folder or gs:// prefix holding one prepared set of the {task} task; it holds {}: {} (keep one there)",
+                    several.len(),
+                    several.join(", ")
+                ),
+            )),
+        }
+    };
+    let Some(url) = bucket_path(at) else {
+        let entries = std::fs::read_dir(at).map_err(|e| DataError::io(at, e))?;
+        let names = entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect();
+        let name = pick(names, &at.display().to_string())?;
+        return Ok((at.join(name), Vec::new()));
+    };
+    let url = url.trim_end_matches('/').to_string();
+    let gcs = match Location::parse(&url) {
+        Ok(Location::Gcs(gcs)) => gcs,
+        Ok(_) => return Err(DataError::config("prepared", &url, "gs://BUCKET/PREFIX")),
+        Err(e) => return Err(DataError::config("prepared", &url, e.to_string())),
+    };
+    let local_dir = cache_dir.join("gcs").join(&gcs.bucket).join(&gcs.prefix);
+    let remote = |message: String| DataError::Remote { url: url.clone(), local: local_dir.clone(), message };
+    let storage = StorageConfig::from_env(|| {
+        crate::google::auth::credentials(&crate::google::AuthConfig::default()).map_err(|e| StorageError::Credentials { message: e.to_string() })
+    })
+    .map_err(|e| remote(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| DataError::io(&local_dir, e))?;
+    let names: Vec<String> = runtime
+        .block_on(async {
+            let bucket = Bucket::connect(&gcs, storage.clone()).await?;
+            bucket.list("").await
+        })
+        .map_err(|e| remote(e.to_string()))?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| !k.contains('/'))
+        .collect();
+    let name = pick(names, &url)?;
+    let file = local_dir.join(&name);
+    let object = format!("{url}/{name}");
+    let copy = runtime.block_on(copy_source(&object, true, &file, storage)).map_err(|message| DataError::Remote {
+        url: object.clone(),
+        local: file.clone(),
+        message,
+    })?;
+    Ok((file, vec![copy]))
 }
 
 /// Calls `f` on every data path of the config, with whether it names one

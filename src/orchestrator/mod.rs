@@ -11,4 +11,4 @@ mod campaign;
 mod runner;
 
 pub use campaign::{Campaign, CloudTarget, Plan, RunKey};
-pub use runner::{CampaignState, RunOptions, STATE_FILE, STOP_GRACE, Status, Summary, TaskState, run_campaign};
+pub use runner::{CampaignState, ChildGroups, RunOptions, STATE_FILE, STOP_GRACE, Status, Summary, TaskState, run_campaign};

@@ -11,9 +11,11 @@
 //! each, then, for a group still alive after [`RunOptions::grace`] (a
 //! trainer stuck in a plugin call, or one that ignores the signal), SIGKILL.
 //! The campaign returns only once every child has exited: nothing it started
-//! outlives it, holding a run folder's lock.
+//! outlives it, holding a run folder's lock. A second stop signal does not
+//! wait for the grace: [`ChildGroups::kill_all`] (which the CLI calls on it)
+//! sends SIGKILL to every group the campaign started, before the process exits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -98,6 +100,53 @@ pub struct RunOptions {
     /// How long a child may take to checkpoint and exit after SIGTERM
     /// before its process group is killed.
     pub grace: Duration,
+    /// Every process group the campaign starts is registered here, for a
+    /// second stop signal to kill at once.
+    pub groups: ChildGroups,
+}
+
+/// The process groups a campaign started that may still have a process:
+/// what a second SIGTERM or Ctrl-C kills at once ([`ChildGroups::kill_all`]),
+/// from the signal handler's thread, without waiting for the campaign's
+/// async tasks. A group stays listed after its leader exits while any
+/// process of it is left (a grandchild).
+#[derive(Clone, Debug, Default)]
+pub struct ChildGroups(Arc<std::sync::Mutex<BTreeSet<u32>>>);
+
+impl ChildGroups {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
+        // A panic elsewhere while holding it leaves a set that is still right.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn started(&self, group: u32) {
+        let mut groups = self.lock();
+        // Forget the groups that are empty now: their ids may be reused.
+        groups.retain(|g| group_alive(*g));
+        groups.insert(group);
+    }
+
+    fn ended(&self, group: u32) {
+        if !group_alive(group) {
+            self.lock().remove(&group);
+        }
+    }
+
+    /// The groups that still have a process.
+    pub fn alive(&self) -> Vec<u32> {
+        self.lock().iter().copied().filter(|g| group_alive(*g)).collect()
+    }
+
+    /// SIGKILL to every group that still has a process; returns how many
+    /// it signalled. For the second stop signal: no grace, nothing left.
+    pub fn kill_all(&self) -> usize {
+        let alive = self.alive();
+        for group in &alive {
+            tracing::warn!("killing process group {group} (a second stop signal)");
+            signal_group(*group, rustix::process::Signal::KILL);
+        }
+        alive.len()
+    }
 }
 
 /// The default [`RunOptions::grace`]: a trainer's step and checkpoint take
@@ -129,9 +178,23 @@ struct Shared {
     state: Mutex<CampaignState>,
     state_path: PathBuf,
     children: Mutex<BTreeMap<String, u32>>,
+    groups: ChildGroups,
 }
 
 impl Shared {
+    /// A child (the leader of its own process group `pid`) has started.
+    async fn started(&self, name: String, pid: u32) {
+        self.groups.started(pid);
+        self.children.lock().await.insert(name, pid);
+    }
+
+    /// The child `name` has exited.
+    async fn ended(&self, name: &str) {
+        if let Some(pid) = self.children.lock().await.remove(name) {
+            self.groups.ended(pid);
+        }
+    }
+
     async fn update(&self, f: impl FnOnce(&mut CampaignState)) -> anyhow::Result<()> {
         let mut state = self.state.lock().await;
         f(&mut state);
@@ -232,7 +295,7 @@ pub async fn run_campaign(plan: Plan, options: RunOptions) -> anyhow::Result<Sum
         }
     }
     state.save(&state_path)?;
-    let shared = Arc::new(Shared { state: Mutex::new(state), state_path, children: Mutex::new(BTreeMap::new()) });
+    let shared = Arc::new(Shared { state: Mutex::new(state), state_path, children: Mutex::new(BTreeMap::new()), groups: options.groups.clone() });
     let plan = Arc::new(plan);
 
     // Ctrl-C / SIGTERM: forward to every child group (trainers checkpoint
@@ -433,7 +496,7 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
             let started = Instant::now();
             let mut child = command.spawn().with_context(|| format!("starting {}", options.exe.display()))?;
             if let Some(pid) = child.id() {
-                shared.children.lock().await.insert(name.clone(), pid);
+                shared.started(name.clone(), pid).await;
             }
             let bar = multi.add(indicatif::ProgressBar::new(total));
             bar.set_style(
@@ -453,7 +516,7 @@ async fn run_lane(plan: &Plan, options: &RunOptions, shared: &Shared, multi: &in
                     }
                 }
             };
-            shared.children.lock().await.remove(&name);
+            shared.ended(&name).await;
             bar.finish_and_clear();
             let wall = started.elapsed().as_secs_f64();
             let code = exit.code();
@@ -605,10 +668,10 @@ async fn run_cloud(plan: &Plan, options: &RunOptions, shared: &Shared, keys: Vec
     let started = Instant::now();
     let mut child = command.spawn().context("starting `emotionet cloud run`")?;
     if let Some(pid) = child.id() {
-        shared.children.lock().await.insert("cloud".into(), pid);
+        shared.started("cloud".into(), pid).await;
     }
     let exit = child.wait().await?;
-    shared.children.lock().await.remove("cloud");
+    shared.ended("cloud").await;
     let wall = started.elapsed().as_secs_f64();
     // Its own error line says why (no VM recorded, a refused token...), so
     // the campaign's error carries it instead of only pointing at the log.
@@ -687,10 +750,10 @@ async fn run_evals(plan: &Plan, options: &RunOptions, shared: &Shared, routes: &
         lane_plugin(&mut command, options);
         let mut child = command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).spawn().context("starting `emotionet eval`")?;
         if let Some(pid) = child.id() {
-            shared.children.lock().await.insert(name.clone(), pid);
+            shared.started(name.clone(), pid).await;
         }
         let exit = child.wait().await;
-        shared.children.lock().await.remove(&name);
+        shared.ended(&name).await;
         let exit = exit?;
         let ok = exit.success();
         let error = if ok { None } else { Some(format!("`emotionet eval` {exit}; its output is in {}", log_path.display())) };

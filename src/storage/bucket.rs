@@ -334,8 +334,12 @@ impl Bucket {
             if rel.as_os_str().is_empty() || object.key.ends_with('/') {
                 continue;
             }
-            self.get_to_file(&object.key, &dir.join(rel)).await?;
-            count += 1;
+            match self.get_to_file(&object.key, &dir.join(rel)).await {
+                Ok(_) => count += 1,
+                // Listed, then deleted before its download: the prefix no longer has it.
+                Err(StorageError::NotFound { url }) => tracing::debug!("{url} was listed, then deleted before its download: skipped"),
+                Err(e) => return Err(e),
+            }
         }
         Ok(count)
     }

@@ -14,8 +14,20 @@
 //! same host that no longer exists (a `kill -9` followed by a resume on the
 //! same machine need not wait out the lease). A reused PID only makes us
 //! wait, never take over a live holder's lease.
+//!
+//! The lease is also the writer's fence. Cloud Storage has no precondition
+//! that spans two objects, so nothing on the server stops an upload that
+//! lands after another writer took the lease over. What stops it is time:
+//! a lease is ours until its expiry, and another writer may take it only
+//! after that (by its own clock). [`Lease::vouch`] confirms the lease before
+//! each upload, and [`Lease::guard`] lets an upload run (its retries
+//! included) only while the lease is vouched for: until its expiry less a
+//! safety margin ([`Lease::margin`]: clock skew, a request still on the
+//! wire), renewing it meanwhile for a long upload. An upload still running
+//! then is dropped, connection and retries with it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -43,6 +55,10 @@ pub struct Lease {
     body: LeaseBody,
     ttl: Duration,
     generation: i64,
+    /// When (on this machine's monotonic clock) `body.expires_unix` passes.
+    valid_until: Instant,
+    /// When the body of the last successful write (take or renewal) was made.
+    renewed_at: Instant,
 }
 
 /// How often a waiting writer looks at the lease again.
@@ -50,6 +66,14 @@ const WAIT_POLL: Duration = Duration::from_secs(2);
 
 fn now_unix() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The monotonic instant at which the wall clock reaches `expires_unix`
+/// (taken when the body is made, before it is sent: never later than the
+/// expiry the other writers will read).
+fn expiry_instant(expires_unix: i64) -> Instant {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    Instant::now() + Duration::from_secs_f64((expires_unix as f64 - now).max(0.0))
 }
 
 fn rfc3339(unix: i64) -> String {
@@ -90,13 +114,22 @@ impl Lease {
     async fn try_acquire(bucket: &Bucket, key: &str, holder: &Holder, ttl: Duration) -> Result<Lease> {
         let tag = format!("{:016x}", fastrand::u64(..));
         let body = |expires_unix: i64| LeaseBody { holder: holder.clone(), tag: tag.clone(), expires_unix };
-        let taken = |body: LeaseBody, generation: i64| Lease { bucket: bucket.clone(), key: key.to_string(), body, ttl, generation };
+        let taken = |body: LeaseBody, generation: i64, made: Instant| Lease {
+            bucket: bucket.clone(),
+            key: key.to_string(),
+            valid_until: expiry_instant(body.expires_unix),
+            body,
+            ttl,
+            generation,
+            renewed_at: made,
+        };
         // Two rounds: a lease that changes hands between our read and our
         // write is someone else's now, and gets one more look.
         for _ in 0..2 {
+            let made = Instant::now();
             let mine = body(now_unix() + ttl.as_secs() as i64);
             match bucket.put(key, encode(&mine), Precondition::DoesNotExist).await {
-                Ok(generation) => return Ok(taken(mine, generation)),
+                Ok(generation) => return Ok(taken(mine, generation, made)),
                 Err(StorageError::PreconditionFailed { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -114,9 +147,10 @@ impl Lease {
                     tracing::warn!("taking over {} from {} (its lease ran out or its process is gone)", bucket.url(key), current.holder);
                 }
             }
+            let made = Instant::now();
             let mine = body(now_unix() + ttl.as_secs() as i64);
             match bucket.put(key, encode(&mine), Precondition::GenerationIs(generation)).await {
-                Ok(generation) => return Ok(taken(mine, generation)),
+                Ok(generation) => return Ok(taken(mine, generation, made)),
                 Err(StorageError::PreconditionFailed { .. }) => continue,
                 Err(e) => return Err(e),
             }
@@ -135,12 +169,16 @@ impl Lease {
     /// Extends the lease by its time to live; [`StorageError::LeaseLost`]
     /// (naming the new holder) if someone else has taken it since.
     pub async fn renew(&mut self) -> Result<()> {
+        let made = Instant::now();
         let mut body = self.body.clone();
         body.expires_unix = now_unix() + self.ttl.as_secs() as i64;
+        let valid_until = expiry_instant(body.expires_unix);
         match self.bucket.put(&self.key, encode(&body), Precondition::GenerationIs(self.generation)).await {
             Ok(generation) => {
                 self.generation = generation;
                 self.body = body;
+                self.valid_until = valid_until;
+                self.renewed_at = made;
                 Ok(())
             }
             // Our own write may have landed before its answer was lost (a
@@ -158,7 +196,10 @@ impl Lease {
         match (&current, &body) {
             (Some((_, generation)), _) if *generation == self.generation => Ok(()),
             (Some((_, generation)), Some(body)) if body.tag == self.body.tag && body.expires_unix > 0 => {
+                // Our renewal landed though its answer was lost: its expiry
+                // is ours, but not when it was made; count from the older one.
                 self.generation = *generation;
+                self.valid_until = self.valid_until.min(expiry_instant(body.expires_unix));
                 self.body = body.clone();
                 Ok(())
             }
@@ -170,6 +211,79 @@ impl Lease {
                 }),
             }),
         }
+    }
+
+    /// Renews the lease when a third of its time to live has passed since
+    /// the last renewal, otherwise checks it (one read of the lease object):
+    /// either way, the lease is known to be ours now, or an error says why not.
+    pub async fn keep(&mut self) -> Result<()> {
+        if self.renewed_at.elapsed() >= self.ttl / 3 { self.renew().await } else { self.check().await }
+    }
+
+    /// Before one upload: [`Lease::keep`], and a renewal if that left no
+    /// time to vouch for; [`StorageError::LeaseUnsure`] if there is none even
+    /// then (the confirmation took longer than the lease has left).
+    pub async fn vouch(&mut self) -> Result<()> {
+        self.keep().await?;
+        if self.vouched_for().is_zero() {
+            self.renew().await?;
+        }
+        if self.vouched_for().is_zero() {
+            return Err(self.unsure("its confirmation took longer than the lease had left"));
+        }
+        Ok(())
+    }
+
+    /// How long before its expiry the lease stops vouching for an upload:
+    /// a fifth of its time to live, at least half a second (the clocks of
+    /// two machines, a request still on the wire when it is dropped).
+    pub fn margin(&self) -> Duration {
+        (self.ttl / 5).max(Duration::from_millis(500))
+    }
+
+    /// How much longer an upload may run under the lease as it stands (its
+    /// expiry less [`Lease::margin`]); zero once it cannot be vouched for.
+    pub fn vouched_for(&self) -> Duration {
+        self.valid_until.saturating_duration_since(Instant::now()).saturating_sub(self.margin())
+    }
+
+    /// Runs `work` (one upload, retries included) only while the lease
+    /// vouches for it: renewed every third of its time to live meanwhile (a
+    /// long upload), dropped with [`StorageError::LeaseUnsure`] once the
+    /// lease's expiry less the margin comes without a renewal, or with
+    /// [`StorageError::LeaseLost`] when a renewal finds it taken. A dropped
+    /// upload takes its connection and its pending retries with it: it
+    /// can never land after another writer may have taken over.
+    pub async fn guard<T>(&mut self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let mut work = std::pin::pin!(work);
+        let mut next_renewal = self.renewed_at + self.ttl / 3;
+        loop {
+            let deadline = tokio::time::Instant::from_std(Instant::now() + self.vouched_for());
+            let unsure = self.unsure("an upload ran until the lease's expiry less its margin, and the lease could not be renewed meanwhile");
+            let renewal_at = tokio::time::Instant::from_std(next_renewal);
+            tokio::select! {
+                // The deadline first: past it, the work is not even polled (started).
+                biased;
+                () = tokio::time::sleep_until(deadline) => return Err(unsure),
+                done = &mut work => return done,
+                renewed = async {
+                    tokio::time::sleep_until(renewal_at).await;
+                    self.renew().await
+                } => match renewed {
+                    Ok(()) => next_renewal = self.renewed_at + self.ttl / 3,
+                    Err(e @ StorageError::LeaseLost { .. }) => return Err(e),
+                    // Tried again soon; the deadline still holds meanwhile.
+                    Err(e) => {
+                        tracing::warn!("renewing {} during an upload failed (trying again): {e}", self.url());
+                        next_renewal = Instant::now() + (self.ttl / 10).max(Duration::from_millis(200));
+                    }
+                },
+            }
+        }
+    }
+
+    fn unsure(&self, message: &str) -> StorageError {
+        StorageError::LeaseUnsure { url: self.url(), message: message.to_string() }
     }
 
     /// Gives the lease up (marks it expired), only if it is still ours.

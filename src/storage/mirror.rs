@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use super::Result;
 use super::StorageError;
 use super::bucket::{Bucket, Precondition};
+use super::lease::Lease;
 
 /// The mirror's knowledge of the bucket, kept at the root of the local
 /// folder: for each file, the object generation it matches and its size
@@ -62,6 +63,9 @@ pub fn is_local_only(path: &Path) -> bool {
     is_temporary(path) || name.contains(crate::lock::LOCK_FILE) || name == MANIFEST
 }
 
+/// See [`Mirror::before_download`].
+type DownloadHook = Box<dyn FnMut(&str) + Send>;
+
 pub struct Mirror {
     bucket: Bucket,
     root: PathBuf,
@@ -71,6 +75,9 @@ pub struct Mirror {
     seen: HashMap<PathBuf, Seen>,
     /// Whether `seen` has every object of the bucket prefix (after a listing).
     listed: bool,
+    /// Called with each key [`Mirror::restore`] is about to download (tests
+    /// use it to delete an object between the listing and the download).
+    before_download: Option<DownloadHook>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +120,14 @@ impl Mirror {
     pub fn new(bucket: Bucket, root: impl Into<PathBuf>) -> Self {
         let root = root.into();
         let seen = load_manifest(&root, &bucket.url(""));
-        Mirror { bucket, root, seen, listed: false }
+        Mirror { bucket, root, seen, listed: false, before_download: None }
+    }
+
+    /// Calls `hook` with each key [`Mirror::restore`] is about to download,
+    /// after the listing: for tests of what happens in between.
+    #[doc(hidden)]
+    pub fn before_download(&mut self, hook: impl FnMut(&str) + Send + 'static) {
+        self.before_download = Some(Box::new(hook));
     }
 
     pub fn bucket(&self) -> &Bucket {
@@ -128,6 +142,10 @@ impl Mirror {
     /// object whose local file is missing or not known to match it (see the
     /// module docs); removes the files the bucket no longer has that did not
     /// change here since they matched it. Returns how many files it downloaded.
+    ///
+    /// An object listed and then gone before its download (a writer's
+    /// checkpoint retention deletes old checkpoints while we read) is
+    /// skipped, as if it had not been listed: the bucket no longer has it.
     pub async fn restore(&mut self) -> Result<usize> {
         let mut count = 0;
         let mut present = HashSet::new();
@@ -147,7 +165,18 @@ impl Mirror {
             if local.exists() && self.seen.get(&rel).is_some_and(|s| s.generation == object.generation && s.stamp.is_some()) {
                 continue;
             }
-            let generation = self.bucket.get_to_file(&object.key, &local).await?;
+            if let Some(hook) = self.before_download.as_mut() {
+                hook(&object.key);
+            }
+            let generation = match self.bucket.get_to_file(&object.key, &local).await {
+                Ok(generation) => generation,
+                Err(StorageError::NotFound { url }) => {
+                    tracing::debug!("{url} was listed, then deleted before its download (its writer's retention): skipped");
+                    present.remove(&rel);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             self.seen.insert(rel, Seen { stamp: stamp(&local), generation });
             count += 1;
         }
@@ -184,8 +213,11 @@ impl Mirror {
     }
 
     /// Uploads every file that changed since it was last seen, each with
-    /// its precondition.
-    pub async fn sync(&mut self) -> Result<SyncReport> {
+    /// its precondition. With a `lease` (a writer's output), each upload and
+    /// each delete is vouched for first and runs under [`Lease::guard`]:
+    /// none starts, and none is still running or retried, once the lease
+    /// cannot be vouched for.
+    pub async fn sync(&mut self, lease: Option<&mut Lease>) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         if !self.root.exists() {
             return Ok(report);
@@ -194,14 +226,14 @@ impl Mirror {
             self.learn().await?;
         }
         let files = walk(&self.root)?;
-        let result = self.upload_and_prune(&files, &mut report).await;
+        let result = self.upload_and_prune(&files, &mut report, lease).await;
         if report.uploaded > 0 || report.deleted > 0 {
             self.save_manifest()?;
         }
         result.map(|()| report)
     }
 
-    async fn upload_and_prune(&mut self, files: &[PathBuf], report: &mut SyncReport) -> Result<()> {
+    async fn upload_and_prune(&mut self, files: &[PathBuf], report: &mut SyncReport, mut lease: Option<&mut Lease>) -> Result<()> {
         for rel in files {
             let local = self.root.join(rel);
             let Some(now) = stamp(&local) else { continue };
@@ -213,7 +245,9 @@ impl Mirror {
                 Some(seen) => Precondition::GenerationIs(seen.generation),
                 None => Precondition::DoesNotExist,
             };
-            match self.bucket.put_file_if(&key_of(rel), &local, precondition).await {
+            let key = key_of(rel);
+            let upload = self.bucket.put_file_if(&key, &local, precondition);
+            match under(lease.as_deref_mut(), upload).await {
                 Ok(generation) => {
                     report.uploaded += 1;
                     report.bytes += now.0;
@@ -234,7 +268,8 @@ impl Mirror {
             if self.root.join(&rel).exists() {
                 continue;
             }
-            match self.bucket.delete(&key_of(&rel), generation).await {
+            let key = key_of(&rel);
+            match under(lease.as_deref_mut(), self.bucket.delete(&key, generation)).await {
                 Ok(()) => report.deleted += 1,
                 // Someone wrote a newer object under that name: it is theirs, keep it.
                 Err(StorageError::PreconditionFailed { .. }) => {}
@@ -263,6 +298,17 @@ impl Mirror {
         let path = self.root.join(MANIFEST);
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| StorageError::io(&path, std::io::Error::other(e)))?;
         crate::fsutil::write_atomic(&path, &bytes).map_err(|e| StorageError::io(&path, std::io::Error::other(e.to_string())))
+    }
+}
+
+/// `work` (one upload or delete), vouched for and guarded by `lease` if there is one.
+async fn under<T>(lease: Option<&mut Lease>, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match lease {
+        Some(lease) => {
+            lease.vouch().await?;
+            lease.guard(work).await
+        }
+        None => work.await,
     }
 }
 

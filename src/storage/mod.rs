@@ -67,6 +67,12 @@ pub enum StorageError {
     #[error("{url}: this writer's lease was taken over by {holder}; it stopped writing there so that two writers never mix their files in one output")]
     LeaseLost { url: String, holder: Box<crate::lock::HolderInfo> },
 
+    /// The lease could not be confirmed in time for an upload (the line to
+    /// the bucket is slow or cut): nothing was uploaded past the point where
+    /// it could be vouched for; the next round tries again.
+    #[error("{url}: this writer could not vouch for its lease in time ({message}); the upload was dropped and is tried again once the lease is confirmed")]
+    LeaseUnsure { url: String, message: String },
+
     #[error("{url} does not exist")]
     NotFound { url: String },
 

@@ -15,14 +15,18 @@
 //! Every round begins with the lease: renewed when a third of its time to
 //! live has passed, otherwise checked (one read of the lease object); a
 //! round whose renewal or check fails uploads nothing (a failing upload
-//! never keeps the lease from being renewed). A lease taken over by someone
+//! never keeps the lease from being renewed). Each file of a round is
+//! vouched for again before its upload starts, and its upload (the storage
+//! client's retries included) is dropped when the lease's expiry less a
+//! margin comes without a renewal ([`Lease::guard`]): an upload begun under
+//! a valid lease cannot land after another writer took the lease over. A lease taken over by someone
 //! else (ours ran out while this machine was paused or cut off) stops the
 //! uploads for good, and [`LeaseWatch`] tells the writer, which must stop
 //! too: two writers must never mix their files.
 
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::lease::Lease;
 use super::mirror::Mirror;
@@ -124,7 +128,6 @@ fn run(
     watch: &LeaseWatch,
 ) -> Result<()> {
     let label = mirror.bucket().url("");
-    let mut renewed = Instant::now();
     loop {
         let mut last = match rx.recv_timeout(poll) {
             Ok(Msg::Sync) | Err(mpsc::RecvTimeoutError::Timeout) => false,
@@ -135,16 +138,12 @@ fn run(
             last |= matches!(msg, Msg::Stop);
         }
         let round = runtime.block_on(async {
-            // The lease first: no upload without a lease known to be ours now.
+            // The lease first (renewed or checked even when nothing is to
+            // upload); then each file is vouched for again, and guarded.
             if let Some(lease) = lease.as_mut() {
-                if renewed.elapsed() >= lease.ttl() / 3 {
-                    lease.renew().await?;
-                    renewed = Instant::now();
-                } else {
-                    lease.check().await?;
-                }
+                lease.keep().await?;
             }
-            let report = mirror.sync().await?;
+            let report = mirror.sync(lease.as_mut()).await?;
             if report.uploaded > 0 || report.deleted > 0 {
                 tracing::info!("uploaded {} file(s), {} bytes, to {label}; deleted {} removed here", report.uploaded, report.bytes, report.deleted);
             }
