@@ -309,6 +309,7 @@ fn cloud_run_trains_the_lfw_subset_from_a_prepared_set_in_the_bucket() {
         "cloud",
         "run",
         "campaign.yaml",
+        "--skip-preflight",
         "--ship",
         "experiments",
         "--via",
