@@ -22,6 +22,7 @@ use crate::data::{Augmentation, Normalization, PipelineConfig, PreparedSplit, Sp
 use crate::graph::nn::ConvFormulation;
 use crate::graph::optim::Optimizer;
 use crate::graph::{ConvKernels, EmitOptions, Graph, Kernel};
+use crate::models::kernel_choice::{LayerFn, LayerPart, layer_part_graph};
 use crate::models::{Architecture, ConvChoice, CpuKernels, ModelKind, Precision, SessionConfig, TrainSession};
 use crate::pjrt::{Client, CompileOptions, OptionOverride};
 use crate::tensor::{DType, HostTensor};
@@ -71,72 +72,7 @@ pub struct BenchResult {
     pub steps_timed: usize,
 }
 
-/// The CPU a benchmark ran on: what makes figures from different machines
-/// comparable (or not).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Machine {
-    /// `model name` from /proc/cpuinfo.
-    pub cpu: String,
-    /// Logical CPUs this process may use.
-    pub cores: usize,
-    /// The vector and matrix extensions present, of those that decide
-    /// XLA's and oneDNN's kernels: `avx2`, `fma`, `avx512f`, `avx512bw`,
-    /// `avx512vl`, `avx512_vnni`, `avx512_bf16`, `avx512_fp16`, `amx_tile`,
-    /// `amx_bf16`, `amx_int8`.
-    pub features: Vec<String>,
-}
-
-/// The features [`Machine::features`] looks for, as /proc/cpuinfo spells them.
-const FEATURES: [&str; 11] =
-    ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"];
-
-impl Machine {
-    /// This machine, from /proc/cpuinfo (Linux); elsewhere the CPU is
-    /// "unknown" and the features are what the Rust runtime detects.
-    pub fn detect() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        match std::fs::read_to_string("/proc/cpuinfo") {
-            Ok(text) => Self::from_cpuinfo(&text, cores),
-            Err(_) => {
-                #[allow(unused_mut)]
-                let mut features: Vec<String> = Vec::new();
-                #[cfg(target_arch = "x86_64")]
-                {
-                    for (name, present) in
-                        [("avx2", is_x86_feature_detected!("avx2")), ("fma", is_x86_feature_detected!("fma")), ("avx512f", is_x86_feature_detected!("avx512f"))]
-                    {
-                        if present {
-                            features.push(name.to_string());
-                        }
-                    }
-                }
-                Machine { cpu: "unknown".into(), cores, features }
-            }
-        }
-    }
-
-    /// Parses the first processor's `model name` and `flags` lines.
-    pub fn from_cpuinfo(text: &str, cores: usize) -> Self {
-        let field =
-            |key: &str| text.lines().find(|l| l.split(':').next().is_some_and(|k| k.trim() == key)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim());
-        let flags: Vec<&str> = field("flags").unwrap_or_default().split_whitespace().collect();
-        let features = FEATURES.iter().filter(|f| flags.contains(f)).map(|f| f.to_string()).collect();
-        Machine { cpu: field("model name").unwrap_or("unknown").to_string(), cores, features }
-    }
-
-    /// One line: `AMD EPYC, 2 cores, AVX2 FMA (no AVX-512, no AMX)`.
-    pub fn summary(&self) -> String {
-        let has = |f: &str| self.features.iter().any(|x| x == f);
-        let mut parts: Vec<String> = self.features.iter().map(|f| f.to_uppercase().replace('_', "-")).collect();
-        if !has("avx512f") {
-            parts.push("no AVX-512".into());
-        }
-        if !has("amx_tile") {
-            parts.push("no AMX".into());
-        }
-        format!("{}, {} cores, {}", self.cpu, self.cores, parts.join(" "))
-    }
-}
+pub use crate::machine::Machine;
 
 /// The machine's practical peak: a square `n x n` matrix product of
 /// `dtype` (f32 or bf16) compiled by the same plugin, best of `repeats`.
@@ -312,10 +248,6 @@ pub fn table(results: &[BenchResult], peak: Option<f64>) -> String {
     out
 }
 
-/// A layer of the network, built on an input inside a graph.
-/// The kernel choice applies to conv layers (dense layers ignore it).
-type LayerFn = dyn Fn(&mut Graph, &mut dyn crate::graph::Params, crate::graph::Tensor, Kernel) -> crate::graph::Result<crate::graph::Tensor>;
-
 /// One part of the training step, compiled and timed alone.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ProfileRow {
@@ -381,22 +313,12 @@ pub fn profile(client: &Client, case: &BenchCase) -> anyhow::Result<Vec<ProfileR
             if li == 0 && what == "input gradient" {
                 continue; // the images need no gradient
             }
-            let mut g = Graph::new(format!("profile_{}", name.replace('.', "_")));
-            let mut params = crate::graph::DeclareParams::new(dtype);
-            let x = g.parameter("x", dtype, in_dims)?;
-            let y = g.scoped(name, |g| layer(g, &mut params, x, kernel))?;
-            let out = if what == "forward" {
-                y
-            } else {
-                let y_dims = g.dims(y).to_vec();
-                let cot = g.parameter("cot", dtype, &y_dims)?;
-                let yc = g.mul(y, cot)?;
-                let yc = g.convert(yc, DType::F32)?;
-                let l = g.sum_all(yc)?;
-                let weight = params.tensors()[0];
-                let grads = g.grad(l, &[x, weight])?;
-                if what == "input gradient" { grads[0] } else { grads[1] }
+            let part = match what {
+                "forward" => LayerPart::Forward,
+                "input gradient" => LayerPart::InputGradient,
+                _ => LayerPart::WeightGradient,
             };
+            let (g, out) = layer_part_graph(name, in_dims, dtype, part, layer.as_ref(), kernel)?;
             // Each gradient of a contraction is a contraction of the same
             // size as its forward.
             let gflop = flops_of_layer(&g, name) / 1e9;
@@ -486,12 +408,7 @@ fn flops_of_layer(g: &Graph, name: &str) -> f64 {
 
 /// A deterministic tensor of `dtype` (f32 or bf16) with values in [-0.5, 0.5).
 fn fill(dtype: DType, dims: &[i64]) -> anyhow::Result<HostTensor> {
-    let n: i64 = dims.iter().product();
-    let values: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-    Ok(match dtype {
-        DType::BF16 => HostTensor::from_bf16(dims, &values.iter().map(|v| half::bf16::from_f32(*v)).collect::<Vec<_>>())?,
-        _ => HostTensor::from_f32(dims, &values)?,
-    })
+    Ok(crate::models::kernel_choice::fill(dtype, dims)?)
 }
 
 /// The profile as a table.

@@ -54,6 +54,9 @@ pub const RESERVED_KEYS: [&str; 4] = [META_STEP, META_TENSOR_ORDER, META_TENSOR_
 pub const META_EPOCH: &str = "epoch";
 pub const META_INPUT_PIPELINE: &str = "input_pipeline";
 pub const META_EXPERIMENT_HASH: &str = "experiment_hash";
+/// The CPU kernels the state was trained with (`models::KernelChoice` as
+/// JSON): a resumed run keeps them, so it stays bit-identical.
+pub const META_CPU_KERNELS: &str = "cpu_kernels";
 
 /// Why a checkpoint could not be saved or loaded. Every variant names the
 /// file or directory, and the tensor or key at fault where there is one.

@@ -42,6 +42,7 @@ pub mod google;
 pub mod graph;
 pub mod hierarchy;
 pub mod lock;
+pub mod machine;
 pub mod models;
 pub mod orchestrator;
 pub mod program;

@@ -119,7 +119,7 @@ fn a_training_step_on_onednn_matches_the_xla_step() {
     arch.dense_units = 32;
     let config = |mode: CpuKernelMode| SessionConfig {
         kind: ModelKind::Emotion,
-        cpu_kernels: mode.kernels(&arch),
+        cpu_kernels: mode.forced(&arch).unwrap(),
         arch: arch.clone(),
         optimizer: Optimizer::Momentum { momentum: 0.9, nesterov: false },
         global_batch: 8,
@@ -149,7 +149,7 @@ fn a_training_step_on_onednn_matches_the_xla_step() {
         replicas: 1,
         precision: Precision::F32,
         conv: ConvChoice::Convolution,
-        cpu_kernels: mode.kernels(&arch),
+        cpu_kernels: mode.forced(&arch).unwrap(),
     };
     let text = spec(CpuKernelMode::Onednn).train_step().unwrap().text;
     for target in ["emotionet_onednn_conv_fwd", "emotionet_onednn_conv_bwd_data", "emotionet_onednn_conv_bwd_weights"] {
@@ -168,5 +168,55 @@ fn a_training_step_on_onednn_matches_the_xla_step() {
         for (i, (p, q)) in a.iter().zip(&b).enumerate() {
             assert!((p - q).abs() <= 1e-4 * scale, "{name}[{i}]: oneDNN {p}, XLA {q} (largest |value| {scale})");
         }
+    }
+}
+
+/// `auto` times both forms of every part once, keeps the faster, and
+/// writes the cache; a second choice for the same shapes reads the cache
+/// and measures nothing. A damaged cache is an error naming the file.
+#[test]
+fn auto_measures_each_part_once_and_then_reads_the_cache() {
+    use emotionet::models::kernel_choice::{self, ChoiceRequest, LayerPart};
+    use emotionet::models::{Architecture, ChoiceSource, ConvChoice, CpuKernelMode, KernelCache, Precision};
+    assert!(pjrt::onednn_version().is_some(), "oneDNN (libdnnl.so.2) must load here: `make setup` installs libdnnl-dev");
+    let client = common::client();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::at(dir.path().join("cpu-kernels.json"));
+    let arch = Architecture::emotion(24);
+    let request =
+        ChoiceRequest { mode: CpuKernelMode::Auto, arch: &arch, replica_batch: 4, precision: Precision::F32, conv: ConvChoice::Convolution, repeats: 3 };
+    let first = kernel_choice::choose(client, &request, &cache).unwrap();
+    assert_eq!(first.source, ChoiceSource::Measured);
+    let blocks = arch.conv_filters.len();
+    assert_eq!(first.parts.len(), 3 * blocks - 1, "every part but block 1's input gradient: {first:?}");
+    for p in &first.parts {
+        assert!(!p.cached && p.xla_ms > 0.0 && p.onednn_ms > 0.0, "{p:?}");
+        let want = if p.onednn_ms < p.xla_ms { emotionet::graph::Kernel::Onednn } else { emotionet::graph::Kernel::Xla };
+        assert_eq!(p.chosen, want, "{p:?}");
+        assert_eq!(p.part.of(first.kernels.block(p.block - 1)), p.chosen, "the kernels say what the part chose: {p:?}");
+    }
+    assert!(first.parts.iter().all(|p| !(p.block == 1 && p.part == LayerPart::InputGradient)));
+
+    let second = kernel_choice::choose(client, &request, &cache).unwrap();
+    assert_eq!(second.source, ChoiceSource::Cached);
+    assert_eq!(second.kernels, first.kernels);
+    assert!(second.parts.iter().all(|p| p.cached));
+
+    // Another batch is another shape: measured anew, the old entries kept.
+    let other = kernel_choice::choose(client, &ChoiceRequest { replica_batch: 2, ..request }, &cache).unwrap();
+    assert_eq!(other.source, ChoiceSource::Measured);
+    let entries: serde_json::Value = serde_json::from_slice(&std::fs::read(cache.path()).unwrap()).unwrap();
+    assert_eq!(entries.as_object().unwrap().len(), 2 * (3 * blocks - 1));
+
+    std::fs::write(cache.path(), b"{ cut").unwrap();
+    let err = kernel_choice::choose(client, &request, &cache).unwrap_err().to_string();
+    assert!(err.contains("cpu-kernels.json") && err.contains("delete it"), "{err}");
+
+    // Forced modes measure nothing.
+    for mode in [CpuKernelMode::Xla, CpuKernelMode::Onednn] {
+        let forced = kernel_choice::choose(client, &ChoiceRequest { mode, ..request }, &cache).unwrap();
+        assert_eq!(forced.source, ChoiceSource::Forced);
+        assert!(forced.parts.is_empty());
+        assert_eq!(forced.kernels.is_xla(), mode == CpuKernelMode::Xla);
     }
 }

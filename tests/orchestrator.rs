@@ -290,7 +290,10 @@ fn a_second_signal_kills_every_child_group_at_once_and_leaves_nothing() {
         assert!(start.elapsed() < Duration::from_secs(10), "the orchestrator did not exit on the second signal");
         std::thread::sleep(Duration::from_millis(10));
     };
-    said.extend(lines.try_iter());
+    // The rest of its stderr, up to the end of the pipe (the reader thread may lag behind the exit).
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        said.push(line);
+    }
     let said = said.join("\n");
     assert_eq!(status.code(), Some(130), "{said}");
     // (0 or 1 groups: a trainer still starting may already have ended on the forwarded SIGTERM.)

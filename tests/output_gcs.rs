@@ -548,6 +548,15 @@ fn a_bucket_campaign_survives_a_lost_vm_and_the_report_shows_what_the_bucket_hol
             .env("EMOTIONET_STAGING", staging);
         output(&mut cmd)
     };
+    // A desk reads the bucket mid-run, while the writer's retention deletes
+    // old checkpoints (an object listed and then deleted before its
+    // download is skipped): its staging cache now holds a running record.
+    let desk = dir.path().join("desk");
+    let read = report(&desk);
+    assert!(read.status.success(), "{}", text(&read.stderr));
+    let desk_record = desk.join(BUCKET).join("walk").join(run).join("record.json");
+    let cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&desk_record).unwrap()).unwrap();
+    assert_eq!(cached["status"]["state"], "running", "{cached}");
 
     // The VM is lost: Google takes it, and its processes end with it (no last upload, the lease left behind).
     fake.preempt("emotionet-tpu");
@@ -562,15 +571,6 @@ fn a_bucket_campaign_survives_a_lost_vm_and_the_report_shows_what_the_bucket_hol
     let newest_at_loss = steps_in_bucket().into_iter().max().unwrap();
     let total = 600;
     assert!(newest_at_loss < total, "the run had finished before the loss");
-    // A desk reads the bucket while the VM is lost (while a writer's
-    // retention deletes checkpoints, a restore can still meet an object
-    // listed and then deleted: see the report of issue 24): its staging
-    // cache now holds a running record.
-    let desk = dir.path().join("desk");
-    assert!(report(&desk).status.success());
-    let desk_record = desk.join(BUCKET).join("walk").join(run).join("record.json");
-    let cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&desk_record).unwrap()).unwrap();
-    assert_eq!(cached["status"]["state"], "running", "{cached}");
 
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));

@@ -127,6 +127,7 @@ fn write_run(runs: &Path, s: &Spec) {
             precision: Some(Precision::F32),
             compute_types: None,
             train_step_cost: None,
+            cpu_kernels: None,
         },
         steps_done,
         resumes: 0,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_support::{command, emotionet};
+use cli_support::{command, emotionet, output};
 use emotionet::checkpoint::CheckpointDir;
 
 /// A small experiment: the face model at 24x24 on a tiny synthetic set.
@@ -46,9 +46,33 @@ fn final_params(run_dir: &Path) -> Vec<(String, Vec<u8>)> {
     ck.tensors.iter().map(|(n, t)| (n.clone(), t.bytes().to_vec())).collect()
 }
 
+/// Under each `--cpu-kernels` choice (`xla`, `onednn`, and `auto`, which
+/// measures in the reference run and finds the same choice in its cache for
+/// the killed run, then keeps its checkpoint's choice on every resume).
 #[test]
 fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
+    killed_twice_resumes_to_the_same_parameters("xla");
+}
+
+#[test]
+fn a_run_on_onednn_kernels_killed_twice_resumes_to_the_same_parameters() {
+    killed_twice_resumes_to_the_same_parameters("onednn");
+}
+
+#[test]
+fn a_run_on_kernels_chosen_by_measurement_killed_twice_resumes_to_the_same_parameters() {
+    killed_twice_resumes_to_the_same_parameters("auto");
+}
+
+fn killed_twice_resumes_to_the_same_parameters(kernels: &str) {
     let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cpu-kernels.json");
+    let command = || {
+        let mut c = command();
+        c.env("EMOTIONET_CPU_KERNELS", kernels).env("EMOTIONET_KERNEL_CACHE", &cache);
+        c
+    };
+    let emotionet = |args: &[&str]| output(command().args(args));
     // 400 small steps: long enough that the run cannot end between the test
     // seeing the step-12 checkpoint and freezing the trainer (asserted below).
     let reference = experiment(tmp.path(), "reference", 24, 8, 4, 100, 3, 32);
@@ -122,6 +146,32 @@ fn a_run_killed_twice_resumes_to_the_same_parameters_as_an_uninterrupted_one() {
     unique.dedup();
     assert_eq!(steps, unique, "no duplicated points in metrics.jsonl");
     assert!(std::fs::read_dir(dir.join("tensorboard")).unwrap().count() >= 1);
+
+    // Both records name the kernels, the same ones; the resumed run says it
+    // kept its checkpoint's.
+    let (ours, theirs) = (read_record(&dir)["config"]["cpu_kernels"].clone(), read_record(&ref_dir)["config"]["cpu_kernels"].clone());
+    assert_eq!(ours["mode"], kernels, "{ours}");
+    assert_eq!(ours["kernels"], theirs["kernels"], "the two runs trained with different kernels: {ours} / {theirs}");
+    assert_eq!(ours["source"], "checkpoint", "{ours}");
+    let expected_source = if kernels == "auto" { "measured" } else { "forced" };
+    assert_eq!(theirs["source"], expected_source, "{theirs}");
+    let onednn_parts = theirs["kernels"].as_array().unwrap().iter().flat_map(|b| b.as_object().unwrap().values()).filter(|k| *k == "onednn").count();
+    match kernels {
+        "xla" => assert_eq!(onednn_parts, 0, "{theirs}"),
+        // The face model's two conv blocks, three parts each.
+        "onednn" => assert_eq!(onednn_parts, 6, "{theirs}"),
+        // Five parts measured (block 1 has no input gradient), each chosen
+        // as the faster of its two timings.
+        _ => {
+            let parts = theirs["parts"].as_array().unwrap();
+            assert_eq!(parts.len(), 5, "{theirs}");
+            for p in parts {
+                let (x, o) = (p["xla_ms"].as_f64().unwrap(), p["onednn_ms"].as_f64().unwrap());
+                assert!(x > 0.0 && o > 0.0, "{p}");
+                assert_eq!(p["chosen"], if o < x { "onednn" } else { "xla" }, "{p}");
+            }
+        }
+    }
 }
 
 fn read_record(dir: &Path) -> serde_json::Value {

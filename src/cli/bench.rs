@@ -9,7 +9,8 @@ use super::BackendArgs;
 use crate::bench::{self, BenchCase};
 use crate::data::Augmentation;
 use crate::graph::optim::Optimizer;
-use crate::models::{Architecture, ConvChoice, CpuKernelMode, ModelKind, Precision};
+use crate::models::kernel_choice::{self, ChoiceRequest};
+use crate::models::{Architecture, ConvChoice, CpuKernelMode, KernelCache, ModelKind, Precision};
 use crate::pjrt::OptionOverride;
 use crate::tensor::DType;
 
@@ -48,9 +49,10 @@ pub struct BenchArgs {
     /// (im2col + dot) where a layer has one input channel.
     #[arg(long, value_enum, default_value_t = ConvChoice::Convolution)]
     pub conv: ConvChoice,
-    /// Who computes the conv layers on a CPU: XLA's ops, or oneDNN
+    /// Who computes the conv layers on a CPU: per part the faster of the
+    /// two measured on this machine (auto, cached), XLA's ops, or oneDNN
     /// (Debian's libdnnl, loaded at run time) through XLA custom calls.
-    #[arg(long, value_enum, default_value_t = CpuKernelMode::Xla)]
+    #[arg(long, value_enum, default_value_t = CpuKernelMode::Auto)]
     pub cpu_kernels: CpuKernelMode,
     /// Side of the square f32 matmul timed as this machine's peak (0: skip).
     #[arg(long, default_value_t = 2048)]
@@ -168,7 +170,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         c.warmup = args.warmup;
         c.precision = args.precision;
         c.conv = args.conv;
-        c.cpu_kernels = args.cpu_kernels.kernels(&Architecture::for_kind(c.model, c.size));
+        let arch = Architecture::for_kind(c.model, c.size);
+        let request =
+            ChoiceRequest { mode: args.cpu_kernels, arch: &arch, replica_batch: c.batch / c.devices as i64, precision: c.precision, conv: c.conv, repeats: 5 };
+        let choice = kernel_choice::choose(&client, &request, &KernelCache::default_location())?;
+        if !args.json {
+            writeln!(std::io::stdout(), "cpu kernels for {} {}x{}: {}", c.model, c.size, c.size, choice.describe())?;
+        }
+        c.cpu_kernels = choice.kernels;
         c.optimizer = optimizer.clone();
         c.xla_options = xla_options.clone();
     }

@@ -10,7 +10,7 @@ use clap::Args;
 use super::BackendArgs;
 use crate::experiment::Experiment;
 use crate::lock::OutputLock;
-use crate::models::ModelKind;
+use crate::models::{CpuKernelMode, ModelKind};
 use crate::train::{TrainOptions, train};
 
 #[derive(Args, Debug)]
@@ -40,6 +40,12 @@ pub struct TrainArgs {
     /// it to end instead of stopping with an error.
     #[arg(long)]
     pub wait: bool,
+    /// Who computes the conv layers on a CPU: per part the faster of XLA's
+    /// op and oneDNN's kernel, timed here once and cached (auto), or one of
+    /// them everywhere. A resumed auto run keeps its checkpoint's choice.
+    /// Campaigns (`emotionet run`) pass the variable on to their trainers.
+    #[arg(long, value_enum, env = "EMOTIONET_CPU_KERNELS", default_value_t = CpuKernelMode::Auto)]
+    pub cpu_kernels: CpuKernelMode,
 }
 
 /// Sets `stop` on the first SIGINT or SIGTERM; on the second, runs
@@ -131,6 +137,7 @@ fn train_all(
     options.out_label = Some(target.display().to_string());
     options.after_flush = sync.hook().map(crate::train::run_writer::AfterFlush);
     options.halt = halt;
+    options.cpu_kernels = args.cpu_kernels;
     // The run's record says where its images came from when that was a
     // prepared set (training fails if the set cannot be read there).
     if let Some(prepared) = &experiment.data.prepared {

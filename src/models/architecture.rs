@@ -239,8 +239,12 @@ impl ConvChoice {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuKernelMode {
-    /// XLA's convolution ops everywhere (pure StableHLO).
+    /// Per part of each conv layer, the faster of XLA's op and oneDNN's
+    /// kernel, timed on this machine once and cached
+    /// (`models::kernel_choice`); XLA's ops where oneDNN does not load.
     #[default]
+    Auto,
+    /// XLA's convolution ops everywhere (pure StableHLO).
     Xla,
     /// oneDNN for every part of every conv layer (an error where oneDNN
     /// does not load).
@@ -248,11 +252,13 @@ pub enum CpuKernelMode {
 }
 
 impl CpuKernelMode {
-    /// The per-layer choice this mode makes for `arch`.
-    pub fn kernels(self, arch: &Architecture) -> CpuKernels {
+    /// The per-layer choice a forcing mode makes for `arch`; `None` for
+    /// `auto`, which measures ([`super::kernel_choice::choose`]).
+    pub fn forced(self, arch: &Architecture) -> Option<CpuKernels> {
         match self {
-            CpuKernelMode::Xla => CpuKernels::default(),
-            CpuKernelMode::Onednn => CpuKernels::uniform(arch.conv_filters.len(), Kernel::Onednn),
+            CpuKernelMode::Auto => None,
+            CpuKernelMode::Xla => Some(CpuKernels::default()),
+            CpuKernelMode::Onednn => Some(CpuKernels::uniform(arch.conv_filters.len(), Kernel::Onednn)),
         }
     }
 }

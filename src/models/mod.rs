@@ -6,6 +6,7 @@
 mod architecture;
 mod inference;
 mod init;
+pub mod kernel_choice;
 mod programs;
 mod session;
 
@@ -13,5 +14,6 @@ pub use crate::graph::{Init, ParamSpec};
 pub use architecture::{Architecture, ConvChoice, CpuKernelMode, CpuKernels, ModelKind, Network};
 pub use inference::{CheckpointSource, InferenceError, InferenceModel, InferenceOptions};
 pub use init::init_params;
+pub use kernel_choice::{ChoiceSource, KernelCache, KernelChoice};
 pub use programs::{BuiltProgram, Precision, ProgramSpec};
 pub use session::{BatchUploader, CompileTimes, DeviceBatch, EvalTotals, SessionConfig, SessionError, StepMetrics, TrainSession};

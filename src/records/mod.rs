@@ -266,6 +266,12 @@ pub struct RunConfig {
     /// notes then say why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_step_cost: Option<StepCost>,
+    /// Who computed each part of each conv layer on a CPU (XLA's op or
+    /// oneDNN's kernel) and why: forced, measured, cached or kept from the
+    /// checkpoint. Absent in records written before the choice existed
+    /// (those runs used XLA's ops) and until the run chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_kernels: Option<crate::models::KernelChoice>,
 }
 
 /// One train step's cost per device (replica), as the compiler that ran it
@@ -616,6 +622,7 @@ pub(crate) mod tests {
                 precision: Some(Precision::F32),
                 compute_types: Some(ComputeTypes { convolution: vec![DType::F32], dot: vec![DType::F32] }),
                 train_step_cost: None,
+                cpu_kernels: None,
             },
             steps_done: 20,
             resumes: 0,

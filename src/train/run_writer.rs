@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 
 use super::tensorboard::EventWriter;
 use super::trainer::Interrupted;
-use crate::checkpoint::{Checkpoint, CheckpointDir, META_EPOCH, META_EXPERIMENT_HASH, META_INPUT_PIPELINE};
+use crate::checkpoint::{Checkpoint, CheckpointDir, META_CPU_KERNELS, META_EPOCH, META_EXPERIMENT_HASH, META_INPUT_PIPELINE};
 use crate::data::PipelineState;
 use crate::records::{Confusion, MetricPoint, MetricsLog, RunPaths, RunRecord, RunStatus, SourceEval, SplitMetrics, Timing, now_rfc3339};
 
@@ -272,6 +272,13 @@ impl RunWriter {
         self.save_record()
     }
 
+    /// The CPU kernels the run trains with, written to the record now and
+    /// to every checkpoint from here on.
+    pub fn set_cpu_kernels(&mut self, choice: crate::models::KernelChoice) -> anyhow::Result<()> {
+        self.record.config.cpu_kernels = Some(choice);
+        self.save_record()
+    }
+
     /// Training loss and accuracy over the last window of steps.
     pub fn log_train(&mut self, point: &MetricPoint, learning_rate: f32) -> anyhow::Result<()> {
         self.metrics.append(point)?;
@@ -295,6 +302,9 @@ impl RunWriter {
         metadata.insert(META_EPOCH.to_string(), step.div_ceil(self.steps_per_epoch.max(1)).to_string());
         metadata.insert(META_INPUT_PIPELINE.to_string(), serde_json::to_string(pipeline)?);
         metadata.insert(META_EXPERIMENT_HASH.to_string(), self.hash.clone());
+        if let Some(choice) = &self.record.config.cpu_kernels {
+            metadata.insert(META_CPU_KERNELS.to_string(), serde_json::to_string(choice)?);
+        }
         self.clock.write_metadata(&mut metadata)?;
         let path = self.checkpoints.save(&Checkpoint { step, tensors, metadata })?;
         tracing::debug!("checkpoint {}", path.display());

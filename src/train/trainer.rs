@@ -18,10 +18,13 @@ use anyhow::{Context, bail};
 
 use super::run_writer::{Opened, RunStart, RunWriter};
 use super::step_clock::{Fetch, PendingStep, StepClock};
-use crate::checkpoint::{Checkpoint, META_INPUT_PIPELINE};
+use crate::checkpoint::{Checkpoint, META_CPU_KERNELS, META_INPUT_PIPELINE};
 use crate::data::{EvalBatches, PipelineState, PrepOptions, PreparedSet, TrainPipeline, prepare};
 use crate::experiment::{BackendConfig, Experiment, ModelTraining};
-use crate::models::{BatchUploader, DeviceBatch, ModelKind, SessionConfig, StepMetrics, TrainSession};
+use crate::models::kernel_choice::{self, ChoiceRequest};
+use crate::models::{
+    BatchUploader, ChoiceSource, CpuKernelMode, CpuKernels, DeviceBatch, KernelCache, KernelChoice, ModelKind, SessionConfig, StepMetrics, TrainSession,
+};
 use crate::pjrt::Client;
 use crate::records::{
     self, Confusion, ImageSize, MetricPoint, Platform, RunConfig, RunRecord, RunStatus, SCHEMA_VERSION, SourceEval, Split, SplitMetrics, now_rfc3339,
@@ -56,6 +59,9 @@ pub struct TrainOptions {
     /// Asked before every step: a reason here ends the run with that error
     /// (a bucket output whose lease another writer took over).
     pub halt: Option<Halt>,
+    /// Who computes the conv layers on a CPU (`--cpu-kernels`); a resumed
+    /// `auto` run keeps its checkpoint's choice.
+    pub cpu_kernels: CpuKernelMode,
 }
 
 /// Why the run must stop now, if it must: see [`TrainOptions::halt`].
@@ -82,6 +88,7 @@ impl TrainOptions {
             out_label: None,
             after_flush: None,
             halt: None,
+            cpu_kernels: CpuKernelMode::default(),
         }
     }
 }
@@ -136,7 +143,7 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         }
         Opened::Train { writer, checkpoint } => (writer, checkpoint),
     };
-    let config = SessionConfig {
+    let mut config = SessionConfig {
         kind,
         arch: experiment.architecture(kind),
         optimizer: training.optimizer.clone(),
@@ -147,11 +154,51 @@ pub fn train(experiment: &Experiment, kind: ModelKind, options: &TrainOptions) -
         conv: Default::default(),
         cpu_kernels: Default::default(),
     };
+    let choice = match cpu_kernels(options.cpu_kernels, &client, &config, checkpoint.as_deref()) {
+        Ok(choice) => choice,
+        Err(error) => return Err(writer.fail(error)),
+    };
+    config.cpu_kernels = choice.kernels.clone();
+    writer.set_cpu_kernels(choice)?;
     match run(experiment, kind, &training, options, &client, config, checkpoint.as_deref(), &mut writer) {
         Ok(Outcome::Finished { eval, confusion, per_source }) => writer.finish(eval, confusion, per_source),
         Ok(Outcome::Stopped { step }) => Err(writer.stop(step)),
         Err(error) => Err(writer.fail(error)),
     }
+}
+
+/// The CPU kernels of this run: those its checkpoint was trained with when
+/// it resumes under `auto` (a checkpoint from before the choice was kept
+/// trained on XLA's ops), else forced or measured
+/// ([`kernel_choice::choose`]).
+fn cpu_kernels(mode: CpuKernelMode, client: &Client, config: &SessionConfig, checkpoint: Option<&Checkpoint>) -> anyhow::Result<KernelChoice> {
+    if let Some(ck) = checkpoint {
+        let kept = match ck.metadata.get(META_CPU_KERNELS) {
+            Some(text) => {
+                serde_json::from_str::<KernelChoice>(text).with_context(|| format!("the checkpoint at step {} has unreadable cpu kernels", ck.step))?
+            }
+            None => KernelChoice { mode: CpuKernelMode::Xla, kernels: CpuKernels::default(), source: ChoiceSource::Checkpoint, parts: vec![] },
+        };
+        if mode == CpuKernelMode::Auto || mode == kept.mode {
+            tracing::info!("cpu kernels kept from the checkpoint at step {}: {}", ck.step, kept.kernels.describe());
+            return Ok(KernelChoice { source: ChoiceSource::Checkpoint, ..kept });
+        }
+        tracing::warn!(
+            "the checkpoint at step {} trained with cpu kernels {}; resuming with --cpu-kernels {} as asked, so the run is not bit-identical to an uninterrupted one",
+            ck.step,
+            kept.kernels.describe(),
+            serde_json::to_string(&mode)?.trim_matches('"')
+        );
+    }
+    let request = ChoiceRequest {
+        mode,
+        arch: &config.arch,
+        replica_batch: config.global_batch / config.devices.len().max(1) as i64,
+        precision: config.precision,
+        conv: config.conv,
+        repeats: 5,
+    };
+    kernel_choice::choose(client, &request, &KernelCache::default_location()).context("choosing the CPU kernels (--cpu-kernels)")
 }
 
 /// How the training loop ended.
@@ -204,11 +251,18 @@ fn run(
     writer.clock.compile_s += session.compile_times.train_s + session.compile_times.eval_s;
     writer.set_compute_types(compute_types(session.train_program()))?;
     // Flops per step as the compiler that runs it counts them: the report
-    // turns them into achieved FLOP/s.
-    let cost = session
-        .train_cost()
-        .map(|c| crate::records::StepCost { flops: c.flops, bytes_accessed: c.bytes_accessed })
-        .map_err(|e| format!("the plugin gave no cost analysis of the train step: {e}"));
+    // turns them into achieved FLOP/s. XLA's cost analysis does not see
+    // inside a custom call, so a step with oneDNN host kernels would be
+    // undercounted: it gets no figure, and the note says why.
+    let host_kernels = String::from_utf8_lossy(session.train_program().code()).contains("stablehlo.custom_call");
+    let cost = if host_kernels {
+        Err("the train step calls oneDNN host kernels (stablehlo.custom_call), whose flops XLA's cost analysis does not count".to_string())
+    } else {
+        session
+            .train_cost()
+            .map(|c| crate::records::StepCost { flops: c.flops, bytes_accessed: c.bytes_accessed })
+            .map_err(|e| format!("the plugin gave no cost analysis of the train step: {e}"))
+    };
     writer.set_train_step_cost(cost)?;
     train_loop(experiment, kind, training, options, &mut session, &mut pipeline, &data, writer)
 }
@@ -384,6 +438,7 @@ fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, 
             precision: Some(training.precision),
             compute_types: None,
             train_step_cost: None,
+            cpu_kernels: None,
             learning_rate: Some(training.learning_rate.at(0, training.total_steps())),
             seed: Some(experiment.seed),
         },
