@@ -320,6 +320,12 @@ fn the_preflight_compiles_once_and_a_second_cloud_run_answers_from_the_cache() {
     assert!(prediction["programs"][0]["flops"].as_f64().unwrap() > 0.0, "{prediction}");
     assert!(prediction["predicted_train_s"].as_f64().unwrap() > 0.0, "{prediction}");
     assert!(env.emotionet(&["cloud", "down", "--poll-every", "0.05"]).status.success());
+
+    // `compile --out RUNS` leaves the same file for a runs folder of one's own.
+    let compiled = with_cache(&["compile", "experiments/tiny.yaml", "--target", "v3-8", "--out", "../runs"]);
+    assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("runs/tiny/tpu-prediction-v3-8.json")).unwrap()).unwrap();
+    assert_eq!(kept["programs"][0]["flops"], prediction["programs"][0]["flops"], "the same program, the same compiler, the same figures");
 }
 
 /// A stand-in for gcloud: tokens, and `compute tpus tpu-vm ssh` run locally

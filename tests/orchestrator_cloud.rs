@@ -100,9 +100,14 @@ fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
     assert_eq!(tpu["status"]["state"], "finished");
     assert_eq!(tpu["backend"], "tpu");
     assert_eq!(cpu["platform"]["name"], "cpu");
-    // The CPU plugin gives a cost analysis: the run records its train step's flops.
+    // The run records its train step's flops from the CPU plugin's cost
+    // analysis, or, where it chose oneDNN kernels (custom calls the cost
+    // analysis cannot see into), a note saying why it has none.
     for record in [&cpu, &tpu] {
-        assert!(record["config"]["train_step_cost"]["flops"].as_f64().unwrap() > 0.0, "{record}");
+        match record["config"]["train_step_cost"]["flops"].as_f64() {
+            Some(flops) => assert!(flops > 0.0, "{record}"),
+            None => assert!(record["notes"]["train_step_cost"].as_str().unwrap().contains("custom_call"), "{record}"),
+        }
     }
     assert_eq!(tpu["platform"]["name"], "cpu", "the record names the platform that really ran");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("campaign-state.json")).unwrap()).unwrap();
