@@ -57,6 +57,19 @@ impl Machine {
         Machine { cpu: field("model name").unwrap_or("unknown").to_string(), cores, features }
     }
 
+    /// What bf16 means on this CPU, said plainly wherever a CPU program is
+    /// asked for bf16: without AMX-BF16, XLA:CPU emulates bf16 arithmetic
+    /// (converts around f32 math), so a bf16 step is slower than f32; with
+    /// it, the oneDNN bf16 kernels that would use it are not wired yet, so
+    /// bf16 runs on XLA's ops all the same.
+    pub fn bf16_note(&self) -> String {
+        if self.features.iter().any(|f| f == "amx_bf16") {
+            "bf16 on this CPU: AMX-BF16 is present, but emotionet's oneDNN kernels are f32 only, so bf16 runs on XLA's ops (emulated); expect it slower than f32".into()
+        } else {
+            "bf16 on this CPU: no AMX-BF16, so XLA:CPU emulates bf16 (f32 math with conversions around it); expect it slower than f32 (docs/speed.md)".into()
+        }
+    }
+
     /// One line: `AMD EPYC, 2 cores, AVX2 FMA (no AVX-512, no AMX)`.
     pub fn summary(&self) -> String {
         let has = |f: &str| self.features.iter().any(|x| x == f);
@@ -68,5 +81,18 @@ impl Machine {
             parts.push("no AMX".into());
         }
         format!("{}, {} cores, {}", self.cpu, self.cores, parts.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_is_called_emulated_without_amx_and_unwired_with_it() {
+        let avx2 = Machine::from_cpuinfo("model name\t: AMD EPYC\nflags\t\t: fpu avx2 fma\n", 2);
+        assert!(avx2.bf16_note().contains("no AMX-BF16, so XLA:CPU emulates bf16"), "{}", avx2.bf16_note());
+        let amx = Machine::from_cpuinfo("model name\t: Intel Xeon\nflags\t\t: avx2 avx512f amx_tile amx_bf16\n", 2);
+        assert!(amx.bf16_note().contains("AMX-BF16 is present, but"), "{}", amx.bf16_note());
     }
 }

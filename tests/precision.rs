@@ -43,6 +43,12 @@ fn a_bf16_run_records_bf16_and_its_train_step_computes_in_bf16() {
     // compiled takes bf16 into every convolution and dot.
     assert_eq!(bf16_run["config"]["precision"], "bf16");
     assert_eq!(bf16_run["config"]["compute_types"], serde_json::json!({"convolution": ["bf16"], "dot": ["bf16"]}));
+    // What bf16 means on this CPU is said in the record (emulated without
+    // AMX-BF16); an f32 run has no such note.
+    let has_amx = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().split_whitespace().any(|f| f == "amx_bf16");
+    let note = bf16_run["notes"]["cpu_bf16"].as_str().unwrap_or_else(|| panic!("no cpu_bf16 note: {bf16_run}"));
+    assert!(note.contains(if has_amx { "AMX-BF16 is present, but" } else { "XLA:CPU emulates bf16" }), "{note}");
+    assert!(f32_run["notes"].get("cpu_bf16").is_none(), "{f32_run}");
 
     // One row each in the report's run table, with the precision and its proof.
     let report = dir.path().join("report");

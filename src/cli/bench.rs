@@ -202,6 +202,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         writeln!(stdout, "plugin: {} {}", client.platform_name(), client.platform_version())?;
         let onednn = crate::pjrt::onednn_version().map_or_else(|| "not loaded (libdnnl.so.2 absent)".to_string(), |v| format!("oneDNN {v}"));
         writeln!(stdout, "cpu kernels: {} ({onednn})", serde_json::to_string(&args.cpu_kernels)?.trim_matches('"'))?;
+        if args.precision == Precision::Bf16 && client.platform_name().eq_ignore_ascii_case("cpu") {
+            writeln!(stdout, "{}", machine.bf16_note())?;
+        }
     }
     let peak = if args.peak_size > 0 {
         let p = bench::matmul_peak(&client, args.peak_size, DType::F32, 3)?;

@@ -23,7 +23,8 @@ use crate::data::{EvalBatches, PipelineState, PrepOptions, PreparedSet, TrainPip
 use crate::experiment::{BackendConfig, Experiment, ModelTraining};
 use crate::models::kernel_choice::{self, ChoiceRequest};
 use crate::models::{
-    BatchUploader, ChoiceSource, CpuKernelMode, CpuKernels, DeviceBatch, KernelCache, KernelChoice, ModelKind, SessionConfig, StepMetrics, TrainSession,
+    BatchUploader, ChoiceSource, CpuKernelMode, CpuKernels, DeviceBatch, KernelCache, KernelChoice, ModelKind, Precision, SessionConfig, StepMetrics,
+    TrainSession,
 };
 use crate::pjrt::Client;
 use crate::records::{
@@ -416,6 +417,14 @@ fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, 
     let mut notes = options.notes.clone();
     if let Some(file) = &options.experiment_file {
         notes.insert("experiment_file".into(), file.display().to_string());
+    }
+    // bf16 on a CPU: say what it means on this one (emulated without
+    // AMX-BF16), in the log and in the record, so a slow bf16 row is read
+    // for what it is.
+    if training.precision == Precision::Bf16 && client.platform_name().eq_ignore_ascii_case("cpu") {
+        let note = crate::machine::Machine::detect().bf16_note();
+        tracing::warn!("{note}");
+        notes.insert("cpu_bf16".into(), note);
     }
     RunRecord {
         schema: SCHEMA_VERSION,
