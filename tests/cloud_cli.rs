@@ -215,6 +215,7 @@ fn up_status_run_fetch_down_with_a_local_stand_in_vm() {
         "cloud",
         "run",
         "campaign.yaml",
+        "--skip-preflight",
         "--ship",
         "experiments",
         "--via",
@@ -254,6 +255,79 @@ fn up_status_run_fetch_down_with_a_local_stand_in_vm() {
     assert!(leftovers.contains("queued resources in europe-west4-a: 0"), "{leftovers}");
 }
 
+/// The preflight: `cloud up --campaign` compiles the campaign's TPU
+/// programs for the type with the pinned libtpu before its first request;
+/// `cloud run` compiles them again only if the compile cache lacks them
+/// (same program, libtpu and topology), so the second and third time no
+/// worker starts and the cache file is not rewritten; and the prediction is
+/// left beside the runs for the report.
+#[test]
+fn the_preflight_compiles_once_and_a_second_cloud_run_answers_from_the_cache() {
+    let fake = FakeTpu::start();
+    let dir = temp_dir("preflight");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("experiments")).unwrap();
+    // The campaign puts its runs on the TPU (`cloud up --campaign` compiles those alone).
+    std::fs::write(project.join("campaign.yaml"), "experiments: [experiments/tiny.yaml]\nbackends: [tpu]\n").unwrap();
+    std::fs::write(
+        project.join("experiments/tiny.yaml"),
+        "name: tiny\ndata: {image_size: 24, source: {synthetic: {faces: 60, non_faces: 40, size: 48}}}\n\
+         models:\n  face: {batch: 8, steps_per_epoch: 3, epochs: 2, architecture: {dense_units: 16}}\n",
+    )
+    .unwrap();
+    let env = Env { fake: &fake, dir: dir.path(), token: REFRESH_TOKEN };
+    let cache = dir.path().join("xdg-cache/emotionet/tpu-compile-cache.json");
+    let with_cache = |args: &[&str]| output(env.command(args).env("XDG_CACHE_HOME", dir.path().join("xdg-cache")));
+
+    let up = with_cache(&[UP, &["--campaign", "campaign.yaml"]].concat());
+    let stderr = text(&up.stderr);
+    assert!(up.status.success(), "{stderr}");
+    assert!(stderr.contains("preflight: 3 compiled now, 0 answered from the compile cache"), "{stderr}");
+    assert!(stderr.contains("preflight: tiny fits a v3-8 (3 programs): largest face train_step"), "{stderr}");
+    let before_create = stderr.find("preflight: 3 compiled").unwrap();
+    assert!(before_create < stderr.find("creating TPU VM").unwrap(), "{stderr}");
+    let stamp = std::fs::metadata(&cache).unwrap().modified().unwrap();
+
+    let vm = dir.path().join("vm");
+    for _ in 0..2 {
+        let run = with_cache(&[
+            "cloud",
+            "run",
+            "campaign.yaml",
+            "--ship",
+            "experiments",
+            "--via",
+            "local",
+            "--local-root",
+            vm.to_str().unwrap(),
+            "--out",
+            "../out",
+            "--setup",
+            "true",
+            "--command",
+            "true",
+            "--poll-every",
+            "0.05",
+        ]);
+        let stderr = text(&run.stderr);
+        assert!(run.status.success(), "{stderr}");
+        assert!(stderr.contains("preflight: 0 compiled now, 3 answered from the compile cache"), "no worker, no compile: {stderr}");
+        assert_eq!(std::fs::metadata(&cache).unwrap().modified().unwrap(), stamp, "a cache that answered everything is not rewritten");
+    }
+    let prediction: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/tiny/tpu-prediction-v3-8.json")).unwrap()).unwrap();
+    assert_eq!(prediction["accelerator_type"], "v3-8");
+    assert_eq!(prediction["programs"][0]["name"], "face train_step");
+    assert!(prediction["programs"][0]["flops"].as_f64().unwrap() > 0.0, "{prediction}");
+    assert!(prediction["predicted_train_s"].as_f64().unwrap() > 0.0, "{prediction}");
+    assert!(env.emotionet(&["cloud", "down", "--poll-every", "0.05"]).status.success());
+
+    // `compile --out RUNS` leaves the same file for a runs folder of one's own.
+    let compiled = with_cache(&["compile", "experiments/tiny.yaml", "--target", "v3-8", "--out", "../runs"]);
+    assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("runs/tiny/tpu-prediction-v3-8.json")).unwrap()).unwrap();
+    assert_eq!(kept["programs"][0]["flops"], prediction["programs"][0]["flops"], "the same program, the same compiler, the same figures");
+}
+
 /// A stand-in for gcloud: tokens, and `compute tpus tpu-vm ssh` run locally
 /// in a folder playing the VM's home. Every call is logged for the test.
 const FAKE_GCLOUD: &str = r#"#!/bin/bash
@@ -284,6 +358,7 @@ fn run_through_gcloud_ssh_builds_the_documented_command_lines() {
         "cloud",
         "run",
         "campaign.yaml",
+        "--skip-preflight",
         "--auth",
         "gcloud",
         "--ssh-arg=--tunnel-through-iap",
@@ -519,6 +594,7 @@ fn the_stand_in_vm_runs_the_real_setup_script() {
                 "cloud",
                 "run",
                 "campaign.yaml",
+                "--skip-preflight",
                 "--via",
                 "local",
                 "--local-root",
@@ -563,6 +639,7 @@ fn a_killed_cloud_run_leaves_the_campaign_running_and_run_again_reattaches() {
         "cloud",
         "run",
         "campaign.yaml",
+        "--skip-preflight",
         "--ship",
         "campaign.sh",
         "--via",

@@ -79,7 +79,7 @@ fn an_older_userland_refuses_the_binary_and_builds_its_own() {
     assert!(emotionet(&up).status.success());
 
     let needs = emotionet::cloud::elf::read_needs(Path::new(env!("CARGO_BIN_EXE_emotionet"))).unwrap();
-    let refused = emotionet(&["cloud", "run", "campaign.yaml", "--out", "../out", "--command", "true", "--poll-every", "0.2"]);
+    let refused = emotionet(&["cloud", "run", "campaign.yaml", "--skip-preflight", "--out", "../out", "--command", "true", "--poll-every", "0.2"]);
     assert_eq!(refused.status.code(), Some(1));
     let stderr = text(&refused.stderr);
     assert!(stderr.contains(&format!("needs glibc {}", needs.glibc.unwrap())) && stderr.contains("has glibc 2.31"), "{stderr}");
@@ -89,6 +89,7 @@ fn an_older_userland_refuses_the_binary_and_builds_its_own() {
         "cloud",
         "run",
         "campaign.yaml",
+        "--skip-preflight",
         "--build-on-vm",
         "--out",
         "../out",

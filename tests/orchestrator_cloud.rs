@@ -100,6 +100,15 @@ fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
     assert_eq!(tpu["status"]["state"], "finished");
     assert_eq!(tpu["backend"], "tpu");
     assert_eq!(cpu["platform"]["name"], "cpu");
+    // The run records its train step's flops from the CPU plugin's cost
+    // analysis, or, where it chose oneDNN kernels (custom calls the cost
+    // analysis cannot see into), a note saying why it has none.
+    for record in [&cpu, &tpu] {
+        match record["config"]["train_step_cost"]["flops"].as_f64() {
+            Some(flops) => assert!(flops > 0.0, "{record}"),
+            None => assert!(record["notes"]["train_step_cost"].as_str().unwrap().contains("custom_call"), "{record}"),
+        }
+    }
     assert_eq!(tpu["platform"]["name"], "cpu", "the record names the platform that really ran");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("campaign-state.json")).unwrap()).unwrap();
     assert_eq!(state["runs"]["tiny/face/tpu/r0"]["status"], "finished");
@@ -122,6 +131,13 @@ fn a_campaign_trains_on_cpu_here_and_on_a_tpu_vm_and_reports_both() {
     assert!(rows("| face | TPU").is_empty() && rows("| face | tiny | TPU").is_empty(), "no row calls it a TPU: {report}");
     assert!(report.contains("No finished TPU runs"), "a stand-in is no TPU run: {report}");
     assert!(report.contains("No experiment has finished runs of the same model on CPU and on another platform"), "no CPU-vs-CPU speedup: {report}");
+    // `cloud run`'s preflight compiled the TPU programs for the VM's v3-8
+    // and left the prediction beside the runs; the report shows it as one,
+    // with no measured row (a stand-in is no TPU run).
+    assert!(out.join("cloud-tpu/tiny/tpu-prediction-v3-8.json").is_file());
+    let predicted = rows("| face | tiny | predicted on TPU v3-8 (compiler cost analysis, roofline) | 24x24 | 8 × 1 | 6 |");
+    assert_eq!(predicted.len(), 1, "{report}");
+    assert!(rows("| face | tiny | measured:").is_empty(), "{report}");
     let down = emotionet(dir.path(), &fake, &["cloud", "--state", state_path(dir.path()).as_str(), "down", "--poll-every", "0.05"]);
     assert!(down.status.success());
 }
@@ -176,6 +192,7 @@ fn campaigns_and_cloud_commands_agree_on_the_default_state_file() {
         "0.05",
         "--sync-every",
         "0.2",
+        "--skip-preflight",
     ]);
     let campaign = |cloud: serde_json::Value| {
         serde_yaml::to_string(&serde_json::json!({"experiments": ["experiments/tiny.yaml"], "backends": ["tpu"], "hierarchy_eval": false, "cloud": cloud}))

@@ -296,3 +296,18 @@ fn the_plugin_is_loaded_once_per_path() {
         assert!(std::ptr::eq(a.path(), b.path()), "{} was loaded a second time", other.display());
     }
 }
+
+/// The CPU plugin gives a cost analysis of a loaded executable (what every
+/// run records as its train step's flops), counting what is computed: the
+/// 3x3 convolution of CONV_REDUCE over a 5x4 image with padding 1 has
+/// 13 x 10 taps inside the image per (batch, output feature), so
+/// 2 x 2 x 130 = 520 multiply-adds = 1,040 flops; the reduction of 2 x 40
+/// values to 2 is 78 adds: 1,118.
+#[test]
+fn the_cpu_plugin_gives_a_cost_analysis_of_a_loaded_executable() {
+    let client = cpu_client();
+    let exe = client.compile(&Program::stablehlo("conv_reduce", CONV_REDUCE), &CompileOptions::single_device(0)).unwrap();
+    let cost = exe.cost_analysis().expect("the CPU plugin's cost analysis");
+    assert_eq!(cost.flops, 1118.0, "{cost:?}");
+    assert!(cost.bytes_accessed > 0.0, "{cost:?}");
+}

@@ -126,6 +126,7 @@ fn write_run(runs: &Path, s: &Spec) {
             seed: Some(s.repeat as u64),
             precision: Some(Precision::F32),
             compute_types: None,
+            train_step_cost: None,
             cpu_kernels: None,
         },
         steps_done,
@@ -584,4 +585,149 @@ fn a_stand_in_tpu_run_is_labelled_and_never_counted_as_a_tpu_run() {
     assert!(json["paper_comparisons"].as_array().unwrap().iter().all(|c| c["backend"] == "cpu"));
     let run = json["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == "paper-cpu/face/tpu/r0").unwrap();
     assert_eq!(run["ran_on"], serde_json::json!({"backend": "cpu", "stand_in_for": "tpu"}));
+}
+
+/// A TPU prediction file for `experiment`, as the cloud preflight writes it
+/// (`tpu::write_prediction`): the train step of each model at `step_s`
+/// (the roofline), plus an eval step that the report must not show.
+fn write_prediction(runs: &Path, experiment: &str, step_s: [(ModelKind, f64); 2]) -> std::path::PathBuf {
+    use emotionet::tpu::{self, CompileReport, ProgramFigures, Role};
+    let target = tpu::target("v3-8").unwrap();
+    let program = |model: ModelKind, role: Role, step: f64| ProgramFigures {
+        name: format!("{model} {}", role.as_str()),
+        model,
+        role,
+        image_size: 256,
+        batch: 128,
+        replicas: if role == Role::TrainStep { 8 } else { 1 },
+        precision: Precision::F32,
+        program_hash: "0".repeat(64),
+        compile_s: 20.0,
+        error: None,
+        memory: Some(emotionet::pjrt::MemoryStats { arguments: 2_150_000_000, temp: 2_490_000_000, ..Default::default() }),
+        memory_total_bytes: Some(4_640_000_000),
+        hbm_bytes: target.generation.hbm_bytes,
+        fits: true,
+        flops: Some(1.11e11),
+        bytes_accessed: Some(2.12e10),
+        roofline_step_s: Some(step),
+        bound: Some("memory".into()),
+        runs: (role == Role::TrainStep).then_some(15 * if model == ModelKind::Face { 30 } else { 40 }),
+        serialized: None,
+    };
+    let mut programs = Vec::new();
+    for (model, step) in step_s {
+        programs.push(program(model, Role::TrainStep, step));
+        programs.push(program(model, Role::EvalStep, step / 3.0));
+    }
+    let report = CompileReport {
+        experiment: experiment.into(),
+        accelerator_type: "v3-8".into(),
+        topology: "v3:2x2".into(),
+        create_options: vec![],
+        devices: 8,
+        device_kind: "TPU v3".into(),
+        platform_version: "libtpu test".into(),
+        plugin: "libtpu.so".into(),
+        plugin_attributes: vec![],
+        peak_bf16_flops: target.generation.peak_bf16_flops,
+        peak_f32_flops: target.generation.peak_f32_flops,
+        hbm_bytes: target.generation.hbm_bytes,
+        hbm_bandwidth: target.generation.hbm_bandwidth,
+        peak_source: target.generation.source.into(),
+        f32_peak_note: tpu::targets::f32_peak_note().into(),
+        programs,
+        predicted_train_s: Some(step_s[0].1 * 450.0 + step_s[1].1 * 600.0),
+        predicted_cost: vec![],
+        price_source: emotionet::cloud::cost::PRICE_SOURCE.into(),
+        prediction_note: tpu::PREDICTION_NOTE.into(),
+        refusals: vec![],
+    };
+    tpu::write_prediction(runs, &report).unwrap()
+}
+
+/// The prediction is shown as one: its own labelled rows next to the
+/// measured TPU group with measured / predicted, never a bar in the time
+/// chart, never a group, a speedup or a paper comparison.
+#[test]
+fn a_tpu_prediction_is_labelled_shown_beside_the_measured_tpu_row_and_counted_as_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    sample_runs(&runs);
+    let without = tmp.path().join("without");
+    assert!(report(&runs, &without, &[]).status.success());
+    // The sample's TPU steady steps are 90 ms (face) and 110 ms (emotion):
+    // predicted at a quarter of that, measured / predicted is 4.
+    let file = write_prediction(&runs, "paper-tpu", [(ModelKind::Face, 0.0225), (ModelKind::Emotion, 0.0275)]);
+    assert_eq!(file, runs.join("paper-tpu/tpu-prediction-v3-8.json"));
+    let out_dir = tmp.path().join("report");
+    let out = report(&runs, &out_dir, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("### Predicted TPU time: a prediction, not a measurement"), "{md}");
+    let rows: Vec<&str> = md.lines().filter(|l| l.contains("| paper-tpu | predicted on TPU v3-8 (compiler cost analysis, roofline) |")).collect();
+    assert_eq!(rows.len(), 2, "one row per model's train step, no eval step: {rows:?}");
+    let face = rows.iter().find(|l| l.starts_with("| face |")).unwrap();
+    // 450 steps of 22.5 ms = 10.1 s; $8.00/h on demand, $2.04/h spot; 4.64 GB = 4.32 GiB of a v3 core's 16.
+    assert!(face.contains("| 256x256 | 128 × 8 | 450 | 22.5 ms (memory-bound) |"), "{face}");
+    assert!(face.contains("| $0.02 (est.) | $0.01 (est.) | 4.32 GiB of 16.00 GiB |"), "{face}");
+    let measured = md.lines().find(|l| l.starts_with("| face | paper-tpu | measured: TPU")).expect("the measured TPU row follows its prediction");
+    assert!(measured.contains("| 90.0 ms |") && measured.contains("| 4.00× |"), "{measured}");
+
+    // Nothing else moved: the chart, the groups, the speedups and the paper comparisons are those of the report without it.
+    assert_eq!(fs::read_to_string(out_dir.join("training-time.svg")).unwrap(), fs::read_to_string(without.join("training-time.svg")).unwrap());
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(out_dir.join("report.json")).unwrap()).unwrap();
+    let before: serde_json::Value = serde_json::from_slice(&fs::read(without.join("report.json")).unwrap()).unwrap();
+    for key in ["groups", "speedups", "paper_comparisons"] {
+        assert_eq!(json[key], before[key], "{key}");
+    }
+    let predictions = json["tpu_predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 2);
+    for p in predictions {
+        assert_eq!(p["kind"], "prediction");
+        assert_eq!(p["file"], "paper-tpu/tpu-prediction-v3-8.json");
+        let ratio = p["measured"]["step_ratio"].as_f64().unwrap();
+        assert!((ratio - 4.0).abs() < 0.05, "{p}");
+        assert!(p["measured"]["train_ratio"].as_f64().unwrap() > 3.9, "{p}");
+    }
+
+    // A broken prediction file is named, as a broken record is.
+    fs::write(&file, b"{\"experiment\": 1}").unwrap();
+    let out = report(&runs, &tmp.path().join("broken"), &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read the TPU prediction") && stderr.contains("tpu-prediction-v3-8.json"), "{stderr}");
+}
+
+/// Achieved FLOP/s from the recorded flops per step: flops per device x
+/// devices / steady step, and for a TPU of the peak table its MFU; a CPU
+/// or GPU row has no MFU (no peak in the record or the table).
+#[test]
+fn achieved_flops_come_from_the_recorded_cost_analysis_and_tpus_get_an_mfu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    sample_runs(&runs);
+    for (dir, flops) in [("paper-tpu/face/tpu/r0", 1.11e11), ("paper-cpu/face/cpu/r0", 2.0e10), ("paper-cpu/face/cpu/r1", 2.0e10)] {
+        let path = runs.join(dir).join("record.json");
+        let mut record = RunRecord::load(&path).unwrap();
+        record.config.train_step_cost = Some(emotionet::records::StepCost { flops, bytes_accessed: 1e9 });
+        record.save(&path).unwrap();
+    }
+    let out_dir = tmp.path().join("report");
+    assert!(report(&runs, &out_dir, &[]).status.success());
+    let md = fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("### Achieved FLOP/s"), "{md}");
+    // TPU face: 1.11e11 flops x 8 devices / 90 ms = 9,867 GFLOP/s, 2.0% of 8 x 61.5 TFLOP/s.
+    let tpu = md.lines().find(|l| l.starts_with("| face | paper-tpu | TPU (TPU v3 ×8) | TPU v3 ×8 | 1.110e11 |")).expect("the TPU row");
+    assert!(tpu.contains("| 9,867 |"), "{tpu}");
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(out_dir.join("report.json")).unwrap()).unwrap();
+    let group = |backend: &str, experiment: &str| {
+        json["groups"].as_array().unwrap().iter().find(|g| g["backend"] == backend && g["experiment"] == experiment && g["model"] == "face").unwrap().clone()
+    };
+    let mfu = group("tpu", "paper-tpu")["mfu"]["median"].as_f64().unwrap();
+    assert!((mfu - 1.11e11 * 8.0 / 0.09 / (8.0 * 61.5e12)).abs() < 1e-4, "{mfu}");
+    let cpu = group("cpu", "paper-cpu");
+    assert!(cpu["achieved_flops_per_s"]["median"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert!(cpu["mfu"].is_null(), "no CPU peak in the record: {cpu}");
+    assert!(group("gpu", "paper-cpu")["achieved_flops_per_s"].is_null(), "a run without a cost analysis has no figure");
 }

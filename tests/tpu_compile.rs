@@ -8,6 +8,7 @@
 //! and the 100x100 ones are compiled in one worker process, two at a time.
 
 mod cli_support;
+mod cloud_fake;
 
 use std::path::{Path, PathBuf};
 
@@ -209,11 +210,18 @@ pub fn face_1024_experiment(dir: &Path) -> PathBuf {
     path
 }
 
+/// `compile` refuses it with the compiler's figures; then the `cloud up`
+/// preflight refuses it with the same figures before any request reaches
+/// the stand-in Cloud TPU API. The preflight answers from the compile cache
+/// that `compile` filled (a fresh preflight compile is shown in
+/// tests/cloud_cli.rs with a tiny experiment): compiling the 1024x1024
+/// programs takes a minute of this machine, once is enough.
 #[test]
-fn compile_refuses_a_face_model_that_does_not_fit_with_its_figures() {
+fn compile_and_the_cloud_up_preflight_refuse_a_face_model_that_does_not_fit_with_its_figures() {
     let dir = scratch();
     let exp = face_1024_experiment(dir.path());
-    let out = output(command().args(["compile"]).arg(&exp).args(["--target", "v3-8", "--model", "face", "--json"]));
+    let xdg_cache = dir.path().join("xdg-cache");
+    let out = output(command().env("XDG_CACHE_HOME", &xdg_cache).args(["compile"]).arg(&exp).args(["--target", "v3-8", "--model", "face", "--json"]));
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     // The TPU compiler itself runs out of HBM and says how much it needs.
@@ -225,4 +233,27 @@ fn compile_refuses_a_face_model_that_does_not_fit_with_its_figures() {
     assert_eq!(train["fits"], false);
     assert!(train["error"].as_str().unwrap().contains("ResourceExhausted"), "{train}");
     assert!(report["predicted_train_s"].is_null());
+
+    let fake = cloud_fake::FakeTpu::start();
+    let up = output(
+        command()
+            .current_dir(dir.path())
+            .env("XDG_CACHE_HOME", &xdg_cache)
+            .env("EMOTIONET_TPU_API_URL", &fake.url)
+            .env("EMOTIONET_CLOUD_STATE", dir.path().join("state.json"))
+            .env("HOME", dir.path())
+            .env("GCE_METADATA_HOST", "127.0.0.1:9")
+            .env("GOOGLE_APPLICATION_CREDENTIALS", fake.authorized_user_file(dir.path(), cloud_fake::REFRESH_TOKEN))
+            .env("EMOTIONET_GCLOUD", dir.path().join("no-gcloud"))
+            .args(["cloud", "up", "--project", "p-1", "--zone", "europe-west4-a", "--accelerator-type", "v3-8", "--campaign"])
+            .arg(&exp),
+    );
+    assert_eq!(up.status.code(), Some(1));
+    let stderr = text(&up.stderr);
+    assert!(stderr.contains("preflight: 0 compiled now, 3 answered from the compile cache"), "{stderr}");
+    assert!(stderr.contains("the preflight refused ") && stderr.contains(" on a v3-8: face-1024: face train_step needs "), "{stderr}");
+    assert!(stderr.contains("G of HBM per device; a v3 device has 16.00 GiB (the TPU compiler: Ran out of memory in memory space hbm. Used "), "{stderr}");
+    assert!(stderr.contains("Nothing was created or started") && stderr.contains("--skip-preflight"), "{stderr}");
+    assert!(fake.requests().is_empty(), "no request reached the API: {:?}", fake.requests());
+    assert!(!dir.path().join("state.json").exists(), "no VM recorded");
 }

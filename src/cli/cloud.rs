@@ -119,6 +119,13 @@ struct UpArgs {
     /// Seconds to wait for READY.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// The campaign (or experiment) the VM is for: its TPU programs are compiled for --accelerator-type here first, and a
+    /// program that does not fit a core or that the TPU compiler rejects stops `up` before anything is created (the preflight).
+    #[arg(long, value_name = "CAMPAIGN.yaml")]
+    campaign: Option<PathBuf>,
+    /// Create the VM without compiling the campaign's TPU programs first.
+    #[arg(long)]
+    skip_preflight: bool,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +209,10 @@ struct RunArgs {
     /// Delete the VM when the campaign has finished.
     #[arg(long)]
     down_after: bool,
+    /// Start without compiling the campaign's TPU programs for the VM's type first (the preflight, which refuses a
+    /// program that does not fit a core or that the TPU compiler rejects, and leaves the prediction for the report).
+    #[arg(long)]
+    skip_preflight: bool,
 }
 
 #[derive(Args, Debug)]
@@ -343,6 +354,18 @@ async fn cmd_up(common: &CommonArgs, store: &StateStore, poll: Duration, up: UpA
         external_ips: !up.no_external_ip,
     };
     let spec = request.validate().context("nothing was created")?;
+    // The preflight, before any request: a program that cannot run on this
+    // type must not cost a VM.
+    match (&up.campaign, up.skip_preflight) {
+        (Some(campaign), false) => {
+            super::preflight::preflight(campaign, &spec.accelerator_type, super::preflight::TpuRuns::OnTpu, &crate::tpu::cache::default_path())?;
+        }
+        (None, false) => eprintln!(
+            "no --campaign given: nothing to compile for {} before creating the VM (`cloud run` compiles the campaign's programs before it starts it)",
+            spec.accelerator_type
+        ),
+        (_, true) => eprintln!("--skip-preflight: creating the VM without compiling any program for {} first", spec.accelerator_type),
+    }
     let client = client(common).await?;
     // Credentials first: a refusal here has sent no request at all.
     client.check_credentials().await.context("cannot get Google Cloud credentials; nothing was created (no request was sent)")?;
@@ -601,6 +624,14 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
     // The bucket has the campaign's newest state; the copy here may be older.
     plan.restore_local = bucket.is_none();
     plan.validate().context("nothing was started")?;
+    // The preflight, before any request (a preempted VM is recreated by
+    // this command, which bills): refuse what cannot run on this type.
+    let predictions = if args.skip_preflight {
+        eprintln!("--skip-preflight: starting without compiling the campaign's programs for {} first", record.spec.accelerator_type);
+        Vec::new()
+    } else {
+        super::preflight::preflight(&args.campaign, &record.spec.accelerator_type, super::preflight::TpuRuns::All, &crate::tpu::cache::default_path())?
+    };
 
     let client = client(common).await?;
     let host = remote_host(common, &client, &record, &args.host).await?;
@@ -619,6 +650,14 @@ async fn cmd_run(common: &CommonArgs, store: &StateStore, poll: Duration, args: 
     let result = campaign::run_campaign(&vms, &mut record, host.as_ref(), &plan, interrupt.as_mut(), &mut |e| printer.show(e)).await;
     // The count of recreations is kept whatever happened.
     store.upsert(record.clone())?;
+    // The prediction goes beside the runs it predicts, for the report; written
+    // after the campaign so a fresh output folder is not "restored" to the VM.
+    for prediction in &predictions {
+        match crate::tpu::write_prediction(&plan.local_out, prediction) {
+            Ok(path) => eprintln!("the TPU prediction for {} (not a measurement) is in {}", prediction.experiment, path.display()),
+            Err(e) => tracing::warn!("could not keep the TPU prediction for {}: {e}", prediction.experiment),
+        }
+    }
     let report = result.with_context(|| format!("the campaign on {} did not finish", record.node_id()))?;
     if args.detach {
         outln!(

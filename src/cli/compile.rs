@@ -11,7 +11,8 @@ use clap::Args;
 
 use crate::experiment::Experiment;
 use crate::models::ModelKind;
-use crate::tpu::{self, CompileReport, Target};
+use crate::tpu::cache::CompileCache;
+use crate::tpu::{self, CompileReport, PlannedProgram, Response, Target};
 
 #[derive(Args, Debug)]
 pub struct CompileArgs {
@@ -35,9 +36,13 @@ pub struct CompileArgs {
     /// Print one JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also keep the prediction in this runs folder (RUNS/EXPERIMENT/tpu-prediction-TYPE.json), where `emotionet report` shows it.
+    #[arg(long, value_name = "RUNS")]
+    pub out: Option<PathBuf>,
 }
 
-/// Compiles `experiment`'s programs for `target` in a worker process.
+/// Compiles `experiment`'s programs for `target` in a worker process (and
+/// records the answers in the compile cache for the preflight).
 pub fn compile_report(
     experiment: &Experiment,
     target: &Target,
@@ -46,14 +51,91 @@ pub fn compile_report(
     threads: usize,
     serialize_to: Option<&Path>,
 ) -> anyhow::Result<CompileReport> {
-    anyhow::ensure!(libtpu.is_file(), "no libtpu at {}: `make tpu-plugin` fetches the pinned one, or pass --libtpu PATH", libtpu.display());
     let planned = tpu::plan(experiment, target, only)?;
-    let request = tpu::request(libtpu, target, &planned, threads, serialize_to);
-    let exe = std::env::current_exe().context("finding the emotionet binary to run the compile worker")?;
-    let scratch = std::env::temp_dir().join("emotionet-tpu-compile");
-    let response = tpu::worker::run(&exe, &request, &scratch).with_context(|| format!("compiling for {} ({})", target.accelerator_type, target.topology))?;
-    anyhow::ensure!(response.programs.len() == planned.len(), "the compile worker answered for {} programs of {}", response.programs.len(), planned.len());
-    Ok(tpu::report(experiment, target, libtpu, &planned, &response))
+    let mut cache = CompileCache::load(&tpu::cache::default_path());
+    let compiled = compile_planned(&[(experiment, planned)], target, libtpu, threads, serialize_to, &mut cache, false)?;
+    Ok(compiled.reports.into_iter().next().expect("one report per experiment"))
+}
+
+/// What [`compile_planned`] did.
+pub struct Compiled {
+    /// One per experiment, in the order given.
+    pub reports: Vec<CompileReport>,
+    /// Programs the TPU compiler compiled now.
+    pub compiled: usize,
+    /// Programs answered from the cache.
+    pub cached: usize,
+}
+
+/// Compiles the planned programs of several experiments for one target in
+/// one worker process. With `use_cache`, programs the cache has an answer
+/// for (same program, libtpu and topology) are not compiled again, and no
+/// worker starts when it has them all. Every new answer goes into the cache
+/// either way (a cache that cannot be written is a warning, not an error).
+pub fn compile_planned(
+    items: &[(&Experiment, Vec<PlannedProgram>)],
+    target: &Target,
+    libtpu: &Path,
+    threads: usize,
+    serialize_to: Option<&Path>,
+    cache: &mut CompileCache,
+    use_cache: bool,
+) -> anyhow::Result<Compiled> {
+    anyhow::ensure!(libtpu.is_file(), "no libtpu at {}: `make tpu-plugin` fetches the pinned one, or pass --libtpu PATH", libtpu.display());
+    let sha = cache.libtpu_sha256(libtpu)?;
+    let options: Vec<(String, String)> = target.create_options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let topology_key = tpu::cache::topology_key(&sha, target.topology, &options);
+    let key = |p: &PlannedProgram| tpu::cache::program_key(&p.hash(), &sha, target.topology, &options);
+    let all: Vec<&PlannedProgram> = items.iter().flat_map(|(_, planned)| planned).collect();
+    let known = |p: &PlannedProgram| use_cache && serialize_to.is_none() && cache.topology(&topology_key).is_some() && cache.program(&key(p)).is_some();
+    // Each distinct program once, even when two experiments share it.
+    let mut missing: Vec<&PlannedProgram> = Vec::new();
+    for p in all.iter().copied().filter(|p| !known(p)) {
+        if !missing.iter().any(|m| key(m) == key(p)) {
+            missing.push(p);
+        }
+    }
+    let fresh = if missing.is_empty() {
+        None
+    } else {
+        let owned: Vec<PlannedProgram> = missing.iter().map(|p| (*p).clone()).collect();
+        let request = tpu::request(libtpu, target, &owned, threads, serialize_to);
+        let exe = std::env::current_exe().context("finding the emotionet binary to run the compile worker")?;
+        let scratch = std::env::temp_dir().join("emotionet-tpu-compile");
+        tracing::info!("compiling {} program(s) for {} with {}", owned.len(), target.accelerator_type, libtpu.display());
+        let response =
+            tpu::worker::run(&exe, &request, &scratch).with_context(|| format!("compiling for {} ({})", target.accelerator_type, target.topology))?;
+        anyhow::ensure!(response.programs.len() == owned.len(), "the compile worker answered for {} programs of {}", response.programs.len(), owned.len());
+        let keys: Vec<String> = owned.iter().map(key).collect();
+        cache.remember(&topology_key, &response, &keys);
+        if let Err(e) = cache.save() {
+            tracing::warn!("{e}; the next preflight compiles again");
+        }
+        Some((keys, response))
+    };
+    let topology = cache.topology(&topology_key).cloned().context("the compile cache lost the topology it was just given")?;
+    let mut reports = Vec::new();
+    for (experiment, planned) in items {
+        let mut programs = Vec::new();
+        for p in planned {
+            let k = key(p);
+            let from_worker = fresh.as_ref().and_then(|(keys, r)| keys.iter().position(|x| *x == k).map(|i| r.programs[i].clone()));
+            let result = match from_worker {
+                Some(r) => r,
+                None => cache.program(&k).cloned().with_context(|| format!("the compile cache has no answer for {}", p.name()))?,
+            };
+            programs.push(result);
+        }
+        let response = Response {
+            platform_name: topology.platform_name.clone(),
+            platform_version: topology.platform_version.clone(),
+            plugin_attributes: topology.plugin_attributes.clone(),
+            devices: topology.devices.clone(),
+            programs,
+        };
+        reports.push(tpu::report(experiment, target, libtpu, planned, &response));
+    }
+    Ok(Compiled { reports, compiled: missing.len(), cached: all.len() - all.iter().filter(|p| missing.iter().any(|m| key(m) == key(p))).count() })
 }
 
 pub fn run(args: CompileArgs) -> anyhow::Result<()> {
@@ -61,6 +143,12 @@ pub fn run(args: CompileArgs) -> anyhow::Result<()> {
     let experiment = Experiment::from_file(&args.experiment).with_context(|| format!("reading {}", args.experiment.display()))?;
     let libtpu = args.libtpu.clone().unwrap_or_else(tpu::default_libtpu);
     let report = compile_report(&experiment, target, &libtpu, args.model, args.threads.max(1), args.serialize_to.as_deref())?;
+    if let Some(runs) = &args.out
+        && report.refusals.is_empty()
+    {
+        let path = tpu::write_prediction(runs, &report).with_context(|| format!("keeping the prediction in {}", runs.display()))?;
+        eprintln!("the prediction (not a measurement) is in {}", path.display());
+    }
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {

@@ -27,6 +27,7 @@ mod eval;
 mod hlo;
 mod output;
 mod predict;
+mod preflight;
 mod report;
 mod run;
 mod train;

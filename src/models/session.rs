@@ -291,6 +291,11 @@ impl TrainSession {
 
     /// Uploads and runs one training step on `images: u8[B,H,W,1]`,
     /// `labels: i32[B]` (the global batch).
+    /// The plugin's cost analysis of the compiled train step (per device).
+    pub fn train_cost(&self) -> std::result::Result<crate::pjrt::CostAnalysis, crate::pjrt::PjrtError> {
+        self.train.cost_analysis()
+    }
+
     pub fn train_step(&mut self, images: &HostTensor, labels: &HostTensor, lr: f32) -> Result<()> {
         let batch = self.uploader().upload(images, labels)?;
         self.train_step_on(&batch, lr)

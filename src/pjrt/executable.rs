@@ -142,6 +142,27 @@ impl LoadedExecutable {
         result
     }
 
+    /// The plugin's cost analysis of this program (`flops`, `bytes
+    /// accessed` per execution, per device), as it compiled it for this
+    /// client's platform; an error where the plugin gives none.
+    pub fn cost_analysis(&self) -> Result<super::CostAnalysis> {
+        let api = self.client.api;
+        let mut get = ffi::PJRT_LoadedExecutable_GetExecutable_Args { loaded_executable: self.raw, ..ffi::PJRT_LoadedExecutable_GetExecutable_Args::sized() };
+        // SAFETY: `raw` is our live executable.
+        unsafe { call!(api, PJRT_LoadedExecutable_GetExecutable, &mut get) }?;
+        let exe = get.executable;
+        // SAFETY: `exe` is live until destroyed below; the properties are
+        // owned by it and copied out before that.
+        let cost = unsafe { call!(api, PJRT_Executable_GetCostAnalysis, PJRT_Executable_GetCostAnalysis_Args { executable: exe }) }.map(|args| {
+            // SAFETY: the plugin returned `num_properties` named values, alive with `exe`.
+            super::topology::cost_from_properties(unsafe { super::api::read_named_values(args.properties, args.num_properties) })
+        });
+        let mut destroy = ffi::PJRT_Executable_Destroy_Args { executable: exe, ..ffi::PJRT_Executable_Destroy_Args::sized() };
+        // SAFETY: GetExecutable hands us ownership of `exe`; destroyed once here.
+        unsafe { call!(api, PJRT_Executable_Destroy, &mut destroy) }?;
+        cost
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -363,7 +363,7 @@ impl CompiledExecutable {
 
 /// Reads the properties libtpu and the CPU plugin give (`flops`, `bytes
 /// accessed`, `transcendentals`, ...; per-operand `bytes accessed0{}` too).
-fn cost_from_properties(values: Vec<(String, NamedValue)>) -> CostAnalysis {
+pub(crate) fn cost_from_properties(values: Vec<(String, NamedValue)>) -> CostAnalysis {
     let mut cost = CostAnalysis::default();
     for (name, value) in values {
         let v = match value {

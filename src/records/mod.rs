@@ -260,12 +260,27 @@ pub struct RunConfig {
     /// compiled. Absent until the run compiled it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_types: Option<ComputeTypes>,
+    /// What the compiler that ran the train step says one step costs, from
+    /// the executable's cost analysis on the platform it ran on. Absent in
+    /// older records and where the plugin gives no cost analysis (the run's
+    /// notes then say why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_step_cost: Option<StepCost>,
     /// Who computed each part of each conv layer on a CPU (XLA's op or
     /// oneDNN's kernel) and why: forced, measured, cached or kept from the
     /// checkpoint. Absent in records written before the choice existed
     /// (those runs used XLA's ops) and until the run chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_kernels: Option<crate::models::KernelChoice>,
+}
+
+/// One train step's cost per device (replica), as the compiler that ran it
+/// counts it: the whole step runs once on every device at the same time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepCost {
+    pub flops: f64,
+    pub bytes_accessed: f64,
 }
 
 /// The element types a compiled train step's convolutions and dots take
@@ -606,6 +621,7 @@ pub(crate) mod tests {
                 seed: Some(7),
                 precision: Some(Precision::F32),
                 compute_types: Some(ComputeTypes { convolution: vec![DType::F32], dot: vec![DType::F32] }),
+                train_step_cost: None,
                 cpu_kernels: None,
             },
             steps_done: 20,

@@ -194,6 +194,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
     }
     md.push_str(&t.render());
     md.push('\n');
+    predictions(&mut md, &analysis.predictions);
 
     // 2. Speedups.
     let _ = writeln!(md, "## 2. Speedups\n\n### Our platforms against our CPU\n");
@@ -304,6 +305,7 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
             "Rows labelled *standing in for* ran on another platform through a stand-in description (tests only); they appear here, in section 1's table, in the curves and in the appendix, and nowhere else: no chart bar, speedup, paper comparison or \"present\" check counts them.\n"
         );
     }
+    achieved_flops(&mut md, analysis);
     tpu_costs(&mut md, runs);
 
     // 4. Accuracy.
@@ -588,11 +590,125 @@ pub fn render(scan: &Scan, analysis: &Analysis, generated_at: &str) -> Rendered 
             "per_source": h.eval.per_source.iter().map(|t| json!({"source": t.source, "kind": t.kind, "table": t.table})).collect::<Vec<_>>(),
             "face_level": h.eval.face_level.iter().map(|t| json!({"source": t.source, "kind": t.kind, "table": t.table})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "tpu_predictions": analysis.predictions,
         "missing": analysis.missing,
         "skipped": scan.skipped,
         "charts": charts.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
     });
     Rendered { markdown: md, json, charts }
+}
+
+/// The TPU predictions, each labelled as one, beside the measured TPU group
+/// of the same experiment, model and precision when there is one. They are
+/// kept out of the chart, the speedups and the paper comparisons: only
+/// `Analysis::groups` feed those.
+fn predictions(md: &mut String, rows: &[super::model::PredictedRow]) {
+    use crate::cloud::cost;
+    use crate::cloud::spec::Capacity;
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "### Predicted TPU time: a prediction, not a measurement
+"
+    );
+    let _ = writeln!(
+        md,
+        "From a TPU prediction file (`tpu-prediction-TYPE.json`, written by the cloud preflight or `emotionet compile --out`): the pinned libtpu compiled the training step for the accelerator type on a machine without a TPU. It counts {}. It is never drawn as a bar and never enters a speedup. Where a measured TPU group of the same experiment, model and precision exists, it follows its prediction with measured ÷ predicted.\n",
+        crate::tpu::PREDICTION_NOTE.trim_start_matches("predicted, not measured: ")
+    );
+    let mut t = Table::new(&[
+        "Model",
+        "Experiment",
+        "Row",
+        "Image",
+        ">Batch × replicas",
+        ">Steps",
+        ">Step",
+        ">Training steps",
+        ">On demand (est.)",
+        ">Spot (est.)",
+        ">Memory per core",
+        ">Measured ÷ predicted (step)",
+        ">Measured ÷ predicted (training)",
+    ]);
+    for r in rows {
+        let memory = r.memory_bytes.map_or(NONE.to_string(), |m| format!("{} of {}", crate::tpu::gib(m as f64), crate::tpu::gib(r.hbm_bytes)));
+        let bound = r.bound.as_deref().map_or(String::new(), |b| format!(" ({b}-bound)"));
+        t.row(vec![
+            r.model.to_string(),
+            r.experiment.clone(),
+            r.label.clone(),
+            format!("{0}x{0}", r.image_size),
+            format!("{} × {}", r.batch, r.replicas),
+            r.steps.to_string(),
+            format!("{} ms{bound}", fmt_sig(r.step_s * 1000.0, 3)),
+            fmt_duration(r.train_s),
+            cost::estimate(&r.accelerator_type, "us-central1-a", Capacity::OnDemand, r.train_s),
+            cost::estimate(&r.accelerator_type, "us-central1-a", Capacity::Spot, r.train_s),
+            memory,
+            NONE.into(),
+            NONE.into(),
+        ]);
+        if let Some(m) = &r.measured {
+            t.row(vec![
+                r.model.to_string(),
+                r.experiment.clone(),
+                format!("measured: {}", m.platform),
+                format!("{0}x{0}", r.image_size),
+                NONE.into(),
+                NONE.into(),
+                m.steady_step_s.map_or(NONE.into(), |s| format!("{} ms", fmt_sig(s * 1000.0, 3))),
+                m.train_wall_s.map_or(NONE.into(), fmt_duration),
+                NONE.into(),
+                NONE.into(),
+                NONE.into(),
+                m.step_ratio.map_or(NONE.into(), |v| format!("{}×", fmt_sig(v, 3))),
+                m.train_ratio.map_or(NONE.into(), |v| format!("{}×", fmt_sig(v, 3))),
+            ]);
+        }
+    }
+    md.push_str(&t.render());
+    let _ = writeln!(
+        md,
+        "\nCosts: the predicted training time at the list price of the type in us-central1 ({}); `-` where the table has no price.\n",
+        cost::PRICE_SOURCE
+    );
+}
+
+/// Achieved FLOP/s per group: the train step's flops per device from the
+/// cost analysis of the compiler that ran it, times the devices, over the
+/// steady step; and for TPUs the share of the peak table's FLOP/s (MFU).
+fn achieved_flops(md: &mut String, analysis: &Analysis) {
+    let groups: Vec<&Group> = analysis.groups.iter().chain(&analysis.stand_ins).filter(|g| g.achieved_flops_per_s.is_some()).collect();
+    if groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "### Achieved FLOP/s
+"
+    );
+    let _ = writeln!(
+        md,
+        "Flops of one train step per device as the compiler that ran it counts them (the executable's cost analysis, recorded by the run), times the devices, over the median steady step. MFU is that over the peak FLOP/s of the devices from the TPU peak table (`src/tpu/targets.rs`); there is no GPU table, and a CPU's measured matmul peak is `emotionet bench`'s, not in the record, so those rows have none.\n"
+    );
+    let mut t = Table::new(&["Model", "Experiment", "Platform", "Device × count", ">Flops / step / device", ">Steady step (ms)", ">Achieved GFLOP/s", ">MFU"]);
+    for g in groups {
+        t.row(vec![
+            g.model.to_string(),
+            g.experiment.clone(),
+            g.platform_label(),
+            g.device.clone(),
+            stat(g.train_step_flops, |v| format!("{v:.3e}")),
+            stat(g.steady_step_s, |v| fmt_sig(v * 1000.0, 3)),
+            stat(g.achieved_flops_per_s, |v| fmt_sig(v / 1e9, 3)),
+            stat(g.mfu, fmt_pct),
+        ]);
+    }
+    md.push_str(&t.render());
+    md.push('\n');
 }
 
 /// Per-class precision and recall of one or more matrices over the same labels.

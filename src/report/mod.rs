@@ -43,6 +43,8 @@ pub enum ReportError {
     NothingFound { path: PathBuf, skipped: usize },
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error("cannot read the TPU prediction {path}: {message}")]
+    Prediction { path: PathBuf, message: String },
     #[error("run id `{run_id}` appears twice: {first} and {second}")]
     DuplicateRun { run_id: String, first: PathBuf, second: PathBuf },
     #[error("refusing to replace {path}: it exists and is not an emotionet report directory ({reason})")]

@@ -33,6 +33,16 @@ pub struct HierarchyEntry {
     pub eval: HierarchyEval,
 }
 
+/// One TPU prediction file (`tpu-prediction-TYPE.json`, written by the
+/// cloud preflight or `emotionet compile --out`): the TPU compiler's figures
+/// for an experiment's programs. A prediction, never a measurement.
+#[derive(Clone, Debug)]
+pub struct PredictionEntry {
+    /// Relative to the runs directory.
+    pub path: PathBuf,
+    pub report: crate::tpu::CompileReport,
+}
+
 /// A file left out of the report, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {
@@ -46,6 +56,7 @@ pub struct Scan {
     pub runs_dir: PathBuf,
     pub runs: Vec<RunEntry>,
     pub hierarchies: Vec<HierarchyEntry>,
+    pub predictions: Vec<PredictionEntry>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -62,13 +73,16 @@ pub fn scan(runs_dir: &Path, skip_invalid: bool) -> Result<Scan, ReportError> {
     let mut found = Vec::new();
     walk(runs_dir, &mut found)?;
     found.sort();
-    let mut out = Scan { runs_dir: runs_dir.to_path_buf(), runs: Vec::new(), hierarchies: Vec::new(), skipped: Vec::new() };
+    let mut out = Scan { runs_dir: runs_dir.to_path_buf(), runs: Vec::new(), hierarchies: Vec::new(), predictions: Vec::new(), skipped: Vec::new() };
     let mut ids: BTreeMap<String, PathBuf> = BTreeMap::new();
     for path in found {
         let rel = path.strip_prefix(runs_dir).unwrap_or(&path).to_path_buf();
         let is_record = path.file_name().is_some_and(|n| n == records::RECORD_FILE);
+        let is_prediction = path.file_name().is_some_and(|n| crate::tpu::is_prediction_file(&n.to_string_lossy()));
         let outcome = if is_record {
             load_run(&path, &rel, &mut ids, skip_invalid).map(|run| out.runs.push(run))
+        } else if is_prediction {
+            load_prediction(&path).map(|report| out.predictions.push(PredictionEntry { path: rel.clone(), report }))
         } else {
             HierarchyEval::load(&path).map_err(ReportError::from).map(|eval| out.hierarchies.push(HierarchyEntry { path: rel.clone(), eval }))
         };
@@ -81,7 +95,7 @@ pub fn scan(runs_dir: &Path, skip_invalid: bool) -> Result<Scan, ReportError> {
             Err(e) => return Err(e),
         }
     }
-    if out.runs.is_empty() && out.hierarchies.is_empty() {
+    if out.runs.is_empty() && out.hierarchies.is_empty() && out.predictions.is_empty() {
         return Err(ReportError::NothingFound { path: runs_dir.to_path_buf(), skipped: out.skipped.len() });
     }
     Ok(out)
@@ -95,11 +109,19 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), ReportError> {
         let path = entry.path();
         if kind.is_dir() {
             walk(&path, found)?;
-        } else if entry.file_name() == records::RECORD_FILE || entry.file_name() == records::HIERARCHY_FILE {
+        } else if entry.file_name() == records::RECORD_FILE
+            || entry.file_name() == records::HIERARCHY_FILE
+            || crate::tpu::is_prediction_file(&entry.file_name().to_string_lossy())
+        {
             found.push(path);
         }
     }
     Ok(())
+}
+
+fn load_prediction(path: &Path) -> Result<crate::tpu::CompileReport, ReportError> {
+    let bytes = fs::read(path).map_err(|source| ReportError::Prediction { path: path.to_path_buf(), message: source.to_string() })?;
+    serde_json::from_slice(&bytes).map_err(|e| ReportError::Prediction { path: path.to_path_buf(), message: e.to_string() })
 }
 
 fn load_run(path: &Path, rel: &Path, ids: &mut BTreeMap<String, PathBuf>, skip_invalid: bool) -> Result<RunEntry, ReportError> {
@@ -221,6 +243,15 @@ pub struct Group {
     pub input_share: Option<Stat>,
     pub other_s: Option<Stat>,
     pub total_wall_s: Option<Stat>,
+    /// Flops of one train step per device, from the cost analysis of the
+    /// compiler that ran it (the records' `config.train_step_cost`).
+    pub train_step_flops: Option<Stat>,
+    /// Flops per step x devices / steady step: what the run achieved.
+    pub achieved_flops_per_s: Option<Stat>,
+    /// Achieved FLOP/s over the peak of the devices that ran it (TPUs of
+    /// the peak table only; no GPU table, and a CPU's measured peak is in
+    /// `emotionet bench`, not in the record).
+    pub mfu: Option<Stat>,
     pub train_accuracy: Option<Stat>,
     pub eval_accuracy: Option<Stat>,
     /// Final eval accuracy per data source over the finished runs, where
@@ -306,8 +337,102 @@ pub struct Analysis {
     /// (model, experiment) pairs with a non-CPU platform but no CPU run.
     pub no_cpu_baseline: Vec<(ModelKind, String)>,
     pub paper_comparisons: Vec<PaperComparison>,
+    /// Predicted TPU training, one per (prediction file, model): never a
+    /// group, a bar or a speedup.
+    pub predictions: Vec<PredictedRow>,
     /// Statements of what is missing, for the report's last section.
     pub missing: Vec<String>,
+}
+
+/// What the TPU compiler's cost analysis and the roofline predict for one
+/// model of one experiment on one accelerator type, and the measured TPU
+/// group of the same experiment, model and precision when there is one.
+#[derive(Clone, Debug, Serialize)]
+pub struct PredictedRow {
+    /// Always `prediction`: the JSON says what it is, too.
+    pub kind: &'static str,
+    /// e.g. "predicted on TPU v3-8 (compiler cost analysis, roofline)".
+    pub label: String,
+    pub experiment: String,
+    pub model: ModelKind,
+    pub accelerator_type: String,
+    pub image_size: i64,
+    /// Global batch, and the replicas it is split over.
+    pub batch: i64,
+    pub replicas: usize,
+    pub precision: Precision,
+    pub steps: u64,
+    /// Roofline time of one training step (per device; all run at once).
+    pub step_s: f64,
+    /// `compute` or `memory`.
+    pub bound: Option<String>,
+    /// steps x step_s.
+    pub train_s: f64,
+    /// The train step's memory per core, and the core's HBM.
+    pub memory_bytes: Option<i64>,
+    pub hbm_bytes: f64,
+    pub flops_per_step: Option<f64>,
+    pub file: PathBuf,
+    /// The measured TPU group's median steady step and training time, with
+    /// measured / predicted for each.
+    pub measured: Option<MeasuredAgainstPrediction>,
+}
+
+/// A measured TPU group set against its prediction.
+#[derive(Clone, Debug, Serialize)]
+pub struct MeasuredAgainstPrediction {
+    pub platform: String,
+    pub steady_step_s: Option<f64>,
+    pub train_wall_s: Option<f64>,
+    pub step_ratio: Option<f64>,
+    pub train_ratio: Option<f64>,
+}
+
+/// The prediction rows of the scan's prediction files.
+fn predicted_rows(scan: &Scan, groups: &[Group]) -> Vec<PredictedRow> {
+    let mut rows = Vec::new();
+    for entry in &scan.predictions {
+        let r = &entry.report;
+        for p in r.programs.iter().filter(|p| p.role == crate::tpu::Role::TrainStep) {
+            let (Some(step_s), Some(steps)) = (p.roofline_step_s, p.runs) else { continue };
+            let train_s = step_s * steps as f64;
+            let measured = groups
+                .iter()
+                .find(|g| g.backend == Backend::Tpu && g.experiment == r.experiment && g.model == p.model && g.precision.is_none_or(|x| x == p.precision))
+                .map(|g| {
+                    let steady = g.steady_step_s.map(|s| s.median);
+                    let train = g.train_wall_s.map(|s| s.median);
+                    MeasuredAgainstPrediction {
+                        platform: g.platform_label(),
+                        steady_step_s: steady,
+                        train_wall_s: train,
+                        step_ratio: steady.filter(|_| step_s > 0.0).map(|s| s / step_s),
+                        train_ratio: train.filter(|_| train_s > 0.0).map(|s| s / train_s),
+                    }
+                });
+            rows.push(PredictedRow {
+                kind: "prediction",
+                label: format!("predicted on TPU {} (compiler cost analysis, roofline)", r.accelerator_type),
+                experiment: r.experiment.clone(),
+                model: p.model,
+                accelerator_type: r.accelerator_type.clone(),
+                image_size: p.image_size,
+                batch: p.batch,
+                replicas: p.replicas,
+                precision: p.precision,
+                steps,
+                step_s,
+                bound: p.bound.clone(),
+                train_s,
+                memory_bytes: p.memory_total_bytes,
+                hbm_bytes: p.hbm_bytes,
+                flops_per_step: p.flops,
+                file: entry.path.clone(),
+                measured,
+            });
+        }
+    }
+    rows
 }
 
 fn backend_rank(b: Backend) -> u8 {
@@ -470,7 +595,8 @@ pub fn analyse(scan: &Scan) -> Analysis {
     for s in &scan.skipped {
         missing.push(format!("Skipped `{}`: {}", s.path.display(), s.reason));
     }
-    Analysis { groups, stand_ins, speedups, no_cpu_baseline, paper_comparisons, missing }
+    let predictions = predicted_rows(scan, &groups);
+    Analysis { groups, stand_ins, speedups, no_cpu_baseline, paper_comparisons, predictions, missing }
 }
 
 fn ratio(num: Option<Stat>, den: Option<Stat>) -> Option<f64> {
@@ -478,6 +604,24 @@ fn ratio(num: Option<Stat>, den: Option<Stat>) -> Option<f64> {
         (Some(a), Some(b)) if b.median > 0.0 => Some(a.median / b.median),
         _ => None,
     }
+}
+
+/// A finished run's flops per step (per device) x devices / steady step.
+fn achieved_flops_per_s(r: &RunRecord) -> Option<f64> {
+    let flops = r.config.train_step_cost.as_ref().map(|c| c.flops).filter(|f| *f > 0.0)?;
+    let step = r.timing.as_ref()?.steady_step_s.filter(|s| *s > 0.0)?;
+    Some(flops * f64::from(r.platform.device_count.max(1)) / step)
+}
+
+/// The peak FLOP/s of the devices a run ran on, where the peak table knows
+/// them: real TPUs (by the device kind the plugin reported), never a stand-in.
+fn peak_flops_per_s(r: &RunRecord) -> Option<f64> {
+    let ran = RanOn::of(r);
+    if ran.backend != Backend::Tpu || ran.stand_in_for.is_some() {
+        return None;
+    }
+    let target = crate::tpu::TARGETS.iter().find(|t| t.generation.device_kind == r.platform.device_kind)?;
+    Some(target.peak_flops(r.config.precision.unwrap_or(Precision::F32)) * f64::from(r.platform.device_count.max(1)))
 }
 
 fn build_group(scan: &Scan, idx: Vec<usize>) -> Group {
@@ -522,6 +666,9 @@ fn build_group(scan: &Scan, idx: Vec<usize>) -> Group {
         input_share: timing(|t| t.input_share()),
         other_s: timing(|t| Some(t.other_s())),
         total_wall_s: timing(|t| Some(t.total_wall_s)),
+        train_step_flops: Stat::of(finished.iter().filter_map(|(_, r)| r.config.train_step_cost.as_ref().map(|c| c.flops).filter(|f| *f > 0.0))),
+        achieved_flops_per_s: Stat::of(finished.iter().filter_map(|(_, r)| achieved_flops_per_s(r))),
+        mfu: Stat::of(finished.iter().filter_map(|(_, r)| Some(achieved_flops_per_s(r)? / peak_flops_per_s(r)?))),
         train_accuracy: Stat::of(finished.iter().filter_map(|(_, r)| r.final_train.as_ref().map(|m| m.accuracy))),
         eval_accuracy: Stat::of(finished.iter().filter_map(|(_, r)| r.final_eval.as_ref().map(|m| m.accuracy))),
         source_eval_accuracy: source_accuracy(&finished),
@@ -576,6 +723,7 @@ mod tests {
             runs_dir: PathBuf::from("runs"),
             runs: vec![RunEntry { dir: PathBuf::from("smoke/face/cpu/r0"), record, curve: Vec::new(), curve_note: None }],
             hierarchies: Vec::new(),
+            predictions: Vec::new(),
             skipped: Vec::new(),
         };
         let analysis = analyse(&scan);

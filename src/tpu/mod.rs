@@ -12,6 +12,7 @@
 //! from Google's published figures, flops and bytes from the compiler's cost
 //! analysis), never a measurement.
 
+pub mod cache;
 pub mod targets;
 pub mod worker;
 
@@ -292,6 +293,32 @@ pub struct CompileReport {
 pub const PREDICTION_NOTE: &str = "predicted, not measured: training steps only (no eval passes, input pipeline, \
 compilation or VM start), each step at the roofline bound max(flops / peak FLOP/s, bytes accessed / HBM bandwidth) \
 from the TPU compiler's cost analysis; a real step is slower (no kernel reaches peak, and host-side work is left out)";
+
+/// A prediction file's name starts so: `tpu-prediction-v3-8.json`.
+pub const PREDICTION_PREFIX: &str = "tpu-prediction-";
+
+/// Where a runs folder keeps the prediction for one experiment on one
+/// accelerator type: beside the experiment's model folders
+/// (`RUNS/EXPERIMENT/tpu-prediction-TYPE.json`), where `emotionet report`
+/// finds it. It holds the [`CompileReport`] as `compile --json` prints it.
+pub fn prediction_path(runs_dir: &Path, experiment: &str, accelerator_type: &str) -> PathBuf {
+    runs_dir.join(experiment).join(format!("{PREDICTION_PREFIX}{accelerator_type}.json"))
+}
+
+/// Whether a file name is a prediction file's.
+pub fn is_prediction_file(name: &str) -> bool {
+    name.starts_with(PREDICTION_PREFIX) && name.ends_with(".json")
+}
+
+/// Writes `report` into `runs_dir` as its experiment's prediction (whole or
+/// not at all), returning the path.
+pub fn write_prediction(runs_dir: &Path, report: &CompileReport) -> Result<PathBuf, crate::fsutil::FsError> {
+    let path = prediction_path(runs_dir, &report.experiment, &report.accelerator_type);
+    let mut bytes = serde_json::to_vec_pretty(report).expect("a compile report serializes");
+    bytes.push(b'\n');
+    crate::fsutil::write_atomic(&path, &bytes)?;
+    Ok(path)
+}
 
 /// Builds the report from the plan and the worker's answer.
 pub fn report(experiment: &Experiment, target: &Target, plugin: &Path, planned: &[PlannedProgram], response: &Response) -> CompileReport {

@@ -59,8 +59,11 @@ pub static V2: Generation = Generation {
     peak_f32_flops: 46e12 / 2.0,
     hbm_bytes: 16.0 * GIB / 2.0,
     hbm_bandwidth: 700.0 * GB / 2.0,
-    source: "per chip 46 TFLOP/s bf16, 16 GiB HBM, 700 GB/s, 2 TensorCores: Jouppi et al., A Domain-Specific Supercomputer for \
-Training Deep Neural Networks, CACM 63(7), 2020, Table 3 (cited by cloud.google.com/tpu/docs/v2, which gives no table; read 2026-12-07)",
+    source: "per chip 46 TFLOP/s bf16 (JAX's TPU hardware table, jax/_src/pallas/mosaic/tpu_info.py, shown at \
+docs.jax.dev/en/latest/pallas/tpu/hardware.html, read 2026-12-08) and 700 GB/s of HBM bandwidth (Norrie et al., The Design Process for \
+Google's Training Chips: TPUv2 and TPUv3, IEEE Micro 41(2), 2021, as quoted by notes on that paper read 2026-12-08, not the paper itself; JAX's table says 716 GB/s), 2 TensorCores; 8 GiB of HBM per core as the \
+pinned libtpu itself states it (its v2 out-of-memory error: memory size=8589934592, 2026-12-08). cloud.google.com/tpu/docs/v2 gives no \
+figures (it points to Jouppi et al., CACM 63(7), 2020)",
 };
 
 pub static V3: Generation = Generation {

@@ -32,6 +32,8 @@ const META_STEP_TIMES: &str = "step_times";
 const META_INPUT_TIMES: &str = "input_times";
 /// Checkpoint metadata: compile seconds and wall seconds of earlier attempts.
 const META_COMPILE_S: &str = "compile_s";
+/// The record's note saying why it has no train step cost.
+pub const NOTE_NO_STEP_COST: &str = "train_step_cost";
 const META_WALL_S: &str = "wall_s";
 
 /// The time a run has taken, over all its attempts (see [`Timing`] for the
@@ -251,6 +253,22 @@ impl RunWriter {
     /// (the proof of the record's precision), written to the record now.
     pub fn set_compute_types(&mut self, types: crate::records::ComputeTypes) -> anyhow::Result<()> {
         self.record.config.compute_types = Some(types);
+        self.save_record()
+    }
+
+    /// The train step's cost analysis from the plugin that compiled it, or
+    /// why there is none (kept in the record's notes).
+    pub fn set_train_step_cost(&mut self, cost: Result<crate::records::StepCost, String>) -> anyhow::Result<()> {
+        match cost {
+            Ok(cost) => {
+                self.record.config.train_step_cost = Some(cost);
+                self.record.notes.remove(NOTE_NO_STEP_COST);
+            }
+            Err(why) => {
+                self.record.config.train_step_cost = None;
+                self.record.notes.insert(NOTE_NO_STEP_COST.into(), why);
+            }
+        }
         self.save_record()
     }
 

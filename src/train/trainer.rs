@@ -252,6 +252,20 @@ fn run(
     };
     writer.clock.compile_s += session.compile_times.train_s + session.compile_times.eval_s;
     writer.set_compute_types(compute_types(session.train_program()))?;
+    // Flops per step as the compiler that runs it counts them: the report
+    // turns them into achieved FLOP/s. XLA's cost analysis does not see
+    // inside a custom call, so a step with oneDNN host kernels would be
+    // undercounted: it gets no figure, and the note says why.
+    let host_kernels = String::from_utf8_lossy(session.train_program().code()).contains("stablehlo.custom_call");
+    let cost = if host_kernels {
+        Err("the train step calls oneDNN host kernels (stablehlo.custom_call), whose flops XLA's cost analysis does not count".to_string())
+    } else {
+        session
+            .train_cost()
+            .map(|c| crate::records::StepCost { flops: c.flops, bytes_accessed: c.bytes_accessed })
+            .map_err(|e| format!("the plugin gave no cost analysis of the train step: {e}"))
+    };
+    writer.set_train_step_cost(cost)?;
     train_loop(experiment, kind, training, options, &mut session, &mut pipeline, &data, writer)
 }
 
@@ -433,6 +447,7 @@ fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, 
             optimizer: training.optimizer.name().to_string(),
             precision: Some(training.precision),
             compute_types: None,
+            train_step_cost: None,
             cpu_kernels: None,
             learning_rate: Some(training.learning_rate.at(0, training.total_steps())),
             seed: Some(experiment.seed),
