@@ -155,6 +155,8 @@ fn killed_twice_resumes_to_the_same_parameters(kernels: &str) {
     assert_eq!(ours["source"], "checkpoint", "{ours}");
     let expected_source = if kernels == "auto" { "measured" } else { "forced" };
     assert_eq!(theirs["source"], expected_source, "{theirs}");
+    // The precision's proof sees the convolutions on either kernel.
+    assert_eq!(read_record(&ref_dir)["config"]["compute_types"], serde_json::json!({"convolution": ["f32"], "dot": ["f32"]}));
     let onednn_parts = theirs["kernels"].as_array().unwrap().iter().flat_map(|b| b.as_object().unwrap().values()).filter(|k| *k == "onednn").count();
     match kernels {
         "xla" => assert_eq!(onednn_parts, 0, "{theirs}"),

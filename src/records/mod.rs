@@ -284,8 +284,8 @@ pub struct StepCost {
 }
 
 /// The element types a compiled train step's convolutions and dots take
-/// (the operands of every `stablehlo.convolution` and
-/// `stablehlo.dot_general` in the program handed to the compiler).
+/// (the operands of every `stablehlo.convolution`, oneDNN conv custom call
+/// and `stablehlo.dot_general` in the program handed to the compiler).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComputeTypes {

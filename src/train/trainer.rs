@@ -406,10 +406,13 @@ pub fn platform_of(client: &Client, devices_used: u32) -> Platform {
 
 /// The element types of `program`'s convolutions and dots, for the record.
 pub fn compute_types(program: &crate::program::Program) -> crate::records::ComputeTypes {
-    crate::records::ComputeTypes {
-        convolution: program.operand_types("stablehlo.convolution").into_iter().collect(),
-        dot: program.operand_types("stablehlo.dot_general").into_iter().collect(),
+    // A conv part on oneDNN is a custom call, not a `stablehlo.convolution`:
+    // its operands are what that part computes in.
+    let mut convolution = program.operand_types("stablehlo.convolution");
+    for target in ["emotionet_onednn_conv_fwd", "emotionet_onednn_conv_bwd_data", "emotionet_onednn_conv_bwd_weights"] {
+        convolution.extend(program.operand_types(&format!("stablehlo.custom_call @{target}")));
     }
+    crate::records::ComputeTypes { convolution: convolution.into_iter().collect(), dot: program.operand_types("stablehlo.dot_general").into_iter().collect() }
 }
 
 fn new_record(experiment: &Experiment, kind: ModelKind, options: &TrainOptions, client: &Client, devices: usize, training: &ModelTraining) -> RunRecord {
