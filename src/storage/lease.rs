@@ -258,8 +258,15 @@ impl Lease {
         let mut work = std::pin::pin!(work);
         let mut next_renewal = self.renewed_at + self.ttl / 3;
         loop {
-            let deadline = tokio::time::Instant::from_std(Instant::now() + self.vouched_for());
+            let left = self.vouched_for();
             let unsure = self.unsure("an upload ran until the lease's expiry less its margin, and the lease could not be renewed meanwhile");
+            // Checked before the select, not left to it: tokio's timer rounds
+            // a deadline up to its next millisecond tick, so a deadline that
+            // has just passed could still let `work` be polled (started) once.
+            if left.is_zero() {
+                return Err(unsure);
+            }
+            let deadline = tokio::time::Instant::from_std(Instant::now() + left);
             let renewal_at = tokio::time::Instant::from_std(next_renewal);
             tokio::select! {
                 // The deadline first: past it, the work is not even polled (started).
